@@ -1,0 +1,254 @@
+"""The agent's own series store and the prometheus_client Collector that exposes it.
+
+Sources write plain numbers into ``Family`` objects (a dict per family, keyed by label values) instead of
+prometheus_client metric objects: an update is one dict operation, with no lock and no per-call object, so
+hot paths (a batch of log lines, a probe) stay cheap. prometheus_client is used only to render the exposition
+formats, from a snapshot taken on the event loop.
+
+Families are owned by groups (one per source, one for the agent itself). Removing a source drops its group;
+a source that survives a reload keeps its group and so its counters. Families with the same name in several
+groups (``probe_success`` of every HTTP source) are merged at exposition.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Literal
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+Kind = Literal["counter", "gauge", "histogram", "info"]
+LabelValues = tuple[str, ...]
+
+DEFAULT_MAX_SERIES = 10_000
+
+
+class Family:
+    """One metric family owned by one group.
+
+    Counters and gauges keep ``values[label_values] = float``. Histograms keep, per label set, a list of
+    per-bucket (non-cumulative) counts, one more than there are bounds (the last is +Inf), and the sum at the
+    end. New label sets beyond ``max_series`` are refused and counted in ``dropped``, never stored.
+    """
+
+    __slots__ = ("name", "documentation", "kind", "labelnames", "bounds", "max_series", "values", "dropped")
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        kind: Kind,
+        labelnames: Iterable[str] = (),
+        bounds: Iterable[float] = (),
+        max_series: int = DEFAULT_MAX_SERIES,
+    ):
+        self.name = name
+        self.documentation = documentation
+        self.kind = kind
+        self.labelnames: tuple[str, ...] = tuple(labelnames)
+        self.bounds: tuple[float, ...] = tuple(bounds)
+        self.max_series = max_series
+        self.values: dict[LabelValues, float | list[float]] = {}
+        self.dropped = 0.0
+
+    def _admit(self, labels: LabelValues, amount: float = 1.0) -> bool:
+        if labels in self.values:
+            return True
+        if len(self.values) >= self.max_series:
+            self.dropped += amount
+            return False
+        return True
+
+    def inc(self, labels: LabelValues = (), amount: float = 1.0) -> None:
+        """Add to a counter (or gauge). Negative amounts on counters are the caller's bug."""
+        values = self.values
+        if labels in values:
+            values[labels] += amount
+        elif self._admit(labels):
+            values[labels] = amount
+
+    def set(self, labels: LabelValues = (), value: float = 0.0) -> None:
+        if labels in self.values or self._admit(labels):
+            self.values[labels] = value
+
+    def ensure(self, labels: LabelValues = ()) -> None:
+        """Make a series exist at zero, so ``increase()`` sees its first event (counters born at 0)."""
+        if labels not in self.values and self._admit(labels):
+            self.values[labels] = self._zero()
+
+    def observe(self, labels: LabelValues, value: float) -> None:
+        state = self._histogram(labels)
+        if state is not None:
+            state[bisect.bisect_left(self.bounds, value)] += 1
+            state[-1] += value
+
+    def merge_histogram(self, labels: LabelValues, bucket_counts: list[float], total: float) -> None:
+        """Add pre-aggregated observations: per-bucket counts (len(bounds)+1, non-cumulative) and their sum."""
+        state = self._histogram(labels, sum(bucket_counts))
+        if state is not None:
+            for index, count in enumerate(bucket_counts):
+                state[index] += count
+            state[-1] += total
+
+    def remove(self, labels: LabelValues) -> None:
+        self.values.pop(labels, None)
+
+    def clear(self) -> None:
+        self.values.clear()
+
+    def _zero(self) -> float | list[float]:
+        return [0.0] * (len(self.bounds) + 2) if self.kind == "histogram" else 0.0
+
+    def _histogram(self, labels: LabelValues, amount: float = 1.0) -> list[float] | None:
+        state = self.values.get(labels)
+        if state is None:
+            if not self._admit(labels, amount):
+                return None
+            state = self.values[labels] = self._zero()
+        return state  # type: ignore[return-value]
+
+    def snapshot(self) -> dict[LabelValues, float | list[float]]:
+        if self.kind == "histogram":
+            return {labels: list(state) for labels, state in self.values.items()}  # type: ignore[arg-type]
+        return self.values.copy()
+
+
+class Group:
+    """The families one owner (a source, or the agent itself) writes."""
+
+    def __init__(self, owner: str):
+        self.owner = owner
+        self.families: dict[str, Family] = {}
+
+    def _family(self, name: str, documentation: str, kind: Kind, labelnames: Iterable[str],
+                bounds: Iterable[float] = (), max_series: int = DEFAULT_MAX_SERIES) -> Family:
+        existing = self.families.get(name)
+        if existing is not None:
+            if existing.kind != kind or existing.labelnames != tuple(labelnames):
+                raise ValueError(f"metric {name} already registered by {self.owner} with another type or labels")
+            return existing
+        family = self.families[name] = Family(name, documentation, kind, labelnames, bounds, max_series)
+        return family
+
+    def counter(self, name: str, documentation: str, labelnames: Iterable[str] = (),
+                max_series: int = DEFAULT_MAX_SERIES) -> Family:
+        """A counter; ``name`` is given without the ``_total`` suffix the exposition adds."""
+        return self._family(name, documentation, "counter", labelnames, max_series=max_series)
+
+    def gauge(self, name: str, documentation: str, labelnames: Iterable[str] = (),
+              max_series: int = DEFAULT_MAX_SERIES) -> Family:
+        return self._family(name, documentation, "gauge", labelnames, max_series=max_series)
+
+    def histogram(self, name: str, documentation: str, labelnames: Iterable[str], bounds: Iterable[float],
+                  max_series: int = DEFAULT_MAX_SERIES) -> Family:
+        return self._family(name, documentation, "histogram", labelnames, sorted(bounds), max_series)
+
+    def info(self, name: str, documentation: str, labelnames: Iterable[str]) -> Family:
+        """An info family; ``set(label_values, 1)`` publishes one ``<name>_info`` series."""
+        return self._family(name, documentation, "info", labelnames)
+
+
+@dataclass
+class Snapshot:
+    """A copy of every family's values, taken on the event loop and rendered anywhere."""
+
+    families: list[tuple[Family, dict[LabelValues, float | list[float]]]] = field(default_factory=list)
+    const_labels: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, float] = field(default_factory=dict)
+
+
+class Store:
+    """All groups, plus the labels added to every exported series."""
+
+    def __init__(self, const_labels: dict[str, str] | None = None):
+        self.groups: dict[str, Group] = {}
+        self.const_labels: dict[str, str] = dict(const_labels or {})
+
+    def group(self, owner: str) -> Group:
+        group = self.groups.get(owner)
+        if group is None:
+            group = self.groups[owner] = Group(owner)
+        return group
+
+    def drop_group(self, owner: str) -> None:
+        self.groups.pop(owner, None)
+
+    def snapshot(self) -> Snapshot:
+        snap = Snapshot(const_labels=dict(self.const_labels))
+        for group in list(self.groups.values()):
+            for family in list(group.families.values()):
+                snap.families.append((family, family.snapshot()))
+                if family.dropped:
+                    snap.dropped[family.name] = snap.dropped.get(family.name, 0.0) + family.dropped
+        return snap
+
+
+def render_families(snap: Snapshot) -> Iterator[Metric]:
+    """prometheus_client metric families for a snapshot; same-named families of several groups are merged.
+
+    A series' own labels win over the constant (global) labels of the same name.
+    """
+    merged: dict[str, Metric] = {}
+    const_names = tuple(snap.const_labels)
+    const_values = tuple(snap.const_labels.values())
+    for family, values in snap.families:
+        extra = [i for i, n in enumerate(const_names) if n not in family.labelnames]
+        names = list(family.labelnames) + [const_names[i] for i in extra]
+        tail = [const_values[i] for i in extra]
+        metric = merged.get(family.name)
+        if metric is None:
+            metric = merged[family.name] = _new_metric(family, names)
+        if family.kind == "histogram":
+            for labels, state in values.items():
+                cumulative, buckets = 0.0, []
+                for bound, count in zip((*family.bounds, math.inf), state):  # type: ignore[arg-type]
+                    cumulative += count
+                    buckets.append((_bound(bound), cumulative))
+                metric.add_metric([*labels, *tail], buckets, state[-1])  # type: ignore[index,union-attr]
+        elif family.kind == "info":
+            for labels in values:
+                metric.add_metric([], dict(zip(names, [*labels, *tail])))
+        else:
+            for labels, value in values.items():
+                metric.add_metric([*labels, *tail], value)
+    if snap.dropped:
+        dropped = CounterMetricFamily("kpi_agent_series_dropped",
+                                      "New label sets refused because a metric reached its series limit",
+                                      labels=["metric", *const_names])
+        merged[dropped.name] = dropped
+        for name, count in sorted(snap.dropped.items()):
+            dropped.add_metric([name, *const_values], count)
+    yield from merged.values()
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == math.inf else repr(float(bound))
+
+
+def _new_metric(family: Family, labelnames: list[str]) -> Metric:
+    if family.kind == "counter":
+        return CounterMetricFamily(family.name, family.documentation, labels=labelnames)
+    if family.kind == "gauge":
+        return GaugeMetricFamily(family.name, family.documentation, labels=labelnames)
+    if family.kind == "histogram":
+        return HistogramMetricFamily(family.name, family.documentation, labels=labelnames)
+    return InfoMetricFamily(family.name, family.documentation)
+
+
+class SnapshotCollector(Collector):
+    """Yields the families of one snapshot; safe to render from a worker thread."""
+
+    def __init__(self, snap: Snapshot):
+        self._snap = snap
+
+    def collect(self) -> Iterator[Metric]:
+        return render_families(self._snap)

@@ -1,0 +1,368 @@
+"""YAML loading that remembers where every value came from, and a small reader that turns mappings into
+validated fields while collecting every problem as ``file:line: field: message``.
+
+Both the agent config and the KPI specs are read through this module, so every error a user sees has the
+same shape and points at the same kind of place.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class LocatedMap(dict):
+    """A mapping from YAML that knows the line of itself and of each key (1-based)."""
+
+    line: int = 0
+    key_lines: dict[Any, int]
+
+
+class LocatedList(list):
+    """A sequence from YAML that knows the line of itself and of each item (1-based)."""
+
+    line: int = 0
+    item_lines: list[int]
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LocatedMap:
+    loader.flatten_mapping(node)
+    result = LocatedMap()
+    result.line = node.start_mark.line + 1
+    result.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in result.key_lines:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {result.key_lines[key]})", key_node.start_mark
+            )
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LocatedList:
+    result = LocatedList(loader.construct_object(child, deep=True) for child in node.value)
+    result.line = node.start_mark.line + 1
+    result.item_lines = [child.start_mark.line + 1 for child in node.value]
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int | None
+    field: str
+    message: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        kind = "warning: " if self.warning else ""
+        return f"{where}: {kind}{self.field}: {self.message}" if self.field else f"{where}: {kind}{self.message}"
+
+
+class ConfigError(Exception):
+    """Raised with every problem found in one file, not just the first."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class Report:
+    """Collects problems for one file."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self.problems: list[Problem] = []
+
+    def error(self, line: int | None, field: str, message: str) -> None:
+        self.problems.append(Problem(self.file, line, field, message))
+
+    def warn(self, line: int | None, field: str, message: str) -> None:
+        self.problems.append(Problem(self.file, line, field, message, warning=True))
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if not p.warning]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.warning]
+
+    def raise_if_errors(self) -> None:
+        if self.errors:
+            raise ConfigError(self.errors)
+
+
+def load_text(text: str, file: str) -> Any:
+    """Parse YAML text into Located containers; syntax errors become a ConfigError with the line."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise ConfigError([Problem(file, line, "", f"invalid YAML: {exc.problem or exc}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(file, None, "", f"invalid YAML: {exc}")]) from None
+
+
+def load_file(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(str(path), None, "", f"cannot read: {exc}")]) from None
+    return load_text(text, str(path))
+
+
+_MISSING: Any = object()
+
+
+class Fields:
+    """Reads one YAML mapping field by field. Every key read is marked known; ``finish`` reports the rest
+    as unknown so typos never pass silently. Parse functions raise ValueError with a message for the user."""
+
+    def __init__(self, node: Any, path: str, report: Report, line: int | None = None):
+        self.path = path
+        self.report = report
+        self.ok = isinstance(node, dict)
+        if not self.ok:
+            report.error(line, path or "(top level)", f"expected a mapping, got {_kind(node)}")
+            node = LocatedMap()
+        self.node: dict = node
+        self.line = getattr(node, "line", line)
+        self._seen: set[Any] = set()
+
+    def field(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def line_of(self, key: str) -> int | None:
+        lines = getattr(self.node, "key_lines", {})
+        return lines.get(key, self.line)
+
+    def has(self, key: str) -> bool:
+        return key in self.node
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        self._seen.add(key)
+        return self.node.get(key, default)
+
+    def error(self, key: str, message: str) -> None:
+        self.report.error(self.line_of(key), self.field(key), message)
+
+    def warn(self, key: str, message: str) -> None:
+        self.report.warn(self.line_of(key), self.field(key), message)
+
+    def get(self, key: str, parse: Callable[[Any], T], default: Any = _MISSING) -> T | None:
+        """The parsed value, the default when absent, or None (with a problem recorded) when invalid."""
+        self._seen.add(key)
+        if key not in self.node or self.node[key] is None and default is not _MISSING:
+            if default is _MISSING:
+                self.report.error(self.line, self.field(key), "is required")
+                return None
+            return default
+        try:
+            return parse(self.node[key])
+        except ValueError as exc:
+            self.error(key, str(exc))
+            return None
+
+    def section(self, key: str, required: bool = False) -> Fields | None:
+        self._seen.add(key)
+        if key not in self.node or self.node[key] is None:
+            if required:
+                self.report.error(self.line, self.field(key), "is required")
+            return None
+        return Fields(self.node[key], self.field(key), self.report, self.line_of(key))
+
+    def items(self, key: str) -> Iterator[tuple[Any, str, int | None]]:
+        """(item, field path, line) for each item of a list field; a non-list is reported."""
+        self._seen.add(key)
+        value = self.node.get(key)
+        if value is None:
+            return
+        if not isinstance(value, list):
+            self.error(key, f"expected a list, got {_kind(value)}")
+            return
+        lines = getattr(value, "item_lines", [self.line_of(key)] * len(value))
+        for index, item in enumerate(value):
+            yield item, f"{self.field(key)}[{index}]", lines[index]
+
+    def finish(self) -> None:
+        for key in self.node:
+            if key not in self._seen:
+                self.report.error(self.line_of(key), self.field(str(key)), "unknown field")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    for types, name in ((bool, "a boolean"), (dict, "a mapping"), (list, "a list"), (str, "a string"),
+                        ((int, float), "a number")):
+        if isinstance(value, types):
+            return name
+    return type(value).__name__
+
+
+# Parsers: each takes a raw YAML value and returns the parsed one or raises ValueError for the user.
+
+_DURATION_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
+_DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+
+
+def duration(value: Any) -> float:
+    """Prometheus duration (``15s``, ``1h30m``, ``500ms``) in seconds."""
+    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    match = _DURATION_RE.match(text) if text else None
+    if not match or not any(match.groups()):
+        raise ValueError(f"{value!r} is not a duration (use Prometheus style: 30s, 5m, 1h, 7d)")
+    seconds = sum(int(g) * unit for g, unit in zip(match.groups(), _DURATION_UNITS) if g)
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be longer than zero")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest Prometheus duration string for a whole number of milliseconds."""
+    ms = round(seconds * 1000)
+    if ms <= 0:
+        return "0s"
+    parts = []
+    for unit, size in (("w", 7 * 86400000), ("d", 86400000), ("h", 3600000), ("m", 60000), ("s", 1000), ("ms", 1)):
+        if ms >= size:
+            parts.append(f"{ms // size}{unit}")
+            ms %= size
+    return "".join(parts)
+
+
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?$")
+_SIZE_UNITS = {None: 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+def size(value: Any) -> int:
+    """A byte size: ``1048576``, ``512KiB``, ``10MiB``, ``1GB``."""
+    match = _SIZE_RE.match(str(value).strip()) if not isinstance(value, bool) else None
+    if not match:
+        raise ValueError(f"{value!r} is not a size (use bytes or a unit: 512KiB, 10MiB, 1GB)")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_kind(value)}")
+    return value
+
+
+def nonempty_string(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string")
+    return value
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return value
+
+
+def positive_integer(value: Any) -> int:
+    result = integer(value)
+    if result <= 0:
+        raise ValueError(f"must be greater than zero, got {value!r}")
+    return result
+
+
+def one_of(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"{value!r} is not one of: {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def regex(value: Any) -> re.Pattern[str]:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a regular expression string, got {_kind(value)}")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"regular expression {value!r} does not compile: {exc}") from None
+
+
+def list_of(parse: Callable[[Any], T]) -> Callable[[Any], list[T]]:
+    def parse_list(value: Any) -> list[T]:
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list, got {_kind(value)}")
+        result = []
+        for index, item in enumerate(value):
+            try:
+                result.append(parse(item))
+            except ValueError as exc:
+                raise ValueError(f"item {index}: {exc}") from None
+        return result
+
+    return parse_list
+
+
+METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def metric_name(value: Any) -> str:
+    if not isinstance(value, str) or not METRIC_NAME_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid Prometheus metric name")
+    return value
+
+
+def label_name(value: Any) -> str:
+    if not isinstance(value, str) or not LABEL_NAME_RE.match(value) or value.startswith("__"):
+        raise ValueError(f"{value!r} is not a valid Prometheus label name")
+    return value
+
+
+def label_map(value: Any) -> dict[str, str]:
+    """A mapping of label name to a string value (numbers and booleans are accepted and stringified)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping of label names to values, got {_kind(value)}")
+    result = {}
+    for key, item in value.items():
+        label_name(key)
+        if isinstance(item, (dict, list)) or item is None:
+            raise ValueError(f"label {key!r}: expected a value, got {_kind(item)}")
+        result[key] = str(item).lower() if isinstance(item, bool) else str(item)
+    return result
+
+
+def string_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, (str, int, float)) for v in value.values()):
+        raise ValueError("expected a mapping of names to string values")
+    return {str(k): str(v) for k, v in value.items()}

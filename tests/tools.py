@@ -1,0 +1,54 @@
+"""Finds the real Prometheus tools for tests, installing Debian's packages when they are missing.
+
+In CI (``CI=true``) a missing tool fails the test; elsewhere it skips with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+
+import pytest
+
+# command -> Debian package that ships it
+PACKAGES = {
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+    "amtool": "prometheus-alertmanager",
+    "mtail": "mtail",
+}
+
+_lock = threading.Lock()
+_tried: set[str] = set()
+
+
+def _install(package: str) -> str:
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return "not root or no apt-get, cannot install"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]):
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            return f"{' '.join(command)} failed: {result.stderr.strip()[-500:]}"
+    return ""
+
+
+def require_tool(command: str) -> str:
+    """The path of ``command``; installs its Debian package once if missing; fails in CI, skips elsewhere."""
+    with _lock:
+        path = shutil.which(command)
+        package = PACKAGES[command]
+        why = ""
+        if path is None and package not in _tried:
+            _tried.add(package)
+            why = _install(package)
+            path = shutil.which(command)
+    if path:
+        return path
+    message = f"{command} (Debian package {package}) is not installed and could not be installed: {why or 'see above'}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
