@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from string import Template
 from typing import Any
 
 from agent import yamlsrc
@@ -85,12 +86,14 @@ def load_config(path: str | Path) -> tuple[AgentConfig, Report]:
     return parse_config(yamlsrc.load_file(path), str(path))
 
 
-def example_config_text() -> str:
-    return resources.files("agent.examples").joinpath(EXAMPLE_CONFIG).read_text(encoding="utf-8")
+def example_config_text(self_address: str = "127.0.0.1:9910") -> str:
+    """The built-in example, probing the agent itself at ``self_address`` (host:port)."""
+    text = resources.files("agent.examples").joinpath(EXAMPLE_CONFIG).read_text(encoding="utf-8")
+    return Template(text).safe_substitute(SELF=self_address)
 
 
-def load_example_config() -> tuple[AgentConfig, Report]:
-    text = example_config_text()
+def load_example_config(self_address: str = "127.0.0.1:9910") -> tuple[AgentConfig, Report]:
+    text = example_config_text(self_address)
     name = f"<built-in {EXAMPLE_CONFIG}>"
     return parse_config(yamlsrc.load_text(text, name), name)
 

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Sets up kpi-agent in ./.venv on a fresh Debian machine with Python 3.11+.
+#   --with-tools   also install the Prometheus tools the tests use (Debian: prometheus, prometheus-alertmanager, mtail)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_tools=false
+[ "${1:-}" = "--with-tools" ] && with_tools=true
+
+python=${PYTHON:-python3}
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || { echo "kpi-agent needs Python 3.11 or newer ($python is $("$python" --version 2>&1))" >&2; exit 1; }
+
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing Debian packages: $*; run as root or: sudo apt-get install $*" >&2
+    return 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "$@"
+}
+
+# Debian's python3 has no venv/ensurepip until python3-venv is installed.
+if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+  apt_install python3-venv
+fi
+
+if $with_tools; then
+  missing=()
+  command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
+  command -v amtool >/dev/null && command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+  command -v mtail >/dev/null || missing+=(mtail)
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+fi
+
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "kpi-agent is set up: .venv/bin/kpi-agent"

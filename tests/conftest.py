@@ -1,0 +1,13 @@
+import pytest
+
+from tests.tools import require_tool
+
+
+@pytest.fixture
+def promtool() -> str:
+    return require_tool("promtool")
+
+
+@pytest.fixture
+def prometheus_bin() -> str:
+    return require_tool("prometheus")

@@ -1,0 +1,143 @@
+"""The kpi-agent command as a user runs it: a real process, real signals, real HTTP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent import __version__
+from tests.helpers import fetch, free_port, sample_value, wait_until
+
+AGENT = [sys.executable, "-m", "agent"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*AGENT, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_check_accepts_a_valid_config_and_reports_every_error_of_a_bad_one(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("global: {interval: 30s}\nhttp:\n  - name: a\n    url: http://127.0.0.1:1/\n")
+    result = run_cli("check", "--config.file", str(good))
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("global:\n  interval: soon\nhttp:\n  - name: a\n    url: http://127.0.0.1:1/\n    timeout: 5x\n")
+    result = run_cli("check", "--config.file", str(bad), "--config.file", str(good))
+    assert result.returncode == 1
+    assert f"{bad}:2: global.interval: 'soon' is not a duration" in result.stderr
+    assert f"{bad}:6: http[0].timeout: '5x' is not a duration" in result.stderr
+    assert f"{good}: OK" in result.stdout
+
+
+def test_example_config_command_prints_a_config_that_checks(tmp_path):
+    result = run_cli("example-config")
+    assert result.returncode == 0
+    path = tmp_path / "example.yaml"
+    path.write_text(result.stdout)
+    assert run_cli("check", "--config.file", str(path)).returncode == 0
+
+
+@pytest.fixture
+def agent_process():
+    processes = []
+
+    def start(*args: str, port: int) -> subprocess.Popen:
+        process = subprocess.Popen([*AGENT, "run", "--web.listen-address", f"127.0.0.1:{port}", *args],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        processes.append(process)
+        wait_until(lambda: fetch(f"http://127.0.0.1:{port}/-/ready")[0] == 200, what="agent ready")
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+
+def test_run_without_config_probes_itself(agent_process):
+    port = free_port()
+    agent_process(port=port)
+    base = f"http://127.0.0.1:{port}"
+
+    def probed():
+        text = fetch(base + "/metrics")[1]
+        return sample_value(text, "probe_success", target="self-health") == 1 and \
+            sample_value(text, "example_agent_uptime_seconds") is not None and text
+
+    text = wait_until(probed, timeout=15, what="self probes")
+    assert sample_value(text, "probe_success", target="self-status", env="example") == 1
+    assert sample_value(text, "example_agent_sources", kind="http") == 2
+
+
+def test_sighup_reload_json_logs_and_clean_sigterm(agent_process, tmp_path):
+    port = free_port()
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"http:\n  - name: me\n    url: http://127.0.0.1:{port}/-/healthy\n    interval: 1s\n")
+    process = agent_process("--config.file", str(config), "--log.format", "json", port=port)
+    base = f"http://127.0.0.1:{port}"
+
+    config.write_text("http: [oops\n")
+    process.send_signal(signal.SIGHUP)
+    wait_until(lambda: sample_value(fetch(base + "/metrics")[1], "kpi_agent_config_last_reload_successful") == 0,
+               what="failed reload visible")
+    config.write_text(f"http:\n  - name: me2\n    url: http://127.0.0.1:{port}/-/healthy\n    interval: 1s\n")
+    process.send_signal(signal.SIGHUP)
+    wait_until(lambda: sample_value(fetch(base + "/metrics")[1], "probe_success", target="me2") == 1,
+               what="new source after reload")
+    assert sample_value(fetch(base + "/metrics")[1], "kpi_agent_config_last_reload_successful") == 1
+
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0, stderr
+    records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    messages = [r["msg"] for r in records]
+    assert "agent started" in messages and "agent stopped" in messages
+    failed = next(r for r in records if r["msg"].startswith("reload failed"))
+    assert failed["level"] == "error" and str(config) in failed["error"]
+
+
+def test_secrets_never_reach_logs_or_metrics(agent_process, tmp_path):
+    port = free_port()
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"http:\n  - name: guarded\n    url: http://127.0.0.1:{port}/-/healthy\n    interval: 1s\n"
+                      f"    basic_auth: {{username: bob, password: hunter2-secret}}\n")
+    process = agent_process("--config.file", str(config), "--log.level", "debug", port=port)
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: sample_value(fetch(base + "/metrics")[1], "probe_success", target="guarded") is not None)
+    config.write_text(config.read_text() + "    timeout: 5x\n")
+    process.send_signal(signal.SIGHUP)
+    wait_until(lambda: sample_value(fetch(base + "/metrics")[1], "kpi_agent_config_last_reload_successful") == 0)
+    metrics = fetch(base + "/metrics")[1]
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=10)
+    assert "hunter2-secret" not in metrics and "hunter2-secret" not in stderr
+
+
+def test_bad_listen_address_and_bad_config_exit_nonzero(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nonsense: 1\n")
+    result = subprocess.run([*AGENT, "run", "--config.file", str(bad)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and f"{bad}:1: nonsense: unknown field" in result.stderr
+    env = dict(os.environ)
+    result = subprocess.run([*AGENT, "run", "--web.listen-address", "256.1.1.1:1"], capture_output=True, text=True,
+                            timeout=30, env=env)
+    assert result.returncode == 1
+
+
+def test_readme_commands_are_the_scripts_ci_runs():
+    readme = Path(__file__).parents[1].joinpath("README.md").read_text()
+    ci = Path(__file__).parents[1].joinpath(".ci", "run").read_text()
+    assert "bash scripts/test.sh" in readme and "bash scripts/test.sh" in ci
+    assert "bash scripts/setup.sh && .venv/bin/kpi-agent run" in readme

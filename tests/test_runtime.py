@@ -1,0 +1,185 @@
+"""The running agent: /metrics, lifecycle endpoints, reload semantics, crash supervision."""
+
+import asyncio
+import gzip
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent import runtime
+from agent.config import load_config
+from agent.runtime import Agent
+from agent.sources.base import Source
+
+
+async def start_target() -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_get("/ok", lambda r: web.Response(text="fine"))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+@pytest.fixture
+async def target():
+    runner, url = await start_target()
+    yield url
+    await runner.cleanup()
+
+
+def write_config(path: Path, target: str, names: list[str], interval: str = "100ms") -> None:
+    sources = "".join(f"  - name: {n}\n    url: {target}/ok\n    interval: {interval}\n    timeout: 90ms\n"
+                      for n in names)
+    path.write_text("global:\n  labels: {site: test}\nhttp:\n" + sources if names else "global: {}\n")
+
+
+@pytest.fixture
+async def agent_factory(tmp_path):
+    agents = []
+
+    async def make(names: list[str], target: str = "http://127.0.0.1:9") -> tuple[Agent, str, Path]:
+        config_file = tmp_path / "agent.yaml"
+        write_config(config_file, target, names)
+        agent = Agent(lambda: load_config(config_file)[0], "127.0.0.1:0")
+        await agent.start()
+        agents.append(agent)
+        return agent, f"http://127.0.0.1:{agent.bound_port}", config_file
+
+    yield make
+    for agent in agents:
+        await agent.stop()
+
+
+async def scrape(base: str, **headers) -> dict[tuple, float]:
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics", headers=headers) as response:
+        assert response.status == 200
+        text = await response.text()
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            values[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return values
+
+
+def value(samples: dict, name: str, **labels) -> float | None:
+    for (sample_name, sample_labels), v in samples.items():
+        if sample_name == name and all(dict(sample_labels).get(k) == x for k, x in labels.items()):
+            return v
+    return None
+
+
+async def wait_for(predicate, timeout: float = 5.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_metrics_health_ready_and_self_metrics(agent_factory):
+    agent, base, _ = await agent_factory([])
+    samples = await scrape(base)
+    assert value(samples, "kpi_agent_build_info") == 1
+    assert value(samples, "kpi_agent_config_last_reload_successful") == 1
+    assert value(samples, "process_cpu_seconds_total") is not None
+    async with aiohttp.ClientSession() as session:
+        for path, status in (("/-/healthy", 200), ("/-/ready", 200), ("/probe?target=http://example.com", 404)):
+            async with session.get(base + path) as response:
+                assert response.status == status, path
+        async with session.get(base + "/-/reload") as response:
+            assert response.status == 405
+
+
+async def test_content_negotiation_openmetrics_and_gzip(agent_factory):
+    _, base, _ = await agent_factory([])
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        headers = {"Accept": "application/openmetrics-text;version=1.0.0", "Accept-Encoding": "gzip"}
+        async with session.get(base + "/metrics", headers=headers) as response:
+            assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+            assert response.headers["Content-Encoding"] == "gzip"
+            body = gzip.decompress(await response.read()).decode()
+        assert body.endswith("# EOF\n")
+        async with session.get(base + "/metrics", headers={"Accept-Encoding": "identity"}) as response:
+            assert response.headers["Content-Type"].startswith("text/plain")
+            assert "Content-Encoding" not in response.headers
+
+
+async def test_promtool_accepts_live_metrics(agent_factory, target, promtool):
+    _, base, _ = await agent_factory(["shop"], target)
+    await wait_for(lambda: _probed(base, "shop"))
+    async with aiohttp.ClientSession() as session, session.get(base + "/metrics") as response:
+        text = await response.text()
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert checked.returncode == 0 and not (checked.stdout + checked.stderr).strip(), checked.stdout + checked.stderr
+
+
+async def _probed(base: str, name: str) -> bool:
+    return value(await scrape(base), "probe_success", target=name) == 1
+
+
+async def test_reload_keeps_unchanged_sources_and_rejects_bad_config(agent_factory, target):
+    agent, base, config_file = await agent_factory(["keep", "change", "drop"], target)
+    await wait_for(lambda: _probed(base, "keep"))
+    kept_source = agent._running[("http", "keep")].source
+    changed_source = agent._running[("http", "change")].source
+
+    write_config(config_file, target, ["keep", "change", "new"])
+    config_file.write_text(config_file.read_text().replace("name: change\n    url: " + target + "/ok",
+                                                           "name: change\n    url: " + target + "/ok?v=2"))
+    async with aiohttp.ClientSession() as session, session.post(base + "/-/reload") as response:
+        assert response.status == 200, await response.text()
+    assert agent._running[("http", "keep")].source is kept_source
+    assert agent._running[("http", "change")].source is not changed_source
+    await wait_for(lambda: _probed(base, "new"))
+    samples = await scrape(base)
+    assert value(samples, "probe_success", target="drop") is None
+    assert value(samples, "kpi_agent_config_reloads_total", result="success") == 1
+
+    probes_before = value(samples, "probes_total", target="keep", result="success")
+    config_file.write_text("http:\n  - name: broken\n    url: http://x/\n    timeout: 5x\n")
+    async with aiohttp.ClientSession() as session, session.post(base + "/-/reload") as response:
+        assert response.status == 500
+        assert "http[0].timeout: '5x' is not a duration" in await response.text()
+    samples = await scrape(base)
+    assert value(samples, "kpi_agent_config_last_reload_successful") == 0
+    assert agent._running[("http", "keep")].source is kept_source
+    await asyncio.sleep(0.3)
+    samples = await scrape(base)
+    assert value(samples, "probes_total", target="keep", result="success") > probes_before
+
+    write_config(config_file, target, ["keep"])
+    assert await agent.reload() is None
+    assert value(await scrape(base), "kpi_agent_config_last_reload_successful") == 1
+
+
+class _CrashingSource(Source):
+    kind = "http"
+    runs = 0
+
+    async def run(self) -> None:
+        type(self).runs += 1
+        raise RuntimeError("injected bug")
+
+
+async def test_crashing_source_is_restarted_and_counted_without_stopping_others(agent_factory, monkeypatch):
+    monkeypatch.setattr(runtime, "_RESTART_BACKOFF", (0.01, 0.02))
+    monkeypatch.setitem(runtime.SOURCE_KINDS, "http", _CrashingSource)
+    _CrashingSource.runs = 0
+    _, base, _ = await agent_factory(["buggy"])
+    await wait_for(lambda: _async(_CrashingSource.runs >= 3))
+    samples = await scrape(base)
+    assert value(samples, "kpi_agent_source_crashes_total", source="buggy") >= 2
+    async with aiohttp.ClientSession() as session, session.get(base + "/-/healthy") as response:
+        assert response.status == 200
+
+
+async def _async(result):
+    return result
