@@ -17,8 +17,11 @@ from agent.sources.base import Source
 
 
 async def start_target() -> tuple[web.AppRunner, str]:
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="fine")
+
     app = web.Application()
-    app.router.add_get("/ok", lambda r: web.Response(text="fine"))
+    app.router.add_get("/ok", ok)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
