@@ -89,7 +89,9 @@ class Agent:
     async def start(self) -> None:
         ssl_context = self.web_config.ssl_context() if self.web_config else None
         self._session = aiohttp.ClientSession(
-            trace_configs=[trace_config()], connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
+            trace_configs=[trace_config()], # force_close: every probe opens its own connection, as blackbox does, so connect and TLS are measured
+            # and a half-dead keep-alive connection cannot hide a down target.
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, force_close=True),
             cookie_jar=aiohttp.DummyCookieJar())
         self._positions = Positions(self.config.positions_file)
         self._context = SourceContext(self._session, asyncio.Semaphore(self.config.global_.max_concurrent_probes),

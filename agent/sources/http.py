@@ -241,14 +241,17 @@ def parse_http_source(fields: Fields, global_: GlobalConfig) -> HttpSourceConfig
 # --- timing -------------------------------------------------------------------------------------------------
 
 class _Timings:
-    """Per-probe phase durations, filled by aiohttp's tracing hooks and summed over redirects."""
+    """Per-probe phase durations, filled by aiohttp's tracing hooks and summed over redirects, plus the TLS
+    facts of the last response (read while its connection is still attached)."""
 
     __slots__ = ("resolve", "connect", "tls", "processing", "transfer", "_dns_start", "_conn_start", "_sent_at",
-                 "_headers_at")
+                 "_headers_at", "tls_version", "cert_not_after")
 
     def __init__(self) -> None:
         self.resolve = self.connect = self.tls = self.processing = self.transfer = 0.0
         self._dns_start = self._conn_start = self._sent_at = self._headers_at = 0.0
+        self.tls_version: str | None = None
+        self.cert_not_after: float | None = None
 
     def body_done(self) -> None:
         if self._headers_at:
@@ -297,6 +300,19 @@ async def _on_request_end(session, ctx, params) -> None:
         now = time.perf_counter()
         t.processing += now - t._sent_at
         t._headers_at = now
+        _read_tls(params.response, t)
+
+
+def _read_tls(response: aiohttp.ClientResponse, timings: _Timings) -> None:
+    # aiohttp hands a small, complete response's connection back to the pool before any hook runs, so
+    # response.connection is often None here; the stream's protocol still holds the transport.
+    connection = response.connection or getattr(response.content, "_protocol", None)
+    transport = getattr(connection, "transport", None)
+    ssl_object = transport.get_extra_info("ssl_object") if transport else None
+    timings.tls_version = ssl_object.version() if ssl_object else None
+    cert = ssl_object.getpeercert() if ssl_object else None
+    # The ssl module decodes only verified certificates; with insecure_skip_verify there is no expiry.
+    timings.cert_not_after = ssl.cert_time_to_seconds(cert["notAfter"]) if cert and "notAfter" in cert else None
 
 
 def trace_config() -> aiohttp.TraceConfig:
@@ -525,23 +541,10 @@ class HttpSource(Source):
             info["version"] = response.version.major + response.version.minor / 10 if response.version else 0
             info["content_length"] = response.content_length if response.content_length is not None else -1
             info["ssl"] = 1.0 if response.url.scheme == "https" else 0.0
-            self._read_tls(response, info)
             body = await self._read_body(response, c.body_size_limit)
             timings.body_done()
             info["body_length"] = len(body)
         return self._judge(response.status, body, info)
-
-    @staticmethod
-    def _read_tls(response: aiohttp.ClientResponse, info: dict[str, float]) -> None:
-        connection = response.connection
-        transport = connection.transport if connection else None
-        ssl_object = transport.get_extra_info("ssl_object") if transport else None
-        if ssl_object is None:
-            return
-        info["tls_version"] = ssl_object.version()  # type: ignore[assignment]
-        cert = ssl_object.getpeercert()
-        if cert and "notAfter" in cert:  # only verified certificates are decoded by the ssl module
-            info["cert_expiry"] = ssl.cert_time_to_seconds(cert["notAfter"])
 
     @staticmethod
     async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -589,14 +592,13 @@ class HttpSource(Source):
         self._regex.set(labels, info.get("regex_failed", 0))
         for phase in PHASES:
             self._phases.set((*labels, phase), getattr(timings, phase))
-        if "cert_expiry" in info:
-            self._expiry.set(labels, info["cert_expiry"])
+        if timings.cert_not_after is not None:
+            self._expiry.set(labels, timings.cert_not_after)
         else:
             self._expiry.remove(labels)
         self._tls_version.clear()
-        if "tls_version" in info:
-            version = info["tls_version"]
-            self._tls_version.set((*labels, _TLS_NAMES.get(version, version)), 1)
+        if timings.tls_version:
+            self._tls_version.set((*labels, _TLS_NAMES.get(timings.tls_version, timings.tls_version)), 1)
         self._probes.inc((*labels, result))
         self._last_result.clear()
         self._last_result.set((*labels, result), 1)

@@ -1,0 +1,364 @@
+"""HTTP source against real aiohttp servers on 127.0.0.1: every result, TLS, auth, JSON extraction."""
+
+import asyncio
+import base64
+import json
+import ssl
+import subprocess
+import time
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from agent import yamlsrc
+from agent.config import GlobalConfig, parse_config
+from agent.sources.base import SourceContext
+from agent.sources.http import RESULTS, HttpSource, parse_http_source, trace_config
+from agent.store import Store
+from agent.yamlsrc import ConfigError, Fields, Report
+
+DOC = {"orders": {"placed": 42}, "region": "eu", "queues": [{"name": "a", "depth": 3}, {"name": "b", "depth": "7"}],
+       "flag": True, "text": "n/a"}
+
+
+async def handler_ok(request):
+    return web.Response(text="all good: version 1.2")
+
+
+async def handler_slow(request):
+    await asyncio.sleep(2)
+    return web.Response(text="late")
+
+
+async def handler_big(request):
+    return web.Response(body=b"x" * 5000)
+
+
+async def handler_json(request):
+    return web.json_response(DOC)
+
+
+async def handler_notjson(request):
+    return web.Response(text="{oops", content_type="application/json")
+
+
+async def handler_redirect(request):
+    hops = int(request.match_info["n"])
+    raise web.HTTPFound(f"/redirect/{hops - 1}" if hops > 1 else "/ok")
+
+
+async def handler_status(request):
+    return web.Response(status=int(request.match_info["code"]), text="status")
+
+
+async def handler_auth(request):
+    expected = {"Basic " + base64.b64encode(b"bob:pa55").decode(), "Bearer tok3n"}
+    if request.headers.get("Authorization") not in expected:
+        return web.Response(status=401)
+    return web.Response(text="welcome")
+
+
+async def serve(app: web.Application, ssl_context=None) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    return runner, runner.addresses[0][1]
+
+
+def make_app() -> web.Application:
+    app = web.Application()
+    for path, handler in (("/ok", handler_ok), ("/slow", handler_slow), ("/big", handler_big),
+                          ("/json", handler_json), ("/notjson", handler_notjson), ("/redirect/{n}", handler_redirect),
+                          ("/status/{code}", handler_status), ("/auth", handler_auth)):
+        app.router.add_get(path, handler)
+    return app
+
+
+@pytest.fixture
+async def server():
+    runner, port = await serve(make_app())
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def context():
+    session = aiohttp.ClientSession(trace_configs=[trace_config()], connector=aiohttp.TCPConnector(force_close=True))
+    yield SourceContext(session, asyncio.Semaphore(8), None)
+    await session.close()
+
+
+def config_from(text: str):
+    config, _ = parse_config(yamlsrc.load_text(text, "agent.yaml"), "agent.yaml")
+    return config.http
+
+
+def source_for(context, store: Store, yaml_item: str) -> HttpSource:
+    (config,) = config_from("http:\n" + yaml_item)
+    return HttpSource(config, store.group("http/" + config.name), context)
+
+
+def values(store: Store, family: str) -> dict:
+    out = {}
+    for group in store.groups.values():
+        if family in group.families:
+            out.update(group.families[family].values)
+    return out
+
+
+async def test_success_sets_blackbox_gauges_and_counts(server, context):
+    store = Store()
+    source = source_for(context, store, f"  - name: web\n    url: {server}/ok\n    labels: {{team: shop}}\n")
+    assert await source.probe() == "success"
+    labels = ("web", "shop")
+    assert values(store, "probe_success")[labels] == 1
+    assert values(store, "probe_http_status_code")[labels] == 200
+    assert values(store, "probe_http_uncompressed_body_length")[labels] == len("all good: version 1.2")
+    assert values(store, "probe_http_content_length")[labels] == len("all good: version 1.2")
+    assert values(store, "probe_http_version")[labels] == 1.1
+    assert values(store, "probe_http_ssl")[labels] == 0
+    assert 0 < values(store, "probe_duration_seconds")[labels] < 1
+    phases = {k[-1]: v for k, v in values(store, "probe_http_duration_seconds").items()}
+    assert set(phases) == {"resolve", "connect", "tls", "processing", "transfer"}
+    assert phases["processing"] > 0 and phases["tls"] == 0
+    probes = values(store, "probes")
+    assert probes[(*labels, "success")] == 1
+    assert {k[-1] for k in probes} == set(RESULTS)  # every result exists from the first probe (at 0)
+    assert sum(values(store, "probe_latency_seconds")[labels][:-1]) == 1
+    assert values(store, "probe_last_result") == {(*labels, "success"): 1}
+
+
+async def test_redirects_are_followed_and_counted(server, context):
+    store = Store()
+    source = source_for(context, store, f"  - name: r\n    url: {server}/redirect/3\n")
+    assert await source.probe() == "success"
+    assert values(store, "probe_http_redirects")[("r",)] == 3
+    no_follow = source_for(context, store, f"  - name: nf\n    url: {server}/redirect/1\n    follow_redirects: false\n")
+    assert await no_follow.probe() == "status_code"
+    assert values(store, "probe_http_status_code")[("nf",)] == 302
+    too_many = source_for(context, store, f"  - name: loop\n    url: {server}/redirect/12\n")
+    assert await too_many.probe() == "too_many_redirects"
+
+
+async def test_status_codes(server, context):
+    store = Store()
+    wrong = source_for(context, store, f"  - name: s\n    url: {server}/status/503\n")
+    assert await wrong.probe() == "status_code"
+    assert values(store, "probe_success")[("s",)] == 0
+    assert values(store, "probe_last_result") == {("s", "status_code"): 1}
+    allowed = source_for(context, store, f"  - name: t\n    url: {server}/status/404\n    valid_status_codes: [404]\n")
+    assert await allowed.probe() == "success"
+    not_listed = source_for(context, store, f"  - name: u\n    url: {server}/ok\n    valid_status_codes: [204]\n")
+    assert await not_listed.probe() == "status_code"
+
+
+async def test_body_regexps(server, context):
+    store = Store()
+    must = source_for(context, store, f"  - name: a\n    url: {server}/ok\n"
+                                      f"    fail_if_body_not_matches_regexp: ['version \\d+']\n")
+    assert await must.probe() == "success"
+    assert values(store, "probe_failed_due_to_regex")[("a",)] == 0
+    forbidden = source_for(context, store, f"  - name: b\n    url: {server}/ok\n"
+                                           f"    fail_if_body_matches_regexp: ['good']\n")
+    assert await forbidden.probe() == "body_regex"
+    assert values(store, "probe_failed_due_to_regex")[("b",)] == 1
+    missing = source_for(context, store, f"  - name: c\n    url: {server}/ok\n"
+                                         f"    fail_if_body_not_matches_regexp: ['maintenance']\n")
+    assert await missing.probe() == "body_regex"
+
+
+async def test_slow_target_times_out_without_delaying_another_source(server, context):
+    store = Store()
+    slow = source_for(context, store, f"  - name: slow\n    url: {server}/slow\n    interval: 1s\n    timeout: 300ms\n")
+    fast = source_for(context, store, f"  - name: fast\n    url: {server}/ok\n    interval: 1s\n    timeout: 300ms\n")
+    started = time.perf_counter()
+    slow_task = asyncio.create_task(slow.probe())
+    await asyncio.sleep(0.01)
+    assert await fast.probe() == "success"
+    fast_done = time.perf_counter() - started
+    assert await slow_task == "timeout"
+    assert fast_done < 0.2
+    assert 0.29 < values(store, "probe_duration_seconds")[("slow",)] < 0.6
+
+
+async def test_connection_refused_and_dns_error(context):
+    store = Store()
+    with __import__("socket").socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    refused = source_for(context, store, f"  - name: down\n    url: http://127.0.0.1:{port}/\n")
+    assert await refused.probe() == "connection_refused"
+    unknown = source_for(context, store, "  - name: nx\n    url: http://no-such-host.invalid/\n    timeout: 5s\n")
+    assert await unknown.probe() == "dns_error"
+    assert values(store, "probe_success") == {("down",): 0, ("nx",): 0}
+
+
+async def test_body_over_the_limit(server, context):
+    store = Store()
+    source = source_for(context, store, f"  - name: big\n    url: {server}/big\n    body_size_limit: 1KiB\n")
+    assert await source.probe() == "body_too_large"
+    ok = source_for(context, store, f"  - name: fits\n    url: {server}/big\n    body_size_limit: 10KiB\n")
+    assert await ok.probe() == "success"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3", "-subj",
+                    "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    end = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-enddate"], check=True,
+                         capture_output=True, text=True).stdout.strip().split("=", 1)[1]
+    return cert, key, ssl.cert_time_to_seconds(end)
+
+
+async def test_tls_self_signed_trusted_via_ca_file_and_failing_without(context, certificate):
+    cert, key, not_after = certificate
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    runner, port = await serve(make_app(), server_context)
+    try:
+        store = Store()
+        trusted = source_for(context, store, f"  - name: tls\n    url: https://127.0.0.1:{port}/ok\n"
+                                             f"    tls_config: {{ca_file: {cert}}}\n")
+        assert await trusted.probe() == "success"
+        assert values(store, "probe_http_ssl")[("tls",)] == 1
+        assert values(store, "probe_ssl_earliest_cert_expiry")[("tls",)] == not_after
+        assert len(values(store, "probe_tls_version_info")) == 1
+        untrusted = source_for(context, store, f"  - name: notrust\n    url: https://127.0.0.1:{port}/ok\n")
+        assert await untrusted.probe() == "tls_error"
+        skip = source_for(context, store, f"  - name: skip\n    url: https://127.0.0.1:{port}/ok\n"
+                                          f"    tls_config: {{insecure_skip_verify: true}}\n")
+        assert await skip.probe() == "success"
+        named = source_for(context, store, f"  - name: sni\n    url: https://127.0.0.1:{port}/ok\n"
+                                           f"    tls_config: {{ca_file: {cert}, server_name: wrong.example}}\n")
+        assert await named.probe() == "tls_error"
+    finally:
+        await runner.cleanup()
+
+
+async def test_json_metrics_values_objects_and_labels(server, context):
+    store = Store()
+    source = source_for(context, store, (
+        f"  - name: api\n    url: {server}/json\n    json_metrics:\n"
+        "      - {name: shop_orders_total, type: counter, path: $.orders.placed, labels: {region: $.region, env: prod}}\n"
+        "      - {name: shop_queue_depth, type: gauge, path: '$.queues[*]', value: $.depth, labels: {queue: $.name}}\n"
+        "      - {name: shop_flag, path: $.flag}\n"))
+    assert await source.probe() == "success"
+    assert values(store, "shop_orders") == {("api", "eu", "prod"): 42}
+    assert values(store, "shop_queue_depth") == {("api", "a"): 3, ("api", "b"): 7}
+    assert values(store, "shop_flag") == {("api",): 1}
+    assert values(store, "kpi_agent_json_extract_errors")[("api", "shop_orders_total")] == 0
+
+
+async def test_missing_path_and_non_numeric_value_are_counted_and_leave_others_intact(server, context):
+    store = Store()
+    source = source_for(context, store, (
+        f"  - name: api\n    url: {server}/json\n    json_metrics:\n"
+        "      - {name: gone, path: $.nothing.here}\n"
+        "      - {name: words, path: $.text}\n"
+        "      - {name: placed, path: $.orders.placed}\n"))
+    assert await source.probe() == "success"
+    errors = values(store, "kpi_agent_json_extract_errors")
+    assert errors[("api", "gone")] == 1 and errors[("api", "words")] == 1 and errors[("api", "placed")] == 0
+    assert values(store, "placed") == {("api",): 42}
+    assert values(store, "gone") == {} and values(store, "words") == {}
+
+
+async def test_invalid_json_fails_the_probe(server, context):
+    store = Store()
+    source = source_for(context, store, f"  - name: bad\n    url: {server}/notjson\n"
+                                        "    json_metrics: [{name: x, path: $.a}]\n")
+    assert await source.probe() == "invalid_json"
+    assert values(store, "probe_success")[("bad",)] == 0
+
+
+async def test_basic_auth_from_file_and_bearer_token(server, context, tmp_path):
+    password = tmp_path / "password"
+    password.write_text("pa55\n")
+    token = tmp_path / "token"
+    token.write_text("tok3n\n")
+    store = Store()
+    basic = source_for(context, store, f"  - name: basic\n    url: {server}/auth\n"
+                                       f"    basic_auth: {{username: bob, password_file: {password}}}\n")
+    bearer = source_for(context, store, f"  - name: bearer\n    url: {server}/auth\n    bearer_token_file: {token}\n")
+    wrong = source_for(context, store, f"  - name: wrong\n    url: {server}/auth\n"
+                                       "    basic_auth: {username: bob, password: nope}\n")
+    assert [await basic.probe(), await bearer.probe(), await wrong.probe()] == ["success", "success", "status_code"]
+    password.unlink()
+    assert await basic.probe() == "auth_file_error"
+
+
+def test_secrets_stay_out_of_reprs_and_errors():
+    (config,) = config_from("http:\n  - name: s\n    url: http://127.0.0.1/\n"
+                            "    basic_auth: {username: bob, password: hunter2}\n    headers: {X-Api-Key: k3y}\n")
+    assert "hunter2" not in repr(config) and "k3y" not in repr(config)
+    with pytest.raises(ConfigError) as info:
+        config_from("http:\n  - name: s\n    url: http://127.0.0.1/\n    timeout: nope\n"
+                    "    basic_auth: {username: bob, password: hunter2, password_file: /etc/hostname}\n")
+    assert "hunter2" not in str(info.value)
+    assert "agent.yaml:5: http[0].basic_auth: needs exactly one of password or password_file" in str(info.value)
+
+
+def test_config_errors_name_file_line_and_field():
+    with pytest.raises(ConfigError) as info:
+        config_from(
+            "http:\n"
+            "  - name: a\n"
+            "    url: ftp://x/\n"
+            "    interval: 5s\n"
+            "    timeout: 10s\n"
+            "    fail_if_body_matches_regexp: ['(']\n"
+            "    valid_status_codes: [200, 999]\n"
+            "    body_size_limit: lots\n"
+            "    json_metrics:\n"
+            "      - {name: orders, type: counter, path: $.a}\n"
+            "      - {name: q, path: 'not a path'}\n"
+            "      - {name: probe_fake, path: $.b}\n")
+    problems = [str(p) for p in info.value.problems]
+    expected = [
+        "agent.yaml:3: http[0].url: 'ftp://x/' is not an http:// or https:// URL",
+        "agent.yaml:5: http[0].timeout: 10s is longer than the interval 5s",
+        "agent.yaml:6: http[0].fail_if_body_matches_regexp: item 0: regular expression '(' does not compile",
+        "agent.yaml:7: http[0].valid_status_codes: 999 is not an HTTP status code",
+        "agent.yaml:8: http[0].body_size_limit: 'lots' is not a size",
+        "agent.yaml:10: http[0].json_metrics[0].name: counter names end in _total: orders_total",
+        "agent.yaml:11: http[0].json_metrics[1].path: 'not a path' is not a JSONPath",
+        "agent.yaml:12: http[0].json_metrics[2].name: 'probe_fake' clashes",
+    ]
+    for line in expected:
+        assert any(p.startswith(line) for p in problems), (line, problems)
+
+
+def test_timeout_defaults_to_global_but_never_past_the_interval():
+    report = Report("x.yaml")
+    node = yamlsrc.load_text("name: a\nurl: http://127.0.0.1/\ninterval: 2s\n", "x.yaml")
+    config = parse_http_source(Fields(node, "http[0]", report), GlobalConfig(interval=15, timeout=10))
+    assert (config.interval, config.timeout) == (2, 2) and report.problems == []
+
+
+def test_start_offsets_are_stable_and_spread(context):
+    store = Store()
+    offsets = []
+    for i in range(200):
+        (config,) = config_from(f"http:\n  - name: target-{i}\n    url: http://127.0.0.1/\n    interval: 10s\n")
+        offsets.append(HttpSource(config, store.group(str(i)), context).start_offset())
+    assert all(0 <= o < 10 for o in offsets)
+    buckets = [sum(1 for o in offsets if b <= o < b + 1) for b in range(10)]
+    assert max(buckets) < 40  # 20 expected per second of the interval; a herd would put them all in one
+    (again,) = config_from("http:\n  - name: target-0\n    url: http://127.0.0.1/\n    interval: 10s\n")
+    assert HttpSource(again, store.group("x"), context).start_offset() == offsets[0]
+
+
+async def test_run_keeps_its_cadence(server, context):
+    store = Store()
+    source = source_for(context, store, f"  - name: tick\n    url: {server}/ok\n    interval: 100ms\n    timeout: 90ms\n")
+    task = asyncio.create_task(source.run())
+    await asyncio.sleep(1.05)
+    task.cancel()
+    count = values(store, "probes")[("tick", "success")]
+    assert 9 <= count <= 11
+    assert json.dumps(count)
