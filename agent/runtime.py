@@ -88,9 +88,10 @@ class Agent:
 
     async def start(self) -> None:
         ssl_context = self.web_config.ssl_context() if self.web_config else None
+        # force_close: every probe opens its own connection, as blackbox does, so connect and TLS are
+        # measured and a half-dead keep-alive connection cannot hide a down target.
         self._session = aiohttp.ClientSession(
-            trace_configs=[trace_config()], # force_close: every probe opens its own connection, as blackbox does, so connect and TLS are measured
-            # and a half-dead keep-alive connection cannot hide a down target.
+            trace_configs=[trace_config()],
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, force_close=True),
             cookie_jar=aiohttp.DummyCookieJar())
         self._positions = Positions(self.config.positions_file)

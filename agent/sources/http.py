@@ -241,17 +241,14 @@ def parse_http_source(fields: Fields, global_: GlobalConfig) -> HttpSourceConfig
 # --- timing -------------------------------------------------------------------------------------------------
 
 class _Timings:
-    """Per-probe phase durations, filled by aiohttp's tracing hooks and summed over redirects, plus the TLS
-    facts of the last response (read while its connection is still attached)."""
+    """Per-probe phase durations, filled by aiohttp's tracing hooks and summed over redirects."""
 
     __slots__ = ("resolve", "connect", "tls", "processing", "transfer", "_dns_start", "_conn_start", "_sent_at",
-                 "_headers_at", "tls_version", "cert_not_after")
+                 "_headers_at")
 
     def __init__(self) -> None:
         self.resolve = self.connect = self.tls = self.processing = self.transfer = 0.0
         self._dns_start = self._conn_start = self._sent_at = self._headers_at = 0.0
-        self.tls_version: str | None = None
-        self.cert_not_after: float | None = None
 
     def body_done(self) -> None:
         if self._headers_at:
@@ -300,19 +297,6 @@ async def _on_request_end(session, ctx, params) -> None:
         now = time.perf_counter()
         t.processing += now - t._sent_at
         t._headers_at = now
-        _read_tls(params.response, t)
-
-
-def _read_tls(response: aiohttp.ClientResponse, timings: _Timings) -> None:
-    # aiohttp hands a small, complete response's connection back to the pool before any hook runs, so
-    # response.connection is often None here; the stream's protocol still holds the transport.
-    connection = response.connection or getattr(response.content, "_protocol", None)
-    transport = getattr(connection, "transport", None)
-    ssl_object = transport.get_extra_info("ssl_object") if transport else None
-    timings.tls_version = ssl_object.version() if ssl_object else None
-    cert = ssl_object.getpeercert() if ssl_object else None
-    # The ssl module decodes only verified certificates; with insecure_skip_verify there is no expiry.
-    timings.cert_not_after = ssl.cert_time_to_seconds(cert["notAfter"]) if cert and "notAfter" in cert else None
 
 
 def trace_config() -> aiohttp.TraceConfig:
@@ -325,6 +309,17 @@ def trace_config() -> aiohttp.TraceConfig:
     config.on_request_headers_sent.append(_on_headers_sent)
     config.on_request_end.append(_on_request_end)
     return config
+
+
+class _RecordingSSLContext(ssl.SSLContext):
+    """Remembers the TLS session of its last connection. Each probe opens and closes its own connection, so
+    the session is gone from aiohttp's response by the time the probe reads it; the SSLObject is not."""
+
+    last: ssl.SSLObject | None = None
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        self.last = super().wrap_bio(*args, **kwargs)
+        return self.last
 
 
 # --- probing ------------------------------------------------------------------------------------------------
@@ -457,11 +452,13 @@ class HttpSource(Source):
         self._regexes_need = [re.compile(p) for p in c.fail_if_body_not_matches_regexp]
         self._previous_result = "success"
 
-    def _make_ssl_context(self) -> ssl.SSLContext | bool:
+    def _make_ssl_context(self) -> _RecordingSSLContext:
         tls = self.config.tls
-        if tls == TlsConfig():
-            return True  # aiohttp's default verification
-        context = ssl.create_default_context(cafile=tls.ca_file)
+        context = _RecordingSSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if tls.ca_file:
+            context.load_verify_locations(cafile=tls.ca_file)
+        else:
+            context.load_default_certs()
         if tls.cert_file and tls.key_file:
             context.load_cert_chain(tls.cert_file, tls.key_file)
         if tls.insecure_skip_verify:
@@ -492,6 +489,7 @@ class HttpSource(Source):
         started = time.perf_counter()
         timings = _Timings()
         response_info: dict[str, float] = {}
+        self._ssl_context.last = None
         try:
             async with asyncio.timeout(self.config.timeout):
                 async with self.context.probe_slots:
@@ -592,13 +590,17 @@ class HttpSource(Source):
         self._regex.set(labels, info.get("regex_failed", 0))
         for phase in PHASES:
             self._phases.set((*labels, phase), getattr(timings, phase))
-        if timings.cert_not_after is not None:
-            self._expiry.set(labels, timings.cert_not_after)
+        session = self._ssl_context.last
+        version = session.version() if session else None
+        cert = session.getpeercert() if session and version else None
+        # The ssl module decodes only verified certificates; with insecure_skip_verify there is no expiry.
+        if cert and "notAfter" in cert:
+            self._expiry.set(labels, ssl.cert_time_to_seconds(cert["notAfter"]))
         else:
             self._expiry.remove(labels)
         self._tls_version.clear()
-        if timings.tls_version:
-            self._tls_version.set((*labels, _TLS_NAMES.get(timings.tls_version, timings.tls_version)), 1)
+        if version:
+            self._tls_version.set((*labels, _TLS_NAMES.get(version, version)), 1)
         self._probes.inc((*labels, result))
         self._last_result.clear()
         self._last_result.set((*labels, result), 1)
