@@ -1,8 +1,203 @@
-"""`kpi-agent rules ...` commands. STUB: to be written."""
+"""`kpi-agent rules check|generate|test`: KPI specs in, validated Prometheus rule files out."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import click
+
+from agent.kpi.compiler import render_operator, render_prometheus, to_yaml
+from agent.kpi.promtest import PromtoolMissing, promtool_path, write_and_run
+from agent.kpi.spec import Kpi, ServiceSpec, parse_spec, spec_files
+from agent.yamlsrc import ConfigError, Problem, load_file
+
+_PROMTOOL_RULE_RE = re.compile(r"rule (\d+),")
+
+
+def load_specs(paths: tuple[str, ...]) -> tuple[list[ServiceSpec], list[Problem]]:
+    """Every spec that validates, and every problem (errors and warnings) of all files."""
+    specs, problems = [], []
+    for path in spec_files(list(paths)):
+        try:
+            spec, report = parse_spec(load_file(path), str(path))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        problems.extend(report.problems)
+        if spec:
+            specs.append(spec)
+    services: dict[str, str] = {}
+    for spec in specs:
+        if spec.service in services:
+            problems.append(Problem(spec.file, 1, "service",
+                                    f"{spec.service!r} is already the service of {services[spec.service]}"))
+        services[spec.service] = spec.file
+    return specs, problems
+
+
+def check_expressions(specs: list[ServiceSpec]) -> list[Problem]:
+    """Has promtool parse every expression a user wrote, each as its own rule, and maps failures back to
+    the spec's file, line and field."""
+    expressions: list[tuple[ServiceSpec, Kpi, str, int, str]] = [
+        (spec, kpi, field, line, expr) for spec in specs for kpi in spec.kpis
+        for field, line, expr in kpi.expressions]
+    if not expressions:
+        return []
+    rules = [{"record": f"kpi_check_{index}", "expr": expr} for index, (*_, expr) in enumerate(expressions)]
+    problems = []
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "expressions.yml"
+        path.write_text(to_yaml({"groups": [{"name": "check", "rules": rules}]}))
+        result = subprocess.run([promtool_path(), "check", "rules", str(path)], capture_output=True, text=True,
+                                timeout=120)
+        if result.returncode == 0:
+            return []
+        for line in (result.stdout + result.stderr).splitlines():
+            match = _PROMTOOL_RULE_RE.search(line)
+            if not match:
+                continue
+            spec, kpi, field, source_line, _ = expressions[int(match.group(1)) - 1]
+            message = re.sub(r'^.*?"kpi_check_\d+": ', "", line)
+            problems.append(Problem(spec.file, source_line, field, f"PromQL does not parse: {message}"))
+        if not problems:
+            problems.append(Problem("promtool", None, "", (result.stdout + result.stderr).strip()))
+    return problems
+
+
+def check_compiled(specs: list[ServiceSpec]) -> list[Problem]:
+    """promtool's verdict on the generated files themselves (a failure here is a kpi-agent bug)."""
+    problems = []
+    with tempfile.TemporaryDirectory() as directory:
+        for spec in specs:
+            path = Path(directory) / f"{spec.service}.rules.yml"
+            path.write_text(render_prometheus(spec, spec.file))
+            result = subprocess.run([promtool_path(), "check", "rules", str(path)], capture_output=True, text=True,
+                                    timeout=120)
+            output = (result.stdout + result.stderr).strip()
+            if result.returncode != 0 or "warning" in output.lower():
+                problems.append(Problem(spec.file, None, "", f"generated rules rejected by promtool: {output}"))
+    return problems
+
+
+def produced_metrics(config_file: str) -> set[str]:
+    """Names of the series an agent config produces (histograms as _bucket, _sum and _count)."""
+    from agent.config import load_config
+
+    config, _ = load_config(config_file)
+    names = {"probe_success", "probe_duration_seconds", "probe_http_status_code", "probe_http_content_length",
+             "probe_http_uncompressed_body_length", "probe_http_redirects", "probe_http_ssl", "probe_http_version",
+             "probe_failed_due_to_regex", "probe_http_duration_seconds", "probe_ssl_earliest_cert_expiry",
+             "probe_tls_version_info", "probes_total", "probe_last_result"} if config.http else set()
+    if config.http:
+        names.update(f"probe_latency_seconds{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+    for source in config.http:
+        names.update(metric.name for metric in source.json_metrics)
+    for source in config.logs:
+        for metric in getattr(source, "metrics", ()):
+            if getattr(metric, "type", "") == "histogram":
+                names.update(f"{metric.name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+            else:
+                names.add(metric.name)
+    return names
+
+
+def check_metric_names(specs: list[ServiceSpec], config_file: str) -> list[Problem]:
+    produced = produced_metrics(config_file)
+    problems = []
+    for spec in specs:
+        for kpi in spec.kpis:
+            for side in ("numerator", "denominator"):
+                selector = getattr(kpi, side)
+                if selector is not None and selector.metric not in produced:
+                    field, line, _ = next(e for e in kpi.expressions if e[0].endswith(f"ratio.{side}"))
+                    problems.append(Problem(spec.file, line, field,
+                                            f"{selector.metric} is not produced by the agent config {config_file} "
+                                            "(fine if another exporter provides it)", warning=True))
+    return problems
+
+
+def _report(problems: list[Problem]) -> bool:
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    return any(not p.warning for p in problems)
 
 
 @click.group("rules")
 def rules() -> None:
-    """Check, generate and test KPI rule files."""
+    """Check, generate and test Prometheus rules from KPI specs (files or directories of *.yaml)."""
+
+
+@rules.command("check")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--config.file", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="Agent config: warn about selectors naming metrics it does not produce.")
+def check(specs: tuple[str, ...], config_file: str | None) -> None:
+    """Validate specs: every problem as file:line: field: message; exit 1 on errors."""
+    try:
+        loaded, problems = load_specs(specs)
+        if not any(not p.warning for p in problems):
+            problems += check_expressions(loaded)
+        if not any(not p.warning for p in problems):
+            problems += check_compiled(loaded)
+        if config_file:
+            problems += check_metric_names(loaded, config_file)
+        failed = _report(problems)
+    except (PromtoolMissing, ConfigError) as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    if not failed:
+        click.echo(f"{len(loaded)} spec(s), {sum(len(s.kpis) for s in loaded)} KPI(s): OK")
+    sys.exit(1 if failed else 0)
+
+
+@rules.command("generate")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to write to.")
+@click.option("--format", "output_format", type=click.Choice(["prometheus", "prometheus-operator"]),
+              default="prometheus", show_default=True)
+@click.option("--namespace", help="metadata.namespace of PrometheusRule objects (prometheus-operator format).")
+def generate(specs: tuple[str, ...], out_dir: str, output_format: str, namespace: str | None) -> None:
+    """Write one rule file per spec: <service>.rules.yml, or a PrometheusRule <service>.prometheusrule.yml."""
+    loaded, problems = load_specs(specs)
+    if _report(problems):
+        sys.exit(1)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for spec in loaded:
+        if output_format == "prometheus":
+            path, text = out / f"{spec.service}.rules.yml", render_prometheus(spec, spec.file)
+        else:
+            path, text = out / f"{spec.service}.prometheusrule.yml", render_operator(spec, spec.file, namespace)
+        path.write_text(text)
+        click.echo(f"wrote {path}")
+
+
+@rules.command("test")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Keep the rules and generated promtool tests here (default: a temporary directory).")
+def test(specs: tuple[str, ...], out_dir: str | None) -> None:
+    """Generate promtool unit tests for every KPI (burn just above and below each tier's factor, zero
+    traffic, missing metrics) and run `promtool test rules` on them."""
+    loaded, problems = load_specs(specs)
+    if _report(problems):
+        sys.exit(1)
+    failed = False
+    with tempfile.TemporaryDirectory() as scratch:
+        for spec in loaded:
+            try:
+                result, notes = write_and_run(spec, Path(out_dir or scratch) / spec.service, spec.file)
+            except PromtoolMissing as exc:
+                click.echo(str(exc), err=True)
+                sys.exit(2)
+            for note in notes:
+                click.echo(f"{spec.file}: note: {note}", err=True)
+            click.echo(result.stdout.strip())
+            if result.returncode != 0:
+                click.echo(result.stderr.strip(), err=True)
+                failed = True
+    sys.exit(1 if failed else 0)

@@ -1,0 +1,105 @@
+"""`kpi-agent rules check|generate|test` as a user runs them."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).parents[2]
+CLI = [sys.executable, "-m", "agent", "rules"]
+
+
+def rules(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_check_accepts_the_examples(promtool):
+    result = rules("check", str(ROOT / "rules"))
+    assert result.returncode == 0, result.stderr
+    assert "KPI(s): OK" in result.stdout
+
+
+def test_check_maps_promql_errors_to_file_line_field(promtool, tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("service: s\nkpis:\n  - name: k\n    window: 30d\n    target: 99%\n    ratio:\n"
+                    "      numerator: a_total\n      denominator: b_total\n    supporting_metrics:\n"
+                    "      - title: broken\n        query: sum(rate(x[5m])\n")
+    result = rules("check", str(spec))
+    assert result.returncode == 1
+    assert f"{spec}:11: kpis[0].supporting_metrics[0].query: PromQL does not parse:" in result.stderr
+
+
+def test_check_warns_about_metrics_the_agent_does_not_produce(promtool, tmp_path):
+    config = tmp_path / "agent.yaml"
+    config.write_text("http:\n  - name: shop\n    url: http://127.0.0.1:1/\n    json_metrics:\n"
+                      "      - {name: shop_orders_total, type: counter, path: $.a}\n")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("service: s\nkpis:\n  - name: k\n    window: 7d\n    target: 3%\n    ratio:\n"
+                    "      numerator: shop_orders_total\n      denominator: shop_checkouts_started_total\n"
+                    "    alerting: {strategy: threshold}\n"
+                    "  - name: probes\n    window: 30d\n    target: 99%\n    ratio:\n"
+                    "      numerator: probes_total{result=\"success\"}\n      denominator: probes_total\n")
+    result = rules("check", str(spec), "--config.file", str(config))
+    assert result.returncode == 0, result.stderr
+    assert (f"{spec}:8: warning: kpis[0].ratio.denominator: shop_checkouts_started_total is not produced by the "
+            f"agent config") in result.stderr
+    assert "shop_orders_total is not" not in result.stderr and "probes_total is not" not in result.stderr
+
+
+def test_generate_writes_one_file_per_spec_in_both_formats(promtool, tmp_path):
+    result = rules("generate", str(ROOT / "rules"), "--out", str(tmp_path / "prom"))
+    assert result.returncode == 0, result.stderr
+    files = sorted((tmp_path / "prom").iterdir())
+    assert [f.name for f in files] == sorted(f"{yaml.safe_load(p.read_text())['service']}.rules.yml"
+                                             for p in (ROOT / "rules").glob("*.yaml"))
+    checked = subprocess.run([promtool, "check", "rules", *map(str, files)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    again = rules("generate", str(ROOT / "rules"), "--out", str(tmp_path / "again"))
+    assert again.returncode == 0
+    assert all(f.read_bytes() == (tmp_path / "again" / f.name).read_bytes() for f in files)
+    operator = rules("generate", str(ROOT / "rules"), "--out", str(tmp_path / "op"), "--format", "prometheus-operator")
+    assert operator.returncode == 0
+    document = yaml.safe_load(next((tmp_path / "op").iterdir()).read_text())
+    assert document["kind"] == "PrometheusRule" and document["spec"]["groups"]
+
+
+def test_generate_refuses_a_bad_spec(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("service: s\nkpis:\n  - name: k\n    window: 30d\n    target: 90%\n"
+                    "    ratio: {numerator: a_total, denominator: b_total}\n")
+    result = rules("generate", str(spec), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert f"{spec}:3: kpis[0].alerting: the page tier can never fire" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_rules_test_passes_on_every_example(promtool, tmp_path):
+    result = rules("test", str(ROOT / "rules"), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+    generated = list(tmp_path.glob("*/*.test.yml"))
+    assert generated and all(yaml.safe_load(p.read_text())["tests"] for p in generated)
+
+
+def test_generated_tests_catch_each_broken_burn_threshold(promtool, tmp_path):
+    """Break one window pair's threshold at a time: the generated page-tier tests must notice each."""
+    from agent.kpi.compiler import render_prometheus
+    from agent.kpi.promtest import generate_tests
+    from agent.kpi.spec import load_spec
+
+    spec = load_spec(ROOT / "rules" / "shop.yaml")
+    files, _ = generate_tests(spec, "rules.yml")
+    (tmp_path / "page.test.yml").write_text(files["1m"])
+    rules_text = render_prometheus(spec, "shop.yaml")
+    for broken in (rules_text.replace("> 14.4", "> 144"), rules_text.replace("> 6 ", "> 60 "),
+                   rules_text.replace("> 14.4", "> 1.44")):
+        assert broken != rules_text
+        (tmp_path / "rules.yml").write_text(broken)
+        result = subprocess.run([promtool, "test", "rules", "page.test.yml"], cwd=tmp_path, capture_output=True,
+                                text=True)
+        assert result.returncode == 1 and "FAILED" in result.stdout + result.stderr
+    (tmp_path / "rules.yml").write_text(rules_text)
+    result = subprocess.run([promtool, "test", "rules", "page.test.yml"], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
