@@ -1,19 +1,135 @@
-"""Log source config. STUB: to be written."""
+"""Log source config: which files, how lines become fields, and which metrics the fields feed."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from typing import Any
 
 from agent import yamlsrc
+from agent.store import DEFAULT_MAX_SERIES
 from agent.yamlsrc import Fields
+
+FORMATS = ("regex", "json", "logfmt")
+
+
+@dataclass(frozen=True)
+class LogMetric:
+    name: str  # as exported; counters end in _total
+    type: str  # counter | gauge | histogram
+    help: str
+    labels: tuple[str, ...] = ()
+    value: str | None = None  # field whose number is added/observed/set; None = count lines
+    match: dict[str, str] = field(default_factory=dict)  # field -> regex (full match)
+    buckets: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
 class LogSourceConfig:
     name: str
+    paths: tuple[str, ...]
+    format: str = "regex"
+    pattern: str | None = None
+    start_at: str = "end"
+    max_series_per_metric: int = DEFAULT_MAX_SERIES
+    metrics: tuple[LogMetric, ...] = ()
+
+
+def _glob(value: Any) -> str:
+    text = yamlsrc.nonempty_string(value)
+    if not text.startswith("/"):
+        raise ValueError(f"{text!r} is not an absolute path")
+    return text
+
+
+def _buckets(value: Any) -> tuple[float, ...]:
+    bounds = yamlsrc.list_of(yamlsrc.number)(value)
+    if not bounds:
+        raise ValueError("needs at least one bucket")
+    if bounds != sorted(set(bounds)):
+        raise ValueError(f"buckets must be sorted and distinct, got {bounds}")
+    return tuple(bounds)
+
+
+def _match(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping of field names to regular expressions")
+    result = {}
+    for name, pattern in value.items():
+        try:
+            re.compile(str(pattern))
+        except re.error as exc:
+            raise ValueError(f"{name}: regular expression {pattern!r} does not compile: {exc}") from None
+        result[str(name)] = str(pattern)
+    return result
+
+
+def _parse_metric(item: Fields, fields_known: set[str] | None, reserved: set[str]) -> LogMetric | None:
+    name = item.get("name", yamlsrc.metric_name)
+    kind = item.get("type", yamlsrc.one_of("counter", "gauge", "histogram"))
+    help_text = item.get("help", yamlsrc.string, None)
+    labels = item.get("labels", yamlsrc.list_of(yamlsrc.label_name), []) or []
+    value = item.get("value", yamlsrc.nonempty_string, None)
+    match = item.get("match", _match, {}) or {}
+    buckets = item.get("buckets", _buckets, None) if item.has("buckets") else None
+    if kind == "histogram":
+        if value is None and not item.has("value"):
+            item.report.error(item.line, item.field("value"), "a histogram needs value: the field it observes")
+        if buckets is None and not item.has("buckets"):
+            buckets = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+    elif item.has("buckets"):
+        item.error("buckets", "only histograms have buckets")
+    if kind == "gauge" and value is None and not item.has("value"):
+        item.report.error(item.line, item.field("value"), "a gauge needs value: the field whose last value it shows")
+    if name and kind == "counter" and not name.endswith("_total"):
+        item.error("name", f"counter names end in _total: {name}_total")
+    if name and kind == "histogram" and name.endswith(("_bucket", "_sum", "_count")):
+        item.error("name", "a histogram's name must not end in _bucket, _sum or _count")
+    if name and name.startswith("kpi_agent_"):
+        item.error("name", "kpi_agent_* names are the agent's own")
+    for label in labels:
+        if label in reserved:
+            item.error("labels", f"{label!r} is reserved")
+    if fields_known is not None:
+        for key, used in (("labels", labels), ("value", [value] if value else []), ("match", list(match))):
+            for name_used in used:
+                if name_used not in fields_known:
+                    item.error(key, f"{name_used!r} is not a named group of the pattern "
+                                    f"(groups: {', '.join(sorted(fields_known)) or 'none'})")
+    item.finish()
+    if None in (name, kind) or (kind == "histogram" and (value is None or buckets is None)):
+        return None
+    return LogMetric(name, kind, help_text or f"{name} counted from logs", tuple(labels), value, match,
+                     tuple(buckets or ()))
 
 
 def parse_log_source(fields: Fields) -> LogSourceConfig | None:
     name = fields.get("name", yamlsrc.nonempty_string)
+    paths = fields.get("paths", yamlsrc.list_of(_glob))
+    fmt = fields.get("format", yamlsrc.one_of(*FORMATS), "regex")
+    start_at = fields.get("start_at", yamlsrc.one_of("end", "beginning"), "end")
+    limit = fields.get("max_series_per_metric", yamlsrc.positive_integer, DEFAULT_MAX_SERIES)
+    compiled = fields.get("pattern", yamlsrc.regex, None)
+    if fmt == "regex" and not fields.has("pattern"):
+        fields.report.error(fields.line, fields.field("pattern"), "format regex needs a pattern with named groups")
+    if fmt != "regex" and fields.has("pattern"):
+        fields.error("pattern", f"format {fmt} reads fields by name; pattern applies to format regex")
+    known = set(compiled.groupindex) if compiled is not None and fmt == "regex" else None
+    if compiled is not None and fmt == "regex" and not known:
+        fields.error("pattern", "has no named groups ((?P<name>...)): no field to count by")
+    metrics = []
+    seen: set[str] = set()
+    for item, path, line in fields.items("metrics"):
+        metric = _parse_metric(Fields(item, path, fields.report, line), known, {"source"})
+        if metric and metric.name in seen:
+            fields.report.error(line, f"{path}.name", f"{metric.name!r} is defined twice")
+        elif metric:
+            seen.add(metric.name)
+            metrics.append(metric)
+    if not fields.has("metrics"):
+        fields.report.error(fields.line, fields.field("metrics"), "is required: what to count")
     fields.finish()
-    return LogSourceConfig(name) if name else None
+    if None in (name, paths, fmt, start_at, limit) or (fmt == "regex" and compiled is None):
+        return None
+    return LogSourceConfig(name, tuple(paths), fmt, compiled.pattern if compiled else None, start_at, limit,
+                           tuple(metrics))

@@ -1,14 +1,93 @@
-"""Read offsets of log files. STUB: to be written."""
+"""Read offsets of log files, persisted so a restart neither loses nor re-reads lines.
+
+Only offsets of lines already counted into the store are recorded. The file is written atomically (temp
+file, fsync, rename), every few seconds when something changed and on shutdown. A corrupt or unreadable
+file is a warning, never a crash (promtail once crash-looped on a truncated one: loki #1457).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 5.0
+
+
+@dataclass(frozen=True)
+class Position:
+    dev: int
+    ino: int
+    offset: int
+
 
 class Positions:
-    def __init__(self, path: str | None):
-        self.path = path
+    def __init__(self, path: str | None, flush_interval: float = FLUSH_INTERVAL):
+        self.path = Path(path) if path else None
+        self.flush_interval = flush_interval
+        self._files: dict[str, dict[str, Position]] = {}
+        self._dirty = False
+        if self.path is not None:
+            self._load()
+
+    def _load(self) -> None:
+        assert self.path is not None
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            for source, files in raw["sources"].items():
+                self._files[source] = {p: Position(int(v["dev"]), int(v["ino"]), int(v["offset"]))
+                                       for p, v in files.items()}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._files = {}
+            log.warning("positions file unreadable or corrupt; starting without saved offsets",
+                        extra={"path": str(self.path), "error": str(exc)})
+
+    def get(self, source: str, path: str) -> Position | None:
+        return self._files.get(source, {}).get(path)
+
+    def set(self, source: str, path: str, position: Position) -> None:
+        files = self._files.setdefault(source, {})
+        if files.get(path) != position:
+            files[path] = position
+            self._dirty = True
+
+    def forget(self, source: str, path: str) -> None:
+        if self._files.get(source, {}).pop(path, None) is not None:
+            self._dirty = True
 
     async def run(self) -> None:
-        """Flush periodically until cancelled."""
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            self.flush()
 
     def flush(self) -> None:
-        """Write atomically now (called on shutdown)."""
+        if self.path is None or not self._dirty:
+            return
+        document = {"version": 1, "sources": {
+            source: {p: {"dev": v.dev, "ino": v.ino, "offset": v.offset} for p, v in sorted(files.items())}
+            for source, files in sorted(self._files.items())}}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".positions-", dir=self.path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(document, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+            self._dirty = False
+        except OSError as exc:
+            log.warning("cannot write positions file; will retry", extra={"path": str(self.path),
+                                                                          "error": str(exc)})
