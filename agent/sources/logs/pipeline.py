@@ -84,26 +84,44 @@ class Pipeline:
         return result
 
     def _aggregate_regex(self, lines: list[str], aggregate: _Aggregate, result: BatchResult) -> None:
+        """The hot loop: kept flat (no call per line beyond the regex) because it runs for every line."""
         match = self._pattern.match  # type: ignore[union-attr]
-        key_fields, value_fields = self.key_fields, self.value_fields
-        counts = aggregate.counts
-        simple = not value_fields
+        fields = self.key_fields + self.value_fields
+        width, values_width = len(self.key_fields), len(self.value_fields)
+        counts, sums, buckets = aggregate.counts, aggregate.sums, aggregate.buckets
+        histograms = [(self._value_index[m.value], m.buckets) for m in self._histograms]  # type: ignore[index]
+        gauges = [self._value_index[m.value] for m in self._gauges]  # type: ignore[index]
+        last = aggregate.last
+        bisect_left = bisect.bisect_left
+        unmatched = malformed = 0
         for line in lines:
             found = match(line)
             if found is None:
-                result.unmatched += 1
+                unmatched += 1
                 continue
-            key = found.group(*key_fields) if len(key_fields) > 1 else \
-                ((found.group(key_fields[0]),) if key_fields else ())
-            if simple:
-                counts[key] = counts.get(key, 0) + 1
-                continue
-            try:
-                values = [float(found.group(name)) for name in value_fields]
-            except (TypeError, ValueError):
-                result.malformed += 1
-                continue
-            self._add(aggregate, key, values)
+            groups = found.group(*fields) if len(fields) > 1 else (found.group(*fields),) if fields else ()
+            key = groups[:width]
+            if values_width:
+                try:
+                    values = [float(text) for text in groups[width:]]
+                except (TypeError, ValueError):
+                    malformed += 1
+                    continue
+                line_sums = sums.get(key)
+                if line_sums is None:
+                    line_sums = sums[key] = [0.0] * values_width
+                    buckets[key] = [[0] * (len(bounds) + 1) for _, bounds in histograms]
+                for index, value in enumerate(values):
+                    line_sums[index] += value
+                if histograms:
+                    for (index, bounds), bucket_counts in zip(histograms, buckets[key]):
+                        bucket_counts[bisect_left(bounds, values[index])] += 1
+                if gauges:
+                    last.pop(key, None)
+                    last[key] = [values[index] for index in gauges]
+            counts[key] = counts.get(key, 0) + 1
+        result.unmatched += unmatched
+        result.malformed += malformed
 
     def _aggregate_fields(self, lines: list[str], aggregate: _Aggregate, result: BatchResult) -> None:
         is_json = self.config.format == "json"
@@ -136,13 +154,11 @@ class Pipeline:
         sums = aggregate.sums.get(key)
         if sums is None:
             sums = aggregate.sums[key] = [0.0] * len(values)
+            aggregate.buckets[key] = [[0] * (len(m.buckets) + 1) for m in self._histograms]
         for index, value in enumerate(values):
             sums[index] += value
         if self._histograms:
-            buckets = aggregate.buckets.get(key)
-            if buckets is None:
-                buckets = aggregate.buckets[key] = [[0] * (len(m.buckets) + 1) for m in self._histograms]
-            for counts, metric in zip(buckets, self._histograms):
+            for counts, metric in zip(aggregate.buckets[key], self._histograms):
                 counts[bisect.bisect_left(metric.buckets, values[self._value_index[metric.value]])] += 1
         if self._gauges:  # pop first: the dict's order becomes the order of each key's last line
             aggregate.last.pop(key, None)
