@@ -239,12 +239,12 @@ def duration(value: Any) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """The shortest Prometheus duration string for a whole number of milliseconds."""
+    """A Prometheus duration string for a whole number of milliseconds, in days at most (30d, not 4w2d)."""
     ms = round(seconds * 1000)
     if ms <= 0:
         return "0s"
     parts = []
-    for unit, size in (("w", 7 * 86400000), ("d", 86400000), ("h", 3600000), ("m", 60000), ("s", 1000), ("ms", 1)):
+    for unit, size in (("d", 86400000), ("h", 3600000), ("m", 60000), ("s", 1000), ("ms", 1)):
         if ms >= size:
             parts.append(f"{ms // size}{unit}")
             ms %= size

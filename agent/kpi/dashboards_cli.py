@@ -1,8 +1,38 @@
-"""`kpi-agent dashboards ...` commands. STUB: to be written."""
+"""`kpi-agent dashboards generate`: Grafana dashboards and Grafana-managed alert rules from KPI specs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import click
+
+from agent.kpi import grafana
+from agent.kpi.rules_cli import _report, load_specs
 
 
 @click.group("dashboards")
 def dashboards() -> None:
     """Generate Grafana dashboards and alert rules from KPI specs."""
+
+
+@dashboards.command("generate")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to write to.")
+@click.option("--alert-datasource-uid", default="prometheus", show_default=True,
+              help="uid of the Prometheus datasource the Grafana-managed alert rules query.")
+def generate(specs: tuple[str, ...], out_dir: str, alert_datasource_uid: str) -> None:
+    """Write kpi-overview.json, kpi-agent-health.json, kpi-<service>.json for each spec, and
+    grafana-alert-rules.yml (Grafana alerting provisioning) into --out."""
+    loaded, problems = load_specs(specs)
+    if _report(problems):
+        sys.exit(1)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"kpi-overview.json": grafana.overview_dashboard(), "kpi-agent-health.json": grafana.agent_dashboard(),
+             "grafana-alert-rules.yml": grafana.grafana_alert_rules(loaded, alert_datasource_uid)}
+    for spec in loaded:
+        files[f"kpi-{spec.service}.json"] = grafana.service_dashboard(spec)
+    for name, text in sorted(files.items()):
+        (out / name).write_text(text)
+        click.echo(f"wrote {out / name}")
