@@ -1,0 +1,142 @@
+"""Every file under deploy/ is checked by the tool that will read it, or for what that tool needs."""
+
+import configparser
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent import yamlsrc
+from agent.config import load_config, parse_config
+from agent.kpi.compiler import render_operator, render_prometheus
+from agent.kpi.grafana import service_dashboard
+from agent.kpi.spec import load_spec
+from tests.tools import require_tool
+
+ROOT = Path(__file__).parents[2]
+DEPLOY = ROOT / "deploy"
+
+
+def test_example_agent_config_is_valid():
+    config, report = load_config(DEPLOY / "agent.yaml")
+    assert report.errors == [] and config.http and config.logs
+
+
+def test_prometheus_config_and_its_rules(promtool):
+    result = subprocess.run([promtool, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 rule files found" in result.stdout and "SUCCESS" in result.stdout
+
+
+def test_committed_rule_files_match_the_specs():
+    """deploy/ ships generated files; they must be what `rules generate` makes from rules/ today."""
+    for spec_file in sorted((ROOT / "rules").glob("*.yaml")):
+        spec = load_spec(spec_file)
+        source = f"rules/{spec_file.name}"
+        assert (DEPLOY / "prometheus" / "rules" / f"{spec.service}.rules.yml").read_text() == \
+            render_prometheus(spec, source), "run: kpi-agent rules generate rules --out deploy/prometheus/rules"
+        assert (DEPLOY / "kubernetes" / f"prometheusrule-{spec.service}.yaml").read_text() == \
+            render_operator(spec, source, "monitoring"), \
+            "run: kpi-agent rules generate rules --out DIR --format prometheus-operator --namespace monitoring"
+
+
+def test_alertmanager_config_routes_page_and_ticket_and_inhibits():
+    amtool = require_tool("amtool")
+    config = str(DEPLOY / "alertmanager" / "alertmanager.yml")
+    checked = subprocess.run([amtool, "check-config", config], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for labels, receiver in ((["kpi_severity=page", "kpi=a"], "page"), (["kpi_severity=ticket", "kpi=a"], "ticket"),
+                             (["alertname=Other"], "default")):
+        routed = subprocess.run([amtool, "config", "routes", "test", "--config.file", config, *labels],
+                                capture_output=True, text=True)
+        assert routed.stdout.strip() == receiver, (labels, routed.stdout, routed.stderr)
+    (inhibit,) = yaml.safe_load(Path(config).read_text())["inhibit_rules"]
+    assert inhibit["source_matchers"] == ['kpi_severity="page"']
+    assert inhibit["target_matchers"] == ['kpi_severity="ticket"']
+    assert {"kpi", "kpi_service"} <= set(inhibit["equal"])
+
+
+def _kubernetes_objects() -> list[dict]:
+    objects = []
+    for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
+        objects.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
+    return objects
+
+
+def test_kubernetes_manifests_fit_together():
+    objects = _kubernetes_objects()
+    by_kind: dict[str, list[dict]] = {}
+    for obj in objects:
+        by_kind.setdefault(obj["kind"], []).append(obj)
+    kustomization = by_kind["Kustomization"][0]
+    listed = set(kustomization["resources"])
+    on_disk = {p.name for p in (DEPLOY / "kubernetes").glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == on_disk
+    config_maps = {cm["metadata"]["name"]: cm for cm in by_kind["ConfigMap"]}
+    workloads = by_kind["Deployment"] + by_kind["DaemonSet"]
+    assert {w["kind"] for w in workloads} == {"Deployment", "DaemonSet"}
+    pod_labels = []
+    for workload in workloads:
+        template = workload["spec"]["template"]
+        labels = template["metadata"]["labels"]
+        assert workload["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        pod_labels.append(labels)
+        container = template["spec"]["containers"][0]
+        assert "metrics" in {p["name"] for p in container["ports"]}
+        for volume in template["spec"]["volumes"]:
+            if "configMap" in volume:
+                payload = config_maps[volume["configMap"]["name"]]["data"]["agent.yaml"]
+                _, report = parse_config(yamlsrc.load_text(payload, volume["configMap"]["name"]), "cm")
+                assert report.errors == []
+    services = by_kind["Service"]
+    for service in services:
+        assert any(service["spec"]["selector"].items() <= labels.items() for labels in pod_labels)
+    (monitor,) = by_kind["ServiceMonitor"]
+    selected = [s for s in services if monitor["spec"]["selector"]["matchLabels"].items()
+                <= s["metadata"]["labels"].items()]
+    assert len(selected) == 2
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert all(endpoint["port"] in {p["name"] for p in s["spec"]["ports"]} for s in selected)
+    (rule,) = by_kind["PrometheusRule"]
+    assert rule["spec"]["groups"] and rule["metadata"]["namespace"] == kustomization["namespace"]
+    daemonset = by_kind["DaemonSet"][0]["spec"]["template"]["spec"]
+    mounts = {m["mountPath"] for m in daemonset["containers"][0]["volumeMounts"]}
+    logs_config = yaml.safe_load(config_maps["kpi-agent-logs"]["data"]["agent.yaml"])
+    assert any(logs_config["positions_file"].startswith(m) for m in mounts)  # positions survive restarts
+
+
+def test_grafana_provisioning_matches_the_generated_objects():
+    datasources = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    (datasource,) = datasources["datasources"]
+    assert datasource["type"] == "prometheus" and datasource["uid"] == "prometheus"
+    providers = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" / "kpi.yml").read_text())
+    assert providers["providers"][0]["type"] == "file"
+    board = service_dashboard(load_spec(ROOT / "rules" / "shop.yaml"))
+    assert '"uid": "${datasource}"' in board
+
+
+def test_systemd_unit_is_sandboxed(tmp_path):
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read(DEPLOY / "systemd" / "kpi-agent.service")
+    service = unit["Service"]
+    for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("DynamicUser", "yes"),
+                       ("StateDirectory", "kpi-agent"), ("ReadOnlyPaths", "/var/log")):
+        assert service[key] == value
+    assert "--config.file /etc/kpi-agent/agent.yaml" in service["ExecStart"]
+    config, _ = load_config(DEPLOY / "agent.yaml")
+    assert config.positions_file.startswith("/var/lib/kpi-agent/")  # inside StateDirectory
+    if shutil.which("systemd-analyze"):
+        # verify checks that ExecStart exists: point it at this checkout's installed command
+        installed = Path(sys.executable).parent / "kpi-agent"
+        unit_copy = tmp_path / "kpi-agent.service"
+        unit_copy.write_text((DEPLOY / "systemd" / "kpi-agent.service").read_text()
+                             .replace("/opt/kpi-agent/.venv/bin/kpi-agent", str(installed)))
+        verified = subprocess.run(["systemd-analyze", "verify", str(unit_copy)], capture_output=True, text=True)
+        assert verified.returncode == 0, verified.stderr
+    else:
+        pytest.skip("systemd-analyze not installed: the unit's keys were checked, not systemd's own parse")
