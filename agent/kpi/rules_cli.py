@@ -13,7 +13,7 @@ import click
 from agent.kpi.compiler import render_operator, render_prometheus, to_yaml
 from agent.kpi.promtest import PromtoolMissing, promtool_path, write_and_run
 from agent.kpi.spec import Kpi, ServiceSpec, parse_spec, spec_files
-from agent.yamlsrc import ConfigError, Problem, load_file
+from agent.yamlsrc import ConfigError, Problem, duration, load_file
 
 _PROMTOOL_RULE_RE = re.compile(r"rule (\d+),")
 
@@ -160,8 +160,16 @@ def check(specs: tuple[str, ...], config_file: str | None) -> None:
 @click.option("--format", "output_format", type=click.Choice(["prometheus", "prometheus-operator"]),
               default="prometheus", show_default=True)
 @click.option("--namespace", help="metadata.namespace of PrometheusRule objects (prometheus-operator format).")
-def generate(specs: tuple[str, ...], out_dir: str, output_format: str, namespace: str | None) -> None:
+@click.option("--interval", type=str, default=None,
+              help="Evaluation interval of both rule groups (default 30s for rates and alerts, 5m for the period).")
+def generate(specs: tuple[str, ...], out_dir: str, output_format: str, namespace: str | None,
+             interval: str | None) -> None:
     """Write one rule file per spec: <service>.rules.yml, or a PrometheusRule <service>.prometheusrule.yml."""
+    if interval is not None:
+        try:
+            duration(interval)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--interval") from None
     loaded, problems = load_specs(specs)
     if _report(problems):
         sys.exit(1)
@@ -169,9 +177,10 @@ def generate(specs: tuple[str, ...], out_dir: str, output_format: str, namespace
     out.mkdir(parents=True, exist_ok=True)
     for spec in loaded:
         if output_format == "prometheus":
-            path, text = out / f"{spec.service}.rules.yml", render_prometheus(spec, spec.file)
+            path, text = out / f"{spec.service}.rules.yml", render_prometheus(spec, spec.file, interval)
         else:
-            path, text = out / f"{spec.service}.prometheusrule.yml", render_operator(spec, spec.file, namespace)
+            path = out / f"{spec.service}.prometheusrule.yml"
+            text = render_operator(spec, spec.file, namespace, interval)
         path.write_text(text)
         click.echo(f"wrote {path}")
 
