@@ -12,7 +12,7 @@ import yaml
 from agent import yamlsrc
 from agent.config import load_config, parse_config
 from agent.kpi.compiler import render_operator, render_prometheus
-from agent.kpi.grafana import service_dashboard
+from agent.kpi.grafana import agent_dashboard, grafana_alert_rules, overview_dashboard, service_dashboard
 from agent.kpi.spec import load_spec
 from tests.tools import require_tool
 
@@ -107,6 +107,17 @@ def test_kubernetes_manifests_fit_together():
     mounts = {m["mountPath"] for m in daemonset["containers"][0]["volumeMounts"]}
     logs_config = yaml.safe_load(config_maps["kpi-agent-logs"]["data"]["agent.yaml"])
     assert any(logs_config["positions_file"].startswith(m) for m in mounts)  # positions survive restarts
+
+
+def test_committed_dashboards_and_grafana_alert_rules_match_the_specs():
+    specs = [load_spec(p) for p in sorted((ROOT / "rules").glob("*.yaml"))]
+    boards = DEPLOY / "grafana" / "dashboards"
+    assert (boards / "kpi-overview.json").read_text() == overview_dashboard()
+    assert (boards / "kpi-agent-health.json").read_text() == agent_dashboard()
+    for spec in specs:
+        assert (boards / f"kpi-{spec.service}.json").read_text() == service_dashboard(spec)
+    assert (DEPLOY / "grafana" / "provisioning" / "alerting" / "kpi-alert-rules.yml").read_text() == \
+        grafana_alert_rules(specs), "run: kpi-agent dashboards generate rules --out DIR"
 
 
 def test_grafana_provisioning_matches_the_generated_objects():
