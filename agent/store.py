@@ -21,12 +21,11 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
-    InfoMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
 
-Kind = Literal["counter", "gauge", "histogram", "info"]
+Kind = Literal["counter", "gauge", "histogram"]
 LabelValues = tuple[str, ...]
 
 DEFAULT_MAX_SERIES = 10_000
@@ -152,10 +151,6 @@ class Group:
                   max_series: int = DEFAULT_MAX_SERIES) -> Family:
         return self._family(name, documentation, "histogram", labelnames, sorted(bounds), max_series)
 
-    def info(self, name: str, documentation: str, labelnames: Iterable[str]) -> Family:
-        """An info family; ``set(label_values, 1)`` publishes one ``<name>_info`` series."""
-        return self._family(name, documentation, "info", labelnames)
-
 
 @dataclass
 class Snapshot:
@@ -214,9 +209,6 @@ def render_families(snap: Snapshot) -> Iterator[Metric]:
                     cumulative += count
                     buckets.append((_bound(bound), cumulative))
                 metric.add_metric([*labels, *tail], buckets, state[-1])  # type: ignore[index,union-attr]
-        elif family.kind == "info":
-            for labels in values:
-                metric.add_metric([], dict(zip(names, [*labels, *tail])))
         else:
             for labels, value in values.items():
                 metric.add_metric([*labels, *tail], value)
@@ -239,9 +231,7 @@ def _new_metric(family: Family, labelnames: list[str]) -> Metric:
         return CounterMetricFamily(family.name, family.documentation, labels=labelnames)
     if family.kind == "gauge":
         return GaugeMetricFamily(family.name, family.documentation, labels=labelnames)
-    if family.kind == "histogram":
-        return HistogramMetricFamily(family.name, family.documentation, labels=labelnames)
-    return InfoMetricFamily(family.name, family.documentation)
+    return HistogramMetricFamily(family.name, family.documentation, labels=labelnames)
 
 
 class SnapshotCollector(Collector):

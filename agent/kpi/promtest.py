@@ -22,6 +22,7 @@ from agent.kpi.spec import BurnWindow, Kpi, Matcher, Selector, ServiceSpec, Tier
 EVAL_MINUTES = 20  # zero-traffic and threshold cases: steady inputs, judged once the 5m rate exists
 EVENTS_PER_MINUTE = 6000
 ABOVE, BELOW = 1.1, 0.9
+STEP = 60.0  # seconds between input samples: the 5m base rate needs several per 5m
 
 
 class PromtoolMissing(RuntimeError):
@@ -193,7 +194,7 @@ def _burn_case(spec: ServiceSpec, kpi: Kpi, tier: Tier, window: BurnWindow, burn
                series: _Series) -> dict[str, Any]:
     """Healthy traffic for the tier's longest window, then ``burn``; judged one long window (plus the 5m the
     base rate needs to fill) after the burn starts, when this window pair sees exactly ``burn``."""
-    step = _step(tier)
+    step = STEP
     history = max(w.long for w in tier.windows)
     elapsed = window.long + 300
     steps_healthy, steps_bad = int(history // step), int((elapsed + 2 * step) // step)
@@ -226,11 +227,6 @@ def _evaluation_interval(tier: Tier) -> str:
     """Rules are evaluated every minute for windows up to hours, every 10m for days-long ones: promtool's
     run time grows with evaluations x window length, and a 10m step is still fine against a 1d window."""
     return "10m" if min(w.short for w in tier.windows) >= 3600 else "1m"
-
-
-def _step(tier: Tier) -> float:
-    """Input sample spacing: 1m, as the 5m base rate needs several samples per 5m."""
-    return 60.0
 
 
 def _shift(after: dict[str, Any], start: float, step: float) -> str:
