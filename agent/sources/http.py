@@ -244,11 +244,23 @@ class _Timings:
     """Per-probe phase durations, filled by aiohttp's tracing hooks and summed over redirects."""
 
     __slots__ = ("resolve", "connect", "tls", "processing", "transfer", "_dns_start", "_conn_start", "_sent_at",
-                 "_headers_at")
+                 "_headers_at", "_resolve_before", "_connections")
 
     def __init__(self) -> None:
         self.resolve = self.connect = self.tls = self.processing = self.transfer = 0.0
-        self._dns_start = self._conn_start = self._sent_at = self._headers_at = 0.0
+        self._dns_start = self._conn_start = self._sent_at = self._headers_at = self._resolve_before = 0.0
+        self._connections: list[tuple[float, float, float]] = []  # (start, end, resolve time inside)
+
+    def split_connections(self, handshakes: list[float]) -> None:
+        """Connection setup -> connect and tls phases: aiohttp times DNS + TCP + TLS as one step, so the
+        moment each TLS handshake began (from the SSL context) marks where TCP connect ended."""
+        for start, end, resolve in self._connections:
+            began = next((h for h in handshakes if start <= h <= end), None)
+            if began is None:
+                self.connect += max(0.0, end - start - resolve)
+            else:
+                self.connect += max(0.0, began - start - resolve)
+                self.tls += end - began
 
     def body_done(self) -> None:
         if self._headers_at:
@@ -273,14 +285,13 @@ async def _on_dns_end(session, ctx, params) -> None:
 async def _on_conn_start(session, ctx, params) -> None:
     if t := _timings(ctx):
         t._conn_start = time.perf_counter()
+        t._resolve_before = t.resolve
         t._dns_start = 0.0
 
 
 async def _on_conn_end(session, ctx, params) -> None:
     if (t := _timings(ctx)) and t._conn_start:
-        # aiohttp resolves inside connection creation and does not mark where TCP ends and TLS begins,
-        # so connect is the creation time minus resolution, TLS handshake included.
-        t.connect += max(0.0, time.perf_counter() - t._conn_start - t.resolve)
+        t._connections.append((t._conn_start, time.perf_counter(), t.resolve - t._resolve_before))
 
 
 async def _on_headers_sent(session, ctx, params) -> None:
@@ -312,12 +323,19 @@ def trace_config() -> aiohttp.TraceConfig:
 
 
 class _RecordingSSLContext(ssl.SSLContext):
-    """Remembers the TLS session of its last connection. Each probe opens and closes its own connection, so
-    the session is gone from aiohttp's response by the time the probe reads it; the SSLObject is not."""
+    """Remembers the TLS session of its last connection and when each handshake began. Each probe opens and
+    closes its own connection, so the session is gone from aiohttp's response by the time the probe reads
+    it; the SSLObject is not. Probes of one source never overlap (timeout <= interval)."""
 
     last: ssl.SSLObject | None = None
+    handshakes: list[float]
+
+    def reset(self) -> None:
+        self.last = None
+        self.handshakes = []
 
     def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        self.handshakes.append(time.perf_counter())
         self.last = super().wrap_bio(*args, **kwargs)
         return self.last
 
@@ -455,6 +473,7 @@ class HttpSource(Source):
     def _make_ssl_context(self) -> _RecordingSSLContext:
         tls = self.config.tls
         context = _RecordingSSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.reset()
         if tls.ca_file:
             context.load_verify_locations(cafile=tls.ca_file)
         else:
@@ -489,7 +508,7 @@ class HttpSource(Source):
         started = time.perf_counter()
         timings = _Timings()
         response_info: dict[str, float] = {}
-        self._ssl_context.last = None
+        self._ssl_context.reset()
         try:
             async with asyncio.timeout(self.config.timeout):
                 async with self.context.probe_slots:
@@ -588,6 +607,7 @@ class HttpSource(Source):
         self._ssl.set(labels, info.get("ssl", 0))
         self._version.set(labels, info.get("version", 0))
         self._regex.set(labels, info.get("regex_failed", 0))
+        timings.split_connections(self._ssl_context.handshakes)
         for phase in PHASES:
             self._phases.set((*labels, phase), getattr(timings, phase))
         session = self._ssl_context.last

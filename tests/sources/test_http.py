@@ -226,6 +226,8 @@ async def test_tls_self_signed_trusted_via_ca_file_and_failing_without(context, 
                                              f"    tls_config: {{ca_file: {cert}}}\n")
         assert await trusted.probe() == "success"
         assert values(store, "probe_http_ssl")[("tls",)] == 1
+        phases = {k[-1]: v for k, v in values(store, "probe_http_duration_seconds").items() if k[0] == "tls"}
+        assert phases["tls"] > 0 and phases["connect"] > 0  # the handshake is split out of connection setup
         assert values(store, "probe_ssl_earliest_cert_expiry")[("tls",)] == not_after
         assert len(values(store, "probe_tls_version_info")) == 1
         untrusted = source_for(context, store, f"  - name: notrust\n    url: https://127.0.0.1:{port}/ok\n")
