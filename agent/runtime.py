@@ -118,6 +118,9 @@ class Agent:
                 self._reloads.inc(("failure",))
                 log.error("reload failed, keeping the running config", extra={"error": str(exc)})
                 return str(exc)
+            if config.positions_file != self.config.positions_file:
+                log.warning("positions_file changed: it takes effect at the next restart",
+                            extra={"running": self.config.positions_file, "configured": config.positions_file})
             self._apply(config)
             self._reload_ok.set((), 1)
             self._reload_ts.set((), time.time())

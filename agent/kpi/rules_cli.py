@@ -86,19 +86,15 @@ def check_compiled(specs: list[ServiceSpec]) -> list[Problem]:
 def produced_metrics(config_file: str) -> set[str]:
     """Names of the series an agent config produces (histograms as _bucket, _sum and _count)."""
     from agent.config import load_config
+    from agent.sources.http import EXPORTED_SERIES
 
     config, _ = load_config(config_file)
-    names = {"probe_success", "probe_duration_seconds", "probe_http_status_code", "probe_http_content_length",
-             "probe_http_uncompressed_body_length", "probe_http_redirects", "probe_http_ssl", "probe_http_version",
-             "probe_failed_due_to_regex", "probe_http_duration_seconds", "probe_ssl_earliest_cert_expiry",
-             "probe_tls_version_info", "probes_total", "probe_last_result"} if config.http else set()
-    if config.http:
-        names.update(f"probe_latency_seconds{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+    names = set(EXPORTED_SERIES) if config.http else set()
     for source in config.http:
         names.update(metric.name for metric in source.json_metrics)
     for source in config.logs:
-        for metric in getattr(source, "metrics", ()):
-            if getattr(metric, "type", "") == "histogram":
+        for metric in source.metrics:
+            if metric.type == "histogram":
                 names.update(f"{metric.name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
             else:
                 names.add(metric.name)

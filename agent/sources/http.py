@@ -50,6 +50,14 @@ RESULTS = (
     "auth_file_error",      # password_file or bearer_token_file unreadable at probe time
 )
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
+# Every series name an HTTP source exports besides its json_metrics (KPI specs may select them).
+EXPORTED_SERIES = (
+    "probe_success", "probe_duration_seconds", "probe_http_status_code", "probe_http_content_length",
+    "probe_http_uncompressed_body_length", "probe_http_redirects", "probe_http_ssl", "probe_http_version",
+    "probe_failed_due_to_regex", "probe_http_duration_seconds", "probe_ssl_earliest_cert_expiry",
+    "probe_tls_version_info", "probes_total", "probe_last_result", "probe_latency_seconds_bucket",
+    "probe_latency_seconds_sum", "probe_latency_seconds_count",
+)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 MAX_REDIRECTS = 10
 DEFAULT_BODY_SIZE_LIMIT = 10 * 1024 * 1024

@@ -2,7 +2,7 @@
 
 import asyncio
 import base64
-import json
+import socket
 import ssl
 import subprocess
 import time
@@ -14,8 +14,8 @@ from aiohttp import web
 from agent import yamlsrc
 from agent.config import GlobalConfig, parse_config
 from agent.sources.base import SourceContext
-from agent.sources.http import RESULTS, HttpSource, parse_http_source, trace_config
-from agent.store import Store
+from agent.sources.http import EXPORTED_SERIES, RESULTS, HttpSource, parse_http_source, trace_config
+from agent.store import Store, render_families
 from agent.yamlsrc import ConfigError, Fields, Report
 
 DOC = {"orders": {"placed": 42}, "region": "eu", "queues": [{"name": "a", "depth": 3}, {"name": "b", "depth": "7"}],
@@ -130,6 +130,15 @@ async def test_success_sets_blackbox_gauges_and_counts(server, context):
     assert values(store, "probe_last_result") == {(*labels, "success"): 1}
 
 
+async def test_exported_series_list_matches_what_a_probe_writes(server, context):
+    store = Store()
+    source = source_for(context, store, f"  - name: web\n    url: {server}/ok\n")
+    await source.probe()
+    names = {s.name for family in render_families(store.snapshot()) for s in family.samples
+             if not s.name.startswith("kpi_agent_")}
+    assert names == set(EXPORTED_SERIES) - {"probe_ssl_earliest_cert_expiry", "probe_tls_version_info"}
+
+
 async def test_redirects_are_followed_and_counted(server, context):
     store = Store()
     source = source_for(context, store, f"  - name: r\n    url: {server}/redirect/3\n")
@@ -185,7 +194,7 @@ async def test_slow_target_times_out_without_delaying_another_source(server, con
 
 async def test_connection_refused_and_dns_error(context):
     store = Store()
-    with __import__("socket").socket() as sock:
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     refused = source_for(context, store, f"  - name: down\n    url: http://127.0.0.1:{port}/\n")
@@ -363,4 +372,3 @@ async def test_run_keeps_its_cadence(server, context):
     task.cancel()
     count = values(store, "probes")[("tick", "success")]
     assert 9 <= count <= 11
-    assert json.dumps(count)
