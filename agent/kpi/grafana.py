@@ -186,8 +186,8 @@ def agent_dashboard() -> str:
          "{{metric}}", None),
         ("Config reload successful", "kpi_agent_config_last_reload_successful", "{{instance}}", None),
     ]
-    for index, (title, expr, legend, unit) in enumerate(panels):
-        panel = (timeseries.Panel().title(title).datasource(DATASOURCE).with_target(_query(expr, legend))
+    for index, (title, promql, legend, unit) in enumerate(panels):
+        panel = (timeseries.Panel().title(title).datasource(DATASOURCE).with_target(_query(promql, legend))
                  .grid_pos(GridPos(h=8, w=12, x=(index % 2) * 12, y=(index // 2) * 8)))
         if unit:
             panel = panel.unit(unit)

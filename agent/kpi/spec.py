@@ -309,8 +309,7 @@ def _parse_kpi(fields: Fields, line: int | None) -> Kpi | None:
         denominator = ratio.get("denominator", parse_selector, None)
         numerator_query = ratio.get("numerator_query", _query_template, None)
         denominator_query = ratio.get("denominator_query", _query_template, None)
-        for side, selector, query in (("numerator", numerator, numerator_query),
-                                      ("denominator", denominator, denominator_query)):
+        for side in ("numerator", "denominator"):
             if ratio.has(side) == ratio.has(f"{side}_query"):
                 ratio.report.error(ratio.line, f"{ratio.path}.{side}",
                                    f"give exactly one of {side} (a selector) or {side}_query (PromQL)")
