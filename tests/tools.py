@@ -19,6 +19,7 @@ PACKAGES = {
     "prometheus-alertmanager": "prometheus-alertmanager",
     "amtool": "prometheus-alertmanager",
     "mtail": "mtail",
+    "prometheus-blackbox-exporter": "prometheus-blackbox-exporter",
 }
 
 _lock = threading.Lock()

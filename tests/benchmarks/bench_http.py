@@ -1,0 +1,100 @@
+"""Per-probe cost: our HttpSource vs blackbox_exporter's http prober, same target, same number of probes.
+
+Run: .venv/bin/python -m pytest tests/benchmarks/bench_http.py -s
+The target runs in its own process. Our probes run in this process (CPU = this process's CPU time during
+the run); blackbox_exporter runs in its own (CPU from /proc), driven through /probe by a client here. Both
+open a new connection per probe.
+"""
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import aiohttp
+
+from agent import yamlsrc
+from agent.config import parse_config
+from agent.sources.base import SourceContext
+from agent.sources.http import HttpSource, trace_config
+from agent.store import Store
+from tests.helpers import fetch, free_port, wait_until
+from tests.tools import require_tool
+
+PROBES = 3000
+CONCURRENCY = 20
+
+TARGET = textwrap.dedent("""
+    import sys
+    from aiohttp import web
+    async def ok(request):
+        return web.Response(text="ok")
+    app = web.Application()
+    app.router.add_get("/ok", ok)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+""")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_ours(url: str) -> tuple[float, float]:
+    (config,) = parse_config(yamlsrc.load_text(f"http:\n  - name: bench\n    url: {url}\n", "b.yaml"), "b.yaml")[0].http
+    store = Store()
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(trace_configs=[trace_config()], connector=connector) as session:
+        context = SourceContext(session, asyncio.Semaphore(64), None)
+        sources = [HttpSource(config, store.group(str(i)), context) for i in range(CONCURRENCY)]
+        wall, cpu = time.perf_counter(), time.process_time()
+
+        async def worker(source: HttpSource) -> None:
+            for _ in range(PROBES // CONCURRENCY):
+                assert await source.probe() == "success"
+
+        await asyncio.gather(*(worker(s) for s in sources))
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+
+async def run_blackbox(probe_url: str, pid: int) -> tuple[float, float]:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        wall, cpu = time.perf_counter(), cpu_seconds(pid)
+
+        async def worker() -> None:
+            for _ in range(PROBES // CONCURRENCY):
+                async with session.get(probe_url) as response:
+                    assert "probe_success 1" in await response.text()
+
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return time.perf_counter() - wall, cpu_seconds(pid) - cpu
+
+
+def test_probe_cost_against_blackbox(tmp_path):
+    blackbox = require_tool("prometheus-blackbox-exporter")
+    target_port, blackbox_port = free_port(), free_port()
+    target = subprocess.Popen([sys.executable, "-c", TARGET, str(target_port)])
+    (tmp_path / "blackbox.yml").write_text("modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n")
+    exporter = subprocess.Popen([blackbox, f"--config.file={tmp_path / 'blackbox.yml'}",
+                                 f"--web.listen-address=127.0.0.1:{blackbox_port}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{target_port}/ok"
+    try:
+        wait_until(lambda: fetch(url)[0] == 200)
+        wait_until(lambda: fetch(f"http://127.0.0.1:{blackbox_port}/-/healthy")[0] == 200)
+        ours_wall, ours_cpu = asyncio.run(run_ours(url))
+        probe_url = f"http://127.0.0.1:{blackbox_port}/probe?module=http_2xx&target={url}"
+        bb_wall, bb_cpu = asyncio.run(run_blackbox(probe_url, exporter.pid))
+    finally:
+        for process in (exporter, target):
+            process.terminate()
+            process.wait(timeout=10)
+    print(f"\n{PROBES} probes of a local target, {CONCURRENCY} at a time, new connection per probe")
+    print(f"  blackbox_exporter: {PROBES / bb_wall:7.0f} probes/s, {bb_cpu / PROBES * 1e6:6.0f} us CPU per probe "
+          f"(its process only)")
+    print(f"  kpi-agent:         {PROBES / ours_wall:7.0f} probes/s, {ours_cpu / PROBES * 1e6:6.0f} us CPU per probe")
+    print(f"  ratio: {bb_cpu / ours_cpu:.2f}x blackbox's CPU per probe (above 1 = we use less)")
