@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from agent.kpi import grafana
-from agent.kpi.rules_cli import _report, load_specs
+from agent.kpi.rules_cli import load_specs, report_problems
 
 
 @click.group("dashboards")
@@ -25,7 +25,7 @@ def generate(specs: tuple[str, ...], out_dir: str, alert_datasource_uid: str) ->
     """Write kpi-overview.json, kpi-agent-health.json, kpi-<service>.json for each spec, and
     grafana-alert-rules.yml (Grafana alerting provisioning) into --out."""
     loaded, problems = load_specs(specs)
-    if _report(problems):
+    if report_problems(problems):
         sys.exit(1)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -116,7 +116,7 @@ def check_metric_names(specs: list[ServiceSpec], config_file: str) -> list[Probl
     return problems
 
 
-def _report(problems: list[Problem]) -> bool:
+def report_problems(problems: list[Problem]) -> bool:
     for problem in problems:
         click.echo(str(problem), err=True)
     return any(not p.warning for p in problems)
@@ -141,7 +141,7 @@ def check(specs: tuple[str, ...], config_file: str | None) -> None:
             problems += check_compiled(loaded)
         if config_file:
             problems += check_metric_names(loaded, config_file)
-        failed = _report(problems)
+        failed = report_problems(problems)
     except (PromtoolMissing, ConfigError) as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)
@@ -167,7 +167,7 @@ def generate(specs: tuple[str, ...], out_dir: str, output_format: str, namespace
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--interval") from None
     loaded, problems = load_specs(specs)
-    if _report(problems):
+    if report_problems(problems):
         sys.exit(1)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,7 +189,7 @@ def test(specs: tuple[str, ...], out_dir: str | None) -> None:
     """Generate promtool unit tests for every KPI (burn just above and below each tier's factor, zero
     traffic, missing metrics) and run `promtool test rules` on them."""
     loaded, problems = load_specs(specs)
-    if _report(problems):
+    if report_problems(problems):
         sys.exit(1)
     failed = False
     with tempfile.TemporaryDirectory() as scratch:
