@@ -17,13 +17,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Literal
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 Kind = Literal["counter", "gauge", "histogram"]
 LabelValues = tuple[str, ...]
@@ -190,48 +187,44 @@ class Store:
 def render_families(snap: Snapshot) -> Iterator[Metric]:
     """prometheus_client metric families for a snapshot; same-named families of several groups are merged.
 
-    A series' own labels win over the constant (global) labels of the same name.
+    Samples carry their own label dicts, so groups whose families have different label names (two HTTP
+    sources, one with `labels: {team: x}`) merge correctly. A series' own labels win over the constant
+    (global) labels of the same name.
     """
     merged: dict[str, Metric] = {}
-    const_names = tuple(snap.const_labels)
-    const_values = tuple(snap.const_labels.values())
     for family, values in snap.families:
-        extra = [i for i, n in enumerate(const_names) if n not in family.labelnames]
-        names = list(family.labelnames) + [const_names[i] for i in extra]
-        tail = [const_values[i] for i in extra]
+        constant = {k: v for k, v in snap.const_labels.items() if k not in family.labelnames}
         metric = merged.get(family.name)
         if metric is None:
-            metric = merged[family.name] = _new_metric(family, names)
-        if family.kind == "histogram":
-            for labels, state in values.items():
-                cumulative, buckets = 0.0, []
-                for bound, count in zip((*family.bounds, math.inf), state):  # type: ignore[arg-type]
-                    cumulative += count
-                    buckets.append((_bound(bound), cumulative))
-                metric.add_metric([*labels, *tail], buckets, state[-1])  # type: ignore[index,union-attr]
-        else:
-            for labels, value in values.items():
-                metric.add_metric([*labels, *tail], value)
+            metric = merged[family.name] = Metric(family.name, family.documentation, family.kind)
+        metric.samples.extend(_samples(family, values, constant))
     if snap.dropped:
-        dropped = CounterMetricFamily("kpi_agent_series_dropped",
-                                      "New label sets refused because a metric reached its series limit",
-                                      labels=["metric", *const_names])
+        dropped = Metric("kpi_agent_series_dropped", "New label sets refused because a metric reached its series limit",
+                         "counter")
+        constant = {k: v for k, v in snap.const_labels.items() if k != "metric"}
+        dropped.samples.extend(Sample("kpi_agent_series_dropped_total", {"metric": name, **constant}, count)
+                               for name, count in sorted(snap.dropped.items()))
         merged[dropped.name] = dropped
-        for name, count in sorted(snap.dropped.items()):
-            dropped.add_metric([name, *const_values], count)
     yield from merged.values()
 
 
-def _bound(bound: float) -> str:
-    return "+Inf" if bound == math.inf else repr(float(bound))
-
-
-def _new_metric(family: Family, labelnames: list[str]) -> Metric:
-    if family.kind == "counter":
-        return CounterMetricFamily(family.name, family.documentation, labels=labelnames)
-    if family.kind == "gauge":
-        return GaugeMetricFamily(family.name, family.documentation, labels=labelnames)
-    return HistogramMetricFamily(family.name, family.documentation, labels=labelnames)
+def _samples(family: Family, values: dict[LabelValues, float | list[float]],
+             constant: dict[str, str]) -> Iterator[Sample]:
+    names = family.labelnames
+    if family.kind == "histogram":
+        bounds = [floatToGoString(b) for b in (*family.bounds, math.inf)]
+        for labels, state in values.items():
+            base = {**dict(zip(names, labels)), **constant}
+            cumulative = 0.0
+            for bound, count in zip(bounds, state):  # type: ignore[arg-type]
+                cumulative += count
+                yield Sample(f"{family.name}_bucket", {**base, "le": bound}, cumulative)
+            yield Sample(f"{family.name}_count", base, cumulative)
+            yield Sample(f"{family.name}_sum", base, state[-1])  # type: ignore[index]
+        return
+    name = f"{family.name}_total" if family.kind == "counter" else family.name
+    for labels, value in values.items():
+        yield Sample(name, {**dict(zip(names, labels)), **constant}, value)  # type: ignore[arg-type]
 
 
 class SnapshotCollector(Collector):

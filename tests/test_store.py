@@ -73,6 +73,22 @@ def test_same_family_in_two_groups_is_merged_and_dropping_a_group_removes_its_se
     assert samples(store) == {("probe_success", (("target", "b"),)): 1}
 
 
+def test_families_with_different_label_names_merge_with_the_right_labels(promtool):
+    store = Store({"site": "eu-1"})
+    store.group("http/a").gauge("probe_success", "ok", ["target", "team"]).set(("a", "shop"), 1)
+    store.group("http/b").gauge("probe_success", "ok", ["target"]).set(("b",), 0)
+    hist_a = store.group("http/a").histogram("probe_latency_seconds", "latency", ["target", "team"], [0.1])
+    hist_a.observe(("a", "shop"), 0.05)
+    store.group("http/b").histogram("probe_latency_seconds", "latency", ["target"], [0.1]).observe(("b",), 1)
+    got = samples(store)
+    assert got[("probe_success", (("site", "eu-1"), ("target", "a"), ("team", "shop")))] == 1
+    assert got[("probe_success", (("site", "eu-1"), ("target", "b")))] == 0
+    assert got[("probe_latency_seconds_bucket", (("le", "0.1"), ("site", "eu-1"), ("target", "b")))] == 0
+    assert got[("probe_latency_seconds_count", (("site", "eu-1"), ("target", "a"), ("team", "shop")))] == 1
+    checked = subprocess.run([promtool, "check", "metrics"], input=exposition(store), capture_output=True, text=True)
+    assert checked.returncode == 0 and not (checked.stdout + checked.stderr).strip(), checked.stdout + checked.stderr
+
+
 def test_snapshot_is_isolated_from_later_writes():
     store = Store()
     counter = store.group("src").counter("c", "c")
