@@ -77,9 +77,29 @@ def parse_config(data: Any, file: str) -> tuple[AgentConfig, Report]:
                 report.error(line, f"{where}.name", f"{name!r} is already the name of {seen[name]}")
             else:
                 seen[name] = where
+    _check_metric_types(http, logs, report)
     report.raise_if_errors()
     config = AgentConfig(file, global_, tuple(c for c in http if c), tuple(c for c in logs if c), positions_file)
     return config, report
+
+
+def _check_metric_types(http: list, logs: list, report: Report) -> None:
+    """One metric name, one type: sources' families of the same name are merged into one at exposition."""
+    from agent.sources.http import EXPORTED_SERIES
+
+    seen: dict[str, tuple[str, str]] = {}
+    for kind, sources in (("http", http), ("logs", logs)):
+        for source in sources:
+            if source is None:
+                continue
+            for metric in source.json_metrics if kind == "http" else source.metrics:
+                where = f"{kind} source {source.name!r}"
+                if metric.name in EXPORTED_SERIES:
+                    report.error(None, f"{where}: {metric.name}", "is a name the HTTP probes export")
+                elif metric.name in seen and seen[metric.name][0] != metric.type:
+                    report.error(None, f"{where}: {metric.name}",
+                                 f"is a {metric.type} here but a {seen[metric.name][0]} in {seen[metric.name][1]}")
+                seen.setdefault(metric.name, (metric.type, where))
 
 
 def load_config(path: str | Path) -> tuple[AgentConfig, Report]:

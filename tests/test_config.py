@@ -80,3 +80,18 @@ def test_built_in_example_is_valid_and_probes_the_given_address():
     config, report = load_example_config("127.0.0.1:12345")
     assert report.errors == []
     assert [c.url for c in config.http] == ["http://127.0.0.1:12345/-/healthy", "http://127.0.0.1:12345/api/v1/status"]
+
+
+def test_a_metric_name_has_one_type_across_sources():
+    problems = errors_of(
+        "http:\n"
+        "  - name: api\n"
+        "    url: http://127.0.0.1/\n"
+        "    json_metrics: [{name: jobs_total, type: counter, path: $.a}, {name: probe_success, path: $.b}]\n"
+        "logs:\n"
+        "  - name: app\n"
+        "    paths: [/tmp/x.log]\n"
+        "    format: json\n"
+        "    metrics: [{name: jobs_total, type: gauge, value: n}]\n")
+    assert "agent.yaml: logs source 'app': jobs_total: is a gauge here but a counter in http source 'api'" in problems
+    assert any("probe_success" in p and "HTTP probes export" in p for p in problems)

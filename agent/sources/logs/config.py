@@ -88,7 +88,7 @@ def _parse_metric(item: Fields, fields_known: set[str] | None, reserved: set[str
     if name and name.startswith("kpi_agent_"):
         item.error("name", "kpi_agent_* names are the agent's own")
     for label in labels:
-        if label in reserved:
+        if label in reserved or (kind == "histogram" and label == "le"):
             item.error("labels", f"{label!r} is reserved")
     if fields_known is not None:
         for key, used in (("labels", labels), ("value", [value] if value else []), ("match", list(match))):
