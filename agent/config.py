@@ -93,13 +93,14 @@ def _check_metric_types(http: list, logs: list, report: Report) -> None:
             if source is None:
                 continue
             for metric in source.json_metrics if kind == "http" else source.metrics:
-                where = f"{kind} source {source.name!r}"
+                line, path = metric.where
                 if metric.name in EXPORTED_SERIES:
-                    report.error(None, f"{where}: {metric.name}", "is a name the HTTP probes export")
+                    report.error(line, path, f"{metric.name!r} is a name the HTTP probes export")
                 elif metric.name in seen and seen[metric.name][0] != metric.type:
-                    report.error(None, f"{where}: {metric.name}",
-                                 f"is a {metric.type} here but a {seen[metric.name][0]} in {seen[metric.name][1]}")
-                seen.setdefault(metric.name, (metric.type, where))
+                    first_type, first_path = seen[metric.name]
+                    report.error(line, path, f"{metric.name!r} is a {metric.type} here but a {first_type} at "
+                                             f"{first_path}: one name, one type")
+                seen.setdefault(metric.name, (metric.type, path))
 
 
 def load_config(path: str | Path) -> tuple[AgentConfig, Report]:

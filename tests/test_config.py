@@ -93,5 +93,6 @@ def test_a_metric_name_has_one_type_across_sources():
         "    paths: [/tmp/x.log]\n"
         "    format: json\n"
         "    metrics: [{name: jobs_total, type: gauge, value: n}]\n")
-    assert "agent.yaml: logs source 'app': jobs_total: is a gauge here but a counter in http source 'api'" in problems
-    assert any("probe_success" in p and "HTTP probes export" in p for p in problems)
+    assert ("agent.yaml:9: logs[0].metrics[0].name: 'jobs_total' is a gauge here but a counter at "
+            "http[0].json_metrics[0].name: one name, one type") in problems
+    assert "agent.yaml:4: http[0].json_metrics[1].name: 'probe_success' is a name the HTTP probes export" in problems

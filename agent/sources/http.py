@@ -90,6 +90,7 @@ class JsonMetric:
     path: str
     value: str | None = None
     labels: dict[str, str] = field(default_factory=dict)  # value starting with "$" = JSONPath
+    where: tuple[int | None, str] = field(default=(None, ""), compare=False)  # (line, field path) for errors
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,8 @@ def _parse_json_metric(item: Fields, reserved: set[str]) -> JsonMetric | None:
     item.finish()
     if None in (name, kind, path):
         return None
-    return JsonMetric(name, help_text or f"{name} read from JSON", kind, path, value, raw_labels)
+    return JsonMetric(name, help_text or f"{name} read from JSON", kind, path, value, raw_labels,
+                      (item.line_of("name"), item.field("name")))
 
 
 def parse_http_source(fields: Fields, global_: GlobalConfig) -> HttpSourceConfig | None:

@@ -22,6 +22,7 @@ class LogMetric:
     value: str | None = None  # field whose number is added/observed/set; None = count lines
     match: dict[str, str] = field(default_factory=dict)  # field -> regex (full match)
     buckets: tuple[float, ...] = ()
+    where: tuple[int | None, str] = field(default=(None, ""), compare=False)  # (line, field path) for errors
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def _parse_metric(item: Fields, fields_known: set[str] | None, reserved: set[str
     if None in (name, kind) or (kind == "histogram" and (value is None or buckets is None)):
         return None
     return LogMetric(name, kind, help_text or f"{name} counted from logs", tuple(labels), value, match,
-                     tuple(buckets or ()))
+                     tuple(buckets or ()), (item.line_of("name"), item.field("name")))
 
 
 def parse_log_source(fields: Fields) -> LogSourceConfig | None:
