@@ -13,8 +13,9 @@ import logging
 import platform
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Literal
+from typing import Literal
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -68,7 +69,7 @@ class Family:
         """Add to a counter (or gauge). Negative amounts on counters are the caller's bug."""
         values = self.values
         if labels in values:
-            values[labels] += amount
+            values[labels] += amount  # type: ignore[operator]
         elif self._admit(labels):
             values[labels] = amount
 
@@ -214,9 +215,10 @@ def _samples(family: Family, values: dict[LabelValues, float | list[float]],
     if family.kind == "histogram":
         bounds = [floatToGoString(b) for b in (*family.bounds, math.inf)]
         for labels, state in values.items():
-            base = {**dict(zip(names, labels)), **constant}
+            base = {**dict(zip(names, labels, strict=False)), **constant}
             cumulative = 0.0
-            for bound, count in zip(bounds, state):  # type: ignore[arg-type]
+            # state ends with the sum, one more item than there are bounds
+            for bound, count in zip(bounds, state, strict=False):  # type: ignore[arg-type]
                 cumulative += count
                 yield Sample(f"{family.name}_bucket", {**base, "le": bound}, cumulative)
             yield Sample(f"{family.name}_count", base, cumulative)
@@ -224,7 +226,7 @@ def _samples(family: Family, values: dict[LabelValues, float | list[float]],
         return
     name = f"{family.name}_total" if family.kind == "counter" else family.name
     for labels, value in values.items():
-        yield Sample(name, {**dict(zip(names, labels)), **constant}, value)  # type: ignore[arg-type]
+        yield Sample(name, {**dict(zip(names, labels, strict=False)), **constant}, value)  # type: ignore[arg-type]
 
 
 class SnapshotCollector(Collector):

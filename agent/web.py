@@ -13,7 +13,8 @@ import html
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import ProcessCollector

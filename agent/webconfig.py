@@ -106,7 +106,7 @@ def _parse_tls(section: Fields) -> TlsServerConfig | None:
             section.error(key_name, f"{path!r} does not exist")
     if auth in ("RequireAndVerifyClientCert", "VerifyClientCertIfGiven") and not client_ca:
         section.error("client_auth_type", f"{auth} needs client_ca_file")
-    if None in (cert, key, auth, min_version):
+    if cert is None or key is None:
         return None
     return TlsServerConfig(cert, key, client_ca, auth, min_version, max_version)
 
@@ -117,7 +117,8 @@ def _bcrypt_users(value: Any) -> dict[str, bytes]:
     users = {}
     for user, hashed in value.items():
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            raise ValueError(f"user {user!r}: the password must be a bcrypt hash (htpasswd -nBC 10 \"\" | tr -d ':\\n')")
+            raise ValueError(f"user {user!r}: the password must be a bcrypt hash "
+                             "(htpasswd -nBC 10 \"\" | tr -d ':\\n')")
         users[str(user)] = hashed.encode()
     return users
 

@@ -8,9 +8,10 @@ same shape and points at the same kind of place.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar, overload
 
 import yaml
 
@@ -148,6 +149,7 @@ class Fields:
         self.node: dict = node
         self.line = getattr(node, "line", line)
         self._seen: set[Any] = set()
+        self.invalid: set[str] = set()  # keys whose value was reported as invalid
 
     def field(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -169,8 +171,16 @@ class Fields:
     def warn(self, key: str, message: str) -> None:
         self.report.warn(self.line_of(key), self.field(key), message)
 
-    def get(self, key: str, parse: Callable[[Any], T], default: Any = _MISSING) -> T | None:
-        """The parsed value, the default when absent, or None (with a problem recorded) when invalid."""
+    @overload
+    def get(self, key: str, parse: Callable[[Any], T]) -> T | None: ...
+    @overload
+    def get(self, key: str, parse: Callable[[Any], T], default: None) -> T | None: ...
+    @overload
+    def get(self, key: str, parse: Callable[[Any], T], default: Any) -> T: ...  # a default of parse's type
+
+    def get(self, key: str, parse: Callable[[Any], Any], default: Any = _MISSING) -> Any:
+        """The parsed value, or the default when absent. A required value that is absent or invalid gives None,
+        an optional one its default; either way the problem is recorded, so the result is never used."""
         self._seen.add(key)
         if key not in self.node or self.node[key] is None and default is not _MISSING:
             if default is _MISSING:
@@ -181,7 +191,8 @@ class Fields:
             return parse(self.node[key])
         except ValueError as exc:
             self.error(key, str(exc))
-            return None
+            self.invalid.add(key)
+            return None if default is _MISSING else default
 
     def section(self, key: str, required: bool = False) -> Fields | None:
         self._seen.add(key)
@@ -232,7 +243,7 @@ def duration(value: Any) -> float:
     match = _DURATION_RE.match(text) if text else None
     if not match or not any(match.groups()):
         raise ValueError(f"{value!r} is not a duration (use Prometheus style: 30s, 5m, 1h, 7d)")
-    seconds = sum(int(g) * unit for g, unit in zip(match.groups(), _DURATION_UNITS) if g)
+    seconds = sum(int(g) * unit for g, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if g)
     if seconds <= 0:
         raise ValueError(f"{value!r} must be longer than zero")
     return seconds

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Sets up everything the tests need (venv, package, Debian's Prometheus tools) and runs the whole test suite.
+# Sets up everything the tests need (venv, package, Debian's Prometheus tools), runs the linters that CI holds
+# the code to (ruff, mypy: configured in pyproject.toml), then the whole test suite.
 # Extra arguments go to pytest, e.g. scripts/test.sh -k reload
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --with-tools
+.venv/bin/ruff check agent tests
+.venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"

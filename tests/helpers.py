@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 import time
 import urllib.request
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 

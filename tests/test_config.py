@@ -31,7 +31,8 @@ def test_every_error_names_file_line_and_field():
         "    url: http://127.0.0.1/\n"
         "    timeout: 5x\n")
     assert "agent.yaml:2: global.interval: '15x' is not a duration" in problems[0]
-    assert any(p.startswith("agent.yaml:3: global.labels: 'bad-name' is not a valid Prometheus label") for p in problems)
+    assert any(p.startswith("agent.yaml:3: global.labels: 'bad-name' is not a valid Prometheus label")
+               for p in problems)
     assert "agent.yaml:4: scrape_intervall: unknown field" in problems
     assert any(p.startswith("agent.yaml:8: http[0].timeout: '5x' is not a duration") for p in problems)
 

@@ -33,7 +33,8 @@ async def start_agent(web_config) -> Agent:
 async def test_basic_auth_and_headers(tmp_path):
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
     path = tmp_path / "web.yml"
-    path.write_text(f"basic_auth_users:\n  alice: {hashed}\nhttp_server_config:\n  headers: {{X-Frame-Options: deny}}\n")
+    path.write_text(f"basic_auth_users:\n  alice: {hashed}\n"
+                    "http_server_config:\n  headers: {X-Frame-Options: deny}\n")
     agent = await start_agent(load_web_config(str(path)))
     url = f"http://127.0.0.1:{agent.bound_port}/metrics"
     try:

@@ -30,7 +30,8 @@ def _install(package: str) -> str:
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         return "not root or no apt-get, cannot install"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]):
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
+    for command in (["apt-get", "update", "-q"], install):
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
         if result.returncode != 0:
             return f"{' '.join(command)} failed: {result.stderr.strip()[-500:]}"

@@ -18,12 +18,13 @@ from grafana_foundation_sdk.models.alerting import RelativeTimeRange
 from grafana_foundation_sdk.models.common import BigValueColorMode, GraphTresholdsStyleMode
 from grafana_foundation_sdk.models.dashboard import (
     DataSourceRef,
-    GridPos,
     DataTransformerConfig,
+    GridPos,
     Threshold,
     ThresholdsMode,
     VariableRefresh,
 )
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from agent.kpi.compiler import compile_groups, to_yaml
 from agent.kpi.spec import Kpi, ServiceSpec
@@ -44,7 +45,7 @@ def _query(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -
     if legend:
         query = query.legend_format(legend)
     if instant:
-        query = query.instant().format("table")
+        query = query.instant().format(PromQueryFormat.TABLE)
     return query
 
 

@@ -57,7 +57,7 @@ def _satisfy(required: list[Matcher], violated: list[Matcher]) -> dict[str, str]
         mine = [m for m in required + violated if m.label == label]
         options[label] = _candidates(mine)
     for combo in itertools.product(*(options[label] for label in labels)):
-        chosen = dict(zip(labels, combo))
+        chosen = dict(zip(labels, combo, strict=True))
         if chosen.get("__name__"):
             continue
         if not all(m.matches(chosen[m.label]) for m in required):
@@ -202,7 +202,7 @@ def _burn_case(spec: ServiceSpec, kpi: Kpi, tier: Tier, window: BurnWindow, burn
     healthy = _input(series, 0.0, steps_healthy, step)
     bad = _input(series, share, steps_bad, step)
     input_series = []
-    for before, after in zip(healthy, bad):
+    for before, after in zip(healthy, bad, strict=True):
         end = before["end"]
         input_series.append({"series": before["series"],
                              "values": f"{before['values']} {_shift(after, end, step)}"})
@@ -264,7 +264,8 @@ def generate_tests(spec: ServiceSpec, rule_file: str) -> tuple[dict[str, str], l
     return files, notes
 
 
-def write_and_run(spec: ServiceSpec, directory: Path, source_name: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+def write_and_run(spec: ServiceSpec, directory: Path,
+                  source_name: str) -> tuple[subprocess.CompletedProcess, list[str]]:
     """Writes the rules and their tests into ``directory`` and runs ``promtool test rules``."""
     directory.mkdir(parents=True, exist_ok=True)
     rules = directory / f"{spec.service}.rules.yml"

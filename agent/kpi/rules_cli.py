@@ -90,10 +90,10 @@ def produced_metrics(config_file: str) -> set[str]:
 
     config, _ = load_config(config_file)
     names = set(EXPORTED_SERIES) if config.http else set()
-    for source in config.http:
-        names.update(metric.name for metric in source.json_metrics)
-    for source in config.logs:
-        for metric in source.metrics:
+    for http_source in config.http:
+        names.update(metric.name for metric in http_source.json_metrics)
+    for log_source in config.logs:
+        for metric in log_source.metrics:
             if metric.type == "histogram":
                 names.update(f"{metric.name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
             else:

@@ -7,8 +7,8 @@ PromQL value, judged against a target over a window. Errors name file, line and 
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,9 @@ def parse_selector(value: Any) -> Selector:
 
 
 def _split_matchers(body: str) -> list[str]:
-    parts, current, quoted, escaped = [], [], False, False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for char in body:
         if escaped:
             escaped = False
@@ -237,8 +239,8 @@ def _parse_alerting(fields: Fields | None, is_ratio: bool, window: float) -> Ale
     tiers_default = scaled_tiers(window)
     page_long = tiers_default["page"][0].long
     if fields is None:
-        tiers = tuple(Tier(s, w) for s, w in tiers_default.items()) if default_strategy == "burn_rate" else ()
-        return Alerting(default_strategy, tiers, no_data=NoData(page_long))
+        defaults = tuple(Tier(s, w) for s, w in tiers_default.items()) if default_strategy == "burn_rate" else ()
+        return Alerting(default_strategy, defaults, no_data=NoData(page_long))
     strategy = fields.get("strategy", yamlsrc.one_of("burn_rate", "threshold", "none"), default_strategy)
     if strategy == "burn_rate" and not is_ratio:
         fields.error("strategy", "burn_rate needs a ratio KPI; a value KPI uses threshold")
@@ -342,7 +344,7 @@ def _parse_kpi(fields: Fields, line: int | None) -> Kpi | None:
             supporting.append(SupportingMetric(title, query))
             expressions.append((metric.field("query"), metric.line_of("query") or 0, query))
     fields.finish()
-    if None in (name, window, target, higher):
+    if name is None or window is None or target is None:
         return None
     kpi = Kpi(name, window, target, higher, alerting, description or "", objective or "", owner or "",
               numerator, denominator, numerator_query, denominator_query, value, tuple(group_by),

@@ -202,7 +202,7 @@ def _parse_json_metric(item: Fields, reserved: set[str]) -> JsonMetric | None:
     if name and (name.startswith("probe_") or name.startswith("probes_") or name.startswith("kpi_agent_")):
         item.error("name", f"{name!r} clashes with the agent's own metric names (probe_*, probes_*, kpi_agent_*)")
     item.finish()
-    if None in (name, kind, path):
+    if name is None or path is None:
         return None
     return JsonMetric(name, help_text or f"{name} read from JSON", kind, path, value, raw_labels,
                       (item.line_of("name"), item.field("name")))
@@ -242,7 +242,7 @@ def parse_http_source(fields: Fields, global_: GlobalConfig) -> HttpSourceConfig
             seen.add(metric.name)
             json_metrics.append(metric)
     fields.finish()
-    if None in (name, url, interval, timeout, method, headers, body, valid, follow, fail_match, fail_not_match, limit):
+    if name is None or url is None:
         return None
     return HttpSourceConfig(name, url, interval, timeout, method, headers, body, valid, follow, fail_match,
                             fail_not_match, limit, tls, basic_auth, bearer, labels, tuple(json_metrics))
@@ -527,7 +527,7 @@ class HttpSource(Source):
         except _Failed as exc:
             result = exc.result
             log.debug("probe failed", extra={"source": self.name, "result": result, "error": str(exc)})
-        except (asyncio.TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError, ValueError) as exc:
             result = _classify(exc)
             log.debug("probe failed", extra={"source": self.name, "result": result, "error": repr(exc)})
         self._record(result, time.perf_counter() - started, timings, response_info)
@@ -544,7 +544,7 @@ class HttpSource(Source):
         try:
             if auth:
                 password = auth.password if auth.password is not None else \
-                    Path(auth.password_file).read_text().rstrip("\n")  # type: ignore[arg-type]
+                    Path(auth.password_file or "").read_text().rstrip("\n")
                 credentials = base64.b64encode(f"{auth.username}:{password}".encode()).decode()
                 headers["Authorization"] = f"Basic {credentials}"
             elif self.config.bearer_token_file:
@@ -624,8 +624,9 @@ class HttpSource(Source):
         version = session.version() if session else None
         cert = session.getpeercert() if session and version else None
         # The ssl module decodes only verified certificates; with insecure_skip_verify there is no expiry.
-        if cert and "notAfter" in cert:
-            self._expiry.set(labels, ssl.cert_time_to_seconds(cert["notAfter"]))
+        not_after = cert.get("notAfter") if cert else None
+        if isinstance(not_after, str):
+            self._expiry.set(labels, ssl.cert_time_to_seconds(not_after))
         else:
             self._expiry.remove(labels)
         self._tls_version.clear()

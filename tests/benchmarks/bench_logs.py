@@ -63,7 +63,8 @@ OURS = textwrap.dedent("""
     print(lines, total, elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """)
 
-PEAK_OF_CHILD = "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); " \
+PEAK_OF_CHILD = "import resource, subprocess, sys; " \
+                "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); " \
                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
 
 

@@ -255,7 +255,8 @@ async def test_json_metrics_values_objects_and_labels(server, context):
     store = Store()
     source = source_for(context, store, (
         f"  - name: api\n    url: {server}/json\n    json_metrics:\n"
-        "      - {name: shop_orders_total, type: counter, path: $.orders.placed, labels: {region: $.region, env: prod}}\n"
+        "      - {name: shop_orders_total, type: counter, path: $.orders.placed,"
+        " labels: {region: $.region, env: prod}}\n"
         "      - {name: shop_queue_depth, type: gauge, path: '$.queues[*]', value: $.depth, labels: {queue: $.name}}\n"
         "      - {name: shop_flag, path: $.flag}\n"))
     assert await source.probe() == "success"
@@ -366,7 +367,8 @@ def test_start_offsets_are_stable_and_spread(context):
 
 async def test_run_keeps_its_cadence(server, context):
     store = Store()
-    source = source_for(context, store, f"  - name: tick\n    url: {server}/ok\n    interval: 100ms\n    timeout: 90ms\n")
+    source = source_for(context, store,
+                        f"  - name: tick\n    url: {server}/ok\n    interval: 100ms\n    timeout: 90ms\n")
     task = asyncio.create_task(source.run())
     await asyncio.sleep(1.05)
     task.cancel()

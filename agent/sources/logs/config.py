@@ -98,7 +98,7 @@ def _parse_metric(item: Fields, fields_known: set[str] | None, reserved: set[str
                     item.error(key, f"{name_used!r} is not a named group of the pattern "
                                     f"(groups: {', '.join(sorted(fields_known)) or 'none'})")
     item.finish()
-    if None in (name, kind) or (kind == "histogram" and (value is None or buckets is None)):
+    if name is None or kind is None or (kind == "histogram" and (value is None or buckets is None)):
         return None
     return LogMetric(name, kind, help_text or f"{name} counted from logs", tuple(labels), value, match,
                      tuple(buckets or ()), (item.line_of("name"), item.field("name")))
@@ -130,7 +130,7 @@ def parse_log_source(fields: Fields) -> LogSourceConfig | None:
     if not fields.has("metrics"):
         fields.report.error(fields.line, fields.field("metrics"), "is required: what to count")
     fields.finish()
-    if None in (name, paths, fmt, start_at, limit) or (fmt == "regex" and compiled is None):
+    if name is None or paths is None or (fmt == "regex" and compiled is None):
         return None
     return LogSourceConfig(name, tuple(paths), fmt, compiled.pattern if compiled else None, start_at, limit,
                            tuple(metrics))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import bisect
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from agent.sources.logs.config import LogMetric, LogSourceConfig
 from agent.store import Family, Group
@@ -103,7 +103,7 @@ class Pipeline:
             key = groups[:width]
             if values_width:
                 try:
-                    values = [float(text) for text in groups[width:]]
+                    values = [float(text) for text in groups[width:]]  # type: ignore[arg-type]
                 except (TypeError, ValueError):
                     malformed += 1
                     continue
@@ -114,7 +114,7 @@ class Pipeline:
                 for index, value in enumerate(values):
                     line_sums[index] += value
                 if histograms:
-                    for (index, bounds), bucket_counts in zip(histograms, buckets[key]):
+                    for (index, bounds), bucket_counts in zip(histograms, buckets[key], strict=True):
                         bucket_counts[bisect_left(bounds, values[index])] += 1
                 if gauges:
                     last.pop(key, None)
@@ -158,8 +158,8 @@ class Pipeline:
         for index, value in enumerate(values):
             sums[index] += value
         if self._histograms:
-            for counts, metric in zip(aggregate.buckets[key], self._histograms):
-                counts[bisect.bisect_left(metric.buckets, values[self._value_index[metric.value]])] += 1
+            for counts, metric in zip(aggregate.buckets[key], self._histograms, strict=True):
+                counts[bisect.bisect_left(metric.buckets, values[self._value_index[metric.value]])] += 1  # type: ignore[index]
         if self._gauges:  # pop first: the dict's order becomes the order of each key's last line
             aggregate.last.pop(key, None)
             aggregate.last[key] = [values[self._value_index[m.value]] for m in self._gauges]  # type: ignore[index]
@@ -179,7 +179,7 @@ class Pipeline:
                 elif metric.type == "gauge":
                     family.set(labels, aggregate.last[key][gauge_index])  # type: ignore[arg-type]
                 else:
-                    family.merge_histogram(labels, aggregate.buckets[key][histogram_index],
+                    family.merge_histogram(labels, aggregate.buckets[key][histogram_index],  # type: ignore[arg-type]
                                            aggregate.sums[key][value_index])
 
 

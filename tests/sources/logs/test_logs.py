@@ -197,7 +197,8 @@ async def test_json_and_logfmt_formats(tmp_path, context):
     metrics = ("      - {name: jobs_total, type: counter, labels: [queue]}\n"
                "      - {name: job_seconds, type: histogram, value: took, buckets: [1, 10]}\n"
                "      - {name: queue_depth, type: gauge, value: depth, labels: [queue]}\n")
-    for fmt, lines in (("json", ['{"queue": "a", "took": 0.5, "depth": 3}\n', '{"queue": "a", "took": 20, "depth": 1}\n',
+    for fmt, lines in (("json", ['{"queue": "a", "took": 0.5, "depth": 3}\n',
+                                 '{"queue": "a", "took": 20, "depth": 1}\n',
                                  "{oops\n", '{"queue": "b", "took": "x", "depth": 2}\n']),
                        ("logfmt", ['queue=a took=0.5 depth=3\n', 'level=info queue="a" took=20 depth=1\n', "\n",
                                    'queue=b took=x depth=2\n'])):
@@ -206,7 +207,7 @@ async def test_json_and_logfmt_formats(tmp_path, context):
         store = Store()
         text = log_config([str(log)], metrics=metrics, fmt=fmt)
         run = Running(text, context, store)
-        await run.wait(lambda: run.count("kpi_agent_log_lines") == 4)
+        await run.wait(lambda run=run: run.count("kpi_agent_log_lines") == 4)
         assert run.family("jobs") == {("a",): 2}, fmt
         assert run.family("queue_depth") == {("a",): 1}, fmt
         assert run.family("job_seconds")[()][:3] == [1, 0, 1]
