@@ -13,18 +13,34 @@ from agent.config import AgentConfig, ConfigError, example_config_text, load_con
 from agent.kpi.dashboards_cli import dashboards
 from agent.kpi.rules_cli import rules
 from agent.logconfig import LEVELS, setup_logging
+from agent.sources.kinds import KINDS
+from agent.web import ListenAddress
 
 log = logging.getLogger("agent")
 
 DEFAULT_LISTEN = ":9910"
 
 
-def _self_address(listen: str) -> str:
+def _self_address(listen: ListenAddress) -> str:
     """Where the agent can reach itself: a wildcard listen address is reached over loopback."""
-    host, _, port = listen.rpartition(":")
-    if host in ("", "0.0.0.0", "[::]", "::"):
-        host = "127.0.0.1"
-    return f"{host}:{port}"
+    if listen.host in (None, "0.0.0.0"):
+        return f"127.0.0.1:{listen.port}"
+    if listen.host == "::":
+        return f"[::1]:{listen.port}"
+    return str(listen)
+
+
+def _listen_addresses(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[ListenAddress]:
+    addresses = []
+    for value in values:
+        try:
+            address = ListenAddress.parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        if address in addresses:
+            raise click.BadParameter(f"{value!r} is given twice")
+        addresses.append(address)
+    return addresses
 
 
 def _print_warnings(report) -> None:
@@ -41,29 +57,32 @@ def main() -> None:
 @main.command()
 @click.option("--config.file", "config_file", type=click.Path(dir_okay=False),
               help="Agent config (YAML). Without it the built-in example runs: the agent probes itself.")
-@click.option("--web.listen-address", "listen", default=DEFAULT_LISTEN, show_default=True,
-              help="Address to serve /metrics on, host:port (':9910' means every interface).")
+@click.option("--web.listen-address", "listen", multiple=True, default=[DEFAULT_LISTEN], show_default=True,
+              callback=_listen_addresses,
+              help="Address to serve /metrics on, host:port (':9910' means every interface, [::1]:9910 an IPv6 "
+                   "one); repeat to serve on several.")
 @click.option("--web.config.file", "web_config_file", type=click.Path(exists=True, dir_okay=False),
               help="exporter-toolkit web config: TLS, basic auth, headers.")
 @click.option("--log.level", "log_level", type=click.Choice(list(LEVELS)), default="info", show_default=True)
 @click.option("--log.format", "log_format", type=click.Choice(["logfmt", "json"]), default="logfmt",
               show_default=True)
-def run(config_file: str | None, listen: str, web_config_file: str | None, log_level: str, log_format: str) -> None:
+def run(config_file: str | None, listen: list[ListenAddress], web_config_file: str | None, log_level: str,
+        log_format: str) -> None:
     """Run the agent until SIGTERM or SIGINT; SIGHUP or POST /-/reload reloads the config."""
-    from agent.runtime import Agent, serve
+    from agent.runtime import Agent, StartError, serve
     from agent.webconfig import load_web_config
 
     setup_logging(log_level, log_format)
 
     def load() -> AgentConfig:
-        config, report = load_config(config_file) if config_file else load_example_config(_self_address(listen))
+        config, report = load_config(config_file) if config_file else load_example_config(_self_address(listen[0]))
         for warning in report.warnings:
             log.warning(str(warning))
         return config
 
     try:
         web_config = load_web_config(web_config_file) if web_config_file else None
-        agent = Agent(load, listen, web_config)
+        agent = Agent(load, [str(address) for address in listen], web_config)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
@@ -71,7 +90,7 @@ def run(config_file: str | None, listen: str, web_config_file: str | None, log_l
         log.info("no --config.file: running the built-in example (see `kpi-agent example-config`)")
     try:
         asyncio.run(serve(agent))
-    except OSError as exc:
+    except (OSError, StartError) as exc:  # OSError: an address in use or not ours to bind
         click.echo(f"kpi-agent: {exc}", err=True)
         sys.exit(1)
 
@@ -90,7 +109,8 @@ def check(config_files: tuple[str, ...]) -> None:
             failed = True
             continue
         _print_warnings(report)
-        click.echo(f"{path}: OK ({len(config.http)} http, {len(config.logs)} logs sources)")
+        counts = ", ".join(f"{len(config.of_kind(kind))} {kind}" for kind in KINDS)
+        click.echo(f"{path}: OK ({counts} sources)")
     sys.exit(1 if failed else 0)
 
 

@@ -1,8 +1,9 @@
 """The agent's configuration: one YAML file, validated into plain dataclasses.
 
 Every problem is reported at once, each as ``file:line: field: message``. Each source kind parses its own
-section (``agent.sources.http``, ``agent.sources.logs.config``); this module owns the top level, the
-``global`` block and the rules that span sources (unique names).
+section (``agent.sources.kinds``); this module owns the top level, the ``global`` block and the rules that span
+sources: unique names, and the families every source will write, checked against each other and the agent's
+own by the store's rules, so what passes ``check`` can always be built and never exposes a series twice.
 """
 
 from __future__ import annotations
@@ -10,15 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from string import Template
 from typing import Any
 
 from agent import yamlsrc
-from agent.sources.http import HttpSourceConfig, parse_http_source
-from agent.sources.logs.config import LogSourceConfig, parse_log_source
-from agent.yamlsrc import ConfigError, Fields, Report
+from agent.selfmetrics import AGENT_FAMILIES, PROCESS_FAMILIES
+from agent.sources.base import IDENTITY_LABEL, STATS_FAMILIES, SourceDefaults
+from agent.sources.kinds import KINDS
+from agent.store import Group, SchemaError, Store
+from agent.yamlsrc import ConfigError, Fields, Report, excerpt
 
 EXAMPLE_CONFIG = "example.yaml"
+# Global labels may not take a name that tells sources apart, nor the histogram bucket label.
+RESERVED_GLOBAL_LABELS = frozenset({"le", IDENTITY_LABEL, *(kind.identity for kind in KINDS.values())})
 
 
 @dataclass(frozen=True)
@@ -28,18 +32,27 @@ class GlobalConfig:
     labels: dict[str, str] = field(default_factory=dict)
     max_concurrent_probes: int = 64
 
+    def defaults(self) -> SourceDefaults:
+        return SourceDefaults(self.interval, self.timeout)
+
 
 @dataclass(frozen=True)
 class AgentConfig:
     file: str
     global_: GlobalConfig
-    http: tuple[HttpSourceConfig, ...] = ()
-    logs: tuple[LogSourceConfig, ...] = ()
+    sources: tuple[tuple[str, Any], ...] = ()  # (kind, source config), in the file's order
     positions_file: str | None = None
 
-    def sources(self) -> list[tuple[str, Any]]:
-        """(kind, source config) for every configured source."""
-        return [("http", c) for c in self.http] + [("logs", c) for c in self.logs]
+    def of_kind(self, kind: str) -> list[Any]:
+        return [config for source_kind, config in self.sources if source_kind == kind]
+
+
+def _global_labels(value: Any) -> dict[str, str]:
+    labels = yamlsrc.label_map(value)
+    reserved = sorted(set(labels) & RESERVED_GLOBAL_LABELS)
+    if reserved:
+        raise ValueError(f"{excerpt(reserved[0])} is reserved: it tells sources or histogram buckets apart")
+    return labels
 
 
 def parse_global(section: Fields | None) -> GlobalConfig:
@@ -48,11 +61,18 @@ def parse_global(section: Fields | None) -> GlobalConfig:
     defaults = GlobalConfig()
     interval = section.get("interval", yamlsrc.duration, defaults.interval)
     timeout = section.get("timeout", yamlsrc.duration, defaults.timeout)
-    labels = section.get("labels", yamlsrc.label_map, {})
+    labels = section.get("labels", _global_labels, {})
     slots = section.get("max_concurrent_probes", yamlsrc.positive_integer, defaults.max_concurrent_probes)
     section.finish()
-    return GlobalConfig(interval or defaults.interval, timeout or defaults.timeout, labels or {},
-                        slots or defaults.max_concurrent_probes)
+    return GlobalConfig(interval, timeout, labels, slots)
+
+
+@dataclass
+class _Parsed:
+    kind: str
+    config: Any
+    path: str  # field path of the item: http[3]
+    line: int | None
 
 
 def parse_config(data: Any, file: str) -> tuple[AgentConfig, Report]:
@@ -60,47 +80,62 @@ def parse_config(data: Any, file: str) -> tuple[AgentConfig, Report]:
     report = Report(file)
     top = Fields(data if data is not None else yamlsrc.LocatedMap(), "", report, 1)
     global_ = parse_global(top.section("global"))
-    http = [parse_http_source(Fields(item, path, report, line), global_) for item, path, line in top.items("http")]
-    logs = [parse_log_source(Fields(item, path, report, line)) for item, path, line in top.items("logs")]
+    parsed: list[_Parsed] = []
+    for kind in KINDS.values():
+        for item, path, line in top.items(kind.name):
+            config = kind.parse(Fields(item, path, report, line), global_.defaults())
+            if config is not None:
+                parsed.append(_Parsed(kind.name, config, path, line))
     positions_file = top.get("positions_file", yamlsrc.nonempty_string, None)
     top.finish()
-
-    seen: dict[str, str] = {}
-    for kind, items in (("http", top.raw("http") or []), ("logs", top.raw("logs") or [])):
-        for index, item in enumerate(items if isinstance(items, list) else []):
-            name = item.get("name") if isinstance(item, dict) else None
-            if not isinstance(name, str):
-                continue
-            where = f"{kind}[{index}]"
-            if name in seen:
-                line = getattr(item, "key_lines", {}).get("name")
-                report.error(line, f"{where}.name", f"{name!r} is already the name of {seen[name]}")
-            else:
-                seen[name] = where
-    _check_metric_types(http, logs, report)
+    _check_series(_unique_names(parsed, report), global_, report)
     report.raise_if_errors()
-    config = AgentConfig(file, global_, tuple(c for c in http if c), tuple(c for c in logs if c), positions_file)
+    config = AgentConfig(file, global_, tuple((p.kind, p.config) for p in parsed), positions_file)
     return config, report
 
 
-def _check_metric_types(http: list, logs: list, report: Report) -> None:
-    """One metric name, one type: sources' families of the same name are merged into one at exposition."""
-    from agent.sources.http import EXPORTED_SERIES
+def _unique_names(parsed: list[_Parsed], report: Report) -> list[_Parsed]:
+    """Source names are unique across kinds: they name series (target=, source=) and positions entries.
+    Returns the sources whose name came first."""
+    seen: dict[str, str] = {}
+    unique = []
+    for item in parsed:
+        name = item.config.name
+        if name in seen:
+            report.error(item.config.where[0], f"{item.path}.name", f"{excerpt(name)} is already the name of "
+                                                                     f"{seen[name]}")
+        else:
+            seen[name] = item.path
+            unique.append(item)
+    return unique
 
-    seen: dict[str, tuple[str, str]] = {}
-    for kind, sources in (("http", http), ("logs", logs)):
-        for source in sources:
-            if source is None:
+
+def _check_series(parsed: list[_Parsed], global_: GlobalConfig, report: Report) -> None:
+    """Build every source's groups with its declared families in a scratch store, by the same rules the running
+    store enforces: a clash becomes an error at the line that declared the family."""
+    store = Store(global_.labels, reserved=PROCESS_FAMILIES)
+    agent = Group("the agent itself")
+    for spec in AGENT_FAMILIES:
+        agent.register(spec)
+    store.swap(add=[agent])
+    builtin = {spec.name: kind.name for kind in KINDS.values() for spec in kind.builtin}
+    for item in parsed:
+        kind = KINDS[item.kind]
+        data = kind.data_group(item.config, item.path)
+        stats = kind.stats_group(item.config, f"{item.path} (self-metrics)")
+        store.swap(add=[data, stats])
+        for spec in (*STATS_FAMILIES, *kind.self_families(item.config)):
+            stats.register(spec)
+        for declared in kind.families(item.config):
+            owner = builtin.get(declared.spec.name)
+            if owner is not None and declared.spec not in kind.builtin:
+                report.error(declared.line, declared.field, f"{declared.spec.name} is a name every {owner} source "
+                                                            "exports")
                 continue
-            for metric in source.json_metrics if kind == "http" else source.metrics:
-                line, path = metric.where
-                if metric.name in EXPORTED_SERIES:
-                    report.error(line, path, f"{metric.name!r} is a name the HTTP probes export")
-                elif metric.name in seen and seen[metric.name][0] != metric.type:
-                    first_type, first_path = seen[metric.name]
-                    report.error(line, path, f"{metric.name!r} is a {metric.type} here but a {first_type} at "
-                                             f"{first_path}: one name, one type")
-                seen.setdefault(metric.name, (metric.type, path))
+            try:
+                data.register(declared.spec)
+            except SchemaError as exc:
+                report.error(declared.line, declared.field, str(exc))
 
 
 def load_config(path: str | Path) -> tuple[AgentConfig, Report]:
@@ -110,7 +145,7 @@ def load_config(path: str | Path) -> tuple[AgentConfig, Report]:
 def example_config_text(self_address: str = "127.0.0.1:9910") -> str:
     """The built-in example, probing the agent itself at ``self_address`` (host:port)."""
     text = resources.files("agent.examples").joinpath(EXAMPLE_CONFIG).read_text(encoding="utf-8")
-    return Template(text).safe_substitute(SELF=self_address)
+    return text.replace("${SELF}", self_address)
 
 
 def load_example_config(self_address: str = "127.0.0.1:9910") -> tuple[AgentConfig, Report]:

@@ -1,7 +1,10 @@
 """Runs the agent: starts one task per source, serves HTTP, reloads and shuts down cleanly.
 
-Reload swaps the config only when the new one validates. A source whose config did not change keeps its
-task and its store group (so its counters and log offsets carry on); changed sources restart fresh; removed
+A reload swaps the config only when the new one validates and every new or changed source has been built:
+sources are built first, into groups not yet attached to the store, then the store swaps the groups of the
+old and new sources in one step (or refuses, changing nothing), and only then are the old tasks cancelled and
+the new ones started. Whatever fails, the running sources keep running and the failure is counted. A source
+whose config did not change keeps its task and its groups (its counters and log offsets carry on); removed
 ones disappear from /metrics. A source that crashes on a bug is logged, counted and restarted with backoff:
 it never takes the agent or another source down.
 """
@@ -22,59 +25,64 @@ from aiohttp import web
 
 from agent import __version__
 from agent.config import AgentConfig, ConfigError
-from agent.sources.base import Source, SourceContext
-from agent.sources.http import HttpSource, trace_config
-from agent.sources.logs import LogSource
+from agent.selfmetrics import BUILD_INFO, CRASHES, PROCESS_FAMILIES, RELOAD_OK, RELOAD_TIME, RELOADS, SOURCES
+from agent.sources.base import Source, SourceContext, SourceStats
+from agent.sources.http import trace_config
+from agent.sources.kinds import KINDS
 from agent.sources.logs.positions import Positions
-from agent.store import Store
-from agent.web import make_app
+from agent.store import Group, SchemaError, Store
+from agent.web import ListenAddress, make_app
 from agent.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
-SOURCE_KINDS: dict[str, type[Source]] = {"http": HttpSource, "logs": LogSource}
-
 _RESTART_BACKOFF = (1.0, 60.0)  # first and longest wait before restarting a crashed source
+
+SourceKey = tuple[str, str]  # (kind, name)
+
+
+class StartError(Exception):
+    """The sources of a valid config could not be built (a file changed since it was checked)."""
 
 
 @dataclass
 class _Running:
     config: Any
-    source: Source
-    task: asyncio.Task
+    source: Source[Any]
+    task: asyncio.Task[None] | None = None
+
+
+def _owners(key: SourceKey) -> tuple[str, str]:
+    """Store group owners of a source: its data series, and its self-metrics."""
+    return f"{key[0]}/{key[1]}", f"{key[0]}/{key[1]}/self"
 
 
 class Agent:
     """One running agent. ``load`` returns a fresh validated config (or raises ConfigError) on each call."""
 
-    def __init__(self, load: Callable[[], AgentConfig], listen: str = ":9910", web_config: WebConfig | None = None):
+    def __init__(self, load: Callable[[], AgentConfig], listen: list[str] | str = ":9910",
+                 web_config: WebConfig | None = None):
         self._load = load
-        self.listen = listen
+        self.listen = [ListenAddress.parse(a) for a in ([listen] if isinstance(listen, str) else listen)]
         self.web_config = web_config
         self.config = load()
-        self.store = Store(self.config.global_.labels)
+        self.store = Store(self.config.global_.labels, reserved=PROCESS_FAMILIES)
         self.ready = False
         self.started_at = time.time()
-        self._running: dict[tuple[str, str], _Running] = {}
+        self.sources: dict[SourceKey, _Running] = {}
         self._reload_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
         self._web_runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._positions: Positions | None = None
-        self._positions_task: asyncio.Task | None = None
-        self._self = self.store.group("agent")
-        self._reload_ok = self._self.gauge("kpi_agent_config_last_reload_successful",
-                                           "Whether the last configuration reload attempt was successful")
-        self._reload_ts = self._self.gauge("kpi_agent_config_last_reload_success_timestamp_seconds",
-                                           "Timestamp of the last successful configuration reload")
-        self._reloads = self._self.counter("kpi_agent_config_reloads", "Configuration reload attempts", ["result"])
-        self._crashes = self._self.counter("kpi_agent_source_crashes",
-                                           "Sources restarted after an unexpected error (a bug: please report)",
-                                           ["source", "kind"])
-        self._source_count = self._self.gauge("kpi_agent_sources", "Configured sources", ["kind"])
-        build = self._self.gauge("kpi_agent_build_info", "Build information; the value is always 1",
-                                 ["version", "python_version"])
-        build.set((__version__, platform.python_version()), 1)
+        self._positions_task: asyncio.Task[None] | None = None
+        own = self.store.group("agent")
+        self._reload_ok = own.gauge(RELOAD_OK)
+        self._reload_ts = own.gauge(RELOAD_TIME)
+        self._reloads = own.counter(RELOADS)
+        self._crashes = own.counter(CRASHES)
+        self._source_count = own.gauge(SOURCES)
+        own.gauge(BUILD_INFO).set((__version__, platform.python_version()), 1)
         for result in ("success", "failure"):
             self._reloads.ensure((result,))
         self._reload_ok.set((), 1)
@@ -82,12 +90,13 @@ class Agent:
 
     @property
     def bound_port(self) -> int | None:
-        """The TCP port actually listened on (useful with port 0)."""
+        """The TCP port actually listened on (the first address's; useful with port 0)."""
         if self._web_runner is None or not self._web_runner.addresses:
             return None
         return self._web_runner.addresses[0][1]
 
     async def start(self) -> None:
+        """Serve HTTP and start the sources; raises StartError (after cleaning up) if they cannot be built."""
         ssl_context = self.web_config.ssl_context() if self.web_config else None
         # force_close: every probe opens its own connection, as blackbox does, so connect and TLS are
         # measured and a half-dead keep-alive connection cannot hide a down target.
@@ -98,15 +107,18 @@ class Agent:
         self._positions = Positions(self.config.positions_file)
         self._context = SourceContext(self._session, asyncio.Semaphore(self.config.global_.max_concurrent_probes),
                                       self._positions)
+        try:
+            self._apply(self.config)
+        except StartError:
+            await self._session.close()
+            raise
         self._positions_task = asyncio.create_task(self._positions.run(), name="positions")
         self._web_runner = web.AppRunner(make_app(self, self.web_config), access_log=None)
         await self._web_runner.setup()
-        host, _, port = self.listen.rpartition(":")
-        site = web.TCPSite(self._web_runner, host or None, int(port), ssl_context=ssl_context)
-        await site.start()
-        self._apply(self.config)
+        for address in self.listen:
+            await web.TCPSite(self._web_runner, address.host, address.port, ssl_context=ssl_context).start()
         self.ready = True
-        log.info("agent started", extra={"listen": self.listen, "sources": len(self._running),
+        log.info("agent started", extra={"listen": ",".join(map(str, self.listen)), "sources": len(self.sources),
                                           "config": self.config.file})
 
     async def reload(self) -> str | None:
@@ -114,43 +126,58 @@ class Agent:
         async with self._reload_lock:
             try:
                 config = await asyncio.get_running_loop().run_in_executor(None, self._load)
-            except ConfigError as exc:
+                if config.positions_file != self.config.positions_file:
+                    log.warning("positions_file changed: it takes effect at the next restart",
+                                extra={"running": self.config.positions_file, "configured": config.positions_file})
+                self._apply(config)
+            except (ConfigError, StartError) as exc:
                 self._reload_ok.set((), 0)
                 self._reloads.inc(("failure",))
                 log.error("reload failed, keeping the running config", extra={"error": str(exc)})
                 return str(exc)
-            if config.positions_file != self.config.positions_file:
-                log.warning("positions_file changed: it takes effect at the next restart",
-                            extra={"running": self.config.positions_file, "configured": config.positions_file})
-            self._apply(config)
             self._reload_ok.set((), 1)
             self._reload_ts.set((), time.time())
             self._reloads.inc(("success",))
-            log.info("config reloaded", extra={"sources": len(self._running)})
+            log.info("config reloaded", extra={"sources": len(self.sources)})
             return None
 
     def _apply(self, config: AgentConfig) -> None:
-        """Start, keep or stop sources so that exactly ``config``'s are running."""
-        wanted = {(kind, c.name): c for kind, c in config.sources()}
-        for key in list(self._running):
-            if key not in wanted or wanted[key] != self._running[key].config:
-                running = self._running.pop(key)
-                running.task.cancel()
-                self.store.drop_group(_owner(key))
-                self._crashes.remove(key[::-1])
+        """Make exactly ``config``'s sources run, or raise StartError having changed nothing."""
+        wanted: dict[SourceKey, Any] = {(kind, c.name): c for kind, c in config.sources}
+        stale = [key for key, running in self.sources.items() if wanted.get(key) != running.config]
+        built: dict[SourceKey, _Running] = {}
+        groups: list[Group] = []
         for key, source_config in wanted.items():
-            if key not in self._running:
-                group = self.store.group(_owner(key))
-                source = SOURCE_KINDS[key[0]](source_config, group, self._context)
-                task = asyncio.create_task(self._supervise(source), name=_owner(key))
-                self._running[key] = _Running(source_config, source, task)
+            if key in self.sources and key not in stale:
+                continue
+            kind = KINDS[key[0]]
+            data_owner, stats_owner = _owners(key)
+            data, own = kind.data_group(source_config, data_owner), kind.stats_group(source_config, stats_owner)
+            try:
+                source = kind.build(source_config, data, SourceStats(own, kind.name), self._context)
+            except Exception as exc:  # e.g. a CA file broken since the check; nothing has changed yet
+                raise StartError(f"{key[0]} source {key[1]!r} cannot start: {exc}") from None
+            built[key] = _Running(source_config, source)
+            groups += [data, own]
+        try:
+            self.store.swap(remove=[owner for key in stale for owner in _owners(key)], add=groups)
+        except SchemaError as exc:  # config checks refuse every clash first: reaching this is a bug
+            raise StartError(f"the new sources would break /metrics: {exc}") from None
+        for key in stale:
+            running = self.sources.pop(key)
+            if running.task is not None:
+                running.task.cancel()
+            self._crashes.remove(key[::-1])
+        for key, running in built.items():
+            running.task = asyncio.create_task(self._supervise(running.source), name=_owners(key)[0])
+            self.sources[key] = running
         self.config = config
         self.store.const_labels = dict(config.global_.labels)
         self._source_count.clear()
-        for kind in SOURCE_KINDS:
-            self._source_count.set((kind,), sum(1 for k in wanted if k[0] == kind))
+        for kind_name in KINDS:
+            self._source_count.set((kind_name,), sum(1 for key in wanted if key[0] == kind_name))
 
-    async def _supervise(self, source: Source) -> None:
+    async def _supervise(self, source: Source[Any]) -> None:
         delay = _RESTART_BACKOFF[0]
         while True:
             try:
@@ -173,11 +200,11 @@ class Agent:
 
     async def stop(self) -> None:
         self.ready = False
-        tasks = [r.task for r in self._running.values()]
+        tasks = [r.task for r in self.sources.values() if r.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._running.clear()
+        self.sources.clear()
         if self._positions_task:
             self._positions_task.cancel()
             await asyncio.gather(self._positions_task, return_exceptions=True)
@@ -185,13 +212,9 @@ class Agent:
             self._positions.flush()
         if self._web_runner:
             await self._web_runner.cleanup()
-        if self._session:
+        if self._session and not self._session.closed:
             await self._session.close()
         log.info("agent stopped")
-
-
-def _owner(key: tuple[str, str]) -> str:
-    return f"{key[0]}/{key[1]}"
 
 
 async def serve(agent: Agent) -> None:

@@ -1,22 +1,33 @@
 """The agent's own series store and the prometheus_client Collector that exposes it.
 
-Sources write plain numbers into ``Family`` objects (a dict per family, keyed by label values) instead of
-prometheus_client metric objects: an update is one dict operation, with no lock and no per-call object, so
-hot paths (a batch of log lines, a probe) stay cheap. prometheus_client is used only to render the exposition
-formats, from a snapshot taken on the event loop.
+Sources write plain numbers into families (a dict per family, keyed by label values) instead of
+prometheus_client metric objects: an update is one dict operation, with no lock and no per-call object, so hot
+paths (a batch of log lines, a probe) stay cheap. prometheus_client only renders the exposition formats, from
+a snapshot taken on the event loop.
 
-Families are owned by groups (one per source, one for the agent itself). Removing a source drops its group;
-a source that survives a reload keeps its group and so its counters. Families with the same name in several
-groups (``probe_success`` of every HTTP source) are merged at exposition.
+Every check sits where a series or a family enters, never on the update path:
+
+- a family is declared by a ``FamilySpec`` (name, kind, label names, buckets) before any sample;
+- a new label set must have one value per label name (a mismatch is a bug: it raises), label values that
+  cannot be encoded (lone surrogates from a hostile log line) are repaired, and a family refuses label sets
+  beyond its series limit (counted, never stored);
+- a group (one source's series, or the agent's own) has constant labels, among them an identity label that
+  no other group holding the same family shares (``target="shop"``, ``source="nginx"``); families of one name
+  in several groups agree on kind, label names and buckets, and no two families expose a sample name twice.
+
+Together these make a duplicate series impossible: within a family, label sets are dict keys; across groups,
+every series carries its group's identity label. ``Store.swap`` checks a set of new groups against what stays
+before anything changes, so a reload can refuse a bad set and keep the running one.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -27,74 +38,111 @@ Kind = Literal["counter", "gauge", "histogram"]
 LabelValues = tuple[str, ...]
 
 DEFAULT_MAX_SERIES = 10_000
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class Family:
-    """One metric family owned by one group.
+class SchemaError(ValueError):
+    """A family or group that would break the exposition (a duplicate, a clash): a bug where it is raised,
+    since configuration checks refuse every such case first."""
 
-    Counters and gauges keep ``values[label_values] = float``. Histograms keep, per label set, a list of
-    per-bucket (non-cumulative) counts, one more than there are bounds (the last is +Inf), and the sum at the
-    end. New label sets beyond ``max_series`` are refused and counted in ``dropped``, never stored.
-    """
 
-    __slots__ = ("name", "documentation", "kind", "labelnames", "bounds", "max_series", "values", "dropped")
+@dataclass(frozen=True)
+class FamilySpec:
+    """What a family is, known before any source exists: config checks, ``rules check`` and the store all
+    read it. ``name`` is the family name of the exposition (counters without ``_total``)."""
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        kind: Kind,
-        labelnames: Iterable[str] = (),
-        bounds: Iterable[float] = (),
-        max_series: int = DEFAULT_MAX_SERIES,
-    ):
-        self.name = name
-        self.documentation = documentation
-        self.kind = kind
-        self.labelnames: tuple[str, ...] = tuple(labelnames)
-        self.bounds: tuple[float, ...] = tuple(bounds)
+    name: str
+    kind: Kind
+    documentation: str
+    labelnames: tuple[str, ...] = ()
+    bounds: tuple[float, ...] = ()  # histograms: upper bounds, sorted, without +Inf
+
+    @property
+    def sample_names(self) -> tuple[str, ...]:
+        if self.kind == "counter":
+            return (f"{self.name}_total",)
+        if self.kind == "histogram":
+            return (f"{self.name}_bucket", f"{self.name}_count", f"{self.name}_sum")
+        return (self.name,)
+
+    def schema(self) -> tuple[str, tuple[str, ...], tuple[float, ...]]:
+        return self.kind, self.labelnames, self.bounds
+
+
+def counter(name: str, documentation: str, labelnames: Iterable[str] = ()) -> FamilySpec:
+    """A counter spec from its exposed name (``requests_total``) or its family name (``requests``)."""
+    return FamilySpec(name.removesuffix("_total"), "counter", documentation, tuple(labelnames))
+
+
+def gauge(name: str, documentation: str, labelnames: Iterable[str] = ()) -> FamilySpec:
+    return FamilySpec(name, "gauge", documentation, tuple(labelnames))
+
+
+def histogram(name: str, documentation: str, labelnames: Iterable[str] = (),
+              bounds: Iterable[float] = DEFAULT_BUCKETS) -> FamilySpec:
+    return FamilySpec(name, "histogram", documentation, tuple(labelnames), tuple(sorted(bounds)))
+
+
+def shown(spec: FamilySpec) -> str:
+    """The name a user writes for the family: counters with their _total."""
+    return spec.sample_names[0] if spec.kind == "counter" else spec.name
+
+
+def describe(spec: FamilySpec) -> str:
+    labels = f" with labels ({', '.join(spec.labelnames)})" if spec.labelnames else " without labels"
+    buckets = f" and buckets {list(spec.bounds)}" if spec.kind == "histogram" else ""
+    return f"{shown(spec)} is a {spec.kind}{labels}{buckets}"
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _both_expose(spec: FamilySpec, name: str, other: FamilySpec) -> str:
+    return f"{shown(spec)} would expose {name}, which the {other.kind} {shown(other)} exposes too"
+
+
+def _disagree(spec: FamilySpec, other: FamilySpec, where: str) -> str:
+    return (f"{describe(spec)} here, but {describe(other)} in {where}: one name has one type, one label set and "
+            "one set of buckets")
+
+
+def _repaired(value: str) -> str:
+    """A label value the exposition can encode: lone surrogates (from JSON ``"\\ud800"``) become U+FFFD."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return _SURROGATE_RE.sub("\ufffd", value)
+
+
+V = TypeVar("V")
+
+
+class _Family(Generic[V]):
+    """Shared by both family shapes: admission of new label sets, the one place they are checked."""
+
+    __slots__ = ("spec", "max_series", "values", "dropped")
+
+    def __init__(self, spec: FamilySpec, max_series: int = DEFAULT_MAX_SERIES):
+        self.spec = spec
         self.max_series = max_series
-        self.values: dict[LabelValues, float | list[float]] = {}
+        self.values: dict[LabelValues, V] = {}
         self.dropped = 0.0
 
-    def _admit(self, labels: LabelValues, amount: float = 1.0) -> bool:
-        if labels in self.values:
-            return True
-        if len(self.values) >= self.max_series:
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def _admit(self, labels: LabelValues, amount: float) -> LabelValues | None:
+        """The key a new label set is stored under, or None (counted) when the family is full."""
+        if len(labels) != len(self.spec.labelnames):
+            raise SchemaError(f"{self.spec.name}: {len(labels)} label values for label names "
+                              f"{self.spec.labelnames}")
+        key = tuple(_repaired(value) for value in labels)
+        if key not in self.values and len(self.values) >= self.max_series:
             self.dropped += amount
-            return False
-        return True
-
-    def inc(self, labels: LabelValues = (), amount: float = 1.0) -> None:
-        """Add to a counter (or gauge). Negative amounts on counters are the caller's bug."""
-        values = self.values
-        if labels in values:
-            values[labels] += amount  # type: ignore[operator]
-        elif self._admit(labels):
-            values[labels] = amount
-
-    def set(self, labels: LabelValues = (), value: float = 0.0) -> None:
-        if labels in self.values or self._admit(labels):
-            self.values[labels] = value
-
-    def ensure(self, labels: LabelValues = ()) -> None:
-        """Make a series exist at zero, so ``increase()`` sees its first event (counters born at 0)."""
-        if labels not in self.values and self._admit(labels):
-            self.values[labels] = self._zero()
-
-    def observe(self, labels: LabelValues, value: float) -> None:
-        state = self._histogram(labels)
-        if state is not None:
-            state[bisect.bisect_left(self.bounds, value)] += 1
-            state[-1] += value
-
-    def merge_histogram(self, labels: LabelValues, bucket_counts: list[float], total: float) -> None:
-        """Add pre-aggregated observations: per-bucket counts (len(bounds)+1, non-cumulative) and their sum."""
-        state = self._histogram(labels, sum(bucket_counts))
-        if state is not None:
-            for index, count in enumerate(bucket_counts):
-                state[index] += count
-            state[-1] += total
+            return None
+        return key
 
     def remove(self, labels: LabelValues) -> None:
         self.values.pop(labels, None)
@@ -102,106 +150,287 @@ class Family:
     def clear(self) -> None:
         self.values.clear()
 
-    def _zero(self) -> float | list[float]:
-        return [0.0] * (len(self.bounds) + 2) if self.kind == "histogram" else 0.0
 
-    def _histogram(self, labels: LabelValues, amount: float = 1.0) -> list[float] | None:
-        state = self.values.get(labels)
-        if state is None:
-            if not self._admit(labels, amount):
-                return None
-            state = self.values[labels] = self._zero()
-        return state  # type: ignore[return-value]
+class Family(_Family[float]):
+    """A counter or gauge: ``values[label_values] = float``."""
 
-    def snapshot(self) -> dict[LabelValues, float | list[float]]:
-        if self.kind == "histogram":
-            return {labels: list(state) for labels, state in self.values.items()}  # type: ignore[arg-type]
+    def inc(self, labels: LabelValues = (), amount: float = 1.0) -> None:
+        """Add to a counter (or gauge). Callers never pass negative amounts to counters."""
+        values = self.values
+        if labels in values:
+            values[labels] += amount
+        elif (key := self._admit(labels, amount)) is not None:
+            values[key] = values.get(key, 0.0) + amount
+
+    def set(self, labels: LabelValues = (), value: float = 0.0) -> None:
+        if labels in self.values:
+            self.values[labels] = value
+        elif (key := self._admit(labels, 1.0)) is not None:
+            self.values[key] = value
+
+    def ensure(self, labels: LabelValues = ()) -> None:
+        """Make a series exist at zero, so ``increase()`` sees its first event (counters born at 0)."""
+        if labels not in self.values and (key := self._admit(labels, 0.0)) is not None:
+            self.values.setdefault(key, 0.0)
+
+    def snapshot(self) -> dict[LabelValues, float]:
         return self.values.copy()
 
 
+class HistogramFamily(_Family[list[float]]):
+    """Per label set, per-bucket (non-cumulative) counts, one more than there are bounds (the last is +Inf),
+    then the sum of the observations."""
+
+    def _state(self, labels: LabelValues, amount: float) -> list[float] | None:
+        state = self.values.get(labels)
+        if state is None:
+            key = self._admit(labels, amount)
+            if key is None:
+                return None
+            state = self.values.setdefault(key, [0.0] * (len(self.spec.bounds) + 2))
+        return state
+
+    def observe(self, labels: LabelValues, value: float) -> None:
+        state = self._state(labels, 1.0)
+        if state is not None:
+            state[bisect.bisect_left(self.spec.bounds, value)] += 1
+            state[-1] += value
+
+    def merge(self, labels: LabelValues, bucket_counts: Iterable[float], total: float) -> None:
+        """Add pre-aggregated observations: per-bucket counts (len(bounds)+1, non-cumulative) and their sum."""
+        counts = list(bucket_counts)
+        state = self._state(labels, sum(counts))
+        if state is not None:
+            for index, count in enumerate(counts):
+                state[index] += count
+            state[-1] += total
+
+    def ensure(self, labels: LabelValues = ()) -> None:
+        self._state(labels, 0.0)
+
+    def snapshot(self) -> dict[LabelValues, list[float]]:
+        return {labels: list(state) for labels, state in self.values.items()}
+
+
+AnyFamily = Family | HistogramFamily
+
+
 class Group:
-    """The families one owner (a source, or the agent itself) writes."""
+    """The families one owner writes, and the constant labels on every one of its series.
 
-    def __init__(self, owner: str):
+    ``identity`` names the label of ``const_labels`` that tells this group's series from every other group's
+    (``target`` for an HTTP source's probes, ``source`` for a log source's data and every source's
+    self-metrics). A group is usually built detached, then attached by ``Store.swap``, which checks it against
+    the attached ones.
+    """
+
+    def __init__(self, owner: str, const_labels: dict[str, str] | None = None, identity: str | None = None):
         self.owner = owner
-        self.families: dict[str, Family] = {}
+        self.const_labels = {name: _repaired(value) for name, value in (const_labels or {}).items()}
+        if identity is not None and identity not in self.const_labels:
+            raise SchemaError(f"group {owner}: identity label {identity!r} is not one of its constant labels")
+        self.identity = (identity, self.const_labels[identity]) if identity else None
+        self.families: dict[str, AnyFamily] = {}
+        self.store: Store | None = None
 
-    def _family(self, name: str, documentation: str, kind: Kind, labelnames: Iterable[str],
-                bounds: Iterable[float] = (), max_series: int = DEFAULT_MAX_SERIES) -> Family:
-        existing = self.families.get(name)
+    def register(self, spec: FamilySpec, max_series: int = DEFAULT_MAX_SERIES) -> AnyFamily:
+        """The family of ``spec`` (the existing one if registered before with the same schema)."""
+        existing = self.families.get(spec.name)
         if existing is not None:
-            if existing.kind != kind or existing.labelnames != tuple(labelnames):
-                raise ValueError(f"metric {name} already registered by {self.owner} with another type or labels")
+            if existing.spec.schema() != spec.schema():
+                raise SchemaError(_disagree(spec, existing.spec, self.owner))
             return existing
-        family = self.families[name] = Family(name, documentation, kind, labelnames, bounds, max_series)
+        clash = sorted(set(spec.labelnames) & set(self.const_labels))
+        if clash:
+            raise SchemaError(f"{shown(spec)}: labels {clash} are also set on every series of {self.owner}")
+        _Index.check_within([f.spec for f in self.families.values()], spec)
+        if self.store is not None:
+            self.store._index.check(self, spec)
+            self.store._index.insert(self, spec)
+        family: AnyFamily = HistogramFamily(spec, max_series) if spec.kind == "histogram" else \
+            Family(spec, max_series)
+        self.families[spec.name] = family
         return family
 
-    def counter(self, name: str, documentation: str, labelnames: Iterable[str] = (),
-                max_series: int = DEFAULT_MAX_SERIES) -> Family:
-        """A counter; ``name`` is given without the ``_total`` suffix the exposition adds."""
-        return self._family(name, documentation, "counter", labelnames, max_series=max_series)
+    def counter(self, spec: FamilySpec, max_series: int = DEFAULT_MAX_SERIES) -> Family:
+        return self._scalar(spec, "counter", max_series)
 
-    def gauge(self, name: str, documentation: str, labelnames: Iterable[str] = (),
-              max_series: int = DEFAULT_MAX_SERIES) -> Family:
-        return self._family(name, documentation, "gauge", labelnames, max_series=max_series)
+    def gauge(self, spec: FamilySpec, max_series: int = DEFAULT_MAX_SERIES) -> Family:
+        return self._scalar(spec, "gauge", max_series)
 
-    def histogram(self, name: str, documentation: str, labelnames: Iterable[str], bounds: Iterable[float],
-                  max_series: int = DEFAULT_MAX_SERIES) -> Family:
-        return self._family(name, documentation, "histogram", labelnames, sorted(bounds), max_series)
+    def histogram(self, spec: FamilySpec, max_series: int = DEFAULT_MAX_SERIES) -> HistogramFamily:
+        if spec.kind != "histogram":
+            raise SchemaError(f"{spec.name} is a {spec.kind}, not a histogram")
+        family = self.register(spec, max_series)
+        assert isinstance(family, HistogramFamily)
+        return family
+
+    def _scalar(self, spec: FamilySpec, kind: Kind, max_series: int) -> Family:
+        if spec.kind != kind:
+            raise SchemaError(f"{spec.name} is a {spec.kind}, not a {kind}")
+        family = self.register(spec, max_series)
+        assert isinstance(family, Family)
+        return family
+
+
+_RESERVED = "<reserved>"
+
+
+class _Index:
+    """Which groups hold which family names, for the checks that span groups. Updated per group, so a reload
+    that swaps one source costs that source's families, not every family of the agent."""
+
+    def __init__(self) -> None:
+        self.specs: dict[str, FamilySpec] = {}  # family name -> the spec its holders agree on
+        self.owners: dict[str, dict[str, tuple[str, str] | None]] = {}  # family name -> owner -> identity
+        self.names: dict[str, str] = {}  # family and sample names -> the family exposing them
+
+    @staticmethod
+    def _exposed(spec: FamilySpec) -> tuple[str, ...]:
+        return (spec.name, *spec.sample_names)
+
+    @staticmethod
+    def check_within(specs: Iterable[FamilySpec], spec: FamilySpec) -> None:
+        """Two families of one group never expose one name (a histogram ``h`` beside a gauge ``h_count``)."""
+        for other in specs:
+            shared = set(_Index._exposed(other)) & set(_Index._exposed(spec))
+            if shared and other.name != spec.name:
+                raise SchemaError(_both_expose(spec, sorted(shared)[0], other))
+
+    def check(self, group: Group, spec: FamilySpec) -> None:
+        known = self.specs.get(spec.name)
+        owners = self.owners.get(spec.name, {})
+        if _RESERVED in owners:
+            raise SchemaError(f"{shown(spec)} is a name the agent exposes itself")
+        others = sorted(owner for owner in owners if owner != group.owner)
+        if known is not None and known.schema() != spec.schema():
+            raise SchemaError(_disagree(spec, known, ", ".join(others)))
+        for owner in others:
+            identity = owners[owner]
+            if identity is None or group.identity is None or identity == group.identity:
+                raise SchemaError(f"{shown(spec)}: {group.owner} and {owner} would expose the same series")
+        for name in self._exposed(spec):
+            family = self.names.get(name)
+            if family is not None and family != spec.name:
+                raise SchemaError(_both_expose(spec, name, self.specs[family]))
+
+    def insert(self, group: Group | None, spec: FamilySpec) -> None:
+        self.specs.setdefault(spec.name, spec)
+        owner, identity = (group.owner, group.identity) if group else (_RESERVED, None)
+        self.owners.setdefault(spec.name, {})[owner] = identity
+        for name in self._exposed(spec):
+            self.names[name] = spec.name
+
+    def add(self, group: Group) -> None:
+        """Index every family of ``group``, or raise SchemaError having indexed none."""
+        for family in group.families.values():
+            self.check(group, family.spec)
+        for family in group.families.values():
+            self.insert(group, family.spec)
+
+    def remove(self, group: Group) -> None:
+        for name in group.families:
+            owners = self.owners.get(name, {})
+            owners.pop(group.owner, None)
+            if not owners:
+                self.owners.pop(name, None)
+                spec = group.families[name].spec
+                self.specs.pop(name, None)
+                for exposed in self._exposed(spec):
+                    if self.names.get(exposed) == name:
+                        del self.names[exposed]
 
 
 @dataclass
 class Snapshot:
     """A copy of every family's values, taken on the event loop and rendered anywhere."""
 
-    families: list[tuple[Family, dict[LabelValues, float | list[float]]]] = field(default_factory=list)
+    families: list[tuple[FamilySpec, dict[str, str], dict]] = field(default_factory=list)
     const_labels: dict[str, str] = field(default_factory=dict)
     dropped: dict[str, float] = field(default_factory=dict)
 
 
 class Store:
-    """All groups, plus the labels added to every exported series."""
+    """All attached groups, plus the labels added to every exported series (the global labels).
 
-    def __init__(self, const_labels: dict[str, str] | None = None):
+    ``reserved`` are families exposed by other means (the process collector, ``kpi_agent_series_dropped``):
+    no group may take their names.
+    """
+
+    def __init__(self, const_labels: dict[str, str] | None = None, reserved: Iterable[FamilySpec] = ()):
         self.groups: dict[str, Group] = {}
-        self.const_labels: dict[str, str] = dict(const_labels or {})
+        self.const_labels: dict[str, str] = {k: _repaired(v) for k, v in (const_labels or {}).items()}
+        self._index = _Index()
+        for spec in (*reserved, SERIES_DROPPED):
+            self._index.insert(None, spec)
 
-    def group(self, owner: str) -> Group:
+    def group(self, owner: str, const_labels: dict[str, str] | None = None, identity: str | None = None) -> Group:
+        """The attached group of ``owner``, created and attached if new."""
         group = self.groups.get(owner)
         if group is None:
-            group = self.groups[owner] = Group(owner)
+            group = Group(owner, const_labels, identity)
+            self.swap(add=[group])
         return group
 
+    def swap(self, remove: Iterable[str] = (), add: Iterable[Group] = ()) -> None:
+        """Detach the groups named in ``remove`` and attach the groups of ``add`` at once, or raise SchemaError
+        and change nothing."""
+        removed = [self.groups[owner] for owner in dict.fromkeys(remove) if owner in self.groups]
+        for group in removed:
+            self._index.remove(group)
+        added: list[Group] = []
+        try:
+            for group in add:
+                current = self.groups.get(group.owner)
+                if current is not None and current not in removed:
+                    raise SchemaError(f"group {group.owner} is already attached")
+                self._index.add(group)
+                added.append(group)
+        except SchemaError:
+            for group in added:
+                self._index.remove(group)
+            for group in removed:
+                self._index.add(group)
+            raise
+        for group in removed:
+            del self.groups[group.owner]
+            group.store = None
+        for group in added:
+            self.groups[group.owner] = group
+            group.store = self
+
     def drop_group(self, owner: str) -> None:
-        self.groups.pop(owner, None)
+        self.swap(remove=[owner])
 
     def snapshot(self) -> Snapshot:
         snap = Snapshot(const_labels=dict(self.const_labels))
         for group in list(self.groups.values()):
             for family in list(group.families.values()):
-                snap.families.append((family, family.snapshot()))
+                snap.families.append((family.spec, group.const_labels, family.snapshot()))
                 if family.dropped:
                     snap.dropped[family.name] = snap.dropped.get(family.name, 0.0) + family.dropped
         return snap
 
 
+SERIES_DROPPED = counter("kpi_agent_series_dropped_total",
+                         "New label sets refused because a metric reached its series limit", ["metric"])
+
+
 def render_families(snap: Snapshot) -> Iterator[Metric]:
     """prometheus_client metric families for a snapshot; same-named families of several groups are merged.
 
-    Samples carry their own label dicts, so groups whose families have different label names (two HTTP
-    sources, one with `labels: {team: x}`) merge correctly. A series' own labels win over the constant
-    (global) labels of the same name.
+    A sample's labels are its family's (zipped strictly with its values), its group's constant labels, then
+    the global labels whose names it does not already have.
     """
     merged: dict[str, Metric] = {}
-    for family, values in snap.families:
-        constant = {k: v for k, v in snap.const_labels.items() if k not in family.labelnames}
-        metric = merged.get(family.name)
+    for spec, group_labels, values in snap.families:
+        constant = {**{k: v for k, v in snap.const_labels.items() if k not in spec.labelnames}, **group_labels}
+        metric = merged.get(spec.name)
         if metric is None:
-            metric = merged[family.name] = Metric(family.name, family.documentation, family.kind)
-        metric.samples.extend(_samples(family, values, constant))
+            metric = merged[spec.name] = Metric(spec.name, spec.documentation, spec.kind)
+        metric.samples.extend(_samples(spec, values, constant))
     if snap.dropped:
-        dropped = Metric("kpi_agent_series_dropped", "New label sets refused because a metric reached its series limit",
-                         "counter")
+        dropped = Metric(SERIES_DROPPED.name, SERIES_DROPPED.documentation, "counter")
         constant = {k: v for k, v in snap.const_labels.items() if k != "metric"}
         dropped.samples.extend(Sample("kpi_agent_series_dropped_total", {"metric": name, **constant}, count)
                                for name, count in sorted(snap.dropped.items()))
@@ -209,24 +438,22 @@ def render_families(snap: Snapshot) -> Iterator[Metric]:
     yield from merged.values()
 
 
-def _samples(family: Family, values: dict[LabelValues, float | list[float]],
-             constant: dict[str, str]) -> Iterator[Sample]:
-    names = family.labelnames
-    if family.kind == "histogram":
-        bounds = [floatToGoString(b) for b in (*family.bounds, math.inf)]
+def _samples(spec: FamilySpec, values: dict, constant: dict[str, str]) -> Iterator[Sample]:
+    names = spec.labelnames
+    if spec.kind == "histogram":
+        bounds = [floatToGoString(b) for b in (*spec.bounds, math.inf)]
         for labels, state in values.items():
-            base = {**dict(zip(names, labels, strict=False)), **constant}
+            base = {**dict(zip(names, labels, strict=True)), **constant}
             cumulative = 0.0
-            # state ends with the sum, one more item than there are bounds
-            for bound, count in zip(bounds, state, strict=False):  # type: ignore[arg-type]
+            for bound, count in zip(bounds, state[:-1], strict=True):
                 cumulative += count
-                yield Sample(f"{family.name}_bucket", {**base, "le": bound}, cumulative)
-            yield Sample(f"{family.name}_count", base, cumulative)
-            yield Sample(f"{family.name}_sum", base, state[-1])  # type: ignore[index]
+                yield Sample(f"{spec.name}_bucket", {**base, "le": bound}, cumulative)
+            yield Sample(f"{spec.name}_count", base, cumulative)
+            yield Sample(f"{spec.name}_sum", base, state[-1])
         return
-    name = f"{family.name}_total" if family.kind == "counter" else family.name
+    name = f"{spec.name}_total" if spec.kind == "counter" else spec.name
     for labels, value in values.items():
-        yield Sample(name, {**dict(zip(names, labels, strict=False)), **constant}, value)  # type: ignore[arg-type]
+        yield Sample(name, {**dict(zip(names, labels, strict=True)), **constant}, value)
 
 
 class SnapshotCollector(Collector):

@@ -7,8 +7,10 @@ same shape and points at the same kind of place.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable, Iterator
+import reprlib
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -16,6 +18,32 @@ from typing import Any, TypeVar, overload
 import yaml
 
 T = TypeVar("T")
+
+MAX_DEPTH = 64  # nesting of mappings and sequences; real configs use fewer than 10
+MAX_VALUES = 200_000  # values in a document once aliases are expanded (a "billion laughs" has 10^9)
+MAX_DURATION = 10 * 365 * 86400.0
+MAX_SIZE = 1024**4
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple = 2, 4, 4, 4
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 60, 60, 40
+
+
+def cut(text: str, limit: int = 200) -> str:
+    """A message (not a value) cut to ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def excerpt(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, in bounded time whatever the value: error messages
+    quote user input, and input can be a 10 MB string or a structure that aliases expand a billion times."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<an integer of about {value.bit_length() * 3 // 10} digits>"
+    if isinstance(value, str):
+        text = repr(value[: limit + 1])
+        return text if len(value) <= limit else text[:limit] + "...'"
+    _REPR.maxstring = _REPR.maxother = limit
+    return _REPR.repr(value)
 
 
 class LocatedMap(dict):
@@ -33,7 +61,61 @@ class LocatedList(list):
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """SafeLoader with bounds: nesting depth, values after alias expansion, and clear errors (with a line) for
+    what SafeLoader would raise as a bare Python exception."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None:
+            sizes: dict[int, int] = {}
+            if _expanded_size(node, sizes) > MAX_VALUES:
+                raise yaml.composer.ComposerError(None, None, f"holds more than {MAX_VALUES} values once its "
+                                                  "aliases are expanded", node.start_mark)
+        return node
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(None, None, "integer with too many digits",
+                                                    node.start_mark) from None
+
+    def construct_yaml_str(self, node: yaml.ScalarNode) -> str:
+        value = self.construct_scalar(node)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise yaml.constructor.ConstructorError(None, None, "a string holds a lone surrogate (an escape such as "
+                                                    "\\ud800), which is not text", node.start_mark) from None
+        return value
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Values under ``node``, counting an aliased node each time it is referenced (computed once per node)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = 1  # a node reached again while being sized: recursive aliases count once
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    else:
+        size = 1
+    sizes[id(node)] = size
+    return size
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LocatedMap:
@@ -43,9 +125,13 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LocatedMap:
     result.key_lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            raise yaml.constructor.ConstructorError(None, None, "a key must be a plain value, not a list or a "
+                                                    "mapping", key_node.start_mark)
         if key in result.key_lines:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first on line {result.key_lines[key]})", key_node.start_mark
+                None, None, f"duplicate key {excerpt(key)} (first on line {result.key_lines[key]})",
+                key_node.start_mark
             )
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = key_node.start_mark.line + 1
@@ -61,6 +147,8 @@ def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LocatedList
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_constructor("tag:yaml.org,2002:str", _Loader.construct_yaml_str)
 
 
 @dataclass(frozen=True)
@@ -112,15 +200,16 @@ class Report:
 
 
 def load_text(text: str, file: str) -> Any:
-    """Parse YAML text into Located containers; syntax errors become a ConfigError with the line."""
+    """Parse YAML text into Located containers; every failure becomes a ConfigError, with the line if known."""
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
-        raise ConfigError([Problem(file, line, "", f"invalid YAML: {exc.problem or exc}")]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([Problem(file, None, "", f"invalid YAML: {exc}")]) from None
+        raise ConfigError([Problem(file, line, "", f"invalid YAML: {cut(exc.problem or str(exc))}")]
+                          ) from None
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError) as exc:
+        raise ConfigError([Problem(file, None, "", f"invalid YAML: {cut(str(exc))}")]) from None
 
 
 def load_file(path: str | Path) -> Any:
@@ -242,10 +331,12 @@ def duration(value: Any) -> float:
     text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else None
     match = _DURATION_RE.match(text) if text else None
     if not match or not any(match.groups()):
-        raise ValueError(f"{value!r} is not a duration (use Prometheus style: 30s, 5m, 1h, 7d)")
+        raise ValueError(f"{excerpt(value)} is not a duration (use Prometheus style: 30s, 5m, 1h, 7d)")
     seconds = sum(int(g) * unit for g, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if g)
     if seconds <= 0:
-        raise ValueError(f"{value!r} must be longer than zero")
+        raise ValueError(f"{excerpt(value)} must be longer than zero")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{excerpt(value)} is longer than ten years")
     return seconds
 
 
@@ -270,8 +361,11 @@ def size(value: Any) -> int:
     """A byte size: ``1048576``, ``512KiB``, ``10MiB``, ``1GB``."""
     match = _SIZE_RE.match(str(value).strip()) if not isinstance(value, bool) else None
     if not match:
-        raise ValueError(f"{value!r} is not a size (use bytes or a unit: 512KiB, 10MiB, 1GB)")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+        raise ValueError(f"{excerpt(value)} is not a size (use bytes or a unit: 512KiB, 10MiB, 1GB)")
+    result = float(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    if not result <= MAX_SIZE:
+        raise ValueError(f"{excerpt(value)} is larger than 1TiB")
+    return int(result)
 
 
 def string(value: Any) -> str:
@@ -288,33 +382,39 @@ def nonempty_string(value: Any) -> str:
 
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
+        raise ValueError(f"expected true or false, got {excerpt(value)}")
     return value
 
 
 def number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number, got {value!r}")
-    return float(value)
+        raise ValueError(f"expected a number, got {excerpt(value)}")
+    try:
+        result = float(value)
+    except OverflowError:
+        result = math.inf
+    if not math.isfinite(result):
+        raise ValueError(f"expected a finite number, got {excerpt(value)}")
+    return result
 
 
 def integer(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"expected a whole number, got {value!r}")
+        raise ValueError(f"expected a whole number, got {excerpt(value)}")
     return value
 
 
 def positive_integer(value: Any) -> int:
     result = integer(value)
     if result <= 0:
-        raise ValueError(f"must be greater than zero, got {value!r}")
+        raise ValueError(f"must be greater than zero, got {excerpt(value)}")
     return result
 
 
 def one_of(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if value not in choices:
-            raise ValueError(f"{value!r} is not one of: {', '.join(choices)}")
+            raise ValueError(f"{excerpt(value)} is not one of: {', '.join(choices)}")
         return value
 
     return parse
@@ -326,7 +426,7 @@ def regex(value: Any) -> re.Pattern[str]:
     try:
         return re.compile(value)
     except re.error as exc:
-        raise ValueError(f"regular expression {value!r} does not compile: {exc}") from None
+        raise ValueError(f"regular expression {excerpt(value)} does not compile: {exc}") from None
 
 
 def list_of(parse: Callable[[Any], T]) -> Callable[[Any], list[T]]:
@@ -350,13 +450,13 @@ LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 def metric_name(value: Any) -> str:
     if not isinstance(value, str) or not METRIC_NAME_RE.match(value):
-        raise ValueError(f"{value!r} is not a valid Prometheus metric name")
+        raise ValueError(f"{excerpt(value)} is not a valid Prometheus metric name")
     return value
 
 
 def label_name(value: Any) -> str:
     if not isinstance(value, str) or not LABEL_NAME_RE.match(value) or value.startswith("__"):
-        raise ValueError(f"{value!r} is not a valid Prometheus label name")
+        raise ValueError(f"{excerpt(value)} is not a valid Prometheus label name")
     return value
 
 
@@ -368,7 +468,7 @@ def label_map(value: Any) -> dict[str, str]:
     for key, item in value.items():
         label_name(key)
         if isinstance(item, (dict, list)) or item is None:
-            raise ValueError(f"label {key!r}: expected a value, got {_kind(item)}")
+            raise ValueError(f"label {excerpt(key)}: expected a value, got {_kind(item)}")
         result[key] = str(item).lower() if isinstance(item, bool) else str(item)
     return result
 

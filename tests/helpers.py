@@ -1,16 +1,26 @@
-"""Small shared test utilities: free ports, waiting, reading /metrics."""
+"""Shared test utilities: free ports, waiting, and reading /metrics the way Prometheus does.
+
+Tests assert on the exposition text a scrape returns, parsed strictly: invalid UTF-8, a family declared twice
+or a series exposed twice fails the test (Prometheus would silently keep one of two duplicate samples).
+"""
 
 from __future__ import annotations
 
 import socket
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
-from prometheus_client.parser import text_string_to_metric_families
+import aiohttp
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 T = TypeVar("T")
+
+OPENMETRICS = "application/openmetrics-text;version=1.0.0"
 
 
 def free_port() -> int:
@@ -42,12 +52,86 @@ def fetch(url: str, data: bytes | None = None, timeout: float = 5.0) -> tuple[in
         return exc.code, exc.read().decode()
 
 
-def metric_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
-    return [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples]
+@dataclass(frozen=True)
+class Series:
+    name: str
+    labels: dict[str, str]
+    value: float
 
 
-def sample_value(text: str, name: str, **labels: str) -> float | None:
-    for sample_name, sample_labels, value in metric_samples(text):
-        if sample_name == name and all(sample_labels.get(k) == v for k, v in labels.items()):
-            return value
-    return None
+class Exposition:
+    """One /metrics page, parsed strictly."""
+
+    def __init__(self, body: bytes, openmetrics: bool = False):
+        self.text = body.decode("utf-8")  # strict: a label value that is not UTF-8 fails here
+        parse = parse_openmetrics if openmetrics else parse_text
+        self.series: list[Series] = []
+        families: set[str] = set()
+        seen: set[tuple[str, frozenset]] = set()
+        for family in parse(self.text):
+            assert family.name not in families, f"family {family.name} is declared twice"
+            families.add(family.name)
+            for sample in family.samples:
+                key = (sample.name, frozenset(sample.labels.items()))
+                assert key not in seen, f"duplicate series {sample.name}{sample.labels}"
+                seen.add(key)
+                self.series.append(Series(sample.name, dict(sample.labels), sample.value))
+        self.families = families
+
+    def find(self, name: str, **labels: str) -> list[Series]:
+        return [s for s in self.series if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """The value of the one series of ``name`` carrying ``labels`` (others allowed), None if there is none."""
+        found = self.find(name, **labels)
+        assert len(found) <= 1, f"{len(found)} series of {name} match {labels}: {[s.labels for s in found]}"
+        return found[0].value if found else None
+
+    def total(self, name: str, **labels: str) -> float:
+        return sum(s.value for s in self.find(name, **labels))
+
+    def by(self, name: str, label: str, **labels: str) -> dict[str, float]:
+        """Values of ``name`` keyed by one label (e.g. a counter by status)."""
+        result: dict[str, float] = {}
+        for series in self.find(name, **labels):
+            key = series.labels.get(label, "")
+            assert key not in result, f"{name}: several series with {label}={key!r}"
+            result[key] = series.value
+        return result
+
+
+def scrape(url: str, openmetrics: bool = False, timeout: float = 5.0) -> Exposition:
+    """GET a /metrics URL from a synchronous test (an agent in another process)."""
+    request = urllib.request.Request(url, headers={"Accept": OPENMETRICS} if openmetrics else {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        assert response.status == 200, response.status
+        return Exposition(response.read(), openmetrics)
+
+
+async def ascrape(url: str, openmetrics: bool = False) -> Exposition:
+    """GET a /metrics URL from an async test (an agent on the test's own event loop)."""
+    headers = {"Accept": OPENMETRICS} if openmetrics else {}
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+        assert response.status == 200, response.status
+        return Exposition(await response.read(), openmetrics)
+
+
+def render_store(store, openmetrics: bool = False) -> Exposition:  # noqa: ANN001 - agent.store.Store
+    """What /metrics would return for ``store`` (the same rendering code, without HTTP)."""
+    from agent.web import render
+
+    body, _ = render(store.snapshot(), OPENMETRICS if openmetrics else "", "")
+    return Exposition(body, openmetrics)
+
+
+def build_source(store, context, config, kind_name: str):  # noqa: ANN001, ANN201 - agent types
+    """A source built the way the runtime builds one (its groups attached to ``store``), not yet running."""
+    from agent.sources.base import SourceStats
+    from agent.sources.kinds import KINDS
+
+    kind = KINDS[kind_name]
+    owner = f"{kind.name}/{config.name}"
+    data, own = kind.data_group(config, owner), kind.stats_group(config, f"{owner}/self")
+    source = kind.build(config, data, SourceStats(own, kind.name), context)
+    store.swap(add=[data, own])
+    return source

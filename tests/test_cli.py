@@ -1,7 +1,6 @@
 """The kpi-agent command as a user runs it: a real process, real signals, real HTTP."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent import __version__
-from tests.helpers import fetch, free_port, sample_value, wait_until
+from tests.helpers import fetch, free_port, scrape, wait_until
 
 AGENT = [sys.executable, "-m", "agent"]
 
@@ -72,13 +71,13 @@ def test_run_without_config_probes_itself(agent_process):
     base = f"http://127.0.0.1:{port}"
 
     def probed():
-        text = fetch(base + "/metrics")[1]
-        return sample_value(text, "probe_success", target="self-health") == 1 and \
-            sample_value(text, "example_agent_uptime_seconds") is not None and text
+        page = scrape(base + "/metrics")
+        return page.value("probe_success", target="self-health") == 1 and \
+            page.value("example_agent_uptime_seconds") is not None and page
 
-    text = wait_until(probed, timeout=15, what="self probes")
-    assert sample_value(text, "probe_success", target="self-status", env="example") == 1
-    assert sample_value(text, "example_agent_sources", kind="http") == 2
+    page = wait_until(probed, timeout=15, what="self probes")
+    assert page.value("probe_success", target="self-status", env="example") == 1
+    assert page.value("example_agent_sources", kind="http") == 2
 
 
 def test_sighup_reload_json_logs_and_clean_sigterm(agent_process, tmp_path):
@@ -90,13 +89,13 @@ def test_sighup_reload_json_logs_and_clean_sigterm(agent_process, tmp_path):
 
     config.write_text("http: [oops\n")
     process.send_signal(signal.SIGHUP)
-    wait_until(lambda: sample_value(fetch(base + "/metrics")[1], "kpi_agent_config_last_reload_successful") == 0,
+    wait_until(lambda: scrape(base + "/metrics").value("kpi_agent_config_last_reload_successful") == 0,
                what="failed reload visible")
     config.write_text(f"http:\n  - name: me2\n    url: http://127.0.0.1:{port}/-/healthy\n    interval: 1s\n")
     process.send_signal(signal.SIGHUP)
-    wait_until(lambda: sample_value(fetch(base + "/metrics")[1], "probe_success", target="me2") == 1,
+    wait_until(lambda: scrape(base + "/metrics").value("probe_success", target="me2") == 1,
                what="new source after reload")
-    assert sample_value(fetch(base + "/metrics")[1], "kpi_agent_config_last_reload_successful") == 1
+    assert scrape(base + "/metrics").value("kpi_agent_config_last_reload_successful") == 1
 
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=10)
@@ -115,10 +114,10 @@ def test_secrets_never_reach_logs_or_metrics(agent_process, tmp_path):
                       f"    basic_auth: {{username: bob, password: hunter2-secret}}\n")
     process = agent_process("--config.file", str(config), "--log.level", "debug", port=port)
     base = f"http://127.0.0.1:{port}"
-    wait_until(lambda: sample_value(fetch(base + "/metrics")[1], "probe_success", target="guarded") is not None)
+    wait_until(lambda: scrape(base + "/metrics").value("probe_success", target="guarded") is not None)
     config.write_text(config.read_text() + "    timeout: 5x\n")
     process.send_signal(signal.SIGHUP)
-    wait_until(lambda: sample_value(fetch(base + "/metrics")[1], "kpi_agent_config_last_reload_successful") == 0)
+    wait_until(lambda: scrape(base + "/metrics").value("kpi_agent_config_last_reload_successful") == 0)
     metrics = fetch(base + "/metrics")[1]
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=10)
@@ -130,10 +129,49 @@ def test_bad_listen_address_and_bad_config_exit_nonzero(tmp_path):
     bad.write_text("nonsense: 1\n")
     result = subprocess.run([*AGENT, "run", "--config.file", str(bad)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 1 and f"{bad}:1: nonsense: unknown field" in result.stderr
-    env = dict(os.environ)
-    result = subprocess.run([*AGENT, "run", "--web.listen-address", "256.1.1.1:1"], capture_output=True, text=True,
-                            timeout=30, env=env)
-    assert result.returncode == 1
+    for address, message in ((":99999", "port '99999' is not a number from 0 to 65535"),
+                             ("localhost", "has no port"),
+                             ("::1:9910", "an IPv6 address goes in brackets"),
+                             ("[::zz]:9910", "is not an IPv6 address"),
+                             ("256.1.1.1:1", None)):  # well-formed, but not an address of this machine
+        result = subprocess.run([*AGENT, "run", "--web.listen-address", address], capture_output=True, text=True,
+                                timeout=30)
+        assert result.returncode != 0, address
+        assert "Traceback" not in result.stderr, result.stderr
+        if message:
+            assert message in result.stderr, (address, result.stderr)
+    port = free_port()
+    result = subprocess.run([*AGENT, "run", "--web.listen-address", f"127.0.0.1:{port}", "--web.listen-address",
+                             f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "is given twice" in result.stderr
+
+
+def test_several_listen_addresses_and_ipv6_are_served(agent_process, tmp_path):
+    first, second = free_port(), free_port()
+    config = tmp_path / "agent.yaml"
+    config.write_text("global: {}\n")
+    agent_process("--config.file", str(config), "--web.listen-address", f"[::1]:{second}", port=first)
+    assert scrape(f"http://127.0.0.1:{first}/metrics").value("kpi_agent_build_info") == 1
+    assert scrape(f"http://[::1]:{second}/metrics").value("kpi_agent_build_info") == 1
+
+
+def test_a_config_that_would_fail_to_start_fails_check_and_run_with_its_line(tmp_path):
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("this is not a certificate\n")
+    config = tmp_path / "agent.yaml"
+    config.write_text("http:\n  - name: api\n    url: https://127.0.0.1:1/\n"
+                      f"    tls_config:\n      ca_file: {not_pem}\n"
+                      "logs:\n  - name: app\n    paths: [/tmp/x.log]\n    format: json\n    metrics:\n"
+                      "      - {name: req_total, type: counter}\n"
+                      "      - {name: req, type: gauge, value: n}\n")
+    for command in ("check", "run"):
+        result = subprocess.run([*AGENT, command, "--config.file", str(config)], capture_output=True, text=True,
+                                timeout=30)
+        assert result.returncode == 1, (command, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert f"{config}:5: http[0].tls_config.ca_file: " in result.stderr, result.stderr
+        assert f"{config}:12: logs[0].metrics[1].name: req is a gauge without labels here, but req_total is a " \
+               "counter without labels in logs[0]" in result.stderr, result.stderr
 
 
 def test_readme_commands_are_the_scripts_ci_runs():

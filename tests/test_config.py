@@ -17,7 +17,7 @@ def test_global_defaults_and_values():
     assert config.global_.interval == 60
     assert config.global_.timeout == 0.5
     assert config.global_.labels == {"site": "eu-1"}
-    assert config.sources() == [] and report.problems == []
+    assert config.sources == () and report.problems == []
 
 
 def test_every_error_names_file_line_and_field():
@@ -74,16 +74,17 @@ def test_empty_file_is_a_valid_config_with_no_sources(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     config, _ = load_config(empty)
-    assert config.sources() == []
+    assert config.sources == ()
 
 
 def test_built_in_example_is_valid_and_probes_the_given_address():
     config, report = load_example_config("127.0.0.1:12345")
     assert report.errors == []
-    assert [c.url for c in config.http] == ["http://127.0.0.1:12345/-/healthy", "http://127.0.0.1:12345/api/v1/status"]
+    assert [c.url for c in config.of_kind("http")] == ["http://127.0.0.1:12345/-/healthy",
+                                                      "http://127.0.0.1:12345/api/v1/status"]
 
 
-def test_a_metric_name_has_one_type_across_sources():
+def test_a_metric_name_has_one_type_and_one_label_set_across_sources():
     problems = errors_of(
         "http:\n"
         "  - name: api\n"
@@ -93,7 +94,49 @@ def test_a_metric_name_has_one_type_across_sources():
         "  - name: app\n"
         "    paths: [/tmp/x.log]\n"
         "    format: json\n"
-        "    metrics: [{name: jobs_total, type: gauge, value: n}]\n")
-    assert ("agent.yaml:9: logs[0].metrics[0].name: 'jobs_total' is a gauge here but a counter at "
-            "http[0].json_metrics[0].name: one name, one type") in problems
-    assert "agent.yaml:4: http[0].json_metrics[1].name: 'probe_success' is a name the HTTP probes export" in problems
+        "    metrics: [{name: jobs, type: histogram, value: n}, {name: runs_total, type: counter, labels: [a]}]\n"
+        "  - name: other\n"
+        "    paths: [/tmp/y.log]\n"
+        "    format: json\n"
+        "    metrics: [{name: runs_total, type: counter, labels: [b]}]\n")
+    assert ("agent.yaml:9: logs[0].metrics[0].name: jobs is a histogram without labels and buckets [0.005, 0.01, "
+            "0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0] here, but jobs_total is a counter without labels in "
+            "http[0]: one name has one type, one label set and one set of buckets") in problems
+    assert ("agent.yaml:13: logs[1].metrics[0].name: runs_total is a counter with labels (b) here, but runs_total is "
+            "a counter with labels (a) in logs[0]: one name has one type, one label set and one set of buckets"
+            ) in problems
+    assert any(p.startswith("agent.yaml:4: http[0].json_metrics[1].name: 'probe_success' clashes") for p in problems)
+
+
+def test_names_the_agent_or_another_kind_exports_are_refused():
+    problems = errors_of(
+        "global: {labels: {le: x}}\n"
+        "logs:\n"
+        "  - name: app\n"
+        "    paths: [/tmp/x.log]\n"
+        "    format: json\n"
+        "    metrics:\n"
+        "      - {name: process_open_fds, type: gauge, value: n}\n"
+        "      - {name: probe_latency_seconds, type: histogram, value: n}\n"
+        "      - {name: h, type: histogram, value: n}\n"
+        "      - {name: h_bucket, type: gauge, value: n}\n"
+        "      - {name: kpi_agent_log_lines_total, type: counter}\n"
+        "      - {name: depth_total, type: gauge, value: n}\n")
+    assert "agent.yaml:1: global.labels: 'le' is reserved: it tells sources or histogram buckets apart" in problems
+    assert "agent.yaml:7: logs[0].metrics[0].name: process_open_fds is a name the agent exposes itself" in problems
+    assert "agent.yaml:8: logs[0].metrics[1].name: probe_latency_seconds is a name every http source exports" \
+        in problems
+    assert ("agent.yaml:10: logs[0].metrics[3].name: h_bucket would expose h_bucket, which the histogram h exposes "
+            "too") in problems
+    assert "agent.yaml:11: logs[0].metrics[4].name: kpi_agent_* names are the agent's own" in problems
+    assert any(p.startswith("agent.yaml:12: logs[0].metrics[5].name: _total is the suffix of counters")
+               for p in problems)
+
+
+def test_one_metric_in_two_log_sources_is_two_distinct_series():
+    config, report = parse_config(yamlsrc.load_text(
+        "logs:\n"
+        "  - {name: a, paths: [/tmp/a.log], format: json, metrics: [{name: req_total, type: counter}]}\n"
+        "  - {name: b, paths: [/tmp/b.log], format: json, metrics: [{name: req_total, type: counter}]}\n",
+        "agent.yaml"), "agent.yaml")
+    assert report.problems == [] and len(config.of_kind("logs")) == 2  # told apart by source="a" / source="b"

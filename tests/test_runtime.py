@@ -8,12 +8,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from prometheus_client.parser import text_string_to_metric_families
 
 from agent import runtime
 from agent.config import load_config
 from agent.runtime import Agent
 from agent.sources.base import Source
+from agent.sources.kinds import KINDS
+from tests.helpers import Exposition, ascrape
 
 
 async def start_target() -> tuple[web.AppRunner, str]:
@@ -59,22 +60,12 @@ async def agent_factory(tmp_path):
         await agent.stop()
 
 
-async def scrape(base: str, **headers) -> dict[tuple, float]:
-    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics", headers=headers) as response:
-        assert response.status == 200
-        text = await response.text()
-    values = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            values[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return values
+async def scrape(base: str) -> Exposition:
+    return await ascrape(f"{base}/metrics")
 
 
-def value(samples: dict, name: str, **labels) -> float | None:
-    for (sample_name, sample_labels), v in samples.items():
-        if sample_name == name and all(dict(sample_labels).get(k) == x for k, x in labels.items()):
-            return v
-    return None
+def value(page: Exposition, name: str, **labels) -> float | None:
+    return page.value(name, **labels)
 
 
 async def wait_for(predicate, timeout: float = 5.0):
@@ -131,16 +122,16 @@ async def _probed(base: str, name: str) -> bool:
 async def test_reload_keeps_unchanged_sources_and_rejects_bad_config(agent_factory, target):
     agent, base, config_file = await agent_factory(["keep", "change", "drop"], target)
     await wait_for(lambda: _probed(base, "keep"))
-    kept_source = agent._running[("http", "keep")].source
-    changed_source = agent._running[("http", "change")].source
+    kept_source = agent.sources[("http", "keep")].source
+    changed_source = agent.sources[("http", "change")].source
 
     write_config(config_file, target, ["keep", "change", "new"])
     config_file.write_text(config_file.read_text().replace("name: change\n    url: " + target + "/ok",
                                                            "name: change\n    url: " + target + "/ok?v=2"))
     async with aiohttp.ClientSession() as session, session.post(base + "/-/reload") as response:
         assert response.status == 200, await response.text()
-    assert agent._running[("http", "keep")].source is kept_source
-    assert agent._running[("http", "change")].source is not changed_source
+    assert agent.sources[("http", "keep")].source is kept_source
+    assert agent.sources[("http", "change")].source is not changed_source
     await wait_for(lambda: _probed(base, "new"))
     samples = await scrape(base)
     assert value(samples, "probe_success", target="drop") is None
@@ -153,7 +144,7 @@ async def test_reload_keeps_unchanged_sources_and_rejects_bad_config(agent_facto
         assert "http[0].timeout: '5x' is not a duration" in await response.text()
     samples = await scrape(base)
     assert value(samples, "kpi_agent_config_last_reload_successful") == 0
-    assert agent._running[("http", "keep")].source is kept_source
+    assert agent.sources[("http", "keep")].source is kept_source
     await asyncio.sleep(0.3)
     samples = await scrape(base)
     assert value(samples, "probes_total", target="keep", result="success") > probes_before
@@ -174,7 +165,8 @@ class _CrashingSource(Source):
 
 async def test_crashing_source_is_restarted_and_counted_without_stopping_others(agent_factory, monkeypatch):
     monkeypatch.setattr(runtime, "_RESTART_BACKOFF", (0.01, 0.02))
-    monkeypatch.setitem(runtime.SOURCE_KINDS, "http", _CrashingSource)
+    monkeypatch.setattr(KINDS["http"], "build", lambda config, group, stats, context: _CrashingSource(
+        config, group, stats, context))
     _CrashingSource.runs = 0
     _, base, _ = await agent_factory(["buggy"])
     await wait_for(lambda: _async(_CrashingSource.runs >= 3))
@@ -186,3 +178,62 @@ async def test_crashing_source_is_restarted_and_counted_without_stopping_others(
 
 async def _async(result):
     return result
+
+
+@pytest.fixture(scope="module")
+def test_ca(tmp_path_factory) -> str:
+    """A CA certificate (PEM text) that loads."""
+    directory = tmp_path_factory.mktemp("ca")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test",
+                    "-keyout", str(directory / "key.pem"), "-out", str(directory / "cert.pem")], check=True,
+                   capture_output=True)
+    return (directory / "cert.pem").read_text()
+
+
+async def test_a_reload_that_cannot_build_its_sources_keeps_the_old_ones_and_says_so(agent_factory, target,
+                                                                                       tmp_path, monkeypatch, test_ca):
+    agent, base, config_file = await agent_factory(["keep", "change"], target)
+    await wait_for(lambda: _probed(base, "change"))
+    old = dict(agent.sources)
+    # The CA file checks fine, then is broken between the check and the build (a deploy in progress).
+    ca = tmp_path / "ca.pem"
+    ca.write_text(test_ca)
+    config_file.write_text(config_file.read_text().replace(
+        "name: change\n", f"name: change\n    tls_config: {{ca_file: {ca}}}\n") + "  - name: new\n"
+        f"    url: {target}/ok\n    interval: 100ms\n    timeout: 90ms\n")
+    real_build = KINDS["http"].build
+
+    def build(config, group, stats, context):
+        if config.name == "new":
+            raise OSError("ca.pem: no certificate found")
+        return real_build(config, group, stats, context)
+
+    monkeypatch.setattr(KINDS["http"], "build", build)
+    error = await agent.reload()
+    assert error is not None and "'new' cannot start" in error
+    assert agent.sources == old and all(not r.task.done() for r in old.values())
+    page = await scrape(base)
+    assert value(page, "kpi_agent_config_last_reload_successful") == 0
+    assert value(page, "kpi_agent_config_reloads_total", result="failure") == 1
+    assert value(page, "probe_success", target="new") is None
+    before = value(page, "probes_total", target="change", result="success")
+    await asyncio.sleep(0.3)
+    assert value(await scrape(base), "probes_total", target="change", result="success") > before  # still probing
+
+
+async def test_a_reload_with_a_broken_ca_file_or_clashing_metrics_is_refused_with_lines(agent_factory, target,
+                                                                                          tmp_path):
+    agent, base, config_file = await agent_factory(["keep"], target)
+    await wait_for(lambda: _probed(base, "keep"))
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    config_file.write_text(config_file.read_text() + f"    tls_config: {{ca_file: {not_pem}}}\n"
+                           "logs:\n  - name: app\n    paths: [/tmp/x.log]\n    format: json\n    metrics:\n"
+                           "      - {name: req_total, type: counter}\n      - {name: req, type: gauge, value: n}\n")
+    error = await agent.reload()
+    assert error is not None
+    assert "http[0].tls_config.ca_file" in error and "logs[0].metrics[1].name: req is a gauge" in error
+    page = await scrape(base)
+    assert value(page, "kpi_agent_config_last_reload_successful") == 0
+    assert agent.sources[("http", "keep")].task is not None and not agent.sources[("http", "keep")].task.done()
+

@@ -86,19 +86,10 @@ def check_compiled(specs: list[ServiceSpec]) -> list[Problem]:
 def produced_metrics(config_file: str) -> set[str]:
     """Names of the series an agent config produces (histograms as _bucket, _sum and _count)."""
     from agent.config import load_config
-    from agent.sources.http import EXPORTED_SERIES
+    from agent.sources.kinds import exported_samples
 
     config, _ = load_config(config_file)
-    names = set(EXPORTED_SERIES) if config.http else set()
-    for http_source in config.http:
-        names.update(metric.name for metric in http_source.json_metrics)
-    for log_source in config.logs:
-        for metric in log_source.metrics:
-            if metric.type == "histogram":
-                names.update(f"{metric.name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
-            else:
-                names.add(metric.name)
-    return names
+    return exported_samples(list(config.sources))
 
 
 def check_metric_names(specs: list[ServiceSpec], config_file: str) -> list[Problem]:

@@ -1,9 +1,12 @@
-"""What every source kind shares: the context it runs in and the self-metrics it reports.
+"""What every source kind shares: the context it runs in, the self-metrics reported for it, and the shape of
+a kind.
 
-A source is one configured thing to collect from (an HTTP target, a set of log files). Each kind lives in its
-own module and subclasses ``Source``: it gets its validated config, the store group it alone writes to, and
-the shared context, and runs until cancelled. A fault in what it collects from (a dead target, a bad line)
-is recorded as data, never raised: one source can never stop another.
+A source is one configured thing to collect from (an HTTP target, a set of log files). Each kind is one
+``SourceKind`` (``agent.sources.kinds`` lists them): it parses its config section, declares every family its
+sources will write before any exists (config checks and ``rules check`` read those declarations), and builds
+a source. The runtime, not the source, owns the common self-metrics: it creates a ``SourceStats`` and hands it
+in, so a kind's own attributes can never shadow them. A fault in what a source collects from (a dead target, a
+bad line) is recorded as data, never raised: one source can never stop another.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ import asyncio
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-import aiohttp
-
-from agent.store import Group
+from agent.store import FamilySpec, Group, counter, gauge
+from agent.yamlsrc import Fields
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from agent.sources.logs.positions import Positions
 
 
@@ -28,35 +32,125 @@ class SourceContext:
 
     session: aiohttp.ClientSession  # one client session (connection pool, DNS cache) for every HTTP source
     probe_slots: asyncio.Semaphore  # bounds how many probes are in flight at once
-    positions: Positions  # read offsets of log files, persisted across restarts
+    positions: Positions | None  # read offsets of log files, persisted across restarts
 
 
-class Source(ABC):
+@dataclass(frozen=True)
+class SourceDefaults:
+    """What the top-level ``global`` block lends every source."""
+
+    interval: float = 15.0
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class DeclaredFamily:
+    """A family a source will write, with where the config asked for it (for errors)."""
+
+    spec: FamilySpec
+    line: int | None
+    field: str
+
+
+IDENTITY_LABEL = "source"  # self-metrics of every kind carry source="<name>"
+
+STATS_FAMILIES = (
+    gauge("kpi_agent_source_last_collection_duration_seconds", "How long the source's last collection took",
+          ["kind"]),
+    counter("kpi_agent_source_collections_total", "Collections run by the source (probes, log batches)", ["kind"]),
+    counter("kpi_agent_source_collection_errors_total",
+            "Collections that failed (target down, unreadable file, bad data)", ["kind"]),
+)
+
+
+class SourceStats:
+    """The ``kpi_agent_source_*`` series of one source, and the facts the status page shows about it.
+
+    Lives in the source's self-metrics group (``source="<name>"``), which the runtime creates with it.
+    """
+
+    def __init__(self, group: Group, kind: str):
+        self.group = group
+        self.kind = kind
+        self._labels = (kind,)
+        duration, collections, errors = STATS_FAMILIES
+        self._duration = group.gauge(duration)
+        self._collections = group.counter(collections)
+        self._errors = group.counter(errors)
+        self._collections.ensure(self._labels)
+        self._errors.ensure(self._labels)
+        self.last_result: str | None = None
+        self.last_success: float | None = None  # Unix time
+        self.last_error: float | None = None
+        self.last_error_text: str | None = None
+
+    def record(self, started: float, ok: bool, result: str | None = None, error: str | None = None) -> None:
+        """One collection that began at ``started`` (``time.perf_counter()``). ``error`` is shown to operators:
+        it must hold no secret."""
+        self._duration.set(self._labels, time.perf_counter() - started)
+        self._collections.inc(self._labels)
+        self.last_result = result or ("success" if ok else "error")
+        if ok:
+            self.last_success = time.time()
+        else:
+            self._errors.inc(self._labels)
+            self.last_error = time.time()
+            self.last_error_text = error
+
+    @property
+    def collections(self) -> float:
+        return self._collections.values.get(self._labels, 0.0)
+
+
+ConfigT = TypeVar("ConfigT")
+
+
+class Source(ABC, Generic[ConfigT]):
     kind: ClassVar[str]
 
-    def __init__(self, config: Any, group: Group, context: SourceContext):
+    def __init__(self, config: ConfigT, group: Group, stats: SourceStats, context: SourceContext):
         self.config = config
-        self.name: str = config.name
-        self.group = group
+        self.name: str = config.name  # type: ignore[attr-defined]
+        self.group = group  # the source's data series
+        self.stats = stats  # the source's self-metrics (group: stats.group)
         self.context = context
-        labels = ("source", "kind")
-        self._stat_labels = (self.name, self.kind)
-        self._duration = group.gauge("kpi_agent_source_last_collection_duration_seconds",
-                                     "How long the source's last collection took", labels)
-        self._collections = group.counter("kpi_agent_source_collections",
-                                          "Collections run by the source", labels)
-        self._errors = group.counter("kpi_agent_source_collection_errors",
-                                     "Collections that failed (target down, unreadable file, bad data)", labels)
-        self._collections.ensure(self._stat_labels)
-        self._errors.ensure(self._stat_labels)
-
-    def record_collection(self, started: float, ok: bool) -> None:
-        """Report one collection that began at ``started`` (a ``time.perf_counter()`` value)."""
-        self._duration.set(self._stat_labels, time.perf_counter() - started)
-        self._collections.inc(self._stat_labels)
-        if not ok:
-            self._errors.inc(self._stat_labels)
 
     @abstractmethod
     async def run(self) -> None:
         """Collect until cancelled. Must not raise for faults of the target or the data."""
+
+
+class SourceKind(ABC, Generic[ConfigT]):
+    """One kind of source: its config section, the families it declares, and how to build one."""
+
+    name: ClassVar[str]  # the config section (``http:``) and the ``kind`` label
+    identity: ClassVar[str]  # the constant label naming the source on its data series
+    builtin: ClassVar[tuple[FamilySpec, ...]] = ()  # families every source of the kind writes: no other may
+
+    @abstractmethod
+    def parse(self, fields: Fields, defaults: SourceDefaults) -> ConfigT | None:
+        """Validate one item of the section; every problem goes to ``fields.report``."""
+
+    @abstractmethod
+    def data_labels(self, config: ConfigT) -> dict[str, str]:
+        """Constant labels on every data series of the source, the identity label among them."""
+
+    @abstractmethod
+    def families(self, config: ConfigT) -> list[DeclaredFamily]:
+        """Every data family the source writes."""
+
+    def self_families(self, config: ConfigT) -> list[FamilySpec]:
+        """Self-metric families beyond ``STATS_FAMILIES`` (labelled by ``source``)."""
+        return []
+
+    @abstractmethod
+    def build(self, config: ConfigT, group: Group, stats: SourceStats, context: SourceContext) -> Source[ConfigT]:
+        """A ready source writing to ``group`` (data) and ``stats``; raises only for what changed on disk
+        since the config was checked."""
+
+    def data_group(self, config: Any, owner: str) -> Group:
+        """The detached, empty data group of one source."""
+        return Group(owner, self.data_labels(config), self.identity)
+
+    def stats_group(self, config: Any, owner: str) -> Group:
+        return Group(owner, {IDENTITY_LABEL: config.name}, IDENTITY_LABEL)

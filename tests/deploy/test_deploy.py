@@ -22,7 +22,7 @@ DEPLOY = ROOT / "deploy"
 
 def test_example_agent_config_is_valid():
     config, report = load_config(DEPLOY / "agent.yaml")
-    assert report.errors == [] and config.http and config.logs
+    assert report.errors == [] and config.of_kind("http") and config.of_kind("logs")
 
 
 def test_prometheus_config_and_its_rules(promtool):

@@ -12,11 +12,13 @@ import pytest
 from aiohttp import web
 
 from agent import yamlsrc
-from agent.config import GlobalConfig, parse_config
-from agent.sources.base import SourceContext
-from agent.sources.http import EXPORTED_SERIES, RESULTS, HttpSource, parse_http_source, trace_config
-from agent.store import Store, render_families
+from agent.config import parse_config
+from agent.sources.base import SourceContext, SourceDefaults
+from agent.sources.http import EXPORTED_SERIES, RESULTS, HttpSource, trace_config
+from agent.sources.http.config import parse_http_source
+from agent.store import Store
 from agent.yamlsrc import ConfigError, Fields, Report
+from tests.helpers import build_source, render_store
 
 DOC = {"orders": {"placed": 42}, "region": "eu", "queues": [{"name": "a", "depth": 3}, {"name": "b", "depth": "7"}],
        "flag": True, "text": "n/a"}
@@ -92,50 +94,47 @@ async def context():
 
 def config_from(text: str):
     config, _ = parse_config(yamlsrc.load_text(text, "agent.yaml"), "agent.yaml")
-    return config.http
+    return config.of_kind("http")
 
 
 def source_for(context, store: Store, yaml_item: str) -> HttpSource:
     (config,) = config_from("http:\n" + yaml_item)
-    return HttpSource(config, store.group("http/" + config.name), context)
-
-
-def values(store: Store, family: str) -> dict:
-    out = {}
-    for group in store.groups.values():
-        if family in group.families:
-            out.update(group.families[family].values)
-    return out
+    return build_source(store, context, config, "http")
 
 
 async def test_success_sets_blackbox_gauges_and_counts(server, context):
     store = Store()
     source = source_for(context, store, f"  - name: web\n    url: {server}/ok\n    labels: {{team: shop}}\n")
     assert await source.probe() == "success"
-    labels = ("web", "shop")
-    assert values(store, "probe_success")[labels] == 1
-    assert values(store, "probe_http_status_code")[labels] == 200
-    assert values(store, "probe_http_uncompressed_body_length")[labels] == len("all good: version 1.2")
-    assert values(store, "probe_http_content_length")[labels] == len("all good: version 1.2")
-    assert values(store, "probe_http_version")[labels] == 1.1
-    assert values(store, "probe_http_ssl")[labels] == 0
-    assert 0 < values(store, "probe_duration_seconds")[labels] < 1
-    phases = {k[-1]: v for k, v in values(store, "probe_http_duration_seconds").items()}
+    page = render_store(store)
+    labels = {"target": "web", "team": "shop"}
+    assert page.value("probe_success", **labels) == 1
+    assert page.value("probe_http_status_code", **labels) == 200
+    assert page.value("probe_http_uncompressed_body_length", **labels) == len("all good: version 1.2")
+    assert page.value("probe_http_content_length", **labels) == len("all good: version 1.2")
+    assert page.value("probe_http_version", **labels) == 1.1
+    assert page.value("probe_http_ssl", **labels) == 0
+    assert 0 < page.value("probe_duration_seconds", **labels) < 1
+    phases = page.by("probe_http_duration_seconds", "phase", **labels)
     assert set(phases) == {"resolve", "connect", "tls", "processing", "transfer"}
     assert phases["processing"] > 0 and phases["tls"] == 0
-    probes = values(store, "probes")
-    assert probes[(*labels, "success")] == 1
-    assert {k[-1] for k in probes} == set(RESULTS)  # every result exists from the first probe (at 0)
-    assert sum(values(store, "probe_latency_seconds")[labels][:-1]) == 1
-    assert values(store, "probe_last_result") == {(*labels, "success"): 1}
+    probes = page.by("probes_total", "result", **labels)
+    assert probes["success"] == 1
+    assert set(probes) == set(RESULTS)  # every result exists from the first probe (at 0)
+    assert page.value("probe_latency_seconds_count", **labels) == 1
+    assert page.by("probe_last_result", "result") == {"success": 1}
+    # the source's own self-metrics, reported by the runtime's SourceStats, once each
+    assert page.value("kpi_agent_source_collections_total", source="web", kind="http") == 1
+    assert page.value("kpi_agent_source_collection_errors_total", source="web", kind="http") == 0
+    assert 0 < page.value("kpi_agent_source_last_collection_duration_seconds", source="web", kind="http") < 1
+    assert page.find("probe_duration_seconds")[0].labels == labels  # the bug: a second copy with team="http"
 
 
 async def test_exported_series_list_matches_what_a_probe_writes(server, context):
     store = Store()
     source = source_for(context, store, f"  - name: web\n    url: {server}/ok\n")
     await source.probe()
-    names = {s.name for family in render_families(store.snapshot()) for s in family.samples
-             if not s.name.startswith("kpi_agent_")}
+    names = {s.name for s in render_store(store).series if not s.name.startswith(("kpi_agent_", "process_"))}
     assert names == set(EXPORTED_SERIES) - {"probe_ssl_earliest_cert_expiry", "probe_tls_version_info"}
 
 
@@ -143,10 +142,10 @@ async def test_redirects_are_followed_and_counted(server, context):
     store = Store()
     source = source_for(context, store, f"  - name: r\n    url: {server}/redirect/3\n")
     assert await source.probe() == "success"
-    assert values(store, "probe_http_redirects")[("r",)] == 3
+    assert render_store(store).value("probe_http_redirects", target="r") == 3
     no_follow = source_for(context, store, f"  - name: nf\n    url: {server}/redirect/1\n    follow_redirects: false\n")
     assert await no_follow.probe() == "status_code"
-    assert values(store, "probe_http_status_code")[("nf",)] == 302
+    assert render_store(store).value("probe_http_status_code", target="nf") == 302
     too_many = source_for(context, store, f"  - name: loop\n    url: {server}/redirect/12\n")
     assert await too_many.probe() == "too_many_redirects"
 
@@ -155,8 +154,8 @@ async def test_status_codes(server, context):
     store = Store()
     wrong = source_for(context, store, f"  - name: s\n    url: {server}/status/503\n")
     assert await wrong.probe() == "status_code"
-    assert values(store, "probe_success")[("s",)] == 0
-    assert values(store, "probe_last_result") == {("s", "status_code"): 1}
+    assert render_store(store).value("probe_success", target="s") == 0
+    assert render_store(store).by("probe_last_result", "result", target="s") == {"status_code": 1}
     allowed = source_for(context, store, f"  - name: t\n    url: {server}/status/404\n    valid_status_codes: [404]\n")
     assert await allowed.probe() == "success"
     not_listed = source_for(context, store, f"  - name: u\n    url: {server}/ok\n    valid_status_codes: [204]\n")
@@ -168,11 +167,11 @@ async def test_body_regexps(server, context):
     must = source_for(context, store, f"  - name: a\n    url: {server}/ok\n"
                                       f"    fail_if_body_not_matches_regexp: ['version \\d+']\n")
     assert await must.probe() == "success"
-    assert values(store, "probe_failed_due_to_regex")[("a",)] == 0
+    assert render_store(store).value("probe_failed_due_to_regex", target="a") == 0
     forbidden = source_for(context, store, f"  - name: b\n    url: {server}/ok\n"
                                            f"    fail_if_body_matches_regexp: ['good']\n")
     assert await forbidden.probe() == "body_regex"
-    assert values(store, "probe_failed_due_to_regex")[("b",)] == 1
+    assert render_store(store).value("probe_failed_due_to_regex", target="b") == 1
     missing = source_for(context, store, f"  - name: c\n    url: {server}/ok\n"
                                          f"    fail_if_body_not_matches_regexp: ['maintenance']\n")
     assert await missing.probe() == "body_regex"
@@ -189,7 +188,7 @@ async def test_slow_target_times_out_without_delaying_another_source(server, con
     fast_done = time.perf_counter() - started
     assert await slow_task == "timeout"
     assert fast_done < 0.2
-    assert 0.29 < values(store, "probe_duration_seconds")[("slow",)] < 0.6
+    assert 0.29 < render_store(store).value("probe_duration_seconds", target="slow") < 0.6
 
 
 async def test_connection_refused_and_dns_error(context):
@@ -201,7 +200,7 @@ async def test_connection_refused_and_dns_error(context):
     assert await refused.probe() == "connection_refused"
     unknown = source_for(context, store, "  - name: nx\n    url: http://no-such-host.invalid/\n    timeout: 5s\n")
     assert await unknown.probe() == "dns_error"
-    assert values(store, "probe_success") == {("down",): 0, ("nx",): 0}
+    assert render_store(store).by("probe_success", "target") == {"down": 0, "nx": 0}
 
 
 async def test_body_over_the_limit(server, context):
@@ -234,11 +233,12 @@ async def test_tls_self_signed_trusted_via_ca_file_and_failing_without(context, 
         trusted = source_for(context, store, f"  - name: tls\n    url: https://127.0.0.1:{port}/ok\n"
                                              f"    tls_config: {{ca_file: {cert}}}\n")
         assert await trusted.probe() == "success"
-        assert values(store, "probe_http_ssl")[("tls",)] == 1
-        phases = {k[-1]: v for k, v in values(store, "probe_http_duration_seconds").items() if k[0] == "tls"}
+        page = render_store(store)
+        assert page.value("probe_http_ssl", target="tls") == 1
+        phases = page.by("probe_http_duration_seconds", "phase", target="tls")
         assert phases["tls"] > 0 and phases["connect"] > 0  # the handshake is split out of connection setup
-        assert values(store, "probe_ssl_earliest_cert_expiry")[("tls",)] == not_after
-        assert len(values(store, "probe_tls_version_info")) == 1
+        assert page.value("probe_ssl_earliest_cert_expiry", target="tls") == not_after
+        assert len(page.find("probe_tls_version_info", target="tls")) == 1
         untrusted = source_for(context, store, f"  - name: notrust\n    url: https://127.0.0.1:{port}/ok\n")
         assert await untrusted.probe() == "tls_error"
         skip = source_for(context, store, f"  - name: skip\n    url: https://127.0.0.1:{port}/ok\n"
@@ -260,10 +260,12 @@ async def test_json_metrics_values_objects_and_labels(server, context):
         "      - {name: shop_queue_depth, type: gauge, path: '$.queues[*]', value: $.depth, labels: {queue: $.name}}\n"
         "      - {name: shop_flag, path: $.flag}\n"))
     assert await source.probe() == "success"
-    assert values(store, "shop_orders") == {("api", "eu", "prod"): 42}
-    assert values(store, "shop_queue_depth") == {("api", "a"): 3, ("api", "b"): 7}
-    assert values(store, "shop_flag") == {("api",): 1}
-    assert values(store, "kpi_agent_json_extract_errors")[("api", "shop_orders_total")] == 0
+    page = render_store(store)
+    assert [(s.labels, s.value) for s in page.find("shop_orders_total")] == [
+        ({"target": "api", "region": "eu", "env": "prod"}, 42)]
+    assert page.by("shop_queue_depth", "queue", target="api") == {"a": 3, "b": 7}
+    assert page.value("shop_flag", target="api") == 1
+    assert page.value("kpi_agent_json_extract_errors_total", source="api", metric="shop_orders_total") == 0
 
 
 async def test_missing_path_and_non_numeric_value_are_counted_and_leave_others_intact(server, context):
@@ -274,10 +276,11 @@ async def test_missing_path_and_non_numeric_value_are_counted_and_leave_others_i
         "      - {name: words, path: $.text}\n"
         "      - {name: placed, path: $.orders.placed}\n"))
     assert await source.probe() == "success"
-    errors = values(store, "kpi_agent_json_extract_errors")
-    assert errors[("api", "gone")] == 1 and errors[("api", "words")] == 1 and errors[("api", "placed")] == 0
-    assert values(store, "placed") == {("api",): 42}
-    assert values(store, "gone") == {} and values(store, "words") == {}
+    page = render_store(store)
+    assert page.by("kpi_agent_json_extract_errors_total", "metric", source="api") == {
+        "gone": 1, "words": 1, "placed": 0}
+    assert page.value("placed", target="api") == 42
+    assert page.find("gone") == [] and page.find("words") == []
 
 
 async def test_invalid_json_fails_the_probe(server, context):
@@ -285,7 +288,7 @@ async def test_invalid_json_fails_the_probe(server, context):
     source = source_for(context, store, f"  - name: bad\n    url: {server}/notjson\n"
                                         "    json_metrics: [{name: x, path: $.a}]\n")
     assert await source.probe() == "invalid_json"
-    assert values(store, "probe_success")[("bad",)] == 0
+    assert render_store(store).value("probe_success", target="bad") == 0
 
 
 async def test_basic_auth_from_file_and_bearer_token(server, context, tmp_path):
@@ -348,7 +351,7 @@ def test_config_errors_name_file_line_and_field():
 def test_timeout_defaults_to_global_but_never_past_the_interval():
     report = Report("x.yaml")
     node = yamlsrc.load_text("name: a\nurl: http://127.0.0.1/\ninterval: 2s\n", "x.yaml")
-    config = parse_http_source(Fields(node, "http[0]", report), GlobalConfig(interval=15, timeout=10))
+    config = parse_http_source(Fields(node, "http[0]", report), SourceDefaults(interval=15, timeout=10))
     assert (config.interval, config.timeout) == (2, 2) and report.problems == []
 
 
@@ -357,12 +360,12 @@ def test_start_offsets_are_stable_and_spread(context):
     offsets = []
     for i in range(200):
         (config,) = config_from(f"http:\n  - name: target-{i}\n    url: http://127.0.0.1/\n    interval: 10s\n")
-        offsets.append(HttpSource(config, store.group(str(i)), context).start_offset())
+        offsets.append(build_source(store, context, config, "http").start_offset())
     assert all(0 <= o < 10 for o in offsets)
     buckets = [sum(1 for o in offsets if b <= o < b + 1) for b in range(10)]
     assert max(buckets) < 40  # 20 expected per second of the interval; a herd would put them all in one
     (again,) = config_from("http:\n  - name: target-0\n    url: http://127.0.0.1/\n    interval: 10s\n")
-    assert HttpSource(again, store.group("x"), context).start_offset() == offsets[0]
+    assert build_source(Store(), context, again, "http").start_offset() == offsets[0]
 
 
 async def test_run_keeps_its_cadence(server, context):
@@ -372,5 +375,5 @@ async def test_run_keeps_its_cadence(server, context):
     task = asyncio.create_task(source.run())
     await asyncio.sleep(1.05)
     task.cancel()
-    count = values(store, "probes")[("tick", "success")]
+    count = render_store(store).value("probes_total", target="tick", result="success")
     assert 9 <= count <= 11

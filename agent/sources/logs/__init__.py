@@ -1,5 +1,41 @@
 """Log files turned into metrics: tailer (files, rotation) -> pipeline (lines -> aggregates) -> store."""
 
-from agent.sources.logs.source import LogSource
+from __future__ import annotations
 
-__all__ = ["LogSource"]
+from agent.sources.base import DeclaredFamily, SourceContext, SourceDefaults, SourceKind, SourceStats
+from agent.sources.logs.config import (
+    IDENTITY_LABEL,
+    SELF_FAMILIES,
+    LogSourceConfig,
+    declared_families,
+    parse_log_source,
+)
+from agent.sources.logs.source import LogSource
+from agent.store import FamilySpec, Group
+from agent.yamlsrc import Fields
+
+
+class LogKind(SourceKind[LogSourceConfig]):
+    name = "logs"
+    identity = IDENTITY_LABEL
+
+    def parse(self, fields: Fields, defaults: SourceDefaults) -> LogSourceConfig | None:
+        return parse_log_source(fields)
+
+    def data_labels(self, config: LogSourceConfig) -> dict[str, str]:
+        return {IDENTITY_LABEL: config.name, **config.labels}
+
+    def families(self, config: LogSourceConfig) -> list[DeclaredFamily]:
+        return declared_families(config)
+
+    def self_families(self, config: LogSourceConfig) -> list[FamilySpec]:
+        return list(SELF_FAMILIES)
+
+    def build(self, config: LogSourceConfig, group: Group, stats: SourceStats,
+              context: SourceContext) -> LogSource:
+        return LogSource(config, group, stats, context)
+
+
+KIND = LogKind()
+
+__all__ = ["KIND", "LogSource", "LogSourceConfig"]

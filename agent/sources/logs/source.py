@@ -2,6 +2,10 @@
 
 Reading and parsing run on the event loop in bounded chunks with a yield after each, so a flood of lines
 never holds up probes; with nothing to read, polling backs off to once a second (mtail PR #603).
+
+Each ``run()`` opens its files afresh from the saved offsets, so a source restarted after a crash neither
+re-reads nor skips a line. A path that is not a regular file (a directory a glob matched) is skipped with one
+warning; a file that fails to read is closed, logged and retried later, never stopping the other files.
 """
 
 from __future__ import annotations
@@ -11,60 +15,80 @@ import glob
 import logging
 import time
 
-from agent.sources.base import Source
-from agent.sources.logs.config import LogSourceConfig
+from agent.sources.base import Source, SourceContext, SourceStats
+from agent.sources.logs.config import (
+    BYTES,
+    LAG,
+    LINES,
+    MALFORMED,
+    ROTATIONS,
+    SKIPPED,
+    TOO_LONG,
+    UNMATCHED,
+    WATCHED,
+    LogSourceConfig,
+)
 from agent.sources.logs.pipeline import Pipeline
-from agent.sources.logs.tailer import FileTail
+from agent.sources.logs.positions import Positions
+from agent.sources.logs.tailer import FileTail, NotAFile
+from agent.store import Group
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 256 * 1024  # per read: about 2,500 access-log lines, a few milliseconds of parsing
 CHUNKS_PER_ROUND = 16  # per file per round, so one busy file cannot starve the others
 POLL_MIN, POLL_MAX = 0.05, 1.0  # seconds between rounds: fastest while busy, slowest when idle
+RETRY_SECONDS = 10.0  # before reopening a file that failed to read
 
 
-class LogSource(Source):
+class LogSource(Source[LogSourceConfig]):
     kind = "logs"
 
-    def __init__(self, config: LogSourceConfig, group, context):
-        super().__init__(config, group, context)
-        labels = ("source",)
-        self._labels = (config.name,)
-        self._lines = group.counter("kpi_agent_log_lines", "Complete log lines read", labels)
-        self._unmatched = group.counter("kpi_agent_log_lines_unmatched",
-                                        "Lines the pattern did not match (or logfmt lines with no field)", labels)
-        self._malformed = group.counter("kpi_agent_log_lines_malformed",
-                                        "Lines skipped as malformed: bad JSON, invalid UTF-8, a non-numeric value",
-                                        labels)
-        self._bytes = group.counter("kpi_agent_log_bytes", "Bytes of complete lines read", labels)
-        self._rotations = group.counter("kpi_agent_log_rotations", "Rotations and truncations detected", labels)
-        self._watched = group.gauge("kpi_agent_log_files_watched", "Files open for reading", labels)
-        self._lag = group.gauge("kpi_agent_log_lag_bytes", "Bytes written to the files but not read yet", labels)
-        for family in (self._lines, self._unmatched, self._malformed, self._bytes, self._rotations):
-            family.ensure(self._labels)
-        self.pipeline = Pipeline(config, group)
+    def __init__(self, config: LogSourceConfig, group: Group, stats: SourceStats, context: SourceContext):
+        super().__init__(config, group, stats, context)
+        own = stats.group
+        self._lines, self._unmatched, self._malformed, self._too_long, self._bytes, self._rotations = (
+            own.counter(spec) for spec in (LINES, UNMATCHED, MALFORMED, TOO_LONG, BYTES, ROTATIONS))
+        self._watched, self._lag = own.gauge(WATCHED), own.gauge(LAG)
+        for family in (self._lines, self._unmatched, self._malformed, self._too_long, self._bytes, self._rotations):
+            family.ensure(())
+        self.pipeline = Pipeline(config, group, own.counter(SKIPPED))
+        self.positions = context.positions or Positions(None)
         self.tails: dict[str, FileTail] = {}
-        self._started = False
+        self._first_discovery = True  # start_at applies to files found when the source first starts
+        self._refused: set[str] = set()  # paths already warned about, so a bad glob match logs once
+        self._retry_at: dict[str, float] = {}  # files that failed to read, and when to try them again
 
     async def run(self) -> None:
         delay = POLL_MIN
+        self.tails = {}
         try:
             while True:
                 started = time.perf_counter()
                 self._discover()
-                progressed = False
+                progressed, failed = False, None
                 for tail in list(self.tails.values()):
-                    for _ in range(CHUNKS_PER_ROUND):
-                        data = tail.read(CHUNK_BYTES)
-                        if not data:
-                            break
-                        self._consume(tail, data)
-                        progressed = True
-                        await asyncio.sleep(0)
+                    try:
+                        for _ in range(CHUNKS_PER_ROUND):
+                            data = tail.read(CHUNK_BYTES)
+                            self._count_too_long(tail)
+                            if not data:
+                                break
+                            self._consume(tail, data)
+                            progressed = True
+                            await asyncio.sleep(0)
+                    except OSError as exc:  # unreadable now (I/O error, permissions changed): retry later
+                        failed = f"{tail.path}: {exc.strerror or exc}"
+                        log.warning("cannot read log file; retrying from its saved offset in "
+                                    f"{RETRY_SECONDS:g}s", extra={"source": self.name, "error": failed})
+                        tail.close()
+                        del self.tails[tail.path]
+                        self._retry_at[tail.path] = time.monotonic() + RETRY_SECONDS
+                        continue
                     self._retire_if_gone(tail)
                 self._update_gauges()
-                if progressed:
-                    self.record_collection(started, True)
+                if progressed or failed:
+                    self.stats.record(started, failed is None, error=failed)
                 delay = POLL_MIN if progressed else min(delay * 2, POLL_MAX)
                 await asyncio.sleep(0 if progressed else delay)
         finally:
@@ -75,24 +99,31 @@ class LogSource(Source):
         """Start following paths the globs match now; at the very start, honour start_at and saved offsets."""
         for pattern in self.config.paths:
             for path in sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]:
-                if path in self.tails:
+                if path in self.tails or path in self._refused or self._retry_at.get(path, 0) > time.monotonic():
                     continue
-                saved = self.context.positions.get(self.name, path)
-                tail, warning = FileTail.open(path, saved, self.config.start_at == "end" and not self._started)
+                saved = self.positions.get(self.name, path)
+                at_end = self.config.start_at == "end" and self._first_discovery
+                try:
+                    tail, warning = FileTail.open(path, saved, at_end, self.config.max_line_bytes)
+                except NotAFile as exc:
+                    self._refused.add(path)
+                    log.warning("skipping a path that is not a regular file", extra={"source": self.name,
+                                                                                      "path": path,
+                                                                                      "error": str(exc)})
+                    continue
                 if not tail.watching:
                     continue
                 if warning:
                     log.warning(warning, extra={"source": self.name, "path": path})
                 self.tails[path] = tail
                 self._save(tail)
-        self._started = True
+        self._first_discovery = False
 
     def _consume(self, tail: FileTail, data: bytes) -> None:
         try:
-            text = data.decode("utf-8")
-            malformed = 0
-            lines = text.split("\n")
+            lines = data.decode("utf-8").split("\n")
             lines.pop()  # data ends with a newline: the last piece is empty
+            malformed = 0
         except UnicodeDecodeError:
             lines, malformed = [], 0
             for raw in data.split(b"\n")[:-1]:
@@ -102,27 +133,38 @@ class LogSource(Source):
                     malformed += 1
         if b"\r" in data:
             lines = [line.rstrip("\r") for line in lines]
+        too_long = 0
+        limit = self.config.max_line_bytes
+        if len(data) > limit and max(map(len, lines), default=0) * 4 > limit:  # a line may be over the limit
+            kept = [line for line in lines if len(line) <= limit // 4 or len(line.encode()) <= limit]
+            too_long, lines = len(lines) - len(kept), kept
         result = self.pipeline.process(lines)
-        labels = self._labels
-        self._lines.inc(labels, result.lines + malformed)
-        self._unmatched.inc(labels, result.unmatched)
-        self._malformed.inc(labels, result.malformed + malformed)
-        self._bytes.inc(labels, len(data))
+        self._lines.inc((), result.lines + malformed + too_long)
+        self._unmatched.inc((), result.unmatched)
+        self._malformed.inc((), result.malformed + malformed)
+        self._too_long.inc((), too_long)
+        self._bytes.inc((), len(data))
         self._save(tail)
+
+    def _count_too_long(self, tail: FileTail) -> None:
+        skipped = tail.collect_too_long()
+        if skipped:
+            self._too_long.inc((), skipped)
+            self._lines.inc((), skipped)
 
     def _save(self, tail: FileTail) -> None:
         position = tail.position()
         if position is not None:
-            self.context.positions.set(self.name, tail.path, position)
+            self.positions.set(self.name, tail.path, position)
 
     def _retire_if_gone(self, tail: FileTail) -> None:
         if tail.rotations:
-            self._rotations.inc(self._labels, tail.rotations)
+            self._rotations.inc((), tail.rotations)
             tail.rotations = 0
         if not tail.watching:
             self.tails.pop(tail.path, None)
-            self.context.positions.forget(self.name, tail.path)
+            self.positions.forget(self.name, tail.path)
 
     def _update_gauges(self) -> None:
-        self._watched.set(self._labels, sum(1 for t in self.tails.values() if t.current is not None))
-        self._lag.set(self._labels, sum(t.lag() for t in self.tails.values()))
+        self._watched.set((), sum(1 for t in self.tails.values() if t.current is not None))
+        self._lag.set((), sum(t.lag() for t in self.tails.values()))

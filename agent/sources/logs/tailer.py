@@ -4,17 +4,28 @@ Rotation is recognised by (device, inode) and by the size shrinking below what w
 alone: rename + create and delete + recreate show a new inode at the path, copytruncate and truncation in
 place show a shorter file. A replaced file stays open and is drained to its end, including lines its writer
 appends before it reopens, before it is closed.
+
+Memory stays bounded whatever is written: an unterminated line longer than ``max_line_bytes`` is dropped as
+it grows and the rest of it, up to its newline, is skipped; it is counted once in ``too_long``. Only regular
+files are followed: a directory or a FIFO matched by a glob is refused by ``FileTail.open``.
 """
 
 from __future__ import annotations
 
 import os
+import stat as stat_module
 import time
 from dataclasses import dataclass, field
 
 from agent.sources.logs.positions import Position
 
 DRAIN_GRACE = 2.0  # seconds a replaced file must stay quiet before it is closed
+DEFAULT_MAX_LINE = 100 * 1024
+_SKIP_READS = 64  # chunks of an over-long line skipped per read() call
+
+
+class NotAFile(OSError):
+    """The path exists but is not a regular file (a directory matched by a glob, a FIFO, a device)."""
 
 
 @dataclass
@@ -22,20 +33,45 @@ class _OpenFile:
     fd: int
     dev: int
     ino: int
-    offset: int  # end of the last complete line handed out
+    offset: int  # end of the last complete line handed out (or skipped)
+    max_line: int = DEFAULT_MAX_LINE
     partial: bytes = b""
+    skipping: bool = False  # inside a line already counted as too long: drop up to its newline
+    too_long: int = 0  # lines dropped for their length, not yet collected by the tail
     quiet_since: float | None = None
 
     def read(self, max_bytes: int) -> bytes:
-        """Complete lines (ending in newline) from the current offset, at most about ``max_bytes``."""
+        """Complete lines (ending in newline) from the current offset, at most about ``max_bytes``; a line longer
+        than ``max_line`` never accumulates: it is skipped and counted."""
         data = os.pread(self.fd, max_bytes, self.offset + len(self.partial))
-        if not data:
+        for _ in range(_SKIP_READS):  # the rest of an over-long line: read past it, but not forever in one call
+            if not self.skipping or not data:
+                break
+            newline = data.find(b"\n")
+            if newline < 0:
+                self.offset += len(data)
+                data = os.pread(self.fd, max_bytes, self.offset)
+                continue
+            self.offset += newline + 1
+            self.skipping = False
+            data = data[newline + 1:]
+        if not data or self.skipping:
             return b""
         buffer = self.partial + data
         end = buffer.rfind(b"\n") + 1
         self.partial = buffer[end:]
         self.offset += end
+        if len(self.partial) > self.max_line:
+            self.offset += len(self.partial)
+            self.partial = b""
+            self.skipping = True
+            self.too_long += 1
         return buffer[:end]
+
+    def unterminated(self) -> bytes:
+        """The last line of a file its writer left without a newline, unless it was too long."""
+        partial, self.partial = self.partial, b""
+        return b"" if self.skipping else partial
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
@@ -44,28 +80,33 @@ class _OpenFile:
 @dataclass
 class FileTail:
     path: str
+    max_line: int = DEFAULT_MAX_LINE
     current: _OpenFile | None = None
     draining: list[_OpenFile] = field(default_factory=list)
     rotations: int = 0
 
     @classmethod
-    def open(cls, path: str, saved: Position | None, start_at_end: bool) -> tuple[FileTail, str | None]:
-        """Start following ``path``; returns the tail and a warning for the log, if any."""
-        tail = cls(path)
+    def open(cls, path: str, saved: Position | None, start_at_end: bool,
+             max_line: int = DEFAULT_MAX_LINE) -> tuple[FileTail, str | None]:
+        """Start following ``path``; returns the tail and a warning for the log, if any. Raises NotAFile for a
+        path that is not a regular file."""
+        tail = cls(path, max_line)
         warning = None
         try:
             stat = os.stat(path)
         except OSError:
             return tail, None
+        if not stat_module.S_ISREG(stat.st_mode):
+            raise NotAFile(f"{path} is not a regular file")
         if saved is not None and (saved.dev, saved.ino) != (stat.st_dev, stat.st_ino):
-            old = _find_inode(path, saved)
+            old = _find_inode(path, saved, max_line)
             if old is not None:  # rotated while we were down: finish the old file first
                 tail.draining.append(old)
             else:
                 warning = "file replaced while the agent was down and the old one is gone; reading the new one " \
                           "from the beginning"
             saved = None
-        tail.current = _open(path, stat.st_dev, stat.st_ino)
+        tail.current = _open(path, max_line)
         if tail.current is None:
             return tail, None
         if saved is not None:
@@ -93,8 +134,9 @@ class FileTail:
                 break
             self.draining.pop(0)
             os.close(old.fd)
-            if old.partial:  # its writer has moved on: the unterminated last line is complete
-                return old.partial + b"\n"
+            last = old.unterminated()
+            if last:  # its writer has moved on: the unterminated last line is complete
+                return last + b"\n"
         self._check_rotation()
         return self.current.read(max_bytes) if self.current else b""
 
@@ -104,18 +146,28 @@ class FileTail:
         except OSError:
             stat = None
         current = self.current
+        if stat is not None and not stat_module.S_ISREG(stat.st_mode):
+            stat = None  # replaced by something that is not a file: as if deleted
         if current is None:
             if stat is not None:
-                self.current = _open(self.path, stat.st_dev, stat.st_ino)
+                self.current = _open(self.path, self.max_line)
             return
         if stat is None or (stat.st_dev, stat.st_ino) != (current.dev, current.ino):
             self.draining.append(current)
-            self.current = _open(self.path, stat.st_dev, stat.st_ino) if stat else None
+            self.current = _open(self.path, self.max_line) if stat else None
             self.rotations += 1
         elif stat.st_size < current.offset + len(current.partial):
             current.offset = 0
             current.partial = b""
+            current.skipping = False
             self.rotations += 1
+
+    def collect_too_long(self) -> int:
+        """Lines skipped for their length since the last call."""
+        count = 0
+        for handle in (*self.draining, *([self.current] if self.current else [])):
+            count, handle.too_long = count + handle.too_long, 0
+        return count
 
     def position(self) -> Position | None:
         if self.current is None:
@@ -143,13 +195,16 @@ class FileTail:
         self.current = None
 
 
-def _open(path: str, dev: int, ino: int) -> _OpenFile | None:
+def _open(path: str, max_line: int) -> _OpenFile | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # NONBLOCK: a FIFO swapped in never hangs
     except OSError:
         return None
     stat = os.fstat(fd)
-    return _OpenFile(fd, stat.st_dev, stat.st_ino, 0)
+    if not stat_module.S_ISREG(stat.st_mode):
+        os.close(fd)
+        return None
+    return _OpenFile(fd, stat.st_dev, stat.st_ino, 0, max_line)
 
 
 def _last_line_end(fd: int, size: int) -> int:
@@ -165,7 +220,7 @@ def _last_line_end(fd: int, size: int) -> int:
     return 0
 
 
-def _find_inode(path: str, saved: Position) -> _OpenFile | None:
+def _find_inode(path: str, saved: Position, max_line: int) -> _OpenFile | None:
     """The file that used to be ``path`` (same device and inode), if it still sits in the same directory."""
     directory = os.path.dirname(path) or "."
     try:
@@ -179,7 +234,7 @@ def _find_inode(path: str, saved: Position) -> _OpenFile | None:
         except OSError:
             continue
         if (stat.st_dev, stat.st_ino) == (saved.dev, saved.ino) and stat.st_size >= saved.offset:
-            handle = _open(candidate, stat.st_dev, stat.st_ino)
+            handle = _open(candidate, max_line)
             if handle is not None:
                 handle.offset = saved.offset
             return handle

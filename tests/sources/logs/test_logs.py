@@ -10,27 +10,38 @@ import pytest
 
 from agent.config import load_config
 from agent.runtime import Agent
-from agent.sources.logs import LogSource
 from agent.sources.logs.positions import Positions
 from agent.store import Store
 from agent.yamlsrc import ConfigError
+from tests.helpers import Exposition, ascrape, build_source, render_store
 from tests.sources.logs.conftest import log_config, nginx_line, parse
 
 
 class Running:
+    """A log source running on the test's loop; every read goes through the rendered exposition."""
+
     def __init__(self, config_text: str, context, store: Store | None = None):
         self.store = store or Store()
-        self.source = LogSource(parse(config_text).logs[0], self.store.group("logs/nginx"), context)
+        self.source = build_source(self.store, context, parse(config_text).of_kind("logs")[0], "logs")
         self.task = asyncio.create_task(self.source.run())
 
-    def family(self, name: str) -> dict:
-        return self.store.groups["logs/nginx"].families[name].values
+    def page(self) -> Exposition:
+        return render_store(self.store)
 
-    def count(self, name: str, labels: tuple = ("nginx",)) -> float:
-        return self.family(name).get(labels, 0)
+    def series(self, name: str, *labels: str) -> dict[tuple, float]:
+        """Values of ``name`` keyed by the values of ``labels``; every series carries source="nginx"."""
+        found = self.page().find(name)
+        assert all(s.labels.get("source") == "nginx" for s in found), found
+        return {tuple(s.labels.get(label, "") for label in labels): s.value for s in found}
+
+    def count(self, name: str) -> float:
+        return self.page().value(name, source="nginx") or 0
 
     def requests(self) -> float:
-        return sum(self.family("http_requests").values())
+        return self.page().total("http_requests_total")
+
+    def buckets(self, name: str, **labels: str) -> list[float]:
+        return list(self.page().by(f"{name}_bucket", "le", **labels).values())
 
     async def wait(self, check, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -56,19 +67,19 @@ async def test_appends_are_counted_and_partial_lines_wait(tmp_path, context):
     append(log, nginx_line(), nginx_line(status=503))
     run = Running(log_config([str(log)]), context)
     await run.wait(lambda: run.requests() == 2)
-    assert run.family("http_requests") == {("GET", "200"): 1, ("GET", "503"): 1}
-    assert run.count("http_server_errors", ()) == 1
-    assert run.family("http_response_bytes") == {("GET",): 1024}
-    hist = run.family("http_request_duration_seconds")[("GET",)]
-    assert hist[:4] == [0, 2, 0, 0] and abs(hist[-1] - 0.084) < 1e-9
+    assert run.series("http_requests_total", "method", "status") == {("GET", "200"): 1, ("GET", "503"): 1}
+    assert run.count("http_server_errors_total") == 1
+    assert run.series("http_response_bytes_total", "method") == {("GET",): 1024}
+    assert run.buckets("http_request_duration_seconds", method="GET") == [0, 2, 2, 2]
+    assert abs(run.page().value("http_request_duration_seconds_sum", method="GET") - 0.084) < 1e-9
     line = nginx_line(method="POST")
     append(log, line[:30])
     await run.settle()
     assert run.requests() == 2  # no newline yet
     append(log, line[30:])
     await run.wait(lambda: run.requests() == 3)
-    assert run.family("http_requests")[("POST", "200")] == 1
-    assert run.count("kpi_agent_log_lines_unmatched") == 0
+    assert run.series("http_requests_total", "method", "status")[("POST", "200")] == 1
+    assert run.count("kpi_agent_log_lines_unmatched_total") == 0
     await run.stop()
 
 
@@ -117,8 +128,8 @@ async def test_rotation_loses_nothing_and_counts_nothing_twice(tmp_path, context
     await run.wait(lambda: run.requests() >= expected)
     await run.settle()
     assert run.requests() == expected
-    assert run.count("kpi_agent_log_rotations") >= 1
-    assert run.count("kpi_agent_log_lines") == expected
+    assert run.count("kpi_agent_log_rotations_total") >= 1
+    assert run.count("kpi_agent_log_lines_total") == expected
     await run.stop()
 
 
@@ -139,7 +150,7 @@ async def test_restart_resumes_from_saved_offsets(tmp_path, context):
     again = Running(log_config([str(log)], start_at="end"), context)
     await again.wait(lambda: again.requests() == 30)
     await again.settle()
-    assert again.family("http_requests") == {("GET", "500"): 30}
+    assert again.series("http_requests_total", "method", "status") == {("GET", "500"): 30}
     await again.stop()
 
 
@@ -158,7 +169,7 @@ async def test_rotation_while_down_drains_the_old_file_first(tmp_path, context):
     again = Running(log_config([str(log)]), context)
     await again.wait(lambda: again.requests() == 7)
     await again.settle()
-    assert again.family("http_requests") == {("GET", "200"): 3, ("GET", "500"): 4}
+    assert again.series("http_requests_total", "method", "status") == {("GET", "200"): 3, ("GET", "500"): 4}
     await again.stop()
 
 
@@ -186,10 +197,13 @@ async def test_unmatched_and_malformed_lines_are_counted_and_skipped(tmp_path, c
         handle.write(nginx_line().encode() + b"not an access log line\n" + b"\xff\xfe broken utf-8\n" +
                      bad_number.encode() + nginx_line(status=404).encode())
     run = Running(log_config([str(log)]), context)
-    await run.wait(lambda: run.count("kpi_agent_log_lines") == 5)
-    assert run.requests() == 2
-    assert run.count("kpi_agent_log_lines_unmatched") == 1
-    assert run.count("kpi_agent_log_lines_malformed") == 2
+    await run.wait(lambda: run.count("kpi_agent_log_lines_total") == 5)
+    assert run.requests() == 3  # the line with a bad response time still counts as a request
+    assert run.count("kpi_agent_log_lines_unmatched_total") == 1
+    assert run.count("kpi_agent_log_lines_malformed_total") == 1
+    assert run.page().by("kpi_agent_log_lines_skipped_total", "reason", metric="http_request_duration_seconds") == {
+        "missing": 0, "not_a_number": 1, "not_finite": 0}
+    assert run.page().value("http_request_duration_seconds_count", method="GET") == 2
     await run.stop()
 
 
@@ -207,11 +221,13 @@ async def test_json_and_logfmt_formats(tmp_path, context):
         store = Store()
         text = log_config([str(log)], metrics=metrics, fmt=fmt)
         run = Running(text, context, store)
-        await run.wait(lambda run=run: run.count("kpi_agent_log_lines") == 4)
-        assert run.family("jobs") == {("a",): 2}, fmt
-        assert run.family("queue_depth") == {("a",): 1}, fmt
-        assert run.family("job_seconds")[()][:3] == [1, 0, 1]
-        assert run.count("kpi_agent_log_lines_malformed") + run.count("kpi_agent_log_lines_unmatched") == 2
+        await run.wait(lambda run=run: run.count("kpi_agent_log_lines_total") == 4)
+        assert run.series("jobs_total", "queue") == {("a",): 2, ("b",): 1}, fmt
+        assert run.series("queue_depth", "queue") == {("a",): 1, ("b",): 2}, fmt
+        assert run.buckets("job_seconds") == [1, 1, 2], fmt
+        assert run.page().value("kpi_agent_log_lines_skipped_total", metric="job_seconds",
+                                reason="not_a_number") == 1, fmt
+        assert run.count("kpi_agent_log_lines_malformed_total") + run.count("kpi_agent_log_lines_unmatched_total") == 1
         await run.stop()
 
 
@@ -219,9 +235,9 @@ async def test_series_limit_drops_and_counts_new_label_sets(tmp_path, context):
     log = tmp_path / "access.log"
     append(log, *[nginx_line(status=code) for code in (200, 201, 202, 203, 200)])
     run = Running(log_config([str(log)], extra="    max_series_per_metric: 2\n"), context)
-    await run.wait(lambda: run.count("kpi_agent_log_lines") == 5)
-    assert run.family("http_requests") == {("GET", "200"): 2, ("GET", "201"): 1}
-    assert run.store.groups["logs/nginx"].families["http_requests"].dropped == 2
+    await run.wait(lambda: run.count("kpi_agent_log_lines_total") == 5)
+    assert run.series("http_requests_total", "method", "status") == {("GET", "200"): 2, ("GET", "201"): 1}
+    assert run.page().value("kpi_agent_series_dropped_total", metric="http_requests") == 2
     await run.stop()
 
 
@@ -275,34 +291,41 @@ async def test_reload_keeps_offsets_and_counters_of_unchanged_log_sources(tmp_pa
     config_file.write_text(text)
     agent = Agent(lambda: load_config(config_file)[0], "127.0.0.1:0")
     await agent.start()
-    try:
-        group = agent.store.groups["logs/nginx"]
+    base = f"http://127.0.0.1:{agent.bound_port}/metrics"
+
+    async def requests() -> dict[str, float]:
+        return (await ascrape(base)).by("http_requests_total", "status")
+
+    async def until(check) -> None:
         deadline = time.monotonic() + 5
-        while sum(group.families["http_requests"].values.values()) < 5:
-            assert time.monotonic() < deadline
+        while not await check():
+            assert time.monotonic() < deadline, "timed out"
             await asyncio.sleep(0.02)
-        source = agent._running[("logs", "nginx")].source
+
+    try:
+        await until(lambda: _equals(requests(), {"200": 5}))
+        source = agent.sources[("logs", "nginx")].source
         config_file.write_text(text + "global: {labels: {site: x}}\n")  # the log source itself is unchanged
         assert await agent.reload() is None
-        assert agent._running[("logs", "nginx")].source is source
+        assert agent.sources[("logs", "nginx")].source is source
         append(log, nginx_line())
-        while sum(agent.store.groups["logs/nginx"].families["http_requests"].values.values()) < 6:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        await until(lambda: _equals(requests(), {"200": 6}))
+        assert (await ascrape(base)).find("http_requests_total")[0].labels["site"] == "x"
         changed = text.replace("http_server_errors_total", "http_errors_total")
         config_file.write_text(changed)
         assert await agent.reload() is None
-        assert agent._running[("logs", "nginx")].source is not source
+        assert agent.sources[("logs", "nginx")].source is not source
         append(log, nginx_line(status=500))
-        group = agent.store.groups["logs/nginx"]
-        while sum(group.families["http_requests"].values.values()) < 1:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        await until(lambda: _equals(requests(), {"500": 1}))
         await asyncio.sleep(0.3)
         # a changed source starts its counters afresh but continues from the saved offset: only the new line
-        assert group.families["http_requests"].values == {("GET", "500"): 1}
+        assert await requests() == {"500": 1}
     finally:
         await agent.stop()
+
+
+async def _equals(result, expected) -> bool:
+    return await result == expected
 
 
 def test_sigkill_then_restart_reads_what_was_written_while_down(tmp_path):
@@ -310,7 +333,7 @@ def test_sigkill_then_restart_reads_what_was_written_while_down(tmp_path):
     import subprocess
     import sys
 
-    from tests.helpers import fetch, free_port, sample_value, wait_until
+    from tests.helpers import fetch, free_port, scrape, wait_until
 
     log = tmp_path / "access.log"
     append(log, *[nginx_line()] * 20)
@@ -326,7 +349,7 @@ def test_sigkill_then_restart_reads_what_was_written_while_down(tmp_path):
         return process, base
 
     def requests(base: str, status: str) -> float | None:
-        return sample_value(fetch(base + "/metrics")[1], "http_requests_total", status=status)
+        return scrape(base + "/metrics").value("http_requests_total", status=status)
 
     process, base = start()
     wait_until(lambda: requests(base, "200") == 20)

@@ -1,0 +1,17 @@
+"""The one table of source kinds. Config parsing, the runtime and ``rules check`` all read it, so a new kind
+is one entry here and one package under ``agent/sources/``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.sources import http, logs
+from agent.sources.base import SourceKind
+
+KINDS: dict[str, SourceKind[Any]] = {kind.name: kind for kind in (http.KIND, logs.KIND)}
+
+
+def exported_samples(sources: list[tuple[str, Any]]) -> set[str]:
+    """Every sample name the data families of these (kind, config) sources expose."""
+    return {name for kind, config in sources for declared in KINDS[kind].families(config)
+            for name in declared.spec.sample_names}
