@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 from agent import yamlsrc
@@ -140,3 +143,34 @@ def test_one_metric_in_two_log_sources_is_two_distinct_series():
         "  - {name: b, paths: [/tmp/b.log], format: json, metrics: [{name: req_total, type: counter}]}\n",
         "agent.yaml"), "agent.yaml")
     assert report.problems == [] and len(config.of_kind("logs")) == 2  # told apart by source="a" / source="b"
+
+
+def test_hostile_yaml_gets_a_line_and_a_short_message_never_a_traceback(tmp_path):
+    """The configs that crashed `check` when fuzzed: huge integers, deep nesting, non-scalar keys, a lone
+    surrogate, and a 500-byte "billion laughs" whose aliases expand to 10^9 values."""
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8))
+    cases = {
+        "global: {max_concurrent_probes: " + "9" * 5000 + "}\n": "agent.yaml:1: invalid YAML: integer with too many",
+        "global: " + "[" * 5000 + "]" * 5000 + "\n": "agent.yaml:1: invalid YAML: nested more than 64 levels",
+        "http:\n  - ? [a, b]\n    : c\n": "agent.yaml:2: invalid YAML: a key must be a plain value",
+        'global: {labels: {site: "eu\\ud800"}}\n': "agent.yaml:1: invalid YAML: a string holds a lone surrogate",
+        laughs + "http: *i\n": "agent.yaml:1: invalid YAML: holds more than 200000 values",
+        "global: {interval: " + "9" * 400 + "d}\n": "agent.yaml:1: global.interval: '999",
+        "logs: [{name: a, paths: [/x], format: json, metrics: [{name: h, type: histogram, value: v, buckets: [.nan]}]}]"
+        "\n": "agent.yaml:1: logs[0].metrics[0].buckets: item 0: expected a finite number",
+        "http: [{name: a, url: 'http://x/', body_size_limit: " + "9" * 400 + "}]\n": "is larger than 1TiB",
+    }
+    for text, expected in cases.items():
+        problems = errors_of(text)
+        assert any(expected in p for p in problems), (expected, problems)
+        assert all(len(p) < 400 for p in problems), problems
+    (tmp_path / "laughs.yaml").write_text(laughs + "http: [{name: *i, url: *i}]\n")
+    result = subprocess.run([sys.executable, "-m", "agent", "check", "--config.file", str(tmp_path / "laughs.yaml")],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and len(result.stderr) < 1000 and "Traceback" not in result.stderr
+
+
+def test_error_messages_quote_values_in_bounded_excerpts():
+    problems = errors_of("http:\n  - name: a\n    url: " + "f" * 100_000 + "\n    method: " + "X" * 100_000 + "\n")
+    assert len(problems) == 2 and all(len(p) < 200 for p in problems), problems

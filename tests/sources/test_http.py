@@ -41,6 +41,12 @@ async def handler_json(request):
     return web.json_response(DOC)
 
 
+async def handler_hostile_json(request):
+    # a lone surrogate escape is valid JSON, and decodes to a str that UTF-8 cannot encode
+    return web.Response(body=b'{"queues": [{"name": "\\ud800", "depth": 1}, {"name": "ok", "depth": 2}]}',
+                        content_type="application/json")
+
+
 async def handler_notjson(request):
     return web.Response(text="{oops", content_type="application/json")
 
@@ -72,7 +78,8 @@ async def serve(app: web.Application, ssl_context=None) -> tuple[web.AppRunner, 
 def make_app() -> web.Application:
     app = web.Application()
     for path, handler in (("/ok", handler_ok), ("/slow", handler_slow), ("/big", handler_big),
-                          ("/json", handler_json), ("/notjson", handler_notjson), ("/redirect/{n}", handler_redirect),
+                          ("/json", handler_json), ("/notjson", handler_notjson),
+                          ("/hostile", handler_hostile_json), ("/redirect/{n}", handler_redirect),
                           ("/status/{code}", handler_status), ("/auth", handler_auth)):
         app.router.add_get(path, handler)
     return app
@@ -281,6 +288,16 @@ async def test_missing_path_and_non_numeric_value_are_counted_and_leave_others_i
         "gone": 1, "words": 1, "placed": 0}
     assert page.value("placed", target="api") == 42
     assert page.find("gone") == [] and page.find("words") == []
+
+
+async def test_a_lone_surrogate_in_a_json_label_cannot_break_metrics(server, context):
+    store = Store({"site": "eu"})
+    source = source_for(context, store, f"  - name: api\n    url: {server}/hostile\n    json_metrics:\n"
+                                        "      - {name: depth, path: '$.queues[*]', value: $.depth,"
+                                        " labels: {q: $.name}}\n")
+    assert await source.probe() == "success"
+    assert render_store(store).by("depth", "q") == {"\ufffd": 1, "ok": 2}  # decoded strictly: valid UTF-8
+    assert render_store(store, openmetrics=True).by("depth", "q") == {"\ufffd": 1, "ok": 2}
 
 
 async def test_invalid_json_fails_the_probe(server, context):

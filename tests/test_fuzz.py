@@ -1,0 +1,162 @@
+"""Property-based fuzzing (hypothesis) of what users and attackers control: config files and log lines.
+
+Configs: documents built from the real key vocabulary with hostile values, then also mangled as text. Every
+one either loads or is refused with problems shaped ``file[:line]: field: message`` of bounded length, in
+bounded time; nothing else may escape. Lines: random text, JSON and logfmt into every parser: no exception,
+every line accounted for, and the rendered exposition parses strictly with sane counters and histograms.
+
+Examples per test: 150 by default; KPI_FUZZ_EXAMPLES=5000 for a long run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent import yamlsrc
+from agent.config import parse_config
+from agent.sources.logs.config import SKIPPED
+from agent.sources.logs.pipeline import Pipeline
+from agent.store import Store
+from tests.helpers import render_store
+from tests.sources.logs.conftest import NGINX_PATTERN, parse
+
+EXAMPLES = int(os.environ.get("KPI_FUZZ_EXAMPLES", "150"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+PROBLEM_RE = re.compile(r"^agent\.yaml(:\d+)?: \S")
+MAX_SECONDS = 2.0  # CPU time per config or batch: the quadratic regex took 42 s on one 40,000-character line
+
+KEYS = ["global", "http", "logs", "positions_file", "interval", "timeout", "labels", "max_concurrent_probes",
+        "name", "url", "method", "headers", "body", "valid_status_codes", "follow_redirects",
+        "fail_if_body_matches_regexp", "fail_if_body_not_matches_regexp", "body_size_limit", "tls_config",
+        "ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify", "min_version", "basic_auth",
+        "username", "password", "password_file", "bearer_token_file", "json_metrics", "type", "help", "path",
+        "value", "paths", "start_at", "format", "pattern", "max_series_per_metric", "max_line_bytes", "metrics",
+        "match", "buckets", "le", "source", "target", "nope"]
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-10**30, max_value=10**30), st.integers(min_value=10**300),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["15s", "0s", "1h", "-5m", "5x", "9" * 50 + "d", "http://127.0.0.1:1/", "ftp://x", "$.a",
+                     "$[", "(?P<a>x)", "(", "counter", "gauge", "histogram", "json", "logfmt", "regex", "/tmp/*.log",
+                     "relative.log", "TLS12", "10MiB", "1e999B", "GET", "a_total", "probe_success", "process_open_fds",
+                     "kpi_agent_x", "le", "", " "]),
+    st.text(max_size=40))
+VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), inner, max_size=6)),
+    max_leaves=40)
+DOCUMENTS = st.dictionaries(st.sampled_from(["global", "http", "logs", "positions_file"]), VALUES, max_size=4)
+
+
+def _check_config(text: str) -> bool:
+    """True if the config loads; asserts the refusal's shape otherwise. Returns within MAX_SECONDS."""
+    started = time.process_time()  # CPU time: what the input costs, whatever else loads the machine
+    try:
+        parse_config(yamlsrc.load_text(text, "agent.yaml"), "agent.yaml")
+        loaded = True
+    except yamlsrc.ConfigError as exc:
+        problems = [str(p) for p in exc.problems]
+        assert problems
+        for problem in problems:
+            assert PROBLEM_RE.match(problem), problem
+            assert len(problem) < 1000, problem[:200]
+        loaded = False
+    assert time.process_time() - started < MAX_SECONDS
+    return loaded
+
+
+@FUZZ
+@given(DOCUMENTS)
+def test_random_configs_load_or_get_file_line_field_problems(document):
+    _check_config(yaml.safe_dump(document, allow_unicode=True))
+
+
+@FUZZ
+@given(DOCUMENTS, st.data())
+def test_mangled_config_text_loads_or_gets_problems(document, data):
+    text = yaml.safe_dump(document)
+    cut = data.draw(st.integers(min_value=0, max_value=len(text)))
+    insert = data.draw(st.sampled_from(["", "[", "{", "&a ", "*a", "? [1]\n: 2\n", ":", "- ", "\t", "\ud800",
+                                        "!!binary x", "!!python/object:os.system x", "'", '"', "\n  "]))
+    _check_config(text[:cut] + insert + text[cut:])
+
+
+METRICS = ("      - {name: events_total, type: counter}\n"
+           "      - {name: by_total, type: counter, labels: [level, status]}\n"
+           "      - {name: errors_total, type: counter, match: {status: '5..'}}\n"
+           "      - {name: bytes_total, type: counter, value: bytes}\n"
+           "      - {name: took_seconds, type: histogram, value: took, buckets: [0.1, 1]}\n"
+           "      - {name: depth, type: gauge, value: depth, labels: [level]}\n")
+FIELDS = ["level", "status", "bytes", "took", "depth", "msg"]
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=10**20), st.floats(),
+              st.text(max_size=20), st.sampled_from(["500", "-1", "NaN", "inf", "1e999", "0.5", "\ud800"])),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8)
+JSON_LINES = st.one_of(
+    st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=6).map(json.dumps),
+    st.text(max_size=60), st.sampled_from(["[" * 5000, '{"a": ' * 3000, "NaN", "[]", "{}"]))
+LOGFMT_LINES = st.one_of(
+    st.lists(st.tuples(st.sampled_from([*FIELDS, "", "=", '"']), st.text(max_size=15), st.booleans()),
+             max_size=6).map(lambda items: " ".join(
+                 f'{k}="{v}"' if quoted else f"{k}={v}" for k, v, quoted in items)),
+    st.text(max_size=80), st.just("x" * 20_000), st.just('k="' + "y" * 20_000))
+REGEX_LINES = st.one_of(st.text(max_size=80), st.builds(
+    lambda method, path, status, size, rt: (f'10.0.0.1 - - [24/Nov/2026:10:00:00 +0000] "{method} {path} HTTP/1.1" '
+                                             f'{status} {size} "-" "x" {rt}'),
+    st.sampled_from(["GET", "POST", "get"]), st.text(max_size=10).filter(lambda p: " " not in p and p),
+    st.integers(0, 999), st.integers(0, 10**6), st.sampled_from(["0.1", "1e3", "-1", "0.0.1", "nan"])))
+REGEX_METRICS = ("      - {name: requests_total, type: counter, labels: [method, status]}\n"
+                 "      - {name: bytes_total, type: counter, value: bytes}\n"
+                 "      - {name: rt_seconds, type: histogram, value: rt, buckets: [0.1, 1]}\n")
+
+
+def _pipeline(fmt: str) -> tuple[Store, Pipeline]:
+    metrics = REGEX_METRICS if fmt == "regex" else METRICS
+    pattern = f"    pattern: '{NGINX_PATTERN}'\n" if fmt == "regex" else ""
+    config = parse(f"logs:\n  - name: fuzz\n    paths: [/tmp/x.log]\n    format: {fmt}\n{pattern}"
+                   f"    metrics:\n{metrics}").of_kind("logs")[0]
+    store = Store()
+    group, own = store.group("logs/fuzz", {"source": "fuzz"}, "source"), store.group("self", {"source": "f"}, "source")
+    return store, Pipeline(config, group, own.counter(SKIPPED))
+
+
+def _check_lines(fmt: str, batches: list[list[str]]) -> None:
+    store, pipeline = _pipeline(fmt)
+    for lines in batches:
+        lines = [line.replace("\n", " ") for line in lines]  # the tailer splits on newlines before this
+        started = time.process_time()
+        result = pipeline.process(lines)
+        assert time.process_time() - started < MAX_SECONDS
+        assert result.lines == len(lines) and result.unmatched + result.malformed <= len(lines)
+    page = render_store(store)  # strict: no duplicate, valid UTF-8
+    for series in page.series:
+        assert series.value == series.value, series  # never NaN
+        if series.name.endswith(("_total", "_count", "_bucket")):
+            assert series.value >= 0, series
+    for count in page.find("took_seconds_count") + page.find("rt_seconds_count"):
+        bucket = "took_seconds_bucket" if count.name.startswith("took") else "rt_seconds_bucket"
+        assert page.value(bucket, le="+Inf", **count.labels) == count.value
+
+
+@FUZZ
+@given(st.lists(st.lists(JSON_LINES, max_size=20), max_size=4))
+def test_random_json_lines(batches):
+    _check_lines("json", batches)
+
+
+@FUZZ
+@given(st.lists(st.lists(LOGFMT_LINES, max_size=20), max_size=4))
+def test_random_logfmt_lines(batches):
+    _check_lines("logfmt", batches)
+
+
+@FUZZ
+@given(st.lists(st.lists(REGEX_LINES, max_size=20), max_size=4))
+def test_random_access_log_lines(batches):
+    _check_lines("regex", batches)
