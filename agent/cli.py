@@ -12,9 +12,9 @@ from agent import __version__
 from agent.config import AgentConfig, ConfigError, example_config_text, load_config, load_example_config
 from agent.kpi.dashboards_cli import dashboards
 from agent.kpi.rules_cli import rules
+from agent.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress
 from agent.logconfig import LEVELS, setup_logging
 from agent.sources.kinds import KINDS
-from agent.web import ListenAddress
 
 log = logging.getLogger("agent")
 
@@ -62,15 +62,21 @@ def main() -> None:
               help="Address to serve /metrics on, host:port (':9910' means every interface, [::1]:9910 an IPv6 "
                    "one); repeat to serve on several.")
 @click.option("--web.config.file", "web_config_file", type=click.Path(exists=True, dir_okay=False),
-              help="exporter-toolkit web config: TLS, basic auth, headers.")
+              help="exporter-toolkit web config: TLS, client certificates, basic auth, headers, rate limit.")
+@click.option("--web.max-connections", "max_connections", type=click.IntRange(min=1),
+              default=DEFAULT_MAX_CONNECTIONS, show_default=True,
+              help="Most connections served at once (capped to leave file descriptors for probes).")
+@click.option("--web.read-header-timeout", "header_timeout", type=click.FloatRange(min=0.1),
+              default=DEFAULT_HEADER_TIMEOUT, show_default=True,
+              help="Seconds a client has to send a request's head before its connection is closed.")
 @click.option("--log.level", "log_level", type=click.Choice(list(LEVELS)), default="info", show_default=True)
 @click.option("--log.format", "log_format", type=click.Choice(["logfmt", "json"]), default="logfmt",
               show_default=True)
-def run(config_file: str | None, listen: list[ListenAddress], web_config_file: str | None, log_level: str,
-        log_format: str) -> None:
+def run(config_file: str | None, listen: list[ListenAddress], web_config_file: str | None, max_connections: int,
+        header_timeout: float, log_level: str, log_format: str) -> None:
     """Run the agent until SIGTERM or SIGINT; SIGHUP or POST /-/reload reloads the config."""
     from agent.runtime import Agent, StartError, serve
-    from agent.webconfig import load_web_config
+    from agent.webconfig import LiveWebConfig
 
     setup_logging(log_level, log_format)
 
@@ -81,8 +87,8 @@ def run(config_file: str | None, listen: list[ListenAddress], web_config_file: s
         return config
 
     try:
-        web_config = load_web_config(web_config_file) if web_config_file else None
-        agent = Agent(load, [str(address) for address in listen], web_config)
+        web_config = LiveWebConfig(web_config_file) if web_config_file else None
+        agent = Agent(load, [str(address) for address in listen], web_config, max_connections, header_timeout)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)

@@ -21,22 +21,36 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from agent import __version__
 from agent.config import AgentConfig, ConfigError
-from agent.selfmetrics import BUILD_INFO, CRASHES, PROCESS_FAMILIES, RELOAD_OK, RELOAD_TIME, RELOADS, SOURCES
+from agent.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress, descriptor_budget
+from agent.logconfig import suppressed_records
+from agent.selfmetrics import (
+    BUILD_INFO,
+    CRASHES,
+    LOG_SUPPRESSED,
+    LOOP_LAG,
+    LOOP_LAG_MAX,
+    PROCESS_FAMILIES,
+    RELOAD_OK,
+    RELOAD_TIME,
+    RELOADS,
+    SOURCES,
+)
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.http import trace_config
 from agent.sources.kinds import KINDS
 from agent.sources.logs.positions import Positions
 from agent.store import Group, SchemaError, Store
-from agent.web import ListenAddress, make_app
-from agent.webconfig import WebConfig
+from agent.web import Server
+from agent.webconfig import LiveWebConfig
 
 log = logging.getLogger(__name__)
 
 _RESTART_BACKOFF = (1.0, 60.0)  # first and longest wait before restarting a crashed source
+_LAG_TICK = 0.1  # the event loop watchdog's timer
+_LAG_WINDOW = 60.0  # kpi_agent_event_loop_lag_max_seconds looks back this far
 
 SourceKey = tuple[str, str]  # (kind, name)
 
@@ -61,10 +75,13 @@ class Agent:
     """One running agent. ``load`` returns a fresh validated config (or raises ConfigError) on each call."""
 
     def __init__(self, load: Callable[[], AgentConfig], listen: list[str] | str = ":9910",
-                 web_config: WebConfig | None = None):
+                 web_config: LiveWebConfig | None = None, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 header_timeout: float = DEFAULT_HEADER_TIMEOUT):
         self._load = load
         self.listen = [ListenAddress.parse(a) for a in ([listen] if isinstance(listen, str) else listen)]
         self.web_config = web_config
+        self._max_connections = max_connections
+        self._header_timeout = header_timeout
         self.config = load()
         self.store = Store(self.config.global_.labels, reserved=PROCESS_FAMILIES)
         self.ready = False
@@ -72,11 +89,12 @@ class Agent:
         self.sources: dict[SourceKey, _Running] = {}
         self._reload_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
-        self._web_runner: web.AppRunner | None = None
+        self.server: Server | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._positions: Positions | None = None
         self._positions_task: asyncio.Task[None] | None = None
-        own = self.store.group("agent")
+        own = self._own = self.store.group("agent")
         self._reload_ok = own.gauge(RELOAD_OK)
         self._reload_ts = own.gauge(RELOAD_TIME)
         self._reloads = own.counter(RELOADS)
@@ -91,13 +109,10 @@ class Agent:
     @property
     def bound_port(self) -> int | None:
         """The TCP port actually listened on (the first address's; useful with port 0)."""
-        if self._web_runner is None or not self._web_runner.addresses:
-            return None
-        return self._web_runner.addresses[0][1]
+        return self.server.bound_port if self.server else None
 
     async def start(self) -> None:
         """Serve HTTP and start the sources; raises StartError (after cleaning up) if they cannot be built."""
-        ssl_context = self.web_config.ssl_context() if self.web_config else None
         # force_close: every probe opens its own connection, as blackbox does, so connect and TLS are
         # measured and a half-dead keep-alive connection cannot hide a down target.
         self._session = aiohttp.ClientSession(
@@ -113,10 +128,11 @@ class Agent:
             await self._session.close()
             raise
         self._positions_task = asyncio.create_task(self._positions.run(), name="positions")
-        self._web_runner = web.AppRunner(make_app(self, self.web_config), access_log=None)
-        await self._web_runner.setup()
-        for address in self.listen:
-            await web.TCPSite(self._web_runner, address.host, address.port, ssl_context=ssl_context).start()
+        # the server never takes the descriptors probes in flight need
+        limit = descriptor_budget(self._max_connections, self.config.global_.max_concurrent_probes)
+        self.server = Server(self, self._own, self.web_config, limit, self._header_timeout)
+        await self.server.start(self.listen)
+        self._watchdog = asyncio.create_task(self._watch_loop(), name="watchdog")
         self.ready = True
         log.info("agent started", extra={"listen": ",".join(map(str, self.listen)), "sources": len(self.sources),
                                           "config": self.config.file})
@@ -192,6 +208,26 @@ class Agent:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RESTART_BACKOFF[1])
 
+    async def _watch_loop(self) -> None:
+        """Measure how late a short timer fires (the event loop was busy that long) and refresh the gauges
+        that are read, not counted: open connections, suppressed log records."""
+        lag, lag_max = self._own.histogram(LOOP_LAG), self._own.gauge(LOOP_LAG_MAX)
+        suppressed = self._own.counter(LOG_SUPPRESSED)
+        loop = asyncio.get_running_loop()
+        recent: list[tuple[float, float]] = []  # (when, lag) over the last window
+        while True:
+            before = loop.time()
+            await asyncio.sleep(_LAG_TICK)
+            now = loop.time()
+            late = max(0.0, now - before - _LAG_TICK)
+            lag.observe((), late)
+            recent = [(when, seconds) for when, seconds in recent if now - when < _LAG_WINDOW]
+            recent.append((now, late))
+            lag_max.set((), max(seconds for _, seconds in recent))
+            suppressed.set((), suppressed_records())
+            if self.server is not None:
+                self.server.update_gauges()
+
     def request_stop(self) -> None:
         self._stopped.set()
 
@@ -205,13 +241,14 @@ class Agent:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.sources.clear()
-        if self._positions_task:
-            self._positions_task.cancel()
-            await asyncio.gather(self._positions_task, return_exceptions=True)
+        for background in (self._positions_task, self._watchdog):
+            if background is not None:
+                background.cancel()
+                await asyncio.gather(background, return_exceptions=True)
         if self._positions:
             self._positions.flush()
-        if self._web_runner:
-            await self._web_runner.cleanup()
+        if self.server:
+            await self.server.stop()
         if self._session and not self._session.closed:
             await self._session.close()
         log.info("agent stopped")

@@ -1,8 +1,15 @@
-"""The agent's HTTP server: /metrics and the lifecycle endpoints Prometheus users know.
+"""The agent's HTTP server: /metrics and the lifecycle endpoints Prometheus users know, behind the protections
+a server on a shared network needs.
 
 /metrics copies the store on the event loop (dict copies, no rendering) and renders the text in a worker
 thread, so a large exposition never stalls probes or log reading. There is deliberately no /probe?target=
 endpoint: targets come only from the config, so the agent cannot be used as an open proxy.
+
+Every request passes one middleware, in exporter-toolkit's order: response headers from the web config, the
+rate limit (429), basic auth (401; bcrypt off the event loop, see webconfig.Authenticator), and for requests
+that change state (POST/PUT /-/reload) a same-origin check (403), so a web page an operator visits cannot make
+their browser reload the agent. Connections are guarded by agent.listener (limit, head deadline). Each
+request is counted and timed per handler in the agent's own metrics.
 """
 
 from __future__ import annotations
@@ -10,13 +17,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import html
-import ipaddress
 import json
 import logging
-import re
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -25,44 +30,23 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from agent import __version__
-from agent.store import Snapshot, Store, render_families
-from agent.webconfig import WebConfig
+from agent.listener import ConnectionGuard, ListenAddress, connection_of, listen
+from agent.selfmetrics import (
+    CLOSE_REASONS,
+    HTTP_CONNECTIONS,
+    HTTP_CONNECTIONS_CLOSED,
+    HTTP_CONNECTIONS_LIMIT,
+    HTTP_DURATION,
+    HTTP_REQUESTS,
+    HTTP_RESPONSE_SIZE,
+    WEB_CONFIG_OK,
+)
+from agent.store import Group, Snapshot, Store, render_families
+from agent.webconfig import Authenticator, LiveWebConfig, TokenBucket
 
 log = logging.getLogger(__name__)
 
-_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                          r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
-
-
-@dataclass(frozen=True)
-class ListenAddress:
-    """``host:port`` as Go's net.Listen reads it: an empty host means every interface, IPv6 in brackets."""
-
-    host: str | None
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> ListenAddress:
-        host, sep, port = text.rpartition(":")
-        if not sep:
-            raise ValueError(f"{text!r} has no port: use host:port, :port or [::1]:port")
-        if not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"{text!r}: port {port!r} is not a number from 0 to 65535")
-        if host.startswith("[") and host.endswith("]"):
-            try:
-                ipaddress.IPv6Address(host[1:-1])
-            except ValueError:
-                raise ValueError(f"{text!r}: {host} is not an IPv6 address") from None
-            return cls(host[1:-1], int(port))
-        if ":" in host:
-            raise ValueError(f"{text!r}: an IPv6 address goes in brackets, e.g. [::1]:9910")
-        if host and not _HOSTNAME_RE.match(host):
-            raise ValueError(f"{text!r}: {host!r} is not a host name or an IPv4 address")
-        return cls(host or None, int(port))
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if self.host and ":" in self.host else self.host or ""
-        return f"{host}:{self.port}"
+HANDLERS = ("/", "/metrics", "/-/healthy", "/-/ready", "/-/reload", "/api/v1/status")
 
 
 class AgentView(Protocol):
@@ -104,17 +88,113 @@ def render(snap: Snapshot, accept: str, accept_encoding: str) -> tuple[bytes, di
     return body, headers
 
 
-def make_app(agent: AgentView, web_config: WebConfig | None = None) -> web.Application:
-    middlewares = [web_config.middleware()] if web_config else []
-    app = web.Application(middlewares=middlewares)
-    app.router.add_get("/", _index)
-    app.router.add_get("/metrics", _handler(agent, _metrics))
-    app.router.add_get("/-/healthy", _healthy)
-    app.router.add_get("/-/ready", _handler(agent, _ready))
-    app.router.add_post("/-/reload", _handler(agent, _reload))
-    app.router.add_put("/-/reload", _handler(agent, _reload))
-    app.router.add_get("/api/v1/status", _handler(agent, _status))
-    return app
+class Server:
+    """Routes, protections and listeners of the agent's HTTP server, and its self-metrics in ``group``."""
+
+    def __init__(self, agent: AgentView, group: Group, web_config: LiveWebConfig | None = None,
+                 max_connections: int = 512, header_timeout: float = 10.0):
+        self.agent = agent
+        self.web_config = web_config
+        self._requests = group.counter(HTTP_REQUESTS)
+        self._duration = group.histogram(HTTP_DURATION)
+        self._size = group.histogram(HTTP_RESPONSE_SIZE)
+        self._connections = group.gauge(HTTP_CONNECTIONS)
+        self._closed = group.counter(HTTP_CONNECTIONS_CLOSED)
+        self._config_ok = group.gauge(WEB_CONFIG_OK)
+        for reason in CLOSE_REASONS:
+            self._closed.ensure((reason,))
+        for handler in HANDLERS:
+            self._duration.ensure((handler,))
+        group.gauge(HTTP_CONNECTIONS_LIMIT).set((), max_connections)
+        if web_config is not None:
+            self._config_ok.set((), 1)
+            web_config.on_reload = lambda ok, error: self._config_ok.set((), 1 if ok else 0)
+        self.guard = ConnectionGuard(
+            max_connections, header_timeout, on_close=lambda reason: self._closed.inc((reason,)),
+            allowed_sans=lambda: (list(tls.client_allowed_sans) if web_config and (tls := web_config.current().tls)
+                                  and tls.client_allowed_sans is not None else None))
+        self._authenticator = Authenticator()
+        self._bucket = TokenBucket()
+        self.app = web.Application(middlewares=[self._middleware])
+        self.app.router.add_get("/", _index)
+        self.app.router.add_get("/metrics", _handler(agent, _metrics))
+        self.app.router.add_get("/-/healthy", _healthy)
+        self.app.router.add_get("/-/ready", _handler(agent, _ready))
+        self.app.router.add_post("/-/reload", _handler(agent, _reload))
+        self.app.router.add_put("/-/reload", _handler(agent, _reload))
+        self.app.router.add_get("/api/v1/status", _handler(agent, _status))
+        self._runner: web.AppRunner | None = None
+        self._servers: list[asyncio.Server] = []
+
+    async def start(self, addresses: list[ListenAddress]) -> None:
+        # aiohttp's own keep-alive timer outlives the guard's idle timeout: the guard decides
+        self._runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=self.guard.idle_timeout + 60)
+        await self._runner.setup()
+        context = self.web_config.listening_context() if self.web_config else None
+        self._servers = await listen(self._runner, addresses, self.guard, context)
+
+    @property
+    def bound_port(self) -> int | None:
+        if not self._servers or not self._servers[0].sockets:
+            return None
+        return self._servers[0].sockets[0].getsockname()[1]
+
+    def update_gauges(self) -> None:
+        self._connections.set((), len(self.guard.open))
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        if self._runner is not None:  # closes every open connection
+            await self._runner.cleanup()
+        self._authenticator.close()
+
+    @web.middleware
+    async def _middleware(self, request: web.Request,
+                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        started = time.perf_counter()
+        connection = connection_of(request)
+        if connection is not None:
+            connection.request_started()
+        config = self.web_config.current() if self.web_config else None
+        response: web.StreamResponse
+        if config is not None and not self._bucket.allow(config.rate_limit):
+            response = web.Response(status=429, text="Too Many Requests\n")
+        elif config is not None and config.basic_auth_users and not await self._authenticator.authorized(
+                request.headers.get("Authorization", ""), config.basic_auth_users):
+            response = web.Response(status=401, text="Unauthorized\n",
+                                    headers={"WWW-Authenticate": 'Basic realm="kpi-agent"'})
+        elif request.method not in ("GET", "HEAD", "OPTIONS") and not _same_origin(request):
+            response = web.Response(status=403, text="Cross-origin requests may not change the agent's state\n")
+        else:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:  # 404, 405: answered here so they are counted like the rest
+                response = web.Response(status=exc.status, text=exc.text, headers=exc.headers)
+        if config is not None:
+            response.headers.update(config.headers)
+        await response.prepare(request)
+        await response.write_eof()
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None and route.canonical in HANDLERS else "other"
+        self._requests.inc((name, str(response.status)))
+        self._duration.observe((name,), time.perf_counter() - started)
+        self._size.observe((name,), float(response.body_length))
+        if connection is not None:
+            connection.request_done()
+        return response
+
+
+def _same_origin(request: web.Request) -> bool:
+    """False for a request a browser sent from another site (CSRF): by Sec-Fetch-Site, else by Origin. Tools
+    (curl, Prometheus, kubectl) send neither and pass."""
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        return fetch_site in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return origin != "null" and urllib.parse.urlsplit(origin).netloc.lower() == request.host.lower()
 
 
 def _handler(agent: AgentView, func: Callable[[AgentView, web.Request], Awaitable[web.StreamResponse]]

@@ -340,6 +340,13 @@ def duration(value: Any) -> float:
     return seconds
 
 
+def duration_or_zero(value: Any) -> float:
+    """A duration where 0 (or ``0s``) means "off"."""
+    if value == 0 or (isinstance(value, str) and value.strip() in ("0", "0s")):
+        return 0.0
+    return duration(value)
+
+
 def format_duration(seconds: float) -> str:
     """A Prometheus duration string for a whole number of milliseconds, in days at most (30d, not 4w2d)."""
     ms = round(seconds * 1000)

@@ -108,10 +108,11 @@ def scrape(url: str, openmetrics: bool = False, timeout: float = 5.0) -> Exposit
         return Exposition(response.read(), openmetrics)
 
 
-async def ascrape(url: str, openmetrics: bool = False) -> Exposition:
+async def ascrape(url: str, openmetrics: bool = False, headers: dict[str, str] | None = None,
+                  ssl_context=None) -> Exposition:  # noqa: ANN001 - ssl.SSLContext or None
     """GET a /metrics URL from an async test (an agent on the test's own event loop)."""
-    headers = {"Accept": OPENMETRICS} if openmetrics else {}
-    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+    headers = {**(headers or {}), **({"Accept": OPENMETRICS} if openmetrics else {})}
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers, ssl=ssl_context) as response:
         assert response.status == 200, response.status
         return Exposition(await response.read(), openmetrics)
 

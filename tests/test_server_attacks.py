@@ -1,0 +1,223 @@
+"""The attacks of issue 9, against a real agent process on loopback: wrong passwords in a loop, and hundreds of
+half-sent requests under a small descriptor limit. The agent must not report outages that do not exist: every
+probe of a healthy target stays a success, and Prometheus's scrapes keep being answered."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from tests.helpers import Exposition, fetch, free_port, wait_until
+
+pytestmark = pytest.mark.slow
+
+PROBES = 8
+
+
+@pytest.fixture
+def healthy_target():
+    """A plain HTTP server in its own process: probes of it only fail if the agent fails them."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
+    wait_until(lambda: fetch(f"http://127.0.0.1:{port}/")[0] == 200, what="target up")
+    yield f"http://127.0.0.1:{port}/"
+    process.kill()
+    process.wait()
+
+
+def agent_config(tmp_path: Path, target: str) -> Path:
+    config = tmp_path / "agent.yaml"
+    config.write_text("global: {interval: 500ms, timeout: 500ms}\nhttp:\n" + "".join(
+        f"  - {{name: p{i}, url: '{target}'}}\n" for i in range(PROBES)))
+    return config
+
+
+def start_agent(*args: str, port: int, descriptors: int | None = None,
+                stderr=subprocess.DEVNULL) -> subprocess.Popen:  # noqa: ANN001
+    def limit() -> None:
+        if descriptors:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (descriptors, descriptors))
+
+    process = subprocess.Popen([sys.executable, "-m", "agent", "run", "--web.listen-address", f"127.0.0.1:{port}",
+                                *args], stderr=stderr, preexec_fn=limit)
+    return process
+
+
+def get(port: int, path: str = "/metrics", auth: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", path, headers={"Authorization": auth} if auth else {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def probe_failures(page: Exposition, before: Exposition) -> dict[str, float]:
+    """Probes that failed between two scrapes, by target and result."""
+    failed = {}
+    for series in page.find("probes_total"):
+        if series.labels["result"] != "success":
+            earlier = before.value("probes_total", **series.labels) or 0
+            if series.value > earlier:
+                failed[f"{series.labels['target']}:{series.labels['result']}"] = series.value - earlier
+    return failed
+
+
+def test_wrong_passwords_in_a_loop_neither_stall_probes_nor_reveal_user_names(tmp_path, healthy_target):
+    hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=10)).decode()  # htpasswd -B's default cost
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  prometheus: {hashed}\n")
+    port = free_port()
+    agent = start_agent("--config.file", str(agent_config(tmp_path, healthy_target)), "--web.config.file", str(web),
+                        port=port)
+    good = basic("prometheus", "right")
+    try:
+        wait_until(lambda: get(port, "/-/ready", good)[0] == 200, what="agent ready")
+
+        def timed(auth: str) -> float:
+            started = time.perf_counter()
+            assert get(port, "/-/healthy", auth)[0] == 401
+            return time.perf_counter() - started
+
+        # a wrong user name costs what a wrong password costs (each guess is new: nothing is cached); taken in
+        # turns, so whatever else loads the machine weighs on both alike
+        pairs = [(timed(basic(f"nobody{i}", "x")), timed(basic("prometheus", f"guess{i}"))) for i in range(9)]
+        unknown = statistics.median(u for u, _ in pairs)
+        wrong = statistics.median(w for _, w in pairs)
+        assert 0.5 < unknown / wrong < 2, pairs
+
+        stop = threading.Event()
+
+        def attacker(n: int) -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                try:
+                    get(port, "/metrics", basic("prometheus", f"guess-{n}-{i}"), timeout=10)
+                except OSError:
+                    pass
+
+        time.sleep(1.5)  # every probe has succeeded once
+        before = Exposition(get(port, "/metrics", good)[1])
+        attackers = [threading.Thread(target=attacker, args=(n,), daemon=True) for n in range(12)]
+        for thread in attackers:
+            thread.start()
+        latencies = []
+        for _ in range(10):
+            time.sleep(0.5)
+            started = time.perf_counter()
+            status, body = get(port, "/metrics", good)
+            latencies.append(time.perf_counter() - started)
+            assert status == 200
+        stop.set()
+        for thread in attackers:
+            thread.join()
+        page = Exposition(get(port, "/metrics", good)[1])
+        probes = page.total("probes_total") - before.total("probes_total")
+        print(f"\n12 bad-password clients for 5 s: {probes:.0f} probes, failures "
+              f"{probe_failures(page, before)}, authorised scrape max {max(latencies) * 1000:.0f} ms, median "
+              f"{statistics.median(latencies) * 1000:.0f} ms; unknown user {unknown * 1000:.0f} ms, wrong password "
+              f"{wrong * 1000:.0f} ms")
+        assert probes >= PROBES * 8  # probing went on (2 a second each)
+        assert probe_failures(page, before) == {}  # not one fake outage
+        assert max(latencies) < 0.5, latencies
+        assert page.value("kpi_agent_http_requests_total", handler="/metrics", code="401") > 12
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+
+
+def test_half_open_connections_cannot_starve_scrapes_probes_or_the_log(tmp_path, healthy_target):
+    port = free_port()
+    log = tmp_path / "agent.log"
+    with open(log, "w") as stderr:
+        agent = start_agent("--config.file", str(agent_config(tmp_path, healthy_target)),
+                            "--web.read-header-timeout", "2", port=port, descriptors=256, stderr=stderr)
+        try:
+            wait_until(lambda: get(port, "/-/ready")[0] == 200, what="agent ready")
+            time.sleep(1.5)
+            before = Exposition(get(port)[1])
+            half_open = []
+            for _ in range(500):  # each sends half a request head and then nothing
+                sock = socket.create_connection(("127.0.0.1", port))
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nX-Slow: ")
+                half_open.append(sock)
+            latencies = []
+            descriptors = []
+            for _ in range(10):
+                started = time.perf_counter()
+                status, _ = get(port, timeout=5)
+                latencies.append(time.perf_counter() - started)
+                assert status == 200
+                descriptors.append(len(os.listdir(f"/proc/{agent.pid}/fd")))
+                time.sleep(0.3)
+            time.sleep(2.5)  # past the head deadline: whatever still holds a slot is closed
+            closed = 0
+            for sock in half_open:
+                sock.settimeout(0.01)
+                try:
+                    closed += sock.recv(1) == b""
+                except ConnectionResetError:
+                    closed += 1
+                except TimeoutError:
+                    pass
+                sock.close()
+            page = Exposition(get(port)[1])
+            lines = log.read_text().count("\n")
+            print(f"\n500 half-open connections, 256 descriptors: scrape max {max(latencies) * 1000:.0f} ms, median "
+                  f"{statistics.median(latencies) * 1000:.0f} ms; descriptors in use at most {max(descriptors)}; "
+                  f"{closed} of 500 closed by the agent; failures {probe_failures(page, before)}; {lines} log lines; "
+                  f"closed by reason {page.by('kpi_agent_http_connections_closed_total', 'reason')}")
+            assert max(latencies) < 1.0, latencies
+            assert max(descriptors) < 256
+            assert closed == 500
+            assert probe_failures(page, before) == {}
+            assert page.total("probes_total") - before.total("probes_total") >= PROBES * 6
+            assert lines < 50
+            assert page.value("kpi_agent_http_connections_limit") <= 256 - 64 - 64
+        finally:
+            agent.terminate()
+            agent.wait(timeout=10)
+
+
+def test_cross_origin_reload_is_refused_and_tools_are_not(tmp_path):
+    port = free_port()
+    config = tmp_path / "agent.yaml"
+    config.write_text("global: {}\n")
+    agent = start_agent("--config.file", str(config), port=port)
+    try:
+        wait_until(lambda: get(port, "/-/ready")[0] == 200, what="agent ready")
+
+        def reload(headers: dict[str, str]) -> int:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("POST", "/-/reload", headers=headers)
+            return connection.getresponse().status
+
+        assert reload({"Origin": "https://evil.example"}) == 403  # a form on another site
+        assert reload({"Sec-Fetch-Site": "cross-site"}) == 403
+        assert reload({"Origin": "null"}) == 403
+        assert reload({"Origin": f"http://127.0.0.1:{port}"}) == 200  # the agent's own page
+        assert reload({}) == 200  # curl, Prometheus tooling
+        page = Exposition(get(port)[1])
+        assert page.value("kpi_agent_config_reloads_total", result="success") == 2
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
