@@ -86,6 +86,7 @@ class Agent:
         self.store = Store(self.config.global_.labels, reserved=PROCESS_FAMILIES)
         self.ready = False
         self.started_at = time.time()
+        self.last_reload_error: str | None = None
         self.sources: dict[SourceKey, _Running] = {}
         self._reload_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
@@ -149,11 +150,13 @@ class Agent:
             except (ConfigError, StartError) as exc:
                 self._reload_ok.set((), 0)
                 self._reloads.inc(("failure",))
+                self.last_reload_error = str(exc)
                 log.error("reload failed, keeping the running config", extra={"error": str(exc)})
                 return str(exc)
             self._reload_ok.set((), 1)
             self._reload_ts.set((), time.time())
             self._reloads.inc(("success",))
+            self.last_reload_error = None
             log.info("config reloaded", extra={"sources": len(self.sources)})
             return None
 
@@ -227,6 +230,20 @@ class Agent:
             suppressed.set((), suppressed_records())
             if self.server is not None:
                 self.server.update_gauges()
+
+    def source_status(self) -> list[dict[str, Any]]:
+        """What the status page shows of every running source, in config order."""
+        rows = []
+        for (kind, name), running in self.sources.items():
+            source, stats = running.source, running.source.stats
+            rows.append({
+                "name": name, "kind": kind, "last_result": stats.last_result, "collections": stats.collections,
+                "last_success": stats.last_success, "last_error": stats.last_error,
+                "last_error_text": stats.last_error_text,
+                "series": sum(len(family.values) for family in source.group.families.values()),
+                "crashes": self._crashes.values.get((name, kind), 0.0), **source.details(),
+            })
+        return rows
 
     def request_stop(self) -> None:
         self._stopped.set()

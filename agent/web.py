@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import html
-import json
 import logging
 import time
 import urllib.parse
@@ -29,7 +27,7 @@ from prometheus_client import ProcessCollector
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from agent import __version__
+from agent import __version__, statuspage
 from agent.listener import ConnectionGuard, ListenAddress, connection_of, listen
 from agent.selfmetrics import (
     CLOSE_REASONS,
@@ -46,7 +44,7 @@ from agent.webconfig import Authenticator, LiveWebConfig, TokenBucket
 
 log = logging.getLogger(__name__)
 
-HANDLERS = ("/", "/metrics", "/-/healthy", "/-/ready", "/-/reload", "/api/v1/status")
+HANDLERS = ("/", "/metrics", "/-/healthy", "/-/ready", "/-/reload", "/api/v1/status", "/api/v1/sources")
 
 
 class AgentView(Protocol):
@@ -55,11 +53,14 @@ class AgentView(Protocol):
     store: Store
     ready: bool
     started_at: float
+    last_reload_error: str | None
 
     @property
     def config(self) -> Any: ...
 
     async def reload(self) -> str | None: ...
+
+    def source_status(self) -> list[dict[str, Any]]: ...
 
 
 # Below this size gzip costs more CPU than it saves on the wire.
@@ -116,13 +117,14 @@ class Server:
         self._authenticator = Authenticator()
         self._bucket = TokenBucket()
         self.app = web.Application(middlewares=[self._middleware])
-        self.app.router.add_get("/", _index)
+        self.app.router.add_get("/", _handler(agent, _index))
         self.app.router.add_get("/metrics", _handler(agent, _metrics))
         self.app.router.add_get("/-/healthy", _healthy)
         self.app.router.add_get("/-/ready", _handler(agent, _ready))
         self.app.router.add_post("/-/reload", _handler(agent, _reload))
         self.app.router.add_put("/-/reload", _handler(agent, _reload))
         self.app.router.add_get("/api/v1/status", _handler(agent, _status))
+        self.app.router.add_get("/api/v1/sources", _handler(agent, _sources))
         self._runner: web.AppRunner | None = None
         self._servers: list[asyncio.Server] = []
 
@@ -230,23 +232,28 @@ async def _reload(agent: AgentView, request: web.Request) -> web.Response:
     return web.Response(text="Reloaded.\n")
 
 
-async def _status(agent: AgentView, request: web.Request) -> web.Response:
+def _agent_facts(agent: AgentView) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for kind, _ in agent.config.sources:
         counts[kind] = counts.get(kind, 0) + 1
-    status = {
+    return {
         "version": __version__,
         "uptime_seconds": round(time.time() - agent.started_at, 3),
         "config_file": agent.config.file,
         "sources": [{"kind": kind, "count": count} for kind, count in sorted(counts.items())],
         "ready": agent.ready,
+        "reload_error": agent.last_reload_error,
     }
-    return web.Response(text=json.dumps(status), content_type="application/json")
 
 
-async def _index(request: web.Request) -> web.Response:
-    links = "".join(f'<li><a href="{html.escape(p)}">{html.escape(p)}</a></li>'
-                    for p in ("/metrics", "/-/healthy", "/-/ready", "/api/v1/status"))
-    page = (f"<!doctype html><html><head><title>kpi-agent</title></head><body><h1>kpi-agent {__version__}</h1>"
-            f"<ul>{links}</ul><p>POST /-/reload reloads the config.</p></body></html>")
+async def _status(agent: AgentView, request: web.Request) -> web.Response:
+    return web.json_response(_agent_facts(agent))
+
+
+async def _sources(agent: AgentView, request: web.Request) -> web.Response:
+    return web.json_response(agent.source_status())
+
+
+async def _index(agent: AgentView, request: web.Request) -> web.Response:
+    page = statuspage.render(_agent_facts(agent), agent.source_status())
     return web.Response(text=page, content_type="text/html")

@@ -119,6 +119,10 @@ class Source(ABC, Generic[ConfigT]):
     async def run(self) -> None:
         """Collect until cancelled. Must not raise for faults of the target or the data."""
 
+    def details(self) -> dict[str, Any]:
+        """Kind-specific facts for the status page (what is collected from, how it is going); no secrets."""
+        return {}
+
 
 class SourceKind(ABC, Generic[ConfigT]):
     """One kind of source: its config section, the families it declares, and how to build one."""

@@ -12,6 +12,7 @@ import base64
 import json
 import logging
 import math
+import os
 import re
 import ssl
 import time
@@ -100,6 +101,11 @@ class HttpSource(Source[HttpSourceConfig]):
             context.minimum_version = TLS_VERSIONS[tls.min_version]
         return context
 
+    def details(self) -> dict[str, Any]:
+        parts = urllib.parse.urlsplit(self.config.url)
+        url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # no user:password@
+        return {"url": url, "interval_seconds": self.config.interval, "timeout_seconds": self.config.timeout}
+
     def start_offset(self) -> float:
         """Where in the interval this source fires: stable per name, spread evenly over many names."""
         return (zlib.crc32(self.name.encode()) / 2**32) * self.config.interval
@@ -131,9 +137,7 @@ class HttpSource(Source[HttpSourceConfig]):
         except _Failed as exc:
             result, error = exc.result, str(exc)
         except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError, ValueError) as exc:
-            result, error = _classify(exc), f"{type(exc).__name__}: {exc}"
-        if result != "success" and error is None:
-            error = result.replace("_", " ")
+            result, error = _classify(exc), self._explain(exc)
         duration = time.perf_counter() - started
         self._record(result, duration, timings, response_info)
         self.stats.record(started, result == "success", result, self._redact(error) if error else None)
@@ -143,6 +147,22 @@ class HttpSource(Source[HttpSourceConfig]):
                                                           "to": result})
             self._previous_result = result
         return result
+
+    def _explain(self, exc: BaseException) -> str:
+        """What went wrong, in words an operator can act on (aiohttp's own messages name internal objects)."""
+        if isinstance(exc, TimeoutError):
+            return f"no complete answer within {self.config.timeout:g}s"
+        if isinstance(exc, aiohttp.TooManyRedirects):
+            return "more than 10 redirects"
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            return f"certificate of {exc.host}:{exc.port} not accepted: {exc.certificate_error}"
+        if isinstance(exc, aiohttp.ClientConnectorDNSError):
+            return f"cannot resolve {exc.host}"
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            errno = exc.os_error.errno if exc.os_error else None
+            reason = os.strerror(errno) if errno else str(exc.os_error)
+            return f"cannot connect to {exc.host}:{exc.port}: {reason}"
+        return f"{type(exc).__name__}: {exc}"
 
     def _redact(self, text: str) -> str:
         """Error text for operators: bounded, and without the password of a user:password@ URL."""
@@ -184,7 +204,7 @@ class HttpSource(Source[HttpSourceConfig]):
             body = await self._read_body(response, c.body_size_limit)
             timings.body_done()
             info["body_length"] = len(body)
-        return self._judge(response.status, body, info)
+        return self._judge(response.status, body, info)  # raises _Failed, with info kept for _record
 
     @staticmethod
     async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -197,23 +217,27 @@ class HttpSource(Source[HttpSourceConfig]):
         return b"".join(chunks)
 
     def _judge(self, status: int, body: bytes, info: dict[str, float]) -> str:
+        """The result of a complete response; raises _Failed with the reason when it is not a success."""
         valid = self.config.valid_status_codes
         if (status not in valid) if valid else not 200 <= status < 300:
-            return "status_code"
+            expected = ", ".join(map(str, valid)) if valid else "2xx"
+            raise _Failed("status_code", f"status {status}, expected {expected}")
         if self._regexes_fail or self._regexes_need:
             text = body.decode("utf-8", errors="replace")
-            failed = any(r.search(text) for r in self._regexes_fail) or \
-                not all(r.search(text) for r in self._regexes_need)
-            info["regex_failed"] = 1.0 if failed else 0.0
-            if failed:
-                return "body_regex"
+            matched = next((r.pattern for r in self._regexes_fail if r.search(text)), None)
+            missing = next((r.pattern for r in self._regexes_need if not r.search(text)), None)
+            info["regex_failed"] = 1.0 if matched or missing else 0.0
+            if matched is not None:
+                raise _Failed("body_regex", f"body matches fail_if_body_matches_regexp {matched!r}"[:200])
+            if missing is not None:
+                raise _Failed("body_regex", f"body does not match fail_if_body_not_matches_regexp {missing!r}"[:200])
         if self._json:
             try:
                 document = json.loads(body)
-            except (ValueError, RecursionError):
+            except (ValueError, RecursionError) as exc:
                 for metric in self._json:
                     metric.clear()
-                return "invalid_json"
+                raise _Failed("invalid_json", f"body is not JSON: {exc}"[:200]) from None
             for metric in self._json:
                 metric.extract(document)
         return "success"

@@ -14,6 +14,7 @@ import asyncio
 import glob
 import logging
 import time
+from typing import Any
 
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.logs.config import (
@@ -94,6 +95,21 @@ class LogSource(Source[LogSourceConfig]):
         finally:
             for tail in self.tails.values():
                 tail.close()
+
+    def details(self) -> dict[str, Any]:
+        files = []
+        for path, tail in sorted(self.tails.items()):
+            handle = tail.current
+            if handle is None:
+                files.append({"path": path, "offset": None, "size": None, "lag_bytes": tail.lag()})
+                continue
+            try:
+                size: int | None = handle.size()
+            except OSError:
+                size = None
+            files.append({"path": path, "offset": handle.offset, "size": size, "lag_bytes": tail.lag(),
+                          "draining_rotated": len(tail.draining)})
+        return {"paths": list(self.config.paths), "files": files}
 
     def _discover(self) -> None:
         """Start following paths the globs match now; at the very start, honour start_at and saved offsets."""

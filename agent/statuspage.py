@@ -1,0 +1,97 @@
+"""The agent's status page at ``/``: every source with its last result, last success and error, the error's
+text, its series, and for log sources every file with its offset and lag. blackbox_exporter users get the
+reason of a failed probe only from its debug output; here it is one page (and ``/api/v1/sources`` as JSON).
+
+Pure: the runtime's status rows in, one self-contained HTML document out (no script, no external resource;
+the page refreshes itself every 10 seconds).
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+REFRESH_SECONDS = 10
+_LINKS = ("/metrics", "/-/healthy", "/-/ready", "/api/v1/status", "/api/v1/sources")
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1d1d1f}
+h1{font-size:1.4em;margin:0 0 .2em} .meta{color:#555;margin-bottom:1em} .meta span{margin-right:1.2em}
+table{border-collapse:collapse;width:100%} th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #ddd;
+vertical-align:top} th{background:#f4f4f6;font-weight:600} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.ok{color:#0a7d32;font-weight:600} .bad{color:#b3261e;font-weight:600} .none{color:#777}
+.error{color:#b3261e;font-family:ui-monospace,monospace;font-size:.9em;max-width:40em;overflow-wrap:anywhere}
+.files td{border:0;padding:.1em .6em;font-size:.9em;color:#333} tr.filerow td{border-top:0;padding-top:0}
+.banner{background:#fdecea;border:1px solid #f5c2c0;padding:.6em;margin-bottom:1em;white-space:pre-wrap}
+"""
+
+
+def _ago(when: float | None, now: float) -> str:
+    if when is None:
+        return '<span class="none">never</span>'
+    seconds = max(0.0, now - when)
+    text = (f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m" if seconds < 7200
+            else f"{seconds / 3600:.0f}h")
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
+    return f'<time datetime="{stamp}" title="{stamp}">{text} ago</time>'
+
+
+def _result(result: str | None) -> str:
+    if result is None:
+        return '<span class="none">not yet</span>'
+    css = "ok" if result == "success" else "bad"
+    return f'<span class="{css}">{html.escape(result)}</span>'
+
+
+def _size(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"
+
+
+def _files(row: dict[str, Any]) -> str:
+    """A row under a log source: each file with how far it has been read."""
+    files = row.get("files")
+    if files is None:
+        return ""
+    if not files:
+        patterns = ", ".join(html.escape(p) for p in row.get("paths", []))
+        listing = f'<span class="none">no file matches {patterns}</span>'
+    else:
+        lines = "".join(
+            f"<tr><td>{html.escape(f['path'])}</td><td class=num>read {_size(f['offset'])} of "
+            f"{_size(f['size'])} bytes</td><td class=num>lag {_size(f['lag_bytes'])} bytes</td></tr>"
+            for f in files)
+        listing = f'<table class="files">{lines}</table>'
+    return f'<tr class="filerow"><td></td><td colspan="7">{listing}</td></tr>'
+
+
+def render(agent: dict[str, Any], sources: list[dict[str, Any]], now: float | None = None) -> str:
+    """``agent``: version, uptime_seconds, config_file, ready, reload_error; ``sources``: the runtime's rows."""
+    now = time.time() if now is None else now
+    failing = sum(1 for s in sources if s["last_result"] not in (None, "success"))
+    banner = ""
+    if agent.get("reload_error"):
+        banner = ('<div class="banner"><b>The last reload failed; the previous config keeps running.</b>\n'
+                  f'{html.escape(agent["reload_error"])}</div>')
+    rows = []
+    for source in sources:
+        what = html.escape(source.get("url", ""))
+        rows.append(
+            f'<tr data-source="{html.escape(source["name"])}"><td><b>{html.escape(source["name"])}</b>'
+            f'<div>{what}</div></td><td>{html.escape(source["kind"])}</td><td>{_result(source["last_result"])}</td>'
+            f'<td>{_ago(source["last_success"], now)}</td><td>{_ago(source["last_error"], now)}</td>'
+            f'<td class="error">{html.escape(source["last_error_text"] or "")}</td>'
+            f'<td class=num>{source["series"]:,}</td><td class=num>{source["collections"]:,.0f}</td></tr>'
+            + _files(source))
+    links = " ".join(f'<a href="{p}">{p}</a>' for p in _LINKS)
+    table = ("<table id=sources><thead><tr><th>Source</th><th>Kind</th><th>Last result</th><th>Last success</th>"
+             "<th>Last error</th><th>Error</th><th>Series</th><th>Collections</th></tr></thead>"
+             f"<tbody>{''.join(rows)}</tbody></table>") if rows else "<p>No source is configured.</p>"
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}"><title>kpi-agent status</title>'
+        f'<style>{_STYLE}</style></head><body><h1>kpi-agent {html.escape(agent["version"])}</h1>'
+        f'<div class="meta"><span>up {agent["uptime_seconds"] / 60:.0f} min</span>'
+        f'<span>config {html.escape(agent["config_file"])}</span><span>{len(sources)} sources, '
+        f'<b class="{"bad" if failing else "ok"}">{failing} failing</b></span>'
+        f'<span>{"ready" if agent["ready"] else "starting"}</span></div>{banner}{table}'
+        f'<p class="meta">{links}</p></body></html>')

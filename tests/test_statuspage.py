@@ -1,0 +1,81 @@
+"""The status page at / and /api/v1/sources: the per-source debug view, from a real agent on loopback."""
+
+import asyncio
+import html
+import json
+import socket
+
+import aiohttp
+
+from agent.config import load_config
+from agent.runtime import Agent
+
+
+async def test_every_source_shows_its_result_times_error_series_and_files(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    log = tmp_path / "app.log"
+    log.write_text('{"m": "GET"}\n' * 3)
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        "global: {interval: 200ms, timeout: 150ms}\n"
+        "http:\n"
+        "  - {name: self, url: 'http://127.0.0.1:PORT/-/healthy'}\n"
+        f"  - {{name: 'down<script>', url: 'http://bob:hunter2@127.0.0.1:{closed_port}/'}}\n"
+        "  - {name: wrong-status, url: 'http://127.0.0.1:PORT/nope'}\n"
+        f"logs:\n  - {{name: app, paths: ['{log}', '{tmp_path}/none-*.log'], format: json, start_at: beginning,"
+        " metrics: [{name: req_total, type: counter, labels: [m]}]}\n")
+    agent = Agent(lambda: load_config(config)[0], "127.0.0.1:0")
+    text = config.read_text()
+    await agent.start()
+    base = f"http://127.0.0.1:{agent.bound_port}"
+    config.write_text(text.replace("PORT", str(agent.bound_port)))
+    assert await agent.reload() is None
+    try:
+        async with aiohttp.ClientSession() as session:
+            rows: dict = {}
+            for _ in range(60):
+                async with session.get(base + "/api/v1/sources") as response:
+                    rows = {row["name"]: row for row in await response.json()}
+                if all(row["last_result"] for row in rows.values()):
+                    break
+                await asyncio.sleep(0.05)
+            async with session.get(base + "/") as response:
+                assert response.status == 200 and response.content_type == "text/html"
+                page = await response.text()
+        assert rows["self"]["last_result"] == "success" and rows["self"]["last_success"] is not None
+        assert rows["self"]["series"] > 10 and rows["self"]["last_error_text"] is None
+        down = rows["down<script>"]
+        assert down["last_result"] == "connection_refused" and down["last_success"] is None
+        assert down["last_error_text"] == f"cannot connect to 127.0.0.1:{closed_port}: Connection refused"
+        assert down["url"] == f"http://127.0.0.1:{closed_port}/"
+        assert rows["wrong-status"]["last_error_text"] == "status 404, expected 2xx"
+        (file,) = rows["app"]["files"]
+        assert file["path"] == str(log) and file["offset"] == file["size"] == log.stat().st_size
+        assert file["lag_bytes"] == 0 and rows["app"]["series"] == 1
+        for row in rows.values():
+            assert f'data-source="{html.escape(row["name"])}"' in page
+        assert "<script>" not in page and "down&lt;script&gt;" in page  # names are escaped
+        assert "hunter2" not in page and "hunter2" not in json.dumps(rows)
+        assert "cannot connect to 127.0.0.1" in page and "status 404, expected 2xx" in page
+        assert f"read {log.stat().st_size:,} of {log.stat().st_size:,} bytes" in page
+        assert "2 failing" in page
+    finally:
+        await agent.stop()
+
+
+async def test_a_failed_reload_is_shown_on_the_page(tmp_path):
+    config = tmp_path / "agent.yaml"
+    config.write_text("global: {}\n")
+    agent = Agent(lambda: load_config(config)[0], "127.0.0.1:0")
+    await agent.start()
+    try:
+        config.write_text("global: {interval: soon}\n")
+        assert await agent.reload() is not None
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{agent.bound_port}/") as r:
+            page = await r.text()
+        assert "The last reload failed" in page and "global.interval: &#x27;soon&#x27; is not a duration" in page
+        assert "No source is configured" in page
+    finally:
+        await agent.stop()
