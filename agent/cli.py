@@ -13,6 +13,7 @@ from agent.config import AgentConfig, ConfigError, example_config_text, load_con
 from agent.kpi.dashboards_cli import dashboards
 from agent.kpi.rules_cli import rules
 from agent.logconfig import LEVELS, setup_logging
+from agent.report.cli import report, ui
 
 log = logging.getLogger("agent")
 
@@ -102,3 +103,5 @@ def example_config() -> None:
 
 main.add_command(rules)
 main.add_command(dashboards)
+main.add_command(report)
+main.add_command(ui)
