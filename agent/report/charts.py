@@ -148,8 +148,9 @@ def kpi_chart(result: KpiResult, period: Period) -> str:
             axes.plot(times, cumulative, color=color, linewidth=1.8, label=f"since period start{suffix}")
             drawn += per_bucket + cumulative
         low, high = _limits(drawn, kpi.target)
-        if kpi.is_ratio:
-            low, high = max(low, 0.0) if low > -0.01 else low, min(high, 1.0) if high < 1.01 else high
+        if kpi.is_ratio:  # no room below 0% or above 100%, but enough to see a line at 100%
+            margin = (high - low) * 0.03
+            low, high = max(low, -margin), min(high, 1.0 + margin)
             _percent_axis(axes)
         else:
             _unit_axis(axes, "short")
@@ -182,13 +183,13 @@ def budget_chart(result: KpiResult, period: Period) -> str:
                               linewidth=0, interpolate=True)
             drawn += curve
         axes.axhline(0, color=BAD, linewidth=1)
-        axes.set_ylim(*_limits(drawn, 0.0, 1.0))
+        axes.set_ylim(*_limits(drawn, 0.0))
         _percent_axis(axes)
         _time_axis(axes, period)
         _shade_missing(axes, period, result.lines)
         axes.set_title("Error budget remaining")
         if len(result.lines) > 1:
-            axes.legend(loc="lower left")
+            axes.legend(loc="best")
         return _svg(figure, f"{result.kpi.name}: error budget remaining over the period")
 
 

@@ -20,7 +20,7 @@ from agent.kpi.spec import ServiceSpec
 from agent.logconfig import LEVELS, setup_logging
 from agent.report.model import Report, collect
 from agent.report.prometheus import PrometheusClient
-from agent.yamlsrc import duration, format_duration
+from agent.yamlsrc import ConfigError, duration, format_duration
 
 DEFAULT_UI_LISTEN = ":9911"
 
@@ -123,19 +123,26 @@ def report(specs: tuple[str, ...], prometheus_url: str, period: float, at: float
               help="How often the page reloads itself.")
 @click.option("--web.listen-address", "listen", default=DEFAULT_UI_LISTEN, show_default=True,
               help="Address to serve the scoreboard on, host:port.")
+@click.option("--web.config.file", "web_config_file", type=click.Path(exists=True, dir_okay=False),
+              help="exporter-toolkit web config: TLS, basic auth, headers (the agent's own format).")
 @click.option("--log.level", "log_level", type=click.Choice(list(LEVELS)), default="info", show_default=True)
 @click.option("--log.format", "log_format", type=click.Choice(["logfmt", "json"]), default="logfmt",
               show_default=True)
-def ui(specs: tuple[str, ...], prometheus_url: str, period: float, refresh: float, listen: str, log_level: str,
-       log_format: str) -> None:
+def ui(specs: tuple[str, ...], prometheus_url: str, period: float, refresh: float, listen: str,
+       web_config_file: str | None, log_level: str, log_format: str) -> None:
     """Serve the report as a live scoreboard at / that reloads itself every --refresh; read from Prometheus
     when viewed, never more often than every half --refresh whatever the number of viewers."""
     from agent.report.server import Scoreboard, serve
+    from agent.webconfig import load_web_config
 
     setup_logging(log_level, log_format)
     board = Scoreboard(_specs(specs), prometheus_url, period, refresh)
     try:
-        asyncio.run(serve(board, listen))
+        web_config = load_web_config(web_config_file) if web_config_file else None
+        asyncio.run(serve(board, listen, web_config))
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
     except OSError as exc:
         click.echo(f"kpi-agent ui: {exc}", err=True)
         sys.exit(1)

@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 QUERY_TIMEOUT = 60.0  # seconds per request: a 30d range over many series can take a while
 CONCURRENCY = 4  # requests in flight at once; enough to overlap latency without crowding Prometheus
@@ -28,7 +29,8 @@ Sample = tuple[float, float]  # (Unix seconds, value)
 
 class PrometheusClient:
     def __init__(self, url: str, session: aiohttp.ClientSession, timeout: float = QUERY_TIMEOUT):
-        self.url = url.rstrip("/")
+        self._base = url.rstrip("/")  # may hold user:password, which aiohttp sends as basic auth
+        self.url = str(URL(self._base).with_user(None))  # what people see: never the password
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._slots = asyncio.Semaphore(CONCURRENCY)
@@ -38,7 +40,8 @@ class PrometheusClient:
         try:
             async with self._slots:
                 method = "POST" if form is not None else "GET"
-                async with self._session.request(method, url, data=form, timeout=self._timeout) as response:
+                async with self._session.request(method, URL(f"{self._base}{path}"), data=form,
+                                                 timeout=self._timeout) as response:
                     try:
                         body = await response.json(content_type=None)
                     except ValueError:
@@ -46,7 +49,8 @@ class PrometheusClient:
                             f"{url} answered HTTP {response.status} with something that is not Prometheus's "
                             "JSON API; check --prometheus.url") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise PrometheusUnreachable(f"cannot reach Prometheus at {self.url}: {exc}") from None
+            reason = str(exc).replace(self._base, self.url)
+            raise PrometheusUnreachable(f"cannot reach Prometheus at {self.url}: {reason}") from None
         except TimeoutError:
             raise PrometheusUnreachable(f"Prometheus at {self.url} did not answer within "
                                         f"{self._timeout.total:g}s") from None

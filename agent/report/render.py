@@ -142,6 +142,9 @@ def _facts(result: KpiResult) -> str:
         facts.append(("Value over the period", _value(result, line)))
         if kpi.is_ratio:
             facts.append(("Error budget remaining", _budget(result, line)[0]))
+    for line in result.lines if len(result.lines) > 1 else ():
+        verdict = {True: "met", False: "missed", None: "no data"}[meets(kpi, line.value)]
+        facts.append((", ".join(f"{k}={v}" for k, v in line.group.items()), f"{_value(result, line)} ({verdict})"))
     labels = ", ".join(f"{k}={v}" for k, v in result.spec.labels.items())
     if labels:
         facts.append(("Labels", labels))
@@ -182,8 +185,10 @@ def _headline(report: Report) -> str:
                 for result in report.results for line in result.lines or (None,)]
     met, missed = verdicts.count(True), verdicts.count(False)
     unknown = len(verdicts) - met - missed
-    parts = [f"{met} met", f"{missed} missed"] + ([f"{unknown} without data"] if unknown else [])
-    return f"{len(report.results)} KPIs: " + ", ".join(parts)
+    counted = f"{len(report.results)} KPIs" + (f" ({len(verdicts)} series)" if len(verdicts) != len(report.results)
+                                               else "")
+    return f"{counted}: " + ", ".join([f"{met} met", f"{missed} missed"] + ([f"{unknown} without data"]
+                                                                              if unknown else []))
 
 
 def render(report: Report, refresh: float | None = None) -> str:

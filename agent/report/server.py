@@ -21,6 +21,7 @@ from agent.kpi.spec import ServiceSpec
 from agent.report.model import collect
 from agent.report.prometheus import PrometheusClient
 from agent.report.render import render
+from agent.webconfig import WebConfig
 
 log = logging.getLogger("agent.report")
 
@@ -67,7 +68,7 @@ class Scoreboard:
             await self._session.close()
 
 
-def make_app(board: Scoreboard) -> web.Application:
+def make_app(board: Scoreboard, web_config: WebConfig | None = None) -> web.Application:
     async def index(request: web.Request) -> web.Response:
         page = await board.page()
         return web.Response(text=page, content_type="text/html", charset="utf-8",
@@ -76,18 +77,19 @@ def make_app(board: Scoreboard) -> web.Application:
     async def healthy(request: web.Request) -> web.Response:
         return web.Response(text="OK\n")
 
-    app = web.Application()
+    app = web.Application(middlewares=[web_config.middleware()] if web_config else [])
     app.router.add_get("/", index)
     app.router.add_get("/-/healthy", healthy)
     return app
 
 
-async def serve(board: Scoreboard, listen: str) -> None:
-    """Serve until SIGTERM or SIGINT."""
-    runner = web.AppRunner(make_app(board), access_log=None)
+async def serve(board: Scoreboard, listen: str, web_config: WebConfig | None = None) -> None:
+    """Serve until SIGTERM or SIGINT; TLS and basic auth as the agent does, from an exporter-toolkit file."""
+    runner = web.AppRunner(make_app(board, web_config), access_log=None)
     await runner.setup()
     host, _, port = listen.rpartition(":")
-    await web.TCPSite(runner, host.strip("[]") or None, int(port)).start()
+    ssl_context = web_config.ssl_context() if web_config else None
+    await web.TCPSite(runner, host.strip("[]") or None, int(port), ssl_context=ssl_context).start()
     log.info("scoreboard listening", extra={"listen": listen, "prometheus": board.prometheus_url,
                                             "kpis": sum(len(s.kpis) for s in board.specs)})
     stop = asyncio.Event()

@@ -3,7 +3,7 @@ import pytest
 from tests.report.stack import Stack
 from tests.tools import require_tool
 
-HISTORY = 70.0  # seconds of recorded KPI history before the tests read it; reports cover the last 60
+HISTORY = 45.0  # seconds of recorded KPI history before the tests read it; reports cover the last 30
 
 
 @pytest.fixture(scope="session")

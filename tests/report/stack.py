@@ -1,7 +1,8 @@
 """A demo shop, the real agent scraping it, and a real Prometheus evaluating the generated rules every second.
 
 The shop's traffic has a known shape so the tests know what a report must say: exactly one checkout in 50
-fails (availability 98%, error rate 2%) and the JSON endpoint reports a monthly recurring revenue of 123,456.
+fails (availability 98%, error rate 2%), the cart never fails (100%), and the JSON endpoint reports a monthly
+recurring revenue of 123,456.
 One spec directory describes the shop; another describes a service that does not exist (a KPI with no data).
 """
 
@@ -24,7 +25,7 @@ from tests.helpers import fetch, free_port, wait_until
 
 FAIL_EVERY = 50  # request i fails when i % 50 == 0: 2% of checkouts, spread evenly
 MRR = 123456
-REQUESTS_PER_SECOND = 25
+ROUNDS_PER_SECOND = 25  # each round: one checkout and one cart request
 
 SHOP_SPEC = """\
 service: demo
@@ -56,6 +57,16 @@ kpis:
     ratio:
       numerator: http_requests_total{path="/api/checkout",status=~"5.."}
       denominator: http_requests_total{path="/api/checkout"}
+  - name: availability_by_path
+    description: Requests served without a server error, per path
+    objective: Every page works
+    owner: web
+    window: 1h
+    target: 99%
+    group_by: [path]
+    ratio:
+      numerator: http_requests_total{status!~"5.."}
+      denominator: http_requests_total
   - name: monthly_recurring_revenue
     description: Recurring revenue booked per month
     objective: Grow the subscription business
@@ -96,10 +107,17 @@ class Shop(ThreadingHTTPServer):
         with self.lock:
             index, self.count = self.count, self.count + 1
             status = 500 if index % FAIL_EVERY == 0 else 200
-            seconds = 0.010 + (index % 10) * 0.005
-            self.log.write(f'127.0.0.1 - - [24/Nov/2026:10:00:00 +0000] "GET /api/checkout HTTP/1.1" {status} 17 '
-                           f'"-" "report-test" {seconds:.3f}\n')
+            self._log("/api/checkout", status, 0.010 + (index % 10) * 0.005)
         return status
+
+    def cart(self) -> int:
+        with self.lock:
+            self._log("/api/cart", 200, 0.004)
+        return 200
+
+    def _log(self, path: str, status: int, seconds: float) -> None:
+        self.log.write(f'127.0.0.1 - - [24/Nov/2026:10:00:00 +0000] "GET {path} HTTP/1.1" {status} 17 "-" '
+                       f'"report-test" {seconds:.3f}\n')
 
 
 class _ShopHandler(BaseHTTPRequestHandler):
@@ -108,6 +126,8 @@ class _ShopHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
         if self.path == "/api/checkout":
             status, body = self.server.checkout(), b"checkout\n"
+        elif self.path == "/api/cart":
+            status, body = self.server.cart(), b"cart\n"
         elif self.path == "/stats":
             status, body = 200, json.dumps({"mrr": MRR}).encode()
         else:
@@ -165,16 +185,17 @@ class Stack:
         result = self.query(expr, at)
         return float(result[0]["value"][1]) if result else None
 
-    def _checkout(self) -> None:
+    def _get(self, path: str) -> None:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{self.shop.server_address[1]}/api/checkout", timeout=5).read()
+            urllib.request.urlopen(f"http://127.0.0.1:{self.shop.server_address[1]}{path}", timeout=5).read()
         except urllib.error.HTTPError as exc:  # the planned 500s
             exc.read()
 
     def _traffic(self) -> None:
         while not self._stop.is_set():
-            self._checkout()
-            self._stop.wait(1 / REQUESTS_PER_SECOND)
+            self._get("/api/checkout")
+            self._get("/api/cart")
+            self._stop.wait(1 / ROUNDS_PER_SECOND)
 
     def start(self, prometheus_bin: str) -> None:
         access_log = self.directory / "access.log"
@@ -206,24 +227,25 @@ class Stack:
              f"--storage.tsdb.path={self.directory / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prometheus_port}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         self.prometheus = f"http://127.0.0.1:{prometheus_port}"
-        # rate() cannot see the event that creates a series, so one failed and one good checkout create both
-        # status series before the measured traffic, whose every 50th request then fails.
-        self._checkout()
-        self._checkout()
-        wait_until(lambda: self.value('count(http_requests_total{path="/api/checkout"})') == 2, 60,
-                   what="both checkout series scraped by Prometheus")
+        # rate() cannot see the event that creates a series, so a failed and a good checkout and a cart request
+        # create every series before the measured traffic, whose every 50th checkout then fails.
+        for path in ("/api/checkout", "/api/checkout", "/api/cart"):
+            self._get(path)
+        wait_until(lambda: self.value("count(http_requests_total)") == 3, 60,
+                   what="every request series scraped by Prometheus")
         self.traffic_started = time.time()
         threading.Thread(target=self._traffic, daemon=True).start()
 
     def wait_for_history(self, seconds: float) -> float:
-        """Wait until every shop KPI has recorded ``seconds`` of history with traffic; returns that moment."""
+        """Wait until every series of the shop's KPIs (4 ratio series, one of them per path, and the value) has
+        recorded ``seconds`` of history with traffic; returns that moment."""
         first = ('min_over_time(timestamp(kpi:denominator:rate5m{kpi_service="demo"} > 0)[10m:1s]) '
                  'or min_over_time(timestamp(kpi:value{kpi_service="demo"})[10m:1s])')
 
         def old_enough() -> float | None:
             now = time.time()
             starts = self.query(first, now)
-            if len(starts) == 3 and all(now - float(s["value"][1]) > seconds for s in starts):
+            if len(starts) == 5 and all(now - float(s["value"][1]) > seconds for s in starts):
                 return now
             return None
 

@@ -11,14 +11,15 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import bcrypt
 from PIL import Image
 
-from tests.helpers import free_port
+from tests.helpers import fetch, free_port, wait_until
 from tests.report.browser import Browser
 from tests.report.stack import MRR, Stack
 
 AGENT = [sys.executable, "-m", "agent"]
-PERIOD = "1m"
+PERIOD = "30s"
 GREEN, RED = (0x1A, 0x7F, 0x37), (0xCF, 0x22, 0x2E)  # the Met and Missed badges
 
 ROWS = """[...document.querySelectorAll('table.summary tbody tr')].map(row => ({
@@ -65,13 +66,14 @@ async def test_the_report_shows_every_kpi_with_the_value_the_traffic_implies(sta
     result = report(str(stack.shop_specs), "--prometheus.url", stack.prometheus, "--period", PERIOD,
                     "--at", rfc3339(at), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert re.match(rf"wrote {re.escape(str(out))} \([\d,]+ bytes, 3 KPIs over 1m\) in [\d.]+s", result.stdout)
+    assert re.match(rf"wrote {re.escape(str(out))} \([\d,]+ bytes, 4 KPIs over 30s\) in [\d.]+s", result.stdout)
 
     rows, errors, requests, png, text = await open_in_browser(chromium, out.as_uri())
     assert errors == []
     assert requests == [out.as_uri()]  # self-contained: nothing else is fetched
     by_kpi = {row["cells"][2]: row for row in rows}
-    assert sorted(by_kpi) == ["checkout_availability", "checkout_errors", "monthly_recurring_revenue"]
+    assert sorted(by_kpi) == ["availability_by_path path=/api/cart", "availability_by_path path=/api/checkout",
+                              "checkout_availability", "checkout_errors", "monthly_recurring_revenue"]
     # one checkout in 50 fails: availability 98% against 99% (missed, budget overspent: 1 - 2%/1% = -100%),
     # error rate 2% against at most 5% (met, 1 - 2%/5% = 60% of the budget left)
     status, service, _, value, target, budget, owner, objective = by_kpi["checkout_availability"]["cells"]
@@ -81,12 +83,17 @@ async def test_the_report_shows_every_kpi_with_the_value_the_traffic_implies(sta
     status, _, _, value, target, budget, _, _ = by_kpi["checkout_errors"]["cells"]
     assert (status, target) == ("Met", "≤ 5.00%")
     assert abs(percent(value) - 2.0) < 0.25 and abs(percent(budget) - 60) < 5, (value, budget)
+    # one row per group_by value: the checkout path carries the failures, the cart never fails
+    status, _, _, value, _, budget, owner, _ = by_kpi["availability_by_path path=/api/checkout"]["cells"]
+    assert (status, owner) == ("Missed", "web") and abs(percent(value) - 98.0) < 0.25
+    status, _, _, value, _, budget, _, _ = by_kpi["availability_by_path path=/api/cart"]["cells"]
+    assert (status, value, budget) == ("Met", "100.00%", "100%")
     status, _, _, value, target, budget, owner, _ = by_kpi["monthly_recurring_revenue"]["cells"]
     assert (status, value, target, budget, owner) == ("Met", f"{MRR:,}", "≥ 100,000", "n/a (value KPI)", "finance")
 
-    # the report's period value is Prometheus's own traffic-weighted ratio over the same minute
-    expected = stack.value('sum_over_time(kpi:numerator:rate5m{kpi="checkout_availability"}[59s999ms]) / '
-                           'sum_over_time(kpi:denominator:rate5m{kpi="checkout_availability"}[59s999ms])', at)
+    # the report's period value is Prometheus's own traffic-weighted ratio over the same 30 seconds
+    expected = stack.value('sum_over_time(kpi:numerator:rate5m{kpi="checkout_availability"}[29s999ms]) / '
+                           'sum_over_time(kpi:denominator:rate5m{kpi="checkout_availability"}[29s999ms])', at)
     assert abs(float(by_kpi["checkout_availability"]["values"][3]) - expected) < 1e-9
 
     assert "This report is incomplete" not in text
@@ -99,7 +106,7 @@ async def test_the_report_shows_every_kpi_with_the_value_the_traffic_implies(sta
     assert blank_share(png) < 0.9  # tables, text and charts, not an empty page
     assert colour_pixels(png, GREEN) > 300 and colour_pixels(png, RED) > 300  # met and missed, in colour
     charts = out.read_text().count('<svg class="chart"')
-    assert charts == 8  # 3 KPI charts, 2 budget charts, 3 supporting metrics
+    assert charts == 10  # 4 KPI charts, 3 budget charts, 3 supporting metrics
 
 
 async def test_a_kpi_without_data_is_said_plainly_and_exits_4(stack: Stack, chromium, tmp_path):
@@ -115,7 +122,7 @@ async def test_a_kpi_without_data_is_said_plainly_and_exits_4(stack: Stack, chro
     assert ghost[0] == "No data" and ghost[3] == "no data" and ghost[5] == "unknown"
     assert "0%" not in ghost[3] and ghost[3] != "0"
     assert "This report is incomplete" in text and "ghost/login_availability: no data" in text
-    assert len(rows) == 4
+    assert len(rows) == 6  # 5 rows of the shop (one KPI has two groups) and the ghost
 
 
 def test_a_partial_period_is_stated_and_exits_3(stack: Stack, tmp_path):
@@ -124,11 +131,11 @@ def test_a_partial_period_is_stated_and_exits_3(stack: Stack, tmp_path):
                     "--out", str(out))
     assert result.returncode == 3, result.stderr
     problems = result.stderr.strip().splitlines()
-    assert len(problems) == 3 and all("partial period: data only from" in p for p in problems), problems
+    assert len(problems) == 4 and all("partial period: data only from" in p for p in problems), problems
     assert re.search(r"demo/checkout_availability: partial period: data only from \S+ \S+ UTC, [\dms]+ of the "
                      r"1h period", result.stderr)
     page = out.read_text()
-    assert "This report is incomplete" in page and page.count('<span class="badge partial"') >= 3
+    assert "This report is incomplete" in page and page.count('<span class="badge partial"') >= 5
 
 
 async def test_unreachable_prometheus_is_stated_and_exits_5(chromium, tmp_path):
@@ -145,6 +152,32 @@ async def test_unreachable_prometheus_is_stated_and_exits_5(chromium, tmp_path):
     assert f"cannot reach Prometheus at {url}" in text
 
 
+def test_credentials_in_the_url_log_in_and_are_never_shown(prometheus_bin, tmp_path):
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "web.yml").write_text(f"basic_auth_users:\n  reporter: {hashed}\n")
+    (tmp_path / "prometheus.yml").write_text("global: {scrape_interval: 1m}\n")
+    port = free_port()
+    server = subprocess.Popen([prometheus_bin, f"--config.file={tmp_path / 'prometheus.yml'}",
+                               f"--web.config.file={tmp_path / 'web.yml'}", f"--storage.tsdb.path={tmp_path / 'db'}",
+                               f"--web.listen-address=127.0.0.1:{port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: fetch(f"http://127.0.0.1:{port}/-/ready")[0] == 401, 30, what="Prometheus up")
+        specs, out = str(Path(__file__).parents[2] / "rules"), tmp_path / "report.html"
+        refused = report(specs, "--prometheus.url", f"http://127.0.0.1:{port}", "--out", str(out))
+        assert refused.returncode == 5 and "answered HTTP 401" in refused.stderr
+        logged_in = report(specs, "--prometheus.url", f"http://reporter:s3cret@127.0.0.1:{port}", "--out", str(out))
+        # an empty Prometheus: every KPI without data, for the reason that the rules are not loaded
+        assert logged_in.returncode == 4, logged_in.stderr
+        assert "are the rules generated from" in logged_in.stderr
+        page = out.read_text()
+        assert f"Prometheus http://127.0.0.1:{port} " in page  # the URL without its credentials
+        assert "s3cret" not in page + logged_in.stderr + logged_in.stdout + refused.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
 def test_the_pdf_is_printed_from_the_same_page(stack: Stack, chromium, tmp_path):
     out = tmp_path / "report.pdf"
     result = report(str(stack.shop_specs), "--prometheus.url", stack.prometheus, "--period", PERIOD,
@@ -155,7 +188,7 @@ def test_the_pdf_is_printed_from_the_same_page(stack: Stack, chromium, tmp_path)
     pages = len(re.findall(rb"/Type\s*/Page\b(?!s)", pdf))
     assert 2 <= pages <= 6, pages
     assert re.search(rb"/MediaBox \[0 0 841\.9\d* 594\.9\d*\]", pdf)  # A4 landscape, from the page's @page rule
-    assert b"/Title (KPI report: demo, 1m to " in pdf
+    assert b"/Title (KPI report: demo, 30s to " in pdf
 
 
 def test_bad_arguments_fail_before_anything_is_written(stack: Stack, tmp_path):
