@@ -122,6 +122,15 @@ def _svg(figure: Figure, label: str) -> str:
     return text.replace("<svg", f'<svg class="chart" role="img" aria-label="{label}"', 1)
 
 
+def _legend(axes: Axes, above: bool) -> None:
+    """Above the plot, right of the title, where a wide chart has room (never over lines that sit near 100%);
+    inside, where the lines leave the most room, on a narrow chart whose title takes the width."""
+    if above:
+        axes.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=4, borderaxespad=0.1, handlelength=1.5)
+    else:
+        axes.legend(loc="best", handlelength=1.5, frameon=True, framealpha=0.85, edgecolor="none")
+
+
 def _percent_axis(axes: Axes) -> None:
     axes.yaxis.set_major_formatter(ticker.PercentFormatter(xmax=1.0, decimals=None))
 
@@ -165,7 +174,7 @@ def kpi_chart(result: KpiResult, period: Period) -> str:
         _time_axis(axes, period)
         _shade_missing(axes, period, result.lines)
         axes.set_title("Value" + ("" if kpi.higher_is_better else " (lower is better)"))
-        axes.legend(loc="upper left", ncols=2)
+        _legend(axes, above=True)
         return _svg(figure, f"{kpi.name}: value over the period against its target")
 
 
@@ -189,7 +198,7 @@ def budget_chart(result: KpiResult, period: Period) -> str:
         _shade_missing(axes, period, result.lines)
         axes.set_title("Error budget remaining")
         if len(result.lines) > 1:
-            axes.legend(loc="best")
+            _legend(axes, above=False)
         return _svg(figure, f"{result.kpi.name}: error budget remaining over the period")
 
 
@@ -220,7 +229,7 @@ def supporting_chart(chart: Chart, period: Period, salt: str) -> str:
             _unit_axis(axes, chart.metric.unit)
             _time_axis(axes, period)
             if varying:
-                axes.legend(loc="upper left", ncols=2)
+                _legend(axes, above=False)
             hidden = len(chart.series) - MAX_SERIES
             if hidden > 0:
                 title += f" (first {MAX_SERIES} of {len(chart.series)} series)"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from agent.kpi.spec import Kpi, ServiceSpec, SupportingMetric
+from agent.kpi.units import significant
 from agent.report.prometheus import PrometheusClient, PrometheusError, PrometheusUnreachable, series_labels
 from agent.yamlsrc import format_duration
 
@@ -211,8 +212,8 @@ def target_text(kpi: Kpi) -> str:
 def format_kpi_value(kpi: Kpi, value: float) -> str:
     """A KPI value with enough decimals to tell it from its target: 99.95% against 99.9%, 99.987% against
     99.99%."""
-    if not kpi.is_ratio:
-        return f"{value:,.6g}" if abs(value) < 1e15 else f"{value:.6g}"
+    if not kpi.is_ratio:  # thousands grouped and whole (123,456), smaller numbers to 4 significant digits
+        return f"{value:,.0f}" if abs(value) >= 1000 else significant(value, 4)
     target_decimals = len(f"{kpi.target * 100:.10g}".partition(".")[2])
     return f"{value * 100:.{max(2, target_decimals + 1)}f}%"
 

@@ -24,9 +24,6 @@ class PrometheusUnreachable(PrometheusError):
     """No answer from Prometheus: refused, unresolvable, timed out, or not Prometheus's API at all."""
 
 
-Sample = tuple[float, float]  # (Unix seconds, value)
-
-
 class PrometheusClient:
     def __init__(self, url: str, session: aiohttp.ClientSession, timeout: float = QUERY_TIMEOUT):
         self._base = url.rstrip("/")  # may hold user:password, which aiohttp sends as basic auth
@@ -76,11 +73,6 @@ class PrometheusClient:
 
 def _time(seconds: float) -> str:
     return f"{seconds:.3f}"
-
-
-def samples(series: dict[str, Any]) -> list[Sample]:
-    """The (time, value) pairs of one series of a range result."""
-    return [(float(t), float(v)) for t, v in series.get("values", [])]
 
 
 def series_labels(series: dict[str, Any]) -> dict[str, str]:

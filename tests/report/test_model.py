@@ -22,10 +22,11 @@ kpis:
   - {name: errors, window: 30d, target: 5%, higher_is_better: false,
      ratio: {numerator: bad_total, denominator: all_total}}
   - {name: strict, window: 30d, target: 99.99%, ratio: {numerator: good_total, denominator: all_total}}
+  - {name: revenue, window: 30d, target: 100000, value: sum(mrr_dollars)}
 """
 SPEC_OBJECT, _ = parse_spec(yamlsrc.load_text(SPEC, "shop.yaml"), "shop.yaml")
 assert SPEC_OBJECT is not None
-AVAILABILITY, ERRORS, STRICT = SPEC_OBJECT.kpis
+AVAILABILITY, ERRORS, STRICT, REVENUE = SPEC_OBJECT.kpis
 
 
 def test_buckets_follow_the_rules_interval_and_cover_the_period_exactly():
@@ -100,3 +101,6 @@ def test_values_get_enough_decimals_to_be_told_from_their_target():
     assert format_kpi_value(AVAILABILITY, 0.98012) == "98.01%"
     assert format_kpi_value(STRICT, 0.99987) == "99.987%"  # 99.99% would hide the miss
     assert format_kpi_value(ERRORS, 0.0201) == "2.01%"
+    # a value KPI: no percent sign, thousands grouped, never an exponent
+    assert [format_kpi_value(REVENUE, v) for v in (1234567.8, 123456, 0.25127, 12.5)] == [
+        "1,234,568", "123,456", "0.2513", "12.5"]
