@@ -2,8 +2,8 @@
 
 matplotlib's object API (Figure, not pyplot) keeps no global state between charts, so the scoreboard can
 draw in a worker thread. Text stays text (``svg.fonttype: none``): the page's fonts render it, it can be
-searched and selected, and the SVG stays small. A per-chart hash salt keeps the ids of clip paths unique
-across the charts of one page and the output byte-for-byte stable.
+searched and selected, and the SVG stays small. A fixed hash salt makes the output byte-for-byte stable; a
+prefix per chart keeps element ids unique across the charts of one page.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from html import escape
 from typing import Any
 
 import matplotlib
@@ -28,8 +29,10 @@ GOOD, BAD, NEUTRAL, INK, MUTED = "#1a7f37", "#cf222e", "#9ca3af", "#1f2328", "#5
 PALETTE = ("#0969da", "#8250df", "#bf8700", "#1b7c83", "#cf222e", "#57606a", "#bc4c00", "#4d2d00")
 MAX_SERIES = len(PALETTE)  # more lines than colours cannot be told apart
 
-STYLE: dict[str, Any] = {
+STYLE: Any = {  # Any: matplotlib's stubs key rc parameters by a Literal of every name
     "svg.fonttype": "none",
+    "text.parse_math": False,  # a title with two $ signs is text, not TeX
+    "svg.hashsalt": "kpi-agent",  # fixed, so the same data gives the same bytes
     "font.family": "DejaVu Sans",
     "font.size": 8,
     "text.color": INK,
@@ -51,9 +54,6 @@ STYLE: dict[str, Any] = {
 WIDE, NARROW, HEIGHT = 7.2, 3.6, 2.5  # inches; the page scales them to its columns
 
 
-def _style(salt: str) -> Any:
-    """The charts' rc parameters; ``salt`` seeds the SVG ids."""
-    return {**STYLE, "svg.hashsalt": salt}
 
 
 def _date(seconds: float) -> float:
@@ -110,7 +110,9 @@ def _group_text(group: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in group.items())
 
 
-def _svg(figure: Figure, label: str) -> str:
+def _svg(figure: Figure, label: str, prefix: str) -> str:
+    """The figure as an <svg> element to inline: no XML prolog, sized by the page, and every id (and every
+    reference to one) prefixed, since matplotlib names elements figure_1, axes_1... in every chart."""
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     text = buffer.getvalue()
@@ -118,8 +120,8 @@ def _svg(figure: Figure, label: str) -> str:
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, count=1, flags=re.DOTALL)
     # the page sizes the chart; the viewBox keeps its proportions
     text = re.sub(r'^<svg([^>]*?) width="[^"]*" height="[^"]*"', r"<svg\1", text, count=1)
-    label = label.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
-    return text.replace("<svg", f'<svg class="chart" role="img" aria-label="{label}"', 1)
+    text = re.sub(r'(\sid="|url\(#|href="#)', lambda m: f"{m.group(1)}{prefix}-", text)
+    return text.replace("<svg", f'<svg class="chart" role="img" aria-label="{escape(label)}"', 1)
 
 
 def _legend(axes: Axes, above: bool) -> None:
@@ -143,7 +145,7 @@ def kpi_chart(result: KpiResult, period: Period) -> str:
     """The KPI's value in each bucket and from the period's start, against its target, with the failing
     side of the target tinted (below it when higher is better, above it otherwise)."""
     kpi = result.kpi
-    with matplotlib.rc_context(_style(f"{result.anchor}-value")):
+    with matplotlib.rc_context(STYLE):
         figure, axes = _figure(WIDE)
         times = _times(period)
         drawn: list[float] = []
@@ -175,12 +177,12 @@ def kpi_chart(result: KpiResult, period: Period) -> str:
         _shade_missing(axes, period, result.lines)
         axes.set_title("Value" + ("" if kpi.higher_is_better else " (lower is better)"))
         _legend(axes, above=True)
-        return _svg(figure, f"{kpi.name}: value over the period against its target")
+        return _svg(figure, f"{kpi.name}: value over the period against its target", f"{result.anchor}-value")
 
 
 def budget_chart(result: KpiResult, period: Period) -> str:
     """Error budget left from the period's start to each bucket; below zero is overspent."""
-    with matplotlib.rc_context(_style(f"{result.anchor}-budget")):
+    with matplotlib.rc_context(STYLE):
         figure, axes = _figure(NARROW)
         times = _times(period)
         drawn: list[float] = []
@@ -199,12 +201,13 @@ def budget_chart(result: KpiResult, period: Period) -> str:
         axes.set_title("Error budget remaining")
         if len(result.lines) > 1:
             _legend(axes, above=False)
-        return _svg(figure, f"{result.kpi.name}: error budget remaining over the period")
+        return _svg(figure, f"{result.kpi.name}: error budget remaining over the period",
+                    f"{result.anchor}-budget")
 
 
-def supporting_chart(chart: Chart, period: Period, salt: str) -> str:
+def supporting_chart(chart: Chart, period: Period, prefix: str) -> str:
     """A supporting metric with its unit; at most MAX_SERIES lines, the rest counted in the title."""
-    with matplotlib.rc_context(_style(salt)):
+    with matplotlib.rc_context(STYLE):
         figure, axes = _figure(NARROW)
         times = _times(period)
         title = chart.metric.title
@@ -234,4 +237,4 @@ def supporting_chart(chart: Chart, period: Period, salt: str) -> str:
             if hidden > 0:
                 title += f" (first {MAX_SERIES} of {len(chart.series)} series)"
         axes.set_title(title)
-        return _svg(figure, chart.metric.title)
+        return _svg(figure, chart.metric.title, prefix)

@@ -57,6 +57,8 @@ async def open_in_browser(chromium: str, url: str) -> tuple[list[dict], list[str
         await page.goto(url)
         rows = await page.evaluate(ROWS)
         text = await page.evaluate("document.body.innerText")
+        ids = await page.evaluate("[...document.querySelectorAll('[id]')].map(element => element.id)")
+        assert len(ids) == len(set(ids)), "ids repeat across the page's charts"
         return rows, page.errors, page.requests, await page.screenshot(), text
 
 
