@@ -14,6 +14,7 @@ from agent.kpi.dashboards_cli import dashboards
 from agent.kpi.rules_cli import rules
 from agent.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress
 from agent.logconfig import LEVELS, setup_logging
+from agent.report.cli import report, ui
 from agent.sources.kinds import KINDS
 
 log = logging.getLogger("agent")
@@ -128,3 +129,5 @@ def example_config() -> None:
 
 main.add_command(rules)
 main.add_command(dashboards)
+main.add_command(report)
+main.add_command(ui)

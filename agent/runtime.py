@@ -43,7 +43,7 @@ from agent.sources.http import trace_config
 from agent.sources.kinds import KINDS
 from agent.sources.logs.positions import Positions
 from agent.store import Group, SchemaError, Store
-from agent.web import Server
+from agent.web import Server, agent_routes
 from agent.webconfig import LiveWebConfig
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class Agent:
         self._positions_task = asyncio.create_task(self._positions.run(), name="positions")
         # the server never takes the descriptors probes in flight need
         limit = descriptor_budget(self._max_connections, self.config.global_.max_concurrent_probes)
-        self.server = Server(self, self._own, self.web_config, limit, self._header_timeout)
+        self.server = Server(agent_routes(self), self._own, self.web_config, limit, self._header_timeout)
         await self.server.start(self.listen)
         self._watchdog = asyncio.create_task(self._watch_loop(), name="watchdog")
         self.ready = True

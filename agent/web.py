@@ -44,7 +44,8 @@ from agent.webconfig import Authenticator, LiveWebConfig, TokenBucket
 
 log = logging.getLogger(__name__)
 
-HANDLERS = ("/", "/metrics", "/-/healthy", "/-/ready", "/-/reload", "/api/v1/status", "/api/v1/sources")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Route = tuple[str, str, Handler]  # method, path, handler
 
 
 class AgentView(Protocol):
@@ -89,13 +90,28 @@ def render(snap: Snapshot, accept: str, accept_encoding: str) -> tuple[bytes, di
     return body, headers
 
 
-class Server:
-    """Routes, protections and listeners of the agent's HTTP server, and its self-metrics in ``group``."""
+def agent_routes(agent: AgentView) -> list[Route]:
+    """The agent's own endpoints."""
+    return [
+        ("GET", "/", _handler(agent, _index)),
+        ("GET", "/metrics", _handler(agent, _metrics)),
+        ("GET", "/-/healthy", _healthy),
+        ("GET", "/-/ready", _handler(agent, _ready)),
+        ("POST", "/-/reload", _handler(agent, _reload)),
+        ("PUT", "/-/reload", _handler(agent, _reload)),
+        ("GET", "/api/v1/status", _handler(agent, _status)),
+        ("GET", "/api/v1/sources", _handler(agent, _sources)),
+    ]
 
-    def __init__(self, agent: AgentView, group: Group, web_config: LiveWebConfig | None = None,
+
+class Server:
+    """An HTTP server of kpi-agent (the agent's, or the scoreboard's): ``routes`` behind the protections
+    described above, on guarded listeners, counted in ``group``."""
+
+    def __init__(self, routes: list[Route], group: Group, web_config: LiveWebConfig | None = None,
                  max_connections: int = 512, header_timeout: float = 10.0):
-        self.agent = agent
         self.web_config = web_config
+        self.handlers = tuple(dict.fromkeys(path for _, path, _ in routes))
         self._requests = group.counter(HTTP_REQUESTS)
         self._duration = group.histogram(HTTP_DURATION)
         self._size = group.histogram(HTTP_RESPONSE_SIZE)
@@ -104,8 +120,8 @@ class Server:
         self._config_ok = group.gauge(WEB_CONFIG_OK)
         for reason in CLOSE_REASONS:
             self._closed.ensure((reason,))
-        for handler in HANDLERS:
-            self._duration.ensure((handler,))
+        for path in self.handlers:
+            self._duration.ensure((path,))
         group.gauge(HTTP_CONNECTIONS_LIMIT).set((), max_connections)
         if web_config is not None:
             self._config_ok.set((), 1)
@@ -117,14 +133,8 @@ class Server:
         self._authenticator = Authenticator()
         self._bucket = TokenBucket()
         self.app = web.Application(middlewares=[self._middleware])
-        self.app.router.add_get("/", _handler(agent, _index))
-        self.app.router.add_get("/metrics", _handler(agent, _metrics))
-        self.app.router.add_get("/-/healthy", _healthy)
-        self.app.router.add_get("/-/ready", _handler(agent, _ready))
-        self.app.router.add_post("/-/reload", _handler(agent, _reload))
-        self.app.router.add_put("/-/reload", _handler(agent, _reload))
-        self.app.router.add_get("/api/v1/status", _handler(agent, _status))
-        self.app.router.add_get("/api/v1/sources", _handler(agent, _sources))
+        for method, path, handler in routes:
+            self.app.router.add_route(method, path, handler)
         self._runner: web.AppRunner | None = None
         self._servers: list[asyncio.Server] = []
 
@@ -178,7 +188,7 @@ class Server:
         await response.prepare(request)
         await response.write_eof()
         route = request.match_info.route.resource
-        name = route.canonical if route is not None and route.canonical in HANDLERS else "other"
+        name = route.canonical if route is not None and route.canonical in self.handlers else "other"
         self._requests.inc((name, str(response.status)))
         self._duration.observe((name,), time.perf_counter() - started)
         self._size.observe((name,), float(response.body_length))
@@ -199,8 +209,7 @@ def _same_origin(request: web.Request) -> bool:
     return origin != "null" and urllib.parse.urlsplit(origin).netloc.lower() == request.host.lower()
 
 
-def _handler(agent: AgentView, func: Callable[[AgentView, web.Request], Awaitable[web.StreamResponse]]
-             ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _handler(agent: AgentView, func: Callable[[AgentView, web.Request], Awaitable[web.StreamResponse]]) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         return await func(agent, request)
 

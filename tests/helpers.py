@@ -60,16 +60,17 @@ class Series:
 
 
 class Exposition:
-    """One /metrics page, parsed strictly."""
+    """One /metrics page, parsed strictly. ``ours=False`` for pages of other programs (Prometheus's own), whose
+    families may share a name once the parser strips _total (go_memstats_alloc_bytes and ..._bytes_total)."""
 
-    def __init__(self, body: bytes, openmetrics: bool = False):
+    def __init__(self, body: bytes, openmetrics: bool = False, ours: bool = True):
         self.text = body.decode("utf-8")  # strict: a label value that is not UTF-8 fails here
         parse = parse_openmetrics if openmetrics else parse_text
         self.series: list[Series] = []
         families: set[str] = set()
         seen: set[tuple[str, frozenset]] = set()
         for family in parse(self.text):
-            assert family.name not in families, f"family {family.name} is declared twice"
+            assert not ours or family.name not in families, f"family {family.name} is declared twice"
             families.add(family.name)
             for sample in family.samples:
                 key = (sample.name, frozenset(sample.labels.items()))
@@ -100,12 +101,12 @@ class Exposition:
         return result
 
 
-def scrape(url: str, openmetrics: bool = False, timeout: float = 5.0) -> Exposition:
+def scrape(url: str, openmetrics: bool = False, timeout: float = 5.0, ours: bool = True) -> Exposition:
     """GET a /metrics URL from a synchronous test (an agent in another process)."""
     request = urllib.request.Request(url, headers={"Accept": OPENMETRICS} if openmetrics else {})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         assert response.status == 200, response.status
-        return Exposition(response.read(), openmetrics)
+        return Exposition(response.read(), openmetrics, ours)
 
 
 async def ascrape(url: str, openmetrics: bool = False, headers: dict[str, str] | None = None,

@@ -20,6 +20,7 @@ PACKAGES = {
     "amtool": "prometheus-alertmanager",
     "mtail": "mtail",
     "prometheus-blackbox-exporter": "prometheus-blackbox-exporter",
+    "chromium": "chromium",
 }
 
 _lock = threading.Lock()

@@ -10,30 +10,47 @@ import json
 import re
 from typing import Any
 
-from grafana_foundation_sdk.builders import alerting, dashboard, expr, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders import alerting, common, dashboard, expr, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.builders.common import GraphThresholdsStyleConfig
 from grafana_foundation_sdk.builders.dashboard import DatasourceVariable, QueryVariable
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.alerting import RelativeTimeRange
-from grafana_foundation_sdk.models.common import BigValueColorMode, GraphTresholdsStyleMode
+from grafana_foundation_sdk.models.common import (
+    BigValueColorMode,
+    BigValueGraphMode,
+    GraphTresholdsStyleMode,
+    LegendDisplayMode,
+    LegendPlacement,
+    SortOrder,
+    TooltipDisplayMode,
+)
 from grafana_foundation_sdk.models.dashboard import (
     DataSourceRef,
     DataTransformerConfig,
+    DynamicConfigValue,
     GridPos,
     Threshold,
     ThresholdsMode,
+    ValueMap,
+    ValueMappingResult,
     VariableRefresh,
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from agent.kpi.compiler import compile_groups, to_yaml
-from agent.kpi.spec import Kpi, ServiceSpec
+from agent.kpi.spec import BASE_TIERS, Kpi, ServiceSpec
+from agent.kpi.units import GRAFANA_UNITS
 from agent.yamlsrc import format_duration
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 OVERVIEW_UID = "kpi-overview"
 AGENT_UID = "kpi-agent-health"
 WIDTH = 24
+# Grafana unit ids of what the panels show (grafana-data valueFormats)
+RATIO, SECONDS, BYTES, SHORT = GRAFANA_UNITS["ratio"], GRAFANA_UNITS["seconds"], GRAFANA_UNITS["bytes"], "short"
+PER_SECOND = GRAFANA_UNITS["per_second"]
+BURN = "suffix:x"  # a burn rate is a multiple of the sustainable rate: 14.4x
+SEVERITY_COLORS = {"ticket": "orange", "page": "red"}
 
 
 def _uid(text: str) -> str:
@@ -64,47 +81,83 @@ def _label_variable(name: str, query: str, label: str | None = None) -> QueryVar
             .multi(True).include_all(True).all_value(".*"))
 
 
+def _timeseries(title: str, unit: str) -> timeseries.Panel:
+    """A time series panel with its unit, a legend and a tooltip listing every series (Grafana fills no
+    defaults into provisioned JSON: left out, `options` is null)."""
+    return (timeseries.Panel().title(title).datasource(DATASOURCE).unit(unit)
+            .legend(common.VizLegendOptions().display_mode(LegendDisplayMode.LIST)
+                    .placement(LegendPlacement.BOTTOM).show_legend(True))
+            .tooltip(common.VizTooltipOptions().mode(TooltipDisplayMode.MULTI).sort(SortOrder.DESCENDING)))
+
+
+def _stat(title: str, unit: str) -> stat.Panel:
+    return (stat.Panel().title(title).datasource(DATASOURCE).unit(unit).graph_mode(BigValueGraphMode.NONE)
+            .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
+
+
+def _tier_thresholds(tiers: dict[str, list[float]]) -> dashboard.ThresholdsConfig:
+    """Each burn factor of the alert tiers as a threshold: ticket factors orange, page factors red."""
+    steps: list[tuple[float | None, str]] = [(None, "green")]
+    for severity in ("ticket", "page"):
+        steps.extend((factor, SEVERITY_COLORS[severity]) for factor in sorted(set(tiers.get(severity, []))))
+    return _thresholds(*sorted(steps, key=lambda step: -1.0 if step[0] is None else step[0]))
+
+
 def _encode(board: dashboard.Dashboard) -> str:
-    return JSONEncoder(sort_keys=True, indent=2).encode(board.build()) + "\n"
+    """The dashboard's JSON; panel ids numbered in order, so each is unique and stable."""
+    built = board.build()
+    for index, panel in enumerate(built.panels or []):
+        panel.id_val = index + 1
+    return JSONEncoder(sort_keys=True, indent=2).encode(built) + "\n"
 
 
 def overview_dashboard() -> str:
     """One row per KPI of every service: period value, target, whether it is met, budget left, fastest burn."""
     service = 'kpi_service=~"$service"'
     fastest = f'max by (kpi, kpi_service) ({{__name__=~"kpi:burn_rate:rate.+", {service}}})'
+    base_factors = {severity: [factor for _, factor in tiers] for severity, tiers in BASE_TIERS.items()}
     board = (dashboard.Dashboard("KPI overview").uid(OVERVIEW_UID).tags(["kpi", "kpi-agent"])
              .time("now-7d", "now").refresh("1m")
              .with_variable(_datasource_variable())
              .with_variable(_label_variable("kpi_service", "kpi_info", "service").name("service")))
     board = board.with_panel(
-        stat.Panel().title("Meets target").description("1 = the KPI meets its target over its window")
-        .datasource(DATASOURCE).grid_pos(GridPos(h=6, w=8, x=0, y=0))
+        _stat("Meets target", "bool").description("Whether the KPI meets its target over its window")
+        .grid_pos(GridPos(h=6, w=8, x=0, y=0))
         .with_target(_query(f"kpi:meets_target{{{service}}}", "{{kpi_service}} {{kpi}}"))
+        .mappings([ValueMap({"0": ValueMappingResult(text="missed", color="red", index=0),
+                             "1": ValueMappingResult(text="met", color="green", index=1)})])
         .thresholds(_thresholds((None, "red"), (1, "green"))).color_mode(BigValueColorMode.BACKGROUND))
     board = board.with_panel(
-        stat.Panel().title("Error budget remaining").datasource(DATASOURCE).grid_pos(GridPos(h=6, w=8, x=8, y=0))
+        _stat("Error budget remaining", RATIO).grid_pos(GridPos(h=6, w=8, x=8, y=0))
         .with_target(_query(f"kpi:error_budget_remaining:ratio{{{service}}}", "{{kpi_service}} {{kpi}}"))
-        .unit("percentunit").thresholds(_thresholds((None, "red"), (0, "orange"), (0.25, "green"))))
+        .thresholds(_thresholds((None, "red"), (0, "orange"), (0.25, "green"))))
     board = board.with_panel(
-        stat.Panel().title("Fastest burn rate").description("Highest burn rate over the alert windows")
-        .datasource(DATASOURCE).grid_pos(GridPos(h=6, w=8, x=16, y=0))
+        _stat("Fastest burn rate", BURN)
+        .description("Highest burn rate over the alert windows; thresholds at the default tiers' factors")
+        .grid_pos(GridPos(h=6, w=8, x=16, y=0))
         .with_target(_query(fastest, "{{kpi_service}} {{kpi}}"))
-        .thresholds(_thresholds((None, "green"), (1, "orange"), (6, "red"))))
-    board = board.with_panel(
-        table.Panel().title("KPIs").datasource(DATASOURCE).grid_pos(GridPos(h=12, w=WIDTH, x=0, y=6))
-        .with_target(_query(f"kpi:ratio:period{{{service}}} or kpi:value:period{{{service}}}", ref="period",
-                            instant=True))
-        .with_target(_query(f"kpi:target{{{service}}}", ref="target", instant=True))
-        .with_target(_query(f"kpi:error_budget_remaining:ratio{{{service}}}", ref="budget", instant=True))
-        .with_target(_query(fastest, ref="burn", instant=True))
-        .with_target(_query(f"kpi_info{{{service}}}", ref="info", instant=True))
-        .with_transformation(_transformation("merge", {}))
-        .with_transformation(_transformation("organize", {
-            "excludeByName": {"Time": True, "__name__": True, "Value #info": True, "higher_is_better": True},
-            "renameByName": {"Value #period": "period value", "Value #target": "target",
-                             "Value #budget": "budget remaining", "Value #burn": "fastest burn",
-                             "kpi_service": "service"}})))
-    return _encode(board)
+        .thresholds(_tier_thresholds(base_factors)))
+    # Ratio and value KPIs share the period value and target columns (one query each, so every column has
+    # data whatever the specs): their unit is "none", the number as recorded (0.999 is 99.9%).
+    columns = {"Value #period": ("period value", "none"), "Value #target": ("target", "none"),
+               "Value #budget": ("budget remaining", RATIO), "Value #burn": ("fastest burn", BURN)}
+    kpis = (table.Panel().title("KPIs").datasource(DATASOURCE).unit("none").show_header(True)
+            .description("Period value and target: ratio KPIs as a fraction (0.999 = 99.9%), value KPIs as is")
+            .grid_pos(GridPos(h=12, w=WIDTH, x=0, y=6))
+            .with_target(_query(f"kpi:ratio:period{{{service}}} or kpi:value:period{{{service}}}", ref="period",
+                                instant=True))
+            .with_target(_query(f"kpi:target{{{service}}}", ref="target", instant=True))
+            .with_target(_query(f"kpi:error_budget_remaining:ratio{{{service}}}", ref="budget", instant=True))
+            .with_target(_query(fastest, ref="burn", instant=True))
+            .with_target(_query(f"kpi_info{{{service}}}", ref="info", instant=True))
+            .with_transformation(_transformation("merge", {}))
+            .with_transformation(_transformation("organize", {
+                "excludeByName": {"Time": True, "__name__": True, "Value #info": True, "higher_is_better": True},
+                "renameByName": {**{field: name for field, (name, _) in columns.items()},
+                                 "kpi_service": "service"}})))
+    for name, unit in columns.values():
+        kpis = kpis.override_by_name(name, [DynamicConfigValue(id_val="unit", value=unit)])
+    return _encode(board.with_panel(kpis))
 
 
 def _transformation(kind: str, options: dict[str, Any]) -> DataTransformerConfig:
@@ -116,8 +169,8 @@ def _group_filter(kpi: Kpi) -> str:
 
 
 def service_dashboard(spec: ServiceSpec) -> str:
-    """Per KPI of one service: the ratio over time against its target, budget left, burn rates, and the
-    spec's supporting metrics."""
+    """Per KPI of one service: the ratio over time against its target, budget left, burn rates against the
+    alert tiers' factors, and the spec's supporting metrics in their units."""
     board = (dashboard.Dashboard(f"KPIs: {spec.service}").uid(_uid(f"kpi-{spec.service}"))
              .tags(["kpi", "kpi-agent", spec.service]).time("now-24h", "now").refresh("1m")
              .with_variable(_datasource_variable()))
@@ -131,33 +184,37 @@ def service_dashboard(spec: ServiceSpec) -> str:
         board = board.with_row(dashboard.Row(f"{kpi.name}: {kpi.description or kpi.objective}".rstrip(": ")))
         y += 1
         if kpi.is_ratio:
-            main = (timeseries.Panel().title(f"{kpi.name}: ratio and target")
-                    .description(f"{kpi.objective} (owner: {kpi.owner or 'unset'})").datasource(DATASOURCE)
+            main = (_timeseries(f"{kpi.name}: ratio and target", RATIO)
                     .with_target(_query(f"kpi:ratio:rate5m{{{selector}}}", f"5m {legend}", "A"))
                     .with_target(_query(f"kpi:ratio:period{{{selector}}}", f"{format_duration(kpi.window)} {legend}",
-                                        "B"))
-                    .unit("percentunit"))
+                                        "B")))
         else:
-            main = (timeseries.Panel().title(f"{kpi.name}: value and target").datasource(DATASOURCE)
-                    .description(f"{kpi.objective} (owner: {kpi.owner or 'unset'})")
+            main = (_timeseries(f"{kpi.name}: value and target", SHORT)
                     .with_target(_query(f"kpi:value{{{selector}}}", legend, "A")))
-        main = (main.thresholds(_thresholds((None, "red" if kpi.higher_is_better else "green"),
-                                            (kpi.target, "green" if kpi.higher_is_better else "red")))
+        main = (main.description(f"{kpi.objective} (owner: {kpi.owner or 'unset'})")
+                .thresholds(_thresholds((None, "red" if kpi.higher_is_better else "green"),
+                                        (kpi.target, "green" if kpi.higher_is_better else "red")))
                 .thresholds_style(_threshold_line()).grid_pos(GridPos(h=8, w=12, x=0, y=y)))
         board = board.with_panel(main)
+        burns = kpi.alerting.strategy == "burn_rate"
         if kpi.is_ratio:
             board = board.with_panel(
-                timeseries.Panel().title(f"{kpi.name}: error budget remaining").datasource(DATASOURCE)
+                _timeseries(f"{kpi.name}: error budget remaining", RATIO)
                 .with_target(_query(f"kpi:error_budget_remaining:ratio{{{selector}}}", legend))
-                .unit("percentunit").grid_pos(GridPos(h=8, w=6, x=12, y=y)))
+                .grid_pos(GridPos(h=8, w=6 if burns else 12, x=12, y=y)))
+        if burns:
+            factors = {tier.severity: [w.factor for w in tier.windows] for tier in kpi.alerting.tiers}
             board = board.with_panel(
-                timeseries.Panel().title(f"{kpi.name}: burn rates").datasource(DATASOURCE)
+                _timeseries(f"{kpi.name}: burn rates", BURN)
+                .description("Burn rate per window; the lines are the alert tiers' factors "
+                             "(ticket orange, page red)")
                 .with_target(_query(f'{{__name__=~"kpi:burn_rate:rate.+", {selector}}}', "{{__name__}} " + legend))
+                .thresholds(_tier_thresholds(factors)).thresholds_style(_threshold_line())
                 .grid_pos(GridPos(h=8, w=6, x=18, y=y)))
         y += 8
         for index, metric in enumerate(kpi.supporting_metrics):
             board = board.with_panel(
-                timeseries.Panel().title(metric.title).datasource(DATASOURCE)
+                _timeseries(metric.title, GRAFANA_UNITS[metric.unit])
                 .with_target(_query(metric.query))
                 .grid_pos(GridPos(h=6, w=8, x=(index % 3) * 8, y=y + (index // 3) * 6)))
         y += 6 * ((len(kpi.supporting_metrics) + 2) // 3)
@@ -173,26 +230,26 @@ def agent_dashboard() -> str:
     board = (dashboard.Dashboard("kpi-agent health").uid(AGENT_UID).tags(["kpi-agent"])
              .time("now-6h", "now").refresh("30s").with_variable(_datasource_variable()))
     panels = [
-        ("Probe success", "probe_success", "{{target}}", None),
+        ("Probe success", "probe_success", "{{target}}", RATIO),
         ("Probe latency p99",
-         "histogram_quantile(0.99, sum by (le, target) (rate(probe_latency_seconds_bucket[5m])))", "{{target}}", "s"),
+         "histogram_quantile(0.99, sum by (le, target) (rate(probe_latency_seconds_bucket[5m])))", "{{target}}",
+         SECONDS),
         ("Probe failures by result", 'sum by (target, result) (rate(probes_total{result!="success"}[5m])) or '
-                                     "sum by (target) (rate(probes_total[5m])) * 0", "{{target}} {{result}}", None),
-        ("Log lines per second", "sum by (source) (rate(kpi_agent_log_lines_total[5m]))", "{{source}}", None),
+                                     "sum by (target) (rate(probes_total[5m])) * 0", "{{target}} {{result}}",
+         PER_SECOND),
+        ("Log lines per second", "sum by (source) (rate(kpi_agent_log_lines_total[5m]))", "{{source}}", PER_SECOND),
         ("Unmatched and malformed lines per second",
          "sum by (source) (rate(kpi_agent_log_lines_unmatched_total[5m]) + "
-         "rate(kpi_agent_log_lines_malformed_total[5m]))", "{{source}}", None),
-        ("Log lag", "kpi_agent_log_lag_bytes", "{{source}}", "bytes"),
+         "rate(kpi_agent_log_lines_malformed_total[5m]))", "{{source}}", PER_SECOND),
+        ("Log lag", "kpi_agent_log_lag_bytes", "{{source}}", BYTES),
         ("Dropped series per second", "sum by (metric) (rate(kpi_agent_series_dropped_total[5m])) or vector(0)",
-         "{{metric}}", None),
-        ("Config reload successful", "kpi_agent_config_last_reload_successful", "{{instance}}", None),
+         "{{metric}}", PER_SECOND),
+        ("Config reload successful", "kpi_agent_config_last_reload_successful", "{{instance}}", "bool"),
     ]
     for index, (title, promql, legend, unit) in enumerate(panels):
-        panel = (timeseries.Panel().title(title).datasource(DATASOURCE).with_target(_query(promql, legend))
-                 .grid_pos(GridPos(h=8, w=12, x=(index % 2) * 12, y=(index // 2) * 8)))
-        if unit:
-            panel = panel.unit(unit)
-        board = board.with_panel(panel)
+        board = board.with_panel(
+            _timeseries(title, unit).with_target(_query(promql, legend))
+            .grid_pos(GridPos(h=8, w=12, x=(index % 2) * 12, y=(index // 2) * 8)))
     return _encode(board)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import yamlsrc
+from agent.kpi.units import DEFAULT_UNIT, UNITS
 from agent.yamlsrc import Fields, Report
 
 KPI_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -163,6 +164,7 @@ class Alerting:
 class SupportingMetric:
     title: str
     query: str
+    unit: str = DEFAULT_UNIT  # one of agent.kpi.units.UNITS
 
 
 @dataclass(frozen=True)
@@ -339,9 +341,10 @@ def _parse_kpi(fields: Fields, line: int | None) -> Kpi | None:
         metric = Fields(item, path, fields.report, item_line)
         title = metric.get("title", yamlsrc.nonempty_string)
         query = metric.get("query", yamlsrc.nonempty_string)
+        unit = metric.get("unit", yamlsrc.one_of(*UNITS), DEFAULT_UNIT)
         metric.finish()
         if title and query:
-            supporting.append(SupportingMetric(title, query))
+            supporting.append(SupportingMetric(title, query, unit))
             expressions.append((metric.field("query"), metric.line_of("query") or 0, query))
     fields.finish()
     if name is None or window is None or target is None:

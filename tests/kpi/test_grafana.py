@@ -97,3 +97,80 @@ def test_cli_writes_every_file(tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "grafana-alert-rules.yml", "kpi-agent-health.json", "kpi-overview.json", "kpi-shop.json"]
+
+
+def _boards() -> dict[str, dict]:
+    spec = load_spec(ROOT / "rules" / "shop.yaml")
+    return {"overview": json.loads(grafana.overview_dashboard()), "agent": json.loads(grafana.agent_dashboard()),
+            "shop": json.loads(grafana.service_dashboard(spec)),
+            "grouped": json.loads(grafana.service_dashboard(spec_from(GROUPED)))}
+
+
+def _nulls(node, path: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [found for key, value in node.items() for found in
+                ([f"{path}.{key}"] if value is None and key != "value" else _nulls(value, f"{path}.{key}"))]
+    if isinstance(node, list):
+        return [found for index, item in enumerate(node) for found in _nulls(item, f"{path}[{index}]")]
+    return []
+
+
+def test_every_panel_has_a_unique_id_a_unit_and_no_null_field():
+    for name, board in _boards().items():
+        panels = board["panels"]
+        ids = [p.get("id") for p in panels]
+        assert all(isinstance(i, int) and i > 0 for i in ids) and len(set(ids)) == len(ids), (name, ids)
+        for panel in panels:
+            if panel["type"] != "row":
+                assert panel["fieldConfig"]["defaults"].get("unit"), (name, panel["title"])
+                assert isinstance(panel["options"], dict), (name, panel["title"])
+        # a threshold's base step has value null by Grafana's schema (it means minus infinity); nothing else
+        assert _nulls(board) == [], (name, _nulls(board))
+
+
+def test_panels_show_seconds_percent_bytes_and_per_second():
+    units = {p["title"]: p["fieldConfig"]["defaults"]["unit"] for p in _boards()["agent"]["panels"]}
+    assert units["Probe latency p99"] == "s" and units["Log lag"] == "bytes"
+    assert units["Probe success"] == "percentunit"
+    assert units["Log lines per second"] == units["Probe failures by result"] == "cps"
+    shop = {p["title"]: p["fieldConfig"]["defaults"]["unit"] for p in _boards()["shop"]["panels"] if p["type"] != "row"}
+    assert shop["checkout_availability: ratio and target"] == "percentunit"
+    assert shop["checkout_availability: error budget remaining"] == "percentunit"
+    assert shop["checkout_availability: burn rates"] == "suffix:x"
+    overview = {p["title"]: p for p in _boards()["overview"]["panels"]}
+    assert overview["Meets target"]["fieldConfig"]["defaults"]["mappings"][0]["options"]["0"]["text"] == "missed"
+    columns = {o["matcher"]["options"]: o["properties"][0]["value"]
+               for o in overview["KPIs"]["fieldConfig"]["overrides"]}
+    assert columns["budget remaining"] == "percentunit" and columns["fastest burn"] == "suffix:x"
+
+
+def test_supporting_metrics_take_their_unit_from_the_spec():
+    shop = {p["title"]: p["fieldConfig"]["defaults"]["unit"] for p in _boards()["shop"]["panels"]
+            if p["type"] != "row"}
+    assert shop["p99 checkout latency"] == "s"
+    assert shop["checkout requests per second by status"] == "cps"
+    bytes_spec = GROUPED.replace('query: "sum(rate(requests_total[5m]))"}',
+                                 'query: "sum(rate(response_bytes_total[5m]))", unit: bytes_per_second}')
+    panels = {p["title"]: p for p in json.loads(grafana.service_dashboard(spec_from(bytes_spec)))["panels"]}
+    assert panels["Requests"]["fieldConfig"]["defaults"]["unit"] == "binBps"
+    grouped = {p["title"]: p for p in _boards()["grouped"]["panels"]}
+    assert grouped["Requests"]["fieldConfig"]["defaults"]["unit"] == "short"  # no unit in the spec
+
+
+def _steps(panel: dict) -> list[tuple[float | None, str]]:
+    return [(s["value"], s["color"]) for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+
+
+def test_burn_rate_panels_draw_the_tiers_factors_as_threshold_lines():
+    shop = {p["title"]: p for p in _boards()["shop"]["panels"]}
+    burns = shop["checkout_availability: burn rates"]
+    assert _steps(burns) == [(None, "green"), (1.0, "orange"), (3.0, "orange"), (6.0, "red"), (14.4, "red")]
+    assert burns["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line"
+    # a threshold-alerted KPI has no burn rate series, so no burn panel; its budget panel takes the row
+    assert "checkout_conversion: burn rates" not in shop
+    assert shop["checkout_conversion: error budget remaining"]["gridPos"]["w"] == 12
+    page_only = GROUPED + "    alerting: {ticket: false}\n"
+    panels = {p["title"]: p for p in json.loads(grafana.service_dashboard(spec_from(page_only)))["panels"]}
+    assert _steps(panels["error_rate: burn rates"]) == [(None, "green"), (6.0, "red"), (14.4, "red")]
+    overview = {p["title"]: p for p in _boards()["overview"]["panels"]}
+    assert [v for v, _ in _steps(overview["Fastest burn rate"])] == [None, 1.0, 3.0, 6.0, 14.4]

@@ -1,0 +1,240 @@
+"""A report's charts, drawn with matplotlib and returned as SVG to inline in the page.
+
+matplotlib's object API (Figure, not pyplot) keeps no global state between charts, so the scoreboard can
+draw in a worker thread. Text stays text (``svg.fonttype: none``): the page's fonts render it, it can be
+searched and selected, and the SVG stays small. A fixed hash salt makes the output byte-for-byte stable; a
+prefix per chart keeps element ids unique across the charts of one page.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from html import escape
+from typing import Any
+
+import matplotlib
+from matplotlib import dates, ticker
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from agent.kpi.units import format_value
+from agent.report.model import Chart, KpiResult, Line, Period, target_text
+from agent.yamlsrc import format_duration
+
+GOOD, BAD, NEUTRAL, INK, MUTED = "#1a7f37", "#cf222e", "#9ca3af", "#1f2328", "#59636e"
+PALETTE = ("#0969da", "#8250df", "#bf8700", "#1b7c83", "#cf222e", "#57606a", "#bc4c00", "#4d2d00")
+MAX_SERIES = len(PALETTE)  # more lines than colours cannot be told apart
+
+STYLE: Any = {  # Any: matplotlib's stubs key rc parameters by a Literal of every name
+    "svg.fonttype": "none",
+    "text.parse_math": False,  # a title with two $ signs is text, not TeX
+    "svg.hashsalt": "kpi-agent",  # fixed, so the same data gives the same bytes
+    "font.family": "DejaVu Sans",
+    "font.size": 8,
+    "text.color": INK,
+    "axes.edgecolor": NEUTRAL,
+    "axes.labelcolor": MUTED,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "axes.titlesize": 9,
+    "axes.titleweight": "bold",
+    "axes.titlelocation": "left",
+    "grid.color": "#d8dee4",
+    "grid.linewidth": 0.6,
+    "xtick.color": MUTED,
+    "ytick.color": MUTED,
+    "legend.fontsize": 7,
+    "legend.frameon": False,
+}
+WIDE, NARROW, HEIGHT = 7.2, 3.6, 2.5  # inches; the page scales them to its columns
+
+
+
+
+def _date(seconds: float) -> float:
+    """Unix seconds as matplotlib's date number (days since its epoch)."""
+    return float(dates.date2num(datetime.fromtimestamp(seconds, UTC)))
+
+
+def _times(period: Period) -> list[float]:
+    return [_date(period.bucket_end(i)) for i in range(period.buckets)]
+
+
+def _nan(values: Iterable[float | None]) -> list[float]:
+    return [math.nan if v is None else v for v in values]
+
+
+def _figure(width: float) -> tuple[Figure, Axes]:
+    figure = Figure(figsize=(width, HEIGHT), layout="constrained")
+    return figure, figure.add_subplot()
+
+
+def _time_axis(axes: Axes, period: Period) -> None:
+    locator = dates.AutoDateLocator(tz=UTC, minticks=3, maxticks=8)
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(dates.ConciseDateFormatter(locator, tz=UTC))
+    axes.set_xlim(_date(period.start), _date(period.end))
+
+
+def _shade_missing(axes: Axes, period: Period, lines: Sequence[Line]) -> None:
+    """Grey out the part of the period with no data at either end, and say so on the chart."""
+    firsts = [line.first for line in lines if line.first is not None]
+    lasts = [line.last for line in lines if line.last is not None]
+    if not firsts:
+        return
+    spans = []
+    if min(firsts) > 0:
+        spans.append((period.start, period.bucket_end(min(firsts)) - period.step))
+    if max(lasts) < period.buckets - 1:
+        spans.append((period.bucket_end(max(lasts)), period.end))
+    for start, end in spans:
+        left, right = _date(start), _date(end)
+        axes.axvspan(left, right, color=NEUTRAL, alpha=0.18, linewidth=0)
+        axes.text(left + (right - left) / 2, 0.5, "no data", transform=axes.get_xaxis_transform(), ha="center",
+                  va="center", color=MUTED, fontsize=8, rotation=90 if (end - start) < period.length / 6 else 0)
+
+
+def _limits(values: Iterable[float], *always: float) -> tuple[float, float]:
+    finite = [v for v in values if math.isfinite(v)] + list(always)
+    low, high = min(finite), max(finite)
+    pad = (high - low) * 0.12 or abs(high) * 0.05 or 0.05
+    return low - pad, high + pad
+
+
+def _group_text(group: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in group.items())
+
+
+def _svg(figure: Figure, label: str, prefix: str) -> str:
+    """The figure as an <svg> element to inline: no XML prolog, sized by the page, and every id (and every
+    reference to one) prefixed, since matplotlib names elements figure_1, axes_1... in every chart."""
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    text = buffer.getvalue()
+    text = text[text.index("<svg"):]
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, count=1, flags=re.DOTALL)
+    # the page sizes the chart; the viewBox keeps its proportions
+    text = re.sub(r'^<svg([^>]*?) width="[^"]*" height="[^"]*"', r"<svg\1", text, count=1)
+    text = re.sub(r'(\sid="|url\(#|href="#)', lambda m: f"{m.group(1)}{prefix}-", text)
+    return text.replace("<svg", f'<svg class="chart" role="img" aria-label="{escape(label)}"', 1)
+
+
+def _legend(axes: Axes, above: bool) -> None:
+    """Above the plot, right of the title, where a wide chart has room (never over lines that sit near 100%);
+    inside, where the lines leave the most room, on a narrow chart whose title takes the width."""
+    if above:
+        axes.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=4, borderaxespad=0.1, handlelength=1.5)
+    else:
+        axes.legend(loc="best", handlelength=1.5, frameon=True, framealpha=0.85, edgecolor="none")
+
+
+def _percent_axis(axes: Axes) -> None:
+    axes.yaxis.set_major_formatter(ticker.PercentFormatter(xmax=1.0, decimals=None))
+
+
+def _unit_axis(axes: Axes, unit: str) -> None:
+    axes.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: format_value(value, unit)))
+
+
+def kpi_chart(result: KpiResult, period: Period) -> str:
+    """The KPI's value in each bucket and from the period's start, against its target, with the failing
+    side of the target tinted (below it when higher is better, above it otherwise)."""
+    kpi = result.kpi
+    with matplotlib.rc_context(STYLE):
+        figure, axes = _figure(WIDE)
+        times = _times(period)
+        drawn: list[float] = []
+        step = format_duration(period.step)
+        for index, line in enumerate(result.lines[:MAX_SERIES]):
+            color = PALETTE[index]
+            suffix = f" ({_group_text(line.group)})" if line.group else ""
+            per_bucket, cumulative = _nan(line.per_bucket), _nan(line.cumulative)
+            axes.plot(times, per_bucket, drawstyle="steps-pre", color=color, alpha=0.45, linewidth=0.8,
+                      label=f"each {step}{suffix}")
+            axes.plot(times, cumulative, color=color, linewidth=1.8, label=f"since period start{suffix}")
+            drawn += per_bucket + cumulative
+        low, high = _limits(drawn, kpi.target)
+        if kpi.is_ratio:  # no room below 0% or above 100%, but enough to see a line at 100%
+            margin = (high - low) * 0.03
+            low, high = max(low, -margin), min(high, 1.0 + margin)
+            _percent_axis(axes)
+        else:
+            _unit_axis(axes, "short")
+        axes.set_ylim(low, high)
+        if kpi.higher_is_better:
+            axes.axhspan(low, kpi.target, color=BAD, alpha=0.07, linewidth=0)
+        else:
+            axes.axhspan(kpi.target, high, color=BAD, alpha=0.07, linewidth=0)
+        axes.axhline(kpi.target, color=INK, linestyle="--", linewidth=1)
+        axes.annotate(f"target {target_text(kpi)}", xy=(1, kpi.target), xycoords=("axes fraction", "data"),
+                      xytext=(-2, 3), textcoords="offset points", ha="right", va="bottom", fontsize=7.5)
+        _time_axis(axes, period)
+        _shade_missing(axes, period, result.lines)
+        axes.set_title("Value" + ("" if kpi.higher_is_better else " (lower is better)"))
+        _legend(axes, above=True)
+        return _svg(figure, f"{kpi.name}: value over the period against its target", f"{result.anchor}-value")
+
+
+def budget_chart(result: KpiResult, period: Period) -> str:
+    """Error budget left from the period's start to each bucket; below zero is overspent."""
+    with matplotlib.rc_context(STYLE):
+        figure, axes = _figure(NARROW)
+        times = _times(period)
+        drawn: list[float] = []
+        for index, line in enumerate(result.lines[:MAX_SERIES]):
+            curve = _nan(line.budget_curve)
+            axes.plot(times, curve, color=PALETTE[index], linewidth=1.6,
+                      label=_group_text(line.group) or None)
+            axes.fill_between(times, curve, 0, where=[v < 0 for v in curve], color=BAD, alpha=0.15,
+                              linewidth=0, interpolate=True)
+            drawn += curve
+        axes.axhline(0, color=BAD, linewidth=1)
+        axes.set_ylim(*_limits(drawn, 0.0))
+        _percent_axis(axes)
+        _time_axis(axes, period)
+        _shade_missing(axes, period, result.lines)
+        axes.set_title("Error budget remaining")
+        if len(result.lines) > 1:
+            _legend(axes, above=False)
+        return _svg(figure, f"{result.kpi.name}: error budget remaining over the period",
+                    f"{result.anchor}-budget")
+
+
+def supporting_chart(chart: Chart, period: Period, prefix: str) -> str:
+    """A supporting metric with its unit; at most MAX_SERIES lines, the rest counted in the title."""
+    with matplotlib.rc_context(STYLE):
+        figure, axes = _figure(NARROW)
+        times = _times(period)
+        title = chart.metric.title
+        if chart.error or not chart.series:
+            axes.text(0.5, 0.5, f"query failed:\n{chart.error}" if chart.error else "no data in the period",
+                      transform=axes.transAxes, ha="center", va="center", color=BAD if chart.error else MUTED,
+                      wrap=True)
+            axes.set_axis_off()
+        else:
+            labels = [dict(labels) for labels, _ in chart.series]
+            varying = [k for k in sorted({k for labels_ in labels for k in labels_})
+                       if len({labels_.get(k) for labels_ in labels}) > 1]
+            drawn: list[float] = []
+            for index, (series_labels, values) in enumerate(chart.series[:MAX_SERIES]):
+                curve = _nan(values)
+                name = ", ".join(f"{k}={series_labels.get(k, '')}" for k in varying)
+                axes.plot(times, curve, color=PALETTE[index], linewidth=1.2, label=name or None)
+                drawn += curve
+            finite = [v for v in drawn if math.isfinite(v)]
+            if finite and min(finite) >= 0:
+                axes.set_ylim(bottom=0, top=max(finite) * 1.1 or 1)
+            _unit_axis(axes, chart.metric.unit)
+            _time_axis(axes, period)
+            if varying:
+                _legend(axes, above=False)
+            hidden = len(chart.series) - MAX_SERIES
+            if hidden > 0:
+                title += f" (first {MAX_SERIES} of {len(chart.series)} series)"
+        axes.set_title(title)
+        return _svg(figure, chart.metric.title, prefix)

@@ -1,0 +1,153 @@
+"""`kpi-agent report` (a file: HTML or PDF) and `kpi-agent ui` (the same page, live).
+
+matplotlib is imported inside the commands, never at import time: `kpi-agent run` loads this module to
+build its command line and must not pay for plotting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+import click
+
+from agent.kpi.rules_cli import load_specs, report_problems
+from agent.kpi.spec import ServiceSpec
+from agent.logconfig import LEVELS, setup_logging
+from agent.report.model import Report, collect
+from agent.report.prometheus import PrometheusClient
+from agent.yamlsrc import ConfigError, duration, format_duration
+
+DEFAULT_UI_LISTEN = ":9911"
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    try:
+        return duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _moment(ctx: click.Context, param: click.Parameter, value: str | None) -> float:
+    """RFC 3339 or Unix seconds, as Prometheus's API takes them; now when absent."""
+    if value is None:
+        return time.time()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither RFC 3339 (2026-11-01T00:00:00Z) nor Unix seconds") from None
+    if moment.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no time zone: add Z for UTC or an offset like +02:00")
+    return moment.timestamp()
+
+
+def _specs(paths: tuple[str, ...]) -> list[ServiceSpec]:
+    loaded, problems = load_specs(paths)
+    if report_problems(problems):
+        sys.exit(1)
+    return loaded
+
+
+_SPECS = click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
+_PROMETHEUS = click.option("--prometheus.url", "prometheus_url", required=True,
+                           help="Prometheus (or another server of its HTTP API) holding the kpi:* series.")
+_PERIOD = click.option("--period", default="30d", show_default=True, callback=_duration,
+                       help="How far back the report looks.")
+
+
+async def _collect(specs: list[ServiceSpec], url: str, period: float, at: float) -> Report:
+    async with aiohttp.ClientSession() as session:
+        return await collect(specs, PrometheusClient(url, session), period, at)
+
+
+@click.command("report")
+@_SPECS
+@_PROMETHEUS
+@_PERIOD
+@click.option("--at", callback=_moment, help="End of the period: RFC 3339 or Unix seconds. Default: now.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@click.option("--format", "output_format", type=click.Choice(["html", "pdf"]),
+              help="Default: pdf when --out ends in .pdf, else html.")
+@click.option("--chromium", help="Chromium or Chrome for PDF output. Default: chromium, chromium-browser or "
+                                 "google-chrome from PATH.")
+def report(specs: tuple[str, ...], prometheus_url: str, period: float, at: float, out: str,
+           output_format: str | None, chromium: str | None) -> None:
+    """Write a self-contained KPI report (one file that opens with no network): every KPI of every spec
+    with its value over the period against its target, its error budget and charts.
+
+    Exit 0 when complete; 3 when some KPI has data for only part of the period; 4 when some KPI has no
+    data; 5 when Prometheus was unreachable or failed (the report is written and says so in all three
+    cases); 1 for invalid specs or when the PDF cannot be printed."""
+    from agent.report.pdf import PdfError, find_chromium, print_pdf
+    from agent.report.render import render
+
+    loaded = _specs(specs)
+    pdf = output_format == "pdf" or (output_format is None and out.lower().endswith(".pdf"))
+    try:
+        browser = find_chromium(chromium) if pdf else ""
+    except PdfError as exc:
+        click.echo(f"kpi-agent report: {exc}", err=True)
+        sys.exit(1)
+    started = time.monotonic()
+    result = asyncio.run(_collect(loaded, prometheus_url, period, at))
+    page = render(result)
+    path = Path(out)
+    try:
+        if pdf:
+            print_pdf(page, path, browser)
+        else:
+            path.write_text(page, encoding="utf-8")
+    except (PdfError, OSError) as exc:
+        click.echo(f"kpi-agent report: {exc}", err=True)
+        sys.exit(1)
+    for problem in result.problems():
+        click.echo(problem, err=True)
+    click.echo(f"wrote {path} ({path.stat().st_size:,} bytes, {len(result.results)} KPIs over "
+               f"{format_duration(result.period.length)}) in {time.monotonic() - started:.1f}s")
+    sys.exit(result.exit_code)
+
+
+@click.command("ui")
+@_SPECS
+@_PROMETHEUS
+@_PERIOD
+@click.option("--refresh", default="1m", show_default=True, callback=_duration,
+              help="How often the page reloads itself.")
+@click.option("--web.listen-address", "listen", default=DEFAULT_UI_LISTEN, show_default=True,
+              help="Address to serve the scoreboard on, host:port.")
+@click.option("--web.config.file", "web_config_file", type=click.Path(exists=True, dir_okay=False),
+              help="exporter-toolkit web config: TLS, basic auth, headers, rate limit (as for the agent).")
+@click.option("--log.level", "log_level", type=click.Choice(list(LEVELS)), default="info", show_default=True)
+@click.option("--log.format", "log_format", type=click.Choice(["logfmt", "json"]), default="logfmt",
+              show_default=True)
+def ui(specs: tuple[str, ...], prometheus_url: str, period: float, refresh: float, listen: str,
+       web_config_file: str | None, log_level: str, log_format: str) -> None:
+    """Serve the report as a live scoreboard at / that reloads itself every --refresh; read from Prometheus
+    when viewed, never more often than every half --refresh whatever the number of viewers."""
+    from agent.listener import ListenAddress
+    from agent.report.server import Scoreboard, serve
+    from agent.webconfig import LiveWebConfig
+
+    setup_logging(log_level, log_format)
+    try:
+        address = ListenAddress.parse(listen)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--web.listen-address") from None
+    board = Scoreboard(_specs(specs), prometheus_url, period, refresh)
+    try:
+        web_config = LiveWebConfig(web_config_file) if web_config_file else None
+        asyncio.run(serve(board, address, web_config))
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"kpi-agent ui: {exc}", err=True)
+        sys.exit(1)

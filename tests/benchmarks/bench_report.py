@@ -1,0 +1,169 @@
+"""A 30-day report of the shipped example (rules/shop.yaml) against 30 days of history: its size and build time.
+
+Run: .venv/bin/python -m pytest tests/benchmarks/bench_report.py -s
+     (REPORT_SCREENSHOT=docs/report.png also writes the README's picture of the report)
+
+Thirty days cannot be waited for, so they are backfilled the way Prometheus documents: a month of the shop's
+raw series (a daily traffic cycle, a two-hour checkout incident on day 18, conversion sliding in the last 12
+days, recurring revenue growing) written as OpenMetrics and turned into blocks by `promtool tsdb
+create-blocks-from openmetrics`; then the generated recording rules evaluated over that month by `promtool
+tsdb create-blocks-from rules` against a real Prometheus, exactly what a team adding kpi-agent to an existing
+Prometheus would do to get history for new rules. Only the rules that read raw series are backfilled (promtool
+cannot chain rules); they are all the report reads.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+from PIL import Image
+
+from agent.kpi.compiler import render_prometheus
+from agent.kpi.spec import load_spec
+from tests.helpers import fetch, free_port, wait_until
+from tests.report.browser import Browser
+from tests.tools import require_tool
+
+ROOT = Path(__file__).parents[2]
+DAYS = 30
+SCRAPE = 60  # seconds between backfilled samples
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# share of requests at or below each bucket bound, normally and during the incident
+NORMAL = (0.02, 0.10, 0.40, 0.75, 0.93, 0.985, 0.995, 0.999, 1, 1, 1)
+INCIDENT = (0.01, 0.05, 0.20, 0.40, 0.60, 0.75, 0.85, 0.93, 0.985, 0.999, 1)
+
+
+def _shape(t: float, start: float) -> dict[str, float]:
+    """Per-second rates and levels of the shop at time t."""
+    day = (t - start) / 86400
+    hour = (t % 86400) / 3600
+    requests = 4 + 3 * math.sin((hour - 9) / 24 * 2 * math.pi)  # busiest mid-afternoon UTC
+    incident = 18 + 14 / 24 <= day < 18 + 16 / 24
+    errors = 0.08 if incident else 0.02 if 25 + 3 / 24 <= day < 25 + 4 / 24 else 0.0003
+    conversion = 0.032 if day < DAYS - 12 else 0.025
+    return {"requests": requests, "errors": errors, "incident": float(incident), "conversion": conversion,
+            "mrr": 97000 + 8000 * day / DAYS + 400 * math.sin(day * 2 * math.pi / 7)}
+
+
+def openmetrics(start: float, end: float) -> str:
+    times = [start + i * SCRAPE for i in range(int((end - start) // SCRAPE) + 1)]
+    good = bad = orders = started = 0.0
+    buckets = [0.0] * len(BUCKETS)
+    total_seconds = 0.0
+    requests, histogram, business, mrr = [], [], [], []
+    for t in times:
+        shape = _shape(t, start)
+        n = shape["requests"] * SCRAPE
+        good += n * (1 - shape["errors"])
+        bad += n * shape["errors"]
+        profile = INCIDENT if shape["incident"] else NORMAL
+        buckets = [b + n * share for b, share in zip(buckets, profile, strict=True)]
+        total_seconds += n * (0.9 if shape["incident"] else 0.045)
+        started += n * 0.6
+        orders += n * 0.6 * shape["conversion"]
+        stamp = f"{t:.0f}"
+        labels = 'job="shop",path="/api/checkout"'
+        requests.append(f'http_requests_total{{{labels},status="200"}} {good:.3f} {stamp}')
+        requests.append(f'http_requests_total{{{labels},status="500"}} {bad:.3f} {stamp}')
+        for bound, count in zip(BUCKETS, buckets, strict=True):
+            histogram.append(f'http_request_duration_seconds_bucket{{job="shop",le="{bound}"}} {count:.3f} {stamp}')
+        histogram.append(f'http_request_duration_seconds_bucket{{job="shop",le="+Inf"}} {good + bad:.3f} {stamp}')
+        histogram.append(f'http_request_duration_seconds_count{{job="shop"}} {good + bad:.3f} {stamp}')
+        histogram.append(f'http_request_duration_seconds_sum{{job="shop"}} {total_seconds:.3f} {stamp}')
+        business.append(f"shop_orders_total {orders:.3f} {stamp}")
+        business.append(f"shop_checkouts_started_total {started:.3f} {stamp}")
+        mrr.append(f'shop_mrr_dollars{{job="shop"}} {shape["mrr"]:.2f} {stamp}')
+    orders_lines = [line for line in business if line.startswith("shop_orders")]
+    started_lines = [line for line in business if line.startswith("shop_checkouts")]
+    return "\n".join(["# TYPE http_requests counter", *requests,
+                      "# TYPE http_request_duration_seconds histogram", *histogram,
+                      "# TYPE shop_orders counter", *orders_lines,
+                      "# TYPE shop_checkouts_started counter", *started_lines,
+                      "# TYPE shop_mrr_dollars gauge", *mrr, "# EOF", ""])
+
+
+def _base_rules(directory: Path) -> Path:
+    """The generated rules that read raw series only, evaluated every minute (promtool cannot chain rules)."""
+    spec = load_spec(ROOT / "rules" / "shop.yaml")
+    document = yaml.safe_load(render_prometheus(spec, "shop.yaml", interval="1m"))
+    for group in document["groups"]:
+        group["rules"] = [r for r in group["rules"] if "record" in r and "kpi:" not in r["expr"]]
+    path = directory / "base.rules.yml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def _prometheus(binary: str, data: Path, port: int) -> subprocess.Popen:
+    config = data.parent / "prometheus.yml"
+    config.write_text("global: {scrape_interval: 1m}\n")
+    process = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={data}",
+                                "--storage.tsdb.retention.time=400d", f"--web.listen-address=127.0.0.1:{port}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: fetch(f"http://127.0.0.1:{port}/-/ready")[0] == 200, 120, what="Prometheus ready")
+    return process
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=60)
+
+
+async def test_report_of_the_shipped_example_over_30_days(tmp_path):
+    prometheus, promtool, chromium = require_tool("prometheus"), require_tool("promtool"), require_tool("chromium")
+    end = (time.time() // 3600 - 1) * 3600
+    start = end - DAYS * 86400
+    data = tmp_path / "tsdb"
+    (tmp_path / "shop.om").write_text(openmetrics(start, end))
+    subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(tmp_path / "shop.om"), str(data)],
+                   check=True, capture_output=True, timeout=1800)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _prometheus(prometheus, data, port)
+    try:
+        began = time.monotonic()
+        subprocess.run([promtool, "tsdb", "create-blocks-from", "rules", f"--url={url}", f"--start={start:.0f}",
+                        f"--end={end:.0f}", f"--output-dir={tmp_path / 'rule-blocks'}", "--quiet",
+                        str(_base_rules(tmp_path))], check=True, capture_output=True, timeout=3600)
+        print(f"\nbackfilled {DAYS} days of raw series and KPI rules in {time.monotonic() - began:.0f}s")
+    finally:
+        _stop(server)
+    for block in (tmp_path / "rule-blocks").iterdir():
+        shutil.move(str(block), data / block.name)
+    server = _prometheus(prometheus, data, port)
+    try:
+        at = datetime.fromtimestamp(end, UTC).isoformat().replace("+00:00", "Z")
+        figures = {}
+        for name in ("report.html", "report.pdf"):
+            out = tmp_path / name
+            began = time.monotonic()
+            result = subprocess.run([sys.executable, "-m", "agent", "report", str(ROOT / "rules"),
+                                     "--prometheus.url", url, "--period", "30d", "--at", at, "--out", str(out)],
+                                    capture_output=True, text=True, timeout=600)
+            figures[name] = (time.monotonic() - began, out.stat().st_size)
+            assert result.returncode == 0, result.stderr
+        for name, (seconds, size) in figures.items():
+            print(f"{name}: {size / 1024:.0f} KiB, built in {seconds:.1f}s (whole command, 3 KPIs, 30 days)")
+        async with Browser(chromium) as browser:
+            page = await browser.new_page()
+            await page.goto((tmp_path / "report.html").as_uri())
+            assert page.errors == []
+            rows = await page.evaluate("[...document.querySelectorAll('table.summary tbody tr')]"
+                                       ".map(r => [...r.cells].map(c => c.innerText.trim()).join(' | '))")
+            print("\n".join(rows))
+            png = await page.screenshot()
+        shot = tmp_path / "report.png"
+        shot.write_bytes(png)
+        print(f"screenshot: {shot} ({Image.open(io.BytesIO(png)).size})")
+        if os.environ.get("REPORT_SCREENSHOT"):
+            shutil.copy(shot, os.environ["REPORT_SCREENSHOT"])
+    finally:
+        _stop(server)
