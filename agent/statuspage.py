@@ -88,7 +88,8 @@ def render(agent: dict[str, Any], sources: list[dict[str, Any]], now: float | No
              f"<tbody>{''.join(rows)}</tbody></table>") if rows else "<p>No source is configured.</p>"
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}"><title>kpi-agent status</title>'
+        f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}"><link rel="icon" href="data:,">'
+        f'<title>kpi-agent status</title>'
         f'<style>{_STYLE}</style></head><body><h1>kpi-agent {html.escape(agent["version"])}</h1>'
         f'<div class="meta"><span>up {agent["uptime_seconds"] / 60:.0f} min</span>'
         f'<span>config {html.escape(agent["config_file"])}</span><span>{len(sources)} sources, '

@@ -11,3 +11,8 @@ def promtool() -> str:
 @pytest.fixture
 def prometheus_bin() -> str:
     return require_tool("prometheus")
+
+
+@pytest.fixture
+def chromium() -> str:
+    return require_tool("chromium")

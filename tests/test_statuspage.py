@@ -9,6 +9,8 @@ import aiohttp
 
 from agent.config import load_config
 from agent.runtime import Agent
+from tests.browser import Browser
+from tests.report.test_report import blank_share, colour_pixels
 
 
 async def test_every_source_shows_its_result_times_error_series_and_files(tmp_path):
@@ -77,5 +79,34 @@ async def test_a_failed_reload_is_shown_on_the_page(tmp_path):
             page = await r.text()
         assert "The last reload failed" in page and "global.interval: &#x27;soon&#x27; is not a duration" in page
         assert "No source is configured" in page
+    finally:
+        await agent.stop()
+
+
+async def test_the_page_in_a_browser_shows_every_source_without_a_console_error(tmp_path, chromium):
+    config = tmp_path / "agent.yaml"
+    log = tmp_path / "app.log"
+    log.write_text("level=info\n")
+    config.write_text("global: {interval: 200ms, timeout: 150ms}\nhttp:\n"
+                      "  - {name: unreachable, url: 'http://127.0.0.1:9/'}\n"
+                      f"logs:\n  - {{name: app, paths: ['{log}'], format: logfmt, start_at: beginning,"
+                      " metrics: [{name: lines_total, type: counter}]}\n")
+    agent = Agent(lambda: load_config(config)[0], "127.0.0.1:0")
+    await agent.start()
+    try:
+        await asyncio.sleep(0.5)
+        async with Browser(chromium) as browser:
+            page = await browser.new_page()
+            await page.goto(f"http://127.0.0.1:{agent.bound_port}/")
+            rows = await page.evaluate("[...document.querySelectorAll('tr[data-source]')].map(row => "
+                                       "[...row.cells].map(cell => cell.innerText))")
+            screenshot = await page.screenshot()
+        assert page.errors == []
+        assert page.requests == [f"http://127.0.0.1:{agent.bound_port}/"]  # self-contained: nothing else loaded
+        by_name = {row[0].split("\n")[0]: row for row in rows}
+        assert set(by_name) == {"unreachable", "app"}
+        assert by_name["unreachable"][2] == "connection_refused" and "Connection refused" in by_name["unreachable"][5]
+        assert by_name["app"][2] == "success"
+        assert blank_share(screenshot) < 0.97 and colour_pixels(screenshot, (0xB3, 0x26, 0x1E)) > 50  # red failure
     finally:
         await agent.stop()

@@ -29,8 +29,8 @@ from PIL import Image
 
 from agent.kpi.compiler import render_prometheus
 from agent.kpi.spec import load_spec
+from tests.browser import Browser
 from tests.helpers import fetch, free_port, wait_until
-from tests.report.browser import Browser
 from tests.tools import require_tool
 
 ROOT = Path(__file__).parents[2]

@@ -16,8 +16,3 @@ def stack(tmp_path_factory):
         yield running
     finally:
         running.stop()
-
-
-@pytest.fixture
-def chromium() -> str:
-    return require_tool("chromium")

@@ -14,8 +14,8 @@ from pathlib import Path
 import bcrypt
 from PIL import Image
 
+from tests.browser import Browser
 from tests.helpers import fetch, free_port, wait_until
-from tests.report.browser import Browser
 from tests.report.stack import MRR, Stack
 
 AGENT = [sys.executable, "-m", "agent"]

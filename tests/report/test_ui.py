@@ -14,8 +14,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 
+from tests.browser import Browser
 from tests.helpers import fetch, free_port, scrape, wait_until
-from tests.report.browser import Browser
 from tests.report.stack import MRR, Stack
 from tests.report.test_report import GREEN, RED, ROWS, blank_share, colour_pixels, percent
 
