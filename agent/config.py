@@ -83,7 +83,10 @@ def parse_config(data: Any, file: str) -> tuple[AgentConfig, Report]:
     parsed: list[_Parsed] = []
     for kind in KINDS.values():
         for item, path, line in top.items(kind.name):
-            config = kind.parse(Fields(item, path, report, line), global_.defaults())
+            fields = Fields(item, path, report, line)
+            if not fields.ok:  # already reported: expected a mapping
+                continue
+            config = kind.parse(fields, global_.defaults())
             if config is not None:
                 parsed.append(_Parsed(kind.name, config, path, line))
     positions_file = top.get("positions_file", yamlsrc.nonempty_string, None)

@@ -208,6 +208,10 @@ def load_text(text: str, file: str) -> Any:
         line = mark.line + 1 if mark else None
         raise ConfigError([Problem(file, line, "", f"invalid YAML: {cut(exc.problem or str(exc))}")]
                           ) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow: it has a position, not a line
+        line = text.count("\n", 0, exc.position) + 1
+        code = ord(exc.character) if isinstance(exc.character, str) else exc.character
+        raise ConfigError([Problem(file, line, "", f"invalid YAML: character U+{code:04X} is not allowed")]) from None
     except (yaml.YAMLError, ValueError, TypeError, RecursionError) as exc:
         raise ConfigError([Problem(file, None, "", f"invalid YAML: {cut(str(exc))}")]) from None
 
@@ -215,9 +219,14 @@ def load_text(text: str, file: str) -> Any:
 def load_file(path: str | Path) -> Any:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([Problem(str(path), None, "", f"cannot read: {exc}")]) from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), None, "", f"cannot read: {exc.strerror or exc}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([Problem(str(path), line, "", "not UTF-8 text")]) from None
     return load_text(text, str(path))
 
 
@@ -232,11 +241,11 @@ class Fields:
         self.path = path
         self.report = report
         self.ok = isinstance(node, dict)
-        if not self.ok:
+        if not self.ok:  # reported once, here: its fields are not "required" again one by one
             report.error(line, path or "(top level)", f"expected a mapping, got {_kind(node)}")
             node = LocatedMap()
         self.node: dict = node
-        self.line = getattr(node, "line", line)
+        self.line = getattr(node, "line", 0) or line
         self._seen: set[Any] = set()
         self.invalid: set[str] = set()  # keys whose value was reported as invalid
 
@@ -273,7 +282,8 @@ class Fields:
         self._seen.add(key)
         if key not in self.node or self.node[key] is None and default is not _MISSING:
             if default is _MISSING:
-                self.report.error(self.line, self.field(key), "is required")
+                if self.ok:
+                    self.report.error(self.line, self.field(key), "is required")
                 return None
             return default
         try:
@@ -286,7 +296,7 @@ class Fields:
     def section(self, key: str, required: bool = False) -> Fields | None:
         self._seen.add(key)
         if key not in self.node or self.node[key] is None:
-            if required:
+            if required and self.ok:
                 self.report.error(self.line, self.field(key), "is required")
             return None
         return Fields(self.node[key], self.field(key), self.report, self.line_of(key))

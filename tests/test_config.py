@@ -171,6 +171,20 @@ def test_hostile_yaml_gets_a_line_and_a_short_message_never_a_traceback(tmp_path
     assert result.returncode == 1 and len(result.stderr) < 1000 and "Traceback" not in result.stderr
 
 
+def test_bytes_that_are_not_text_and_items_that_are_not_mappings_name_their_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"global: {}\nhttp:\n  - name: \xff\xfe\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert str(info.value) == f"{bad}:3: not UTF-8 text"
+    assert errors_of("global: {}\nhttp:\n  - \x07\n") == ["agent.yaml:3: invalid YAML: character U+0007 is not allowed"]
+    # one problem for an item that is not a mapping, not one per field it lacks
+    assert errors_of("http:\n  - 5\n  - null\nlogs:\n  - [a]\n") == [
+        "agent.yaml:2: http[0]: expected a mapping, got a number",
+        "agent.yaml:3: http[1]: expected a mapping, got nothing",
+        "agent.yaml:5: logs[0]: expected a mapping, got a list"]
+
+
 def test_error_messages_quote_values_in_bounded_excerpts():
     problems = errors_of("http:\n  - name: a\n    url: " + "f" * 100_000 + "\n    method: " + "X" * 100_000 + "\n")
     assert len(problems) == 2 and all(len(p) < 200 for p in problems), problems

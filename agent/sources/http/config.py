@@ -288,7 +288,8 @@ def parse_http_source(fields: Fields, defaults: SourceDefaults) -> HttpSourceCon
     json_metrics = []
     seen: set[str] = set()
     for item, path, line in fields.items("json_metrics"):
-        metric = _parse_json_metric(Fields(item, path, fields.report, line), {*PROBE_LABELS, *labels})
+        entry = Fields(item, path, fields.report, line)
+        metric = _parse_json_metric(entry, {*PROBE_LABELS, *labels}) if entry.ok else None
         if metric and metric.name in seen:
             fields.report.error(line, f"{path}.name", f"{metric.name!r} is defined twice")
         elif metric:

@@ -169,7 +169,8 @@ def parse_log_source(fields: Fields) -> LogSourceConfig | None:
     metrics = []
     seen: set[str] = set()
     for item, path, line in fields.items("metrics"):
-        metric = _parse_metric(Fields(item, path, fields.report, line), known, {IDENTITY_LABEL, *static})
+        entry = Fields(item, path, fields.report, line)
+        metric = _parse_metric(entry, known, {IDENTITY_LABEL, *static}) if entry.ok else None
         if metric and metric.name in seen:
             fields.report.error(line, f"{path}.name", f"{metric.name!r} is defined twice")
         elif metric:
