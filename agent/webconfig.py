@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 from aiohttp import web
 
 from agent import yamlsrc
@@ -75,6 +74,8 @@ class WebConfig:
             digest = hashlib.sha256(hashed + b"\0" + password.encode()).digest()
             if digest in verified:
                 return True
+            import bcrypt  # lazily: only an agent with basic_auth_users loads it
+
             if bcrypt.checkpw(password.encode(), hashed):
                 verified.add(digest)
                 return True
