@@ -170,7 +170,8 @@ PATTERNS = [NGINX_PATTERN.replace("(?P<method>", "(?P<a>").replace("(?P<rt>", "(
             r"(?P<a>\w+)?-(?P<b>\d*)", r"(?i)(?P<a>get|post) (?P<b>\S+)",
             r"(?x) (?P<a>\w+) \s+ (?P<b>\w+)  # a comment at the end", r'(?P<a>[^"]*)"(?P<b>[^"]*)"',
             r"(?P<a>\w+)(?=\s)(?P<b>\s\w*)", r"(?s)(?P<a>.)(?P<b>.*)", r"\A(?P<a>\w)(?P<b>\w*)\Z",
-            r"^(?P<a>x|y)?(?P<b>\d+)$", r"(?P<a>\w+)\s+(?P<b>\S+)"]
+            r"^(?P<a>x|y)?(?P<b>\d+)$", r"(?P<a>\w+)\s+(?P<b>\S+)", r"(?P<x>\w)(?P=x)(?P<a>\w*) (?P<b>\S*)",
+            r"(?P<u>[ab])?(?P<a>\w+)(\s)(?P<b>\w+)\2?"]
 FIELD_LINES = st.lists(st.one_of(st.text(alphabet="ab xy-019\"\t\r[]{},:", max_size=20), REGEX_LINES,
                                  st.sampled_from(["", "\r", "x\r", "get /a", "POST /b c", "a-", "-1", "x1", "y22"])),
                        max_size=30).map(lambda lines: [line.replace("\n", " ") for line in lines])
@@ -212,7 +213,8 @@ def _data(store: Store) -> list[tuple[str, dict[str, str], float]]:
 
 @FUZZ
 @given(st.lists(st.lists(st.one_of(JSON_LINES, st.sampled_from(
-    ['{"a": 1}],[{"b": 2}', '{"a":[[{}', '{}]]}', '{"x": 1} , [', '] ,[{"y": 2}', '{"s": "]\\n,["}'])),
+    ['{"a": 1}, {"b": 2}', '{"a": 1}\t,{"b": 2}', '{"a": [1', '2]}', '{"a": {"b": 1', '}}', '{"x": "a',
+     'b"}', '[{"y": 2}]', '{"s": "}\\n,{"}', '{"depth": 1}'])),
     max_size=12), min_size=1, max_size=3))
 def test_a_chunk_of_json_parsed_at_once_counts_what_line_by_line_counts(batches):
     (chunked_store, chunked), (lines_store, by_line) = _both("", "json")
@@ -229,6 +231,6 @@ def test_a_chunk_of_json_parsed_at_once_counts_what_line_by_line_counts(batches)
 
 def test_json_lines_that_only_parse_together_are_each_malformed():
     (store, pipeline), _ = _both("", "json")
-    result = pipeline.process(['{"status": 1}],[{"status": 2}', '{"depth":[[{}', '{"level": "x"}]]}'])
+    result = pipeline.process(['{"status": 1}, {"status": 2}', '{"depth": [1', '2], "level": "x"}'])
     assert result.malformed == 3
     assert render_store(store).value("events_total", source="fuzz") == 0

@@ -47,8 +47,9 @@ _GLOBAL_FLAGS_RE = re.compile(r"\(\?[aiLmsux]+\)")
 # Text whose meaning at the edge of a line differs inside a buffer of lines: \A and \Z see the buffer's edges,
 # lookarounds see the neighbouring newline. A pattern holding any of them is matched line by line.
 _BUFFER_UNSAFE = (r"\A", r"\Z", "(?=", "(?!", "(?<=", "(?<!")
-# In a chunk wrapped as [[line]\n,[line]...], only a line holding "]" "," "[" can split into two elements.
-_SPLITS_JSON_ELEMENT = re.compile(r"\][ \t\r]*,[ \t\r]*\[")
+# In a chunk of JSON objects joined as [line\n,line...], only a line holding "}" "," "{" (spaces aside) can hold
+# two objects at the top level.
+_TWO_OBJECTS = re.compile(r"\}[ \t\r]*,[ \t\r]*\{")
 MANY_LABEL_SETS = 8  # above this many in a batch, values are grouped by one dict pass, not compress() per set
 CACHE_LIMIT = 100_000  # cached label translations and filter verdicts per metric; cleared when reached
 
@@ -128,17 +129,20 @@ def field_getter(name: str) -> Callable[[dict], Any]:
     return nested
 
 
-def buffer_pattern(pattern: re.Pattern[str]) -> re.Pattern[str] | None:
-    """``pattern`` applied to every line of a text at once by ``findall()``: each line gives a tuple of every
-    group of ``pattern`` and then a marker, "\\n" if the line matched and "" if not. None when the pattern's
-    text holds something whose meaning differs in a buffer (``_BUFFER_UNSAFE``). The caller still checks each
-    chunk: one tuple per line proves no match ran past a newline, and a "" in a field the metrics read may be a
-    group that did not take part (``match.group()`` gives None for it), so either sends the chunk line by line.
+def buffer_pattern(pattern: re.Pattern[str], needed: Iterable[str] = ()) -> re.Pattern[str] | None:
+    """``pattern`` applied to every line of a text at once by ``findall()``: each line gives a tuple of the
+    groups and then a marker, "\\n" if the line matched and "" if not. Named groups not in ``needed`` stop
+    capturing where that provably changes nothing else (``_uncaptured``): findall() makes no string for them.
+    None when the pattern's text holds something whose meaning differs in a buffer (``_BUFFER_UNSAFE``).
+
+    The caller still checks each chunk: one tuple per line proves no match ran past a newline, and a "" in a
+    field the metrics read may be a group that did not take part (``match.group()`` gives None for it), so
+    either sends the chunk line by line.
     """
     text = pattern.pattern
     if any(token in text for token in _BUFFER_UNSAFE):
         return None
-    body = text
+    body = _uncaptured(text, pattern, set(pattern.groupindex) - set(needed))
     while (flags := _GLOBAL_FLAGS_RE.match(body)) is not None:  # moved to the flags argument
         body = body[flags.end():]
     end_comment = "\n" if pattern.flags & re.VERBOSE else ""  # a trailing "# comment" must not eat our ")"
@@ -146,7 +150,31 @@ def buffer_pattern(pattern: re.Pattern[str]) -> re.Pattern[str] | None:
         wrapped = re.compile(f"^(?:(?:{body}{end_comment})[^\\n]*(\\n)|[^\\n]*\\n)", pattern.flags | re.MULTILINE)
     except re.error:
         return None
-    return wrapped if wrapped.groups == pattern.groups + 1 and wrapped.groupindex == pattern.groupindex else None
+    kept = {name: index for name, index in pattern.groupindex.items() if name in wrapped.groupindex}
+    return wrapped if set(kept) >= set(needed) and list(wrapped.groupindex) == list(kept) else None
+
+
+_NUMBERED_REFERENCE_RE = re.compile(r"\\[1-9]|\(\?\(\d")  # \1 or (?(1)...): group numbers that must not shift
+
+
+def _uncaptured(text: str, pattern: re.Pattern[str], unused: set[str]) -> str:
+    """The text with the named groups in ``unused`` made non-capturing. Only where the text holds their
+    ``(?P<name>`` exactly once (so it is the group, not a character class or a comment), nothing refers to
+    groups by number, and the result compiles with one group fewer: a (?P=name) reference to it would not."""
+    if _NUMBERED_REFERENCE_RE.search(text):
+        return text
+    for name in sorted(unused):
+        definition = f"(?P<{name}>"
+        if text.count(definition) != 1:
+            continue
+        candidate = text.replace(definition, "(?:")
+        try:
+            compiled = re.compile(candidate, pattern.flags)
+        except re.error:
+            continue
+        if name not in compiled.groupindex and compiled.groups == re.compile(text, pattern.flags).groups - 1:
+            text = candidate
+    return text
 
 
 class _Metric:
@@ -163,8 +191,12 @@ class _Metric:
         self.words = metric.values
         self.rejects_negative = metric.type == "counter"
         self.bounds = metric.buckets
-        self.rewrites = tuple((metric.labels.index(rule.label), re.compile(rule.regex), rule.template)
-                              for rule in metric.rewrite)
+        # per label position with rewrite rules: the rules, and the rewritten text of each value seen
+        self.rewrites: dict[int, list[tuple[re.Pattern[str], str]]] = {
+            metric.labels.index(rule.label): [] for rule in metric.rewrite}
+        for rule in metric.rewrite:
+            self.rewrites[metric.labels.index(rule.label)].append((re.compile(rule.regex), rule.template))
+        self.rewritten: dict[int, dict[Any, str]] = {index: {} for index in self.rewrites}
         self.shape = _GAUGE if metric.type == "gauge" else _HISTOGRAM if metric.type == "histogram" else \
             _SUM if metric.value else _COUNT
         self.label_cache: dict[Any, tuple[str, ...]] = {}
@@ -172,17 +204,29 @@ class _Metric:
         self.touched: dict[tuple[str, ...], float] | None = {} if metric.expire_after else None
 
     def labels_of(self, key: Any) -> tuple[str, ...]:
-        """The metric's own label values for a key (a field's value, or a tuple of them), rewritten."""
+        """The metric's own label values for a key (a field's value, or a tuple of them)."""
         labels = self.label_cache.get(key)
         if labels is None:
-            raw = (key,) if len(self.label_columns) == 1 else key
-            texts = [label_text(value) for value in raw]
-            for index, regex, template in self.rewrites:
-                texts[index] = regex.sub(template, texts[index])
             if len(self.label_cache) >= CACHE_LIMIT:
                 self.label_cache.clear()
-            labels = self.label_cache[key] = tuple(texts)
+            raw = (key,) if len(self.label_columns) == 1 else key
+            labels = self.label_cache[key] = tuple(map(label_text, raw))
         return labels
+
+    def _rewrite(self, index: int, column: list) -> list[str]:
+        """A label's column rewritten, each distinct value once: many raw values (paths with ids) become few,
+        and the records are counted by the few."""
+        done = self.rewritten[index]
+        new = dict.fromkeys(column).keys() - done.keys()
+        if len(done) + len(new) > CACHE_LIMIT:
+            done.clear()
+            new = set(column)
+        for value in new:
+            text = label_text(value)
+            for regex, template in self.rewrites[index]:
+                text = regex.sub(template, text)
+            done[value] = text
+        return list(map(done.__getitem__, column))
 
     def _kept(self, columns: list[list]) -> list[bool] | None:
         """Which records pass the filters; None when all do."""
@@ -226,33 +270,38 @@ class _Metric:
         return value
 
     def update(self, columns: list[list], count: int, file_labels: tuple[str, ...],
-               skipped: Counter[tuple[str, str]], now: float) -> None:
+               skipped: Counter[tuple[str, str]], now: float, partitions: dict[tuple[int, ...], dict]) -> None:
+        """Add one batch; ``partitions`` is shared by the metrics of the batch: record positions by label set,
+        for metrics whose labels read the same columns of every record."""
+        texts = [self._rewrite(index, columns[i]) if index in self.rewrites else columns[i]
+                 for index, i in enumerate(self.label_columns)]
+        if self.shape == _COUNT and not self.filters:  # the common case, with no list of keys built
+            if count:
+                self._add(Counter(texts[0] if len(texts) == 1 else zip(*texts, strict=True)) if texts
+                          else {(): count}, file_labels, now)
+            return
         keys: list | None = None  # None: one label set, the metric has no labels of its own
-        if self.label_columns:
-            keys = columns[self.label_columns[0]] if len(self.label_columns) == 1 else \
-                list(zip(*(columns[i] for i in self.label_columns), strict=True))
+        if texts:
+            keys = texts[0] if len(texts) == 1 else list(zip(*texts, strict=True))
         raw = columns[self.value_column] if self.value_column is not None else None
+        every_record = not self.rewrites  # keys from the columns as they are, for every record
         if self.filters and count:
             kept = self._kept(columns)
             if kept is not None:
+                every_record = False
                 count = kept.count(True)
                 keys = list(compress(keys, kept)) if keys is not None else None
                 raw = list(compress(raw, kept)) if raw is not None else None
         if not count:
             return
         if self.shape == _COUNT:
-            counts: dict[Any, int] = Counter(keys) if keys is not None else {(): count}
-            totals: dict[tuple[str, ...], float] = {}
-            for key, times in counts.items():
-                labels = self.labels_of(key) + file_labels
-                totals[labels] = totals.get(labels, 0) + times
-            for labels, total in totals.items():
-                self.family.inc(labels, total)  # type: ignore[union-attr]
-            self._touch(totals, now)
+            self._add(Counter(keys) if keys is not None else {(): count}, file_labels, now)
             return
-        numbers, keys = self._numbers(raw, keys, skipped)  # type: ignore[arg-type]
+        numbers, usable_keys = self._numbers(raw, keys, skipped)  # type: ignore[arg-type]
         if not numbers:
             return
+        every_record = every_record and usable_keys is keys
+        keys = usable_keys
         if self.shape == _GAUGE:
             if keys is None:
                 last = {file_labels: numbers[-1]}
@@ -264,7 +313,8 @@ class _Metric:
             self._touch(last, now)
             return
         sums: dict[tuple[str, ...], list[float]] = {}
-        for key, values in _groups(keys, numbers).items():
+        for key, values in _groups(keys, numbers, partitions.setdefault(self.label_columns, {}) if every_record
+                                   else None).items():
             labels = self.labels_of(key) + file_labels
             slot = sums.get(labels)
             if slot is None:
@@ -285,6 +335,15 @@ class _Metric:
                 self.family.merge(labels, slot[:-1], slot[-1])  # type: ignore[union-attr]
         self._touch(sums, now)
 
+    def _add(self, counts: dict[Any, int], file_labels: tuple[str, ...], now: float) -> None:
+        totals: dict[tuple[str, ...], float] = {}
+        for key, times in counts.items():
+            labels = self.labels_of(key) + file_labels
+            totals[labels] = totals.get(labels, 0) + times
+        for labels, total in totals.items():
+            self.family.inc(labels, total)  # type: ignore[union-attr]
+        self._touch(totals, now)
+
     def _touch(self, updated: Iterable[tuple[str, ...]], now: float) -> None:
         if self.touched is not None:
             for labels in updated:
@@ -302,16 +361,22 @@ class _Metric:
         return len(stale)
 
 
-def _groups(keys: list | None, numbers: list[float]) -> dict[Any, list[float]]:
-    """The numbers of each key, in record order."""
+def _groups(keys: list | None, numbers: list[float], partition: dict[Any, list[bool]] | None) -> dict[Any, list[float]]:
+    """The numbers of each key, in record order. ``partition``, when given, holds (or receives) which records
+    have each key, for other metrics of the batch with the same keys."""
     if keys is None:
         return {(): numbers}
+    if partition:
+        return {key: list(compress(numbers, records)) for key, records in partition.items()}
     distinct = dict.fromkeys(keys)
     if len(distinct) == 1:
         return {keys[0]: numbers}
     if len(distinct) <= MANY_LABEL_SETS:
-        groups = {key: list(compress(numbers, map(operator.eq, keys, repeat(key)))) for key in distinct}
+        found = {key: list(map(operator.eq, keys, repeat(key))) for key in distinct}
+        groups = {key: list(compress(numbers, records)) for key, records in found.items()}
         if sum(map(len, groups.values())) == len(numbers):  # a NaN key equals nothing, itself included
+            if partition is not None:
+                partition.update(found)
             return groups
     by_key: defaultdict[Any, list[float]] = defaultdict(list)
     for key, number in zip(keys, numbers, strict=True):
@@ -358,13 +423,15 @@ class Pipeline:
         self._pattern = re.compile(pattern) if pattern else None
         groups = self._pattern.groupindex if self._pattern is not None else {}
         reads_groups_only = all(name in groups for name in fields)
-        self._buffer = buffer_pattern(self._pattern) if self._pattern is not None and reads_groups_only else None
-        self._buffer_columns = tuple(groups[name] - 1 for name in fields if name in groups)
+        self._buffer = buffer_pattern(self._pattern, fields) if self._pattern is not None and reads_groups_only \
+            else None
+        self._buffer_columns = tuple(self._buffer.groupindex[name] - 1 for name in fields) if self._buffer else ()
         self._from_match: list[tuple[int, Callable[[Any], Any]]] = [
             (index, operator.methodcaller("group", name)) for index, name in enumerate(fields) if name in groups]
         self._from_record: list[tuple[int, Callable[[Any], Any]]] = [
             (index, field_getter(name)) for index, name in enumerate(fields) if name not in groups]
         self._getters = [field_getter(name) for name in fields]
+        self._plain_names = [None if "." in name else name for name in fields]  # read with dict.get
 
     def ensure(self, file_labels: tuple[str, ...]) -> None:
         """Counters without labels of their own exist at 0 for each file from its start, so increase() sees
@@ -444,7 +511,9 @@ class Pipeline:
         return result
 
     def _columns(self, records: list[dict[str, Any]]) -> list[list]:
-        return self._hashable([list(map(get, records)) for get in self._getters])
+        return self._hashable([list(map(dict.get, records, repeat(name))) if name is not None else
+                               list(map(get, records)) for name, get in zip(self._plain_names, self._getters,
+                                                                            strict=True)])
 
     @staticmethod
     def _hashable(columns: list[list]) -> list[list]:
@@ -459,8 +528,9 @@ class Pipeline:
     def _aggregate(self, columns: list[list], count: int, file_labels: tuple[str, ...]) -> None:
         skipped: Counter[tuple[str, str]] = Counter()
         now = time.monotonic()
+        partitions: dict[tuple[int, ...], dict] = {}
         for metric in self._metrics:
-            metric.update(columns, count, file_labels, skipped, now)
+            metric.update(columns, count, file_labels, skipped, now, partitions)
         for reason_labels, times in skipped.items():
             self._skipped.inc(reason_labels, times)
 
@@ -481,20 +551,22 @@ def _json_object(line: str) -> dict | None:
 
 
 def json_objects(lines: list[str], result: BatchResult) -> list[dict]:
-    """The JSON object of each line; the others are counted as malformed. The chunk is parsed as one document
-    [[line]\\n,[line]...] when that is sure to give each line's own object: no line can carry a top-level
-    comma without "]", "," and "[" in a row, and no string can run across the newlines."""
+    """The JSON object of each line; the others are counted as malformed.
+
+    The chunk is parsed as one document, [line\\n,line...], when that is sure to give each line's own object:
+    no string can run across a newline (JSON forbids raw control characters in strings), and a line can only
+    hold two top-level objects with "}", "," and "{" in a row, which the chunk is searched for first. Then
+    as many objects as lines means every separating comma is at the top level, so each object is exactly one
+    line's text."""
     if lines:
-        text = "[[" + "]\n,[".join(lines) + "]]"
-        if _SPLITS_JSON_ELEMENT.search(text) is None:
+        text = "[" + "\n,".join(lines) + "]"
+        if _TWO_OBJECTS.search(text) is None:
             try:
                 document = json.loads(text)
             except (ValueError, RecursionError):
                 document = None
-            if document is not None and len(document) == len(lines) and all(
-                    element.__class__ is list and len(element) == 1 and element[0].__class__ is dict
-                    for element in document):
-                return [element[0] for element in document]
+            if document is not None and len(document) == len(lines) and set(map(type, document)) == {dict}:
+                return document
     objects = []
     for line in lines:
         fields = _json_object(line)
