@@ -8,14 +8,18 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from agent.sources.logs import framing
 from agent.sources.logs.positions import Positions
 from agent.sources.logs.source import kubernetes_labels
+from agent.store import Store
 from agent.yamlsrc import ConfigError
-from tests.helpers import fetch, free_port, scrape, wait_until
+from tests.helpers import build_source, fetch, free_port, render_store, scrape, wait_until
 from tests.sources.logs.conftest import log_config, parse
 from tests.sources.logs.test_logs import Running, append
 
@@ -194,10 +198,13 @@ def test_sigkill_with_records_pending_counts_each_once(tmp_path):
     first = cri("stdout", "F", '{"status": 200}')
     append(log, first, cri("stdout", "F", '{"status": 201}'), cri("stdout", "P", '{"status": 5'))
 
+    started: list[subprocess.Popen] = []
+
     def start() -> tuple[subprocess.Popen, str]:
         port = free_port()
         process = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config.file", str(config),
                                     "--web.listen-address", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
+        started.append(process)
         base = f"http://127.0.0.1:{port}"
         wait_until(lambda: fetch(base + "/-/ready")[0] == 200)
         return process, base
@@ -211,21 +218,23 @@ def test_sigkill_with_records_pending_counts_each_once(tmp_path):
         except (OSError, ValueError, KeyError):
             return None
 
-    process, base = start()
-    wait_until(lambda: requests(base) == {"200": 1})  # 201 may continue: it waits
-    wait_until(lambda: saved_offset() == len(first), timeout=15)  # flushed: held back where 201 begins
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=10)
-    append(log, cri("stdout", "F", '03}'), cri("stdout", "F", '{"status": 204}'))
-    process, base = start()
     try:
+        process, base = start()
+        wait_until(lambda: requests(base) == {"200": 1})  # 201 may continue: it waits
+        wait_until(lambda: saved_offset() == len(first), timeout=15)  # flushed: held back where 201 begins
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        append(log, cri("stdout", "F", '03}'), cri("stdout", "F", '{"status": 204}'))
+        process, base = start()
         wait_until(lambda: requests(base) == {"201": 1, "503": 1})
         wait_until(lambda: saved_offset() == os.path.getsize(log) - len(cri("stdout", "F", '{"status": 204}')),
                    timeout=15)
         assert requests(base) == {"201": 1, "503": 1}  # 200 not read again; 201 and the joined 503 once each
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        for process in started:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=10)
 
 
 def test_kubernetes_labels_come_from_either_kubelet_layout():
@@ -273,3 +282,33 @@ def test_config_errors_for_records():
         parse("logs:\n  - {name: a, paths: [/x.log], format: json, kubernetes_labels: true, metrics: "
               "[{name: a_total, type: counter, labels: [pod]}]}\n")
     assert "labels: 'pod' is set by the source from the file's path" in str(info.value)
+
+
+async def test_the_shipped_daemonset_config_counts_pod_logs(tmp_path, context):
+    """deploy/kubernetes/configmap-logs.yaml, pointed at a pod log directory here."""
+    shipped = yaml.safe_load((Path(__file__).parents[3] / "deploy/kubernetes/configmap-logs.yaml").read_text())
+    text = shipped["data"]["agent.yaml"].replace("/var/log/pods/", f"{tmp_path}/var/log/pods/").replace(
+        "start_at: end", "start_at: beginning").replace("/var/lib/kpi-agent/", f"{tmp_path}/")
+    log = tmp_path / POD_LOG
+    log.parent.mkdir(parents=True)
+    access = '10.0.0.1 - - [24/Nov/2026:10:00:00 +0000] "{} {} HTTP/1.1" {} 512 "-" "curl/8" 0.042'
+    append(log, cri("stdout", "F", access.format("GET", "/api/orders/123?x=1", 200)),
+           cri("stdout", "P", access.format("POST", "/api/checkout", 503)[:40]),
+           cri("stdout", "F", access.format("POST", "/api/checkout", 503)[40:]),
+           cri("stderr", "F", "2026/11/24 10:00:00 [error] 7#7: upstream timed out"))
+    store = Store()
+    source = build_source(store, context, parse(text).of_kind("logs")[0], "logs")
+    task = asyncio.create_task(source.run())
+    deadline = time.monotonic() + 10
+    while render_store(store).value("kpi_agent_log_lines_total", source="shop-nginx") != 4:
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+    page = render_store(store)
+    assert {(s.labels["method"], s.labels["path"], s.labels["status"]): s.value
+            for s in page.find("http_requests_total")} == {("GET", "/api/orders/:id", "200"): 1,
+                                                            ("POST", "/api/checkout", "503"): 1}
+    assert {(s.labels["namespace"], s.labels["pod"], s.labels["container"])
+            for s in page.find("http_requests_total")} == {("shop", "web-7d9f8", "nginx")}
+    assert page.value("kpi_agent_log_lines_unmatched_total", source="shop-nginx") == 1  # nginx's error line
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
