@@ -3,18 +3,14 @@ systemd-journal-remote (the sandbox has no journald), read back by the real jour
 
 from __future__ import annotations
 
-import asyncio
 import struct
 import subprocess
 import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from agent.sources.base import SourceContext
 from agent.sources.journal import source as journal_source
-from agent.sources.logs.positions import Positions
 from tests.tools import require_tool
 
 BOOT_ID = "0123456789abcdef0123456789abcdef"
@@ -63,9 +59,3 @@ def journal(tmp_path) -> Journal:
 def fast_retry(monkeypatch):
     monkeypatch.setattr(journal_source, "RETRY_SECONDS", 0.2)
 
-
-@pytest.fixture
-async def context(tmp_path):
-    session = aiohttp.ClientSession()
-    yield SourceContext(session, asyncio.Semaphore(4), Positions(str(tmp_path / "positions.json")))
-    await session.close()

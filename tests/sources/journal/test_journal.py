@@ -5,7 +5,6 @@ import asyncio
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -16,7 +15,7 @@ from agent.sources.journal.source import journalctl_command
 from agent.sources.logs.positions import Positions
 from agent.store import Store
 from agent.yamlsrc import ConfigError
-from tests.helpers import Exposition, build_source, fetch, free_port, render_store, scrape, wait_until
+from tests.helpers import Exposition, build_source, render_store, scrape, wait_until
 from tests.sources.journal.conftest import entry
 from tests.tools import require_tool
 
@@ -168,54 +167,34 @@ async def test_a_missing_journal_is_an_error_until_it_appears(journal, context):
     await run.stop()
 
 
-def test_sigkill_then_restart_loses_and_doubles_nothing(journal, tmp_path):
+def test_sigkill_then_restart_loses_and_doubles_nothing(journal, tmp_path, start_agent):
     positions = tmp_path / "positions.json"
     config = tmp_path / "agent.yaml"
     config.write_text(journal_config(journal.directory) + f"positions_file: {positions}\n")
     journal.write(*[entry()] * 20)
 
-    started: list[subprocess.Popen] = []
-
-    def start() -> tuple[subprocess.Popen, str]:
-        port = free_port()
-        process = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config.file", str(config),
-                                    "--web.listen-address", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
-        started.append(process)
-        base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: fetch(base + "/-/ready")[0] == 200)
-        return process, base
-
     def entries(base: str, priority: str) -> float | None:
         return scrape(base + "/metrics").value("journal_entries_total", unit="nginx.service", priority=priority)
 
-    def journalctl_children(pid: int) -> list[str]:
-        found = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-        return found.stdout.split()
-
-    try:
-        process, base = start()
-        wait_until(lambda: entries(base, "6") == 20)
-        newest = [require_tool("journalctl"), f"--directory={journal.directory}", "--output=json", "--lines=1"]
-        last = json.loads(subprocess.run(newest, capture_output=True, text=True, check=True).stdout)
-        wait_until(lambda: positions.exists() and json.loads(positions.read_text())["cursors"].get("system") ==
-                   last["__CURSOR"], timeout=15, what="the last entry's cursor to be saved")
-        child = journalctl_children(process.pid)
-        assert len(child) == 1
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-        wait_until(lambda: subprocess.run(["kill", "-0", child[0]], capture_output=True).returncode != 0,
-                   what="journalctl to die with the agent")
-        journal.write(*[entry(priority=3)] * 7)
-        process, base = start()
-        wait_until(lambda: entries(base, "3") == 7)
-        time.sleep(0.5)
-        assert entries(base, "6") is None  # nothing before the saved cursor was read again
-        assert entries(base, "3") == 7
-    finally:
-        for process in started:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=10)
+    process, base = start_agent(config)
+    wait_until(lambda: entries(base, "6") == 20)
+    newest = [require_tool("journalctl"), f"--directory={journal.directory}", "--output=json", "--lines=1"]
+    last = json.loads(subprocess.run(newest, capture_output=True, text=True, check=True).stdout)
+    wait_until(lambda: positions.exists() and json.loads(positions.read_text())["cursors"].get("system") ==
+               last["__CURSOR"], timeout=15, what="the last entry's cursor to be saved")
+    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(process.pid)], capture_output=True,
+                              text=True).stdout.split()
+    assert len(children) == 1  # journalctl
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    wait_until(lambda: subprocess.run(["kill", "-0", children[0]], capture_output=True).returncode != 0,
+               what="journalctl to die with the agent")
+    journal.write(*[entry(priority=3)] * 7)
+    _, base = start_agent(config)
+    wait_until(lambda: entries(base, "3") == 7)
+    time.sleep(0.5)
+    assert entries(base, "6") is None  # nothing before the saved cursor was read again
+    assert entries(base, "3") == 7
 
 
 def test_the_journalctl_command_follows_what_the_config_selects():

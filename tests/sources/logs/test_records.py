@@ -6,8 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from agent.sources.logs.positions import Positions
 from agent.sources.logs.source import kubernetes_labels
 from agent.store import Store
 from agent.yamlsrc import ConfigError
-from tests.helpers import build_source, fetch, free_port, render_store, scrape, wait_until
+from tests.helpers import build_source, render_store, scrape, wait_until
 from tests.sources.logs.conftest import log_config, parse
 from tests.sources.logs.test_logs import Running, append
 
@@ -187,7 +185,7 @@ async def test_container_lines_survive_rotation_and_restart(tmp_path, context, m
     await again.stop()
 
 
-def test_sigkill_with_records_pending_counts_each_once(tmp_path):
+def test_sigkill_with_records_pending_counts_each_once(tmp_path, start_agent):
     log = tmp_path / POD_LOG
     log.parent.mkdir(parents=True)
     positions = tmp_path / "positions.json"
@@ -198,17 +196,6 @@ def test_sigkill_with_records_pending_counts_each_once(tmp_path):
     first = cri("stdout", "F", '{"status": 200}')
     append(log, first, cri("stdout", "F", '{"status": 201}'), cri("stdout", "P", '{"status": 5'))
 
-    started: list[subprocess.Popen] = []
-
-    def start() -> tuple[subprocess.Popen, str]:
-        port = free_port()
-        process = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config.file", str(config),
-                                    "--web.listen-address", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
-        started.append(process)
-        base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: fetch(base + "/-/ready")[0] == 200)
-        return process, base
-
     def requests(base: str) -> dict[str, float]:
         return scrape(base + "/metrics").by("http_requests_total", "status")
 
@@ -218,23 +205,17 @@ def test_sigkill_with_records_pending_counts_each_once(tmp_path):
         except (OSError, ValueError, KeyError):
             return None
 
-    try:
-        process, base = start()
-        wait_until(lambda: requests(base) == {"200": 1})  # 201 may continue: it waits
-        wait_until(lambda: saved_offset() == len(first), timeout=15)  # flushed: held back where 201 begins
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-        append(log, cri("stdout", "F", '03}'), cri("stdout", "F", '{"status": 204}'))
-        process, base = start()
-        wait_until(lambda: requests(base) == {"201": 1, "503": 1})
-        wait_until(lambda: saved_offset() == os.path.getsize(log) - len(cri("stdout", "F", '{"status": 204}')),
-                   timeout=15)
-        assert requests(base) == {"201": 1, "503": 1}  # 200 not read again; 201 and the joined 503 once each
-    finally:
-        for process in started:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=10)
+    process, base = start_agent(config)
+    wait_until(lambda: requests(base) == {"200": 1})  # 201 may continue: it waits
+    wait_until(lambda: saved_offset() == len(first), timeout=15)  # flushed: held back where 201 begins
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    append(log, cri("stdout", "F", '03}'), cri("stdout", "F", '{"status": 204}'))
+    _, base = start_agent(config)
+    wait_until(lambda: requests(base) == {"201": 1, "503": 1})
+    wait_until(lambda: saved_offset() == os.path.getsize(log) - len(cri("stdout", "F", '{"status": 204}')),
+               timeout=15)
+    assert requests(base) == {"201": 1, "503": 1}  # 200 not read again; 201 and the joined 503 once each
 
 
 def test_kubernetes_labels_come_from_either_kubelet_layout():
