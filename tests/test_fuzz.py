@@ -38,19 +38,23 @@ KEYS = ["global", "http", "logs", "positions_file", "interval", "timeout", "labe
         "ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify", "min_version", "basic_auth",
         "username", "password", "password_file", "bearer_token_file", "json_metrics", "type", "help", "path",
         "value", "paths", "start_at", "format", "pattern", "max_series_per_metric", "max_line_bytes", "metrics",
-        "match", "buckets", "le", "source", "target", "nope"]
+        "match", "buckets", "le", "source", "target", "nope", "journal", "directory", "units", "matches", "rewrite",
+        "label", "regex", "replacement", "values", "expire_after", "multiline", "start", "max_lines", "container",
+        "kubernetes_labels", "filename_label", "filename", "pod", "_SYSTEMD_UNIT", "PRIORITY"]
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-10**30, max_value=10**30), st.integers(min_value=10**300),
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from(["15s", "0s", "1h", "-5m", "5x", "9" * 50 + "d", "http://127.0.0.1:1/", "ftp://x", "$.a",
                      "$[", "(?P<a>x)", "(", "counter", "gauge", "histogram", "json", "logfmt", "regex", "/tmp/*.log",
                      "relative.log", "TLS12", "10MiB", "1e999B", "GET", "a_total", "probe_success", "process_open_fds",
-                     "kpi_agent_x", "le", "", " "]),
+                     "kpi_agent_x", "le", "", " ", "cri", "docker", "$1", "${x}", "$$", "a.b", "/var/log/journal",
+                     "nginx.service"]),
     st.text(max_size=40))
 VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), inner, max_size=6)),
     max_leaves=40)
-DOCUMENTS = st.dictionaries(st.sampled_from(["global", "http", "logs", "positions_file"]), VALUES, max_size=4)
+DOCUMENTS = st.dictionaries(st.sampled_from(["global", "http", "logs", "journal", "positions_file"]), VALUES,
+                            max_size=4)
 
 
 def _check_config(text: str) -> bool:
@@ -74,6 +78,20 @@ def _check_config(text: str) -> bool:
 @given(DOCUMENTS)
 def test_random_configs_load_or_get_file_line_field_problems(document):
     _check_config(yaml.safe_dump(document, allow_unicode=True))
+
+
+METRIC_KEYS = ["name", "type", "help", "labels", "value", "match", "buckets", "rewrite", "values", "expire_after"]
+SOURCE_KEYS = ["format", "pattern", "container", "multiline", "filename_label", "kubernetes_labels", "labels",
+               "units", "matches", "directory", "start_at"]
+
+
+@FUZZ
+@given(st.sampled_from(["logs", "journal"]), st.dictionaries(st.sampled_from(SOURCE_KEYS), VALUES, max_size=3),
+       st.lists(st.dictionaries(st.sampled_from(METRIC_KEYS), VALUES | st.sampled_from(
+           ["counter", "gauge", "histogram", "x_total", "a.b", "status"]), max_size=6), max_size=3))
+def test_random_metrics_and_records_options_load_or_get_problems(kind, options, metrics):
+    source = {"name": "fuzz", **({"paths": ["/tmp/x.log"]} if kind == "logs" else {}), **options, "metrics": metrics}
+    _check_config(yaml.safe_dump({kind: [source]}, allow_unicode=True))
 
 
 @FUZZ
