@@ -25,6 +25,7 @@ _FIELD_NAME_RE = re.compile(r"^[A-Z0-9_]+$")  # journal field names: upper case,
 class JournalSourceConfig:
     name: str
     directory: str | None = None  # journal files to read (journalctl --directory); None: the system journal
+    files: tuple[str, ...] = ()  # or these journal files (journalctl --file, globs allowed)
     units: tuple[str, ...] = ()  # entries of any of these units (journalctl --unit)
     matches: tuple[tuple[str, tuple[str, ...]], ...] = ()  # field -> values: one of the values, for every field
     start_at: str = "end"
@@ -41,7 +42,7 @@ class JournalSourceConfig:
         return ()
 
 
-def _directory(value: Any) -> str:
+def _absolute(value: Any) -> str:
     text = yamlsrc.nonempty_string(value)
     if not text.startswith("/"):
         raise ValueError(f"{excerpt(text)} is not an absolute path")
@@ -73,7 +74,10 @@ def _matches(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
 
 def parse_journal_source(fields: Fields) -> JournalSourceConfig | None:
     name = fields.get("name", yamlsrc.nonempty_string)
-    directory = fields.get("directory", _directory, None)
+    directory = fields.get("directory", _absolute, None)
+    files = fields.get("files", yamlsrc.list_of(_absolute), []) or []
+    if fields.has("directory") and fields.has("files"):
+        fields.error("files", "journalctl reads a directory or files, not both: drop directory or files")
     units = fields.get("units", yamlsrc.list_of(_unit), []) or []
     matches = fields.get("matches", _matches, ()) or ()
     start_at = fields.get("start_at", yamlsrc.one_of("end", "beginning"), "end")
@@ -87,6 +91,6 @@ def parse_journal_source(fields: Fields) -> JournalSourceConfig | None:
     fields.finish()
     if name is None or (fmt == "regex" and compiled is None) or (fields.has("format") and fmt is None):
         return None
-    return JournalSourceConfig(name, directory, tuple(units), matches, start_at, fmt,
+    return JournalSourceConfig(name, directory, tuple(files), tuple(units), matches, start_at, fmt,
                                compiled.pattern if compiled else None, limit, max_line, static, metrics,
                                (fields.line_of("name"), fields.field("name")))

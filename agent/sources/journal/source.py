@@ -47,6 +47,7 @@ def journalctl_command(config: JournalSourceConfig, fields: tuple[str, ...], cur
                f"--output-fields={','.join(wanted)}"]
     if config.directory:
         command.append(f"--directory={config.directory}")
+    command += [f"--file={pattern}" for pattern in config.files]
     command += [f"--unit={unit}" for unit in config.units]
     if cursor:
         command.append(f"--cursor={cursor}")

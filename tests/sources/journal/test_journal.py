@@ -157,6 +157,18 @@ async def test_a_new_journal_file_in_the_directory_is_followed(journal, context)
     await run.stop()
 
 
+async def test_journal_files_instead_of_a_directory(journal, context):
+    journal.write(entry(), file="a.journal")
+    journal.write(entry(priority=3), file="b.journal")
+    extra = f"    files: ['{journal.directory}/b.journal']\n"
+    run = Running(journal_config(journal.directory, extra=extra).replace(f"    directory: {journal.directory}\n", ""),
+                  context)
+    await run.wait(lambda: run.by_unit() == {("nginx.service", "3"): 1})
+    journal.write(entry(priority=2), file="b.journal")
+    await run.wait(lambda: run.by_unit() == {("nginx.service", "3"): 1, ("nginx.service", "2"): 1})
+    await run.stop()
+
+
 async def test_a_missing_journal_is_an_error_until_it_appears(journal, context):
     journal.directory.rmdir()
     run = Running(journal_config(journal.directory), context)
@@ -214,6 +226,7 @@ def test_config_errors_name_file_line_and_field():
         parse("journal:\n"
               "  - name: j\n"
               "    directory: relative/dir\n"
+              "    files: [/var/log/journal/system.journal]\n"
               "    units: ['bad unit']\n"
               "    matches: {priority: 3}\n"
               "    pattern: '(?P<x>.)'\n"
@@ -222,10 +235,11 @@ def test_config_errors_name_file_line_and_field():
     problems = [str(p) for p in info.value.problems]
     expected = [
         "agent.yaml:3: journal[0].directory: 'relative/dir' is not an absolute path",
-        "agent.yaml:4: journal[0].units: item 0: 'bad unit' is not a unit name",
-        "agent.yaml:5: journal[0].matches: 'priority' is not a journal field name",
-        "agent.yaml:6: journal[0].pattern: pattern applies to format regex: set format: regex",
-        "agent.yaml:8: journal[0].metrics[0].expire_after: 'soon' is not a duration",
+        "agent.yaml:4: journal[0].files: journalctl reads a directory or files, not both",
+        "agent.yaml:5: journal[0].units: item 0: 'bad unit' is not a unit name",
+        "agent.yaml:6: journal[0].matches: 'priority' is not a journal field name",
+        "agent.yaml:7: journal[0].pattern: pattern applies to format regex: set format: regex",
+        "agent.yaml:9: journal[0].metrics[0].expire_after: 'soon' is not a duration",
     ]
     for line in expected:
         assert any(p.startswith(line) for p in problems), (line, problems)
