@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import sys
 
@@ -10,11 +11,8 @@ import click
 
 from agent import __version__
 from agent.config import AgentConfig, ConfigError, example_config_text, load_config, load_example_config
-from agent.kpi.dashboards_cli import dashboards
-from agent.kpi.rules_cli import rules
 from agent.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress
 from agent.logconfig import LEVELS, setup_logging
-from agent.report.cli import report, ui
 from agent.sources.kinds import KINDS
 
 log = logging.getLogger("agent")
@@ -49,7 +47,24 @@ def _print_warnings(report) -> None:
         click.echo(str(warning), err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class _LazyGroup(click.Group):
+    """Loads the KPI commands (the compiler, Grafana's SDK, the report's plotting) only when one of them runs:
+    `kpi-agent run` never imports them, which keeps the running agent's memory down."""
+
+    LAZY = {"rules": "agent.kpi.rules_cli", "dashboards": "agent.kpi.dashboards_cli", "report": "agent.report.cli",
+            "ui": "agent.report.cli"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY:
+            command: click.Command = getattr(importlib.import_module(self.LAZY[cmd_name]), cmd_name)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="kpi-agent")
 def main() -> None:
     """Collect operational metrics for Prometheus and compile KPI specs into rules, alerts and dashboards."""
@@ -126,8 +141,3 @@ def example_config() -> None:
     """Print the built-in example config, a starting point for your own."""
     click.echo(example_config_text(), nl=False)
 
-
-main.add_command(rules)
-main.add_command(dashboards)
-main.add_command(report)
-main.add_command(ui)

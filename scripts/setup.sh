@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up kpi-agent in ./.venv on a fresh Debian machine with Python 3.11+.
-#   --with-tools   also install the tools the tests use (Debian: prometheus, prometheus-alertmanager, mtail, chromium)
+#   --with-tools   also install the tools the tests use (Debian: prometheus, prometheus-alertmanager, mtail, chromium,
+#                  and systemd-journal-remote, which writes the journal files the journal source tests read)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,9 @@ if $with_tools; then
   command -v amtool >/dev/null && command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
   command -v mtail >/dev/null || missing+=(mtail)
   command -v chromium >/dev/null || missing+=(chromium)
+  command -v journalctl >/dev/null || missing+=(systemd)
+  [ -x /lib/systemd/systemd-journal-remote ] || [ -x /usr/lib/systemd/systemd-journal-remote ] \
+    || missing+=(systemd-journal-remote)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 fi
 

@@ -7,6 +7,7 @@ series once, and promtool accepts the page. A new source kind is added to KINDS 
 
 import asyncio
 import subprocess
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -16,6 +17,22 @@ from agent.runtime import Agent
 from agent.sources.base import STATS_FAMILIES
 from agent.sources.kinds import KINDS
 from tests.helpers import Exposition, ascrape
+from tests.sources.journal.conftest import Journal, entry
+from tests.tools import require_tool
+
+
+def _journal(log: Path) -> str:
+    """Two journal sources over a journal file written here (the sandbox has no journald)."""
+    directory = log.parent / "journal"
+    directory.mkdir()
+    require_tool("journalctl")
+    Journal(directory, require_tool("systemd-journal-remote")).write(entry(priority=3), entry("sshd.service"))
+    return "".join(
+        f"  - {{name: journal-{variant}, directory: '{directory}', start_at: beginning,{labels}"
+        f" metrics: [{{name: journal_entries_total, type: counter, labels: [{{unit: _SYSTEMD_UNIT}}]}},"
+        f" {{name: journal_priority, type: histogram, value: PRIORITY, buckets: [3, 6]}}]}}\n"
+        for variant, labels in (("labelled", " labels: {team: shop},"), ("plain", "")))
+
 
 # Per kind: a source with static labels and one without; both collect something within a second.
 SOURCES = {
@@ -33,8 +50,11 @@ SOURCES = {
         f"  - {{name: logs-plain, paths: ['{log}'], start_at: beginning, format: logfmt,"
         f" metrics: [{{name: events_total, type: counter, labels: [level]}},"
         f" {{name: took_seconds, type: histogram, value: took}}]}}\n"),
+    "journal": lambda target, log: "journal:\n" + _journal(log),
 }
-DATA = {"http": ("probe_success", "shop_orders_total"), "logs": ("events_total", "took_seconds_count")}
+DATA = {"http": ("probe_success", "shop_orders_total"), "logs": ("events_total", "took_seconds_count"),
+        "journal": ("journal_entries_total", "journal_priority_count")}
+NAME_PREFIX = {"http": "probe"}  # sources are named <prefix>-labelled and <prefix>-plain; the kind by default
 
 
 def test_every_kind_is_covered():
@@ -86,7 +106,7 @@ async def test_every_series_is_unique_labelled_and_reported_per_kind(tmp_path, t
 
 
 def _names() -> list[tuple[str, str]]:
-    return [(kind, f"{'probe' if kind == 'http' else 'logs'}-{variant}") for kind in KINDS
+    return [(kind, f"{NAME_PREFIX.get(kind, kind)}-{variant}") for kind in KINDS
             for variant in ("labelled", "plain")]
 
 

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from agent import yamlsrc
 from agent.config import parse_config
-from agent.sources.logs.config import SKIPPED
-from agent.sources.logs.pipeline import Pipeline
+from agent.sources.logs.config import EXPIRED, SKIPPED
+from agent.sources.logs.pipeline import BatchResult, Pipeline, _json_object
 from agent.store import Store
 from tests.helpers import render_store
 from tests.sources.logs.conftest import NGINX_PATTERN, parse
@@ -38,19 +38,23 @@ KEYS = ["global", "http", "logs", "positions_file", "interval", "timeout", "labe
         "ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify", "min_version", "basic_auth",
         "username", "password", "password_file", "bearer_token_file", "json_metrics", "type", "help", "path",
         "value", "paths", "start_at", "format", "pattern", "max_series_per_metric", "max_line_bytes", "metrics",
-        "match", "buckets", "le", "source", "target", "nope"]
+        "match", "buckets", "le", "source", "target", "nope", "journal", "directory", "units", "matches", "rewrite",
+        "label", "regex", "replacement", "values", "expire_after", "multiline", "start", "max_lines", "container",
+        "kubernetes_labels", "filename_label", "filename", "pod", "_SYSTEMD_UNIT", "PRIORITY"]
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-10**30, max_value=10**30), st.integers(min_value=10**300),
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from(["15s", "0s", "1h", "-5m", "5x", "9" * 50 + "d", "http://127.0.0.1:1/", "ftp://x", "$.a",
                      "$[", "(?P<a>x)", "(", "counter", "gauge", "histogram", "json", "logfmt", "regex", "/tmp/*.log",
                      "relative.log", "TLS12", "10MiB", "1e999B", "GET", "a_total", "probe_success", "process_open_fds",
-                     "kpi_agent_x", "le", "", " "]),
+                     "kpi_agent_x", "le", "", " ", "cri", "docker", "$1", "${x}", "$$", "a.b", "/var/log/journal",
+                     "nginx.service"]),
     st.text(max_size=40))
 VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), inner, max_size=6)),
     max_leaves=40)
-DOCUMENTS = st.dictionaries(st.sampled_from(["global", "http", "logs", "positions_file"]), VALUES, max_size=4)
+DOCUMENTS = st.dictionaries(st.sampled_from(["global", "http", "logs", "journal", "positions_file"]), VALUES,
+                            max_size=4)
 
 
 def _check_config(text: str) -> bool:
@@ -76,6 +80,20 @@ def _check_config(text: str) -> bool:
 @given(DOCUMENTS)
 def test_random_configs_load_or_get_file_line_field_problems(document):
     _check_config(yaml.safe_dump(document, allow_unicode=True))
+
+
+METRIC_KEYS = ["name", "type", "help", "labels", "value", "match", "buckets", "rewrite", "values", "expire_after"]
+SOURCE_KEYS = ["format", "pattern", "container", "multiline", "filename_label", "kubernetes_labels", "labels",
+               "units", "matches", "directory", "start_at"]
+
+
+@FUZZ
+@given(st.sampled_from(["logs", "journal"]), st.dictionaries(st.sampled_from(SOURCE_KEYS), VALUES, max_size=3),
+       st.lists(st.dictionaries(st.sampled_from(METRIC_KEYS), VALUES | st.sampled_from(
+           ["counter", "gauge", "histogram", "x_total", "a.b", "status"]), max_size=6), max_size=3))
+def test_random_metrics_and_records_options_load_or_get_problems(kind, options, metrics):
+    source = {"name": "fuzz", **({"paths": ["/tmp/x.log"]} if kind == "logs" else {}), **options, "metrics": metrics}
+    _check_config(yaml.safe_dump({kind: [source]}, allow_unicode=True))
 
 
 @FUZZ
@@ -125,7 +143,8 @@ def _pipeline(fmt: str) -> tuple[Store, Pipeline]:
                    f"    metrics:\n{metrics}").of_kind("logs")[0]
     store = Store()
     group, own = store.group("logs/fuzz", {"source": "fuzz"}, "source"), store.group("self", {"source": "f"}, "source")
-    return store, Pipeline(config, group, own.counter(SKIPPED))
+    return store, Pipeline(config.metrics, group, own.counter(SKIPPED), own.counter(EXPIRED), fmt=config.format,
+                           pattern=config.pattern, max_series=config.max_series_per_metric)
 
 
 def _check_lines(fmt: str, batches: list[list[str]]) -> None:
@@ -162,3 +181,76 @@ def test_random_logfmt_lines(batches):
 @given(st.lists(st.lists(REGEX_LINES, max_size=20), max_size=4))
 def test_random_access_log_lines(batches):
     _check_lines("regex", batches)
+
+
+# The fast paths must count exactly what line by line counts: a whole chunk matched by one findall(), and a
+# chunk of JSON lines parsed as one document. Patterns with optional groups, lookarounds, flags, verbose
+# comments and newline-eating classes; lines with quotes, brackets and carriage returns.
+PATTERNS = [NGINX_PATTERN.replace("(?P<method>", "(?P<a>").replace("(?P<rt>", "(?P<b>"),
+            r"(?P<a>\w+)?-(?P<b>\d*)", r"(?i)(?P<a>get|post) (?P<b>\S+)",
+            r"(?x) (?P<a>\w+) \s+ (?P<b>\w+)  # a comment at the end", r'(?P<a>[^"]*)"(?P<b>[^"]*)"',
+            r"(?P<a>\w+)(?=\s)(?P<b>\s\w*)", r"(?s)(?P<a>.)(?P<b>.*)", r"\A(?P<a>\w)(?P<b>\w*)\Z",
+            r"^(?P<a>x|y)?(?P<b>\d+)$", r"(?P<a>\w+)\s+(?P<b>\S+)", r"(?P<x>\w)(?P=x)(?P<a>\w*) (?P<b>\S*)",
+            r"(?P<u>[ab])?(?P<a>\w+)(\s)(?P<b>\w+)\2?"]
+FIELD_LINES = st.lists(st.one_of(st.text(alphabet="ab xy-019\"\t\r[]{},:", max_size=20), REGEX_LINES,
+                                 st.sampled_from(["", "\r", "x\r", "get /a", "POST /b c", "a-", "-1", "x1", "y22"])),
+                       max_size=30).map(lambda lines: [line.replace("\n", " ") for line in lines])
+
+
+def _both(pattern: str, fmt: str = "regex") -> tuple[tuple[Store, Pipeline], tuple[Store, Pipeline]]:
+    metrics = ("      - {name: pairs_total, type: counter, labels: [a, b]}\n"
+               "      - {name: b_total, type: counter, value: b}\n"
+               "      - {name: some_total, type: counter, labels: [b], match: {a: '[a-y]+'}}\n"
+               "      - {name: last_b, type: gauge, value: b, labels: [a]}\n") if fmt == "regex" else METRICS
+    pattern_line = f"    pattern: {json.dumps(pattern)}\n" if fmt == "regex" else ""
+    config = parse(f"logs:\n  - name: fuzz\n    paths: [/tmp/x.log]\n    format: {fmt}\n{pattern_line}"
+                   f"    metrics:\n{metrics}").of_kind("logs")[0]
+    pipelines = []
+    for _ in range(2):
+        store = Store()
+        group = store.group("logs/fuzz", {"source": "fuzz"}, "source")
+        own = store.group("self", {"source": "f"}, "source")
+        pipelines.append((store, Pipeline(config.metrics, group, own.counter(SKIPPED), own.counter(EXPIRED),
+                                          fmt=config.format, pattern=config.pattern,
+                                          max_series=config.max_series_per_metric)))
+    return pipelines[0], pipelines[1]
+
+
+@FUZZ
+@given(st.sampled_from(PATTERNS), st.lists(FIELD_LINES, min_size=1, max_size=3))
+def test_a_chunk_matched_at_once_counts_what_line_by_line_counts(pattern, batches):
+    (chunked_store, chunked), (lines_store, by_line) = _both(pattern)
+    for lines in batches:
+        at_once = chunked.process_text("".join(line + "\n" for line in lines))
+        one_by_one = by_line.process([line.rstrip("\r") for line in lines])
+        assert (at_once.lines, at_once.unmatched) == (one_by_one.lines, one_by_one.unmatched)
+    assert _data(chunked_store) == _data(lines_store)
+
+
+def _data(store: Store) -> list[tuple[str, dict[str, str], float]]:
+    return [(s.name, s.labels, s.value) for s in render_store(store).series if not s.name.startswith("process_")]
+
+
+@FUZZ
+@given(st.lists(st.lists(st.one_of(JSON_LINES, st.sampled_from(
+    ['{"a": 1}, {"b": 2}', '{"a": 1}\t,{"b": 2}', '{"a": [1', '2]}', '{"a": {"b": 1', '}}', '{"x": "a',
+     'b"}', '[{"y": 2}]', '{"s": "}\\n,{"}', '{"depth": 1}'])),
+    max_size=12), min_size=1, max_size=3))
+def test_a_chunk_of_json_parsed_at_once_counts_what_line_by_line_counts(batches):
+    (chunked_store, chunked), (lines_store, by_line) = _both("", "json")
+    for lines in batches:
+        lines = [line.replace("\n", " ") for line in lines]
+        at_once = chunked.process(lines)
+        one_by_one = BatchResult(lines=len(lines))
+        objects = [fields for fields in map(_json_object, lines) if fields is not None]
+        one_by_one.malformed = len(lines) - len(objects)
+        by_line._aggregate(by_line._columns(objects), len(objects), ())
+        assert (at_once.lines, at_once.malformed) == (one_by_one.lines, one_by_one.malformed)
+    assert _data(chunked_store) == _data(lines_store)
+
+
+def test_json_lines_that_only_parse_together_are_each_malformed():
+    (store, pipeline), _ = _both("", "json")
+    result = pipeline.process(['{"status": 1}, {"status": 2}', '{"depth": [1', '2], "level": "x"}'])
+    assert result.malformed == 3
+    assert render_store(store).value("events_total", source="fuzz") == 0

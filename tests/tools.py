@@ -21,7 +21,11 @@ PACKAGES = {
     "mtail": "mtail",
     "prometheus-blackbox-exporter": "prometheus-blackbox-exporter",
     "chromium": "chromium",
+    "journalctl": "systemd",
+    "systemd-journal-remote": "systemd-journal-remote",  # writes journal files from journal export format
 }
+# Debian installs some tools outside PATH (systemd's helpers)
+EXTRA_DIRS = ("/usr/lib/systemd", "/lib/systemd")
 
 _lock = threading.Lock()
 _tried: set[str] = set()
@@ -39,16 +43,20 @@ def _install(package: str) -> str:
     return ""
 
 
+def _which(command: str) -> str | None:
+    return shutil.which(command, path=os.pathsep.join([os.environ.get("PATH", os.defpath), *EXTRA_DIRS]))
+
+
 def require_tool(command: str) -> str:
     """The path of ``command``; installs its Debian package once if missing; fails in CI, skips elsewhere."""
     with _lock:
-        path = shutil.which(command)
+        path = _which(command)
         package = PACKAGES[command]
         why = ""
         if path is None and package not in _tried:
             _tried.add(package)
             why = _install(package)
-            path = shutil.which(command)
+            path = _which(command)
     if path:
         return path
     message = f"{command} (Debian package {package}) is not installed and could not be installed: {why or 'see above'}"

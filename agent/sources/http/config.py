@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jsonpath_ng.ext import parse as parse_jsonpath
-
 from agent import yamlsrc
 from agent.sources.base import DeclaredFamily, SourceDefaults
 from agent.store import DEFAULT_BUCKETS, FamilySpec, counter, gauge, histogram
@@ -152,6 +150,8 @@ def jsonpath(value: Any) -> str:
     text = yamlsrc.nonempty_string(value)
     if not text.startswith("$"):
         raise ValueError(f"{excerpt(text)} is not a JSONPath (it starts with $)")
+    from jsonpath_ng.ext import parse as parse_jsonpath  # lazily: an agent without json_metrics never loads it
+
     try:
         parse_jsonpath(text)
     except Exception as exc:  # jsonpath-ng raises its own errors, and plain Exception for some inputs

@@ -11,8 +11,6 @@ import logging
 import math
 from typing import Any
 
-from jsonpath_ng.ext import parse as parse_jsonpath
-
 from agent.sources.http.config import JsonMetric
 from agent.store import Family
 
@@ -38,6 +36,8 @@ class CompiledJsonMetric:
     """A json_metrics entry with its JSONPaths parsed once, writing into one store family."""
 
     def __init__(self, spec: JsonMetric, family: Family, errors: Family):
+        from jsonpath_ng.ext import parse as parse_jsonpath  # lazily: an agent without json_metrics never loads it
+
         self.spec = spec
         self.family = family
         self.errors = errors

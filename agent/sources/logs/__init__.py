@@ -26,7 +26,7 @@ class LogKind(SourceKind[LogSourceConfig]):
         return {IDENTITY_LABEL: config.name, **config.labels}
 
     def families(self, config: LogSourceConfig) -> list[DeclaredFamily]:
-        return declared_families(config)
+        return declared_families(config.metrics, config.file_labels)
 
     def self_families(self, config: LogSourceConfig) -> list[FamilySpec]:
         return list(SELF_FAMILIES)

@@ -1,4 +1,5 @@
-"""Log source config: which files, how lines become fields, and which metrics the fields feed."""
+"""Log source config: which files, how lines become records and records fields, and which metrics the fields
+feed. The metric part (``parse_metrics``) is shared with the journal kind."""
 
 from __future__ import annotations
 
@@ -12,8 +13,22 @@ from agent.store import DEFAULT_BUCKETS, DEFAULT_MAX_SERIES, FamilySpec, counter
 from agent.yamlsrc import Fields, excerpt
 
 FORMATS = ("regex", "json", "logfmt")
+CONTAINER_FORMATS = ("cri", "docker")
 IDENTITY_LABEL = "source"
 DEFAULT_MAX_LINE_BYTES = 100 * 1024  # Vector's default; a line longer than this is counted and skipped
+FILENAME_LABEL = "filename"
+KUBERNETES_LABELS = ("namespace", "pod", "container")
+DEFAULT_MAX_LINES = 500  # lines joined into one multi-line record at most
+DEFAULT_MULTILINE_TIMEOUT = 1.0  # seconds without a new line before a pending record is complete
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """``regex`` replaced by ``template`` (a ``re.sub`` template) in every value of ``label``."""
+
+    label: str
+    regex: str
+    template: str
 
 
 @dataclass(frozen=True)
@@ -21,19 +36,31 @@ class LogMetric:
     name: str  # as exported; counters end in _total
     type: str  # counter | gauge | histogram
     help: str
-    labels: tuple[str, ...] = ()
-    value: str | None = None  # field whose number is added/observed/set; None = count lines
+    labels: tuple[str, ...] = ()  # label names the metric sets from fields
+    fields: tuple[str, ...] = ()  # the field each label reads, in the same order
+    value: str | None = None  # field whose number is added/observed/set; None = count records
     match: dict[str, str] = field(default_factory=dict)  # field -> regex (full match)
     buckets: tuple[float, ...] = ()
+    rewrite: tuple[Rewrite, ...] = ()  # applied in order, once per distinct label value
+    values: dict[str, float] = field(default_factory=dict)  # words in the value field -> their number
+    expire_after: float | None = None  # seconds without an update after which a label set is removed
     where: tuple[int | None, str] = field(default=(None, ""), compare=False)  # (line, field path) for errors
 
-    @property
-    def spec(self) -> FamilySpec:
+    def spec(self, file_labels: tuple[str, ...] = ()) -> FamilySpec:
+        """The family, with the labels the source adds per file after the metric's own."""
+        labels = (*self.labels, *file_labels)
         if self.type == "counter":
-            return counter(self.name, self.help, self.labels)
+            return counter(self.name, self.help, labels)
         if self.type == "gauge":
-            return gauge(self.name, self.help, self.labels)
-        return histogram(self.name, self.help, self.labels, self.buckets)
+            return gauge(self.name, self.help, labels)
+        return histogram(self.name, self.help, labels, self.buckets)
+
+
+@dataclass(frozen=True)
+class Multiline:
+    start: str  # a record starts at a line this regex finds (re.search); other lines continue it
+    max_lines: int = DEFAULT_MAX_LINES
+    timeout: float = DEFAULT_MULTILINE_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -47,30 +74,51 @@ class LogSourceConfig:
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     labels: dict[str, str] = field(default_factory=dict)
     metrics: tuple[LogMetric, ...] = ()
+    container: str | None = None  # cri | docker: the runtime's line format, parsed before `format`
+    multiline: Multiline | None = None
+    filename_label: bool = False
+    kubernetes_labels: bool = False
     where: tuple[int | None, str] = field(default=(None, ""), compare=False)  # (line, field path) for errors
+
+    @property
+    def file_labels(self) -> tuple[str, ...]:
+        """Labels whose values come from the path of the file a record was read from."""
+        return ((FILENAME_LABEL,) if self.filename_label else ()) + (KUBERNETES_LABELS if self.kubernetes_labels
+                                                                     else ())
+
+    @property
+    def framed(self) -> bool:
+        """Whether lines are assembled into records (container partial lines, multi-line records)."""
+        return self.container is not None or self.multiline is not None
 
 
 # Self-metrics of a log source, beside the kpi_agent_source_* every source has; all labelled source="<name>".
-LINES = counter("kpi_agent_log_lines_total", "Complete log lines read")
+LINES = counter("kpi_agent_log_lines_total", "Complete log lines read (journal: entries)")
+RECORDS = counter("kpi_agent_log_records_total",
+                  "Records parsed: lines, after container partial lines and multi-line records are joined")
 UNMATCHED = counter("kpi_agent_log_lines_unmatched_total",
-                    "Lines the pattern did not match (or logfmt lines with no field)")
+                    "Records the pattern did not match (or logfmt records with no field)")
 MALFORMED = counter("kpi_agent_log_lines_malformed_total",
-                    "Lines that could not be parsed at all: bad JSON, not a JSON object, invalid UTF-8")
+                    "Records that could not be parsed at all: bad JSON, not a JSON object, invalid UTF-8, "
+                    "not in the container runtime's format")
 TOO_LONG = counter("kpi_agent_log_lines_too_long_total", "Lines longer than max_line_bytes, skipped")
 SKIPPED = counter("kpi_agent_log_lines_skipped_total",
-                  "Lines a metric skipped because its value field was missing or not a usable number",
+                  "Records a metric skipped because its value field was missing or not a usable number",
                   ["metric", "reason"])
 BYTES = counter("kpi_agent_log_bytes_total", "Bytes of complete lines read")
 ROTATIONS = counter("kpi_agent_log_rotations_total", "Rotations and truncations detected")
 WATCHED = gauge("kpi_agent_log_files_watched", "Files open for reading")
 LAG = gauge("kpi_agent_log_lag_bytes", "Bytes written to the files but not read yet")
-SELF_FAMILIES = (LINES, UNMATCHED, MALFORMED, TOO_LONG, SKIPPED, BYTES, ROTATIONS, WATCHED, LAG)
-# Why a metric skipped a line; negative only for counters (a counter never goes down).
+EXPIRED = counter("kpi_agent_log_series_expired_total", "Label sets removed by expire_after", ["metric"])
+# What every source that feeds the pipeline reports; files add rotations, watched files and lag.
+PIPELINE_FAMILIES = (LINES, RECORDS, UNMATCHED, MALFORMED, TOO_LONG, SKIPPED, BYTES, EXPIRED)
+SELF_FAMILIES = (*PIPELINE_FAMILIES, ROTATIONS, WATCHED, LAG)
+# Why a metric skipped a record; negative only for counters (a counter never goes down).
 SKIP_REASONS = ("missing", "not_a_number", "not_finite", "negative")
 
 
-def declared_families(config: LogSourceConfig) -> list[DeclaredFamily]:
-    return [DeclaredFamily(metric.spec, *metric.where) for metric in config.metrics]
+def declared_families(metrics: tuple[LogMetric, ...], file_labels: tuple[str, ...] = ()) -> list[DeclaredFamily]:
+    return [DeclaredFamily(metric.spec(file_labels), *metric.where) for metric in metrics]
 
 
 def _glob(value: Any) -> str:
@@ -103,14 +151,101 @@ def _match(value: Any) -> dict[str, str]:
     return result
 
 
-def _parse_metric(item: Fields, fields_known: set[str] | None, reserved: set[str]) -> LogMetric | None:
+_NOT_IN_LABEL_NAMES = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def _label(value: Any) -> tuple[str, str]:
+    """(label name, field) of one item of a metric's ``labels``: a field (``http.status`` gives the label
+    ``http_status``) or a one-entry mapping ``{label: field}``."""
+    if isinstance(value, dict):
+        if len(value) != 1:
+            raise ValueError(f"a label given as a mapping has one entry, label: field; got {excerpt(value)}")
+        ((label, source),) = value.items()
+        return yamlsrc.label_name(label), yamlsrc.nonempty_string(source)
+    source = yamlsrc.nonempty_string(value)
+    label = _NOT_IN_LABEL_NAMES.sub("_", source)
+    try:
+        return yamlsrc.label_name(label), source
+    except ValueError:
+        raise ValueError(f"field {excerpt(source)} does not make a label name: name it, "
+                         f"{{my_label: {source}}}") from None
+
+
+_TEMPLATE_RE = re.compile(r"\$(?:(\$)|\{([^{}]*)\}|([a-zA-Z0-9_]+))?")
+
+
+def replacement_template(replacement: str, compiled: re.Pattern[str]) -> str:
+    """A ``re.sub`` template for a replacement written as in Prometheus relabelling and Go's regexp: ``$1``,
+    ``${1}``, ``$name``, ``${name}``, ``$$`` for a dollar. A reference to no group of the regex is an error
+    (Go would silently insert nothing)."""
+    parts, position = [], 0
+    for found in _TEMPLATE_RE.finditer(replacement):
+        parts.append(replacement[position:found.start()].replace("\\", "\\\\"))
+        position = found.end()
+        reference = found.group(2) if found.group(2) is not None else found.group(3)
+        if found.group(1) or reference is None:  # "$$", or a "$" not followed by a name: a dollar
+            parts.append("$")
+            continue
+        if reference.isdigit():
+            if int(reference) > compiled.groups:
+                raise ValueError(f"${reference} refers to group {int(reference)}, but the regex has "
+                                 f"{compiled.groups} group{'s' if compiled.groups != 1 else ''}")
+        elif reference not in compiled.groupindex:
+            hint = " (write ${1}x for group 1 followed by x)" if reference[:1].isdigit() else ""
+            raise ValueError(f"{excerpt('$' + reference)} names no group of the regex{hint}")
+        parts.append(f"\\g<{int(reference) if reference.isdigit() else reference}>")
+    parts.append(replacement[position:].replace("\\", "\\\\"))
+    return "".join(parts)
+
+
+def _word(key: Any) -> str:
+    return ("true" if key else "false") if isinstance(key, bool) else str(key)
+
+
+def _values(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict) or not value:
+        raise ValueError("expected a mapping of words to numbers, e.g. {UP: 1, DOWN: 0}")
+    result = {}
+    for key, number in value.items():
+        try:
+            result[_word(key)] = yamlsrc.number(number)
+        except ValueError as exc:
+            raise ValueError(f"{excerpt(key)}: {exc}") from None
+    return result
+
+
+def _parse_rewrite(item: Fields, labels: tuple[str, ...]) -> Rewrite | None:
+    label = item.get("label", yamlsrc.label_name)
+    compiled = item.get("regex", yamlsrc.regex)
+    replacement = item.get("replacement", yamlsrc.string)
+    item.finish()
+    if label is not None and label not in labels:
+        item.error("label", f"{label!r} is not a label of this metric (labels: {', '.join(labels) or 'none'})")
+        return None
+    if label is None or compiled is None or replacement is None:
+        return None
+    try:
+        template = replacement_template(replacement, compiled)
+    except ValueError as exc:
+        item.error("replacement", str(exc))
+        return None
+    return Rewrite(label, compiled.pattern, template)
+
+
+def _parse_metric(item: Fields, fields_known: set[str] | None, reserved: set[str],
+                  file_labels: tuple[str, ...]) -> LogMetric | None:
     name = item.get("name", yamlsrc.metric_name)
     kind = item.get("type", yamlsrc.one_of("counter", "gauge", "histogram"))
     help_text = item.get("help", yamlsrc.string, None)
-    labels = item.get("labels", yamlsrc.list_of(yamlsrc.label_name), []) or []
+    pairs = item.get("labels", yamlsrc.list_of(_label), []) or []
+    labels = tuple(label for label, _ in pairs)
     value = item.get("value", yamlsrc.nonempty_string, None)
     match = item.get("match", _match, {}) or {}
     buckets = item.get("buckets", _buckets, None) if item.has("buckets") else None
+    words = item.get("values", _values, {}) or {}
+    expire_after = item.get("expire_after", yamlsrc.duration, None)
+    rewrites = [_parse_rewrite(Fields(raw, path, item.report, line), labels)
+                for raw, path, line in item.items("rewrite")]
     if kind == "histogram":
         if value is None and not item.has("value"):
             item.report.error(item.line, item.field("value"), "a histogram needs value: the field it observes")
@@ -120,6 +255,10 @@ def _parse_metric(item: Fields, fields_known: set[str] | None, reserved: set[str
         item.error("buckets", "only histograms have buckets")
     if kind == "gauge" and value is None and not item.has("value"):
         item.report.error(item.line, item.field("value"), "a gauge needs value: the field whose last value it shows")
+    if words and not item.has("value"):
+        item.error("values", "maps the words of the value field to numbers: set value too")
+    if expire_after is not None and not labels and not file_labels:
+        item.error("expire_after", "a metric without labels has one series, which never expires")
     if name and kind == "counter" and not name.endswith("_total"):
         item.error("name", f"counter names end in _total: {name}_total")
     if name and kind == "histogram" and name.endswith(("_bucket", "_sum", "_count")):
@@ -128,49 +267,40 @@ def _parse_metric(item: Fields, fields_known: set[str] | None, reserved: set[str
         item.error("name", "_total is the suffix of counters: use type: counter, or another name")
     if name and name.startswith("kpi_agent_"):
         item.error("name", "kpi_agent_* names are the agent's own")
-    for label in labels:
-        if label in reserved or label == "le":
+    for index, label in enumerate(labels):
+        if label in labels[:index]:
+            item.error("labels", f"label {label!r} is given twice")
+        elif label in file_labels:
+            item.error("labels", f"{label!r} is set by the source from the file's path")
+        elif label in reserved or label == "le":
             item.error("labels", f"{label!r} is reserved" + (" (a static label of the source)" if label in reserved
                                                                 and label != IDENTITY_LABEL else ""))
     if fields_known is not None:
-        for key, used in (("labels", labels), ("value", [value] if value else []), ("match", list(match))):
-            for name_used in used:
+        used = (("labels", [source for _, source in pairs]), ("value", [value] if value else []),
+                ("match", list(match)))
+        for key, names in used:
+            for name_used in names:
                 if name_used not in fields_known:
                     item.error(key, f"{name_used!r} is not a named group of the pattern "
                                     f"(groups: {', '.join(sorted(fields_known)) or 'none'})")
     item.finish()
     if name is None or kind is None or (kind == "histogram" and (value is None or buckets is None)):
         return None
-    return LogMetric(name, kind, help_text or f"{name} counted from logs", tuple(labels), value, match,
-                     tuple(buckets or ()), (item.line_of("name"), item.field("name")))
+    return LogMetric(name, kind, help_text or f"{name} counted from logs", labels,
+                     tuple(source for _, source in pairs), value, match, tuple(buckets or ()),
+                     tuple(r for r in rewrites if r is not None), words, expire_after,
+                     (item.line_of("name"), item.field("name")))
 
 
-def parse_log_source(fields: Fields) -> LogSourceConfig | None:
-    name = fields.get("name", yamlsrc.nonempty_string)
-    paths = fields.get("paths", yamlsrc.list_of(_glob))
-    fmt = fields.get("format", yamlsrc.one_of(*FORMATS), "regex")
-    start_at = fields.get("start_at", yamlsrc.one_of("end", "beginning"), "end")
-    limit = fields.get("max_series_per_metric", yamlsrc.positive_integer, DEFAULT_MAX_SERIES)
-    max_line = fields.get("max_line_bytes", yamlsrc.size, DEFAULT_MAX_LINE_BYTES)
-    if max_line < 256 and "max_line_bytes" not in fields.invalid:
-        fields.error("max_line_bytes", "must be at least 256B")
-    static = fields.get("labels", yamlsrc.label_map, {})
-    for label in sorted(set(static) & {IDENTITY_LABEL, "le"}):
-        fields.error("labels", f"{label!r} is set by the agent to the source name" if label == IDENTITY_LABEL
-                     else f"{label!r} is reserved")
-    compiled = fields.get("pattern", yamlsrc.regex, None)
-    if fmt == "regex" and not fields.has("pattern"):
-        fields.report.error(fields.line, fields.field("pattern"), "format regex needs a pattern with named groups")
-    if fmt != "regex" and fields.has("pattern"):
-        fields.error("pattern", f"format {fmt} reads fields by name; pattern applies to format regex")
-    known = set(compiled.groupindex) if compiled is not None and fmt == "regex" else None
-    if compiled is not None and fmt == "regex" and not known:
-        fields.error("pattern", "has no named groups ((?P<name>...)): no field to count by")
+def parse_metrics(fields: Fields, known: set[str] | None, static: dict[str, str],
+                  file_labels: tuple[str, ...] = ()) -> tuple[LogMetric, ...]:
+    """The ``metrics`` list of a log or journal source. ``known``: the fields records can have (the pattern's
+    groups), or None when any name may occur."""
     metrics = []
     seen: set[str] = set()
     for item, path, line in fields.items("metrics"):
         entry = Fields(item, path, fields.report, line)
-        metric = _parse_metric(entry, known, {IDENTITY_LABEL, *static}) if entry.ok else None
+        metric = _parse_metric(entry, known, {IDENTITY_LABEL, *static}, file_labels) if entry.ok else None
         if metric and metric.name in seen:
             fields.report.error(line, f"{path}.name", f"{metric.name!r} is defined twice")
         elif metric:
@@ -178,8 +308,62 @@ def parse_log_source(fields: Fields) -> LogSourceConfig | None:
             metrics.append(metric)
     if not fields.has("metrics"):
         fields.report.error(fields.line, fields.field("metrics"), "is required: what to count")
+    return tuple(metrics)
+
+
+def parse_static_labels(fields: Fields, file_labels: tuple[str, ...] = ()) -> dict[str, str]:
+    static = fields.get("labels", yamlsrc.label_map, {})
+    for label in sorted(set(static) & {IDENTITY_LABEL, "le", *file_labels}):
+        fields.error("labels", f"{label!r} is set by the agent to the source name" if label == IDENTITY_LABEL
+                     else f"{label!r} is set by the source from the file's path" if label in file_labels
+                     else f"{label!r} is reserved")
+    return static
+
+
+def parse_format(fields: Fields, default: str | None) -> tuple[str | None, re.Pattern[str] | None]:
+    """``format`` and ``pattern``: how a record's text becomes fields. None: no format (journal fields only)."""
+    fmt = fields.get("format", yamlsrc.one_of(*FORMATS), default)
+    compiled = fields.get("pattern", yamlsrc.regex, None)
+    if fmt == "regex" and not fields.has("pattern"):
+        fields.report.error(fields.line, fields.field("pattern"), "format regex needs a pattern with named groups")
+    if fmt != "regex" and fields.has("pattern"):
+        fields.error("pattern", f"format {fmt} reads fields by name; pattern applies to format regex"
+                     if fmt else "pattern applies to format regex: set format: regex")
+    if compiled is not None and fmt == "regex" and not compiled.groupindex:
+        fields.error("pattern", "has no named groups ((?P<name>...)): no field to count by")
+    return fmt, compiled if fmt == "regex" else None
+
+
+def _multiline(section: Fields) -> Multiline | None:
+    start = section.get("start", yamlsrc.regex)
+    max_lines = section.get("max_lines", yamlsrc.positive_integer, DEFAULT_MAX_LINES)
+    timeout = section.get("timeout", yamlsrc.duration, DEFAULT_MULTILINE_TIMEOUT)
+    section.finish()
+    return Multiline(start.pattern, max_lines, timeout) if start is not None else None
+
+
+def parse_log_source(fields: Fields) -> LogSourceConfig | None:
+    name = fields.get("name", yamlsrc.nonempty_string)
+    paths = fields.get("paths", yamlsrc.list_of(_glob))
+    fmt, compiled = parse_format(fields, "regex")
+    start_at = fields.get("start_at", yamlsrc.one_of("end", "beginning"), "end")
+    limit = fields.get("max_series_per_metric", yamlsrc.positive_integer, DEFAULT_MAX_SERIES)
+    max_line = fields.get("max_line_bytes", yamlsrc.size, DEFAULT_MAX_LINE_BYTES)
+    if max_line < 256 and "max_line_bytes" not in fields.invalid:
+        fields.error("max_line_bytes", "must be at least 256B")
+    container = fields.get("container", yamlsrc.one_of(*CONTAINER_FORMATS), None)
+    multiline_section = fields.section("multiline")
+    multiline = _multiline(multiline_section) if multiline_section is not None else None
+    filename_label = fields.get("filename_label", yamlsrc.boolean, False)
+    kubernetes_labels = fields.get("kubernetes_labels", yamlsrc.boolean, False)
+    file_labels = ((FILENAME_LABEL,) if filename_label else ()) + (KUBERNETES_LABELS if kubernetes_labels else ())
+    static = parse_static_labels(fields, file_labels)
+    known = set(compiled.groupindex) if compiled is not None else None
+    metrics = parse_metrics(fields, known if fmt == "regex" else None, static, file_labels)
     fields.finish()
-    if name is None or paths is None or (fmt == "regex" and compiled is None):
+    if name is None or paths is None or fmt is None or (fmt == "regex" and compiled is None) \
+            or (multiline_section is not None and multiline is None):
         return None
     return LogSourceConfig(name, tuple(paths), fmt, compiled.pattern if compiled else None, start_at, limit,
-                           max_line, static, tuple(metrics), (fields.line_of("name"), fields.field("name")))
+                           max_line, static, metrics, container, multiline, filename_label, kubernetes_labels,
+                           (fields.line_of("name"), fields.field("name")))

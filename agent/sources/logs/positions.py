@@ -1,8 +1,8 @@
-"""Read offsets of log files, persisted so a restart neither loses nor re-reads lines.
+"""Read offsets of log files and journal cursors, persisted so a restart neither loses nor re-reads lines.
 
-Only offsets of lines already counted into the store are recorded. The file is written atomically (temp
-file, fsync, rename), every few seconds when something changed and on shutdown. A corrupt or unreadable
-file is a warning, never a crash (promtail once crash-looped on a truncated one: loki #1457).
+Only offsets of lines (and cursors of journal entries) already counted into the store are recorded. The file
+is written atomically (temp file, fsync, rename), every few seconds when something changed and on shutdown. A
+corrupt or unreadable file is a warning, never a crash (promtail once crash-looped on a truncated one: loki #1457).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class Positions:
         self.path = Path(path) if path else None
         self.flush_interval = flush_interval
         self._files: dict[str, dict[str, Position]] = {}
+        self._cursors: dict[str, str] = {}  # journal source -> cursor of the last entry counted
         self._dirty = False
         if self.path is not None:
             self._load()
@@ -43,10 +44,11 @@ class Positions:
             for source, files in raw["sources"].items():
                 self._files[source] = {p: Position(int(v["dev"]), int(v["ino"]), int(v["offset"]))
                                        for p, v in files.items()}
+            self._cursors = {str(source): str(cursor) for source, cursor in raw.get("cursors", {}).items()}
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            self._files = {}
+            self._files, self._cursors = {}, {}
             log.warning("positions file unreadable or corrupt; starting without saved offsets",
                         extra={"path": str(self.path), "error": str(exc)})
 
@@ -63,6 +65,17 @@ class Positions:
         if self._files.get(source, {}).pop(path, None) is not None:
             self._dirty = True
 
+    def cursor(self, source: str) -> str | None:
+        return self._cursors.get(source)
+
+    def set_cursor(self, source: str, cursor: str | None) -> None:
+        if self._cursors.get(source) != cursor:
+            if cursor is None:
+                del self._cursors[source]
+            else:
+                self._cursors[source] = cursor
+            self._dirty = True
+
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.flush_interval)
@@ -73,7 +86,7 @@ class Positions:
             return
         document = {"version": 1, "sources": {
             source: {p: {"dev": v.dev, "ino": v.ino, "offset": v.offset} for p, v in sorted(files.items())}
-            for source, files in sorted(self._files.items())}}
+            for source, files in sorted(self._files.items())}, "cursors": dict(sorted(self._cursors.items()))}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".positions-", dir=self.path.parent)

@@ -6,6 +6,9 @@ never holds up probes; with nothing to read, polling backs off to once a second 
 Each ``run()`` opens its files afresh from the saved offsets, so a source restarted after a crash neither
 re-reads nor skips a line. A path that is not a regular file (a directory a glob matched) is skipped with one
 warning; a file that fails to read is closed, logged and retried later, never stopping the other files.
+
+Plain lines go to the pipeline a chunk at a time as text; with ``container`` or ``multiline``, each open file
+has a framer that first assembles its lines into records (``framing``).
 """
 
 from __future__ import annotations
@@ -13,15 +16,18 @@ from __future__ import annotations
 import asyncio
 import glob
 import logging
+import re
 import time
 from typing import Any
 
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.logs.config import (
     BYTES,
+    EXPIRED,
     LAG,
     LINES,
     MALFORMED,
+    RECORDS,
     ROTATIONS,
     SKIPPED,
     TOO_LONG,
@@ -29,9 +35,10 @@ from agent.sources.logs.config import (
     WATCHED,
     LogSourceConfig,
 )
-from agent.sources.logs.pipeline import Pipeline
+from agent.sources.logs.framing import Framed, Framer
+from agent.sources.logs.pipeline import BatchResult, Pipeline
 from agent.sources.logs.positions import Positions
-from agent.sources.logs.tailer import FileTail, NotAFile
+from agent.sources.logs.tailer import Chunk, FileTail, NotAFile
 from agent.store import Group
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,28 @@ CHUNK_BYTES = 256 * 1024  # per read: about 2,500 access-log lines, a few millis
 CHUNKS_PER_ROUND = 16  # per file per round, so one busy file cannot starve the others
 POLL_MIN, POLL_MAX = 0.05, 1.0  # seconds between rounds: fastest while busy, slowest when idle
 RETRY_SECONDS = 10.0  # before reopening a file that failed to read
+EXPIRY_EVERY = 1.0  # seconds between sweeps for label sets past their expire_after
+
+# The kubelet's layouts: /var/log/pods/<namespace>_<pod>_<uid>/<container>/<n>.log, and the symlinks
+# /var/log/containers/<pod>_<namespace>_<container>-<64 hex id>.log. Namespace and pod names hold no "_".
+_POD_LOG_RE = re.compile(r"(?:^|/)(?P<namespace>[^/_]+)_(?P<pod>[^/_]+)_[^/_]+/(?P<container>[^/]+)/[^/]+$")
+_CONTAINER_LOG_RE = re.compile(r"(?:^|/)(?P<pod>[^/_]+)_(?P<namespace>[^/_]+)_(?P<container>[^/]+)-[0-9a-f]{64}"
+                               r"\.log$")
+
+
+def kubernetes_labels(path: str) -> tuple[str, str, str] | None:
+    """(namespace, pod, container) from a container log's path, or None for another layout."""
+    found = _POD_LOG_RE.search(path) or _CONTAINER_LOG_RE.search(path)
+    return (found["namespace"], found["pod"], found["container"]) if found else None
+
+
+def _may_hold_a_line_over(data: bytes, limit: int) -> bool:
+    """False when no line of ``data`` is longer than ``limit`` bytes, found without splitting it: a line that
+    long would fill a whole window of limit // 2 bytes, aligned on multiples of limit // 2, with no newline."""
+    if len(data) <= limit:
+        return False
+    step = limit // 2
+    return any(data.find(b"\n", start, start + step) < 0 for start in range(0, len(data) - step + 1, step))
 
 
 class LogSource(Source[LogSourceConfig]):
@@ -48,17 +77,25 @@ class LogSource(Source[LogSourceConfig]):
     def __init__(self, config: LogSourceConfig, group: Group, stats: SourceStats, context: SourceContext):
         super().__init__(config, group, stats, context)
         own = stats.group
-        self._lines, self._unmatched, self._malformed, self._too_long, self._bytes, self._rotations = (
-            own.counter(spec) for spec in (LINES, UNMATCHED, MALFORMED, TOO_LONG, BYTES, ROTATIONS))
+        self._lines, self._records, self._unmatched, self._malformed, self._too_long, self._bytes, \
+            self._rotations = (own.counter(spec) for spec in (LINES, RECORDS, UNMATCHED, MALFORMED, TOO_LONG, BYTES,
+                                                              ROTATIONS))
         self._watched, self._lag = own.gauge(WATCHED), own.gauge(LAG)
-        for family in (self._lines, self._unmatched, self._malformed, self._too_long, self._bytes, self._rotations):
+        for family in (self._lines, self._records, self._unmatched, self._malformed, self._too_long, self._bytes,
+                       self._rotations):
             family.ensure(())
-        self.pipeline = Pipeline(config, group, own.counter(SKIPPED))
+        self.pipeline = Pipeline(config.metrics, group, own.counter(SKIPPED), own.counter(EXPIRED),
+                                 fmt=config.format, pattern=config.pattern, max_series=config.max_series_per_metric,
+                                 file_labels=config.file_labels)
+        self._new_framer = (lambda: Framer(config.container, config.multiline, config.max_line_bytes)) \
+            if config.framed else None
         self.positions = context.positions or Positions(None)
         self.tails: dict[str, FileTail] = {}
+        self._file_labels: dict[str, tuple[str, ...]] = {}  # label values of each followed path
         self._first_discovery = True  # start_at applies to files found when the source first starts
         self._refused: set[str] = set()  # paths already warned about, so a bad glob match logs once
         self._retry_at: dict[str, float] = {}  # files that failed to read, and when to try them again
+        self._next_expiry = 0.0
 
     async def run(self) -> None:
         delay = POLL_MIN
@@ -70,14 +107,19 @@ class LogSource(Source[LogSourceConfig]):
                 progressed, failed = False, None
                 for tail in list(self.tails.values()):
                     try:
+                        read_to_end = True
                         for _ in range(CHUNKS_PER_ROUND):
-                            data = tail.read(CHUNK_BYTES)
+                            chunk = tail.read(CHUNK_BYTES)
                             self._count_too_long(tail)
-                            if not data:
+                            if chunk is None:
                                 break
-                            self._consume(tail, data)
+                            self._consume(tail, chunk)
                             progressed = True
                             await asyncio.sleep(0)
+                        else:
+                            read_to_end = False
+                        if read_to_end and self._new_framer is not None:
+                            self._complete_waiting_records(tail)
                     except OSError as exc:  # unreadable now (I/O error, permissions changed): retry later
                         failed = f"{tail.path}: {exc.strerror or exc}"
                         log.warning("cannot read log file; retrying from its saved offset in "
@@ -90,6 +132,10 @@ class LogSource(Source[LogSourceConfig]):
                 self._update_gauges()
                 if progressed or failed:
                     self.stats.record(started, failed is None, error=failed)
+                now = time.monotonic()
+                if now >= self._next_expiry:
+                    self.pipeline.expire(now)
+                    self._next_expiry = now + EXPIRY_EVERY
                 delay = POLL_MIN if progressed else min(delay * 2, POLL_MAX)
                 await asyncio.sleep(0 if progressed else delay)
         finally:
@@ -120,7 +166,7 @@ class LogSource(Source[LogSourceConfig]):
                 saved = self.positions.get(self.name, path)
                 at_end = self.config.start_at == "end" and self._first_discovery
                 try:
-                    tail, warning = FileTail.open(path, saved, at_end, self.config.max_line_bytes)
+                    tail, warning = FileTail.open(path, saved, at_end, self.config.max_line_bytes, self._new_framer)
                 except NotAFile as exc:
                     self._refused.add(path)
                     log.warning("skipping a path that is not a regular file", extra={"source": self.name,
@@ -132,34 +178,85 @@ class LogSource(Source[LogSourceConfig]):
                 if warning:
                     log.warning(warning, extra={"source": self.name, "path": path})
                 self.tails[path] = tail
+                self._file_labels[path] = labels = self._labels_of(path)
+                self.pipeline.ensure(labels)
                 self._save(tail)
         self._first_discovery = False
 
-    def _consume(self, tail: FileTail, data: bytes) -> None:
-        try:
-            lines = data.decode("utf-8").split("\n")
-            lines.pop()  # data ends with a newline: the last piece is empty
-            malformed = 0
-        except UnicodeDecodeError:
-            lines, malformed = [], 0
-            for raw in data.split(b"\n")[:-1]:
-                try:
-                    lines.append(raw.decode("utf-8"))
-                except UnicodeDecodeError:
-                    malformed += 1
-        if b"\r" in data:
-            lines = [line.rstrip("\r") for line in lines]
-        too_long = 0
+    def _labels_of(self, path: str) -> tuple[str, ...]:
+        values: tuple[str, ...] = (path,) if self.config.filename_label else ()
+        if self.config.kubernetes_labels:
+            found = kubernetes_labels(path)
+            if found is None:
+                log.warning("not a Kubernetes container log path: namespace, pod and container are empty",
+                            extra={"source": self.name, "path": path})
+            values += found or ("", "", "")
+        return values
+
+    def _consume(self, tail: FileTail, chunk: Chunk) -> None:
+        labels = self._file_labels[tail.path]
+        framer = chunk.handle.framer
+        if framer is None:
+            if chunk.data:
+                self._consume_lines(chunk.data, labels)
+        else:
+            lines = chunk.data.split(b"\n")
+            lines.pop()  # data ends with a newline (or is empty): the last piece is empty
+            framed = framer.feed(lines, chunk.start, time.monotonic())
+            if chunk.ends:
+                framed.extend(framer.flush())
+            self._lines.inc((), len(lines))
+            self._bytes.inc((), len(chunk.data))
+            self._count_records(framed, labels)
+        self._save(tail)
+
+    def _consume_lines(self, data: bytes, labels: tuple[str, ...]) -> None:
         limit = self.config.max_line_bytes
-        if len(data) > limit and max(map(len, lines), default=0) * 4 > limit:  # a line may be over the limit
-            kept = [line for line in lines if len(line) <= limit // 4 or len(line.encode()) <= limit]
-            too_long, lines = len(lines) - len(kept), kept
-        result = self.pipeline.process(lines)
+        try:
+            text: str | None = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        malformed = too_long = 0
+        if text is not None and not _may_hold_a_line_over(data, limit):
+            result = self.pipeline.process_text(text, labels)
+        else:
+            if text is not None:
+                lines = text.split("\n")
+                lines.pop()  # data ends with a newline: the last piece is empty
+            else:
+                lines = []
+                for raw in data.split(b"\n")[:-1]:
+                    try:
+                        lines.append(raw.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        malformed += 1
+            if b"\r" in data:
+                lines = [line.rstrip("\r") for line in lines]
+            if max(map(len, lines), default=0) * 4 > limit:  # a line may be over the limit
+                kept = [line for line in lines if len(line) <= limit // 4 or len(line.encode()) <= limit]
+                too_long, lines = len(lines) - len(kept), kept
+            result = self.pipeline.process(lines, labels)
         self._lines.inc((), result.lines + malformed + too_long)
+        self._bytes.inc((), len(data))
+        self._count(result, malformed, too_long)
+
+    def _count_records(self, framed: Framed, labels: tuple[str, ...]) -> None:
+        result = self.pipeline.process(framed.records, labels) if framed.records else BatchResult()
+        self._count(result, framed.malformed, framed.too_long)
+
+    def _count(self, result: BatchResult, malformed: int, too_long: int) -> None:
+        self._records.inc((), result.lines)
         self._unmatched.inc((), result.unmatched)
         self._malformed.inc((), result.malformed + malformed)
         self._too_long.inc((), too_long)
-        self._bytes.inc((), len(data))
+
+    def _complete_waiting_records(self, tail: FileTail) -> None:
+        """Records whose next line has not come within the framer's timeout, in files read to their end."""
+        now = time.monotonic()
+        labels = self._file_labels[tail.path]
+        for handle in tail.handles():
+            if handle.framer is not None and handle.framer.pending and handle.read_to_end():
+                self._count_records(handle.framer.expire(now), labels)
         self._save(tail)
 
     def _count_too_long(self, tail: FileTail) -> None:
@@ -179,6 +276,7 @@ class LogSource(Source[LogSourceConfig]):
             tail.rotations = 0
         if not tail.watching:
             self.tails.pop(tail.path, None)
+            self._file_labels.pop(tail.path, None)
             self.positions.forget(self.name, tail.path)
 
     def _update_gauges(self) -> None:

@@ -1,14 +1,10 @@
-import asyncio
 
-import aiohttp
 import pytest
 
 from agent import yamlsrc
 from agent.config import parse_config
-from agent.sources.base import SourceContext
 from agent.sources.logs import source as source_module
 from agent.sources.logs import tailer
-from agent.sources.logs.positions import Positions
 
 NGINX_PATTERN = (r'^(?P<ip>\S+) \S+ \S+ \[[^\]]+\] "(?P<method>[A-Z]+) (?P<path>\S+) [^"]*" (?P<status>\d{3}) '
                  r'(?P<bytes>\d+) .* (?P<rt>[0-9.]+)$')
@@ -43,9 +39,3 @@ def fast_polling(monkeypatch):
     monkeypatch.setattr(source_module, "POLL_MAX", 0.05)
     monkeypatch.setattr(tailer, "DRAIN_GRACE", 0.2)
 
-
-@pytest.fixture
-async def context(tmp_path):
-    session = aiohttp.ClientSession()
-    yield SourceContext(session, asyncio.Semaphore(4), Positions(str(tmp_path / "positions.json")))
-    await session.close()

@@ -164,16 +164,16 @@ async def test_a_crashed_log_source_resumes_from_its_offsets(tmp_path, monkeypat
     base = f"http://127.0.0.1:{agent.bound_port}/metrics"
     try:
         source = agent.sources[("logs", "nginx")].source
-        real_process = source.pipeline.process
+        real_process = source.pipeline.process_text
         crashes = {"left": 5}
 
-        def flaky(lines):
+        def flaky(*batch):
             if crashes["left"]:
                 crashes["left"] -= 1
                 raise RuntimeError("injected bug")
-            return real_process(lines)
+            return real_process(*batch)
 
-        monkeypatch.setattr(source.pipeline, "process", flaky)
+        monkeypatch.setattr(source.pipeline, "process_text", flaky)
         deadline = time.monotonic() + 10
         while (await ascrape(base)).value("events_total", level="info") != 150:
             assert time.monotonic() < deadline, "never counted"

@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import time
 
 import pytest
@@ -13,7 +14,7 @@ from agent.runtime import Agent
 from agent.sources.logs.positions import Positions
 from agent.store import Store
 from agent.yamlsrc import ConfigError
-from tests.helpers import Exposition, ascrape, build_source, render_store
+from tests.helpers import Exposition, ascrape, build_source, render_store, scrape, wait_until
 from tests.sources.logs.conftest import log_config, nginx_line, parse
 
 
@@ -328,40 +329,22 @@ async def _equals(result, expected) -> bool:
     return await result == expected
 
 
-def test_sigkill_then_restart_reads_what_was_written_while_down(tmp_path):
-    import signal
-    import subprocess
-    import sys
-
-    from tests.helpers import fetch, free_port, scrape, wait_until
-
+def test_sigkill_then_restart_reads_what_was_written_while_down(tmp_path, start_agent):
     log = tmp_path / "access.log"
     append(log, *[nginx_line()] * 20)
     config = tmp_path / "agent.yaml"
     config.write_text(log_config([str(log)]) + f"positions_file: {tmp_path / 'positions.json'}\n")
 
-    def start() -> tuple[subprocess.Popen, str]:
-        port = free_port()
-        process = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config.file", str(config),
-                                    "--web.listen-address", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: fetch(base + "/-/ready")[0] == 200)
-        return process, base
-
     def requests(base: str, status: str) -> float | None:
         return scrape(base + "/metrics").value("http_requests_total", status=status)
 
-    process, base = start()
+    process, base = start_agent(config)
     wait_until(lambda: requests(base, "200") == 20)
     wait_until(lambda: (tmp_path / "positions.json").exists(), timeout=15)  # a periodic flush happened
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
     append(log, *[nginx_line(status=500)] * 7)
-    process, base = start()
-    try:
-        wait_until(lambda: requests(base, "500") == 7)
-        time.sleep(0.5)
-        assert requests(base, "200") is None  # nothing before the saved offset was read again
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    _, base = start_agent(config)
+    wait_until(lambda: requests(base, "500") == 7)
+    time.sleep(0.5)
+    assert requests(base, "200") is None  # nothing before the saved offset was read again

@@ -1,0 +1,36 @@
+"""The systemd journal turned into metrics: journalctl follows it, the log pipeline counts its entries."""
+
+from __future__ import annotations
+
+from agent.sources.base import DeclaredFamily, SourceContext, SourceDefaults, SourceKind, SourceStats
+from agent.sources.journal.config import JournalSourceConfig, parse_journal_source
+from agent.sources.journal.source import JournalSource
+from agent.sources.logs.config import IDENTITY_LABEL, PIPELINE_FAMILIES, declared_families
+from agent.store import FamilySpec, Group
+from agent.yamlsrc import Fields
+
+
+class JournalKind(SourceKind[JournalSourceConfig]):
+    name = "journal"
+    identity = IDENTITY_LABEL
+
+    def parse(self, fields: Fields, defaults: SourceDefaults) -> JournalSourceConfig | None:
+        return parse_journal_source(fields)
+
+    def data_labels(self, config: JournalSourceConfig) -> dict[str, str]:
+        return {IDENTITY_LABEL: config.name, **config.labels}
+
+    def families(self, config: JournalSourceConfig) -> list[DeclaredFamily]:
+        return declared_families(config.metrics)
+
+    def self_families(self, config: JournalSourceConfig) -> list[FamilySpec]:
+        return list(PIPELINE_FAMILIES)
+
+    def build(self, config: JournalSourceConfig, group: Group, stats: SourceStats,
+              context: SourceContext) -> JournalSource:
+        return JournalSource(config, group, stats, context)
+
+
+KIND = JournalKind()
+
+__all__ = ["KIND", "JournalSource", "JournalSourceConfig"]
