@@ -11,8 +11,9 @@ from pathlib import Path
 import click
 
 from agent.kpi.compiler import render_operator, render_prometheus, to_yaml
+from agent.kpi.promql import metric_names
 from agent.kpi.promtest import PromtoolMissing, promtool_path, write_and_run
-from agent.kpi.spec import Kpi, ServiceSpec, parse_spec, spec_files
+from agent.kpi.spec import BASE_RATE_WINDOW, Kpi, ServiceSpec, parse_spec, spec_files
 from agent.yamlsrc import ConfigError, Problem, duration, load_file
 
 _PROMTOOL_RULE_RE = re.compile(r"rule (\d+),")
@@ -102,17 +103,18 @@ def produced_metrics(config_file: str) -> set[str]:
 
 
 def check_metric_names(specs: list[ServiceSpec], config_file: str) -> list[Problem]:
+    """Warnings for metrics a KPI reads (selectors, raw queries, value expressions) that the agent config does
+    not produce."""
     produced = produced_metrics(config_file)
     problems = []
     for spec in specs:
         for kpi in spec.kpis:
-            for side in ("numerator", "denominator"):
-                selector = getattr(kpi, side)
-                if selector is not None and selector.metric not in produced:
-                    field, line, _ = next(e for e in kpi.expressions if e[0].endswith(f"ratio.{side}"))
-                    problems.append(Problem(spec.file, line, field,
-                                            f"{selector.metric} is not produced by the agent config {config_file} "
-                                            "(fine if another exporter provides it)", warning=True))
+            for field, line, text in kpi.indicator_expressions:
+                for metric in metric_names(text):
+                    if metric not in produced:
+                        problems.append(Problem(spec.file, line, field,
+                                                f"{metric} is not produced by the agent config {config_file} "
+                                                "(fine if another exporter provides it)", warning=True))
     return problems
 
 
@@ -130,7 +132,7 @@ def rules() -> None:
 @rules.command("check")
 @click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--config.file", "config_file", type=click.Path(exists=True, dir_okay=False),
-              help="Agent config: warn about selectors naming metrics it does not produce.")
+              help="Agent config: warn about metrics a KPI reads that it does not produce.")
 def check(specs: tuple[str, ...], config_file: str | None) -> None:
     """Validate specs: every problem as file:line: field: message; exit 1 on errors."""
     try:
@@ -163,9 +165,12 @@ def generate(specs: tuple[str, ...], out_dir: str, output_format: str, namespace
     """Write one rule file per spec: <service>.rules.yml, or a PrometheusRule <service>.prometheusrule.yml."""
     if interval is not None:
         try:
-            duration(interval)
+            seconds = duration(interval)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--interval") from None
+        if round(BASE_RATE_WINDOW * 1000) % round(seconds * 1000):
+            raise click.BadParameter("must divide 5m: longer windows sum recorded 5m rates at 5m offsets",
+                                     param_hint="--interval")
     loaded, problems = load_specs(specs)
     if report_problems(problems):
         sys.exit(1)
@@ -206,3 +211,4 @@ def test(specs: tuple[str, ...], out_dir: str | None) -> None:
                 click.echo(result.stderr.strip(), err=True)
                 failed = True
     sys.exit(1 if failed else 0)
+

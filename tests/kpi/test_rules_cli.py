@@ -86,11 +86,12 @@ def test_generated_tests_catch_each_broken_burn_threshold(promtool, tmp_path):
     """Break one window pair's threshold at a time: the generated page-tier tests must notice each."""
     from agent.kpi.compiler import render_prometheus
     from agent.kpi.promtest import generate_tests
-    from agent.kpi.spec import load_spec
+    from agent.kpi.spec import ServiceSpec, load_spec
 
-    spec = load_spec(ROOT / "rules" / "shop.yaml")
+    shop = load_spec(ROOT / "rules" / "shop.yaml")
+    spec = ServiceSpec(shop.file, shop.service, tuple(k for k in shop.kpis if k.name == "checkout_availability"))
     files, _ = generate_tests(spec, "rules.yml")
-    (tmp_path / "page.test.yml").write_text(files["1m"])
+    (tmp_path / "page.test.yml").write_text(files["shop.checkout_availability.eval1m.test.yml"])
     rules_text = render_prometheus(spec, "shop.yaml")
     for broken in (rules_text.replace("> 14.4", "> 144"), rules_text.replace("> 6 ", "> 60 "),
                    rules_text.replace("> 14.4", "> 1.44")):
@@ -103,3 +104,9 @@ def test_generated_tests_catch_each_broken_burn_threshold(promtool, tmp_path):
     result = subprocess.run([promtool, "test", "rules", "page.test.yml"], cwd=tmp_path, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+
+def test_generate_refuses_an_interval_that_does_not_divide_5m(tmp_path):
+    result = rules("generate", str(ROOT / "rules"), "--out", str(tmp_path), "--interval", "45s")
+    assert result.returncode == 2 and "must divide 5m" in result.stderr
