@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from agent.kpi.compiler import render_operator, render_prometheus, to_yaml
+from agent.kpi.live import PrometheusError, check_series
 from agent.kpi.promql import metric_names
 from agent.kpi.promtest import PromtoolMissing, promtool_path, write_and_run
 from agent.kpi.spec import BASE_RATE_WINDOW, Kpi, ServiceSpec, parse_spec, spec_files
@@ -21,7 +22,11 @@ _PROMTOOL_RULE_RE = re.compile(r"rule (\d+),")
 
 def load_specs(paths: tuple[str, ...]) -> tuple[list[ServiceSpec], list[Problem]]:
     """Every spec that validates, and every problem (errors and warnings) of all files."""
-    specs, problems = [], []
+    specs: list[ServiceSpec] = []
+    problems: list[Problem] = []
+    for raw in paths:
+        if Path(raw).is_dir() and not spec_files([raw]):
+            problems.append(Problem(raw, None, "", "no KPI spec (*.yaml, *.yml) in this directory"))
     for path in spec_files(list(paths)):
         try:
             spec, report = parse_spec(load_file(path), str(path))
@@ -118,10 +123,11 @@ def check_metric_names(specs: list[ServiceSpec], config_file: str) -> list[Probl
     return problems
 
 
-def report_problems(problems: list[Problem]) -> bool:
+def report_problems(problems: list[Problem], strict: bool = False) -> bool:
+    """Prints every problem; True if any fails the command (every warning does when ``strict``)."""
     for problem in problems:
         click.echo(str(problem), err=True)
-    return any(not p.warning for p in problems)
+    return any(strict or not p.warning for p in problems)
 
 
 @click.group("rules")
@@ -133,8 +139,18 @@ def rules() -> None:
 @click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--config.file", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="Agent config: warn about metrics a KPI reads that it does not produce.")
-def check(specs: tuple[str, ...], config_file: str | None) -> None:
+@click.option("--prometheus.url", "prometheus_url",
+              help="Ask this Prometheus whether every selector and value expression matches series (pint-style).")
+@click.option("--prometheus.lookback", "lookback", default="1d", show_default=True,
+              help="How far back a series counts as existing for --prometheus.url.")
+@click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1), for CI.")
+def check(specs: tuple[str, ...], config_file: str | None, prometheus_url: str | None, lookback: str,
+          strict: bool) -> None:
     """Validate specs: every problem as file:line: field: message; exit 1 on errors."""
+    try:
+        lookback_seconds = duration(lookback)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--prometheus.lookback") from None
     try:
         loaded, problems = load_specs(specs)
         if not any(not p.warning for p in problems):
@@ -143,8 +159,10 @@ def check(specs: tuple[str, ...], config_file: str | None) -> None:
             problems += check_compiled(loaded)
         if config_file:
             problems += check_metric_names(loaded, config_file)
-        failed = report_problems(problems)
-    except (PromtoolMissing, ConfigError) as exc:
+        if prometheus_url:
+            problems += check_series(loaded, prometheus_url, lookback_seconds)
+        failed = report_problems(problems, strict)
+    except (PromtoolMissing, ConfigError, PrometheusError) as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)
     if not failed:
