@@ -124,12 +124,27 @@ def load_text(text: str, file: str) -> Any:
 
 
 def load_file(path: str | Path) -> Any:
-    path = Path(path)
+    return load_text(_read(path), str(path))
+
+
+def load_file_documents(path: str | Path) -> list[Any]:
+    """Every document of a multi-document YAML file (``---`` separated, as Kubernetes manifests are)."""
+    text = _read(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return [document for document in yaml.load_all(text, Loader=_Loader) if document is not None]  # noqa: S506
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ConfigError([Problem(str(path), mark.line + 1 if mark else None, "",
+                                   f"invalid YAML: {exc.problem or exc}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(str(path), None, "", f"invalid YAML: {exc}")]) from None
+
+
+def _read(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(path), None, "", f"cannot read: {exc}")]) from None
-    return load_text(text, str(path))
 
 
 _MISSING: Any = object()

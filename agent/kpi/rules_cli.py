@@ -1,4 +1,4 @@
-"""`kpi-agent rules check|generate|test`: KPI specs in, validated Prometheus rule files out."""
+"""`kpi-agent rules check|generate|test|import`: KPI specs in, validated Prometheus rule files out."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from agent.kpi import importer
 from agent.kpi.compiler import render_operator, render_prometheus, to_yaml
 from agent.kpi.live import PrometheusError, check_series
 from agent.kpi.promql import metric_names
@@ -230,3 +231,29 @@ def test(specs: tuple[str, ...], out_dir: str | None) -> None:
                 failed = True
     sys.exit(1 if failed else 0)
 
+
+@rules.command("import")
+@click.option("--from", "source_format", type=click.Choice(["sloth", "openslo"]), required=True,
+              help="sloth: prometheus/v1 specs and PrometheusServiceLevel objects; openslo: v1alpha and v1 SLOs.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to write to.")
+@click.option("--window", default="30d", show_default=True,
+              help="The SLO period where the source does not state one (Sloth's is a command-line flag).")
+def import_(source_format: str, files: tuple[str, ...], out_dir: str, window: str) -> None:
+    """Translate Sloth or OpenSLO SLO specs into KPI specs, one <service>.yaml per service. What cannot be
+    translated is reported as file:line: field: message (exit 1); everything else is still written."""
+    try:
+        seconds = duration(window)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--window") from None
+    translation = importer.import_files(source_format, spec_files(list(files)), seconds)
+    failed = report_problems(translation.problems)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for service, spec in translation.specs.items():
+        path = out / f"{service}.yaml"
+        path.write_text(importer.render(spec, translation.sources[service], source_format))
+        click.echo(f"wrote {path} ({len(spec['kpis'])} KPI(s))")
+    if not translation.specs:
+        click.echo("nothing to write: no SLO could be translated", err=True)
+    sys.exit(1 if failed else 0)
