@@ -118,6 +118,22 @@ def _labels(translation: Translation, file: str, node: Any, key: str, path: str)
     return labels
 
 
+def _mappings(translation: Translation, file: str, node: Any, key: str, path: str) -> list[tuple[str, Any]]:
+    """(path, item) for each mapping in the list ``node[key]``; anything else is reported."""
+    items = node.get(key)
+    if not isinstance(items, list) or not items:
+        translation.error(file, node, key, path, "expected a list of mappings")
+        return []
+    lines = getattr(items, "item_lines", [None] * len(items))
+    result = []
+    for index, item in enumerate(items):
+        if isinstance(item, dict):
+            result.append((f"{path}[{index}]", item))
+        else:
+            translation.problems.append(Problem(file, lines[index], f"{path}[{index}]", "expected a mapping"))
+    return result
+
+
 def _strings(node: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in node.items()} if isinstance(node, dict) else {}
 
@@ -207,16 +223,7 @@ def _sloth(translation: Translation, file: str, document: Any, window: float, wi
     if service != raw_service:
         translation.warn(file, body, "service", f"{prefix}service", f"{raw_service!r} becomes {service!r}")
     labels = _labels(translation, file, body, "labels", f"{prefix}labels")
-    slos = body.get("slos")
-    if not isinstance(slos, list) or not slos:
-        translation.error(file, body, "slos", f"{prefix}slos", "expected a list of SLOs")
-        return
-    lines = getattr(slos, "item_lines", [None] * len(slos))
-    for index, slo in enumerate(slos):
-        path = f"{prefix}slos[{index}]"
-        if not isinstance(slo, dict):
-            translation.problems.append(Problem(file, lines[index], path, "expected a mapping"))
-            continue
+    for path, slo in _mappings(translation, file, body, "slos", f"{prefix}slos"):
         kpi = _sloth_slo(translation, file, slo, path, window, window_text)
         if kpi is not None:
             translation.add(file, slo, service, labels, kpi)
@@ -378,16 +385,8 @@ def _openslo(translation: Translation, file: str, document: Any, slis: dict[str,
                          "not translated: kpi-agent's multi-window burn-rate tiers (page, ticket) apply instead")
     labels = _labels(translation, file, metadata, "labels", "metadata.labels")
     indicator_spec = _openslo_indicator(translation, file, spec, slis)
-    objectives = spec.get("objectives")
-    if not isinstance(objectives, list) or not objectives:
-        translation.error(file, spec, "objectives", "spec.objectives", "expected a list of objectives")
-        return
-    lines = getattr(objectives, "item_lines", [None] * len(objectives))
-    for index, objective in enumerate(objectives):
-        path = f"spec.objectives[{index}]"
-        if not isinstance(objective, dict):
-            translation.problems.append(Problem(file, lines[index], path, "expected a mapping"))
-            continue
+    objectives = _mappings(translation, file, spec, "objectives", "spec.objectives")
+    for index, (path, objective) in enumerate(objectives):
         suffix = ""
         if len(objectives) > 1:
             suffix = "_" + kpi_name(str(objective.get("displayName") or objective.get("name") or index))

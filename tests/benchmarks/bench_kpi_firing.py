@@ -17,22 +17,10 @@ import yaml
 from agent import yamlsrc
 from agent.kpi.compiler import compile_groups, raw_reading_rules, render_prometheus
 from agent.kpi.spec import parse_spec
-from tests.kpi.firing import WORKBOOK, first_firing, workbook_seconds
+from tests.kpi.firing import BAD, GOOD, SPEC, WORKBOOK, first_firing, workbook_seconds
 from tests.tools import require_tool
 
 BEFORE = Path(__file__).parent / "data" / "kpi-rules-before.yml"
-SPEC = """\
-service: shop
-kpis:
-  - name: availability
-    window: 30d
-    target: 99.9%
-    ratio:
-      numerator: http_requests_total{job="shop",status!~"5.."}
-      denominator: http_requests_total{job="shop"}
-"""
-GOOD = 'http_requests_total{job="shop",status="200"}'
-BAD = 'http_requests_total{job="shop",status="500"}'
 SHARES = (0.01, 0.02, 0.05, 1.0)
 EVALUATION = 30
 

@@ -15,6 +15,19 @@ from pathlib import Path
 
 import yaml
 
+# One availability KPI at 99.9% over 30d, and the series that count its good and failed requests.
+SPEC = """\
+service: shop
+kpis:
+  - name: availability
+    window: 30d
+    target: 99.9%
+    ratio:
+      numerator: http_requests_total{job="shop",status!~"5.."}
+      denominator: http_requests_total{job="shop"}
+"""
+GOOD = 'http_requests_total{job="shop",status="200"}'
+BAD = 'http_requests_total{job="shop",status="500"}'
 REQUESTS_PER_MINUTE = 6000
 SCRAPE = 15  # seconds between input samples: the scrape interval deploy/prometheus uses
 

@@ -4,22 +4,10 @@
 import pytest
 
 from agent.kpi.compiler import render_prometheus
-from tests.kpi.firing import WORKBOOK, first_firing, workbook_seconds
+from tests.kpi.firing import BAD, GOOD, SPEC, WORKBOOK, first_firing, workbook_seconds
 from tests.kpi.test_compiler import run_promtool_test, spec_from
 
 EVALUATION = 30  # seconds: the rule group's default interval
-SPEC = """\
-service: shop
-kpis:
-  - name: availability
-    window: 30d
-    target: 99.9%
-    ratio:
-      numerator: http_requests_total{job="shop",status!~"5.."}
-      denominator: http_requests_total{job="shop"}
-"""
-GOOD = 'http_requests_total{job="shop",status="200"}'
-BAD = 'http_requests_total{job="shop",status="500"}'
 
 
 def fired_after_workbook(promtool, tmp_path, rules: str, tier: str, share: float) -> float:
