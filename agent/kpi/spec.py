@@ -34,7 +34,7 @@ SHORT_WINDOW_DIVISOR = 12
 BASE_RATE_WINDOW = 300
 MIN_WINDOW = 60  # a window shorter than this holds too few scrapes for rate()
 DEFAULT_NO_DATA_FOR = 600.0
-RESERVED_LABELS = ("kpi", "kpi_service", "kpi_severity", "alertname")
+RESERVED_LABELS = ("kpi", "kpi_service", "kpi_severity", "kpi_term", "alertname")  # kpi_term: telescoped sums
 
 _MATCHER_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*')
 _SELECTOR_RE = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(.*)\})?\s*$", re.DOTALL)
@@ -538,7 +538,7 @@ def _parse_kpi(fields: Fields, line: int | None, spec_labels: dict[str, str]) ->
         target = None
     labels = fields.get("labels", yamlsrc.label_map, {}) or {}
     group_by = fields.get("group_by", yamlsrc.list_of(yamlsrc.label_name), []) or []
-    for reserved in ("kpi", "kpi_service", "le"):
+    for reserved in ("kpi", "kpi_service", "kpi_term", "le"):
         if reserved in group_by:
             fields.error("group_by", f"{reserved!r} is reserved")
     for reserved in RESERVED_LABELS:

@@ -171,10 +171,12 @@ def test_bool_gauge_and_bad_events_and_per_kpi_labels():
     assert not bad.fills_missing_good_events  # no failed-events series means nothing failed
     found = problems(GOOD.replace('numerator: http_requests_total{job="shop",status!~"5.."}',
                                   'bad: http_requests_total{job="shop",status=~"5.."}')
-                     + "    higher_is_better: false\n    labels: {kpi_severity: x, team: y}\n    group_by: [team]\n")
+                     + "    higher_is_better: false\n    labels: {kpi_severity: x, team: y}\n"
+                       "    group_by: [team, kpi_term]\n")
     assert any("kpis[0].ratio.bad: bad events make the good ratio" in p for p in found)
     assert "spec.yaml:11: kpis[0].labels: 'kpi_severity' is set by the compiler" in found
     assert "spec.yaml:12: kpis[0].group_by: 'team' is also a static label of the KPI" in found
+    assert "spec.yaml:12: kpis[0].group_by: 'kpi_term' is reserved" in found
 
 
 def test_alert_windows_and_factors_per_kpi_are_validated():
