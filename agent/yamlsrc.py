@@ -201,8 +201,23 @@ class Report:
 
 def load_text(text: str, file: str) -> Any:
     """Parse YAML text into Located containers; every failure becomes a ConfigError, with the line if known."""
+    return _parsed(lambda: yaml.load(text, Loader=_Loader), text, file)  # noqa: S506 - a SafeLoader
+
+
+def load_file(path: str | Path) -> Any:
+    return load_text(_read(path), str(path))
+
+
+def load_file_documents(path: str | Path) -> list[Any]:
+    """Every document of a multi-document YAML file (``---`` separated, as Kubernetes manifests are)."""
+    text = _read(path)
+    documents = _parsed(lambda: list(yaml.load_all(text, Loader=_Loader)), text, str(path))  # noqa: S506
+    return [document for document in documents if document is not None]
+
+
+def _parsed(parse: Callable[[], T], text: str, file: str) -> T:
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+        return parse()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -216,18 +231,17 @@ def load_text(text: str, file: str) -> Any:
         raise ConfigError([Problem(file, None, "", f"invalid YAML: {cut(str(exc))}")]) from None
 
 
-def load_file(path: str | Path) -> Any:
+def _read(path: str | Path) -> str:
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError([Problem(str(path), None, "", f"cannot read: {exc.strerror or exc}")]) from None
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError([Problem(str(path), line, "", "not UTF-8 text")]) from None
-    return load_text(text, str(path))
 
 
 _MISSING: Any = object()

@@ -10,6 +10,8 @@ import asyncio
 import base64
 import itertools
 import json
+import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -83,11 +85,11 @@ class Browser:
         self._pages: dict[str, Page] = {}
 
     async def __aenter__(self) -> Browser:
-        self._profile = tempfile.TemporaryDirectory(prefix="kpi-chromium-")
+        self._profile = tempfile.TemporaryDirectory(prefix="kpi-chromium-", ignore_cleanup_errors=True)
         profile = Path(self._profile.name)
         self._process = await asyncio.create_subprocess_exec(
             self.executable, *FLAGS, "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
         active = profile / "DevToolsActivePort"  # Chromium writes its port and browser path here
         for _ in range(300):
             lines = active.read_text().splitlines() if active.exists() else []
@@ -105,11 +107,12 @@ class Browser:
         self._reader.cancel()
         await self._socket.close()
         await self._http.close()
-        self._process.terminate()
+        # Chromium's helper processes share its session: end them all, or one may still write to the profile
+        os.killpg(self._process.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(self._process.wait(), 10)
         except TimeoutError:
-            self._process.kill()
+            os.killpg(self._process.pid, signal.SIGKILL)
             await self._process.wait()
         self._profile.cleanup()
 

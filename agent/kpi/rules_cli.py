@@ -1,4 +1,4 @@
-"""`kpi-agent rules check|generate|test`: KPI specs in, validated Prometheus rule files out."""
+"""`kpi-agent rules check|generate|test|import`: KPI specs in, validated Prometheus rule files out."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from pathlib import Path
 
 import click
 
+from agent.kpi import importer
 from agent.kpi.compiler import render_operator, render_prometheus, to_yaml
+from agent.kpi.live import PrometheusError, check_series
+from agent.kpi.promql import metric_names
 from agent.kpi.promtest import PromtoolMissing, promtool_path, write_and_run
-from agent.kpi.spec import Kpi, ServiceSpec, parse_spec, spec_files
+from agent.kpi.spec import BASE_RATE_WINDOW, Kpi, ServiceSpec, parse_spec, spec_files
 from agent.yamlsrc import ConfigError, Problem, duration, load_file
 
 _PROMTOOL_RULE_RE = re.compile(r"rule (\d+),")
@@ -20,7 +23,11 @@ _PROMTOOL_RULE_RE = re.compile(r"rule (\d+),")
 
 def load_specs(paths: tuple[str, ...]) -> tuple[list[ServiceSpec], list[Problem]]:
     """Every spec that validates, and every problem (errors and warnings) of all files."""
-    specs, problems = [], []
+    specs: list[ServiceSpec] = []
+    problems: list[Problem] = []
+    for raw in paths:
+        if Path(raw).is_dir() and not spec_files([raw]):
+            problems.append(Problem(raw, None, "", "no KPI spec (*.yaml, *.yml) in this directory"))
     for path in spec_files(list(paths)):
         try:
             spec, report = parse_spec(load_file(path), str(path))
@@ -93,24 +100,26 @@ def produced_metrics(config_file: str) -> set[str]:
 
 
 def check_metric_names(specs: list[ServiceSpec], config_file: str) -> list[Problem]:
+    """Warnings for metrics a KPI reads (selectors, raw queries, value expressions) that the agent config does
+    not produce."""
     produced = produced_metrics(config_file)
     problems = []
     for spec in specs:
         for kpi in spec.kpis:
-            for side in ("numerator", "denominator"):
-                selector = getattr(kpi, side)
-                if selector is not None and selector.metric not in produced:
-                    field, line, _ = next(e for e in kpi.expressions if e[0].endswith(f"ratio.{side}"))
-                    problems.append(Problem(spec.file, line, field,
-                                            f"{selector.metric} is not produced by the agent config {config_file} "
-                                            "(fine if another exporter provides it)", warning=True))
+            for field, line, text in kpi.indicator_expressions:
+                for metric in metric_names(text):
+                    if metric not in produced:
+                        problems.append(Problem(spec.file, line, field,
+                                                f"{metric} is not produced by the agent config {config_file} "
+                                                "(fine if another exporter provides it)", warning=True))
     return problems
 
 
-def report_problems(problems: list[Problem]) -> bool:
+def report_problems(problems: list[Problem], strict: bool = False) -> bool:
+    """Prints every problem; True if any fails the command (every warning does when ``strict``)."""
     for problem in problems:
         click.echo(str(problem), err=True)
-    return any(not p.warning for p in problems)
+    return any(strict or not p.warning for p in problems)
 
 
 @click.group("rules")
@@ -121,9 +130,19 @@ def rules() -> None:
 @rules.command("check")
 @click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--config.file", "config_file", type=click.Path(exists=True, dir_okay=False),
-              help="Agent config: warn about selectors naming metrics it does not produce.")
-def check(specs: tuple[str, ...], config_file: str | None) -> None:
+              help="Agent config: warn about metrics a KPI reads that it does not produce.")
+@click.option("--prometheus.url", "prometheus_url",
+              help="Ask this Prometheus whether every selector and value expression matches series (pint-style).")
+@click.option("--prometheus.lookback", "lookback", default="1d", show_default=True,
+              help="How far back a series counts as existing for --prometheus.url.")
+@click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1), for CI.")
+def check(specs: tuple[str, ...], config_file: str | None, prometheus_url: str | None, lookback: str,
+          strict: bool) -> None:
     """Validate specs: every problem as file:line: field: message; exit 1 on errors."""
+    try:
+        lookback_seconds = duration(lookback)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--prometheus.lookback") from None
     try:
         loaded, problems = load_specs(specs)
         if not any(not p.warning for p in problems):
@@ -132,8 +151,10 @@ def check(specs: tuple[str, ...], config_file: str | None) -> None:
             problems += check_compiled(loaded)
         if config_file:
             problems += check_metric_names(loaded, config_file)
-        failed = report_problems(problems)
-    except (PromtoolMissing, ConfigError) as exc:
+        if prometheus_url:
+            problems += check_series(loaded, prometheus_url, lookback_seconds)
+        failed = report_problems(problems, strict)
+    except (PromtoolMissing, ConfigError, PrometheusError) as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)
     if not failed:
@@ -154,9 +175,12 @@ def generate(specs: tuple[str, ...], out_dir: str, output_format: str, namespace
     """Write one rule file per spec: <service>.rules.yml, or a PrometheusRule <service>.prometheusrule.yml."""
     if interval is not None:
         try:
-            duration(interval)
+            seconds = duration(interval)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--interval") from None
+        if round(BASE_RATE_WINDOW * 1000) % round(seconds * 1000):
+            raise click.BadParameter("must divide 5m: longer windows sum recorded 5m rates at 5m offsets",
+                                     param_hint="--interval")
     loaded, problems = load_specs(specs)
     if report_problems(problems):
         sys.exit(1)
@@ -196,4 +220,31 @@ def test(specs: tuple[str, ...], out_dir: str | None) -> None:
             if result.returncode != 0:
                 click.echo(result.stderr.strip(), err=True)
                 failed = True
+    sys.exit(1 if failed else 0)
+
+
+@rules.command("import")
+@click.option("--from", "source_format", type=click.Choice(["sloth", "openslo"]), required=True,
+              help="sloth: prometheus/v1 specs and PrometheusServiceLevel objects; openslo: v1alpha and v1 SLOs.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to write to.")
+@click.option("--window", default="30d", show_default=True,
+              help="The SLO period where the source does not state one (Sloth's is a command-line flag).")
+def import_(source_format: str, files: tuple[str, ...], out_dir: str, window: str) -> None:
+    """Translate Sloth or OpenSLO SLO specs into KPI specs, one <service>.yaml per service. What cannot be
+    translated is reported as file:line: field: message (exit 1); everything else is still written."""
+    try:
+        seconds = duration(window)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--window") from None
+    translation = importer.import_files(source_format, spec_files(list(files)), seconds)
+    failed = report_problems(translation.problems)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for service, spec in translation.specs.items():
+        path = out / f"{service}.yaml"
+        path.write_text(importer.render(spec, translation.sources[service], source_format))
+        click.echo(f"wrote {path} ({len(spec['kpis'])} KPI(s))")
+    if not translation.specs:
+        click.echo("nothing to write: no SLO could be translated", err=True)
     sys.exit(1 if failed else 0)

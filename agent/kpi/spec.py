@@ -1,16 +1,20 @@
 """The KPI spec model: one YAML file per service, validated into frozen dataclasses.
 
-A KPI is either a ratio of two counters (good / total events, or bad / total when lower is better) or a
-PromQL value, judged against a target over a window. Errors name file, line and field.
+A KPI is a ratio of good to total events, judged against a target over a window, or a PromQL value. Ratios
+come from two counters (``ratio``), a classic histogram's bucket under a bound (``latency``) or a 0/1 gauge
+(``bool_gauge``); all compile to the same ``kpi:*`` series. Errors name file, line and field.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.utils import floatToGoString
 
 from agent import yamlsrc
 from agent.kpi.units import DEFAULT_UNIT, UNITS
@@ -27,7 +31,11 @@ BASE_TIERS: dict[str, tuple[tuple[float, float], ...]] = {
     "ticket": ((86400, 3.0), (3 * 86400, 1.0)),
 }
 SHORT_WINDOW_DIVISOR = 12
-MIN_WINDOW = 300  # the recorded base rate is a 5m rate: no window can be shorter
+# The only range read over raw series: every window that is a multiple of it is summed from recorded rates.
+BASE_RATE_WINDOW = 300
+MIN_WINDOW = 60  # a window shorter than this holds too few scrapes for rate()
+DEFAULT_NO_DATA_FOR = 600.0
+RESERVED_LABELS = ("kpi", "kpi_service", "kpi_severity", "kpi_term", "alertname")  # kpi_term: telescoped sums
 
 _MATCHER_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*')
 _SELECTOR_RE = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(.*)\})?\s*$", re.DOTALL)
@@ -47,6 +55,11 @@ class Matcher:
         hit = re.fullmatch(self.value, value) is not None
         return hit if self.op == "=~" else not hit
 
+    @property
+    def text(self) -> str:
+        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'{self.label}{self.op}"{escaped}"'
+
 
 @dataclass(frozen=True)
 class Selector:
@@ -55,8 +68,14 @@ class Selector:
     matchers: tuple[Matcher, ...] = ()
 
 
+def make_selector(metric: str, matchers: tuple[Matcher, ...]) -> Selector:
+    """A selector built from parts (the histogram shorthand's _bucket and _count selectors)."""
+    body = ",".join(m.text for m in matchers)
+    return Selector(f"{metric}{{{body}}}" if body else metric, metric, matchers)
+
+
 def parse_selector(value: Any) -> Selector:
-    """A counter selector: ``metric{label="v",other!~"5.."}``."""
+    """A series selector: ``metric{label="v",other!~"5.."}``."""
     text = yamlsrc.nonempty_string(value)
     match = _SELECTOR_RE.match(text)
     if not match:
@@ -126,6 +145,51 @@ def _alert_name(value: Any) -> str:
     return value
 
 
+def _bucket_bound(value: Any) -> float:
+    bound = yamlsrc.number(value)
+    if not 0 < bound < math.inf:
+        raise ValueError(f"a bucket bound must be a positive number, got {value!r}")
+    return bound
+
+
+def _burn_factor(value: Any) -> float:
+    factor = yamlsrc.number(value)
+    if factor <= 0:
+        raise ValueError(f"a burn factor must be greater than zero, got {value!r}")
+    return factor
+
+
+def bound_spellings(bound: float) -> list[str]:
+    """How exporters write a bucket bound in ``le``: Go's client (``1``, ``1e+06``) and Python's (``1.0``)."""
+    digits = Decimal(repr(bound)).normalize()
+    exponent = digits.adjusted()
+    if exponent < -4 or exponent >= 6:  # Go's %g with the shortest precision switches to an exponent here
+        mantissa = f"{digits.scaleb(-exponent):f}"
+        go = f"{mantissa}e{'+' if exponent >= 0 else '-'}{abs(exponent):02d}"
+    else:
+        go = f"{digits:f}"
+    return list(dict.fromkeys([floatToGoString(bound), go]))
+
+
+def bound_matcher(bound: float) -> Matcher:
+    spellings = bound_spellings(bound)
+    if len(spellings) == 1:
+        return Matcher("le", "=", spellings[0])
+    return Matcher("le", "=~", "|".join(re.escape(s) for s in spellings))
+
+
+@dataclass(frozen=True)
+class Source:
+    """One side of a ratio as written: a selector (read as a counter) or a PromQL template with {{window}}."""
+
+    selector: Selector | None = None
+    query: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.selector.text if self.selector else str(self.query)
+
+
 @dataclass(frozen=True)
 class BurnWindow:
     long: float
@@ -139,11 +203,13 @@ class Tier:
     windows: tuple[BurnWindow, ...]
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    for_: float = 0
 
 
 @dataclass(frozen=True)
 class NoData:
-    for_: float
+    for_: float  # metrics absent: the KPI is blind
+    no_traffic_for: float  # metrics present but no event counted
     labels: dict[str, str] = field(default_factory=dict)
     name: str = "KPINoData"
 
@@ -155,9 +221,11 @@ class Alerting:
     name: str | None = None  # of the main alert; None = KPIErrorBudgetBurn / KPIBelowTarget / KPIAboveTarget
     window: float = 3600  # threshold strategy: the window the value is judged over
     for_: float = 0
-    labels: dict[str, str] = field(default_factory=dict)  # threshold strategy labels
+    labels: dict[str, str] = field(default_factory=dict)  # on the main alert(s), under the tiers' own
     annotations: dict[str, str] = field(default_factory=dict)
     no_data: NoData | None = None
+    min_bad_events: int = 0  # burn_rate: a window pair fires only once this many events failed in its long window
+    severity: str | None = None  # threshold strategy: its kpi_severity, if any (else routed by alert name)
 
 
 @dataclass(frozen=True)
@@ -177,16 +245,20 @@ class Kpi:
     description: str = ""
     objective: str = ""
     owner: str = ""
-    numerator: Selector | None = None
-    denominator: Selector | None = None
-    numerator_query: str | None = None
-    denominator_query: str | None = None
+    indicator: str = "ratio"  # ratio | latency | bool_gauge | value
+    numerator: Source | None = None  # good events (bad events when lower is better)
+    bad: Source | None = None  # ratio.bad: good events are the denominator's minus these
+    denominator: Source | None = None
+    gauge: Selector | None = None  # bool_gauge: each sample is 1 (good) or 0 (bad)
     value: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # on every rule of this KPI
     group_by: tuple[str, ...] = ()
     supporting_metrics: tuple[SupportingMetric, ...] = ()
     line: int = 0  # where the KPI starts in its file
     # (field path, line, PromQL) of every expression the user wrote, for errors found later by promtool
     expressions: tuple[tuple[str, int, str], ...] = field(default=(), compare=False)
+    # (field path, line, PromQL) of what the indicator reads: selectors and value, checked against live series
+    indicator_expressions: tuple[tuple[str, int, str], ...] = field(default=(), compare=False)
 
     @property
     def is_ratio(self) -> bool:
@@ -197,6 +269,12 @@ class Kpi:
         """The bad ratio allowed over the window."""
         return 1 - self.target if self.higher_is_better else self.target
 
+    @property
+    def fills_missing_good_events(self) -> bool:
+        """Whether missing good-event series count as zero only once good events have been seen: a numerator
+        that never matched anything is a mistake (KPINumeratorAbsent), not an outage."""
+        return self.numerator is not None and self.higher_is_better
+
 
 @dataclass(frozen=True)
 class ServiceSpec:
@@ -206,52 +284,103 @@ class ServiceSpec:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+def round_window(seconds: float) -> float:
+    """A derived window rounded to whole base-rate windows (at least one), so it is summed from recorded rates."""
+    return float(max(BASE_RATE_WINDOW, round(seconds / BASE_RATE_WINDOW) * BASE_RATE_WINDOW))
+
+
 def scaled_tiers(window: float) -> dict[str, tuple[BurnWindow, ...]]:
     """The Workbook's 30d tiers scaled to ``window``: long windows shrink or grow with the window, so each
-    factor still means the same share of budget spent; short windows are long/12; both at least 5m and
-    whole minutes."""
+    factor still means the same share of budget spent; short windows are long/12; both rounded to whole 5m."""
     scale = window / BASE_WINDOW
     result = {}
     for severity, tiers in BASE_TIERS.items():
         windows = []
         for long, factor in tiers:
-            scaled_long = max(MIN_WINDOW, round(long * scale / 60) * 60)
-            short = max(MIN_WINDOW, round(scaled_long / SHORT_WINDOW_DIVISOR / 60) * 60)
-            windows.append(BurnWindow(float(scaled_long), float(short), factor))
+            scaled_long = round_window(long * scale)
+            windows.append(BurnWindow(scaled_long, round_window(scaled_long / SHORT_WINDOW_DIVISOR), factor))
         result[severity] = tuple(windows)
     return result
 
 
-def _parse_tier(severity: str, raw: Any, fields: Fields, kpi_window: float) -> Tier | None:
-    """``page: {labels, annotations}``; ``page: false`` disables the tier."""
+def _window(value: Any) -> float:
+    seconds = yamlsrc.duration(value)
+    if seconds < MIN_WINDOW or seconds % 60:
+        raise ValueError(f"{value!r}: alert windows are whole minutes, at least 1m")
+    return seconds
+
+
+def _parse_windows(section: Fields, kpi_window: float) -> tuple[BurnWindow, ...] | None:
+    windows = []
+    for item, path, line in section.items("windows"):
+        pair = Fields(item, path, section.report, line)
+        long = pair.get("long", _window)
+        short = pair.get("short", _window)
+        factor = pair.get("factor", _burn_factor)
+        pair.finish()
+        if long is None or short is None or factor is None:
+            continue
+        if short >= long:
+            pair.error("short", f"must be shorter than long ({yamlsrc.format_duration(long)})")
+        elif long > kpi_window:
+            pair.error("long", f"is longer than the KPI's window ({yamlsrc.format_duration(kpi_window)})")
+        else:
+            windows.append(BurnWindow(long, short, factor))
+    if section.has("windows") and not section.raw("windows"):
+        section.error("windows", "give at least one {long, short, factor} or disable the tier (false)")
+    return tuple(windows) if section.has("windows") else None
+
+
+def _parse_tier(severity: str, fields: Fields, kpi_window: float, budget: float | None) -> Tier | None:
+    """``page: {windows, for, labels, annotations}``; ``page: false`` disables the tier."""
     defaults = scaled_tiers(kpi_window)[severity]
+    raw = fields.raw(severity)
     if raw is False:
         return None
     section = fields.section(severity)
     if section is None:
-        return Tier(severity, defaults)
-    labels = section.get("labels", yamlsrc.label_map, {}) or {}
-    annotations = section.get("annotations", yamlsrc.string_map, {}) or {}
-    section.finish()
-    return Tier(severity, defaults, labels, annotations)
+        tier = Tier(severity, defaults)
+        where, line = fields.path, fields.line
+    else:
+        windows = _parse_windows(section, kpi_window)
+        labels = section.get("labels", yamlsrc.label_map, {}) or {}
+        annotations = section.get("annotations", yamlsrc.string_map, {}) or {}
+        for_ = section.get("for", yamlsrc.duration, 0.0) if section.has("for") else 0.0
+        section.finish()
+        tier = Tier(severity, windows or defaults, labels, annotations, for_ or 0.0)
+        where = section.field("windows") if windows else section.path
+        line = section.line_of("windows") if windows else section.line
+    if budget is not None:
+        for window in tier.windows:
+            needed = window.factor * budget
+            if needed >= 1:
+                fields.report.error(line, where, (
+                    f"the {severity} tier can never fire: a burn rate of {window.factor:g}x over "
+                    f"{yamlsrc.format_duration(window.long)} needs {needed:.0%} bad events with an error budget of "
+                    f"{budget:.4g}; use strategy: threshold for a target like that, "
+                    f"or disable the tier ({severity}: false)"))
+                break
+    return tier
 
 
-def _parse_alerting(fields: Fields | None, is_ratio: bool, window: float) -> Alerting:
+def _parse_alerting(fields: Fields | None, kpi_fields: Fields, is_ratio: bool, window: float,
+                    budget: float | None) -> Alerting:
     default_strategy = "burn_rate" if is_ratio else "threshold"
     tiers_default = scaled_tiers(window)
-    page_long = tiers_default["page"][0].long
-    if fields is None:
-        defaults = tuple(Tier(s, w) for s, w in tiers_default.items()) if default_strategy == "burn_rate" else ()
-        return Alerting(default_strategy, defaults, no_data=NoData(page_long))
+    no_traffic_for = tiers_default["page"][0].long
+    if fields is None:  # defaults, whose problems (a tier that cannot fire) are reported on the KPI
+        fields = Fields({}, kpi_fields.field("alerting"), kpi_fields.report, kpi_fields.line)
     strategy = fields.get("strategy", yamlsrc.one_of("burn_rate", "threshold", "none"), default_strategy)
     if strategy == "burn_rate" and not is_ratio:
         fields.error("strategy", "burn_rate needs a ratio KPI; a value KPI uses threshold")
     tiers: list[Tier] = []
     if strategy == "burn_rate":
         for severity in ("page", "ticket"):
-            tier = _parse_tier(severity, fields.raw(severity), fields, window)
+            tier = _parse_tier(severity, fields, window, budget)
             if tier:
                 tiers.append(tier)
+        if tiers and tiers[0].severity == "page":
+            no_traffic_for = tiers[0].windows[0].long  # by then a total outage would have paged
     else:
         for severity in ("page", "ticket"):
             if fields.has(severity):
@@ -260,34 +389,132 @@ def _parse_alerting(fields: Fields | None, is_ratio: bool, window: float) -> Ale
     for_ = fields.get("for", yamlsrc.duration, 0.0) if fields.has("for") else 0.0
     labels = fields.get("labels", yamlsrc.label_map, {}) or {}
     annotations = fields.get("annotations", yamlsrc.string_map, {}) or {}
+    threshold_severity = fields.get("severity", yamlsrc.one_of("page", "ticket"), None)
+    min_bad_events = fields.get("min_bad_events", yamlsrc.positive_integer, 0)
     if strategy == "burn_rate":
-        for key in ("window", "for"):
+        for key in ("window", "for", "severity"):
             if fields.has(key):
-                fields.error(key, "applies to threshold alerting; burn_rate windows come from the KPI window")
+                fields.error(key, "applies to threshold alerting; burn_rate windows and severities come from "
+                                  "its tiers")
+    elif fields.has("min_bad_events"):
+        fields.error("min_bad_events", "applies to burn_rate alerting")
+    if alert_window is not None and alert_window % 60:
+        fields.error("window", "must be whole minutes")
+    for reserved in RESERVED_LABELS:
+        if reserved in labels:
+            fields.error("labels", f"{reserved!r} is set by the compiler")
     name = fields.get("alert_name", _alert_name, None)
-    no_data = _parse_no_data(fields, page_long)
+    no_data = _parse_no_data(fields, no_traffic_for)
     fields.finish()
     return Alerting(strategy or default_strategy, tuple(tiers), name, alert_window or 3600.0, for_ or 0.0, labels,
-                    annotations, no_data)
+                    annotations, no_data, min_bad_events or 0, threshold_severity)
 
 
-def _parse_no_data(fields: Fields, default_for: float) -> NoData | None:
+def _parse_no_data(fields: Fields, no_traffic_for: float) -> NoData | None:
     raw = fields.raw("no_data")
     if raw is False:
         return None
-    if raw is None or raw is True:
-        return NoData(default_for)
-    section = fields.section("no_data")
+    section = fields.section("no_data") if isinstance(raw, dict) else None
     if section is None:
-        return NoData(default_for)
-    for_ = section.get("for", yamlsrc.duration, default_for)
+        if raw not in (None, True):
+            fields.error("no_data", "expected false, true or a mapping {for, no_traffic_for, labels, alert_name}")
+        return NoData(DEFAULT_NO_DATA_FOR, no_traffic_for)
+    for_ = section.get("for", yamlsrc.duration, DEFAULT_NO_DATA_FOR)
+    quiet_for = section.get("no_traffic_for", yamlsrc.duration, no_traffic_for)
     labels = section.get("labels", yamlsrc.label_map, {}) or {}
     name = section.get("alert_name", _alert_name, "KPINoData")
     section.finish()
-    return NoData(for_ or default_for, labels, name or "KPINoData")
+    return NoData(for_ or DEFAULT_NO_DATA_FOR, quiet_for or no_traffic_for, labels, name or "KPINoData")
 
 
-def _parse_kpi(fields: Fields, line: int | None) -> Kpi | None:
+@dataclass
+class _Indicator:
+    kind: str
+    numerator: Source | None = None
+    bad: Source | None = None
+    denominator: Source | None = None
+    gauge: Selector | None = None
+    value: str | None = None
+
+
+def _parse_ratio(ratio: Fields, higher: bool, found: _Indicator,
+                 expressions: list[tuple[str, int, str]]) -> None:
+    sides: dict[str, Source] = {}
+    for side in ("numerator", "bad", "denominator"):
+        selector = ratio.get(side, parse_selector, None)
+        query = ratio.get(f"{side}_query", _query_template, None)
+        for key, text in ((side, selector.text if selector else None),
+                          (f"{side}_query", query.replace("{{window}}", "5m") if query else None)):
+            if text is not None:
+                expressions.append((ratio.field(key), ratio.line_of(key) or 0, text))
+        if selector or query:
+            sides[side] = Source(selector, query)
+        if ratio.has(side) and ratio.has(f"{side}_query"):
+            ratio.report.error(ratio.line, f"{ratio.path}.{side}",
+                               f"give {side} (a selector) or {side}_query (PromQL), not both")
+    good_keys = [k for k in ("numerator", "numerator_query", "bad", "bad_query") if ratio.has(k)]
+    if len(good_keys) != 1:
+        ratio.report.error(ratio.line, f"{ratio.path}.numerator",
+                           "give exactly one of numerator, numerator_query (good events), bad or bad_query "
+                           "(failed events)")
+    if not (ratio.has("denominator") or ratio.has("denominator_query")):
+        ratio.report.error(ratio.line, f"{ratio.path}.denominator",
+                           "give exactly one of denominator (a selector) or denominator_query (PromQL)")
+    if "bad" in sides and not higher:
+        ratio.error(good_keys[0], "bad events make the good ratio (higher is better); for an error rate use "
+                                  "numerator with higher_is_better: false")
+    ratio.finish()
+    found.numerator, found.bad, found.denominator = sides.get("numerator"), sides.get("bad"), sides.get("denominator")
+
+
+def _parse_latency(latency: Fields, higher: bool, found: _Indicator,
+                   expressions: list[tuple[str, int, str]]) -> None:
+    histogram = latency.get("histogram", parse_selector)
+    bound = latency.get("le", _bucket_bound)
+    latency.finish()
+    if not higher:
+        latency.report.error(latency.line, latency.path, "counts requests at most `le` seconds long: higher is "
+                                                         "better (remove higher_is_better: false)")
+    if histogram is None or bound is None:
+        return
+    if histogram.metric.endswith(("_bucket", "_count", "_sum")):
+        latency.error("histogram", f"give the histogram's name without its suffix: "
+                                   f"{histogram.metric.rsplit('_', 1)[0]}")
+        return
+    if any(m.label == "le" for m in histogram.matchers):
+        latency.error("histogram", "set the bound with le: <seconds>, not in the selector")
+        return
+    good = make_selector(f"{histogram.metric}_bucket", (*histogram.matchers, bound_matcher(bound)))
+    total = make_selector(f"{histogram.metric}_count", histogram.matchers)
+    line = latency.line_of("histogram") or 0
+    expressions.extend([(latency.field("histogram"), line, good.text), (latency.field("histogram"), line, total.text)])
+    found.numerator, found.denominator = Source(good), Source(total)
+
+
+def _parse_indicator(fields: Fields, higher: bool, expressions: list[tuple[str, int, str]]) -> _Indicator | None:
+    given = [key for key in ("ratio", "latency", "bool_gauge", "value") if fields.has(key)]
+    if len(given) != 1:
+        fields.report.error(fields.line, fields.path, "give exactly one of ratio, latency, bool_gauge or value"
+                            + (f" (got {', '.join(given)})" if given else ""))
+    found = _Indicator(given[0] if given else "ratio")
+    value = fields.get("value", yamlsrc.nonempty_string, None)
+    if value is not None:
+        expressions.append((fields.field("value"), fields.line_of("value") or 0, value))
+        found.value = value
+    gauge = fields.get("bool_gauge", parse_selector, None)
+    if gauge is not None:
+        expressions.append((fields.field("bool_gauge"), fields.line_of("bool_gauge") or 0, gauge.text))
+        found.gauge = gauge
+    ratio = fields.section("ratio")
+    if ratio is not None:
+        _parse_ratio(ratio, higher, found, expressions)
+    latency = fields.section("latency")
+    if latency is not None:
+        _parse_latency(latency, higher, found, expressions)
+    return found if len(given) == 1 else None
+
+
+def _parse_kpi(fields: Fields, line: int | None, spec_labels: dict[str, str]) -> Kpi | None:
     name = fields.get("name", yamlsrc.nonempty_string)
     if name and not KPI_NAME_RE.match(name):
         fields.error("name", f"{name!r} must match [a-z][a-z0-9_]*")
@@ -299,43 +526,35 @@ def _parse_kpi(fields: Fields, line: int | None) -> Kpi | None:
     if window is not None and window < 3600:
         fields.error("window", "must be at least 1h (burn-rate windows are derived from it)")
         window = None
+    elif window is not None and window % BASE_RATE_WINDOW:
+        fields.error("window", "must be a whole number of 5m (it is summed from recorded 5m rates)")
+        window = None
     target = fields.get("target", parse_target)
     higher = fields.get("higher_is_better", yamlsrc.boolean, True)
-    value = fields.get("value", yamlsrc.nonempty_string, None)
-    numerator = denominator = None
-    numerator_query = denominator_query = None
     expressions: list[tuple[str, int, str]] = []
-    if value is not None:
-        expressions.append((fields.field("value"), fields.line_of("value") or 0, value))
-    ratio = fields.section("ratio")
-    if ratio is not None:
-        numerator = ratio.get("numerator", parse_selector, None)
-        denominator = ratio.get("denominator", parse_selector, None)
-        numerator_query = ratio.get("numerator_query", _query_template, None)
-        denominator_query = ratio.get("denominator_query", _query_template, None)
-        for side in ("numerator", "denominator"):
-            if ratio.has(side) == ratio.has(f"{side}_query"):
-                ratio.report.error(ratio.line, f"{ratio.path}.{side}",
-                                   f"give exactly one of {side} (a selector) or {side}_query (PromQL)")
-        for side, parsed in (("numerator", numerator), ("denominator", denominator),
-                             ("numerator_query", numerator_query), ("denominator_query", denominator_query)):
-            if parsed is not None:
-                text = parsed.text if isinstance(parsed, Selector) else parsed.replace("{{window}}", "5m")
-                expressions.append((ratio.field(side), ratio.line_of(side) or 0, text))
-        ratio.finish()
-    if (ratio is None) == (value is None):
-        fields.report.error(fields.line, fields.path, "give exactly one of ratio or value")
-    is_ratio = ratio is not None
+    indicator = _parse_indicator(fields, higher, expressions)
+    indicator_expressions = list(expressions)
+    is_ratio = indicator is None or indicator.kind != "value"
     if target is not None and is_ratio and not 0 < target < 1:
         fields.error("target", f"a ratio target must be between 0 and 1 (0% and 100%) exclusive, got {target:g}")
         target = None
+    labels = fields.get("labels", yamlsrc.label_map, {}) or {}
     group_by = fields.get("group_by", yamlsrc.list_of(yamlsrc.label_name), []) or []
-    for reserved in ("kpi", "kpi_service", "le"):
+    for reserved in ("kpi", "kpi_service", "kpi_term", "le"):
         if reserved in group_by:
             fields.error("group_by", f"{reserved!r} is reserved")
-    if value is not None and group_by:
+    for reserved in RESERVED_LABELS:
+        if reserved in labels:
+            fields.error("labels", f"{reserved!r} is set by the compiler")
+    for clash in sorted(set(group_by) & (set(labels) | set(spec_labels))):
+        fields.error("group_by", f"{clash!r} is also a static label of the {'KPI' if clash in labels else 'spec'}")
+    if not is_ratio and group_by:
         fields.error("group_by", "applies to ratio KPIs; aggregate inside the value expression instead")
-    alerting = _parse_alerting(fields.section("alerting"), is_ratio, window or BASE_WINDOW)
+    budget = None
+    if target is not None:
+        budget = 1 - target if higher else target
+    alerting = _parse_alerting(fields.section("alerting"), fields, is_ratio, window or BASE_WINDOW,
+                               budget if is_ratio else None)
     supporting = []
     for item, path, item_line in fields.items("supporting_metrics"):
         metric = Fields(item, path, fields.report, item_line)
@@ -347,27 +566,12 @@ def _parse_kpi(fields: Fields, line: int | None) -> Kpi | None:
             supporting.append(SupportingMetric(title, query, unit))
             expressions.append((metric.field("query"), metric.line_of("query") or 0, query))
     fields.finish()
-    if name is None or window is None or target is None:
+    if name is None or window is None or target is None or indicator is None:
         return None
-    kpi = Kpi(name, window, target, higher, alerting, description or "", objective or "", owner or "",
-              numerator, denominator, numerator_query, denominator_query, value, tuple(group_by),
-              tuple(supporting), line or 0, tuple(expressions))
-    _check_tiers_can_fire(kpi, fields)
-    return kpi
-
-
-def _check_tiers_can_fire(kpi: Kpi, fields: Fields) -> None:
-    """A burn factor whose share of the budget would need a bad ratio above 100% can never fire."""
-    for tier in kpi.alerting.tiers:
-        for window in tier.windows:
-            needed = window.factor * kpi.error_budget
-            if needed >= 1:
-                fields.error("alerting", (
-                    f"the {tier.severity} tier can never fire: a burn rate of {window.factor:g}x over "
-                    f"{yamlsrc.format_duration(window.long)} needs {needed:.0%} bad events with an error budget of "
-                    f"{kpi.error_budget:.4g}; use strategy: threshold for a target like {kpi.target:.4g}, "
-                    f"or disable the tier ({tier.severity}: false)"))
-                return
+    return Kpi(name, window, target, higher, alerting, description or "", objective or "", owner or "",
+               indicator.kind, indicator.numerator, indicator.bad, indicator.denominator, indicator.gauge,
+               indicator.value, labels, tuple(group_by), tuple(supporting), line or 0, tuple(expressions),
+               tuple(indicator_expressions))
 
 
 def parse_spec(data: Any, file: str) -> tuple[ServiceSpec | None, Report]:
@@ -378,13 +582,13 @@ def parse_spec(data: Any, file: str) -> tuple[ServiceSpec | None, Report]:
         top.error("service", f"{service!r} may only contain letters, digits, '_', '-' and '.'")
         service = None
     labels = top.get("labels", yamlsrc.label_map, {}) or {}
-    for reserved in ("kpi", "kpi_service", "kpi_severity", "alertname"):
+    for reserved in RESERVED_LABELS:
         if reserved in labels:
             top.error("labels", f"{reserved!r} is set by the compiler")
     kpis: list[Kpi] = []
     seen: dict[str, int | None] = {}
     for item, path, line in top.items("kpis"):
-        kpi = _parse_kpi(Fields(item, path, report, line), line)
+        kpi = _parse_kpi(Fields(item, path, report, line), line, labels)
         if kpi is None:
             continue
         if kpi.name in seen:

@@ -11,9 +11,9 @@ import yaml
 
 from agent import yamlsrc
 from agent.config import load_config, parse_config
-from agent.kpi.compiler import render_operator, render_prometheus
+from agent.kpi.compiler import compile_groups, render_operator, render_prometheus
 from agent.kpi.grafana import agent_dashboard, grafana_alert_rules, overview_dashboard, service_dashboard
-from agent.kpi.spec import load_spec
+from agent.kpi.spec import load_spec, parse_spec
 from tests.tools import require_tool
 
 ROOT = Path(__file__).parents[2]
@@ -50,14 +50,85 @@ def test_alertmanager_config_routes_page_and_ticket_and_inhibits():
     checked = subprocess.run([amtool, "check-config", config], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     for labels, receiver in ((["kpi_severity=page", "kpi=a"], "page"), (["kpi_severity=ticket", "kpi=a"], "ticket"),
-                             (["alertname=Other"], "default")):
-        routed = subprocess.run([amtool, "config", "routes", "test", "--config.file", config, *labels],
-                                capture_output=True, text=True)
-        assert routed.stdout.strip() == receiver, (labels, routed.stdout, routed.stderr)
+                             (["alertname=KPIBelowTarget", "kpi=a"], "ticket"), (["alertname=Other"], "default")):
+        assert _route(amtool, config, labels) == receiver, labels
     (inhibit,) = yaml.safe_load(Path(config).read_text())["inhibit_rules"]
     assert inhibit["source_matchers"] == ['kpi_severity="page"']
     assert inhibit["target_matchers"] == ['kpi_severity="ticket"']
     assert {"kpi", "kpi_service"} <= set(inhibit["equal"])
+
+
+def _route(amtool: str, config: str, labels: list[str]) -> str:
+    routed = subprocess.run([amtool, "config", "routes", "test", "--config.file", config, *labels],
+                            capture_output=True, text=True)
+    assert routed.returncode == 0, routed.stderr
+    return routed.stdout.strip()
+
+
+# Every kind of alert the compiler emits: burn-rate tiers, threshold alerts either way (with and without a
+# kpi_severity), renamed alerts, and the blind-KPI alerts (absent metrics, no traffic, a numerator that never
+# matched).
+EVERY_ALERT = """service: every-alert
+kpis:
+  - name: burn
+    window: 30d
+    target: 99.9%
+    ratio: {numerator: 'r_total{ok="1"}', denominator: r_total}
+  - name: renamed_burn
+    window: 30d
+    target: 99.9%
+    ratio: {numerator: 'r_total{ok="1"}', denominator: r_total}
+    alerting: {alert_name: CheckoutBurn, no_data: {alert_name: CheckoutBlind}}
+  - name: below
+    window: 7d
+    target: 3%
+    ratio: {numerator: a_total, denominator: b_total}
+    alerting: {strategy: threshold}
+  - name: above
+    window: 30d
+    target: 100
+    higher_is_better: false
+    value: sum(q)
+  - name: renamed_threshold
+    window: 30d
+    target: 100
+    value: sum(q)
+    alerting: {alert_name: RevenueLow}
+  - name: paging_threshold
+    window: 30d
+    target: 100
+    value: sum(q)
+    alerting: {alert_name: RevenueCollapsed, severity: page}
+"""
+
+
+def test_every_alert_the_compiler_emits_reaches_a_receiver_with_an_integration():
+    amtool = require_tool("amtool")
+    config = str(DEPLOY / "alertmanager" / "alertmanager.yml")
+    receivers = {r["name"]: r for r in yaml.safe_load(Path(config).read_text())["receivers"]}
+    integrated = {name for name, r in receivers.items() if any(k.endswith("_configs") and v for k, v in r.items())}
+    spec, report = parse_spec(yamlsrc.load_text(EVERY_ALERT, "every.yaml"), "every.yaml")
+    assert report.errors == [] and spec is not None
+    alerts = [r for g in compile_groups(spec) for r in g["rules"] if "alert" in r]
+    names = {a["alert"] for a in alerts}
+    assert {"KPIErrorBudgetBurn", "KPIBelowTarget", "KPIAboveTarget", "KPINoData", "KPINoTraffic",
+            "KPINumeratorAbsent", "CheckoutBurn", "CheckoutBlind", "RevenueLow", "RevenueCollapsed"} <= names
+    for alert in alerts:
+        labels = [f"alertname={alert['alert']}", *(f"{k}={v}" for k, v in alert["labels"].items())]
+        receiver = _route(amtool, config, labels)
+        assert receiver in integrated, (alert["alert"], alert["labels"], receiver)
+        severity = alert["labels"].get("kpi_severity")
+        if severity:
+            assert receiver == severity, (alert["alert"], receiver)
+
+
+def test_the_shipped_spec_selects_the_job_prometheus_scrapes_the_agent_as():
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (job,) = [c["job_name"] for c in prometheus["scrape_configs"]]
+    for spec_file in sorted((ROOT / "rules").glob("*.yaml")):
+        for kpi in load_spec(spec_file).kpis:
+            for field, _, text in kpi.indicator_expressions:
+                assert f'job="{job}"' in text, (spec_file.name, field, text)
 
 
 def _kubernetes_objects() -> list[dict]:

@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 from agent import yamlsrc
-from agent.kpi.compiler import compile_groups, render_operator, render_prometheus, to_yaml
+from agent.kpi.compiler import compile_groups, raw_reading_rules, render_operator, render_prometheus, to_yaml
 from agent.kpi.spec import load_spec, parse_spec
 
 ROOT = Path(__file__).parents[2]
@@ -67,15 +67,17 @@ def test_public_rule_contract():
                  "kpi:error_budget:ratio", "kpi:error_budget_remaining:ratio", "kpi:burn_rate:rate1h",
                  "kpi:burn_rate:rate5m", "kpi_info"):
         assert name in records, name
-    raw_readers = [r["record"] for g in groups for r in g["rules"] if "http_requests_total" in r.get("expr", "")]
-    assert raw_readers == ["kpi:numerator:rate5m", "kpi:denominator:rate5m"]
+    # only the two 5m rates read raw series; every other window sums recorded rates
+    assert raw_reading_rules(groups, ["http_requests_total"]) == ["kpi:denominator:rate5m", "kpi:numerator:rate5m"]
     for group in groups:
         for rule in group["rules"]:
             assert rule["labels"]["kpi"] == "availability" and rule["labels"]["kpi_service"] == "shop"
             assert rule["labels"]["team"] == "payments"
     alerts = [r for g in groups for r in g["rules"] if "alert" in r]
+    # every alert has a kpi_severity, so that the shipped Alertmanager routes it somewhere
     assert [(a["alert"], a["labels"].get("kpi_severity")) for a in alerts] == [
-        ("KPIErrorBudgetBurn", "page"), ("KPIErrorBudgetBurn", "ticket"), ("KPINoData", None)]
+        ("KPIErrorBudgetBurn", "page"), ("KPIErrorBudgetBurn", "ticket"), ("KPINumeratorAbsent", "ticket"),
+        ("KPINoData", "ticket"), ("KPINoTraffic", "ticket")]
     assert alerts[0]["annotations"]["runbook_url"] == "https://runbooks/x"
 
 
@@ -176,27 +178,78 @@ def test_page_fires_when_one_hour_of_two_percent_errors_spends_two_percent_of_bu
     run_promtool_test(promtool, tmp_path, spec, tests)
 
 
-def test_total_outage_still_pages_and_zero_traffic_never_does(promtool, tmp_path):
-    spec = spec_from(AVAILABILITY.format(target="99.9%"))
+def test_a_typo_in_the_numerator_is_a_ticket_not_a_page_and_a_real_outage_still_pages(promtool, tmp_path):
+    """A numerator naming a metric that never existed used to become 0 x denominator: a 100x burn and a false
+    page within minutes. Good events that never existed are now a mistake (KPINumeratorAbsent, ticket); good
+    events that stop increasing, or whose series vanish after existing, are an outage and page."""
+    typo = spec_from(AVAILABILITY.format(target="99.9%").replace('numerator: http_requests_total{',
+                                                                 'numerator: http_request_total{'))
     page = 'count(ALERTS{alertname="KPIErrorBudgetBurn",alertstate="firing",kpi_severity="page"})'
-    tests = [
-        {"name": "every request fails: no good series at all, the numerator is filled with 0",
+    absent = 'ALERTS{alertname="KPINumeratorAbsent",alertstate="firing"}'
+    (typo_rules := tmp_path / "typo").mkdir()
+    run_promtool_test(promtool, typo_rules, typo, [{
+        "name": "healthy traffic, numerator selector names a metric that does not exist",
+        "interval": "1m",
+        "input_series": [{"series": 'http_requests_total{job="shop",status="200"}', "values": "0+100x90"}],
+        "promql_expr_test": [
+            {"expr": page, "eval_time": "90m", "exp_samples": []},
+            {"expr": 'kpi:ratio:rate5m{kpi="availability"}', "eval_time": "90m", "exp_samples": []},
+            {"expr": absent, "eval_time": "8m", "exp_samples": []},
+            {"expr": absent, "eval_time": "15m", "exp_samples": [{
+                "labels": '{__name__="ALERTS",alertname="KPINumeratorAbsent",alertstate="firing",kpi="availability",'
+                          'kpi_service="shop",kpi_severity="ticket",team="payments"}', "value": 1}]},
+        ],
+    }])
+    rules = yaml.safe_load((typo_rules / "rules.yml").read_text())
+    (alert,) = [r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "KPINumeratorAbsent"]
+    assert alert["annotations"]["selector"] == 'http_request_total{job="shop",status!~"5.."}'
+    assert 'http_request_total{job="shop",status!~"5.."}' in alert["annotations"]["summary"]
+
+    spec = spec_from(AVAILABILITY.format(target="99.9%"))
+    run_promtool_test(promtool, tmp_path, spec, [
+        {"name": "every request fails from the start: good events never counted, no page but a ticket",
          "interval": "1m",
          "input_series": [{"series": 'http_requests_total{job="shop",status="503"}', "values": "0+100x30"}],
          "promql_expr_test": [
-             {"expr": page, "eval_time": "10m", "exp_samples": [{"value": 1}]},
-             {"expr": 'kpi:ratio:rate5m{kpi="availability"} + 0', "eval_time": "10m",
-              "exp_samples": [{"labels": '{kpi="availability",kpi_service="shop",team="payments"}', "value": 0}]}]},
-        {"name": "flat counters: no ratio, no page",
+             {"expr": page, "eval_time": "30m", "exp_samples": []},
+             {"expr": f"count({absent})", "eval_time": "30m", "exp_samples": [{"value": 1}]}]},
+        {"name": "good counters stop increasing while requests fail: pages",
+         "interval": "1m",
+         "input_series": [{"series": 'http_requests_total{job="shop",status="200"}', "values": "0+100x60 6000+0x30"},
+                          {"series": 'http_requests_total{job="shop",status="503"}', "values": "0+0x60 0+100x30"}],
+         "promql_expr_test": [
+             {"expr": page, "eval_time": "59m", "exp_samples": []},
+             {"expr": page, "eval_time": "63m", "exp_samples": [{"value": 1}]}]},
+        {"name": "the good series vanish (the exporter restarted) while requests fail: still pages",
+         "interval": "1m",
+         "input_series": [{"series": 'http_requests_total{job="shop",status="200"}', "values": "0+100x60"},
+                          {"series": 'http_requests_total{job="shop",status="503"}', "values": "0+0x60 0+100x30"}],
+         "promql_expr_test": [
+             {"expr": page, "eval_time": "63m", "exp_samples": [{"value": 1}]},
+             # long after the last good sample: the numerator is filled with 0, not missing
+             {"expr": 'kpi:ratio:rate5m{kpi="availability"} + 0', "eval_time": "85m",
+              "exp_samples": [{"labels": '{kpi="availability",kpi_service="shop",team="payments"}', "value": 0}]},
+             {"expr": page, "eval_time": "85m", "exp_samples": [{"value": 1}]},
+             {"expr": f"count({absent})", "eval_time": "85m", "exp_samples": []}]},
+        {"name": "flat counters: no ratio, no page, and KPINoTraffic after an hour",
          "interval": "1m",
          "input_series": [{"series": 'http_requests_total{job="shop",status="200"}', "values": "5+0x90"}],
          "promql_expr_test": [
              {"expr": page, "eval_time": "80m", "exp_samples": []},
              {"expr": 'kpi:ratio:rate1h{kpi="availability"}', "eval_time": "80m", "exp_samples": []},
+             {"expr": 'count(ALERTS{alertname="KPINoTraffic",alertstate="firing"})', "eval_time": "80m",
+              "exp_samples": [{"value": 1}]},
              {"expr": 'count(ALERTS{alertname="KPINoData",alertstate="firing"})', "eval_time": "80m",
+              "exp_samples": []}]},
+        {"name": "metrics absent: KPINoData after 10m",
+         "interval": "1m",
+         "input_series": [{"series": "unrelated", "values": "1x30"}],
+         "promql_expr_test": [
+             {"expr": 'count(ALERTS{alertname="KPINoData",alertstate="firing"})', "eval_time": "9m",
+              "exp_samples": []},
+             {"expr": 'count(ALERTS{alertname="KPINoData",alertstate="firing"})', "eval_time": "11m",
               "exp_samples": [{"value": 1}]}]},
-    ]
-    run_promtool_test(promtool, tmp_path, spec, tests)
+    ])
 
 
 def test_group_by_and_lower_is_better(promtool, tmp_path):
@@ -214,23 +267,26 @@ kpis:
     alerting: {page: false, ticket: false, no_data: false}
 """)
     sel = '{kpi="error_rate"}'
+    eu, us = '{kpi="error_rate",kpi_service="api",region="eu"}', '{kpi="error_rate",kpi_service="api",region="us"}'
     tests = [{
         "interval": "1m",
         "input_series": [
-            {"series": 'requests_total{region="eu",code="200"}', "values": "0+570x60"},
-            {"series": 'requests_total{region="eu",code="500"}', "values": "0+30x60"},
+            {"series": 'requests_total{region="eu",code="200"}', "values": "0+576x60"},
+            {"series": 'requests_total{region="eu",code="500"}', "values": "0+24x60"},
             {"series": 'requests_total{region="us",code="200"}', "values": "0+600x60"},
         ],
         "promql_expr_test": [
-            {"expr": f"kpi:ratio:rate5m{sel} + 0", "eval_time": "50m", "exp_samples": [
-                {"labels": '{kpi="error_rate",kpi_service="api",region="eu"}', "value": 0.05},
-                {"labels": '{kpi="error_rate",kpi_service="api",region="us"}', "value": 0}]},
+            # 4% errors in eu (no 5xx series at all in us: 0%, not missing)
+            {"expr": near('kpi:ratio:rate5m{kpi="error_rate",region="eu"}', 0.04), "eval_time": "50m",
+             "exp_samples": [{"labels": eu, "value": 1}]},
+            {"expr": 'kpi:ratio:rate5m{kpi="error_rate",region="us"} + 0', "eval_time": "50m",
+             "exp_samples": [{"labels": us, "value": 0}]},
             {"expr": f"kpi:meets_target{sel} + 0", "eval_time": "50m", "exp_samples": [
-                {"labels": '{kpi="error_rate",kpi_service="api",region="eu"}', "value": 1},
-                {"labels": '{kpi="error_rate",kpi_service="api",region="us"}', "value": 1}]},
-            {"expr": f"kpi:error_budget_remaining:ratio{sel} + 0", "eval_time": "50m", "exp_samples": [
-                {"labels": '{kpi="error_rate",kpi_service="api",region="eu"}', "value": 0},
-                {"labels": '{kpi="error_rate",kpi_service="api",region="us"}', "value": 1}]},
+                {"labels": eu, "value": 1}, {"labels": us, "value": 1}]},
+            {"expr": near('kpi:error_budget_remaining:ratio{kpi="error_rate",region="eu"}', 0.2), "eval_time": "50m",
+             "exp_samples": [{"labels": eu, "value": 1}]},
+            {"expr": near('kpi:error_budget_remaining:ratio{kpi="error_rate",region="us"}', 1), "eval_time": "50m",
+             "exp_samples": [{"labels": us, "value": 1}]},
         ],
     }]
     run_promtool_test(promtool, tmp_path, spec, tests)
@@ -243,9 +299,9 @@ def test_threshold_and_value_kpis(promtool, tmp_path):
     tests = [{
         "interval": "1m",
         "input_series": [
-            {"series": "shop_checkouts_started_total", "values": "0+1000x200"},
-            {"series": "shop_orders_total", "values": "0+20x200"},  # 2% conversion, target 3%
-            {"series": "shop_mrr_dollars", "values": "90000x200"},
+            {"series": 'shop_checkouts_started_total{job="kpi-agent"}', "values": "0+1000x200"},
+            {"series": 'shop_orders_total{job="kpi-agent"}', "values": "0+20x200"},  # 2% conversion, target 3%
+            {"series": 'shop_mrr_dollars{job="kpi-agent"}', "values": "90000x200"},
         ],
         "promql_expr_test": [
             # steady traffic: the 1h ratio is 2% as soon as the 5m rate exists; then `for: 30m` must pass

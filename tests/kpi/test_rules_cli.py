@@ -86,11 +86,12 @@ def test_generated_tests_catch_each_broken_burn_threshold(promtool, tmp_path):
     """Break one window pair's threshold at a time: the generated page-tier tests must notice each."""
     from agent.kpi.compiler import render_prometheus
     from agent.kpi.promtest import generate_tests
-    from agent.kpi.spec import load_spec
+    from agent.kpi.spec import ServiceSpec, load_spec
 
-    spec = load_spec(ROOT / "rules" / "shop.yaml")
+    shop = load_spec(ROOT / "rules" / "shop.yaml")
+    spec = ServiceSpec(shop.file, shop.service, tuple(k for k in shop.kpis if k.name == "checkout_availability"))
     files, _ = generate_tests(spec, "rules.yml")
-    (tmp_path / "page.test.yml").write_text(files["1m"])
+    (tmp_path / "page.test.yml").write_text(files["shop.checkout_availability.eval1m.test.yml"])
     rules_text = render_prometheus(spec, "shop.yaml")
     for broken in (rules_text.replace("> 14.4", "> 144"), rules_text.replace("> 6 ", "> 60 "),
                    rules_text.replace("> 14.4", "> 1.44")):
@@ -103,3 +104,31 @@ def test_generated_tests_catch_each_broken_burn_threshold(promtool, tmp_path):
     result = subprocess.run([promtool, "test", "rules", "page.test.yml"], cwd=tmp_path, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_strict_turns_warnings_into_errors_and_value_kpis_are_cross_checked(promtool, tmp_path):
+    config = tmp_path / "agent.yaml"
+    config.write_text("http:\n  - name: shop\n    url: http://127.0.0.1:1/\n    json_metrics:\n"
+                      "      - {name: shop_mrr_dollars, type: gauge, path: $.a}\n")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("service: s\nkpis:\n  - name: mrr\n    window: 30d\n    target: 100\n"
+                    "    value: sum(shop_mrr_dollars) + sum(shop_arr_dollars) / 12\n")
+    relaxed = rules("check", str(spec), "--config.file", str(config))
+    warning = (f"{spec}:6: warning: kpis[0].value: shop_arr_dollars is not produced by the agent config {config} "
+               "(fine if another exporter provides it)")
+    assert relaxed.returncode == 0 and warning in relaxed.stderr
+    assert "shop_mrr_dollars is not" not in relaxed.stderr
+    strict = rules("check", str(spec), "--config.file", str(config), "--strict")
+    assert strict.returncode == 1 and warning in strict.stderr and "OK" not in strict.stdout
+
+
+def test_a_directory_without_specs_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = rules("check", str(tmp_path / "empty"))
+    assert result.returncode == 1
+    assert f"{tmp_path / 'empty'}: no KPI spec (*.yaml, *.yml) in this directory" in result.stderr
+
+
+def test_generate_refuses_an_interval_that_does_not_divide_5m(tmp_path):
+    result = rules("generate", str(ROOT / "rules"), "--out", str(tmp_path), "--interval", "45s")
+    assert result.returncode == 2 and "must divide 5m" in result.stderr

@@ -14,6 +14,7 @@ from pathlib import Path
 import bcrypt
 from PIL import Image
 
+from agent.kpi.spec import load_spec
 from tests.browser import Browser
 from tests.helpers import fetch, free_port, wait_until
 from tests.report.stack import MRR, Stack
@@ -149,7 +150,8 @@ async def test_unreachable_prometheus_is_stated_and_exits_5(chromium, tmp_path):
     assert f"Prometheus could not be reached, so no KPI has a value: cannot reach Prometheus at {url}" in result.stderr
     rows, errors, _, _, text = await open_in_browser(chromium, out.as_uri())
     assert errors == []
-    assert [row["cells"][0] for row in rows] == ["Error", "Error", "Error"]
+    kpis = sum(len(load_spec(path).kpis) for path in sorted(specs.glob("*.yaml")))
+    assert [row["cells"][0] for row in rows] == ["Error"] * kpis
     assert all(row["cells"][3] == "unknown" and row["values"][3] is None for row in rows)
     assert f"cannot reach Prometheus at {url}" in text
 

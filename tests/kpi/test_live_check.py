@@ -1,0 +1,140 @@
+"""`rules check --prometheus.url`: a real Prometheus scrapes a small exporter; every selector and value
+expression that matches nothing is reported with its file, line and the matcher to blame."""
+
+import json
+import subprocess
+import sys
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.helpers import fetch, free_port, wait_until
+from tests.tools import require_tool
+
+EXPOSITION = """\
+# TYPE http_requests_total counter
+http_requests_total{path="/a",status="200"} 5
+# TYPE rpc_seconds histogram
+rpc_seconds_bucket{le="0.1"} 1
+rpc_seconds_bucket{le="1.0"} 3
+rpc_seconds_bucket{le="+Inf"} 4
+rpc_seconds_count 4
+rpc_seconds_sum 2
+# TYPE probe_success gauge
+probe_success{target="home"} 1
+# TYPE mrr_dollars gauge
+mrr_dollars 5
+"""
+
+SPEC = """\
+service: s
+kpis:
+  - name: fine
+    window: 30d
+    target: 99%
+    ratio:
+      numerator: http_requests_total{job="app",status="200"}
+      denominator: http_requests_total{job="app"}
+  - name: metric_typo
+    window: 30d
+    target: 99%
+    ratio:
+      numerator: http_request_total{job="app",status="200"}
+      denominator: http_requests_total{job="app"}
+  - name: label_typo
+    window: 30d
+    target: 99%
+    ratio:
+      numerator: http_requests_total{job="app",path="/b"}
+      denominator: http_requests_total{job="app"}
+  - name: no_such_bound
+    window: 30d
+    target: 99%
+    latency: {histogram: 'rpc_seconds{job="app"}', le: 0.5}
+  - name: nothing_failed_yet
+    window: 30d
+    target: 99%
+    ratio:
+      bad: http_requests_total{job="app",status=~"5.."}
+      denominator: http_requests_total{job="app"}
+  - name: probe
+    window: 30d
+    target: 99%
+    bool_gauge: probe_success{job="app",target="home"}
+  - name: revenue
+    window: 30d
+    target: 10
+    value: sum(mrr_dolars{job="app"})
+"""
+
+
+class Exporter(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        body = EXPOSITION.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def prometheus(tmp_path):
+    binary = require_tool("prometheus")
+    exporter = ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
+    threading.Thread(target=exporter.serve_forever, daemon=True).start()
+    port = free_port()
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: app\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{exporter.server_address[1]}']}}]\n")
+    process = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+                                f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def scraped():
+        status, body = fetch(f"{url}/api/v1/query?query={urllib.parse.quote('mrr_dollars')}")
+        return status == 200 and json.loads(body)["data"]["result"]
+
+    try:
+        wait_until(scraped, timeout=60, interval=0.5, what="Prometheus to scrape the exporter")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        exporter.shutdown()
+
+
+def test_selectors_and_values_that_match_nothing_are_named(prometheus, promtool, tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC)
+    result = subprocess.run([sys.executable, "-m", "agent", "rules", "check", str(spec), "--prometheus.url",
+                             prometheus], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines == [
+        f'{spec}:13: kpis[1].ratio.numerator: http_request_total{{job="app",status="200"}} matches no series in the '
+        "last 1d: metric http_request_total has no series in the last 1d (a typo, or not scraped?)",
+        f'{spec}:19: kpis[2].ratio.numerator: http_requests_total{{job="app",path="/b"}} matches no series in the '
+        'last 1d: no series of http_requests_total has path="/b"',
+        f'{spec}:24: kpis[3].latency.histogram: rpc_seconds_bucket{{job="app",le="0.5"}} matches no series in the '
+        'last 1d: no series of rpc_seconds_bucket has le="0.5" (bucket bounds present: 0.1, 1.0, +Inf)',
+        f'{spec}:29: warning: kpis[4].ratio.bad: http_requests_total{{job="app",status=~"5.."}} matches no series '
+        'in the last 1d: no series of http_requests_total has status=~"5.."',
+        f"{spec}:38: kpis[6].value: returns nothing now: no series of mrr_dolars in the last 1d",
+    ]
+
+
+def test_an_unreachable_prometheus_is_a_clear_error(promtool, tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC)
+    result = subprocess.run([sys.executable, "-m", "agent", "rules", "check", str(spec), "--prometheus.url",
+                             f"http://127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith("cannot query Prometheus at http://127.0.0.1:")
+    assert "Traceback" not in result.stderr
