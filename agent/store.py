@@ -1,9 +1,9 @@
-"""The agent's own series store and the prometheus_client Collector that exposes it.
+"""The agent's own series store.
 
-Sources write plain numbers into families (a dict per family, keyed by label values) instead of
-prometheus_client metric objects: an update is one dict operation, with no lock and no per-call object, so hot
-paths (a batch of log lines, a probe) stay cheap. prometheus_client only renders the exposition formats, from
-a snapshot taken on the event loop.
+Sources write plain numbers into families (a dict per family, keyed by label values) instead of client-library
+metric objects: an update is one dict operation, with no lock and no per-call object, so hot paths (a batch of
+log lines, a probe) stay cheap. A scrape copies the store on the event loop (``Store.snapshot``) and
+``agent.exposition`` writes the page from the copy in a worker thread.
 
 Every check sits where a series or a family enters, never on the update path:
 
@@ -23,16 +23,10 @@ before anything changes, so a reload can refuse a bad set and keep the running o
 from __future__ import annotations
 
 import bisect
-import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
-
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString
 
 Kind = Literal["counter", "gauge", "histogram"]
 LabelValues = tuple[str, ...]
@@ -414,53 +408,3 @@ class Store:
 
 SERIES_DROPPED = counter("kpi_agent_series_dropped_total",
                          "New label sets refused because a metric reached its series limit", ["metric"])
-
-
-def render_families(snap: Snapshot) -> Iterator[Metric]:
-    """prometheus_client metric families for a snapshot; same-named families of several groups are merged.
-
-    A sample's labels are its family's (zipped strictly with its values), its group's constant labels, then
-    the global labels whose names it does not already have.
-    """
-    merged: dict[str, Metric] = {}
-    for spec, group_labels, values in snap.families:
-        constant = {**{k: v for k, v in snap.const_labels.items() if k not in spec.labelnames}, **group_labels}
-        metric = merged.get(spec.name)
-        if metric is None:
-            metric = merged[spec.name] = Metric(spec.name, spec.documentation, spec.kind)
-        metric.samples.extend(_samples(spec, values, constant))
-    if snap.dropped:
-        dropped = Metric(SERIES_DROPPED.name, SERIES_DROPPED.documentation, "counter")
-        constant = {k: v for k, v in snap.const_labels.items() if k != "metric"}
-        dropped.samples.extend(Sample("kpi_agent_series_dropped_total", {"metric": name, **constant}, count)
-                               for name, count in sorted(snap.dropped.items()))
-        merged[dropped.name] = dropped
-    yield from merged.values()
-
-
-def _samples(spec: FamilySpec, values: dict, constant: dict[str, str]) -> Iterator[Sample]:
-    names = spec.labelnames
-    if spec.kind == "histogram":
-        bounds = [floatToGoString(b) for b in (*spec.bounds, math.inf)]
-        for labels, state in values.items():
-            base = {**dict(zip(names, labels, strict=True)), **constant}
-            cumulative = 0.0
-            for bound, count in zip(bounds, state[:-1], strict=True):
-                cumulative += count
-                yield Sample(f"{spec.name}_bucket", {**base, "le": bound}, cumulative)
-            yield Sample(f"{spec.name}_count", base, cumulative)
-            yield Sample(f"{spec.name}_sum", base, state[-1])
-        return
-    name = f"{spec.name}_total" if spec.kind == "counter" else spec.name
-    for labels, value in values.items():
-        yield Sample(name, {**dict(zip(names, labels, strict=True)), **constant}, value)
-
-
-class SnapshotCollector(Collector):
-    """Yields the families of one snapshot; safe to render from a worker thread."""
-
-    def __init__(self, snap: Snapshot):
-        self._snap = snap
-
-    def collect(self) -> Iterator[Metric]:
-        return render_families(self._snap)

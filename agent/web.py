@@ -19,15 +19,12 @@ import gzip
 import logging
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
-from prometheus_client import ProcessCollector
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import Collector
 
-from agent import __version__, statuspage
+from agent import __version__, exposition, statuspage
 from agent.listener import ConnectionGuard, ListenAddress, connection_of, listen
 from agent.selfmetrics import (
     CLOSE_REASONS,
@@ -39,7 +36,7 @@ from agent.selfmetrics import (
     HTTP_RESPONSE_SIZE,
     WEB_CONFIG_OK,
 )
-from agent.store import Group, Snapshot, Store, render_families
+from agent.store import Group, Snapshot, Store
 from agent.webconfig import Authenticator, LiveWebConfig, TokenBucket
 
 log = logging.getLogger(__name__)
@@ -67,23 +64,11 @@ class AgentView(Protocol):
 # Below this size gzip costs more CPU than it saves on the wire.
 _GZIP_MIN_BYTES = 1024
 
-_PROCESS = ProcessCollector(registry=None)
-
-
-class _Exposition(Collector):
-    def __init__(self, snap: Snapshot):
-        self._snap = snap
-
-    def collect(self) -> Iterator[Any]:
-        yield from render_families(self._snap)
-        yield from _PROCESS.collect()
-
-
 def render(snap: Snapshot, accept: str, accept_encoding: str) -> tuple[bytes, dict[str, str]]:
-    """Exposition bytes and headers for one scrape (content negotiation as prometheus_client does it)."""
-    encoder, content_type = choose_encoder(accept)
-    body = encoder(_Exposition(snap))
-    headers = {"Content-Type": content_type}
+    """Exposition bytes and headers for one scrape: OpenMetrics when asked for, gzip when accepted."""
+    openmetrics = exposition.wants_openmetrics(accept)
+    body = exposition.render(snap, openmetrics)
+    headers = {"Content-Type": exposition.OPENMETRICS if openmetrics else exposition.TEXT}
     if "gzip" in accept_encoding and len(body) >= _GZIP_MIN_BYTES:
         body = gzip.compress(body, compresslevel=1)
         headers["Content-Encoding"] = "gzip"

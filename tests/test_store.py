@@ -4,9 +4,9 @@ that make a duplicate or mislabelled series impossible."""
 import subprocess
 
 import pytest
-from prometheus_client.exposition import generate_latest
 
-from agent.store import Group, SchemaError, SnapshotCollector, Store, counter, gauge, histogram
+from agent.exposition import render
+from agent.store import Group, SchemaError, Store, counter, gauge, histogram
 from tests.helpers import render_store
 
 
@@ -150,7 +150,7 @@ def test_snapshot_is_isolated_from_later_writes():
     total.inc()
     snap = store.snapshot()
     total.inc(amount=5)
-    text = generate_latest(SnapshotCollector(snap)).decode()
+    text = render(snap, process=False).decode()
     assert "c_total 1.0" in text
 
 

@@ -14,9 +14,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.utils import floatToGoString
-
 from agent import yamlsrc
+from agent.exposition import go_float
 from agent.kpi.units import DEFAULT_UNIT, UNITS
 from agent.yamlsrc import Fields, Report
 
@@ -168,7 +167,7 @@ def bound_spellings(bound: float) -> list[str]:
         go = f"{mantissa}e{'+' if exponent >= 0 else '-'}{abs(exponent):02d}"
     else:
         go = f"{digits:f}"
-    return list(dict.fromkeys([floatToGoString(bound), go]))
+    return list(dict.fromkeys([go_float(bound), go]))
 
 
 def bound_matcher(bound: float) -> Matcher:

@@ -1,0 +1,154 @@
+"""The exposition formats, written from a store snapshot: Prometheus text 0.0.4 and OpenMetrics 1.0.0.
+
+The running agent does not import prometheus_client (about 5 MiB of memory on every node for what is a few
+string rules); the formats are the ones its encoders write, and the tests hold this output to them: every
+page is parsed by prometheus_client's parsers and checked by ``promtool check metrics``. Families of one
+name from several groups are written as one family; a series' labels are its family's (in declared order),
+then the global labels it does not already have, overridden by its group's constant labels.
+
+Also here: the ``process_*`` families (CPU, memory, descriptors, start time) read from /proc, the same
+names and meaning as client libraries export.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+from collections.abc import Callable, Iterator
+
+from agent.selfmetrics import PROCESS_FAMILIES
+from agent.store import SERIES_DROPPED, FamilySpec, Snapshot
+
+TEXT = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """Content negotiation as Prometheus does it: OpenMetrics when the Accept header lists it."""
+    return any(part.split(";", 1)[0].strip() == "application/openmetrics-text" for part in accept.split(","))
+
+
+def go_float(value: float) -> str:
+    """A sample value or bucket bound the way Go (and the Prometheus client libraries) write it."""
+    if value == math.inf:
+        return "+Inf"
+    if value == -math.inf:
+        return "-Inf"
+    if value != value:
+        return "NaN"
+    text = repr(float(value))
+    dot = text.find(".")
+    if value > 0 and dot > 6:  # Go switches to an exponent sooner than Python: 1e+06, not 1000000.0
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1:]}".rstrip("0.")
+        return f"{mantissa}e+0{dot - 1}"
+    return text
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _help(text: str, openmetrics: bool) -> str:
+    escaped = text.replace("\\", "\\\\").replace("\n", "\\n")
+    return escaped.replace('"', '\\"') if openmetrics else escaped
+
+
+def render(snap: Snapshot, openmetrics: bool = False, process: bool = True) -> bytes:
+    """One scrape's page."""
+    out: list[str] = []
+    write = out.append
+    merged: dict[str, tuple[FamilySpec, list[tuple[dict[str, str], dict]]]] = {}
+    for spec, group_labels, values in snap.families:
+        merged.setdefault(spec.name, (spec, []))[1].append((group_labels, values))
+    for spec, parts in merged.values():
+        _header(write, spec, openmetrics)
+        for group_labels, values in parts:
+            constant = {k: v for k, v in snap.const_labels.items() if k not in spec.labelnames}
+            constant.update(group_labels)
+            _series(write, spec, values, ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(constant.items())))
+    if snap.dropped:
+        _header(write, SERIES_DROPPED, openmetrics)
+        global_labels = "".join(f',{k}="{_escape(v)}"' for k, v in sorted(snap.const_labels.items()) if k != "metric")
+        for name, count in sorted(snap.dropped.items()):
+            labels = f'metric="{_escape(name)}"{global_labels}'
+            write(f"kpi_agent_series_dropped_total{{{labels}}} {go_float(count)}\n")
+    if process:
+        for spec, value in process_samples():
+            _header(write, spec, openmetrics)
+            write(f"{spec.sample_names[0]} {go_float(value)}\n")
+    if openmetrics:
+        write("# EOF\n")
+    return "".join(out).encode("utf-8")
+
+
+Write = Callable[[str], None]
+
+
+def _header(write: Write, spec: FamilySpec, openmetrics: bool) -> None:
+    name = spec.name if openmetrics or spec.kind != "counter" else f"{spec.name}_total"
+    write(f"# HELP {name} {_help(spec.documentation, openmetrics)}\n# TYPE {name} {spec.kind}\n")
+
+
+def _series(write: Write, spec: FamilySpec, values: dict, constant: str) -> None:
+    names = spec.labelnames
+    if spec.kind == "histogram":
+        bounds = [go_float(b) for b in (*spec.bounds, math.inf)]
+        for labels, state in values.items():
+            base = ",".join([*(f'{n}="{_escape(v)}"' for n, v in zip(names, labels, strict=True)),
+                             *([constant] if constant else [])])
+            prefix = f"{base}," if base else ""
+            cumulative = 0.0
+            for bound, count in zip(bounds, state[:-1], strict=True):
+                cumulative += count
+                write(f'{spec.name}_bucket{{{prefix}le="{bound}"}} {go_float(cumulative)}\n')
+            braces = f"{{{base}}}" if base else ""
+            write(f"{spec.name}_count{braces} {go_float(cumulative)}\n{spec.name}_sum{braces} {go_float(state[-1])}\n")
+        return
+    name = spec.sample_names[0]
+    if not names:
+        braces = f"{{{constant}}}" if constant else ""
+        for value in values.values():
+            write(f"{name}{braces} {go_float(value)}\n")
+        return
+    tail = f",{constant}}} " if constant else "} "
+    for labels, value in values.items():
+        pairs = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, labels, strict=True))
+        write(f"{name}{{{pairs}{tail}{go_float(value)}\n")
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = resource.getpagesize()
+
+
+def _boot_time() -> float:
+    with open("/proc/stat", "rb") as stat:
+        for line in stat:
+            if line.startswith(b"btime "):
+                return float(line.split()[1])
+    return 0.0
+
+
+_BOOT = _boot_time()
+
+
+def process_samples() -> Iterator[tuple[FamilySpec, float]]:
+    """The process_* families, from /proc/self (Linux)."""
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+        descriptors = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return
+    times = os.times()
+    values = {
+        "process_cpu_seconds": times.user + times.system,
+        "process_virtual_memory_bytes": float(fields[20]),
+        "process_resident_memory_bytes": float(fields[21]) * _PAGE,
+        "process_start_time_seconds": _BOOT + float(fields[19]) / _TICKS,
+        "process_open_fds": float(descriptors),
+        "process_max_fds": float(resource.getrlimit(resource.RLIMIT_NOFILE)[0]),
+    }
+    for spec in PROCESS_FAMILIES:
+        yield spec, values[spec.name]
+
