@@ -1,8 +1,8 @@
 """Where the agent listens, and the guard in front of every connection to it.
 
-aiohttp has no limit on connections and no deadline for a request's head: 500 clients sending half a request
-each held 500 descriptors for as long as they liked, until real scrapes and probes failed for lack of them.
-``GuardedProtocol`` wraps aiohttp's protocol for each connection:
+Without a guard, 500 clients sending half a request each held 500 descriptors for as long as they liked,
+until real scrapes and probes failed for lack of them. Every connection (``agent.httpserver.Connection``)
+obeys the guard:
 
 - at most ``max_connections`` are open. A new one beyond that evicts the longest-idle keep-alive connection,
   else the one that has waited longest for its request head: a scraper sends its head at once and is served,
@@ -24,12 +24,11 @@ import ipaddress
 import logging
 import re
 import resource
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from agent.httpserver import Connection, Handler
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +91,12 @@ class ConnectionGuard:
         self.idle_timeout = idle_timeout
         self.on_close = on_close  # called with the reason of every connection the guard closes
         self.allowed_sans = allowed_sans
-        self.open: dict[GuardedProtocol, None] = {}  # insertion order: oldest first
+        self.open: dict[Connection, None] = {}  # insertion order: oldest first
 
-    def admit(self, connection: GuardedProtocol) -> bool:
+    def admit(self, connection: Connection) -> bool:
         if len(self.open) >= self.max_connections:
-            waiting = [c for c in self.open if c.state != "busy"]
+            # never one being served, nor one whose last response is still being written
+            waiting = [c for c in self.open if c.state != "busy" and c.flushed]
             if not waiting:
                 self.on_close("limit")
                 return False
@@ -106,115 +106,16 @@ class ConnectionGuard:
         self.open[connection] = None
         return True
 
-    def protocol_factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], GuardedProtocol]:
-        return lambda: GuardedProtocol(inner, self)
 
-
-class GuardedProtocol(asyncio.Protocol):
-    """aiohttp's protocol for one connection, behind the guard's limit and head deadline."""
-
-    def __init__(self, inner_factory: Callable[[], asyncio.Protocol], guard: ConnectionGuard):
-        self._inner_factory = inner_factory
-        self._guard = guard
-        self._inner: Any = None
-        self._transport: asyncio.Transport | None = None
-        self._deadline: asyncio.TimerHandle | None = None
-        self.state = "head"  # head: waiting for a request head; busy: serving a request; idle: kept alive
-        self.since = time.monotonic()  # when the state began
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)  # a stream server: TCP or TLS
-        self._transport = transport
-        if not self._guard.admit(self):
-            transport.abort()
-            return
-        allowed = self._guard.allowed_sans()
-        if allowed is not None and not _has_allowed_san(transport.get_extra_info("peercert"), allowed):
-            self.close("tls_san")
-            return
-        self._arm(self._guard.header_timeout, "header_timeout")
-        self._inner = self._inner_factory()
-        self._inner.connection_made(transport)
-
-    # aiohttp's handler is told when a request starts and ends by the web middleware (see web.py), through
-    # the connection found on the request's transport.
-    def request_started(self) -> None:
-        self.state, self.since = "busy", time.monotonic()
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def request_done(self) -> None:
-        self.state, self.since = "idle", time.monotonic()
-        self._arm(self._guard.idle_timeout, "idle_timeout")
-
-    def _arm(self, seconds: float, reason: str) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-        self._deadline = asyncio.get_running_loop().call_later(seconds, self.close, reason)
-
-    def close(self, reason: str) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        self._guard.open.pop(self, None)
-        self._guard.on_close(reason)
-        if self._transport is not None:
-            self._transport.abort()
-
-    def data_received(self, data: bytes) -> None:
-        if self.state == "idle":  # the next request begins: its head has header_timeout to arrive
-            self.state, self.since = "head", time.monotonic()
-            self._arm(self._guard.header_timeout, "header_timeout")
-        if self._inner is not None:
-            self._inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self._inner.eof_received() if self._inner is not None else None
-
-    def pause_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        self._guard.open.pop(self, None)
-        if self._inner is not None:
-            self._inner.connection_lost(exc)
-
-
-def connection_of(request: web.Request) -> GuardedProtocol | None:
-    """The guarded connection a request arrived on."""
-    transport = request.transport
-    protocol = transport.get_protocol() if transport is not None else None
-    return protocol if isinstance(protocol, GuardedProtocol) else None
-
-
-def _has_allowed_san(peercert: dict[str, Any] | None, allowed: list[str]) -> bool:
-    """exporter-toolkit's check: some DNS, IP, e-mail or URI SAN of the client certificate is in the list."""
-    if not peercert:
-        return False
-    values = {value for kind, value in peercert.get("subjectAltName", ())
-              if kind in ("DNS", "IP Address", "email", "URI")}
-    return bool(values & set(allowed))
-
-
-async def listen(runner: web.AppRunner, addresses: list[ListenAddress], guard: ConnectionGuard,
+async def listen(handler: Handler, addresses: list[ListenAddress], guard: ConnectionGuard,
                  ssl_context: Any = None) -> list[asyncio.Server]:
-    """One asyncio server per address, every connection behind ``guard``."""
+    """One asyncio server per address, every connection an ``httpserver.Connection`` behind ``guard``."""
     loop = asyncio.get_running_loop()
-    factory = guard.protocol_factory(runner.server)  # type: ignore[arg-type]
     servers = []
     try:
         for address in addresses:
-            servers.append(await loop.create_server(factory, address.host, address.port, ssl=ssl_context,
-                                                    reuse_address=True, backlog=128))
+            servers.append(await loop.create_server(lambda: Connection(handler, guard), address.host,
+                                                    address.port, ssl=ssl_context, reuse_address=True, backlog=128))
     except OSError:
         for server in servers:
             server.close()

@@ -5,11 +5,12 @@ a server on a shared network needs.
 thread, so a large exposition never stalls probes or log reading. There is deliberately no /probe?target=
 endpoint: targets come only from the config, so the agent cannot be used as an open proxy.
 
-Every request passes one middleware, in exporter-toolkit's order: response headers from the web config, the
-rate limit (429), basic auth (401; bcrypt off the event loop, see webconfig.Authenticator), and for requests
-that change state (POST/PUT /-/reload) a same-origin check (403), so a web page an operator visits cannot make
-their browser reload the agent. Connections are guarded by agent.listener (limit, head deadline). Each
-request is counted and timed per handler in the agent's own metrics.
+Every request passes the same steps, in exporter-toolkit's order: the rate limit (429), basic auth (401;
+bcrypt off the event loop, see webconfig.Authenticator), for requests that change state (POST/PUT /-/reload)
+a same-origin check (403), so a web page an operator visits cannot make their browser reload the agent, then
+the route, and the web config's response headers on whatever is answered. The protocol is agent.httpserver's
+and connections are guarded by agent.listener (limit, head deadline). Each request is counted and timed per
+handler in the agent's own metrics.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from aiohttp import web
-
 from agent import __version__, exposition, statuspage
-from agent.listener import ConnectionGuard, ListenAddress, connection_of, listen
+from agent.httpserver import Handler, Request, Response
+from agent.listener import ConnectionGuard, ListenAddress, listen
 from agent.selfmetrics import (
     CLOSE_REASONS,
     HTTP_CONNECTIONS,
@@ -41,7 +41,6 @@ from agent.webconfig import Authenticator, LiveWebConfig, TokenBucket
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = tuple[str, str, Handler]  # method, path, handler
 
 
@@ -96,7 +95,9 @@ class Server:
     def __init__(self, routes: list[Route], group: Group, web_config: LiveWebConfig | None = None,
                  max_connections: int = 512, header_timeout: float = 10.0):
         self.web_config = web_config
-        self.handlers = tuple(dict.fromkeys(path for _, path, _ in routes))
+        self._routes: dict[str, dict[str, Handler]] = {}
+        for method, path, handler in routes:
+            self._routes.setdefault(path, {})[method] = handler
         self._requests = group.counter(HTTP_REQUESTS)
         self._duration = group.histogram(HTTP_DURATION)
         self._size = group.histogram(HTTP_RESPONSE_SIZE)
@@ -105,7 +106,7 @@ class Server:
         self._config_ok = group.gauge(WEB_CONFIG_OK)
         for reason in CLOSE_REASONS:
             self._closed.ensure((reason,))
-        for path in self.handlers:
+        for path in self._routes:
             self._duration.ensure((path,))
         group.gauge(HTTP_CONNECTIONS_LIMIT).set((), max_connections)
         if web_config is not None:
@@ -117,18 +118,11 @@ class Server:
                                   and tls.client_allowed_sans is not None else None))
         self._authenticator = Authenticator()
         self._bucket = TokenBucket()
-        self.app = web.Application(middlewares=[self._middleware])
-        for method, path, handler in routes:
-            self.app.router.add_route(method, path, handler)
-        self._runner: web.AppRunner | None = None
         self._servers: list[asyncio.Server] = []
 
     async def start(self, addresses: list[ListenAddress]) -> None:
-        # aiohttp's own keep-alive timer outlives the guard's idle timeout: the guard decides
-        self._runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=self.guard.idle_timeout + 60)
-        await self._runner.setup()
         context = self.web_config.listening_context() if self.web_config else None
-        self._servers = await listen(self._runner, addresses, self.guard, context)
+        self._servers = await listen(self._answer, addresses, self.guard, context)
 
     @property
     def bound_port(self) -> int | None:
@@ -142,88 +136,84 @@ class Server:
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
-        if self._runner is not None:  # closes every open connection
-            await self._runner.cleanup()
+        for connection in list(self.guard.open):
+            connection.close(None)
+        for server in self._servers:
+            await server.wait_closed()
         self._authenticator.close()
 
-    @web.middleware
-    async def _middleware(self, request: web.Request,
-                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def _answer(self, request: Request) -> Response:
+        """Every request: rate limit, auth, the same-origin check, the route; then headers and metrics."""
         started = time.perf_counter()
-        connection = connection_of(request)
-        if connection is not None:
-            connection.request_started()
         config = self.web_config.current() if self.web_config else None
-        response: web.StreamResponse
+        methods = self._routes.get(request.path)
+        handler = methods.get("GET" if request.method == "HEAD" else request.method) if methods else None
         if config is not None and not self._bucket.allow(config.rate_limit):
-            response = web.Response(status=429, text="Too Many Requests\n")
+            response = Response.text("Too Many Requests\n", 429)
         elif config is not None and config.basic_auth_users and not await self._authenticator.authorized(
-                request.headers.get("Authorization", ""), config.basic_auth_users):
-            response = web.Response(status=401, text="Unauthorized\n",
-                                    headers={"WWW-Authenticate": 'Basic realm="kpi-agent"'})
+                request.header("Authorization"), config.basic_auth_users):
+            response = Response.text("Unauthorized\n", 401, **{"WWW-Authenticate": 'Basic realm="kpi-agent"'})
         elif request.method not in ("GET", "HEAD", "OPTIONS") and not _same_origin(request):
-            response = web.Response(status=403, text="Cross-origin requests may not change the agent's state\n")
+            response = Response.text("Cross-origin requests may not change the agent's state\n", 403)
+        elif methods is None:
+            response = Response.text("404: Not Found\n", 404)
+        elif handler is None:
+            allowed = ", ".join(sorted({*methods, *(["HEAD"] if "GET" in methods else [])}))
+            response = Response.text("405: Method Not Allowed\n", 405, Allow=allowed)
         else:
-            try:
-                response = await handler(request)
-            except web.HTTPException as exc:  # 404, 405: answered here so they are counted like the rest
-                response = web.Response(status=exc.status, text=exc.text, headers=exc.headers)
+            response = await handler(request)
         if config is not None:
             response.headers.update(config.headers)
-        await response.prepare(request)
-        await response.write_eof()
-        route = request.match_info.route.resource
-        name = route.canonical if route is not None and route.canonical in self.handlers else "other"
+        name = request.path if methods is not None else "other"
         self._requests.inc((name, str(response.status)))
         self._duration.observe((name,), time.perf_counter() - started)
-        self._size.observe((name,), float(response.body_length))
-        if connection is not None:
-            connection.request_done()
+        self._size.observe((name,), float(len(response.body)))
         return response
 
 
-def _same_origin(request: web.Request) -> bool:
+def _same_origin(request: Request) -> bool:
     """False for a request a browser sent from another site (CSRF): by Sec-Fetch-Site, else by Origin. Tools
     (curl, Prometheus, kubectl) send neither and pass."""
-    fetch_site = request.headers.get("Sec-Fetch-Site")
+    fetch_site = request.headers.get("sec-fetch-site")
     if fetch_site is not None:
         return fetch_site in ("same-origin", "none")
-    origin = request.headers.get("Origin")
+    origin = request.headers.get("origin")
     if origin is None:
         return True
     return origin != "null" and urllib.parse.urlsplit(origin).netloc.lower() == request.host.lower()
 
 
-def _handler(agent: AgentView, func: Callable[[AgentView, web.Request], Awaitable[web.StreamResponse]]) -> Handler:
-    async def handle(request: web.Request) -> web.StreamResponse:
+def _handler(agent: AgentView, func: Callable[[AgentView, Request], Awaitable[Response]]) -> Handler:
+    async def handle(request: Request) -> Response:
         return await func(agent, request)
 
     return handle
 
 
-async def _metrics(agent: AgentView, request: web.Request) -> web.Response:
+async def _metrics(agent: AgentView, request: Request) -> Response:
     snap = agent.store.snapshot()
     loop = asyncio.get_running_loop()
     body, headers = await loop.run_in_executor(
-        None, render, snap, request.headers.get("Accept", ""), request.headers.get("Accept-Encoding", ""))
-    return web.Response(body=body, headers=headers)
+        None, render, snap, request.header("Accept"), request.header("Accept-Encoding"))
+    content_type = headers.pop("Content-Type")
+    return Response(200, body, content_type, headers)
 
 
-async def _healthy(request: web.Request) -> web.Response:
-    return web.Response(text="Healthy.\n")
+async def _healthy(request: Request) -> Response:
+    return Response.text("Healthy.\n")
 
 
-async def _ready(agent: AgentView, request: web.Request) -> web.Response:
+async def _ready(agent: AgentView, request: Request) -> Response:
     if agent.ready:
-        return web.Response(text="Ready.\n")
-    return web.Response(status=503, text="Not ready: sources are starting.\n")
+        return Response.text("Ready.\n")
+    return Response.text("Not ready: sources are starting.\n", 503)
 
 
-async def _reload(agent: AgentView, request: web.Request) -> web.Response:
+async def _reload(agent: AgentView, request: Request) -> Response:
     error = await agent.reload()
     if error:
-        return web.Response(status=500, text=f"Reload failed; the previous config keeps running.\n{error}\n")
-    return web.Response(text="Reloaded.\n")
+        return Response.text(f"Reload failed; the previous config keeps running.\n{error}\n", 500)
+    return Response.text("Reloaded.\n")
 
 
 def _agent_facts(agent: AgentView) -> dict[str, Any]:
@@ -240,14 +230,13 @@ def _agent_facts(agent: AgentView) -> dict[str, Any]:
     }
 
 
-async def _status(agent: AgentView, request: web.Request) -> web.Response:
-    return web.json_response(_agent_facts(agent))
+async def _status(agent: AgentView, request: Request) -> Response:
+    return Response.json(_agent_facts(agent))
 
 
-async def _sources(agent: AgentView, request: web.Request) -> web.Response:
-    return web.json_response(agent.source_status())
+async def _sources(agent: AgentView, request: Request) -> Response:
+    return Response.json(agent.source_status())
 
 
-async def _index(agent: AgentView, request: web.Request) -> web.Response:
-    page = statuspage.render(_agent_facts(agent), agent.source_status())
-    return web.Response(text=page, content_type="text/html")
+async def _index(agent: AgentView, request: Request) -> Response:
+    return Response.html(statuspage.render(_agent_facts(agent), agent.source_status()))

@@ -15,8 +15,8 @@ import time
 from collections.abc import Sequence
 
 import aiohttp
-from aiohttp import web
 
+from agent.httpserver import Request, Response
 from agent.kpi.spec import ServiceSpec
 from agent.listener import ListenAddress
 from agent.report.model import collect
@@ -72,13 +72,13 @@ class Scoreboard:
 
 
 def routes(board: Scoreboard) -> list[Route]:
-    async def index(request: web.Request) -> web.Response:
-        page = await board.page()
-        return web.Response(text=page, content_type="text/html", charset="utf-8",
-                            headers={"Cache-Control": "no-store"})
+    async def index(request: Request) -> Response:
+        response = Response.html(await board.page())
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
-    async def healthy(request: web.Request) -> web.Response:
-        return web.Response(text="OK\n")
+    async def healthy(request: Request) -> Response:
+        return Response.text("OK\n")
 
     return [("GET", "/", index), ("GET", "/-/healthy", healthy)]
 
