@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --with-tools
 .venv/bin/ruff check agent tests
 .venv/bin/mypy
-exec .venv/bin/python -m pytest -q "$@"
+# every test, the slow ones too (a bare `pytest` skips them: pyproject.toml's addopts)
+exec .venv/bin/python -m pytest -q -m "slow or not slow" "$@"

@@ -10,6 +10,8 @@ import pytest
 from tests.helpers import fetch, free_port, wait_until
 from tests.tools import require_tool
 
+pytestmark = pytest.mark.slow  # a real Prometheus scraping a real agent
+
 
 @pytest.fixture
 def processes():

@@ -17,6 +17,7 @@ import urllib.parse
 from pathlib import Path
 
 import aiohttp
+import pytest
 import yaml
 from aiohttp import web
 
@@ -24,6 +25,8 @@ from agent.kpi import grafana
 from agent.kpi.spec import load_spec
 from tests.helpers import free_port
 from tests.tools import require_tool
+
+pytestmark = pytest.mark.slow  # the shipped files through a real Prometheus and Alertmanager to a page
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"

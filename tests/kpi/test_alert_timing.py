@@ -28,6 +28,7 @@ def test_page_fires_within_one_evaluation_of_the_workbook_time(promtool, tmp_pat
     assert 0 <= late <= EVALUATION
 
 
+@pytest.mark.slow
 def test_ticket_fires_within_one_evaluation_of_the_workbook_time(promtool, tmp_path):
     # 2% at 99.9%: the 1d window reaches 3x after 3.6 hours (three days of healthy history first)
     late = fired_after_workbook(promtool, tmp_path, render_prometheus(spec_from(SPEC), "s.yaml"), "ticket", 0.02)

@@ -115,6 +115,7 @@ def test_openslo_ratio_slos_translate_and_the_rest_is_reported(tmp_path):
     ("sloth", "sloth.yml", "requests_availability", 'http_requests_total{{job="checkout",code="{code}"}}'),
     ("openslo", "openslo-v1alpha.yml", "search_availability", 'search_requests_total{{code="{code}"}}'),
 ])
+@pytest.mark.slow
 def test_imported_specs_page_at_the_workbook_times(promtool, tmp_path, source, file, kpi, series):
     import_(source, DATA / file, out=tmp_path / "spec")
     (written,) = (tmp_path / "spec").glob("*.yaml")

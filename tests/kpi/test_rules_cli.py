@@ -1,9 +1,12 @@
 """`kpi-agent rules check|generate|test` as a user runs them."""
 
+import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).parents[2]
@@ -74,6 +77,7 @@ def test_generate_refuses_a_bad_spec(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_rules_test_passes_on_every_example(promtool, tmp_path):
     result = rules("test", str(ROOT / "rules"), "--out", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -82,6 +86,7 @@ def test_rules_test_passes_on_every_example(promtool, tmp_path):
     assert generated and all(yaml.safe_load(p.read_text())["tests"] for p in generated)
 
 
+@pytest.mark.slow
 def test_generated_tests_catch_each_broken_burn_threshold(promtool, tmp_path):
     """Break one window pair's threshold at a time: the generated page-tier tests must notice each."""
     from agent.kpi.compiler import render_prometheus
@@ -91,19 +96,26 @@ def test_generated_tests_catch_each_broken_burn_threshold(promtool, tmp_path):
     shop = load_spec(ROOT / "rules" / "shop.yaml")
     spec = ServiceSpec(shop.file, shop.service, tuple(k for k in shop.kpis if k.name == "checkout_availability"))
     files, _ = generate_tests(spec, "rules.yml")
-    (tmp_path / "page.test.yml").write_text(files["shop.checkout_availability.eval1m.test.yml"])
     rules_text = render_prometheus(spec, "shop.yaml")
-    for broken in (rules_text.replace("> 14.4", "> 144"), rules_text.replace("> 6 ", "> 60 "),
-                   rules_text.replace("> 14.4", "> 1.44")):
-        assert broken != rules_text
-        (tmp_path / "rules.yml").write_text(broken)
-        result = subprocess.run([promtool, "test", "rules", "page.test.yml"], cwd=tmp_path, capture_output=True,
-                                text=True)
-        assert result.returncode == 1 and "FAILED" in result.stdout + result.stderr
-    (tmp_path / "rules.yml").write_text(rules_text)
-    result = subprocess.run([promtool, "test", "rules", "page.test.yml"], cwd=tmp_path, capture_output=True,
-                            text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    variants = {"intact": rules_text, "page 1h at 144": rules_text.replace("> 14.4", "> 144"),
+                "page 6h at 60": rules_text.replace("> 6 ", "> 60 "),
+                "page 1h at 1.44": rules_text.replace("> 14.4", "> 1.44")}
+    assert len(set(variants.values())) == len(variants)
+
+    def run(name: str) -> subprocess.CompletedProcess:
+        directory = tmp_path / name.replace(" ", "-")
+        directory.mkdir()
+        (directory / "page.test.yml").write_text(files["shop.checkout_availability.eval1m.test.yml"])
+        (directory / "rules.yml").write_text(variants[name])
+        return subprocess.run([promtool, "test", "rules", "page.test.yml"], cwd=directory, capture_output=True,
+                              text=True)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # independent promtool runs, at once
+        results = dict(zip(variants, pool.map(run, variants), strict=True))
+    intact = results.pop("intact")
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    for name, result in results.items():
+        assert result.returncode == 1 and "FAILED" in result.stdout + result.stderr, name
 
 
 def test_strict_turns_warnings_into_errors_and_value_kpis_are_cross_checked(promtool, tmp_path):

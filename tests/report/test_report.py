@@ -12,12 +12,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import bcrypt
+import pytest
 from PIL import Image
 
 from agent.kpi.spec import load_spec
 from tests.browser import Browser
 from tests.helpers import fetch, free_port, wait_until
 from tests.report.stack import MRR, Stack
+
+pytestmark = pytest.mark.slow  # a real shop, agent and Prometheus with recorded history, and Chromium
 
 AGENT = [sys.executable, "-m", "agent"]
 PERIOD = "30s"

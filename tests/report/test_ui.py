@@ -19,6 +19,8 @@ from tests.helpers import fetch, free_port, scrape, wait_until
 from tests.report.stack import MRR, Stack
 from tests.report.test_report import GREEN, RED, ROWS, blank_share, colour_pixels, percent
 
+pytestmark = pytest.mark.slow  # a real shop, agent and Prometheus with recorded history, and Chromium
+
 AGENT = [sys.executable, "-m", "agent"]
 REFRESH = 4.0
 GENERATED = "document.querySelector('header time').textContent"

@@ -179,6 +179,7 @@ async def test_a_missing_journal_is_an_error_until_it_appears(journal, context):
     await run.stop()
 
 
+@pytest.mark.slow
 def test_sigkill_then_restart_loses_and_doubles_nothing(journal, tmp_path, start_agent):
     positions = tmp_path / "positions.json"
     config = tmp_path / "agent.yaml"

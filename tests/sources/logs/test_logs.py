@@ -329,6 +329,7 @@ async def _equals(result, expected) -> bool:
     return await result == expected
 
 
+@pytest.mark.slow
 def test_sigkill_then_restart_reads_what_was_written_while_down(tmp_path, start_agent):
     log = tmp_path / "access.log"
     append(log, *[nginx_line()] * 20)

@@ -185,6 +185,7 @@ async def test_container_lines_survive_rotation_and_restart(tmp_path, context, m
     await again.stop()
 
 
+@pytest.mark.slow
 def test_sigkill_with_records_pending_counts_each_once(tmp_path, start_agent):
     log = tmp_path / POD_LOG
     log.parent.mkdir(parents=True)
