@@ -119,6 +119,7 @@ def _check_series(parsed: list[_Parsed], global_: GlobalConfig, report: Report) 
         agent.register(spec)
     store.swap(add=[agent])
     builtin = {spec.name: kind.name for kind in KINDS.values() for spec in kind.builtin}
+    own_builtin = {kind.name: frozenset(kind.builtin) for kind in KINDS.values()}
     for item in parsed:
         kind = KINDS[item.kind]
         data = kind.data_group(item.config, item.path)
@@ -128,7 +129,7 @@ def _check_series(parsed: list[_Parsed], global_: GlobalConfig, report: Report) 
             stats.register(spec)
         for declared in kind.families(item.config):
             owner = builtin.get(declared.spec.name)
-            if owner is not None and declared.spec not in kind.builtin:
+            if owner is not None and declared.spec not in own_builtin[kind.name]:
                 report.error(declared.line, declared.field, f"{declared.spec.name} is a name every {owner} source "
                                                             "exports")
                 continue
