@@ -25,9 +25,21 @@ from aiohttp import web
 
 from agent import __version__
 from agent.config import AgentConfig, ConfigError
-from agent.selfmetrics import BUILD_INFO, CRASHES, PROCESS_FAMILIES, RELOAD_OK, RELOAD_TIME, RELOADS, SOURCES
+from agent.selfmetrics import (
+    BUILD_INFO,
+    CRASHES,
+    PROBE_DELAY,
+    PROCESS_FAMILIES,
+    RELOAD_OK,
+    RELOAD_TIME,
+    RELOADS,
+    SOURCES,
+)
+from agent.shard import UNSHARDED, Shard
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.http import trace_config
+from agent.sources.http.slots import ProbeSlots
+from agent.sources.http.tls import TlsContexts
 from agent.sources.kinds import KINDS
 from agent.sources.logs.positions import Positions
 from agent.store import Group, SchemaError, Store
@@ -61,8 +73,9 @@ class Agent:
     """One running agent. ``load`` returns a fresh validated config (or raises ConfigError) on each call."""
 
     def __init__(self, load: Callable[[], AgentConfig], listen: list[str] | str = ":9910",
-                 web_config: WebConfig | None = None):
+                 web_config: WebConfig | None = None, shard: Shard = UNSHARDED):
         self._load = load
+        self.shard = shard
         self.listen = [ListenAddress.parse(a) for a in ([listen] if isinstance(listen, str) else listen)]
         self.web_config = web_config
         self.config = load()
@@ -82,6 +95,7 @@ class Agent:
         self._reloads = own.counter(RELOADS)
         self._crashes = own.counter(CRASHES)
         self._source_count = own.gauge(SOURCES)
+        self._probe_delay = own.histogram(PROBE_DELAY)
         own.gauge(BUILD_INFO).set((__version__, platform.python_version()), 1)
         for result in ("success", "failure"):
             self._reloads.ensure((result,))
@@ -105,10 +119,10 @@ class Agent:
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, force_close=True),
             cookie_jar=aiohttp.DummyCookieJar())
         self._positions = Positions(self.config.positions_file)
-        self._context = SourceContext(self._session, asyncio.Semaphore(self.config.global_.max_concurrent_probes),
-                                      self._positions)
+        self._context = SourceContext(self._session, ProbeSlots(self.config.global_.max_concurrent_probes),
+                                      self._positions, TlsContexts(), self.store, self.shard, self._probe_delay)
         try:
-            self._apply(self.config)
+            await self._apply(self.config)
         except StartError:
             await self._session.close()
             raise
@@ -129,7 +143,7 @@ class Agent:
                 if config.positions_file != self.config.positions_file:
                     log.warning("positions_file changed: it takes effect at the next restart",
                                 extra={"running": self.config.positions_file, "configured": config.positions_file})
-                self._apply(config)
+                await self._apply(config)
             except (ConfigError, StartError) as exc:
                 self._reload_ok.set((), 0)
                 self._reloads.inc(("failure",))
@@ -141,9 +155,23 @@ class Agent:
             log.info("config reloaded", extra={"sources": len(self.sources)})
             return None
 
-    def _apply(self, config: AgentConfig) -> None:
+    def _runs(self, kind: str, config: Any) -> bool:
+        """Whether this replica runs the source (every source, unless the agent is sharded)."""
+        key = KINDS[kind].shard_key(config)
+        return key is None or self.shard.owns(key)
+
+    async def _apply(self, config: AgentConfig) -> None:
         """Make exactly ``config``'s sources run, or raise StartError having changed nothing."""
-        wanted: dict[SourceKey, Any] = {(kind, c.name): c for kind, c in config.sources}
+        wanted: dict[SourceKey, Any] = {(kind, c.name): c for kind, c in config.sources if self._runs(kind, c)}
+        changed = {key: c for key, c in wanted.items() if key not in self.sources or self.sources[key].config != c}
+        held = []  # what the new sources need loaded (CA bundles), loaded off the event loop
+        loop = asyncio.get_running_loop()
+        for kind_name in {key[0] for key in changed}:
+            configs = [c for key, c in changed.items() if key[0] == kind_name]
+            try:
+                held += await loop.run_in_executor(None, KINDS[kind_name].prepare, configs, self._context)
+            except Exception as exc:  # e.g. a CA file broken since the check; nothing has changed yet
+                raise StartError(f"{kind_name} sources cannot start: {exc}") from None
         stale = [key for key, running in self.sources.items() if wanted.get(key) != running.config]
         built: dict[SourceKey, _Running] = {}
         groups: list[Group] = []
@@ -159,8 +187,9 @@ class Agent:
                 raise StartError(f"{key[0]} source {key[1]!r} cannot start: {exc}") from None
             built[key] = _Running(source_config, source)
             groups += [data, own]
+        detach = [owner for key in stale for owner in (*_owners(key), *self.sources[key].source.attached_groups())]
         try:
-            self.store.swap(remove=[owner for key in stale for owner in _owners(key)], add=groups)
+            self.store.swap(remove=detach, add=groups)
         except SchemaError as exc:  # config checks refuse every clash first: reaching this is a bug
             raise StartError(f"the new sources would break /metrics: {exc}") from None
         for key in stale:
@@ -171,8 +200,10 @@ class Agent:
         for key, running in built.items():
             running.task = asyncio.create_task(self._supervise(running.source), name=_owners(key)[0])
             self.sources[key] = running
+        del held
         self.config = config
         self.store.const_labels = dict(config.global_.labels)
+        self._context.probe_slots.resize(config.global_.max_concurrent_probes)
         self._source_count.clear()
         for kind_name in KINDS:
             self._source_count.set((kind_name,), sum(1 for key in wanted if key[0] == kind_name))

@@ -3,7 +3,7 @@ apart from the runtime, so config checks can refuse a source metric that would t
 
 from __future__ import annotations
 
-from agent.store import counter, gauge
+from agent.store import counter, gauge, histogram
 
 BUILD_INFO = gauge("kpi_agent_build_info", "Build information; the value is always 1", ["version", "python_version"])
 RELOAD_OK = gauge("kpi_agent_config_last_reload_successful", "Whether the last configuration reload attempt was "
@@ -13,8 +13,11 @@ RELOAD_TIME = gauge("kpi_agent_config_last_reload_success_timestamp_seconds",
 RELOADS = counter("kpi_agent_config_reloads_total", "Configuration reload attempts", ["result"])
 CRASHES = counter("kpi_agent_source_crashes_total", "Sources restarted after an unexpected error (a bug: please "
                   "report)", ["source", "kind"])
-SOURCES = gauge("kpi_agent_sources", "Configured sources", ["kind"])
-AGENT_FAMILIES = (BUILD_INFO, RELOAD_OK, RELOAD_TIME, RELOADS, CRASHES, SOURCES)
+SOURCES = gauge("kpi_agent_sources", "Sources this agent runs (its shard's, when sharded)", ["kind"])
+PROBE_DELAY = histogram("kpi_agent_probe_start_delay_seconds", "How late probes started after they were due (event "
+                        "loop lag, waiting for a probe slot)", [],
+                        (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+AGENT_FAMILIES = (BUILD_INFO, RELOAD_OK, RELOAD_TIME, RELOADS, CRASHES, SOURCES, PROBE_DELAY)
 
 # What prometheus_client's ProcessCollector exposes beside our families: names no source may take.
 PROCESS_FAMILIES = (
