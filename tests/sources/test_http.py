@@ -497,3 +497,47 @@ async def test_one_ssl_context_per_tls_config_and_tls_facts_per_probe(context, t
     finally:
         for runner in runners:
             await runner.cleanup()
+
+
+async def test_a_reload_that_changes_max_concurrent_probes_takes_effect(server, tmp_path):
+    """Issue 9, 3: one slot, taken most of the time by a hanging target, starves a healthy one (its probes
+    are skipped, never failed); a reload to more slots lets it through, without rebuilding either source."""
+    from agent.config import load_config
+    from agent.runtime import Agent
+    from tests.helpers import ascrape
+
+    config = tmp_path / "agent.yaml"
+    sources = (f"http:\n  - {{name: hang, url: '{server}/slow', interval: 1s, timeout: 950ms}}\n"
+               f"  - {{name: fine, url: '{server}/ok', interval: 100ms, timeout: 50ms}}\n")
+    config.write_text("global: {max_concurrent_probes: 1}\n" + sources)
+    agent = Agent(lambda: load_config(config)[0], "127.0.0.1:0")
+    await agent.start()
+    metrics = f"http://127.0.0.1:{agent.bound_port}/metrics"
+    try:
+        async def skipped(at_least: float) -> float | None:
+            value = (await ascrape(metrics)).value("kpi_agent_probes_skipped_total", source="fine")
+            return value if value >= at_least else None
+
+        for _ in range(100):
+            if await skipped(5):
+                break
+            await asyncio.sleep(0.1)
+        page = await ascrape(metrics)
+        assert page.value("kpi_agent_probes_skipped_total", source="fine") >= 5
+        assert page.value("probes_total", target="fine", result="timeout") == 0
+        assert page.value("kpi_agent_source_collection_errors_total", source="fine") == 0
+        fine = agent.sources[("http", "fine")].source
+        config.write_text("global: {max_concurrent_probes: 4}\n" + sources)
+        assert await agent.reload() is None
+        assert agent.sources[("http", "fine")].source is fine  # the sources were not rebuilt
+        await asyncio.sleep(1.2)  # a probe waiting when the reload came may still be skipped
+        before = await ascrape(metrics)
+        await asyncio.sleep(1.5)
+        after = await ascrape(metrics)
+        assert after.value("kpi_agent_probes_skipped_total", source="fine") == \
+            before.value("kpi_agent_probes_skipped_total", source="fine")
+        assert after.value("probes_total", target="fine", result="success") >= \
+            before.value("probes_total", target="fine", result="success") + 8
+        assert after.value("probes_total", target="fine", result="timeout") == 0
+    finally:
+        await agent.stop()
