@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from agent import __version__
+from agent import __version__, heap
 from agent.config import AgentConfig, ConfigError
 from agent.selfmetrics import (
     BUILD_INFO,
@@ -37,7 +37,7 @@ from agent.selfmetrics import (
 )
 from agent.shard import UNSHARDED, Shard
 from agent.sources.base import Source, SourceContext, SourceStats
-from agent.sources.http import trace_config
+from agent.sources.http import probe_session
 from agent.sources.http.slots import ProbeSlots
 from agent.sources.http.tls import TlsContexts
 from agent.sources.kinds import KINDS
@@ -78,7 +78,7 @@ class Agent:
         self.shard = shard
         self.listen = [ListenAddress.parse(a) for a in ([listen] if isinstance(listen, str) else listen)]
         self.web_config = web_config
-        self.config = load()
+        self.config = self._load_config()
         self.store = Store(self.config.global_.labels, reserved=PROCESS_FAMILIES)
         self.ready = False
         self.started_at = time.time()
@@ -102,6 +102,10 @@ class Agent:
         self._reload_ok.set((), 1)
         self._reload_ts.set((), time.time())
 
+    def _load_config(self) -> AgentConfig:
+        with heap.building_long_lived():  # ten thousand sources' configs: long-lived, and many objects
+            return self._load()
+
     @property
     def bound_port(self) -> int | None:
         """The TCP port actually listened on (the first address's; useful with port 0)."""
@@ -112,12 +116,7 @@ class Agent:
     async def start(self) -> None:
         """Serve HTTP and start the sources; raises StartError (after cleaning up) if they cannot be built."""
         ssl_context = self.web_config.ssl_context() if self.web_config else None
-        # force_close: every probe opens its own connection, as blackbox does, so connect and TLS are
-        # measured and a half-dead keep-alive connection cannot hide a down target.
-        self._session = aiohttp.ClientSession(
-            trace_configs=[trace_config()],
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, force_close=True),
-            cookie_jar=aiohttp.DummyCookieJar())
+        self._session = probe_session()
         self._positions = Positions(self.config.positions_file)
         self._context = SourceContext(self._session, ProbeSlots(self.config.global_.max_concurrent_probes),
                                       self._positions, TlsContexts(), self.store, self.shard, self._probe_delay)
@@ -139,7 +138,7 @@ class Agent:
         """Load and apply the config again; returns None on success or the error text."""
         async with self._reload_lock:
             try:
-                config = await asyncio.get_running_loop().run_in_executor(None, self._load)
+                config = await asyncio.get_running_loop().run_in_executor(None, self._load_config)
                 if config.positions_file != self.config.positions_file:
                     log.warning("positions_file changed: it takes effect at the next restart",
                                 extra={"running": self.config.positions_file, "configured": config.positions_file})
@@ -172,6 +171,22 @@ class Agent:
                 held += await loop.run_in_executor(None, KINDS[kind_name].prepare, configs, self._context)
             except Exception as exc:  # e.g. a CA file broken since the check; nothing has changed yet
                 raise StartError(f"{kind_name} sources cannot start: {exc}") from None
+        with heap.building_long_lived():
+            stopped = self._swap_sources(wanted)
+        del held
+        if stopped:
+            await asyncio.gather(*stopped, return_exceptions=True)
+            heap.release_replaced()
+        self.config = config
+        self.store.const_labels = dict(config.global_.labels)
+        self._context.probe_slots.resize(config.global_.max_concurrent_probes)
+        self._source_count.clear()
+        for kind_name in KINDS:
+            self._source_count.set((kind_name,), sum(1 for key in wanted if key[0] == kind_name))
+
+    def _swap_sources(self, wanted: dict[SourceKey, Any]) -> list[asyncio.Task[None]]:
+        """Build the new and changed sources, swap their groups in and the stale ones out, start and stop their
+        tasks; returns the tasks stopped. Raises StartError having changed nothing."""
         stale = [key for key, running in self.sources.items() if wanted.get(key) != running.config]
         built: dict[SourceKey, _Running] = {}
         groups: list[Group] = []
@@ -192,21 +207,17 @@ class Agent:
             self.store.swap(remove=detach, add=groups)
         except SchemaError as exc:  # config checks refuse every clash first: reaching this is a bug
             raise StartError(f"the new sources would break /metrics: {exc}") from None
+        stopped = []
         for key in stale:
             running = self.sources.pop(key)
             if running.task is not None:
                 running.task.cancel()
+                stopped.append(running.task)
             self._crashes.remove(key[::-1])
         for key, running in built.items():
             running.task = asyncio.create_task(self._supervise(running.source), name=_owners(key)[0])
             self.sources[key] = running
-        del held
-        self.config = config
-        self.store.const_labels = dict(config.global_.labels)
-        self._context.probe_slots.resize(config.global_.max_concurrent_probes)
-        self._source_count.clear()
-        for kind_name in KINDS:
-            self._source_count.set((kind_name,), sum(1 for key in wanted if key[0] == kind_name))
+        return stopped
 
     async def _supervise(self, source: Source[Any]) -> None:
         delay = _RESTART_BACKOFF[0]

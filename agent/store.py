@@ -80,6 +80,13 @@ class FamilySpec:
     def schema(self) -> tuple[str, tuple[str, ...], tuple[float, ...]]:
         return self._schema
 
+    def __hash__(self) -> int:
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        return hash((self.name, self.kind, self.documentation, self.labelnames, self.bounds))
+
 
 def counter(name: str, documentation: str, labelnames: Iterable[str] = ()) -> FamilySpec:
     """A counter spec from its exposed name (``requests_total``) or its family name (``requests``)."""
@@ -150,7 +157,11 @@ class _Family(Generic[V]):
         if len(labels) != len(self.spec.labelnames):
             raise SchemaError(f"{self.spec.name}: {len(labels)} label values for label names "
                               f"{self.spec.labelnames}")
-        key = tuple(_repaired(value) for value in labels)
+        key = tuple(labels)
+        for value in key:
+            if not value.isascii():  # only non-ASCII text can hold a lone surrogate
+                key = tuple(_repaired(value) for value in labels)
+                break
         if key not in self.values and len(self.values) >= self.max_series:
             self.dropped += amount
             return None
@@ -386,19 +397,21 @@ class _Index:
             other = holders.clash(group)
             if other is not None:
                 raise SchemaError(f"{shown(spec)}: {group.owner} and {other} would expose the same series")
+        if known is spec:
+            return  # its names were checked when it was first indexed, and are still its own
         for name in spec.exposed:
             family = self.names.get(name)
             if family is not None and family != spec.name:
                 raise SchemaError(_both_expose(spec, name, self.specs[family]))
 
     def insert(self, group: Group | None, spec: FamilySpec) -> None:
-        self.specs.setdefault(spec.name, spec)
         holders = self.holders.get(spec.name)
         if holders is None:
             holders = self.holders[spec.name] = _Holders()
+            self.specs[spec.name] = spec
+            for name in spec.exposed:
+                self.names[name] = spec.name
         holders.insert(group.owner if group else _RESERVED, group)
-        for name in spec.exposed:
-            self.names[name] = spec.name
 
     def add(self, group: Group) -> None:
         """Index every family of ``group``, or raise SchemaError having indexed none."""

@@ -19,9 +19,10 @@ import aiohttp
 from agent import yamlsrc
 from agent.config import parse_config
 from agent.sources.base import SourceContext
-from agent.sources.http import HttpSource, trace_config
+from agent.sources.http import HttpSource, probe_session
+from agent.sources.http.slots import ProbeSlots
 from agent.store import Store
-from tests.helpers import fetch, free_port, wait_until
+from tests.helpers import build_source, fetch, free_port, wait_until
 from tests.tools import require_tool
 
 PROBES = 3000
@@ -44,12 +45,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def run_ours(url: str) -> tuple[float, float]:
-    (config,) = parse_config(yamlsrc.load_text(f"http:\n  - name: bench\n    url: {url}\n", "b.yaml"), "b.yaml")[0].http
+    text = "http:\n" + "".join(f"  - name: bench-{i}\n    url: {url}\n" for i in range(CONCURRENCY))
+    configs = parse_config(yamlsrc.load_text(text, "b.yaml"), "b.yaml")[0].of_kind("http")
     store = Store()
-    connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(trace_configs=[trace_config()], connector=connector) as session:
-        context = SourceContext(session, asyncio.Semaphore(64), None)
-        sources = [HttpSource(config, store.group(str(i)), context) for i in range(CONCURRENCY)]
+    async with probe_session() as session:
+        context = SourceContext(session, ProbeSlots(64), None)
+        sources = [build_source(store, context, config, "http") for config in configs]
         wall, cpu = time.perf_counter(), time.process_time()
 
         async def worker(source: HttpSource) -> None:

@@ -7,14 +7,13 @@ import ssl
 import subprocess
 import time
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from agent import yamlsrc
 from agent.config import parse_config
 from agent.sources.base import SourceContext, SourceDefaults
-from agent.sources.http import EXPORTED_SERIES, RESULTS, HttpSource, trace_config
+from agent.sources.http import EXPORTED_SERIES, RESULTS, HttpSource, probe_session
 from agent.sources.http.config import parse_http_source
 from agent.sources.http.slots import ProbeSlots
 from agent.store import Store
@@ -95,7 +94,7 @@ async def server():
 
 @pytest.fixture
 async def context():
-    session = aiohttp.ClientSession(trace_configs=[trace_config()], connector=aiohttp.TCPConnector(force_close=True))
+    session = probe_session()
     yield SourceContext(session, ProbeSlots(8), None)
     await session.close()
 
@@ -421,7 +420,7 @@ async def test_credentials_and_custom_headers_stay_off_other_hosts_on_redirect(t
     redirecting = web.Application()
     redirecting.router.add_get("/to/{where}", redirect)
     origin, origin_port = await serve(redirecting)
-    session = aiohttp.ClientSession(trace_configs=[trace_config()], connector=aiohttp.TCPConnector(force_close=True))
+    session = probe_session()
     try:
         context = SourceContext(session, ProbeSlots(4), None)
         password = tmp_path / "password"

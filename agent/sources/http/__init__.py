@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
+
 from agent.sources.base import (
     IDENTITY_LABEL as SOURCE_LABEL,
 )
@@ -38,6 +40,18 @@ from agent.sources.http.targets import DiscoveringHttpSource
 from agent.sources.http.timing import trace_config
 from agent.store import FamilySpec, Group
 from agent.yamlsrc import Fields
+
+
+def probe_session() -> aiohttp.ClientSession:
+    """The one client session of every HTTP source (call it on the event loop)."""
+    return aiohttp.ClientSession(
+        trace_configs=[trace_config()],
+        # force_close: every probe opens its own connection, as blackbox does, so connect and TLS are measured
+        # and a half-dead keep-alive connection cannot hide a down target.
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, force_close=True),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None),  # each probe has its own (asyncio.timeout): no second timer
+    )
 
 
 class HttpKind(SourceKind[HttpSourceConfig]):
@@ -83,4 +97,4 @@ class HttpKind(SourceKind[HttpSourceConfig]):
 KIND = HttpKind()
 
 __all__ = ["EXPORTED_SERIES", "KIND", "RESULTS", "DiscoveringHttpSource", "HttpSource", "HttpSourceConfig",
-           "trace_config"]
+           "probe_session", "trace_config"]

@@ -45,6 +45,9 @@ from agent.store import Group
 log = logging.getLogger(__name__)
 
 _TLS_NAMES = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2", "TLSv1.3": "TLS 1.3"}
+# Label values as tuples made once: ten thousand targets' series share them instead of holding copies.
+_RESULT_KEYS = {result: (result,) for result in RESULTS}
+_PHASE_KEYS = tuple((phase, (phase,)) for phase in PHASES)
 
 
 class _Failed(Exception):
@@ -142,18 +145,19 @@ class Module:
 class Prober:
     """One target: probes one URL on the source's cadence and records into the target's own data group."""
 
-    def __init__(self, module: Module, url: str, group: Group, key: str):
+    def __init__(self, module: Module, url: str, group: Group, name: str, key: str):
         self.module = module
         self.url = URL(url)
         self.group = group
-        self.key = key  # names the target in logs; its hash places the target in the interval
+        self.name = name  # the target label
+        self.key = key  # its hash places the target in the interval
         (self._success, self._duration, self._status, self._content_length, self._body_length, self._redirects,
          self._ssl, self._version, self._regex, self._phases, self._expiry, self._tls_version, self._probes,
          self._last_result) = (group.gauge(spec) if spec.kind == "gauge" else group.counter(spec)
                                for spec in PROBE_FAMILIES[:-1])
         self._latency = group.histogram(PROBE_FAMILIES[-1])
-        for result in RESULTS:
-            self._probes.ensure((result,))
+        for labels in _RESULT_KEYS.values():
+            self._probes.ensure(labels)
         self._latency.ensure(())
         self._json = [(metric, group.counter(metric.spec.spec) if metric.spec.type == "counter"
                        else group.gauge(metric.spec.spec)) for metric in module.json]
@@ -186,7 +190,7 @@ class Prober:
         if not await context.probe_slots.acquire(module.config.timeout):
             module.skipped.inc(())
             log.debug("probe skipped: every probe slot is busy", extra={"source": module.config.name,
-                                                                        "target": self.key})
+                                                                        "target": self.name})
             return None
         try:
             if due is not None and context.probe_delay is not None:
@@ -214,8 +218,8 @@ class Prober:
         module.stats.record(started, result == "success", result, self._redact(error) if error else None)
         if result != self._previous_result:  # state changes only: a target down for hours logs once
             level = logging.INFO if result == "success" else logging.WARNING
-            log.log(level, "probe result changed", extra={"target": self.key, "from": self._previous_result,
-                                                          "to": result})
+            log.log(level, "probe result changed", extra={"source": module.config.name, "target": self.name,
+                                                          "from": self._previous_result, "to": result})
             self._previous_result = result
         return result
 
@@ -291,8 +295,8 @@ class Prober:
         self._version.set((), info.get("version", 0))
         self._regex.set((), info.get("regex_failed", 0))
         timings.split_connections()
-        for phase in PHASES:
-            self._phases.set((phase,), getattr(timings, phase))
+        for phase, key in _PHASE_KEYS:
+            self._phases.set(key, getattr(timings, phase))
         tls_object = timings.tls_object
         version = tls_object.version() if tls_object else None
         cert = tls_object.getpeercert() if tls_object and version else None
@@ -305,9 +309,9 @@ class Prober:
         self._tls_version.clear()
         if version:
             self._tls_version.set((_TLS_NAMES.get(version, version),), 1)
-        self._probes.inc((result,))
+        self._probes.inc(_RESULT_KEYS[result])
         self._last_result.clear()
-        self._last_result.set((result,), 1)
+        self._last_result.set(_RESULT_KEYS[result], 1)
         self._latency.observe((), duration)
 
 
@@ -319,7 +323,7 @@ class HttpSource(Source[HttpSourceConfig]):
     def __init__(self, config: HttpSourceConfig, group: Group, stats: SourceStats, context: SourceContext):
         super().__init__(config, group, stats, context)
         assert config.url is not None, "a source without url discovers its targets"
-        self.prober = Prober(Module(config, stats, context), config.url, group, config.name)
+        self.prober = Prober(Module(config, stats, context), config.url, group, config.name, config.name)
 
     def start_offset(self) -> float:
         return self.prober.start_offset()

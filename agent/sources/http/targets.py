@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from agent import heap
 from agent.sources.base import IDENTITY_LABEL as SOURCE_LABEL
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.http.config import (
@@ -137,9 +138,10 @@ class DiscoveringHttpSource(Source[HttpSourceConfig]):
                 del self._probers[name]
                 self._tasks.pop(name).cancel()
         new = [target for name, target in wanted.items() if name not in self._probers]
-        for start in range(0, len(new), ATTACH_BATCH):
-            self._attach(new[start:start + ATTACH_BATCH], result)
-            await asyncio.sleep(0)
+        with heap.building_long_lived():
+            for start in range(0, len(new), ATTACH_BATCH):
+                self._attach(new[start:start + ATTACH_BATCH], result)
+                await asyncio.sleep(0)
         for state, count in result.counts.items():
             self._states.set((state,), count)
         if result.refusals != self._refusals:
@@ -171,7 +173,7 @@ class DiscoveringHttpSource(Source[HttpSourceConfig]):
     def _build(self, target: Target) -> Prober:
         labels = {SOURCE_LABEL: self.name, IDENTITY_LABEL: target.name, **dict(target.labels)}
         group = Group(f"http target {target.name!r} of {self.name!r}", labels, (SOURCE_LABEL, IDENTITY_LABEL))
-        return Prober(self.module, target.url, group, f"{self.name}/{target.name}")
+        return Prober(self.module, target.url, group, target.name, f"{self.name}/{target.name}")
 
     def _replace(self, origin: Origin, groups: list[TargetGroup] | None) -> None:
         """New groups for one origin (None: it is gone); wakes the resolver if anything changed."""
