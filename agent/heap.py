@@ -2,11 +2,11 @@
 
 Ten thousand targets are a few hundred thousand long-lived objects (series, families, probers). Built with the
 collector running, each of its full collections scans all that were built so far: building 10,000 sources took
-twice as long as building them with it paused. Once running, a full collection over that heap blocks the event
-loop for tens of milliseconds, delaying every probe due meanwhile. So the long-lived objects are built with the
-collector paused and then frozen (``gc.freeze``: moved out of the collector's view); collections then scan only
-what probes allocate. A reload first unfreezes and collects once, so whatever a replaced source left in
-reference cycles is freed, then freezes the new set.
+twice as long as building them with it paused. Once running, a full collection over that heap would block the
+event loop for about half a second, delaying every probe due meanwhile. So long-lived objects are built with
+the collector paused, then frozen (``gc.freeze``: moved out of its view); collections scan only what probes
+allocate. A replaced source's objects are freed by reference counting (they form no cycles); the young
+generations are collected before each freeze, so short-lived garbage is not frozen with them.
 """
 
 from __future__ import annotations
@@ -26,11 +26,5 @@ def building_long_lived() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+        gc.collect(1)
         gc.freeze()
-
-
-def release_replaced() -> None:
-    """Collect once over everything (the objects of replaced sources among them), then freeze what is left."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()

@@ -39,7 +39,6 @@ from agent.shard import UNSHARDED, Shard
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.http import probe_session
 from agent.sources.http.slots import ProbeSlots
-from agent.sources.http.tls import TlsContexts
 from agent.sources.kinds import KINDS
 from agent.sources.logs.positions import Positions
 from agent.store import Group, SchemaError, Store
@@ -119,7 +118,8 @@ class Agent:
         self._session = probe_session()
         self._positions = Positions(self.config.positions_file)
         self._context = SourceContext(self._session, ProbeSlots(self.config.global_.max_concurrent_probes),
-                                      self._positions, TlsContexts(), self.store, self.shard, self._probe_delay)
+                                      self._positions, store=self.store, shard=self.shard,
+                                      probe_delay=self._probe_delay)
         try:
             await self._apply(self.config)
         except StartError:
@@ -172,21 +172,17 @@ class Agent:
             except Exception as exc:  # e.g. a CA file broken since the check; nothing has changed yet
                 raise StartError(f"{kind_name} sources cannot start: {exc}") from None
         with heap.building_long_lived():
-            stopped = self._swap_sources(wanted)
+            self._swap_sources(wanted)
         del held
-        if stopped:
-            await asyncio.gather(*stopped, return_exceptions=True)
-            heap.release_replaced()
         self.config = config
         self.store.const_labels = dict(config.global_.labels)
         self._context.probe_slots.resize(config.global_.max_concurrent_probes)
-        self._source_count.clear()
-        for kind_name in KINDS:
-            self._source_count.set((kind_name,), sum(1 for key in wanted if key[0] == kind_name))
+        self._source_count.replace({(kind_name,): sum(1.0 for key in wanted if key[0] == kind_name)
+                                    for kind_name in KINDS})
 
-    def _swap_sources(self, wanted: dict[SourceKey, Any]) -> list[asyncio.Task[None]]:
+    def _swap_sources(self, wanted: dict[SourceKey, Any]) -> None:
         """Build the new and changed sources, swap their groups in and the stale ones out, start and stop their
-        tasks; returns the tasks stopped. Raises StartError having changed nothing."""
+        tasks. Raises StartError having changed nothing."""
         stale = [key for key, running in self.sources.items() if wanted.get(key) != running.config]
         built: dict[SourceKey, _Running] = {}
         groups: list[Group] = []
@@ -207,17 +203,14 @@ class Agent:
             self.store.swap(remove=detach, add=groups)
         except SchemaError as exc:  # config checks refuse every clash first: reaching this is a bug
             raise StartError(f"the new sources would break /metrics: {exc}") from None
-        stopped = []
         for key in stale:
             running = self.sources.pop(key)
             if running.task is not None:
                 running.task.cancel()
-                stopped.append(running.task)
             self._crashes.remove(key[::-1])
         for key, running in built.items():
             running.task = asyncio.create_task(self._supervise(running.source), name=_owners(key)[0])
             self.sources[key] = running
-        return stopped
 
     async def _supervise(self, source: Source[Any]) -> None:
         delay = _RESTART_BACKOFF[0]

@@ -23,6 +23,7 @@ from agent.yamlsrc import Fields
 if TYPE_CHECKING:
     import aiohttp
 
+    from agent.sources.http.schedule import ProbeScheduler
     from agent.sources.http.slots import ProbeSlots
     from agent.sources.http.tls import TlsContexts
     from agent.sources.logs.positions import Positions
@@ -34,6 +35,12 @@ def _tls_contexts() -> TlsContexts:
     return TlsContexts()
 
 
+def _probe_scheduler() -> ProbeScheduler:
+    from agent.sources.http.schedule import ProbeScheduler
+
+    return ProbeScheduler()
+
+
 @dataclass
 class SourceContext:
     """Shared by all sources of one running agent."""
@@ -42,6 +49,7 @@ class SourceContext:
     probe_slots: ProbeSlots  # bounds how many probes are in flight at once
     positions: Positions | None  # read offsets of log files, persisted across restarts
     tls: TlsContexts = field(default_factory=_tls_contexts)  # one per distinct TLS config
+    probes: ProbeScheduler = field(default_factory=_probe_scheduler)  # starts every HTTP probe on time
     store: Store | None = None  # sources that discover targets attach their targets' groups to it
     shard: Shard = UNSHARDED  # the share of the targets this replica probes
     probe_delay: HistogramFamily | None = None  # how late probes start after they are due

@@ -44,7 +44,7 @@ from agent.yamlsrc import Fields
 
 def probe_session() -> aiohttp.ClientSession:
     """The one client session of every HTTP source (call it on the event loop)."""
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         trace_configs=[trace_config()],
         # force_close: every probe opens its own connection, as blackbox does, so connect and TLS are measured
         # and a half-dead keep-alive connection cannot hide a down target.
@@ -52,6 +52,10 @@ def probe_session() -> aiohttp.ClientSession:
         cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None),  # each probe has its own (asyncio.timeout): no second timer
     )
+    # aiohttp sends a GET again, unseen, when its connection fails while sending (no public switch): a probe
+    # must see that failure, as blackbox_exporter does, and a target must get one request per probe.
+    session._retry_connection = False
+    return session
 
 
 class HttpKind(SourceKind[HttpSourceConfig]):

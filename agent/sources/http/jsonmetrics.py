@@ -54,9 +54,7 @@ class CompiledJsonMetric:
             errors.inc(self.error_labels)
             log.debug("json extraction failed", extra={"metric": self.spec.name, "error": str(exc)[:200]})
             return False
-        family.clear()
-        for labels, value in series.items():
-            family.set(labels, value)
+        family.replace(series)
         return True
 
     def read(self, document: Any) -> dict[tuple[str, ...], float]:

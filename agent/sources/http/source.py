@@ -15,11 +15,9 @@ import asyncio
 import base64
 import json
 import logging
-import math
 import re
 import ssl
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ from agent.sources.http.config import (
     HttpSourceConfig,
 )
 from agent.sources.http.jsonmetrics import CompiledJsonMetric
+from agent.sources.http.schedule import offset
 from agent.sources.http.timing import Timings, current_probe
 from agent.store import Group
 
@@ -151,6 +150,7 @@ class Prober:
         self.group = group
         self.name = name  # the target label
         self.key = key  # its hash places the target in the interval
+        self.interval = module.config.interval
         (self._success, self._duration, self._status, self._content_length, self._body_length, self._redirects,
          self._ssl, self._version, self._regex, self._phases, self._expiry, self._tls_version, self._probes,
          self._last_result) = (group.gauge(spec) if spec.kind == "gauge" else group.counter(spec)
@@ -163,24 +163,9 @@ class Prober:
                        else group.gauge(metric.spec.spec)) for metric in module.json]
         self._previous_result = "success"
 
-    def start_offset(self) -> float:
-        """Where in the interval this target fires: stable per key, spread evenly over many keys."""
-        return (zlib.crc32(self.key.encode("utf-8", "surrogatepass")) / 2**32) * self.module.config.interval
-
-    async def run(self) -> None:
-        """Probe on a fixed cadence until cancelled. A probe that ends after the next tick is due lets that one
-        start late, right away; ticks that a whole interval or more of lateness passed are skipped (counted)."""
-        loop = asyncio.get_running_loop()
-        interval = self.module.config.interval
-        due = loop.time() + self.start_offset()
-        while True:
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            await self.probe(due)
-            due += interval
-            missed = math.floor((loop.time() - due) / interval)
-            if missed > 0:  # a stall (a suspended process, a saturated agent): keep the cadence
-                self.module.skipped.inc((), missed)
-                due += missed * interval
+    def skipped(self, ticks: int) -> None:
+        """Ticks the schedule could not start: the agent's problem, counted apart from the target's results."""
+        self.module.skipped.inc((), ticks)
 
     async def probe(self, due: float | None = None) -> str | None:
         """One probe, due at ``due`` (loop time; None: now). Records every metric and returns the result label,
@@ -306,12 +291,9 @@ class Prober:
             self._expiry.set((), ssl.cert_time_to_seconds(not_after))
         else:
             self._expiry.remove(())
-        self._tls_version.clear()
-        if version:
-            self._tls_version.set((_TLS_NAMES.get(version, version),), 1)
+        self._tls_version.replace({(_TLS_NAMES.get(version, version),): 1.0} if version else {})
         self._probes.inc(_RESULT_KEYS[result])
-        self._last_result.clear()
-        self._last_result.set(_RESULT_KEYS[result], 1)
+        self._last_result.replace({_RESULT_KEYS[result]: 1.0})
         self._latency.observe((), duration)
 
 
@@ -326,10 +308,17 @@ class HttpSource(Source[HttpSourceConfig]):
         self.prober = Prober(Module(config, stats, context), config.url, group, config.name, config.name)
 
     def start_offset(self) -> float:
-        return self.prober.start_offset()
+        return offset(self.prober.key, self.prober.interval)
 
     async def probe(self) -> str | None:
         return await self.prober.probe()
 
     async def run(self) -> None:
-        await self.prober.run()
+        """Probe on the agent's schedule until cancelled; a probe that raises (a bug) ends the source with
+        that exception, for the runtime to log, count and restart it."""
+        crashed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.context.probes.add(self.prober, crashed.set_exception)
+        try:
+            await crashed
+        finally:
+            self.context.probes.remove(self.prober)

@@ -51,7 +51,7 @@ from agent.yamlsrc import ConfigError
 log = logging.getLogger(__name__)
 
 WATCH_INTERVAL = 1.0  # seconds between two looks at a source's target files
-ATTACH_BATCH = 500  # targets attached to the store between two turns of the event loop
+ATTACH_BATCH = 100  # targets attached to the store between two turns of the event loop (about 10 ms of work)
 MAX_SD_RESPONSE = 32 * 1024 * 1024
 
 Origin = tuple[str, str]  # (mechanism, file path or URL)
@@ -79,7 +79,6 @@ class DiscoveringHttpSource(Source[HttpSourceConfig]):
         self._origins: dict[Origin, list[TargetGroup]] = {("static", ""): list(self.discovery.static)}
         self._failing: set[Origin] = set()
         self._probers: dict[str, tuple[Target, Prober]] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
         self._crash: BaseException | None = None
         self._refusals: list[str] = []
@@ -98,9 +97,9 @@ class DiscoveringHttpSource(Source[HttpSourceConfig]):
         watchers = [asyncio.create_task(self._watch_files(sd)) for sd in self.discovery.files]
         watchers += [asyncio.create_task(self._poll_http(sd)) for sd in self.discovery.http]
         for watcher in watchers:
-            watcher.add_done_callback(self._child_done)
-        for name, (_, prober) in self._probers.items():  # after a restart: the targets are still attached
-            self._start(name, prober)
+            watcher.add_done_callback(self._watcher_done)
+        for _, prober in self._probers.values():  # after a restart: the targets are still attached
+            self.context.probes.add(prober, self._crashed)
         self._changed.set()
         try:
             while True:
@@ -111,21 +110,21 @@ class DiscoveringHttpSource(Source[HttpSourceConfig]):
                     raise crash
                 await self._update()
         finally:
-            children = [*watchers, *self._tasks.values()]
-            for task in children:
-                task.cancel()
-            self._tasks.clear()
-            await asyncio.gather(*children, return_exceptions=True)
+            for _, prober in self._probers.values():
+                self.context.probes.remove(prober)
+            for watcher in watchers:
+                watcher.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
 
-    def _child_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None and self._crash is None:
-            self._crash = task.exception()  # a bug: the runtime logs it, counts it and restarts the source
+    def _watcher_done(self, task: asyncio.Task[None]) -> None:
+        crash = None if task.cancelled() else task.exception()
+        if crash is not None:
+            self._crashed(crash)
+
+    def _crashed(self, exc: BaseException) -> None:
+        if self._crash is None:
+            self._crash = exc  # a bug: the runtime logs it, counts it and restarts the source
             self._changed.set()
-
-    def _start(self, name: str, prober: Prober) -> None:
-        task = asyncio.create_task(prober.run())
-        task.add_done_callback(self._child_done)
-        self._tasks[name] = task
 
     async def _update(self) -> None:
         groups = [group for groups in self._origins.values() for group in groups]
@@ -135,8 +134,7 @@ class DiscoveringHttpSource(Source[HttpSourceConfig]):
         if stale:
             self.store.swap(remove=[self._probers[name][1].group.owner for name in stale])
             for name in stale:
-                del self._probers[name]
-                self._tasks.pop(name).cancel()
+                self.context.probes.remove(self._probers.pop(name)[1])
         new = [target for name, target in wanted.items() if name not in self._probers]
         with heap.building_long_lived():
             for start in range(0, len(new), ATTACH_BATCH):
@@ -168,7 +166,7 @@ class DiscoveringHttpSource(Source[HttpSourceConfig]):
                     result.refuse(f"{target.name!r}: {exc}")
         for target, prober in accepted:
             self._probers[target.name] = (target, prober)
-            self._start(target.name, prober)
+            self.context.probes.add(prober, self._crashed)
 
     def _build(self, target: Target) -> Prober:
         labels = {SOURCE_LABEL: self.name, IDENTITY_LABEL: target.name, **dict(target.labels)}
