@@ -108,7 +108,8 @@ def run(config_file: str | None, listen: list[ListenAddress], web_config_file: s
 @click.option("--config.file", "config_files", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Agent config to validate; repeat for several.")
 def check(config_files: tuple[str, ...]) -> None:
-    """Validate agent configs: exit 0, or print every problem as file:line: field: message and exit 1."""
+    """Validate agent configs (and the target files their sources discover now): exit 0, or print every problem
+    as file:line: field: message and exit 1."""
     failed = False
     for path in config_files:
         try:

@@ -293,6 +293,16 @@ def _parse_basic_auth(section: Fields | None) -> BasicAuth | None:
     return BasicAuth(username, password, password_file) if username else None
 
 
+def _parse_client(fields: Fields) -> tuple[TlsConfig, BasicAuth | None, str | None]:
+    """How an HTTP client connects and authenticates: tls_config, and basic_auth or bearer_token_file."""
+    tls = _parse_tls(fields.section("tls_config"))
+    basic_auth = _parse_basic_auth(fields.section("basic_auth"))
+    bearer = fields.get("bearer_token_file", _existing_file, None)
+    if basic_auth and bearer:
+        fields.error("bearer_token_file", "use basic_auth or bearer_token_file, not both")
+    return tls, basic_auth, bearer
+
+
 def _parse_json_metric(item: Fields, reserved: set[str]) -> JsonMetric | None:
     name = item.get("name", yamlsrc.metric_name)
     kind = item.get("type", yamlsrc.one_of("counter", "gauge"), "gauge")
@@ -365,11 +375,7 @@ def _parse_file_sd(fields: Fields, base: Path) -> FileSdConfig | None:
 def _parse_http_sd(fields: Fields) -> HttpSdConfig | None:
     url = fields.get("url", _url)
     refresh = fields.get("refresh_interval", yamlsrc.duration, DEFAULT_HTTP_SD_REFRESH)
-    tls = _parse_tls(fields.section("tls_config"))
-    basic_auth = _parse_basic_auth(fields.section("basic_auth"))
-    bearer = fields.get("bearer_token_file", _existing_file, None)
-    if basic_auth and bearer:
-        fields.error("bearer_token_file", "use basic_auth or bearer_token_file, not both")
+    tls, basic_auth, bearer = _parse_client(fields)
     fields.finish()
     return HttpSdConfig(url, refresh, tls, basic_auth, bearer) if url else None
 
@@ -417,11 +423,7 @@ def parse_http_source(fields: Fields, defaults: SourceDefaults) -> HttpSourceCon
     fail_match = fields.get("fail_if_body_matches_regexp", _regexes, ())
     fail_not_match = fields.get("fail_if_body_not_matches_regexp", _regexes, ())
     limit = fields.get("body_size_limit", yamlsrc.size, DEFAULT_BODY_SIZE_LIMIT)
-    tls = _parse_tls(fields.section("tls_config"))
-    basic_auth = _parse_basic_auth(fields.section("basic_auth"))
-    bearer = fields.get("bearer_token_file", _existing_file, None)
-    if basic_auth and bearer:
-        fields.error("bearer_token_file", "use basic_auth or bearer_token_file, not both")
+    tls, basic_auth, bearer = _parse_client(fields)
     labels = fields.get("labels", yamlsrc.label_map, {})
     for label in sorted(set(labels) & PROBE_LABELS):
         reason = {IDENTITY_LABEL: ": the agent sets it to the source name, or to a discovered target's address",

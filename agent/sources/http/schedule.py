@@ -73,9 +73,6 @@ class ProbeScheduler:
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[None] | None = None
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def add(self, target: Scheduled, on_crash: Callable[[BaseException], None]) -> None:
         """Probe ``target`` from now on; ``on_crash`` gets what a probe raised (a bug, not a target's fault)."""
         loop = asyncio.get_running_loop()

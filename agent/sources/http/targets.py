@@ -88,11 +88,6 @@ class DiscoveringHttpSource(Source[HttpSourceConfig]):
     def attached_groups(self) -> list[str]:
         return [prober.group.owner for _, prober in self._probers.values()]
 
-    @property
-    def targets(self) -> dict[str, Target]:
-        """The targets this replica probes now, by name."""
-        return {name: target for name, (target, _) in self._probers.items()}
-
     async def run(self) -> None:
         watchers = [asyncio.create_task(self._watch_files(sd)) for sd in self.discovery.files]
         watchers += [asyncio.create_task(self._poll_http(sd)) for sd in self.discovery.http]

@@ -50,17 +50,7 @@ class TlsContexts:
     def prepare(self, configs: Iterable[TlsConfig]) -> list[ProbeSSLContext]:
         """Build the contexts these configs need (blocking: call it off the event loop). Returns them: the
         caller holds them until the sources that use them exist, or they could be collected in between."""
-        held = []
-        for tls in set(configs):
-            key = _key(tls)
-            with self._lock:
-                context = self._contexts.get(key)
-            if context is None:
-                context = make_ssl_context(tls)
-                with self._lock:
-                    context = self._contexts.setdefault(key, context)
-            held.append(context)
-        return held
+        return [self.get(tls) for tls in set(configs)]
 
     def get(self, tls: TlsConfig) -> ProbeSSLContext:
         """The context of ``tls``; built here (blocking) only if ``prepare`` did not see it."""
@@ -72,6 +62,3 @@ class TlsContexts:
             with self._lock:
                 context = self._contexts.setdefault(key, context)
         return context
-
-    def __len__(self) -> int:
-        return len(self._contexts)
