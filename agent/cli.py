@@ -13,6 +13,8 @@ from agent import __version__
 from agent.config import AgentConfig, ConfigError, example_config_text, load_config, load_example_config
 from agent.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress
 from agent.logconfig import LEVELS, setup_logging
+from agent.shard import Shard
+from agent.sources.http.discovery import check_discovery
 from agent.sources.kinds import KINDS
 
 log = logging.getLogger("agent")
@@ -88,12 +90,19 @@ def main() -> None:
 @click.option("--log.level", "log_level", type=click.Choice(list(LEVELS)), default="info", show_default=True)
 @click.option("--log.format", "log_format", type=click.Choice(["logfmt", "json"]), default="logfmt",
               show_default=True)
+@click.option("--shard.index", "shard_index", type=click.IntRange(min=0), default=0, show_default=True,
+              help="This replica's shard, 0 to --shard.count - 1 (a StatefulSet pod's ordinal).")
+@click.option("--shard.count", "shard_count", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Replicas sharing the HTTP targets: each probes its share (log sources run on every replica).")
 def run(config_file: str | None, listen: list[ListenAddress], web_config_file: str | None, max_connections: int,
-        header_timeout: float, log_level: str, log_format: str) -> None:
+        header_timeout: float, log_level: str, log_format: str, shard_index: int, shard_count: int) -> None:
     """Run the agent until SIGTERM or SIGINT; SIGHUP or POST /-/reload reloads the config."""
     from agent.runtime import Agent, StartError, serve
     from agent.webconfig import LiveWebConfig
 
+    if shard_index >= shard_count:
+        raise click.BadParameter(f"{shard_index} is not below --shard.count {shard_count}",
+                                 param_hint="'--shard.index'")
     setup_logging(log_level, log_format)
 
     def load() -> AgentConfig:
@@ -104,7 +113,8 @@ def run(config_file: str | None, listen: list[ListenAddress], web_config_file: s
 
     try:
         web_config = LiveWebConfig(web_config_file) if web_config_file else None
-        agent = Agent(load, [str(address) for address in listen], web_config, max_connections, header_timeout)
+        agent = Agent(load, [str(address) for address in listen], web_config, max_connections, header_timeout,
+                      Shard(shard_index, shard_count))
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
@@ -121,7 +131,8 @@ def run(config_file: str | None, listen: list[ListenAddress], web_config_file: s
 @click.option("--config.file", "config_files", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Agent config to validate; repeat for several.")
 def check(config_files: tuple[str, ...]) -> None:
-    """Validate agent configs: exit 0, or print every problem as file:line: field: message and exit 1."""
+    """Validate agent configs (and the target files their sources discover now): exit 0, or print every problem
+    as file:line: field: message and exit 1."""
     failed = False
     for path in config_files:
         try:
@@ -130,9 +141,20 @@ def check(config_files: tuple[str, ...]) -> None:
             click.echo(str(exc), err=True)
             failed = True
             continue
+        discovering = [source for source in config.of_kind("http") if source.discovery is not None]
+        discovered = 0
+        for source in discovering:  # the target files found now: their problems, and the targets they give
+            problems, count = check_discovery(source, path)
+            discovered += count
+            report.problems += problems
         _print_warnings(report)
+        if report.errors:
+            click.echo("\n".join(str(problem) for problem in report.errors), err=True)
+            failed = True
+            continue
         counts = ", ".join(f"{len(config.of_kind(kind))} {kind}" for kind in KINDS)
-        click.echo(f"{path}: OK ({counts} sources)")
+        targets = f"; {discovered} discovered targets" if discovering else ""
+        click.echo(f"{path}: OK ({counts} sources{targets})")
     sys.exit(1 if failed else 0)
 
 

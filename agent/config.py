@@ -122,16 +122,28 @@ def _check_series(parsed: list[_Parsed], global_: GlobalConfig, report: Report) 
         agent.register(spec)
     store.swap(add=[agent])
     builtin = {spec.name: kind.name for kind in KINDS.values() for spec in kind.builtin}
+    own_builtin = {kind.name: frozenset(kind.builtin) for kind in KINDS.values()}
+    # A source declaring exactly what a checked one declared (kind, families, constant label names) can clash
+    # only where that one would, except through its identity labels, which its unique name makes unique: ten
+    # thousand targets with the same settings are checked once, not ten thousand times.
+    checked: set[tuple] = set()
     for item in parsed:
         kind = KINDS[item.kind]
+        declarations = kind.families(item.config)
+        self_families = (*STATS_FAMILIES, *kind.self_families(item.config))
+        shape = (kind.name, tuple(sorted(kind.data_labels(item.config))), tuple(d.spec for d in declarations),
+                 self_families)
+        if shape in checked:
+            continue
+        errors = len(report.errors)
         data = kind.data_group(item.config, item.path)
         stats = kind.stats_group(item.config, f"{item.path} (self-metrics)")
         store.swap(add=[data, stats])
-        for spec in (*STATS_FAMILIES, *kind.self_families(item.config)):
+        for spec in self_families:
             stats.register(spec)
-        for declared in kind.families(item.config):
+        for declared in declarations:
             owner = builtin.get(declared.spec.name)
-            if owner is not None and declared.spec not in kind.builtin:
+            if owner is not None and declared.spec not in own_builtin[kind.name]:
                 report.error(declared.line, declared.field, f"{declared.spec.name} is a name every {owner} source "
                                                             "exports")
                 continue
@@ -139,6 +151,8 @@ def _check_series(parsed: list[_Parsed], global_: GlobalConfig, report: Report) 
                 data.register(declared.spec)
             except SchemaError as exc:
                 report.error(declared.line, declared.field, str(exc))
+        if len(report.errors) == errors:  # a shape with problems is checked again: each source gets its lines
+            checked.add(shape)
 
 
 def load_config(path: str | Path) -> tuple[AgentConfig, Report]:

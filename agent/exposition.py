@@ -59,18 +59,21 @@ def render(snap: Snapshot, openmetrics: bool = False, process: bool = True) -> b
     out: list[str] = []
     write = out.append
     merged: dict[str, tuple[FamilySpec, list[tuple[dict[str, str], dict]]]] = {}
-    for spec, group_labels, values in snap.families:
+    dropped: dict[str, float] = {}
+    for spec, group_labels, values, refused in snap.families():
         merged.setdefault(spec.name, (spec, []))[1].append((group_labels, values))
+        if refused:
+            dropped[spec.name] = dropped.get(spec.name, 0.0) + refused
     for spec, parts in merged.values():
         _header(write, spec, openmetrics)
         for group_labels, values in parts:
             constant = {k: v for k, v in snap.const_labels.items() if k not in spec.labelnames}
             constant.update(group_labels)
             _series(write, spec, values, ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(constant.items())))
-    if snap.dropped:
+    if dropped:
         _header(write, SERIES_DROPPED, openmetrics)
         global_labels = "".join(f',{k}="{_escape(v)}"' for k, v in sorted(snap.const_labels.items()) if k != "metric")
-        for name, count in sorted(snap.dropped.items()):
+        for name, count in sorted(dropped.items()):
             labels = f'metric="{_escape(name)}"{global_labels}'
             write(f"kpi_agent_series_dropped_total{{{labels}}} {go_float(count)}\n")
     if process:

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from agent import __version__
+from agent import __version__, heap
 from agent.config import AgentConfig, ConfigError
 from agent.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress, descriptor_budget
 from agent.logconfig import suppressed_records
@@ -32,14 +32,17 @@ from agent.selfmetrics import (
     LOG_SUPPRESSED,
     LOOP_LAG,
     LOOP_LAG_MAX,
+    PROBE_DELAY,
     PROCESS_FAMILIES,
     RELOAD_OK,
     RELOAD_TIME,
     RELOADS,
     SOURCES,
 )
+from agent.shard import UNSHARDED, Shard
 from agent.sources.base import Source, SourceContext, SourceStats
-from agent.sources.http import trace_config
+from agent.sources.http import probe_session
+from agent.sources.http.slots import ProbeSlots
 from agent.sources.kinds import KINDS
 from agent.sources.logs.positions import Positions
 from agent.store import Group, SchemaError, Store
@@ -76,13 +79,14 @@ class Agent:
 
     def __init__(self, load: Callable[[], AgentConfig], listen: list[str] | str = ":9910",
                  web_config: LiveWebConfig | None = None, max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 header_timeout: float = DEFAULT_HEADER_TIMEOUT):
+                 header_timeout: float = DEFAULT_HEADER_TIMEOUT, shard: Shard = UNSHARDED):
         self._load = load
+        self.shard = shard
         self.listen = [ListenAddress.parse(a) for a in ([listen] if isinstance(listen, str) else listen)]
         self.web_config = web_config
         self._max_connections = max_connections
         self._header_timeout = header_timeout
-        self.config = load()
+        self.config = self._load_config()
         self.store = Store(self.config.global_.labels, reserved=PROCESS_FAMILIES)
         self.ready = False
         self.started_at = time.time()
@@ -101,11 +105,16 @@ class Agent:
         self._reloads = own.counter(RELOADS)
         self._crashes = own.counter(CRASHES)
         self._source_count = own.gauge(SOURCES)
+        self._probe_delay = own.histogram(PROBE_DELAY)
         own.gauge(BUILD_INFO).set((__version__, platform.python_version()), 1)
         for result in ("success", "failure"):
             self._reloads.ensure((result,))
         self._reload_ok.set((), 1)
         self._reload_ts.set((), time.time())
+
+    def _load_config(self) -> AgentConfig:
+        with heap.building_long_lived():  # ten thousand sources' configs: long-lived, and many objects
+            return self._load()
 
     @property
     def bound_port(self) -> int | None:
@@ -114,17 +123,13 @@ class Agent:
 
     async def start(self) -> None:
         """Serve HTTP and start the sources; raises StartError (after cleaning up) if they cannot be built."""
-        # force_close: every probe opens its own connection, as blackbox does, so connect and TLS are
-        # measured and a half-dead keep-alive connection cannot hide a down target.
-        self._session = aiohttp.ClientSession(
-            trace_configs=[trace_config()],
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, force_close=True),
-            cookie_jar=aiohttp.DummyCookieJar())
+        self._session = probe_session()
         self._positions = Positions(self.config.positions_file)
-        self._context = SourceContext(self._session, asyncio.Semaphore(self.config.global_.max_concurrent_probes),
-                                      self._positions)
+        self._context = SourceContext(self._session, ProbeSlots(self.config.global_.max_concurrent_probes),
+                                      self._positions, store=self.store, shard=self.shard,
+                                      probe_delay=self._probe_delay)
         try:
-            self._apply(self.config)
+            await self._apply(self.config)
         except StartError:
             await self._session.close()
             raise
@@ -142,11 +147,11 @@ class Agent:
         """Load and apply the config again; returns None on success or the error text."""
         async with self._reload_lock:
             try:
-                config = await asyncio.get_running_loop().run_in_executor(None, self._load)
+                config = await asyncio.get_running_loop().run_in_executor(None, self._load_config)
                 if config.positions_file != self.config.positions_file:
                     log.warning("positions_file changed: it takes effect at the next restart",
                                 extra={"running": self.config.positions_file, "configured": config.positions_file})
-                self._apply(config)
+                await self._apply(config)
             except (ConfigError, StartError) as exc:
                 self._reload_ok.set((), 0)
                 self._reloads.inc(("failure",))
@@ -160,9 +165,35 @@ class Agent:
             log.info("config reloaded", extra={"sources": len(self.sources)})
             return None
 
-    def _apply(self, config: AgentConfig) -> None:
+    def _runs(self, kind: str, config: Any) -> bool:
+        """Whether this replica runs the source (every source, unless the agent is sharded)."""
+        key = KINDS[kind].shard_key(config)
+        return key is None or self.shard.owns(key)
+
+    async def _apply(self, config: AgentConfig) -> None:
         """Make exactly ``config``'s sources run, or raise StartError having changed nothing."""
-        wanted: dict[SourceKey, Any] = {(kind, c.name): c for kind, c in config.sources}
+        wanted: dict[SourceKey, Any] = {(kind, c.name): c for kind, c in config.sources if self._runs(kind, c)}
+        changed = {key: c for key, c in wanted.items() if key not in self.sources or self.sources[key].config != c}
+        held = []  # what the new sources need loaded (CA bundles), loaded off the event loop
+        loop = asyncio.get_running_loop()
+        for kind_name in {key[0] for key in changed}:
+            configs = [c for key, c in changed.items() if key[0] == kind_name]
+            try:
+                held += await loop.run_in_executor(None, KINDS[kind_name].prepare, configs, self._context)
+            except Exception as exc:  # e.g. a CA file broken since the check; nothing has changed yet
+                raise StartError(f"{kind_name} sources cannot start: {exc}") from None
+        with heap.building_long_lived():
+            self._swap_sources(wanted)
+        del held
+        self.config = config
+        self.store.const_labels = dict(config.global_.labels)
+        self._context.probe_slots.resize(config.global_.max_concurrent_probes)
+        self._source_count.replace({(kind_name,): sum(1.0 for key in wanted if key[0] == kind_name)
+                                    for kind_name in KINDS})
+
+    def _swap_sources(self, wanted: dict[SourceKey, Any]) -> None:
+        """Build the new and changed sources, swap their groups in and the stale ones out, start and stop their
+        tasks. Raises StartError having changed nothing."""
         stale = [key for key, running in self.sources.items() if wanted.get(key) != running.config]
         built: dict[SourceKey, _Running] = {}
         groups: list[Group] = []
@@ -178,8 +209,9 @@ class Agent:
                 raise StartError(f"{key[0]} source {key[1]!r} cannot start: {exc}") from None
             built[key] = _Running(source_config, source)
             groups += [data, own]
+        detach = [owner for key in stale for owner in (*_owners(key), *self.sources[key].source.attached_groups())]
         try:
-            self.store.swap(remove=[owner for key in stale for owner in _owners(key)], add=groups)
+            self.store.swap(remove=detach, add=groups)
         except SchemaError as exc:  # config checks refuse every clash first: reaching this is a bug
             raise StartError(f"the new sources would break /metrics: {exc}") from None
         for key in stale:
@@ -190,11 +222,6 @@ class Agent:
         for key, running in built.items():
             running.task = asyncio.create_task(self._supervise(running.source), name=_owners(key)[0])
             self.sources[key] = running
-        self.config = config
-        self.store.const_labels = dict(config.global_.labels)
-        self._source_count.clear()
-        for kind_name in KINDS:
-            self._source_count.set((kind_name,), sum(1 for key in wanted if key[0] == kind_name))
 
     async def _supervise(self, source: Source[Any]) -> None:
         delay = _RESTART_BACKOFF[0]

@@ -13,7 +13,10 @@ RELOAD_TIME = gauge("kpi_agent_config_last_reload_success_timestamp_seconds",
 RELOADS = counter("kpi_agent_config_reloads_total", "Configuration reload attempts", ["result"])
 CRASHES = counter("kpi_agent_source_crashes_total", "Sources restarted after an unexpected error (a bug: please "
                   "report)", ["source", "kind"])
-SOURCES = gauge("kpi_agent_sources", "Configured sources", ["kind"])
+SOURCES = gauge("kpi_agent_sources", "Sources this agent runs (its shard's, when sharded)", ["kind"])
+PROBE_DELAY = histogram("kpi_agent_probe_start_delay_seconds", "How late probes started after they were due (event "
+                        "loop lag, waiting for a probe slot)", [],
+                        (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 
 # What prometheus_client's ProcessCollector exposes beside our families: names no source may take.
 PROCESS_FAMILIES = (
@@ -48,4 +51,4 @@ SERVER_FAMILIES = (HTTP_REQUESTS, HTTP_DURATION, HTTP_RESPONSE_SIZE, HTTP_CONNEC
                    HTTP_CONNECTIONS_CLOSED, WEB_CONFIG_OK, LOOP_LAG, LOOP_LAG_MAX, LOG_SUPPRESSED)
 CLOSE_REASONS = ("limit", "evicted_idle", "evicted_waiting", "header_timeout", "idle_timeout", "tls_san")
 
-AGENT_FAMILIES = (BUILD_INFO, RELOAD_OK, RELOAD_TIME, RELOADS, CRASHES, SOURCES, *SERVER_FAMILIES)
+AGENT_FAMILIES = (BUILD_INFO, RELOAD_OK, RELOAD_TIME, RELOADS, CRASHES, SOURCES, PROBE_DELAY, *SERVER_FAMILIES)

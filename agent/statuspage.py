@@ -64,6 +64,35 @@ def _files(row: dict[str, Any]) -> str:
     return f'<tr class="filerow"><td></td><td colspan="7">{listing}</td></tr>'
 
 
+def _targets(row: dict[str, Any]) -> str:
+    """Rows under a discovering HTTP source: its failing targets with their errors, and refused targets."""
+    failing, refusals = row.get("failing_targets"), row.get("refusals", [])
+    if failing is None:
+        return ""
+    lines = "".join(
+        f'<tr data-target="{html.escape(t["target"])}"><td>{html.escape(t["target"])}</td>'
+        f'<td>{html.escape(t["url"])}</td><td>{_result(t["result"])}</td>'
+        f'<td class="error">{html.escape(t["error"] or "")}</td></tr>' for t in failing)
+    more = row["failing_targets_total"] - len(failing)
+    if more > 0:
+        lines += f'<tr><td colspan="4" class="none">and {more:,} more failing targets (see /metrics)</td></tr>'
+    lines += "".join(f'<tr><td colspan="4" class="error">refused: {html.escape(text)}</td></tr>' for text in refusals)
+    if not lines:
+        return ""
+    return f'<tr class="filerow"><td></td><td colspan="7"><table class="files">{lines}</table></td></tr>'
+
+
+def _what(source: dict[str, Any]) -> str:
+    """What a source collects from: its URL, or how many targets it discovered."""
+    targets = source.get("targets")
+    if targets is None:
+        return html.escape(source.get("url", ""))
+    others = ", ".join(f"{count:,} {state.replace('_', ' ')}" for state, count in targets.items()
+                       if state != "probed" and count)
+    probed = targets.get("probed", 0)
+    return f"{probed:,} target{'' if probed == 1 else 's'} probed" + (f" ({others})" if others else "")
+
+
 def render(agent: dict[str, Any], sources: list[dict[str, Any]], now: float | None = None) -> str:
     """``agent``: version, uptime_seconds, config_file, ready, reload_error; ``sources``: the runtime's rows."""
     now = time.time() if now is None else now
@@ -74,14 +103,14 @@ def render(agent: dict[str, Any], sources: list[dict[str, Any]], now: float | No
                   f'{html.escape(agent["reload_error"])}</div>')
     rows = []
     for source in sources:
-        what = html.escape(source.get("url", ""))
+        what = _what(source)
         rows.append(
             f'<tr data-source="{html.escape(source["name"])}"><td><b>{html.escape(source["name"])}</b>'
             f'<div>{what}</div></td><td>{html.escape(source["kind"])}</td><td>{_result(source["last_result"])}</td>'
             f'<td>{_ago(source["last_success"], now)}</td><td>{_ago(source["last_error"], now)}</td>'
             f'<td class="error">{html.escape(source["last_error_text"] or "")}</td>'
             f'<td class=num>{source["series"]:,}</td><td class=num>{source["collections"]:,.0f}</td></tr>'
-            + _files(source))
+            + _files(source) + _targets(source))
     links = " ".join(f'<a href="{p}">{p}</a>' for p in _LINKS)
     table = ("<table id=sources><thead><tr><th>Source</th><th>Kind</th><th>Last result</th><th>Last success</th>"
              "<th>Last error</th><th>Error</th><th>Series</th><th>Collections</th></tr></thead>"

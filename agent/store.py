@@ -2,8 +2,8 @@
 
 Sources write plain numbers into families (a dict per family, keyed by label values) instead of client-library
 metric objects: an update is one dict operation, with no lock and no per-call object, so hot paths (a batch of
-log lines, a probe) stay cheap. A scrape copies the store on the event loop (``Store.snapshot``) and
-``agent.exposition`` writes the page from the copy in a worker thread.
+log lines, a probe) stay cheap. A scrape lists the attached groups on the event loop (``Store.snapshot``) and
+``agent.exposition`` writes the page in a worker thread, copying each family whole as it goes (see ``Snapshot``).
 
 Every check sits where a series or a family enters, never on the update path:
 
@@ -11,20 +11,22 @@ Every check sits where a series or a family enters, never on the update path:
 - a new label set must have one value per label name (a mismatch is a bug: it raises), label values that
   cannot be encoded (lone surrogates from a hostile log line) are repaired, and a family refuses label sets
   beyond its series limit (counted, never stored);
-- a group (one source's series, or the agent's own) has constant labels, among them an identity label that
-  no other group holding the same family shares (``target="shop"``, ``source="nginx"``); families of one name
-  in several groups agree on kind, label names and buckets, and no two families expose a sample name twice.
+- a group (one source's series, or the agent's own) has constant labels, among them identity labels whose
+  values no other group holding the same family shares (``target="shop"``, ``source="nginx"``); families of
+  one name in several groups agree on kind, label names and buckets, and no two families expose a sample name
+  twice.
 
 Together these make a duplicate series impossible: within a family, label sets are dict keys; across groups,
-every series carries its group's identity label. ``Store.swap`` checks a set of new groups against what stays
+every series carries its group's identity labels. ``Store.swap`` checks a set of new groups against what stays
 before anything changes, so a reload can refuse a bad set and keep the running one.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
@@ -51,7 +53,8 @@ class FamilySpec:
     labelnames: tuple[str, ...] = ()
     bounds: tuple[float, ...] = ()  # histograms: upper bounds, sorted, without +Inf
 
-    @property
+    # cached: a config of ten thousand sources asks each of its few specs these questions ten thousand times
+    @functools.cached_property
     def sample_names(self) -> tuple[str, ...]:
         if self.kind == "counter":
             return (f"{self.name}_total",)
@@ -59,8 +62,24 @@ class FamilySpec:
             return (f"{self.name}_bucket", f"{self.name}_count", f"{self.name}_sum")
         return (self.name,)
 
-    def schema(self) -> tuple[str, tuple[str, ...], tuple[float, ...]]:
+    @functools.cached_property
+    def exposed(self) -> tuple[str, ...]:
+        """The family name and its sample names: no other family may expose one of them."""
+        return (self.name, *self.sample_names)
+
+    @functools.cached_property
+    def _schema(self) -> tuple[str, tuple[str, ...], tuple[float, ...]]:
         return self.kind, self.labelnames, self.bounds
+
+    def schema(self) -> tuple[str, tuple[str, ...], tuple[float, ...]]:
+        return self._schema
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        return hash((self.name, self.kind, self.documentation, self.labelnames, self.bounds))
 
 
 def counter(name: str, documentation: str, labelnames: Iterable[str] = ()) -> FamilySpec:
@@ -127,12 +146,20 @@ class _Family(Generic[V]):
     def name(self) -> str:
         return self.spec.name
 
-    def _admit(self, labels: LabelValues, amount: float) -> LabelValues | None:
-        """The key a new label set is stored under, or None (counted) when the family is full."""
+    def _key(self, labels: LabelValues) -> LabelValues:
+        """The key a label set is stored under (checked and repaired)."""
         if len(labels) != len(self.spec.labelnames):
             raise SchemaError(f"{self.spec.name}: {len(labels)} label values for label names "
                               f"{self.spec.labelnames}")
-        key = tuple(_repaired(value) for value in labels)
+        key = tuple(labels)
+        for value in key:
+            if not value.isascii():  # only non-ASCII text can hold a lone surrogate
+                return tuple(_repaired(value) for value in labels)
+        return key
+
+    def _admit(self, labels: LabelValues, amount: float) -> LabelValues | None:
+        """The key a new label set is stored under, or None (counted) when the family is full."""
+        key = self._key(labels)
         if key not in self.values and len(self.values) >= self.max_series:
             self.dropped += amount
             return None
@@ -167,7 +194,20 @@ class Family(_Family[float]):
         if labels not in self.values and (key := self._admit(labels, 0.0)) is not None:
             self.values.setdefault(key, 0.0)
 
+    def replace(self, series: dict[LabelValues, float]) -> None:
+        """Make exactly these series exist, in one step: a scrape sees the series before or after, never a
+        family half cleared (use this, not clear() then set(), for a set of series that changes)."""
+        fresh: dict[LabelValues, float] = {}
+        for labels, value in series.items():
+            key = self._key(labels)
+            if key not in fresh and len(fresh) >= self.max_series:
+                self.dropped += 1.0
+                continue
+            fresh[key] = value
+        self.values = fresh
+
     def snapshot(self) -> dict[LabelValues, float]:
+        """A copy of the series; one C-level copy, so another thread cannot see it half written."""
         return self.values.copy()
 
 
@@ -203,28 +243,39 @@ class HistogramFamily(_Family[list[float]]):
         self._state(labels, 0.0)
 
     def snapshot(self) -> dict[LabelValues, list[float]]:
-        return {labels: list(state) for labels, state in self.values.items()}
+        """A copy of the series (the list of label sets, then each state, each in one C-level copy)."""
+        return {labels: state[:] for labels, state in list(self.values.items())}
 
 
 AnyFamily = Family | HistogramFamily
 
 
+Identity = tuple[tuple[str, str], ...]  # (label name, value) pairs, sorted by name
+
+
 class Group:
     """The families one owner writes, and the constant labels on every one of its series.
 
-    ``identity`` names the label of ``const_labels`` that tells this group's series from every other group's
-    (``target`` for an HTTP source's probes, ``source`` for a log source's data and every source's
-    self-metrics). A group is usually built detached, then attached by ``Store.swap``, which checks it against
-    the attached ones.
+    ``identity`` names the labels of ``const_labels`` that tell this group's series from every other group's
+    (``target`` for an HTTP source's probes, ``source`` and ``target`` for a target an HTTP source discovered,
+    ``source`` for a log source's data and every source's self-metrics). A group is usually built detached, then
+    attached by ``Store.swap``, which checks it against the attached ones.
     """
 
-    def __init__(self, owner: str, const_labels: dict[str, str] | None = None, identity: str | None = None):
+    def __init__(self, owner: str, const_labels: dict[str, str] | None = None,
+                 identity: str | tuple[str, ...] | None = None):
         self.owner = owner
         self.const_labels = {name: _repaired(value) for name, value in (const_labels or {}).items()}
-        if identity is not None and identity not in self.const_labels:
-            raise SchemaError(f"group {owner}: identity label {identity!r} is not one of its constant labels")
-        self.identity = (identity, self.const_labels[identity]) if identity else None
+        names = (identity,) if isinstance(identity, str) else tuple(sorted(identity or ()))
+        for name in names:
+            if name not in self.const_labels:
+                raise SchemaError(f"group {owner}: identity label {name!r} is not one of its constant labels")
+        self.identity_names = names
+        self.identity_values = tuple(self.const_labels[name] for name in names)
+        self.identity: Identity | None = tuple(zip(names, self.identity_values, strict=True)) or None
+        self._keys: dict[tuple[str, ...], tuple[str | None, ...]] = {}
         self.families: dict[str, AnyFamily] = {}
+        self._exposed: dict[str, str] = {}  # family and sample names of this group's families -> family name
         self.store: Store | None = None
 
     def register(self, spec: FamilySpec, max_series: int = DEFAULT_MAX_SERIES) -> AnyFamily:
@@ -234,17 +285,29 @@ class Group:
             if existing.spec.schema() != spec.schema():
                 raise SchemaError(_disagree(spec, existing.spec, self.owner))
             return existing
-        clash = sorted(set(spec.labelnames) & set(self.const_labels))
-        if clash:
+        if spec.labelnames and not self.const_labels.keys().isdisjoint(spec.labelnames):
+            clash = sorted(set(spec.labelnames) & set(self.const_labels))
             raise SchemaError(f"{shown(spec)}: labels {clash} are also set on every series of {self.owner}")
-        _Index.check_within([f.spec for f in self.families.values()], spec)
+        # two families of one group never expose one name (a histogram ``h`` beside a gauge ``h_count``)
+        if not self._exposed.keys().isdisjoint(spec.exposed):
+            shared = sorted(name for name in spec.exposed if name in self._exposed)
+            raise SchemaError(_both_expose(spec, shared[0], self.families[self._exposed[shared[0]]].spec))
         if self.store is not None:
             self.store._index.check(self, spec)
             self.store._index.insert(self, spec)
         family: AnyFamily = HistogramFamily(spec, max_series) if spec.kind == "histogram" else \
             Family(spec, max_series)
         self.families[spec.name] = family
+        for name in spec.exposed:
+            self._exposed[name] = spec.name
         return family
+
+    def key(self, names: tuple[str, ...]) -> tuple[str | None, ...]:
+        """This group's values of ``names`` (None where it has no such constant label)."""
+        key = self._keys.get(names)
+        if key is None:
+            key = self._keys[names] = tuple(self.const_labels.get(name) for name in names)
+        return key
 
     def counter(self, spec: FamilySpec, max_series: int = DEFAULT_MAX_SERIES) -> Family:
         return self._scalar(spec, "counter", max_series)
@@ -267,7 +330,63 @@ class Group:
         return family
 
 
+def _some(owners: Iterable[str], limit: int = 3) -> str:
+    """A few owners for a message (there can be ten thousand)."""
+    listed = sorted(owners)
+    more = f" and {len(listed) - limit} more" if len(listed) > limit else ""
+    return ", ".join(listed[:limit]) + more
+
+
 _RESERVED = "<reserved>"
+
+
+class _Holders:
+    """The groups that hold one family name, indexed so that checking a new one costs the same with ten
+    thousand holders as with one.
+
+    Two groups can only expose the same series if they agree on the value of every identity label either of
+    them has (identity labels are never family labels nor global labels). Groups with the same identity label
+    names never share their values, so per set of names one lookup finds the only candidate.
+    """
+
+    __slots__ = ("groups", "anonymous", "by_identity")
+
+    def __init__(self) -> None:
+        self.groups: dict[str, Group | None] = {}  # owner -> group (None: a family the agent exposes itself)
+        self.anonymous: set[str] = set()  # owners whose group has no identity
+        self.by_identity: dict[tuple[str, ...], dict[tuple[str | None, ...], Group]] = {}  # names -> values -> group
+
+    def clash(self, group: Group) -> str | None:
+        """The owner of a holder whose series could be ``group``'s, if any."""
+        if group.identity is None or self.anonymous:
+            others = self.groups if group.identity is None else self.anonymous
+            return next((owner for owner in others if owner != group.owner), None)
+        for names, holders in self.by_identity.items():
+            other = holders.get(group.identity_values if names == group.identity_names else group.key(names))
+            if other is not None and other.owner != group.owner and \
+                    all(other.const_labels.get(name) == value for name, value in group.identity):
+                return other.owner
+        return None
+
+    def insert(self, owner: str, group: Group | None) -> None:
+        self.groups[owner] = group
+        if group is None or group.identity is None:
+            self.anonymous.add(owner)
+        else:
+            holders = self.by_identity.get(group.identity_names)
+            if holders is None:
+                holders = self.by_identity[group.identity_names] = {}
+            holders[group.identity_values] = group
+
+    def remove(self, group: Group) -> None:
+        self.groups.pop(group.owner, None)
+        self.anonymous.discard(group.owner)
+        if group.identity is not None:
+            holders = self.by_identity.get(group.identity_names, {})
+            if holders.get(group.identity_values) is group:
+                del holders[group.identity_values]
+                if not holders:
+                    del self.by_identity[group.identity_names]
 
 
 class _Index:
@@ -276,44 +395,35 @@ class _Index:
 
     def __init__(self) -> None:
         self.specs: dict[str, FamilySpec] = {}  # family name -> the spec its holders agree on
-        self.owners: dict[str, dict[str, tuple[str, str] | None]] = {}  # family name -> owner -> identity
+        self.holders: dict[str, _Holders] = {}  # family name -> the groups holding it
         self.names: dict[str, str] = {}  # family and sample names -> the family exposing them
-
-    @staticmethod
-    def _exposed(spec: FamilySpec) -> tuple[str, ...]:
-        return (spec.name, *spec.sample_names)
-
-    @staticmethod
-    def check_within(specs: Iterable[FamilySpec], spec: FamilySpec) -> None:
-        """Two families of one group never expose one name (a histogram ``h`` beside a gauge ``h_count``)."""
-        for other in specs:
-            shared = set(_Index._exposed(other)) & set(_Index._exposed(spec))
-            if shared and other.name != spec.name:
-                raise SchemaError(_both_expose(spec, sorted(shared)[0], other))
 
     def check(self, group: Group, spec: FamilySpec) -> None:
         known = self.specs.get(spec.name)
-        owners = self.owners.get(spec.name, {})
-        if _RESERVED in owners:
-            raise SchemaError(f"{shown(spec)} is a name the agent exposes itself")
-        others = sorted(owner for owner in owners if owner != group.owner)
-        if known is not None and known.schema() != spec.schema():
-            raise SchemaError(_disagree(spec, known, ", ".join(others)))
-        for owner in others:
-            identity = owners[owner]
-            if identity is None or group.identity is None or identity == group.identity:
-                raise SchemaError(f"{shown(spec)}: {group.owner} and {owner} would expose the same series")
-        for name in self._exposed(spec):
+        holders = self.holders.get(spec.name)
+        if holders is not None:
+            if _RESERVED in holders.groups:
+                raise SchemaError(f"{shown(spec)} is a name the agent exposes itself")
+            if known is not None and known is not spec and known.schema() != spec.schema():
+                raise SchemaError(_disagree(spec, known, _some(o for o in holders.groups if o != group.owner)))
+            other = holders.clash(group)
+            if other is not None:
+                raise SchemaError(f"{shown(spec)}: {group.owner} and {other} would expose the same series")
+        if known is spec:
+            return  # its names were checked when it was first indexed, and are still its own
+        for name in spec.exposed:
             family = self.names.get(name)
             if family is not None and family != spec.name:
                 raise SchemaError(_both_expose(spec, name, self.specs[family]))
 
     def insert(self, group: Group | None, spec: FamilySpec) -> None:
-        self.specs.setdefault(spec.name, spec)
-        owner, identity = (group.owner, group.identity) if group else (_RESERVED, None)
-        self.owners.setdefault(spec.name, {})[owner] = identity
-        for name in self._exposed(spec):
-            self.names[name] = spec.name
+        holders = self.holders.get(spec.name)
+        if holders is None:
+            holders = self.holders[spec.name] = _Holders()
+            self.specs[spec.name] = spec
+            for name in spec.exposed:
+                self.names[name] = spec.name
+        holders.insert(group.owner if group else _RESERVED, group)
 
     def add(self, group: Group) -> None:
         """Index every family of ``group``, or raise SchemaError having indexed none."""
@@ -323,25 +433,40 @@ class _Index:
             self.insert(group, family.spec)
 
     def remove(self, group: Group) -> None:
-        for name in group.families:
-            owners = self.owners.get(name, {})
-            owners.pop(group.owner, None)
-            if not owners:
-                self.owners.pop(name, None)
-                spec = group.families[name].spec
+        for name, family in group.families.items():
+            holders = self.holders.get(name)
+            if holders is None or holders.groups.get(group.owner) is not group:
+                continue
+            holders.remove(group)
+            if not holders.groups:
+                del self.holders[name]
                 self.specs.pop(name, None)
-                for exposed in self._exposed(spec):
+                for exposed in family.spec.exposed:
                     if self.names.get(exposed) == name:
                         del self.names[exposed]
 
 
 @dataclass
 class Snapshot:
-    """A copy of every family's values, taken on the event loop and rendered anywhere."""
+    """The groups attached at one moment and the global labels, taken on the event loop in constant time.
 
-    families: list[tuple[FamilySpec, dict[str, str], dict]] = field(default_factory=list)
+    The series themselves are copied as they are rendered, in a worker thread, one family at a time: copying
+    the 150,000 families of ten thousand targets on the event loop blocked it for up to 0.8 s per scrape, and
+    every probe due meanwhile started late. Each family is copied with one C-level operation, which the event
+    loop's thread cannot interleave with (the GIL), and sets of series that change are replaced in one step
+    (``Family.replace``), so a family is never rendered half updated. Families are not read at one instant
+    with each other, as in every Prometheus client library.
+    """
+
+    groups: list[Group] = field(default_factory=list)
     const_labels: dict[str, str] = field(default_factory=dict)
-    dropped: dict[str, float] = field(default_factory=dict)
+
+    def families(self) -> Iterator[tuple[FamilySpec, dict[str, str], dict, float]]:
+        """Each family of each group: its spec, its group's constant labels, a copy of its series, and how
+        many new label sets it refused. Call it where the page is rendered, not on the event loop."""
+        for group in self.groups:
+            for family in list(group.families.values()):
+                yield family.spec, group.const_labels, family.snapshot(), family.dropped
 
 
 class Store:
@@ -358,7 +483,8 @@ class Store:
         for spec in (*reserved, SERIES_DROPPED):
             self._index.insert(None, spec)
 
-    def group(self, owner: str, const_labels: dict[str, str] | None = None, identity: str | None = None) -> Group:
+    def group(self, owner: str, const_labels: dict[str, str] | None = None,
+              identity: str | tuple[str, ...] | None = None) -> Group:
         """The attached group of ``owner``, created and attached if new."""
         group = self.groups.get(owner)
         if group is None:
@@ -397,13 +523,7 @@ class Store:
         self.swap(remove=[owner])
 
     def snapshot(self) -> Snapshot:
-        snap = Snapshot(const_labels=dict(self.const_labels))
-        for group in list(self.groups.values()):
-            for family in list(group.families.values()):
-                snap.families.append((family.spec, group.const_labels, family.snapshot()))
-                if family.dropped:
-                    snap.dropped[family.name] = snap.dropped.get(family.name, 0.0) + family.dropped
-        return snap
+        return Snapshot(list(self.groups.values()), dict(self.const_labels))
 
 
 SERIES_DROPPED = counter("kpi_agent_series_dropped_total",

@@ -41,6 +41,10 @@ SOURCES = {
         f"  - {{name: probe-labelled, url: '{target}/json', interval: 200ms, timeout: 150ms, labels: {{team: shop}},"
         f" json_metrics: [{{name: shop_orders_total, type: counter, path: $.orders}}]}}\n"
         f"  - {{name: probe-plain, url: '{target}/json', interval: 200ms, timeout: 150ms,"
+        f" json_metrics: [{{name: shop_orders_total, type: counter, path: $.orders}}]}}\n"
+        # a discovering source probing the same URL: its series differ by source, and by target (the address)
+        f"  - {{name: probe-discovered, interval: 200ms, timeout: 150ms, labels: {{team: shop}},"
+        f" static_configs: [{{targets: ['{target}/json'], labels: {{le: clash}}}}],"
         f" json_metrics: [{{name: shop_orders_total, type: counter, path: $.orders}}]}}\n"),
     "logs": lambda target, log: (
         f"logs:\n"
@@ -95,9 +99,16 @@ async def test_every_series_is_unique_labelled_and_reported_per_kind(tmp_path, t
         declared = {sample: {*spec.labelnames, *(["le"] if sample.endswith("_bucket") else [])}
                     for kind, source in agent.config.sources for family in KINDS[kind].families(source)
                     for spec in [family.spec] for sample in spec.sample_names}
+        for _ in range(100):
+            if (await ascrape(base)).find("shop_orders_total", source="probe-discovered"):
+                break
+            await asyncio.sleep(0.05)
         for openmetrics in (False, True):
             page = await ascrape(base, openmetrics=openmetrics)  # duplicates fail inside the parser
             _check(page, global_labels, declared)
+            (discovered,) = page.find("shop_orders_total", source="probe-discovered")
+            assert discovered.labels == {**global_labels, "team": "shop", "source": "probe-discovered",
+                                         "target": f"{target}/json", "exported_le": "clash"}, discovered
         text = (await ascrape(base)).text
         checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
         assert checked.returncode == 0 and not (checked.stdout + checked.stderr).strip(), checked.stdout

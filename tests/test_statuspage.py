@@ -28,8 +28,9 @@ async def test_every_source_shows_its_result_times_error_series_and_files(tmp_pa
         "  - {name: wrong-status, url: 'http://127.0.0.1:PORT/nope'}\n"
         f"logs:\n  - {{name: app, paths: ['{log}', '{tmp_path}/none-*.log'], format: json, start_at: beginning,"
         " metrics: [{name: req_total, type: counter, labels: [m]}]}\n")
-    agent = Agent(lambda: load_config(config)[0], "127.0.0.1:0")
     text = config.read_text()
+    config.write_text(text.replace("PORT", str(closed_port)))  # the agent's own port is known once it listens
+    agent = Agent(lambda: load_config(config)[0], "127.0.0.1:0")
     await agent.start()
     base = f"http://127.0.0.1:{agent.bound_port}"
     config.write_text(text.replace("PORT", str(agent.bound_port)))
@@ -108,5 +109,41 @@ async def test_the_page_in_a_browser_shows_every_source_without_a_console_error(
         assert by_name["unreachable"][2] == "connection_refused" and "Connection refused" in by_name["unreachable"][5]
         assert by_name["app"][2] == "success"
         assert blank_share(screenshot) < 0.97 and colour_pixels(screenshot, (0xB3, 0x26, 0x1E)) > 50  # red failure
+    finally:
+        await agent.stop()
+
+
+async def test_a_discovering_source_shows_its_targets_and_each_failing_one(tmp_path):
+    """The per-target debug view at scale: counts by state, and every failing target with its own error."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    targets = tmp_path / "targets.yml"
+    targets.write_text(f"- targets: ['127.0.0.1:{closed_port}', 'http://127.0.0.1:{closed_port}/x', 'ftp://a/']\n")
+    config = tmp_path / "agent.yaml"
+    config.write_text("global: {interval: 200ms, timeout: 150ms}\nhttp:\n"
+                      "  - {name: fleet, file_sd_configs: [{files: [targets.yml]}],\n"
+                      "     relabel_configs: [{source_labels: [__address__], regex: '.*/x', action: drop}]}\n")
+    agent = Agent(lambda: load_config(config)[0], "127.0.0.1:0")
+    await agent.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            row: dict = {}
+            for _ in range(60):
+                async with session.get(f"http://127.0.0.1:{agent.bound_port}/api/v1/sources") as response:
+                    (row,) = await response.json()
+                if row["failing_targets"]:
+                    break
+                await asyncio.sleep(0.05)
+            async with session.get(f"http://127.0.0.1:{agent.bound_port}/") as response:
+                page = await response.text()
+        assert row["targets"] == {"probed": 1, "other_shard": 0, "dropped": 1, "refused": 1}
+        (failing,) = row["failing_targets"]
+        assert failing == {"target": f"127.0.0.1:{closed_port}", "url": f"http://127.0.0.1:{closed_port}/",
+                           "result": "connection_refused",
+                           "error": f"cannot connect to 127.0.0.1:{closed_port}: Connection refused"}
+        assert row["series"] > 10 and len(row["refusals"]) == 1 and "ftp://a/" in row["refusals"][0]
+        assert "1 target probed (1 dropped, 1 refused)" in page
+        assert f'data-target="127.0.0.1:{closed_port}"' in page and "refused: " in page
     finally:
         await agent.stop()

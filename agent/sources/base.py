@@ -11,19 +11,34 @@ bad line) is recorded as data, never raised: one source can never stop another.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from agent.store import FamilySpec, Group, counter, gauge
+from agent.shard import UNSHARDED, Shard
+from agent.store import FamilySpec, Group, HistogramFamily, Store, counter, gauge
 from agent.yamlsrc import Fields
 
 if TYPE_CHECKING:
     import aiohttp
 
+    from agent.sources.http.schedule import ProbeScheduler
+    from agent.sources.http.slots import ProbeSlots
+    from agent.sources.http.tls import TlsContexts
     from agent.sources.logs.positions import Positions
+
+
+def _tls_contexts() -> TlsContexts:
+    from agent.sources.http.tls import TlsContexts  # imported late: the HTTP kind imports this module
+
+    return TlsContexts()
+
+
+def _probe_scheduler() -> ProbeScheduler:
+    from agent.sources.http.schedule import ProbeScheduler
+
+    return ProbeScheduler()
 
 
 @dataclass
@@ -31,8 +46,13 @@ class SourceContext:
     """Shared by all sources of one running agent."""
 
     session: aiohttp.ClientSession  # one client session (connection pool, DNS cache) for every HTTP source
-    probe_slots: asyncio.Semaphore  # bounds how many probes are in flight at once
+    probe_slots: ProbeSlots  # bounds how many probes are in flight at once
     positions: Positions | None  # read offsets of log files, persisted across restarts
+    tls: TlsContexts = field(default_factory=_tls_contexts)  # one per distinct TLS config
+    probes: ProbeScheduler = field(default_factory=_probe_scheduler)  # starts every HTTP probe on time
+    store: Store | None = None  # sources that discover targets attach their targets' groups to it
+    shard: Shard = UNSHARDED  # the share of the targets this replica probes
+    probe_delay: HistogramFamily | None = None  # how late probes start after they are due
 
 
 @dataclass(frozen=True)
@@ -123,6 +143,11 @@ class Source(ABC, Generic[ConfigT]):
         """Kind-specific facts for the status page (what is collected from, how it is going); no secrets."""
         return {}
 
+    def attached_groups(self) -> list[str]:
+        """Owners of the store groups the source attached itself (the targets it discovered): the runtime
+        detaches them with the source's own."""
+        return []
+
 
 class SourceKind(ABC, Generic[ConfigT]):
     """One kind of source: its config section, the families it declares, and how to build one."""
@@ -145,6 +170,16 @@ class SourceKind(ABC, Generic[ConfigT]):
 
     def self_families(self, config: ConfigT) -> list[FamilySpec]:
         """Self-metric families beyond ``STATS_FAMILIES`` (labelled by ``source``)."""
+        return []
+
+    def shard_key(self, config: ConfigT) -> str | None:
+        """What decides which replica runs the source when the agent is sharded; None: every replica runs it
+        (log files are local; a discovering source shards its targets itself)."""
+        return None
+
+    def prepare(self, configs: list[ConfigT], context: SourceContext) -> list[Any]:
+        """Blocking work the sources of these configs need before they are built (reading CA bundles): the
+        runtime runs it in a worker thread. Returns what must stay referenced until they are built."""
         return []
 
     @abstractmethod

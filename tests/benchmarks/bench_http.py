@@ -1,6 +1,7 @@
 """Per-probe cost: our HttpSource vs blackbox_exporter's http prober, same target, same number of probes.
 
 Run: .venv/bin/python -m pytest tests/benchmarks/bench_http.py -s
+(tests/benchmarks/bench_scale.py measures 10,000 targets on their schedule against blackbox_exporter.)
 The target runs in its own process. Our probes run in this process (CPU = this process's CPU time during
 the run); blackbox_exporter runs in its own (CPU from /proc), driven through /probe by a client here. Both
 open a new connection per probe.
@@ -8,6 +9,7 @@ open a new connection per probe.
 
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -19,13 +21,15 @@ import aiohttp
 from agent import yamlsrc
 from agent.config import parse_config
 from agent.sources.base import SourceContext
-from agent.sources.http import HttpSource, trace_config
+from agent.sources.http import HttpSource, probe_session
+from agent.sources.http.slots import ProbeSlots
 from agent.store import Store
-from tests.helpers import fetch, free_port, wait_until
+from tests.helpers import build_source, fetch, free_port, wait_until
 from tests.tools import require_tool
 
-PROBES = 3000
+PROBES = 2000
 CONCURRENCY = 20
+ROUNDS = 5
 
 TARGET = textwrap.dedent("""
     import sys
@@ -44,12 +48,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def run_ours(url: str) -> tuple[float, float]:
-    (config,) = parse_config(yamlsrc.load_text(f"http:\n  - name: bench\n    url: {url}\n", "b.yaml"), "b.yaml")[0].http
+    text = "http:\n" + "".join(f"  - name: bench-{i}\n    url: {url}\n" for i in range(CONCURRENCY))
+    configs = parse_config(yamlsrc.load_text(text, "b.yaml"), "b.yaml")[0].of_kind("http")
     store = Store()
-    connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(trace_configs=[trace_config()], connector=connector) as session:
-        context = SourceContext(session, asyncio.Semaphore(64), None)
-        sources = [HttpSource(config, store.group(str(i)), context) for i in range(CONCURRENCY)]
+    async with probe_session() as session:
+        context = SourceContext(session, ProbeSlots(64), None)
+        sources = [build_source(store, context, config, "http") for config in configs]
         wall, cpu = time.perf_counter(), time.process_time()
 
         async def worker(source: HttpSource) -> None:
@@ -83,18 +87,24 @@ def test_probe_cost_against_blackbox(tmp_path):
                                  f"--web.listen-address=127.0.0.1:{blackbox_port}"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{target_port}/ok"
+    ours, theirs = [], []
     try:
         wait_until(lambda: fetch(url)[0] == 200)
         wait_until(lambda: fetch(f"http://127.0.0.1:{blackbox_port}/-/healthy")[0] == 200)
-        ours_wall, ours_cpu = asyncio.run(run_ours(url))
         probe_url = f"http://127.0.0.1:{blackbox_port}/probe?module=http_2xx&target={url}"
-        bb_wall, bb_cpu = asyncio.run(run_blackbox(probe_url, exporter.pid))
+        for _ in range(ROUNDS):  # alternating, so both see the same load on a shared machine
+            ours.append(asyncio.run(run_ours(url)))
+            theirs.append(asyncio.run(run_blackbox(probe_url, exporter.pid)))
     finally:
         for process in (exporter, target):
             process.terminate()
             process.wait(timeout=10)
-    print(f"\n{PROBES} probes of a local target, {CONCURRENCY} at a time, new connection per probe")
+    ours_wall, ours_cpu = (statistics.median(run[i] for run in ours) for i in (0, 1))
+    bb_wall, bb_cpu = (statistics.median(run[i] for run in theirs) for i in (0, 1))
+    print(f"\n{PROBES} probes of a local target, {CONCURRENCY} at a time, new connection per probe; median of "
+          f"{ROUNDS} alternating rounds; load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     print(f"  blackbox_exporter: {PROBES / bb_wall:7.0f} probes/s, {bb_cpu / PROBES * 1e6:6.0f} us CPU per probe "
-          f"(its process only)")
-    print(f"  kpi-agent:         {PROBES / ours_wall:7.0f} probes/s, {ours_cpu / PROBES * 1e6:6.0f} us CPU per probe")
+          f"(its process only; rounds: {[round(run[1] / PROBES * 1e6) for run in theirs]})")
+    print(f"  kpi-agent:         {PROBES / ours_wall:7.0f} probes/s, {ours_cpu / PROBES * 1e6:6.0f} us CPU per probe "
+          f"(rounds: {[round(run[1] / PROBES * 1e6) for run in ours]})")
     print(f"  ratio: {bb_cpu / ours_cpu:.2f}x blackbox's CPU per probe (above 1 = we use less)")

@@ -148,8 +148,8 @@ def test_kubernetes_manifests_fit_together():
     on_disk = {p.name for p in (DEPLOY / "kubernetes").glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == on_disk
     config_maps = {cm["metadata"]["name"]: cm for cm in by_kind["ConfigMap"]}
-    workloads = by_kind["Deployment"] + by_kind["DaemonSet"]
-    assert {w["kind"] for w in workloads} == {"Deployment", "DaemonSet"}
+    workloads = by_kind["StatefulSet"] + by_kind["DaemonSet"]
+    assert {w["kind"] for w in workloads} == {"StatefulSet", "DaemonSet"}
     pod_labels = []
     for workload in workloads:
         template = workload["spec"]["template"]
@@ -159,9 +159,9 @@ def test_kubernetes_manifests_fit_together():
         container = template["spec"]["containers"][0]
         assert "metrics" in {p["name"] for p in container["ports"]}
         for volume in template["spec"]["volumes"]:
-            if "configMap" in volume:
-                payload = config_maps[volume["configMap"]["name"]]["data"]["agent.yaml"]
-                _, report = parse_config(yamlsrc.load_text(payload, volume["configMap"]["name"]), "cm")
+            data = config_maps[volume["configMap"]["name"]]["data"] if "configMap" in volume else {}
+            if "agent.yaml" in data:
+                _, report = parse_config(yamlsrc.load_text(data["agent.yaml"], volume["configMap"]["name"]), "cm")
                 assert report.errors == []
     services = by_kind["Service"]
     for service in services:
@@ -178,6 +178,31 @@ def test_kubernetes_manifests_fit_together():
     mounts = {m["mountPath"] for m in daemonset["containers"][0]["volumeMounts"]}
     logs_config = yaml.safe_load(config_maps["kpi-agent-logs"]["data"]["agent.yaml"])
     assert any(logs_config["positions_file"].startswith(m) for m in mounts)  # positions survive restarts
+
+
+def test_the_http_statefulset_runs_one_shard_per_pod_over_its_discovered_targets(tmp_path):
+    objects = _kubernetes_objects()
+    (statefulset,) = [o for o in objects if o["kind"] == "StatefulSet"]
+    spec = statefulset["spec"]
+    (container,) = spec["template"]["spec"]["containers"]
+    args = container["args"]
+    assert f"--shard.count={spec['replicas']}" in args and "--shard.index=$(SHARD_INDEX)" in args
+    (index,) = [env for env in container["env"] if env["name"] == "SHARD_INDEX"]
+    assert index["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == spec["serviceName"])
+    assert service["spec"]["clusterIP"] == "None"  # headless: Prometheus scrapes every shard
+    config_maps = {o["metadata"]["name"]: o["data"] for o in objects if o["kind"] == "ConfigMap"}
+    volumes = {v["name"]: v["configMap"]["name"] for v in spec["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+    # the agent reads its config and its target files where the pod mounts them: check them there
+    for path, name in mounts.items():
+        for file, text in config_maps[name].items():
+            (tmp_path / path.strip("/") / file).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / path.strip("/") / file).write_text(
+                text.replace("/etc/kpi-agent-targets/", f"{tmp_path}/etc/kpi-agent-targets/"))
+    result = subprocess.run([sys.executable, "-m", "agent", "check", "--config.file",
+                             str(tmp_path / "etc/kpi-agent/agent.yaml")], capture_output=True, text=True)
+    assert result.returncode == 0 and "3 discovered targets" in result.stdout, result.stdout + result.stderr
 
 
 def test_committed_dashboards_and_grafana_alert_rules_match_the_specs():

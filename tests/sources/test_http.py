@@ -7,15 +7,15 @@ import ssl
 import subprocess
 import time
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from agent import yamlsrc
 from agent.config import parse_config
 from agent.sources.base import SourceContext, SourceDefaults
-from agent.sources.http import EXPORTED_SERIES, RESULTS, HttpSource, trace_config
+from agent.sources.http import EXPORTED_SERIES, RESULTS, HttpSource, probe_session
 from agent.sources.http.config import parse_http_source
+from agent.sources.http.slots import ProbeSlots
 from agent.store import Store
 from agent.yamlsrc import ConfigError, Fields, Report
 from tests.helpers import build_source, render_store
@@ -94,8 +94,8 @@ async def server():
 
 @pytest.fixture
 async def context():
-    session = aiohttp.ClientSession(trace_configs=[trace_config()], connector=aiohttp.TCPConnector(force_close=True))
-    yield SourceContext(session, asyncio.Semaphore(8), None)
+    session = probe_session()
+    yield SourceContext(session, ProbeSlots(8), None)
     await session.close()
 
 
@@ -394,3 +394,149 @@ async def test_run_keeps_its_cadence(server, context):
     task.cancel()
     count = render_store(store).value("probes_total", target="tick", result="success")
     assert 9 <= count <= 11
+
+
+async def test_credentials_and_custom_headers_stay_off_other_hosts_on_redirect(tmp_path):
+    """Issue 9, 5b: a redirect to another host must not carry X-Api-Key or Authorization: the headers the config
+    sets go to the configured host and its subdomains only, whatever the port (Go's rule for Authorization)."""
+    seen: list[dict[str, str]] = []
+
+    async def echo(request):
+        seen.append({k: v for k, v in request.headers.items() if k in ("X-Api-Key", "Authorization", "Accept")})
+        return web.Response(text="here")
+
+    echo_app = web.Application()
+    echo_app.router.add_get("/echo", echo)
+    other_host = web.AppRunner(echo_app)
+    await other_host.setup()
+    await web.TCPSite(other_host, "127.0.0.2", 0).start()
+    other_url = f"http://127.0.0.2:{other_host.addresses[0][1]}/echo"
+    same_host, same_port = await serve(echo_app)
+    same_url = f"http://127.0.0.1:{same_port}/echo"
+
+    async def redirect(request):
+        raise web.HTTPFound(other_url if request.match_info["where"] == "other" else same_url)
+
+    redirecting = web.Application()
+    redirecting.router.add_get("/to/{where}", redirect)
+    origin, origin_port = await serve(redirecting)
+    session = probe_session()
+    try:
+        context = SourceContext(session, ProbeSlots(4), None)
+        password = tmp_path / "password"
+        password.write_text("pa55\n")
+        store = Store()
+        for name, where in (("away", "other"), ("home", "same")):
+            source = source_for(context, store, f"  - name: {name}\n    url: http://127.0.0.1:{origin_port}/to/{where}\n"
+                                                f"    headers: {{X-Api-Key: k3y, Accept: text/plain}}\n"
+                                                f"    basic_auth: {{username: bob, password_file: {password}}}\n")
+            assert await source.probe() == "success"
+        away, home = seen
+        assert away == {}  # another host: none of the configured headers, no credentials
+        assert home == {"Accept": "text/plain", "X-Api-Key": "k3y",
+                        "Authorization": "Basic " + base64.b64encode(b"bob:pa55").decode()}
+        assert render_store(store).value("probe_http_redirects", target="away") == 1
+    finally:
+        await session.close()
+        for runner in (origin, same_host, other_host):
+            await runner.cleanup()
+
+
+async def test_probes_that_get_no_slot_are_skipped_not_counted_against_the_target(server, context):
+    """Issue 9, 3: with every slot taken by a hanging target, a healthy target's probe is skipped (agent's
+    problem, counted in kpi_agent_probes_skipped_total), never recorded as a timeout of the healthy target."""
+    store = Store()
+    context.probe_slots.resize(1)
+    slow = source_for(context, store, f"  - name: hang\n    url: {server}/slow\n    interval: 1s\n    timeout: 800ms\n")
+    fast = source_for(context, store, f"  - name: fine\n    url: {server}/ok\n    interval: 1s\n    timeout: 200ms\n")
+    hanging = asyncio.create_task(slow.probe())
+    await asyncio.sleep(0.05)
+    assert await fast.probe() is None
+    page = render_store(store)
+    assert page.value("kpi_agent_probes_skipped_total", source="fine") == 1
+    assert page.value("probes_total", target="fine", result="timeout") == 0
+    assert page.value("probe_success", target="fine") is None  # nothing recorded for the target
+    assert page.value("kpi_agent_source_collections_total", source="fine") == 0
+    assert await hanging == "timeout"  # the hanging target does time out: its own fault
+    assert await fast.probe() == "success"  # the slot is free again
+    assert render_store(store).value("kpi_agent_probes_skipped_total", source="hang") == 0
+
+
+async def test_one_ssl_context_per_tls_config_and_tls_facts_per_probe(context, tmp_path):
+    """Sources with the same tls_config share one SSL context (loaded once, off the loop in the runtime);
+    each probe still reads the certificate of its own connection, even when probes of two servers overlap."""
+    expiries, runners, urls = [], [], []
+    for days in (3, 9):
+        cert, key = tmp_path / f"{days}.pem", tmp_path / f"{days}.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", str(days), "-subj",
+                        "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                        "-out", str(cert)], check=True, capture_output=True)
+        end = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-enddate"], check=True,
+                             capture_output=True, text=True).stdout.strip().split("=", 1)[1]
+        expiries.append(ssl.cert_time_to_seconds(end))
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_context.load_cert_chain(cert, key)
+        runner, port = await serve(make_app(), server_context)
+        runners.append(runner)
+        urls.append(f"https://127.0.0.1:{port}/ok")
+    bundle = tmp_path / "both.pem"
+    bundle.write_text((tmp_path / "3.pem").read_text() + (tmp_path / "9.pem").read_text())
+    try:
+        store = Store()
+        sources = [source_for(context, store, f"  - name: s{i}\n    url: {url}\n"
+                                              f"    tls_config: {{ca_file: {bundle}}}\n") for i, url in enumerate(urls)]
+        assert sources[0].prober.module.ssl_context is sources[1].prober.module.ssl_context
+        for _ in range(5):
+            assert await asyncio.gather(*(s.probe() for s in sources)) == ["success", "success"]
+            page = render_store(store)
+            assert [page.value("probe_ssl_earliest_cert_expiry", target=f"s{i}") for i in (0, 1)] == expiries
+            for i in (0, 1):
+                phases = page.by("probe_http_duration_seconds", "phase", target=f"s{i}")
+                assert phases["tls"] > 0 and phases["connect"] > 0
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+async def test_a_reload_that_changes_max_concurrent_probes_takes_effect(server, tmp_path):
+    """Issue 9, 3: one slot, taken most of the time by a hanging target, starves a healthy one (its probes
+    are skipped, never failed); a reload to more slots lets it through, without rebuilding either source."""
+    from agent.config import load_config
+    from agent.runtime import Agent
+    from tests.helpers import ascrape
+
+    config = tmp_path / "agent.yaml"
+    sources = (f"http:\n  - {{name: hang, url: '{server}/slow', interval: 1s, timeout: 950ms}}\n"
+               f"  - {{name: fine, url: '{server}/ok', interval: 100ms, timeout: 50ms}}\n")
+    config.write_text("global: {max_concurrent_probes: 1}\n" + sources)
+    agent = Agent(lambda: load_config(config)[0], "127.0.0.1:0")
+    await agent.start()
+    metrics = f"http://127.0.0.1:{agent.bound_port}/metrics"
+    try:
+        async def skipped(at_least: float) -> float | None:
+            value = (await ascrape(metrics)).value("kpi_agent_probes_skipped_total", source="fine")
+            return value if value >= at_least else None
+
+        for _ in range(100):
+            if await skipped(5):
+                break
+            await asyncio.sleep(0.1)
+        page = await ascrape(metrics)
+        assert page.value("kpi_agent_probes_skipped_total", source="fine") >= 5
+        assert page.value("probes_total", target="fine", result="timeout") == 0
+        assert page.value("kpi_agent_source_collection_errors_total", source="fine") == 0
+        fine = agent.sources[("http", "fine")].source
+        config.write_text("global: {max_concurrent_probes: 4}\n" + sources)
+        assert await agent.reload() is None
+        assert agent.sources[("http", "fine")].source is fine  # the sources were not rebuilt
+        await asyncio.sleep(1.2)  # a probe waiting when the reload came may still be skipped
+        before = await ascrape(metrics)
+        await asyncio.sleep(1.5)
+        after = await ascrape(metrics)
+        assert after.value("kpi_agent_probes_skipped_total", source="fine") == \
+            before.value("kpi_agent_probes_skipped_total", source="fine")
+        assert after.value("probes_total", target="fine", result="success") >= \
+            before.value("probes_total", target="fine", result="success") + 8
+        assert after.value("probes_total", target="fine", result="timeout") == 0
+    finally:
+        await agent.stop()

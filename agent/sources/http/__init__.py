@@ -1,26 +1,61 @@
-"""HTTP sources: blackbox_exporter-style probes and json_exporter-style metrics from a response body.
+"""HTTP sources: blackbox_exporter-style probes and json_exporter-style metrics from a response body, of one URL
+or of targets discovered Prometheus's way (static_configs, file_sd_configs, http_sd_configs, relabel_configs).
 
-config (what to probe, the families it writes) -> timing (phases from aiohttp's hooks) and jsonmetrics
-(values from the body) -> source (one probe per interval, recorded into the store).
+config (what to probe, the families it writes) -> tls (shared SSL contexts), timing (phases from aiohttp's
+hooks) and jsonmetrics (values from the body) -> source (one probe per interval, recorded into the store);
+discovery (target groups -> targets, pure) -> targets (a source that keeps a prober per discovered target).
 """
 
 from __future__ import annotations
 
-from agent.sources.base import DeclaredFamily, SourceContext, SourceDefaults, SourceKind, SourceStats
+from typing import Any
+
+import aiohttp
+
+from agent.sources.base import (
+    IDENTITY_LABEL as SOURCE_LABEL,
+)
+from agent.sources.base import (
+    DeclaredFamily,
+    Source,
+    SourceContext,
+    SourceDefaults,
+    SourceKind,
+    SourceStats,
+)
 from agent.sources.http.config import (
     EXPORTED_SERIES,
     IDENTITY_LABEL,
     JSON_ERRORS,
     PROBE_FAMILIES,
+    PROBES_SKIPPED,
     RESULTS,
+    SD_FAMILIES,
     HttpSourceConfig,
     declared_families,
     parse_http_source,
 )
 from agent.sources.http.source import HttpSource
+from agent.sources.http.targets import DiscoveringHttpSource
 from agent.sources.http.timing import trace_config
 from agent.store import FamilySpec, Group
 from agent.yamlsrc import Fields
+
+
+def probe_session() -> aiohttp.ClientSession:
+    """The one client session of every HTTP source (call it on the event loop)."""
+    session = aiohttp.ClientSession(
+        trace_configs=[trace_config()],
+        # force_close: every probe opens its own connection, as blackbox does, so connect and TLS are measured
+        # and a half-dead keep-alive connection cannot hide a down target.
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, force_close=True),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None),  # each probe has its own (asyncio.timeout): no second timer
+    )
+    # aiohttp sends a GET again, unseen, when its connection fails while sending (no public switch): a probe
+    # must see that failure, as blackbox_exporter does, and a target must get one request per probe.
+    session._retry_connection = False
+    return session
 
 
 class HttpKind(SourceKind[HttpSourceConfig]):
@@ -32,19 +67,38 @@ class HttpKind(SourceKind[HttpSourceConfig]):
         return parse_http_source(fields, defaults)
 
     def data_labels(self, config: HttpSourceConfig) -> dict[str, str]:
+        """A source's own labels; a discovering source's targets add target="<address>" to them."""
+        if config.discovery is not None:
+            return {SOURCE_LABEL: config.name, **config.labels}
         return {IDENTITY_LABEL: config.name, **config.labels}
+
+    def data_group(self, config: HttpSourceConfig, owner: str) -> Group:
+        identity = SOURCE_LABEL if config.discovery is not None else IDENTITY_LABEL
+        return Group(owner, self.data_labels(config), identity)
 
     def families(self, config: HttpSourceConfig) -> list[DeclaredFamily]:
         return declared_families(config)
 
     def self_families(self, config: HttpSourceConfig) -> list[FamilySpec]:
-        return [JSON_ERRORS]
+        return [JSON_ERRORS, PROBES_SKIPPED, *(SD_FAMILIES if config.discovery is not None else ())]
+
+    def shard_key(self, config: HttpSourceConfig) -> str | None:
+        """A source of one URL runs on one replica; a discovering source runs on all and shards its targets."""
+        return config.name if config.discovery is None else None
+
+    def prepare(self, configs: list[HttpSourceConfig], context: SourceContext) -> list[Any]:
+        tls = [config.tls for config in configs]
+        tls += [sd.tls for config in configs if config.discovery for sd in config.discovery.http]
+        return context.tls.prepare(tls)
 
     def build(self, config: HttpSourceConfig, group: Group, stats: SourceStats,
-              context: SourceContext) -> HttpSource:
+              context: SourceContext) -> Source[HttpSourceConfig]:
+        if config.discovery is not None:
+            return DiscoveringHttpSource(config, group, stats, context)
         return HttpSource(config, group, stats, context)
 
 
 KIND = HttpKind()
 
-__all__ = ["EXPORTED_SERIES", "KIND", "RESULTS", "HttpSource", "HttpSourceConfig", "trace_config"]
+__all__ = ["EXPORTED_SERIES", "KIND", "RESULTS", "DiscoveringHttpSource", "HttpSource", "HttpSourceConfig",
+           "probe_session", "trace_config"]

@@ -1,15 +1,21 @@
-"""HTTP source config: what to probe and how, blackbox_exporter's module keys, and the families it writes."""
+"""HTTP source config: what to probe (one URL, or targets discovered Prometheus's way) and how (blackbox_exporter's
+module keys), and the families it writes."""
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import yamlsrc
+from yarl import URL
+
+from agent import relabel, yamlsrc
+from agent.relabel import RelabelRule
+from agent.sources.base import IDENTITY_LABEL as SOURCE_LABEL
 from agent.sources.base import DeclaredFamily, SourceDefaults
 from agent.store import DEFAULT_BUCKETS, FamilySpec, counter, gauge, histogram
 from agent.yamlsrc import Fields, cut, excerpt
@@ -36,6 +42,10 @@ DEFAULT_BODY_SIZE_LIMIT = 10 * 1024 * 1024
 TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 
 IDENTITY_LABEL = "target"
+DEFAULT_FILE_SD_REFRESH = 300.0  # Prometheus's defaults
+DEFAULT_HTTP_SD_REFRESH = 60.0
+# Prometheus's file_sd name check: one "*" at most, in the last path element, and a known extension.
+_FILE_SD_NAME_RE = re.compile(r"^[^*]*(\*[^/]*)?\.(json|yml|yaml|JSON|YML|YAML)$")
 
 # Every family a probe writes, blackbox_exporter's names first. Labels beyond these come from `labels:` and
 # the identity label (target), which are constant per source.
@@ -57,10 +67,23 @@ PROBE_FAMILIES = (
     histogram("probe_latency_seconds", "Probe duration", [], LATENCY_BUCKETS),
 )
 JSON_ERRORS = counter("kpi_agent_json_extract_errors_total", "JSON values that could not be extracted", ["metric"])
+PROBES_SKIPPED = counter("kpi_agent_probes_skipped_total", "Probes that could not start in time (every probe slot "
+                         "busy, or the agent ran late): the agent's problem, never counted against the target")
+SD_TARGETS = gauge("kpi_agent_sd_targets", "Targets of a discovering source by state: probed here, probed by another "
+                   "shard, dropped by relabel_configs, refused (not a URL, duplicate)", ["state"])
+SD_REFRESHES = counter("kpi_agent_sd_refreshes_total", "Reads of target files and requests to HTTP SD endpoints",
+                       ["mechanism"])
+SD_REFRESH_FAILURES = counter("kpi_agent_sd_refresh_failures_total", "Reads and requests that failed; the last good "
+                              "targets of that file or endpoint stay", ["mechanism"])
+SD_FAMILIES = (SD_TARGETS, SD_REFRESHES, SD_REFRESH_FAILURES)
+SD_STATES = ("probed", "other_shard", "dropped", "refused")
+SD_MECHANISMS = ("static", "file", "http")
 # Every sample name an HTTP source exports besides its json_metrics (KPI specs may select them).
 EXPORTED_SERIES = tuple(name for spec in PROBE_FAMILIES for name in spec.sample_names)
-# Label names a probe family uses: `labels:` and json_metrics labels may not take them.
-PROBE_LABELS = frozenset({IDENTITY_LABEL, "le", *(n for spec in PROBE_FAMILIES for n in spec.labelnames)})
+# Label names the agent sets on probe series: `labels:` and json_metrics labels may not take them (source names
+# the discovering source on a discovered target's series).
+PROBE_LABELS = frozenset({IDENTITY_LABEL, SOURCE_LABEL, "le",
+                          *(n for spec in PROBE_FAMILIES for n in spec.labelnames)})
 
 
 @dataclass(frozen=True)
@@ -97,9 +120,42 @@ class JsonMetric:
 
 
 @dataclass(frozen=True)
+class TargetGroup:
+    """Prometheus's target group: addresses sharing labels (static_configs, file_sd and http_sd entries)."""
+
+    targets: tuple[str, ...]
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FileSdConfig:
+    files: tuple[str, ...]  # globs, relative paths resolved against the config file's directory
+    refresh_interval: float = DEFAULT_FILE_SD_REFRESH
+
+
+@dataclass(frozen=True)
+class HttpSdConfig:
+    url: str
+    refresh_interval: float = DEFAULT_HTTP_SD_REFRESH
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    basic_auth: BasicAuth | None = None
+    bearer_token_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """Where a source's targets come from, and the relabel_configs that shape them."""
+
+    static: tuple[TargetGroup, ...] = ()
+    files: tuple[FileSdConfig, ...] = ()
+    http: tuple[HttpSdConfig, ...] = ()
+    relabel: tuple[RelabelRule, ...] = ()
+
+
+@dataclass(frozen=True)
 class HttpSourceConfig:
     name: str
-    url: str
+    url: str | None  # one target; or, with discovery, none and the discovered targets
     interval: float
     timeout: float
     method: str = "GET"
@@ -115,7 +171,13 @@ class HttpSourceConfig:
     bearer_token_file: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     json_metrics: tuple[JsonMetric, ...] = ()
+    discovery: Discovery | None = None
     where: tuple[int | None, str] = field(default=(None, ""), compare=False)  # (line, field path) for errors
+
+    @property
+    def reserved_labels(self) -> frozenset[str]:
+        """Label names a discovered target's own labels may not keep (they become exported_<name>)."""
+        return PROBE_LABELS | {name for metric in self.json_metrics for name in metric.labels}
 
 
 def declared_families(config: HttpSourceConfig) -> list[DeclaredFamily]:
@@ -131,6 +193,12 @@ def _url(value: Any) -> str:
     text = yamlsrc.nonempty_string(value)
     if not text.startswith(("http://", "https://")):
         raise ValueError(f"{excerpt(text)} is not an http:// or https:// URL")
+    try:
+        host = URL(text).host  # the parser the probes use: what passes here, a probe can request
+    except ValueError as exc:
+        raise ValueError(f"{excerpt(text)} is not a URL: {exc}") from None
+    if not host:
+        raise ValueError(f"{excerpt(text)} has no host")
     return text
 
 
@@ -166,7 +234,8 @@ def _existing_file(value: Any) -> str:
     return path
 
 
-def _stamp(path: str | None) -> tuple | None:
+def file_stamp(path: str | None) -> tuple[int, int, int, int] | None:
+    """Which version of a file this is (device, inode, size, modification time), None if it cannot be read."""
     if path is None:
         return None
     try:
@@ -178,7 +247,7 @@ def _stamp(path: str | None) -> tuple | None:
 
 def tls_problem(tls: TlsConfig) -> tuple[str, str] | None:
     """(field, message) if the CA, certificate or key files cannot be loaded the way a probe will load them."""
-    return _tls_problem(tls, tuple(_stamp(p) for p in (tls.ca_file, tls.cert_file, tls.key_file)))
+    return _tls_problem(tls, tuple(file_stamp(p) for p in (tls.ca_file, tls.cert_file, tls.key_file)))
 
 
 @functools.lru_cache(maxsize=256)
@@ -232,6 +301,16 @@ def _parse_basic_auth(section: Fields | None) -> BasicAuth | None:
     return BasicAuth(username, password, password_file) if username else None
 
 
+def _parse_client(fields: Fields) -> tuple[TlsConfig, BasicAuth | None, str | None]:
+    """How an HTTP client connects and authenticates: tls_config, and basic_auth or bearer_token_file."""
+    tls = _parse_tls(fields.section("tls_config"))
+    basic_auth = _parse_basic_auth(fields.section("basic_auth"))
+    bearer = fields.get("bearer_token_file", _existing_file, None)
+    if basic_auth and bearer:
+        fields.error("bearer_token_file", "use basic_auth or bearer_token_file, not both")
+    return tls, basic_auth, bearer
+
+
 def _parse_json_metric(item: Fields, reserved: set[str]) -> JsonMetric | None:
     name = item.get("name", yamlsrc.metric_name)
     kind = item.get("type", yamlsrc.one_of("counter", "gauge"), "gauge")
@@ -260,9 +339,85 @@ def _parse_json_metric(item: Fields, reserved: set[str]) -> JsonMetric | None:
                       (item.line_of("name"), item.field("name")))
 
 
+def _sd_label_map(value: Any) -> dict[str, str]:
+    """Target group labels: Prometheus label names (``__`` prefixes allowed) to scalar values."""
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping of label names to values, got {excerpt(value)}")
+    labels = {}
+    for key, item in value.items():
+        relabel.label_name(key)
+        if isinstance(item, (dict, list)) or item is None:
+            raise ValueError(f"label {excerpt(key)}: expected a value, got {excerpt(item)}")
+        labels[key] = str(item).lower() if isinstance(item, bool) else str(item)
+    return labels
+
+
+def parse_target_group(fields: Fields, meta: dict[str, str] | None = None) -> TargetGroup:
+    """One ``{targets: [...], labels: {...}}`` entry, from the config or from a target file or endpoint."""
+    targets = fields.get("targets", yamlsrc.list_of(yamlsrc.nonempty_string), [])
+    labels = fields.get("labels", _sd_label_map, {})
+    fields.finish()
+    return TargetGroup(tuple(targets), {**labels, **(meta or {})})
+
+
+def _file_sd_pattern(base: Path) -> Any:
+    def parse(value: Any) -> str:
+        pattern = yamlsrc.nonempty_string(value)
+        if not _FILE_SD_NAME_RE.match(pattern):
+            raise ValueError(f"{excerpt(pattern)} is not a target file pattern: one * at most, in the file name, "
+                             "and the name ends in .json, .yml or .yaml")
+        return str(base / pattern)  # an absolute pattern stays as it is
+
+    return parse
+
+
+def _parse_file_sd(fields: Fields, base: Path) -> FileSdConfig | None:
+    files = fields.get("files", yamlsrc.list_of(_file_sd_pattern(base)))
+    if files == []:
+        fields.error("files", "lists no file pattern")
+    refresh = fields.get("refresh_interval", yamlsrc.duration, DEFAULT_FILE_SD_REFRESH)
+    fields.finish()
+    return FileSdConfig(tuple(files), refresh) if files else None
+
+
+def _parse_http_sd(fields: Fields) -> HttpSdConfig | None:
+    url = fields.get("url", _url)
+    refresh = fields.get("refresh_interval", yamlsrc.duration, DEFAULT_HTTP_SD_REFRESH)
+    tls, basic_auth, bearer = _parse_client(fields)
+    fields.finish()
+    return HttpSdConfig(url, refresh, tls, basic_auth, bearer) if url else None
+
+
+def _parse_discovery(fields: Fields) -> Discovery | None:
+    """The discovery keys of a source, or None if it has none (then it probes ``url``)."""
+    keys = ("static_configs", "file_sd_configs", "http_sd_configs")
+    if not any(fields.has(key) for key in keys):
+        if fields.raw("relabel_configs") is not None:
+            fields.error("relabel_configs", "applies to discovered targets: add static_configs, file_sd_configs or "
+                                            "http_sd_configs, or remove it")
+        return None
+    base = Path(fields.report.file).parent
+    static = [parse_target_group(Fields(item, path, fields.report, line))
+              for item, path, line in fields.items("static_configs")]
+    files = [_parse_file_sd(Fields(item, path, fields.report, line), base)
+             for item, path, line in fields.items("file_sd_configs")]
+    http = [_parse_http_sd(Fields(item, path, fields.report, line))
+            for item, path, line in fields.items("http_sd_configs")]
+    rules = [relabel.parse_rule(Fields(item, path, fields.report, line))
+             for item, path, line in fields.items("relabel_configs")]
+    return Discovery(tuple(static), tuple(f for f in files if f), tuple(h for h in http if h),
+                     tuple(r for r in rules if r))
+
+
 def parse_http_source(fields: Fields, defaults: SourceDefaults) -> HttpSourceConfig | None:
     name = fields.get("name", yamlsrc.nonempty_string)
-    url = fields.get("url", _url)
+    discovery = _parse_discovery(fields)
+    if discovery is None:
+        url = fields.get("url", _url)
+    else:
+        url = None
+        if fields.raw("url") is not None:
+            fields.error("url", "a source probes its url or the targets it discovers, not both")
     interval = fields.get("interval", yamlsrc.duration, defaults.interval)
     timeout = fields.get("timeout", yamlsrc.duration, min(defaults.timeout, interval))
     if timeout > interval and not {"interval", "timeout"} & fields.invalid:
@@ -276,15 +431,12 @@ def parse_http_source(fields: Fields, defaults: SourceDefaults) -> HttpSourceCon
     fail_match = fields.get("fail_if_body_matches_regexp", _regexes, ())
     fail_not_match = fields.get("fail_if_body_not_matches_regexp", _regexes, ())
     limit = fields.get("body_size_limit", yamlsrc.size, DEFAULT_BODY_SIZE_LIMIT)
-    tls = _parse_tls(fields.section("tls_config"))
-    basic_auth = _parse_basic_auth(fields.section("basic_auth"))
-    bearer = fields.get("bearer_token_file", _existing_file, None)
-    if basic_auth and bearer:
-        fields.error("bearer_token_file", "use basic_auth or bearer_token_file, not both")
+    tls, basic_auth, bearer = _parse_client(fields)
     labels = fields.get("labels", yamlsrc.label_map, {})
     for label in sorted(set(labels) & PROBE_LABELS):
-        fields.error("labels", f"{label!r} is a label of the probe metrics"
-                               + (": the agent sets it to the source name" if label == IDENTITY_LABEL else ""))
+        reason = {IDENTITY_LABEL: ": the agent sets it to the source name, or to a discovered target's address",
+                  SOURCE_LABEL: ": the agent sets it to the source name on discovered targets"}.get(label, "")
+        fields.error("labels", f"{label!r} is a label of the probe metrics{reason}")
     json_metrics = []
     seen: set[str] = set()
     for item, path, line in fields.items("json_metrics"):
@@ -296,8 +448,8 @@ def parse_http_source(fields: Fields, defaults: SourceDefaults) -> HttpSourceCon
             seen.add(metric.name)
             json_metrics.append(metric)
     fields.finish()
-    if name is None or url is None:
+    if name is None or (url is None and discovery is None):
         return None
     return HttpSourceConfig(name, url, interval, timeout, method, headers, body, valid, follow, fail_match,
-                            fail_not_match, limit, tls, basic_auth, bearer, labels, tuple(json_metrics),
+                            fail_not_match, limit, tls, basic_auth, bearer, labels, tuple(json_metrics), discovery,
                             (fields.line_of("name"), fields.field("name")))

@@ -33,46 +33,44 @@ def number(value: Any) -> float:
 
 
 class CompiledJsonMetric:
-    """A json_metrics entry with its JSONPaths parsed once, writing into one store family."""
+    """A json_metrics entry with its JSONPaths parsed once per source (parsing one costs about a millisecond;
+    a source may probe ten thousand targets)."""
 
-    def __init__(self, spec: JsonMetric, family: Family, errors: Family):
+    def __init__(self, spec: JsonMetric):
         from jsonpath_ng.ext import parse as parse_jsonpath  # lazily: an agent without json_metrics never loads it
 
         self.spec = spec
-        self.family = family
-        self.errors = errors
         self.error_labels = (spec.name,)
         self.path = parse_jsonpath(spec.path)
         self.value = parse_jsonpath(spec.value) if spec.value else None
         self.labels = [(parse_jsonpath(v) if v.startswith("$") else None, v) for v in spec.labels.values()]
-        errors.ensure(self.error_labels)
 
-    def extract(self, document: Any) -> bool:
-        """Replace this metric's series with what the document holds; False (and counted) on a bad path."""
+    def extract(self, document: Any, family: Family, errors: Family) -> bool:
+        """Replace ``family``'s series with what the document holds; False (and counted) on a bad path."""
         try:
-            matches = [m.value for m in self.path.find(document)]
-            if not matches:
-                raise ValueError(f"{self.spec.path} matched nothing")
-            if self.value is None and len(matches) > 1:
-                raise ValueError(f"{self.spec.path} matched {len(matches)} values; use value: for one series each")
-            series = {}
-            for match in matches:
-                scope = match if self.value is not None else document
-                raw = self._first(self.value, match) if self.value is not None else match
-                labels = tuple(self._label(path, literal, scope) for path, literal in self.labels)
-                series[labels] = number(raw)
+            series = self.read(document)
         except (ValueError, TypeError, RecursionError) as exc:
-            self.family.clear()
-            self.errors.inc(self.error_labels)
+            family.clear()
+            errors.inc(self.error_labels)
             log.debug("json extraction failed", extra={"metric": self.spec.name, "error": str(exc)[:200]})
             return False
-        self.family.clear()
-        for labels, value in series.items():
-            self.family.set(labels, value)
+        family.replace(series)
         return True
 
-    def clear(self) -> None:
-        self.family.clear()
+    def read(self, document: Any) -> dict[tuple[str, ...], float]:
+        """The series the document holds for this metric; raises ValueError for a bad path or value."""
+        matches = [m.value for m in self.path.find(document)]
+        if not matches:
+            raise ValueError(f"{self.spec.path} matched nothing")
+        if self.value is None and len(matches) > 1:
+            raise ValueError(f"{self.spec.path} matched {len(matches)} values; use value: for one series each")
+        series = {}
+        for match in matches:
+            scope = match if self.value is not None else document
+            raw = self._first(self.value, match) if self.value is not None else match
+            labels = tuple(self._label(path, literal, scope) for path, literal in self.labels)
+            series[labels] = number(raw)
+        return series
 
     @staticmethod
     def _first(path: Any, scope: Any) -> Any:

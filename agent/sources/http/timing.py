@@ -1,12 +1,16 @@
 """Per-probe timings of blackbox_exporter's phases, read from aiohttp's tracing hooks and the SSL context.
 
-aiohttp times DNS + TCP connect + TLS handshake as one step; the moment each TLS handshake began (seen by the
-probe's SSL context) splits it into ``connect`` and ``tls``. Hooks act only on requests that carry a
-``Timings`` as their trace context, so one client session can serve every source.
+aiohttp times DNS + TCP connect + TLS handshake as one step; the moment each TLS handshake began splits it into
+``connect`` and ``tls``. Hooks act only on requests that carry a ``Timings`` as their trace context, so one
+client session can serve every source. One SSL context serves every probe with the same TLS settings, so it
+cannot hold a probe's state: it hands each TLS object it creates, and the moment, to the ``Timings`` of the
+probe that is running in the current context (a context variable: each probe runs in its own task, and asyncio
+runs the callbacks that start a connection's handshake in the context of the task that opened it).
 """
 
 from __future__ import annotations
 
+import contextvars
 import ssl
 import time
 from types import SimpleNamespace
@@ -19,18 +23,20 @@ class Timings:
     """Per-probe phase durations, filled by aiohttp's tracing hooks and summed over redirects."""
 
     __slots__ = ("resolve", "connect", "tls", "processing", "transfer", "_dns_start", "_conn_start", "_sent_at",
-                 "_headers_at", "_resolve_before", "_connections")
+                 "_headers_at", "_resolve_before", "_connections", "handshakes", "tls_object")
 
     def __init__(self) -> None:
         self.resolve = self.connect = self.tls = self.processing = self.transfer = 0.0
         self._dns_start = self._conn_start = self._sent_at = self._headers_at = self._resolve_before = 0.0
         self._connections: list[tuple[float, float, float]] = []  # (start, end, resolve time inside)
+        self.handshakes: list[float] = []  # when each TLS handshake of the probe began
+        self.tls_object: ssl.SSLObject | None = None  # the TLS state of the probe's last connection
 
-    def split_connections(self, handshakes: list[float]) -> None:
+    def split_connections(self) -> None:
         """Connection setup -> connect and tls phases: aiohttp times DNS + TCP + TLS as one step, so the
-        moment each TLS handshake began (from the SSL context) marks where TCP connect ended."""
+        moment each TLS handshake began marks where TCP connect ended."""
         for start, end, resolve in self._connections:
-            began = next((h for h in handshakes if start <= h <= end), None)
+            began = next((h for h in self.handshakes if start <= h <= end), None)
             if began is None:
                 self.connect += max(0.0, end - start - resolve)
             else:
@@ -97,19 +103,19 @@ def trace_config() -> aiohttp.TraceConfig:
     return config
 
 
-class RecordingSSLContext(ssl.SSLContext):
-    """Remembers the TLS session of its last connection and when each handshake began. Each probe opens and
-    closes its own connection, so the session is gone from aiohttp's response by the time the probe reads
-    it; the SSLObject is not. Probes of one source never overlap (timeout <= interval)."""
+# The Timings of the probe running in this context; set by the probe around its request.
+current_probe: contextvars.ContextVar[Timings | None] = contextvars.ContextVar("current_probe", default=None)
 
-    last: ssl.SSLObject | None = None
-    handshakes: list[float]
 
-    def reset(self) -> None:
-        self.last = None
-        self.handshakes = []
+class ProbeSSLContext(ssl.SSLContext):
+    """An SSL context shared by every probe with the same TLS settings. Each TLS object it creates, and when,
+    goes to the Timings of the probe that opened the connection; the context itself keeps nothing."""
 
     def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
-        self.handshakes.append(time.perf_counter())
-        self.last = super().wrap_bio(*args, **kwargs)
-        return self.last
+        began = time.perf_counter()
+        tls_object = super().wrap_bio(*args, **kwargs)
+        timings = current_probe.get()
+        if timings is not None:
+            timings.handshakes.append(began)
+            timings.tls_object = tls_object
+        return tls_object

@@ -1,0 +1,30 @@
+"""How the agent treats Python's cyclic garbage collector.
+
+Ten thousand targets are a few hundred thousand long-lived objects (series, families, probers). Built with the
+collector running, each of its full collections scans all that were built so far: building 10,000 sources took
+twice as long as building them with it paused. Once running, a full collection over that heap would block the
+event loop for about half a second, delaying every probe due meanwhile. So long-lived objects are built with
+the collector paused, then frozen (``gc.freeze``: moved out of its view); collections scan only what probes
+allocate. A replaced source's objects are freed by reference counting (they form no cycles); the young
+generations are collected before each freeze, so short-lived garbage is not frozen with them.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def building_long_lived() -> Iterator[None]:
+    """Pause the collector while long-lived objects are built; freeze them once built."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+        gc.collect(1)
+        gc.freeze()

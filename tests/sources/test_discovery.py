@@ -1,0 +1,381 @@
+"""Service discovery for HTTP sources, read from /metrics of a real agent: static_configs, file_sd_configs
+(watched files), http_sd_configs (a real SD endpoint on loopback), relabel_configs (checked against a real
+Prometheus), and ``kpi-agent check`` on target files."""
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from agent import yamlsrc
+from agent.config import load_config, parse_config
+from agent.runtime import Agent
+from agent.shard import Shard
+from agent.sources.http.discovery import read_target_file, resolve
+from agent.yamlsrc import ConfigError
+from tests.helpers import Exposition, ascrape, fetch, free_port, wait_until
+from tests.tools import require_tool
+
+
+@pytest.fixture
+async def target():
+    """A target with a handful of paths; /hits counts requests per path."""
+    hits: dict[str, int] = {}
+
+    async def ok(request: web.Request) -> web.Response:
+        hits[request.path_qs] = hits.get(request.path_qs, 0) + 1
+        return web.Response(text="fine")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"127.0.0.1:{runner.addresses[0][1]}", hits
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def agent_at(tmp_path):
+    agents = []
+
+    async def start(config_text: str) -> tuple[Agent, str]:
+        config = tmp_path / "agent.yaml"
+        config.write_text(config_text)
+        agent = Agent(lambda: load_config(config)[0], "127.0.0.1:0")
+        await agent.start()
+        agents.append(agent)
+        return agent, f"http://127.0.0.1:{agent.bound_port}/metrics"
+
+    yield start
+    for agent in agents:
+        await agent.stop()
+
+
+async def until(check, timeout: float = 15.0, what: str = "condition"):
+    """Poll an async check until it returns something truthy (the agent runs on this test's event loop)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last: {last}")
+
+
+def probed(page: Exposition, source: str) -> dict[str, dict[str, str]]:
+    """target -> labels of the probe_success series of one discovering source."""
+    return {s.labels["target"]: s.labels for s in page.find("probe_success", source=source)}
+
+
+SOURCE = """global: {interval: 200ms, timeout: 150ms}
+http:
+  - name: fleet
+    file_sd_configs: [{files: ['targets/*.json', 'targets/*.yml']}]
+"""
+
+
+async def test_file_sd_targets_appear_change_and_vanish_without_a_reload(tmp_path, target, agent_at):
+    address, _ = target
+    files = tmp_path / "targets"
+    files.mkdir()
+    (files / "a.json").write_text(json.dumps([{"targets": [f"http://{address}/a", f"{address}"],
+                                               "labels": {"team": "a"}}]))
+    _, metrics = await agent_at(SOURCE)
+
+    async def seen(expected: set[str]):
+        page = await ascrape(metrics)
+        found = probed(page, "fleet")
+        return (page, found) if set(found) == expected and \
+            all(page.value("probe_success", source="fleet", target=t) == 1 for t in found) else None
+
+    page, found = await until(lambda: seen({f"http://{address}/a", address}), what="the first file's targets")
+    assert found[address] == {"source": "fleet", "target": address, "team": "a"}  # host:port -> http://host:port/
+    assert page.value("kpi_agent_sd_targets", source="fleet", state="probed") == 2
+
+    (files / "b.yml").write_text(f"- targets: ['http://{address}/b']\n  labels: {{team: b}}\n")
+    await until(lambda: seen({f"http://{address}/a", address, f"http://{address}/b"}), what="a new file")
+
+    (files / "a.json").write_text(json.dumps([{"targets": [f"http://{address}/a"], "labels": {"team": "c"}}]))
+    page, found = await until(lambda: seen({f"http://{address}/a", f"http://{address}/b"}), what="a changed file")
+    await until(lambda: _team_is(metrics, f"http://{address}/a", "c"), what="the changed labels")
+    (files / "b.yml").unlink()
+    page, found = await until(lambda: seen({f"http://{address}/a"}), what="a removed file")
+    assert page.find("probes_total", target=f"http://{address}/b") == []  # vanished from /metrics entirely
+    assert len(page.find("probes_total", target=f"http://{address}/a")) == 12  # once per result: no stale copy
+    assert page.value("kpi_agent_config_reloads_total", result="success") == 0  # no reload was needed
+
+
+async def _team_is(metrics: str, target: str, team: str) -> bool:
+    return [s.labels.get("team") for s in (await ascrape(metrics)).find("probe_success", target=target)] == [team]
+
+
+async def test_a_bad_target_file_keeps_its_last_good_targets_and_is_counted(tmp_path, target, agent_at):
+    address, hits = target
+    files = tmp_path / "targets"
+    files.mkdir()
+    good = f"- targets: ['http://{address}/kept']\n".encode()
+    write_atomically(files / "a.yml", good)
+    _, metrics = await agent_at(SOURCE)
+    await until(lambda: _probed_ok(metrics, f"http://{address}/kept"), what="the target")
+    failures = 0.0
+    for broken in (b"- targets: [unclosed\n", b"- {targets: [a], extra: 1}\n", b"\xff\xfe", b"{}"):
+        write_atomically(files / "a.yml", broken)
+        failures = await until(lambda seen=failures: _failures_above(metrics, seen), what=f"a failure for {broken}")
+        before = hits.get("/kept", 0)
+        await until(lambda seen=before: _more(hits, "/kept", seen), what="probes of the last good target going on")
+        assert set(probed(await ascrape(metrics), "fleet")) == {f"http://{address}/kept"}
+        write_atomically(files / "a.yml", good)  # mended: the same targets as before, nothing changes
+        await asyncio.sleep(1.5)  # two looks at the file
+        page = await ascrape(metrics)
+        assert page.value("kpi_agent_sd_refresh_failures_total", source="fleet", mechanism="file") == failures
+        assert set(probed(page, "fleet")) == {f"http://{address}/kept"}
+
+
+def write_atomically(path: Path, content: bytes) -> None:
+    """How target files should be written (Prometheus says the same): a reader never sees half a file."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(content)
+    temporary.replace(path)
+
+
+async def _probed_ok(metrics: str, target: str) -> bool:
+    return (await ascrape(metrics)).value("probe_success", target=target) == 1
+
+
+async def _failures_above(metrics: str, before: float) -> float | None:
+    count = (await ascrape(metrics)).value("kpi_agent_sd_refresh_failures_total", source="fleet", mechanism="file")
+    return count if count is not None and count > before else None
+
+
+async def _more(hits: dict[str, int], path: str, before: int) -> bool:
+    return hits.get(path, 0) > before + 1
+
+
+@pytest.fixture
+async def sd_endpoint():
+    """An HTTP SD endpoint whose answer the test sets: (status, content type, body)."""
+    answer = {"now": (200, "application/json", "[]")}
+
+    async def targets(request: web.Request) -> web.Response:
+        status, content_type, body = answer["now"]
+        return web.Response(status=status, text=body, content_type=content_type)
+
+    app = web.Application()
+    app.router.add_get("/targets", targets)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}/targets", answer
+    await runner.cleanup()
+
+
+async def test_http_sd_refreshes_and_keeps_the_last_good_targets_on_failure(target, agent_at, sd_endpoint):
+    address, _ = target
+    url, answer = sd_endpoint
+    answer["now"] = (200, "application/json", json.dumps([{"targets": [f"{address}"], "labels": {"app": "one"}}]))
+    _, metrics = await agent_at(
+        "global: {interval: 200ms, timeout: 150ms}\nhttp:\n  - name: fleet\n"
+        f"    http_sd_configs: [{{url: '{url}', refresh_interval: 300ms}}]\n"
+        "    relabel_configs:\n"
+        "      - {source_labels: [__meta_url], regex: '.*/(\\w+)$', target_label: sd_path}\n"
+        "      - {target_label: __metrics_path__, replacement: /health}\n")
+
+    async def labels_of(expected: set[str]):
+        found = probed(await ascrape(metrics), "fleet")
+        return found if set(found) == expected else None
+
+    found = await until(lambda: labels_of({address}), what="the endpoint's targets")
+    assert found[address] == {"source": "fleet", "target": address, "app": "one", "sd_path": "targets"}
+    answer["now"] = (200, "application/json", json.dumps([{"targets": [f"http://{address}/x", f"http://{address}/y"]}]))
+    await until(lambda: labels_of({f"http://{address}/x", f"http://{address}/y"}), what="refreshed targets")
+    before = (await ascrape(metrics)).value("kpi_agent_sd_refresh_failures_total", source="fleet", mechanism="http")
+    for status, content_type, body in ((500, "application/json", "[]"), (200, "text/plain", "[]"),
+                                       (200, "application/json", '[{"targets": "not a list"}]'),
+                                       (200, "application/json", "{")):
+        answer["now"] = (status, content_type, body)
+
+        async def failed_once_more(seen: float = before):
+            page = await ascrape(metrics)
+            count = page.value("kpi_agent_sd_refresh_failures_total", source="fleet", mechanism="http")
+            return page if count > seen else None
+
+        page = await until(failed_once_more, what=f"a counted failure for {status} {content_type} {body}")
+        before = page.value("kpi_agent_sd_refresh_failures_total", source="fleet", mechanism="http")
+        assert set(probed(page, "fleet")) == {f"http://{address}/x", f"http://{address}/y"}  # the last good list
+    assert page.value("kpi_agent_sd_refreshes_total", source="fleet", mechanism="http") > before
+
+
+async def test_discovered_series_are_unique_and_clashing_labels_are_exported(target, agent_at):
+    """Two sources may discover the same URL (two modules): their series differ by source. A discovered label
+    the agent sets itself becomes exported_<name>; a target that is not a URL, or that takes another one's
+    target label with other labels, is refused and counted."""
+    address, _ = target
+    url = f"http://{address}/same"
+    agent, metrics = await agent_at(
+        "global: {interval: 200ms, timeout: 150ms, labels: {site: eu}}\nhttp:\n"
+        f"  - {{name: plain, url: '{url}'}}\n"
+        f"  - name: module-a\n    static_configs: [{{targets: ['{url}'], labels: {{source: x, le: y, result: z}}}}]\n"
+        f"  - name: module-b\n    static_configs:\n"
+        f"      - {{targets: ['{url}', 'ftp://{address}/', ':::', '{url}'], labels: {{team: b}}}}\n"
+        f"      - {{targets: ['{url}'], labels: {{team: other}}}}\n")
+
+    async def all_probed():
+        page = await ascrape(metrics)  # strictly parsed: a duplicate series fails here
+        series = page.find("probe_success")
+        return page if len(series) == 3 and all(s.value == 1 for s in series) else None
+
+    page = await until(all_probed, what="three probes of one URL")
+    assert sorted((s.labels.get("source", ""), s.labels["target"]) for s in page.find("probe_success")) == [
+        ("", "plain"), ("module-a", url), ("module-b", url)]
+    (labels,) = [s.labels for s in page.find("probe_success", source="module-a")]
+    assert labels == {"source": "module-a", "target": url, "exported_source": "x", "exported_le": "y",
+                      "exported_result": "z", "site": "eu"}
+    assert page.by("kpi_agent_sd_targets", "state", source="module-b") == {
+        "probed": 1, "other_shard": 0, "dropped": 0, "refused": 3}
+    assert page.value("probe_success", source="module-b", team="b") == 1  # the first of the duplicates
+
+
+async def test_relabel_configs_shape_targets_exactly_as_prometheus_does(tmp_path):
+    """The same target file and rules go to a real Prometheus and to the agent; the labels each keeps (and the
+    targets each drops) are the same."""
+    prometheus = require_tool("prometheus")
+    groups = [
+        {"targets": ["10.0.0.1:80", "10.0.0.2:8080"], "labels": {"team": "web", "tmp_a": "1", "zone": "z1"}},
+        {"targets": ["10.0.0.3:80"], "labels": {"team": "web", "env": "dev"}},
+        {"targets": ["10.0.0.4:9100", "db.example:5432"], "labels": {"team": "db"}},
+        {"targets": ["api.example:443", "api.example:8443"], "labels": {"team": "api", "zone": "z2",
+                                                                       "__keep_me": "yes", "keepme": "k"}},
+    ]
+    (tmp_path / "targets.json").write_text(json.dumps(groups))
+    rules = """
+      - {source_labels: [env], regex: dev, action: drop}
+      - {source_labels: [__address__], regex: '(.*):(\\d+)', target_label: port, replacement: '$2'}
+      - {source_labels: [__address__, team], separator: '@', regex: '([^:]+):.*@(.*)', target_label: owner,
+         replacement: '${2}-$1x'}
+      - {source_labels: [__address__], target_label: bucket, modulus: 7, action: hashmod}
+      - {regex: '__meta_(file)path', replacement: 'from_$1', action: labelmap}
+      - {regex: 'tmp_.*', action: labeldrop}
+      - {source_labels: [team], regex: 'web|api', action: keep}
+      - {source_labels: [zone], regex: 'z2', target_label: zone, replacement: ''}
+      - {target_label: fixed, replacement: literal}
+      - {source_labels: [missing], regex: '', target_label: empty_match, replacement: matched-empty}
+      - {source_labels: [__keep_me], regex: '(y)(es)', target_label: '${2}_$1', replacement: '$1$2$$'}
+      - {regex: '__.*|team|port|owner|bucket|from_.*|fixed|empty_match|zone|es_y|job|instance', action: labelkeep}
+    """
+    prom_port = free_port()
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1h}\nscrape_configs:\n  - job_name: sd\n"
+        "    file_sd_configs: [{files: [targets.json]}]\n    relabel_configs:" + rules)
+    (tmp_path / "agent.yaml").write_text(
+        "http:\n  - name: sd\n    file_sd_configs: [{files: [targets.json]}]\n    relabel_configs:" + rules)
+    process = subprocess.Popen([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
+                                f"--storage.tsdb.path={tmp_path / 'data'}",
+                                f"--web.listen-address=127.0.0.1:{prom_port}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def listed():
+            status, body = fetch(f"http://127.0.0.1:{prom_port}/api/v1/targets")
+            data = json.loads(body)["data"] if status == 200 else {}
+            return data if len(data.get("activeTargets", [])) + len(data.get("droppedTargets", [])) == 7 else None
+
+        data = wait_until(listed, timeout=60, interval=0.5, what="Prometheus's targets")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    theirs = {(t["labels"]["instance"], frozenset((k, v) for k, v in t["labels"].items() if k not in ("job",
+                                                                                                       "instance")))
+              for t in data["activeTargets"]}
+    config, _ = load_config(tmp_path / "agent.yaml")
+    (source,) = config.of_kind("http")
+    groups_read = read_target_file(str(tmp_path / "targets.json"))
+    result = resolve(source, groups_read, Shard())
+    ours = {(t.name, frozenset(t.labels)) for t in result.targets.values()}
+    assert ours == theirs
+    assert result.counts["dropped"] == len(data["droppedTargets"]) == 3
+    assert len(ours) == 4 and any(("owner", "web-10.0.0.1x") not in labels for _, labels in ours)
+
+
+def test_discovery_config_errors_name_file_line_and_field(tmp_path):
+    text = (
+        "http:\n"
+        "  - name: both\n"
+        "    url: http://x/\n"
+        "    static_configs: [{targets: [a]}]\n"
+        "  - name: stray\n"
+        "    url: http://x/\n"
+        "    relabel_configs: [{action: keep}]\n"
+        "  - name: sd\n"
+        "    file_sd_configs: [{files: ['targets/**/x.json', 'a.txt']}, {refresh_interval: 5m}]\n"
+        "    http_sd_configs: [{url: 'ftp://sd/'}]\n"
+        "    static_configs: [{targets: [a, 5], labels: {'bad-name': x}}, {targets: [b], extra: 1}]\n"
+        "    labels: {source: x}\n"
+        "    relabel_configs:\n"
+        "      - {action: hashmod, source_labels: [a]}\n"
+        "      - {action: replace}\n"
+        "      - {action: labeldrop, source_labels: [a]}\n"
+        "      - {action: frobnicate}\n"
+        "      - {regex: '(', target_label: x}\n"
+        "      - {target_label: 'no good', replacement: x}\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config(yamlsrc.load_text(text, "agent.yaml"), "agent.yaml")
+    problems = [str(p) for p in info.value.problems]
+    expected = [
+        "agent.yaml:3: http[0].url: a source probes its url or the targets it discovers, not both",
+        "agent.yaml:7: http[1].relabel_configs: applies to discovered targets",
+        "agent.yaml:9: http[2].file_sd_configs[0].files: item 0: 'targets/**/x.json' is not a target file pattern",
+        "agent.yaml:9: http[2].file_sd_configs[1].files: is required",
+        "agent.yaml:10: http[2].http_sd_configs[0].url: 'ftp://sd/' is not an http:// or https:// URL",
+        "agent.yaml:11: http[2].static_configs[0].targets: item 1: expected a non-empty string",
+        "agent.yaml:11: http[2].static_configs[0].labels: 'bad-name' is not a valid label name",
+        "agent.yaml:11: http[2].static_configs[1].extra: unknown field",
+        "agent.yaml:12: http[2].labels: 'source' is a label of the probe metrics",
+        "agent.yaml:14: http[2].relabel_configs[0]: action hashmod needs a target_label",
+        "agent.yaml:14: http[2].relabel_configs[0]: action hashmod needs a modulus",
+        "agent.yaml:15: http[2].relabel_configs[1]: action replace needs a target_label",
+        "agent.yaml:16: http[2].relabel_configs[2].source_labels: action labeldrop takes only a regex",
+        "agent.yaml:17: http[2].relabel_configs[3].action: 'frobnicate' is not one of: replace, keep, drop",
+        "agent.yaml:18: http[2].relabel_configs[4].regex: regular expression '(' does not compile",
+        "agent.yaml:19: http[2].relabel_configs[5].target_label: 'no good' is not a label name",
+    ]
+    for line in expected:
+        assert any(p.startswith(line) for p in problems), (line, problems)
+    assert len(problems) == len(expected), problems
+
+
+def test_check_reports_target_file_problems_with_lines_and_counts_targets(tmp_path):
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    (targets / "good.yml").write_text("- targets: [http://a/, http://b/]\n  labels: {team: x}\n")
+    (tmp_path / "agent.yaml").write_text("http:\n  - name: fleet\n    file_sd_configs: [{files: [targets/*.yml]}]\n"
+                                         "    static_configs: [{targets: ['http://a/', 'not a url']}]\n")
+    check = [sys.executable, "-m", "agent", "check", "--config.file", str(tmp_path / "agent.yaml")]
+    result = subprocess.run(check, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("OK (1 http, 0 logs, 0 journal sources; 2 discovered targets)")
+    assert f"{tmp_path / 'agent.yaml'}:2: warning: http[0]: refused target 'not a url'" in result.stderr
+    (targets / "bad.yml").write_text("- targets: [http://c/]\n- targets: http://d/\n  labelz: {}\n")
+    result = subprocess.run(check, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert f"{targets / 'bad.yml'}:2: [1].targets: expected a list" in result.stderr
+    assert f"{targets / 'bad.yml'}:3: [1].labelz: unknown field" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_target_files_are_read_as_prometheus_writes_them(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text('[{"targets": ["a:1", "b:2"], "labels": {"__param_module": "x", "env": "prod"}}, {"targets": []}]')
+    groups = read_target_file(str(path))
+    assert [g.targets for g in groups] == [("a:1", "b:2"), ()]
+    assert groups[0].labels == {"__param_module": "x", "env": "prod", "__meta_filepath": str(path)}
+    path.write_text("")
+    assert read_target_file(str(path)) == []
+    missing = Path(tmp_path / "gone.json")
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_target_file(str(missing))
