@@ -14,7 +14,6 @@ from agent.config import AgentConfig, ConfigError, example_config_text, load_con
 from agent.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress
 from agent.logconfig import LEVELS, setup_logging
 from agent.shard import Shard
-from agent.sources.http.discovery import check_discovery
 from agent.sources.kinds import KINDS
 
 log = logging.getLogger("agent")
@@ -141,6 +140,8 @@ def check(config_files: tuple[str, ...]) -> None:
             click.echo(str(exc), err=True)
             failed = True
             continue
+        from agent.sources.http.discovery import check_discovery
+
         discovering = [source for source in config.of_kind("http") if source.discovery is not None]
         discovered = 0
         for source in discovering:  # the target files found now: their problems, and the targets they give

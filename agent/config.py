@@ -9,7 +9,6 @@ own by the store's rules, so what passes ``check`` can always be built and never
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +160,9 @@ def load_config(path: str | Path) -> tuple[AgentConfig, Report]:
 
 def example_config_text(self_address: str = "127.0.0.1:9910") -> str:
     """The built-in example, probing the agent itself at ``self_address`` (host:port)."""
-    text = resources.files("agent.examples").joinpath(EXAMPLE_CONFIG).read_text(encoding="utf-8")
+    # a file beside the package (pyproject's package-data), not importlib.resources: that one loads tempfile,
+    # shutil, bz2 and lzma into every agent for one read
+    text = (Path(__file__).parent / "examples" / EXAMPLE_CONFIG).read_text(encoding="utf-8")
     return text.replace("${SELF}", self_address)
 
 

@@ -18,7 +18,6 @@ once at config time, apply to label dicts.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -91,6 +90,8 @@ def _relabel(rule: RelabelRule, labels: dict[str, str]) -> bool:
             if LABEL_NAME_RE.match(target):
                 _set(labels, target, expand(rule.replacement, match))
     elif action == "hashmod":
+        import hashlib  # only for hashmod: most agents never load it
+
         digest = hashlib.md5(value.encode(), usedforsecurity=False).digest()
         _set(labels, rule.target_label, str(int.from_bytes(digest[8:], "big") % rule.modulus))
     elif action == "labelmap":

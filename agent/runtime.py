@@ -20,8 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from agent import __version__, heap
 from agent.config import AgentConfig, ConfigError
 from agent.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress, descriptor_budget
@@ -41,7 +39,6 @@ from agent.selfmetrics import (
 )
 from agent.shard import UNSHARDED, Shard
 from agent.sources.base import Source, SourceContext, SourceStats
-from agent.sources.http import probe_session
 from agent.sources.http.slots import ProbeSlots
 from agent.sources.kinds import KINDS
 from agent.sources.logs.positions import Positions
@@ -96,7 +93,7 @@ class Agent:
         self._stopped = asyncio.Event()
         self.server: Server | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._context: SourceContext | None = None
         self._positions: Positions | None = None
         self._positions_task: asyncio.Task[None] | None = None
         own = self._own = self.store.group("agent")
@@ -123,15 +120,14 @@ class Agent:
 
     async def start(self) -> None:
         """Serve HTTP and start the sources; raises StartError (after cleaning up) if they cannot be built."""
-        self._session = probe_session()
         self._positions = Positions(self.config.positions_file)
-        self._context = SourceContext(self._session, ProbeSlots(self.config.global_.max_concurrent_probes),
+        self._context = SourceContext(ProbeSlots(self.config.global_.max_concurrent_probes),
                                       self._positions, store=self.store, shard=self.shard,
                                       probe_delay=self._probe_delay)
         try:
             await self._apply(self.config)
         except StartError:
-            await self._session.close()
+            await self._context.close()
             raise
         self._positions_task = asyncio.create_task(self._positions.run(), name="positions")
         # the server never takes the descriptors probes in flight need
@@ -172,6 +168,8 @@ class Agent:
 
     async def _apply(self, config: AgentConfig) -> None:
         """Make exactly ``config``'s sources run, or raise StartError having changed nothing."""
+        context = self._context
+        assert context is not None, "start() makes the context before any source"
         wanted: dict[SourceKey, Any] = {(kind, c.name): c for kind, c in config.sources if self._runs(kind, c)}
         changed = {key: c for key, c in wanted.items() if key not in self.sources or self.sources[key].config != c}
         held = []  # what the new sources need loaded (CA bundles), loaded off the event loop
@@ -179,19 +177,19 @@ class Agent:
         for kind_name in {key[0] for key in changed}:
             configs = [c for key, c in changed.items() if key[0] == kind_name]
             try:
-                held += await loop.run_in_executor(None, KINDS[kind_name].prepare, configs, self._context)
+                held += await loop.run_in_executor(None, KINDS[kind_name].prepare, configs, context)
             except Exception as exc:  # e.g. a CA file broken since the check; nothing has changed yet
                 raise StartError(f"{kind_name} sources cannot start: {exc}") from None
         with heap.building_long_lived():
-            self._swap_sources(wanted)
+            self._swap_sources(wanted, context)
         del held
         self.config = config
         self.store.const_labels = dict(config.global_.labels)
-        self._context.probe_slots.resize(config.global_.max_concurrent_probes)
+        context.probe_slots.resize(config.global_.max_concurrent_probes)
         self._source_count.replace({(kind_name,): sum(1.0 for key in wanted if key[0] == kind_name)
                                     for kind_name in KINDS})
 
-    def _swap_sources(self, wanted: dict[SourceKey, Any]) -> None:
+    def _swap_sources(self, wanted: dict[SourceKey, Any], context: SourceContext) -> None:
         """Build the new and changed sources, swap their groups in and the stale ones out, start and stop their
         tasks. Raises StartError having changed nothing."""
         stale = [key for key, running in self.sources.items() if wanted.get(key) != running.config]
@@ -204,7 +202,7 @@ class Agent:
             data_owner, stats_owner = _owners(key)
             data, own = kind.data_group(source_config, data_owner), kind.stats_group(source_config, stats_owner)
             try:
-                source = kind.build(source_config, data, SourceStats(own, kind.name), self._context)
+                source = kind.build(source_config, data, SourceStats(own, kind.name), context)
             except Exception as exc:  # e.g. a CA file broken since the check; nothing has changed yet
                 raise StartError(f"{key[0]} source {key[1]!r} cannot start: {exc}") from None
             built[key] = _Running(source_config, source)
@@ -293,8 +291,8 @@ class Agent:
             self._positions.flush()
         if self.server:
             await self.server.stop()
-        if self._session and not self._session.closed:
-            await self._session.close()
+        if self._context is not None:
+            await self._context.close()
         log.info("agent stopped")
 
 

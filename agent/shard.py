@@ -10,7 +10,6 @@ exactly what jump hash supports).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 _MASK = (1 << 64) - 1
@@ -27,7 +26,9 @@ def jump_hash(key: int, buckets: int) -> int:
 
 
 def shard_of(key: str, count: int) -> int:
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    from hashlib import blake2b  # here: an agent that is not sharded never loads hashlib (and OpenSSL's digests)
+
+    digest = blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return jump_hash(int.from_bytes(digest, "big"), count)
 
 

@@ -23,7 +23,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from agent import __version__, exposition, statuspage
+from agent import __version__, exposition
 from agent.httpserver import Handler, Request, Response
 from agent.listener import ConnectionGuard, ListenAddress, listen
 from agent.selfmetrics import (
@@ -239,4 +239,6 @@ async def _sources(agent: AgentView, request: Request) -> Response:
 
 
 async def _index(agent: AgentView, request: Request) -> Response:
+    from agent import statuspage  # here: most agents are scraped, not looked at
+
     return Response.html(statuspage.render(_agent_facts(agent), agent.source_status()))

@@ -13,12 +13,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import logging
 import os
 import re
 import ssl
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -252,6 +250,8 @@ def _load_pair(context: ssl.SSLContext, tls: TlsServerConfig) -> None:
         context.load_cert_chain(tls.cert_file or "", tls.key_file)
         return
     # inline PEM: load_cert_chain reads files only, so write them where nobody else can read
+    import tempfile  # inline PEM only
+
     with tempfile.TemporaryDirectory(prefix="kpi-agent-tls-") as directory:
         cert = tls.cert_file or os.path.join(directory, "cert.pem")
         key = tls.key_file or os.path.join(directory, "key.pem")
@@ -365,10 +365,12 @@ class Authenticator:
             user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError, ValueError):
             return False
+        from hashlib import sha256  # here: an agent without basic auth never loads OpenSSL's digests
+
         known = users.get(user)
         cost = max((int(h[4:6]) for h in users.values()), default=10)
         hashed = known if known is not None else b"decoy-%d" % cost
-        key = hashlib.sha256(b"\0".join((user.encode(), hashed, password.encode("utf-8", "surrogatepass")))).digest()
+        key = sha256(b"\0".join((user.encode(), hashed, password.encode("utf-8", "surrogatepass")))).digest()
         verdict = self._cache.get(key)
         if verdict is None:
             loop = asyncio.get_running_loop()

@@ -90,19 +90,23 @@ def check_compiled(specs: list[ServiceSpec]) -> list[Problem]:
     return problems
 
 
-def produced_metrics(config_file: str) -> set[str]:
-    """Names of the series an agent config produces (histograms as _bucket, _sum and _count)."""
+def produced_metrics(config_files: tuple[str, ...]) -> set[str]:
+    """Names of the series these agent configs produce (histograms as _bucket, _sum and _count)."""
     from agent.config import load_config
     from agent.sources.kinds import exported_samples
 
-    config, _ = load_config(config_file)
-    return exported_samples(list(config.sources))
+    produced: set[str] = set()
+    for config_file in config_files:
+        config, _ = load_config(config_file)
+        produced |= exported_samples(list(config.sources))
+    return produced
 
 
-def check_metric_names(specs: list[ServiceSpec], config_file: str) -> list[Problem]:
-    """Warnings for metrics a KPI reads (selectors, raw queries, value expressions) that the agent config does
-    not produce."""
-    produced = produced_metrics(config_file)
+def check_metric_names(specs: list[ServiceSpec], config_files: tuple[str, ...]) -> list[Problem]:
+    """Warnings for metrics a KPI reads (selectors, raw queries, value expressions) that none of the agent
+    configs produces."""
+    produced = produced_metrics(config_files)
+    configs = " or ".join(config_files)
     problems = []
     for spec in specs:
         for kpi in spec.kpis:
@@ -110,7 +114,7 @@ def check_metric_names(specs: list[ServiceSpec], config_file: str) -> list[Probl
                 for metric in metric_names(text):
                     if metric not in produced:
                         problems.append(Problem(spec.file, line, field,
-                                                f"{metric} is not produced by the agent config {config_file} "
+                                                f"{metric} is not produced by the agent config {configs} "
                                                 "(fine if another exporter provides it)", warning=True))
     return problems
 
@@ -129,14 +133,15 @@ def rules() -> None:
 
 @rules.command("check")
 @click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--config.file", "config_file", type=click.Path(exists=True, dir_okay=False),
-              help="Agent config: warn about metrics a KPI reads that it does not produce.")
+@click.option("--config.file", "config_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Agent config: warn about metrics a KPI reads that it does not produce. Repeat it for "
+                   "several agents (e.g. the HTTP shards' and the log DaemonSet's configs).")
 @click.option("--prometheus.url", "prometheus_url",
               help="Ask this Prometheus whether every selector and value expression matches series (pint-style).")
 @click.option("--prometheus.lookback", "lookback", default="1d", show_default=True,
               help="How far back a series counts as existing for --prometheus.url.")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1), for CI.")
-def check(specs: tuple[str, ...], config_file: str | None, prometheus_url: str | None, lookback: str,
+def check(specs: tuple[str, ...], config_files: tuple[str, ...], prometheus_url: str | None, lookback: str,
           strict: bool) -> None:
     """Validate specs: every problem as file:line: field: message; exit 1 on errors."""
     try:
@@ -149,8 +154,8 @@ def check(specs: tuple[str, ...], config_file: str | None, prometheus_url: str |
             problems += check_expressions(loaded)
         if not any(not p.warning for p in problems):
             problems += check_compiled(loaded)
-        if config_file:
-            problems += check_metric_names(loaded, config_file)
+        if config_files:
+            problems += check_metric_names(loaded, config_files)
         if prometheus_url:
             problems += check_series(loaded, prometheus_url, lookback_seconds)
         failed = report_problems(problems, strict)

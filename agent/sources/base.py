@@ -45,7 +45,6 @@ def _probe_scheduler() -> ProbeScheduler:
 class SourceContext:
     """Shared by all sources of one running agent."""
 
-    session: aiohttp.ClientSession  # one client session (connection pool, DNS cache) for every HTTP source
     probe_slots: ProbeSlots  # bounds how many probes are in flight at once
     positions: Positions | None  # read offsets of log files, persisted across restarts
     tls: TlsContexts = field(default_factory=_tls_contexts)  # one per distinct TLS config
@@ -53,6 +52,21 @@ class SourceContext:
     store: Store | None = None  # sources that discover targets attach their targets' groups to it
     shard: Shard = UNSHARDED  # the share of the targets this replica probes
     probe_delay: HistogramFamily | None = None  # how late probes start after they are due
+    client: aiohttp.ClientSession | None = None  # see ``session``; given by tests, else made on first use
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """One client session (connection pool, DNS cache) for every HTTP source, made when the first source
+        asks for it (on the event loop): an agent without HTTP sources never loads aiohttp."""
+        if self.client is None:
+            from agent.sources.http.client import probe_session
+
+            self.client = probe_session()
+        return self.client
+
+    async def close(self) -> None:
+        if self.client is not None and not self.client.closed:
+            await self.client.close()
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ import aiohttp
 from agent import yamlsrc
 from agent.config import parse_config
 from agent.sources.base import SourceContext
-from agent.sources.http import HttpSource, probe_session
+from agent.sources.http.client import probe_session
 from agent.sources.http.slots import ProbeSlots
+from agent.sources.http.source import HttpSource
 from agent.store import Store
 from tests.helpers import build_source, fetch, free_port, wait_until
 from tests.tools import require_tool
@@ -52,7 +53,7 @@ async def run_ours(url: str) -> tuple[float, float]:
     configs = parse_config(yamlsrc.load_text(text, "b.yaml"), "b.yaml")[0].of_kind("http")
     store = Store()
     async with probe_session() as session:
-        context = SourceContext(session, ProbeSlots(64), None)
+        context = SourceContext(ProbeSlots(64), None, client=session)
         sources = [build_source(store, context, config, "http") for config in configs]
         wall, cpu = time.perf_counter(), time.process_time()
 

@@ -172,6 +172,12 @@ def test_kubernetes_manifests_fit_together():
     assert len(selected) == 2
     for endpoint in monitor["spec"]["endpoints"]:
         assert all(endpoint["port"] in {p["name"] for p in s["spec"]["ports"]} for s in selected)
+    # prometheus-operator's job label: the Service's jobLabel label, else the Service's name; the specs select
+    # the job Prometheus gives the agent (deploy/prometheus), so in Kubernetes too
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (job,) = [c["job_name"] for c in prometheus["scrape_configs"]]
+    job_label = monitor["spec"].get("jobLabel")
+    assert {s["metadata"]["labels"].get(job_label, s["metadata"]["name"]) for s in selected} == {job}
     (rule,) = by_kind["PrometheusRule"]
     assert rule["spec"]["groups"] and rule["metadata"]["namespace"] == kustomization["namespace"]
     daemonset = by_kind["DaemonSet"][0]["spec"]["template"]["spec"]
@@ -203,6 +209,25 @@ def test_the_http_statefulset_runs_one_shard_per_pod_over_its_discovered_targets
     result = subprocess.run([sys.executable, "-m", "agent", "check", "--config.file",
                              str(tmp_path / "etc/kpi-agent/agent.yaml")], capture_output=True, text=True)
     assert result.returncode == 0 and "3 discovered targets" in result.stdout, result.stdout + result.stderr
+
+
+def test_every_metric_the_shipped_specs_read_comes_from_the_kubernetes_agents(tmp_path):
+    """In Kubernetes the HTTP shards and the log DaemonSet run different configs: between them they produce
+    every series the specs read (with the labels they select, e.g. path on http_requests_total)."""
+    config_maps = {o["metadata"]["name"]: o["data"] for o in _kubernetes_objects() if o["kind"] == "ConfigMap"}
+    configs = []
+    for name in ("kpi-agent-http", "kpi-agent-logs"):
+        configs += ["--config.file", str(tmp_path / f"{name}.yaml")]
+        (tmp_path / f"{name}.yaml").write_text(config_maps[name]["agent.yaml"])
+    check = [sys.executable, "-m", "agent", "rules", "check", str(ROOT / "rules"), "--strict", *configs]
+    result = subprocess.run(check, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    logs = yaml.safe_load(config_maps["kpi-agent-logs"]["agent.yaml"])["logs"]
+    labels = {m["name"]: set(m.get("labels", [])) for source in logs for m in source["metrics"]}
+    assert {"method", "path", "status"} <= labels["http_requests_total"]
+    (alone,) = [c for c in configs if c.endswith("logs.yaml")]
+    without_http = subprocess.run([*check[:7], "--config.file", alone], capture_output=True, text=True)
+    assert without_http.returncode == 1 and "probe_success is not produced" in without_http.stderr
 
 
 def test_committed_dashboards_and_grafana_alert_rules_match_the_specs():

@@ -16,7 +16,7 @@ from tests.helpers import fetch, free_port, wait_until
 @pytest.fixture
 async def context(tmp_path):
     session = aiohttp.ClientSession()
-    yield SourceContext(session, asyncio.Semaphore(4), Positions(str(tmp_path / "positions.json")))
+    yield SourceContext(asyncio.Semaphore(4), Positions(str(tmp_path / "positions.json")), client=session)
     await session.close()
 
 

@@ -13,9 +13,11 @@ from aiohttp import web
 from agent import yamlsrc
 from agent.config import parse_config
 from agent.sources.base import SourceContext, SourceDefaults
-from agent.sources.http import EXPORTED_SERIES, RESULTS, HttpSource, probe_session
+from agent.sources.http import EXPORTED_SERIES, RESULTS
+from agent.sources.http.client import probe_session
 from agent.sources.http.config import parse_http_source
 from agent.sources.http.slots import ProbeSlots
+from agent.sources.http.source import HttpSource
 from agent.store import Store
 from agent.yamlsrc import ConfigError, Fields, Report
 from tests.helpers import build_source, render_store
@@ -95,7 +97,7 @@ async def server():
 @pytest.fixture
 async def context():
     session = probe_session()
-    yield SourceContext(session, ProbeSlots(8), None)
+    yield SourceContext(ProbeSlots(8), None, client=session)
     await session.close()
 
 
@@ -422,7 +424,7 @@ async def test_credentials_and_custom_headers_stay_off_other_hosts_on_redirect(t
     origin, origin_port = await serve(redirecting)
     session = probe_session()
     try:
-        context = SourceContext(session, ProbeSlots(4), None)
+        context = SourceContext(ProbeSlots(4), None, client=session)
         password = tmp_path / "password"
         password.write_text("pa55\n")
         store = Store()

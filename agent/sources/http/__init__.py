@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
-
 from agent.sources.base import (
     IDENTITY_LABEL as SOURCE_LABEL,
 )
@@ -35,27 +33,8 @@ from agent.sources.http.config import (
     declared_families,
     parse_http_source,
 )
-from agent.sources.http.source import HttpSource
-from agent.sources.http.targets import DiscoveringHttpSource
-from agent.sources.http.timing import trace_config
 from agent.store import FamilySpec, Group
 from agent.yamlsrc import Fields
-
-
-def probe_session() -> aiohttp.ClientSession:
-    """The one client session of every HTTP source (call it on the event loop)."""
-    session = aiohttp.ClientSession(
-        trace_configs=[trace_config()],
-        # force_close: every probe opens its own connection, as blackbox does, so connect and TLS are measured
-        # and a half-dead keep-alive connection cannot hide a down target.
-        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, force_close=True),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        timeout=aiohttp.ClientTimeout(total=None),  # each probe has its own (asyncio.timeout): no second timer
-    )
-    # aiohttp sends a GET again, unseen, when its connection fails while sending (no public switch): a probe
-    # must see that failure, as blackbox_exporter does, and a target must get one request per probe.
-    session._retry_connection = False
-    return session
 
 
 class HttpKind(SourceKind[HttpSourceConfig]):
@@ -93,6 +72,10 @@ class HttpKind(SourceKind[HttpSourceConfig]):
 
     def build(self, config: HttpSourceConfig, group: Group, stats: SourceStats,
               context: SourceContext) -> Source[HttpSourceConfig]:
+        # imported here: they load aiohttp (19 MiB), which an agent without HTTP sources never needs
+        from agent.sources.http.source import HttpSource
+        from agent.sources.http.targets import DiscoveringHttpSource
+
         if config.discovery is not None:
             return DiscoveringHttpSource(config, group, stats, context)
         return HttpSource(config, group, stats, context)
@@ -100,5 +83,4 @@ class HttpKind(SourceKind[HttpSourceConfig]):
 
 KIND = HttpKind()
 
-__all__ = ["EXPORTED_SERIES", "KIND", "RESULTS", "DiscoveringHttpSource", "HttpSource", "HttpSourceConfig",
-           "probe_session", "trace_config"]
+__all__ = ["EXPORTED_SERIES", "KIND", "RESULTS", "HttpSourceConfig"]

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yarl import URL
-
 from agent import relabel, yamlsrc
 from agent.relabel import RelabelRule
 from agent.sources.base import IDENTITY_LABEL as SOURCE_LABEL
@@ -193,6 +191,8 @@ def _url(value: Any) -> str:
     text = yamlsrc.nonempty_string(value)
     if not text.startswith(("http://", "https://")):
         raise ValueError(f"{excerpt(text)} is not an http:// or https:// URL")
+    from yarl import URL  # here: an agent without HTTP sources never loads it
+
     try:
         host = URL(text).host  # the parser the probes use: what passes here, a probe can request
     except ValueError as exc:

@@ -14,9 +14,10 @@ import contextvars
 import ssl
 import time
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class Timings:
@@ -93,6 +94,8 @@ async def _on_request_end(session: aiohttp.ClientSession, ctx: SimpleNamespace, 
 
 def trace_config() -> aiohttp.TraceConfig:
     """Tracing hooks for the shared client session; they act only on requests that carry a Timings."""
+    import aiohttp
+
     config = aiohttp.TraceConfig()
     config.on_dns_resolvehost_start.append(_on_dns_start)
     config.on_dns_resolvehost_end.append(_on_dns_end)

@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,8 +88,8 @@ class Positions:
             for source, files in sorted(self._files.items())}, "cursors": dict(sorted(self._cursors.items()))}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".positions-", dir=self.path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")  # one writer per process
+            with open(tmp, "w", encoding="utf-8") as handle:
                 json.dump(document, handle)
                 handle.flush()
                 os.fsync(handle.fileno())

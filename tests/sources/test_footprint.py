@@ -1,0 +1,35 @@
+"""What a log-only agent loads: aiohttp (about 19 MiB resident) only when an HTTP source exists, read from the
+real process (its mapped files, and process_resident_memory_bytes on its /metrics)."""
+
+from pathlib import Path
+
+from tests.helpers import Exposition, fetch, wait_until
+
+
+def _page(base: str) -> Exposition:
+    return Exposition(fetch(base + "/metrics")[1].encode())
+
+
+def _mapped_packages(pid: int, packages: tuple[str, ...]) -> set[str]:
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return {package for package in packages if f"/{package}/" in maps}
+
+
+def test_a_log_only_agent_never_loads_aiohttp_and_an_http_source_does(start_agent, tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("status=200\n" * 5)
+    logs_only = tmp_path / "logs.yaml"
+    logs_only.write_text(f"logs:\n  - {{name: app, paths: ['{log}'], format: logfmt, start_at: beginning,\n"
+                         "     metrics: [{name: lines_total, type: counter, labels: [status]}]}\n")
+    process, base = start_agent(logs_only)
+    wait_until(lambda: _page(base).value("lines_total", status="200") == 5)
+    assert _mapped_packages(process.pid, ("aiohttp", "jsonpath_ng", "prometheus_client")) == set()
+    small = _page(base).value("process_resident_memory_bytes")
+
+    with_http = tmp_path / "http.yaml"
+    with_http.write_text(logs_only.read_text() + f"http:\n  - {{name: self, url: '{base}/-/healthy'}}\n")
+    process, base = start_agent(with_http)
+    wait_until(lambda: _page(base).value("probes_total", result="success") >= 1)
+    assert "aiohttp" in _mapped_packages(process.pid, ("aiohttp",))
+    large = _page(base).value("process_resident_memory_bytes")
+    assert large - small > 10 * 2**20, (small, large)
