@@ -12,16 +12,21 @@ names and meaning as client libraries export.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import resource
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from agent.selfmetrics import PROCESS_FAMILIES
 from agent.store import SERIES_DROPPED, FamilySpec, Snapshot
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+Write = Callable[[str], None]
 
 
 def wants_openmetrics(accept: str) -> bool:
@@ -55,21 +60,63 @@ def _help(text: str, openmetrics: bool) -> str:
 
 
 def render(snap: Snapshot, openmetrics: bool = False, process: bool = True) -> bytes:
-    """One scrape's page."""
+    """One scrape's page, written in one go."""
     out: list[str] = []
-    write = out.append
+    for _ in _write(snap, openmetrics, process, out.append):
+        pass
+    return "".join(out).encode("utf-8")
+
+
+SLICE_SECONDS = 0.005
+_SERIES_PER_STEP = 1000  # a big family is written in steps of this many series (about 2 ms each)
+
+
+async def render_cooperatively(snap: Snapshot, openmetrics: bool = False, process: bool = True) -> bytes:
+    """The same page, written on the event loop in slices of about 5 ms, with a turn for every other task
+    between two slices.
+
+    Not in a worker thread: a render there holds the GIL for all of its CPU time, and the event loop's thread,
+    which gives the GIL up at every system call, waits up to the switch interval (5 ms) to get it back each
+    time: while a 400,000-series page was written (0.9 s of CPU) probes due started up to a second late. In
+    slices, a probe waits at most one slice. Families are copied whole, one at a time, as in ``render``.
+    """
+    chunks: list[bytes] = []
+    out: list[str] = []
+    deadline = time.perf_counter() + SLICE_SECONDS
+    for _ in _write(snap, openmetrics, process, out.append):
+        if time.perf_counter() >= deadline:
+            chunks.append("".join(out).encode("utf-8"))
+            out.clear()
+            await asyncio.sleep(0)
+            deadline = time.perf_counter() + SLICE_SECONDS
+    chunks.append("".join(out).encode("utf-8"))
+    return b"".join(chunks)
+
+
+def _write(snap: Snapshot, openmetrics: bool, process: bool, write: Write) -> Iterator[None]:
+    """Writes the page through ``write``, yielding after each family it copies or writes (where a cooperative
+    caller may pause)."""
     merged: dict[str, tuple[FamilySpec, list[tuple[dict[str, str], dict]]]] = {}
     dropped: dict[str, float] = {}
     for spec, group_labels, values, refused in snap.families():
         merged.setdefault(spec.name, (spec, []))[1].append((group_labels, values))
         if refused:
             dropped[spec.name] = dropped.get(spec.name, 0.0) + refused
+        yield
     for spec, parts in merged.values():
         _header(write, spec, openmetrics)
         for group_labels, values in parts:
             constant = {k: v for k, v in snap.const_labels.items() if k not in spec.labelnames}
             constant.update(group_labels)
-            _series(write, spec, values, ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(constant.items())))
+            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(constant.items()))
+            if len(values) <= _SERIES_PER_STEP:
+                _series(write, spec, values.items(), labels)
+                yield
+                continue
+            items = list(values.items())
+            for start in range(0, len(items), _SERIES_PER_STEP):
+                _series(write, spec, items[start:start + _SERIES_PER_STEP], labels)
+                yield
     if dropped:
         _header(write, SERIES_DROPPED, openmetrics)
         global_labels = "".join(f',{k}="{_escape(v)}"' for k, v in sorted(snap.const_labels.items()) if k != "metric")
@@ -82,10 +129,7 @@ def render(snap: Snapshot, openmetrics: bool = False, process: bool = True) -> b
             write(f"{spec.sample_names[0]} {go_float(value)}\n")
     if openmetrics:
         write("# EOF\n")
-    return "".join(out).encode("utf-8")
 
-
-Write = Callable[[str], None]
 
 
 def _header(write: Write, spec: FamilySpec, openmetrics: bool) -> None:
@@ -93,11 +137,11 @@ def _header(write: Write, spec: FamilySpec, openmetrics: bool) -> None:
     write(f"# HELP {name} {_help(spec.documentation, openmetrics)}\n# TYPE {name} {spec.kind}\n")
 
 
-def _series(write: Write, spec: FamilySpec, values: dict, constant: str) -> None:
+def _series(write: Write, spec: FamilySpec, items: Iterable[tuple[tuple[str, ...], Any]], constant: str) -> None:
     names = spec.labelnames
     if spec.kind == "histogram":
         bounds = [go_float(b) for b in (*spec.bounds, math.inf)]
-        for labels, state in values.items():
+        for labels, state in items:
             base = ",".join([*(f'{n}="{_escape(v)}"' for n, v in zip(names, labels, strict=True)),
                              *([constant] if constant else [])])
             prefix = f"{base}," if base else ""
@@ -111,11 +155,11 @@ def _series(write: Write, spec: FamilySpec, values: dict, constant: str) -> None
     name = spec.sample_names[0]
     if not names:
         braces = f"{{{constant}}}" if constant else ""
-        for value in values.values():
+        for _, value in items:
             write(f"{name}{braces} {go_float(value)}\n")
         return
     tail = f",{constant}}} " if constant else "} "
-    for labels, value in values.items():
+    for labels, value in items:
         pairs = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, labels, strict=True))
         write(f"{name}{{{pairs}{tail}{go_float(value)}\n")
 

@@ -3,7 +3,7 @@
 Sources write plain numbers into families (a dict per family, keyed by label values) instead of client-library
 metric objects: an update is one dict operation, with no lock and no per-call object, so hot paths (a batch of
 log lines, a probe) stay cheap. A scrape lists the attached groups on the event loop (``Store.snapshot``) and
-``agent.exposition`` writes the page in a worker thread, copying each family whole as it goes (see ``Snapshot``).
+``agent.exposition`` writes the page in slices, copying each family whole as it goes (see ``Snapshot``).
 
 Every check sits where a series or a family enters, never on the update path:
 
@@ -450,11 +450,11 @@ class _Index:
 class Snapshot:
     """The groups attached at one moment and the global labels, taken on the event loop in constant time.
 
-    The series themselves are copied as they are rendered, in a worker thread, one family at a time: copying
-    the 150,000 families of ten thousand targets on the event loop blocked it for up to 0.8 s per scrape, and
-    every probe due meanwhile started late. Each family is copied with one C-level operation, which the event
-    loop's thread cannot interleave with (the GIL), and sets of series that change are replaced in one step
-    (``Family.replace``), so a family is never rendered half updated. Families are not read at one instant
+    The series themselves are copied as they are written, one family at a time, between which other tasks run:
+    copying the 150,000 families of ten thousand targets in one go blocked the event loop for up to 0.8 s per
+    scrape, and every probe due meanwhile started late. Each family is copied with one C-level operation (so
+    even from another thread it is never seen half written: the GIL), and sets of series that change are
+    replaced in one step (``Family.replace``), so a family is never written half updated. Families are not read at one instant
     with each other, as in every Prometheus client library.
     """
 

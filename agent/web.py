@@ -63,15 +63,21 @@ class AgentView(Protocol):
 # Below this size gzip costs more CPU than it saves on the wire.
 _GZIP_MIN_BYTES = 1024
 
-def render(snap: Snapshot, accept: str, accept_encoding: str) -> tuple[bytes, dict[str, str]]:
-    """Exposition bytes and headers for one scrape: OpenMetrics when asked for, gzip when accepted."""
+async def render(snap: Snapshot, accept: str, accept_encoding: str) -> tuple[bytes, dict[str, str]]:
+    """Exposition bytes and headers for one scrape: OpenMetrics when asked for, gzip when accepted. The page is
+    written on the event loop in slices (see ``exposition.render_cooperatively``); gzip, which gives the GIL
+    up while it works, runs in a worker thread."""
     openmetrics = exposition.wants_openmetrics(accept)
-    body = exposition.render(snap, openmetrics)
+    body = await exposition.render_cooperatively(snap, openmetrics)
     headers = {"Content-Type": exposition.OPENMETRICS if openmetrics else exposition.TEXT}
     if "gzip" in accept_encoding and len(body) >= _GZIP_MIN_BYTES:
-        body = gzip.compress(body, compresslevel=1)
+        body = await asyncio.get_running_loop().run_in_executor(None, _gzip, body)
         headers["Content-Encoding"] = "gzip"
     return body, headers
+
+
+def _gzip(body: bytes) -> bytes:
+    return gzip.compress(body, compresslevel=1)
 
 
 def agent_routes(agent: AgentView) -> list[Route]:
@@ -191,10 +197,7 @@ def _handler(agent: AgentView, func: Callable[[AgentView, Request], Awaitable[Re
 
 
 async def _metrics(agent: AgentView, request: Request) -> Response:
-    snap = agent.store.snapshot()
-    loop = asyncio.get_running_loop()
-    body, headers = await loop.run_in_executor(
-        None, render, snap, request.header("Accept"), request.header("Accept-Encoding"))
+    body, headers = await render(agent.store.snapshot(), request.header("Accept"), request.header("Accept-Encoding"))
     content_type = headers.pop("Content-Type")
     return Response(200, body, content_type, headers)
 

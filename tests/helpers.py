@@ -119,11 +119,10 @@ async def ascrape(url: str, openmetrics: bool = False, headers: dict[str, str] |
 
 
 def render_store(store, openmetrics: bool = False) -> Exposition:  # noqa: ANN001 - agent.store.Store
-    """What /metrics would return for ``store`` (the same rendering code, without HTTP)."""
-    from agent.web import render
+    """What /metrics would return for ``store`` (the same writer, in one go and without HTTP)."""
+    from agent.exposition import render
 
-    body, _ = render(store.snapshot(), OPENMETRICS if openmetrics else "", "")
-    return Exposition(body, openmetrics)
+    return Exposition(render(store.snapshot(), openmetrics), openmetrics)
 
 
 def build_source(store, context, config, kind_name: str):  # noqa: ANN001, ANN201 - agent types

@@ -1,6 +1,7 @@
 """The exposition writer held to the reference: prometheus_client's encoders write the same series for the same
 families, its parsers read back every label value and number we write (hypothesis), and promtool agrees."""
 
+import asyncio
 import math
 import subprocess
 
@@ -14,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from agent.exposition import go_float, render, wants_openmetrics
+from agent.exposition import go_float, render, render_cooperatively, wants_openmetrics
 from agent.store import Store, counter, gauge, histogram
 
 
@@ -100,3 +101,30 @@ def test_every_label_value_and_number_reads_back(pairs):
     for openmetrics, parser in ((False, parse_text), (True, parse_openmetrics)):
         text = render(store.snapshot(), openmetrics=openmetrics, process=False).decode()
         assert {s.labels["label"]: s.value for f in parser(text) for s in f.samples} == expected
+
+
+async def test_the_served_page_is_the_same_page_written_in_slices_that_leave_the_loop_free():
+    """/metrics writes the page on the event loop in slices: byte for byte the page written in one go, and no
+    task waits much longer than a slice (a worker thread would hold the GIL for the whole render)."""
+    store = Store({"site": "eu-1"})
+    for source in range(300):
+        group = store.group(f"s{source}", {"source": f"s{source}"}, "source")
+        hits = group.counter(counter("hits_total", "Hits", ["path"]))
+        for path in range(100):
+            hits.inc((f"/p/{path}",))
+        group.histogram(histogram("latency_seconds", "Latency", [], [0.1, 1])).observe((), 0.5)
+    loop = asyncio.get_running_loop()
+    turns: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            turns.append(loop.time())
+            await asyncio.sleep(0)
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    served = await render_cooperatively(store.snapshot(), process=False)
+    tick.cancel()
+    assert served == render(store.snapshot(), process=False)
+    assert len(turns) > 5  # the loop ran other tasks while the page was written
+    assert max(b - a for a, b in zip(turns, turns[1:], strict=False)) < 0.1
