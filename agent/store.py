@@ -454,8 +454,8 @@ class Snapshot:
     copying the 150,000 families of ten thousand targets in one go blocked the event loop for up to 0.8 s per
     scrape, and every probe due meanwhile started late. Each family is copied with one C-level operation (so
     even from another thread it is never seen half written: the GIL), and sets of series that change are
-    replaced in one step (``Family.replace``), so a family is never written half updated. Families are not read at one instant
-    with each other, as in every Prometheus client library.
+    replaced in one step (``Family.replace``), so a family is never written half updated. Families are not
+    read at one instant with each other, as in every Prometheus client library.
     """
 
     groups: list[Group] = field(default_factory=list)
