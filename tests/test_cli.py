@@ -65,6 +65,7 @@ def agent_process():
         process.communicate(timeout=10)
 
 
+@pytest.mark.slow
 def test_run_without_config_probes_itself(agent_process):
     port = free_port()
     agent_process(port=port)

@@ -4,6 +4,7 @@ whatever else arrives gets a clear status or a closed connection, never a stuck 
 import asyncio
 import os
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -108,6 +109,7 @@ async def test_a_slow_head_and_an_idle_connection_are_closed_on_time():
     b"GET / HTTP/1.1\r\n", b"\r\n", b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n", b": x\r\n",
     b"Host: \xff\xfe\r\n", b"GET /%ff%fe?%zz=1 HTTP/1.1\r\n", b"\x00", b"HTTP/1.1 ", b"Connection: keep-alive\r\n"])),
     max_size=12))
+@pytest.mark.slow
 def test_any_bytes_get_an_answer_or_a_close_and_the_server_keeps_serving(pieces):
     async def run() -> None:
         server, port, _ = await _server()

@@ -71,6 +71,7 @@ def processes():
             process.kill()
 
 
+@pytest.mark.slow
 def test_replicas_probe_every_target_exactly_once_and_prometheus_sees_one_series_each(tmp_path, processes):
     prometheus = require_tool("prometheus")
     target_port = free_port()

@@ -22,6 +22,7 @@ def fired_after_workbook(promtool, tmp_path, rules: str, tier: str, share: float
 
 
 @pytest.mark.parametrize("share", [0.01, 0.02, 0.05, 1.0])
+@pytest.mark.slow
 def test_page_fires_within_one_evaluation_of_the_workbook_time(promtool, tmp_path, share):
     # 2% at 99.9%: the Workbook pages after 43.2 minutes (1h window reaches 14.4x); 100%: after 52 seconds
     late = fired_after_workbook(promtool, tmp_path, render_prometheus(spec_from(SPEC), "s.yaml"), "page", share)

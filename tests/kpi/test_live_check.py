@@ -13,6 +13,8 @@ import pytest
 from tests.helpers import fetch, free_port, wait_until
 from tests.tools import require_tool
 
+pytestmark = pytest.mark.slow  # a real Prometheus scraping a real exporter
+
 EXPOSITION = """\
 # TYPE http_requests_total counter
 http_requests_total{path="/a",status="200"} 5

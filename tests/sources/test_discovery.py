@@ -116,6 +116,7 @@ async def _team_is(metrics: str, target: str, team: str) -> bool:
     return [s.labels.get("team") for s in (await ascrape(metrics)).find("probe_success", target=target)] == [team]
 
 
+@pytest.mark.slow
 async def test_a_bad_target_file_keeps_its_last_good_targets_and_is_counted(tmp_path, target, agent_at):
     address, hits = target
     files = tmp_path / "targets"
@@ -242,6 +243,7 @@ async def test_discovered_series_are_unique_and_clashing_labels_are_exported(tar
     assert page.value("probe_success", source="module-b", team="b") == 1  # the first of the duplicates
 
 
+@pytest.mark.slow
 async def test_relabel_configs_shape_targets_exactly_as_prometheus_does(tmp_path):
     """The same target file and rules go to a real Prometheus and to the agent; the labels each keeps (and the
     targets each drops) are the same."""

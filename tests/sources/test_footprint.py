@@ -3,6 +3,8 @@ real process (its mapped files, and process_resident_memory_bytes on its /metric
 
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import Exposition, fetch, wait_until
 
 
@@ -15,6 +17,7 @@ def _mapped_packages(pid: int, packages: tuple[str, ...]) -> set[str]:
     return {package for package in packages if f"/{package}/" in maps}
 
 
+@pytest.mark.slow
 def test_a_log_only_agent_never_loads_aiohttp_and_an_http_source_does(start_agent, tmp_path):
     log = tmp_path / "app.log"
     log.write_text("status=200\n" * 5)
