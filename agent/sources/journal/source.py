@@ -185,8 +185,8 @@ class JournalSource(Source[JournalSourceConfig]):
         if max(map(len, lines), default=0) > self.config.max_line_bytes // 4:
             kept = [line for line in lines if len(line.encode()) <= self.config.max_line_bytes]
             too_long, lines = len(lines) - len(kept), kept
+        objects = json_objects(lines, BatchResult())  # the lines that are not objects are counted below
         result = BatchResult()
-        objects = json_objects(lines, result)
         if objects and self._counted_cursor is not None:
             if objects[0].get("__CURSOR") == self._counted_cursor:
                 del objects[0]

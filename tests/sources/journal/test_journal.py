@@ -3,6 +3,7 @@ MESSAGE formats, following, the cursor across restarts and SIGKILL, new journal 
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import time
@@ -114,6 +115,22 @@ async def test_message_formats_and_binary_messages(journal, context):
     assert run.page().by("app_requests_total", "http_status") == {"200": 1, "500": 1}
     assert run.page().value("app_seconds_bucket", le="0.1") == 1 and run.page().value("app_seconds_count") == 2
     assert run.count("kpi_agent_log_lines_malformed_total") == 1
+    await run.stop()
+
+
+async def test_lines_journalctl_gives_that_are_not_json_are_each_counted_once(tmp_path, context, monkeypatch):
+    """A journalctl that writes something other than JSON objects (a wrapper, a broken build): every such line
+    is counted as malformed exactly once, in a chunk that holds nothing else too."""
+    fake = tmp_path / "bin" / "journalctl"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nprintf 'not json\\n[1]\\n\\n'\nexec sleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    run = Running(journal_config(tmp_path), context)
+    await run.wait(lambda: run.count("kpi_agent_log_lines_total") == 3)
+    await asyncio.sleep(0.2)
+    assert run.count("kpi_agent_log_lines_malformed_total") == 3
+    assert run.count("kpi_agent_log_records_total") == 0
     await run.stop()
 
 
