@@ -25,7 +25,7 @@ from typing import Any
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.journal.config import JournalSourceConfig
 from agent.sources.logs.config import BYTES, EXPIRED, LINES, MALFORMED, RECORDS, SKIPPED, TOO_LONG, UNMATCHED
-from agent.sources.logs.pipeline import BatchResult, Pipeline, json_objects
+from agent.sources.logs.pipeline import EXPIRY_EVERY, BatchResult, Pipeline, json_objects
 from agent.sources.logs.positions import Positions
 from agent.store import Group
 
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 256 * 1024
 RETRY_SECONDS = 5.0  # before starting journalctl again after it exited
-EXPIRY_EVERY = 1.0
 _JOURNAL_FIELD_RE = re.compile(r"^[A-Z0-9_]+$")
 
 
@@ -103,7 +102,6 @@ class JournalSource(Source[JournalSourceConfig]):
         self.pipeline = Pipeline(config.metrics, group, own.counter(SKIPPED), own.counter(EXPIRED),
                                  fmt=config.format, pattern=config.pattern, max_series=config.max_series_per_metric)
         self.positions = context.positions or Positions(None)
-        self._next_expiry = 0.0
         self._counted_cursor: str | None = None  # the entry journalctl starts with when it was counted already
 
     async def run(self) -> None:
@@ -154,7 +152,11 @@ class JournalSource(Source[JournalSourceConfig]):
         skipping = False  # inside a line longer than max_line_bytes: drop up to its newline
         limit = self.config.max_line_bytes
         while True:
-            data = await stdout.read(CHUNK_BYTES)
+            try:  # a journal gone quiet still has its label sets expire
+                data = await asyncio.wait_for(stdout.read(CHUNK_BYTES), EXPIRY_EVERY)
+            except TimeoutError:
+                self.pipeline.expire(time.monotonic())
+                continue
             if not data:
                 return
             started = time.perf_counter()
@@ -173,10 +175,7 @@ class JournalSource(Source[JournalSourceConfig]):
             if end:
                 self._consume(buffer[:end])
                 self.stats.record(started, True)
-            now = time.monotonic()
-            if now >= self._next_expiry:
-                self.pipeline.expire(now)
-                self._next_expiry = now + EXPIRY_EVERY
+            self.pipeline.expire(time.monotonic())
 
     def _consume(self, data: bytes) -> None:
         lines = data.decode("utf-8", "replace").split("\n")

@@ -39,6 +39,8 @@ from typing import Any
 from agent.sources.logs.config import SKIP_REASONS, LogMetric
 from agent.store import Family, Group, HistogramFamily
 
+EXPIRY_EVERY = 1.0  # seconds between sweeps for label sets past their expire_after
+
 # key=value, key="quoted \"value\"", or any other run of non-space (skipped). Possessive quantifiers: a token
 # with no "=" is consumed once, never re-scanned from each of its positions, so a line parses in linear time.
 _LOGFMT_RE = re.compile(r'([^\s="]++)=(?:"((?:[^"\\]++|\\.)*+)"|(\S*+))|\S++')
@@ -417,6 +419,7 @@ class Pipeline:
             if metric.expire_after:
                 expired.ensure((metric.name,))
         self._expiring = [metric for metric in self._metrics if metric.touched is not None]
+        self._next_expiry = 0.0
         if not file_labels:
             self.ensure(())
         self.format = fmt
@@ -535,7 +538,11 @@ class Pipeline:
             self._skipped.inc(reason_labels, times)
 
     def expire(self, now: float) -> None:
-        """Remove label sets their metric's expire_after has passed for."""
+        """Remove label sets their metric's expire_after has passed for; a sweep at most every EXPIRY_EVERY
+        seconds, however often it is called."""
+        if now < self._next_expiry:
+            return
+        self._next_expiry = now + EXPIRY_EVERY
         for metric in self._expiring:
             removed = metric.expire(now)
             if removed:

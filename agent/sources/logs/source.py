@@ -47,7 +47,6 @@ CHUNK_BYTES = 64 * 1024  # per read: about 600 access-log lines, under a millise
 CHUNKS_PER_ROUND = 16  # per file per round, so one busy file cannot starve the others
 POLL_MIN, POLL_MAX = 0.05, 1.0  # seconds between rounds: fastest while busy, slowest when idle
 RETRY_SECONDS = 10.0  # before reopening a file that failed to read
-EXPIRY_EVERY = 1.0  # seconds between sweeps for label sets past their expire_after
 
 # The kubelet's layouts: /var/log/pods/<namespace>_<pod>_<uid>/<container>/<n>.log, and the symlinks
 # /var/log/containers/<pod>_<namespace>_<container>-<64 hex id>.log. Namespace and pod names hold no "_".
@@ -95,7 +94,6 @@ class LogSource(Source[LogSourceConfig]):
         self._first_discovery = True  # start_at applies to files found when the source first starts
         self._refused: set[str] = set()  # paths already warned about, so a bad glob match logs once
         self._retry_at: dict[str, float] = {}  # files that failed to read, and when to try them again
-        self._next_expiry = 0.0
 
     async def run(self) -> None:
         delay = POLL_MIN
@@ -132,10 +130,7 @@ class LogSource(Source[LogSourceConfig]):
                 self._update_gauges()
                 if progressed or failed:
                     self.stats.record(started, failed is None, error=failed)
-                now = time.monotonic()
-                if now >= self._next_expiry:
-                    self.pipeline.expire(now)
-                    self._next_expiry = now + EXPIRY_EVERY
+                self.pipeline.expire(time.monotonic())
                 delay = POLL_MIN if progressed else min(delay * 2, POLL_MAX)
                 await asyncio.sleep(0 if progressed else delay)
         finally:

@@ -76,6 +76,20 @@ async def test_entries_are_counted_by_their_fields_and_followed(journal, context
     await run.stop()
 
 
+async def test_label_sets_expire_while_the_journal_is_quiet(journal, context):
+    """expire_after counts from the last entry: a unit that stops logging loses its series with nothing else
+    written to the journal (journalctl then writes nothing for the source to wake on)."""
+    metrics = ("      - {name: journal_entries_total, type: counter, labels: [{unit: _SYSTEMD_UNIT}],"
+               " expire_after: 1s}\n")
+    journal.write(entry(), entry("sshd.service"))
+    run = Running(journal_config(journal.directory, metrics=metrics), context)
+    await run.wait(lambda: run.count("kpi_agent_log_lines_total") == 2)
+    assert len(run.page().find("journal_entries_total")) == 2
+    await run.wait(lambda: run.page().find("journal_entries_total") == [], timeout=4)
+    assert run.page().value("kpi_agent_log_series_expired_total", metric="journal_entries_total") == 2
+    await run.stop()
+
+
 async def test_units_and_matches_select_entries(journal, context):
     journal.write(entry(), entry(priority=2), entry("sshd.service", 3), entry("sshd.service", 6),
                   entry("cron.service", 1), entry(priority=0, SYSLOG_IDENTIFIER="other"))

@@ -110,9 +110,9 @@ async def test_the_filename_label_tells_files_apart(tmp_path, context):
 
 
 async def test_label_sets_not_updated_for_expire_after_vanish(tmp_path, context, monkeypatch):
-    from agent.sources.logs import source as source_module
+    from agent.sources.logs import pipeline
 
-    monkeypatch.setattr(source_module, "EXPIRY_EVERY", 0.05)
+    monkeypatch.setattr(pipeline, "EXPIRY_EVERY", 0.05)
     log = tmp_path / "app.log"
     metrics = ("      - {name: requests_total, type: counter, labels: [path], expire_after: 1s}\n"
                "      - {name: kept_total, type: counter, labels: [path]}\n")
