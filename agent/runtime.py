@@ -181,7 +181,7 @@ class Agent:
             except Exception as exc:  # e.g. a CA file broken since the check; nothing has changed yet
                 raise StartError(f"{kind_name} sources cannot start: {exc}") from None
         with heap.building_long_lived():
-            self._swap_sources(wanted, context)
+            self._swap_sources(wanted, changed, context)
         del held
         self.config = config
         self.store.const_labels = dict(config.global_.labels)
@@ -189,15 +189,14 @@ class Agent:
         self._source_count.replace({(kind_name,): sum(1.0 for key in wanted if key[0] == kind_name)
                                     for kind_name in KINDS})
 
-    def _swap_sources(self, wanted: dict[SourceKey, Any], context: SourceContext) -> None:
-        """Build the new and changed sources, swap their groups in and the stale ones out, start and stop their
-        tasks. Raises StartError having changed nothing."""
-        stale = [key for key, running in self.sources.items() if wanted.get(key) != running.config]
+    def _swap_sources(self, wanted: dict[SourceKey, Any], changed: dict[SourceKey, Any],
+                      context: SourceContext) -> None:
+        """Build the ``changed`` (new or changed) sources, swap their groups in and the stale ones (changed, or
+        no longer ``wanted``) out, start and stop their tasks. Raises StartError having changed nothing."""
+        stale = [key for key in self.sources if key not in wanted or key in changed]
         built: dict[SourceKey, _Running] = {}
         groups: list[Group] = []
-        for key, source_config in wanted.items():
-            if key in self.sources and key not in stale:
-                continue
+        for key, source_config in changed.items():
             kind = KINDS[key[0]]
             data_owner, stats_owner = _owners(key)
             data, own = kind.data_group(source_config, data_owner), kind.stats_group(source_config, stats_owner)

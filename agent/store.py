@@ -496,13 +496,13 @@ class Store:
         """Detach the groups named in ``remove`` and attach the groups of ``add`` at once, or raise SchemaError
         and change nothing."""
         removed = [self.groups[owner] for owner in dict.fromkeys(remove) if owner in self.groups]
+        removed_owners = {group.owner for group in removed}
         for group in removed:
             self._index.remove(group)
         added: list[Group] = []
         try:
             for group in add:
-                current = self.groups.get(group.owner)
-                if current is not None and current not in removed:
+                if group.owner in self.groups and group.owner not in removed_owners:
                     raise SchemaError(f"group {group.owner} is already attached")
                 self._index.add(group)
                 added.append(group)
