@@ -51,7 +51,8 @@ def go_float(value: float) -> str:
     return text
 
 
-def _escape(value: str) -> str:
+def escape_label_value(value: str) -> str:
+    """A label value as the text formats (and PromQL's double-quoted strings) write it."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
@@ -115,7 +116,7 @@ def _write(snap: Snapshot, openmetrics: bool, process: bool, write: Write) -> It
             if labels is None:
                 constant = {k: v for k, v in snap.const_labels.items() if k not in spec.labelnames}
                 constant.update(group_labels)
-                labels = texts[key] = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(constant.items()))
+                labels = texts[key] = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in sorted(constant.items()))
             if len(values) <= _SERIES_PER_STEP:
                 _series(write, spec, values.items(), labels)
                 yield
@@ -126,9 +127,10 @@ def _write(snap: Snapshot, openmetrics: bool, process: bool, write: Write) -> It
                 yield
     if dropped:
         _header(write, SERIES_DROPPED, openmetrics)
-        global_labels = "".join(f',{k}="{_escape(v)}"' for k, v in sorted(snap.const_labels.items()) if k != "metric")
+        global_labels = "".join(f',{k}="{escape_label_value(v)}"' for k, v in sorted(snap.const_labels.items())
+                                if k != "metric")
         for name, count in sorted(dropped.items()):
-            labels = f'metric="{_escape(name)}"{global_labels}'
+            labels = f'metric="{escape_label_value(name)}"{global_labels}'
             write(f"kpi_agent_series_dropped_total{{{labels}}} {go_float(count)}\n")
     if process:
         for spec, value in process_samples():
@@ -155,7 +157,7 @@ def _series(write: Write, spec: FamilySpec, items: Iterable[tuple[tuple[str, ...
     if spec.kind == "histogram":
         bounds = _bound_texts(spec.bounds)
         for labels, state in items:
-            base = ",".join([*(f'{n}="{_escape(v)}"' for n, v in zip(names, labels, strict=True)),
+            base = ",".join([*(f'{n}="{escape_label_value(v)}"' for n, v in zip(names, labels, strict=True)),
                              *([constant] if constant else [])])
             prefix = f"{base}," if base else ""
             cumulative = 0.0
@@ -173,7 +175,7 @@ def _series(write: Write, spec: FamilySpec, items: Iterable[tuple[tuple[str, ...
         return
     tail = f",{constant}}} " if constant else "} "
     for labels, value in items:
-        pairs = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, labels, strict=True))
+        pairs = ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(names, labels, strict=True))
         write(f"{name}{{{pairs}{tail}{go_float(value)}\n")
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent import yamlsrc
-from agent.yamlsrc import Fields, excerpt
+from agent.yamlsrc import LABEL_NAME_RE, Fields, excerpt
 
 ACTIONS = ("replace", "keep", "drop", "hashmod", "labelmap", "labeldrop", "labelkeep")
 DEFAULT_REGEX = "(.*)"
@@ -32,7 +32,6 @@ DEFAULT_SEPARATOR = ";"
 DEFAULT_REPLACEMENT = "$1"
 
 # Label names as Prometheus validates them; unlike a configured label, a discovered one may start with "__".
-LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 # A target_label for replace may hold $1 / ${name} templates, like Prometheus's relabelTarget.
 _TARGET_TEMPLATE_RE = re.compile(r"^(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+$")
 _TEMPLATE_RE = re.compile(r"\$(?:(\$)|\{([a-zA-Z0-9_]+)\}|([a-zA-Z0-9_]+))")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import yamlsrc
-from agent.yamlsrc import ConfigError, Fields, Report, cut, excerpt
+from agent.yamlsrc import ConfigError, Fields, Report, cut, excerpt, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -275,14 +275,6 @@ class _PerConnectionContext(ssl.SSLContext):
 
 # --- the file as it is now -------------------------------------------------------------------------------------
 
-def _stamp(path: str) -> tuple[int, ...] | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
-
-
 class LiveWebConfig:
     """The web config file, re-read when it (or a TLS file it names) changes; an invalid version is reported
     through ``on_reload(False, error)`` and the last good one stays."""
@@ -291,7 +283,7 @@ class LiveWebConfig:
         self.path = path
         self.on_reload = on_reload
         self.config = load_web_config(path)  # at start-up an invalid file is a ConfigError: refuse to start
-        self._stamp = _stamp(path)
+        self._stamp = file_stamp(path)
         self._checked = time.monotonic()
         self._contexts: tuple[tuple[Any, ...], ssl.SSLContext] | None = None
         self.tls_enabled = self.config.tls is not None
@@ -301,7 +293,7 @@ class LiveWebConfig:
         if now - self._checked < 0.1:  # at most ten stat() calls a second, however many requests arrive
             return self.config
         self._checked = now
-        stamp = _stamp(self.path)
+        stamp = file_stamp(self.path)
         if stamp != self._stamp:
             self._stamp = stamp
             try:
@@ -319,7 +311,7 @@ class LiveWebConfig:
     def tls_context(self) -> ssl.SSLContext:
         tls = self.current().tls
         assert tls is not None
-        key = (tls, *(_stamp(path) for path in tls.files()))
+        key = (tls, *(file_stamp(path) for path in tls.files()))
         if self._contexts is None or self._contexts[0] != key:
             try:
                 self._contexts = (key, server_context(tls))

@@ -8,6 +8,7 @@ same shape and points at the same kind of place.
 from __future__ import annotations
 
 import math
+import os
 import re
 import reprlib
 from collections.abc import Callable, Hashable, Iterator
@@ -296,6 +297,17 @@ def _read(path: str | Path) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError([Problem(str(path), line, "", "not UTF-8 text")]) from None
+
+
+def file_stamp(path: str | None) -> tuple[int, int, int, int] | None:
+    """Which version of a file this is (device, inode, size, modification time), None if it cannot be read."""
+    if path is None:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 _MISSING: Any = object()

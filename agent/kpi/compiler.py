@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from agent.exposition import escape_label_value
 from agent.kpi.spec import BASE_RATE_WINDOW, Kpi, ServiceSpec, Source, Tier
 from agent.yamlsrc import format_duration
 
@@ -36,11 +37,7 @@ def _number(value: float) -> str:
 
 
 def _labels_selector(labels: dict[str, str]) -> str:
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels.items()) + "}"
 
 
 def _identity(spec: ServiceSpec, kpi: Kpi) -> dict[str, str]:

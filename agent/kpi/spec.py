@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import yamlsrc
-from agent.exposition import go_float
+from agent.exposition import escape_label_value, go_float
 from agent.kpi.units import DEFAULT_UNIT, UNITS
 from agent.yamlsrc import Fields, Report
 
@@ -56,8 +56,7 @@ class Matcher:
 
     @property
     def text(self) -> str:
-        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'{self.label}{self.op}"{escaped}"'
+        return f'{self.label}{self.op}"{escape_label_value(self.value)}"'
 
 
 @dataclass(frozen=True)

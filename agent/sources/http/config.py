@@ -4,7 +4,6 @@ module keys), and the families it writes."""
 from __future__ import annotations
 
 import functools
-import os
 import re
 import ssl
 from dataclasses import dataclass, field
@@ -234,20 +233,9 @@ def _existing_file(value: Any) -> str:
     return path
 
 
-def file_stamp(path: str | None) -> tuple[int, int, int, int] | None:
-    """Which version of a file this is (device, inode, size, modification time), None if it cannot be read."""
-    if path is None:
-        return None
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
-
-
 def tls_problem(tls: TlsConfig) -> tuple[str, str] | None:
     """(field, message) if the CA, certificate or key files cannot be loaded the way a probe will load them."""
-    return _tls_problem(tls, tuple(file_stamp(p) for p in (tls.ca_file, tls.cert_file, tls.key_file)))
+    return _tls_problem(tls, tuple(yamlsrc.file_stamp(p) for p in (tls.ca_file, tls.cert_file, tls.key_file)))
 
 
 @functools.lru_cache(maxsize=256)

@@ -32,8 +32,8 @@ from yarl import URL
 
 from agent import relabel, yamlsrc
 from agent.shard import UNSHARDED, Shard
-from agent.sources.http.config import SD_STATES, HttpSourceConfig, TargetGroup, file_stamp, parse_target_group
-from agent.yamlsrc import ConfigError, Fields, Problem, Report, excerpt
+from agent.sources.http.config import SD_STATES, HttpSourceConfig, TargetGroup, parse_target_group
+from agent.yamlsrc import ConfigError, Fields, Problem, Report, excerpt, file_stamp
 
 MAX_REFUSALS_KEPT = 20  # refusal reasons kept for the log; the count is exact
 _HOST_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$")

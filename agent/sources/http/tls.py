@@ -15,8 +15,9 @@ import threading
 import weakref
 from collections.abc import Iterable
 
-from agent.sources.http.config import TLS_VERSIONS, TlsConfig, file_stamp
+from agent.sources.http.config import TLS_VERSIONS, TlsConfig
 from agent.sources.http.timing import ProbeSSLContext
+from agent.yamlsrc import file_stamp
 
 
 def _key(tls: TlsConfig) -> tuple[TlsConfig, tuple]:
