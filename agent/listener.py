@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
 import re
 import resource
 from collections.abc import Callable
@@ -29,8 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.httpserver import Connection, Handler
-
-log = logging.getLogger(__name__)
 
 _HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                           r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")

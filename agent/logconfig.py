@@ -87,5 +87,3 @@ def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])
-    # aiohttp's own per-request logging is noise at info level for an exporter.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

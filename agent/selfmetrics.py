@@ -18,7 +18,8 @@ PROBE_DELAY = histogram("kpi_agent_probe_start_delay_seconds", "How late probes 
                         "loop lag, waiting for a probe slot)", [],
                         (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 
-# What prometheus_client's ProcessCollector exposes beside our families: names no source may take.
+# The process families agent.exposition writes from /proc (the names and meaning client libraries use): names
+# no source may take.
 PROCESS_FAMILIES = (
     counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds."),
     gauge("process_virtual_memory_bytes", "Virtual memory size in bytes."),

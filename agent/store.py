@@ -448,7 +448,7 @@ class _Index:
 
 @dataclass
 class Snapshot:
-    """The groups attached at one moment and the global labels, taken on the event loop in constant time.
+    """The groups attached at one moment and the global labels: one list copy, no series copied.
 
     The series themselves are copied as they are written, one family at a time, between which other tasks run:
     copying the 150,000 families of ten thousand targets in one go blocked the event loop for up to 0.8 s per
@@ -463,7 +463,7 @@ class Snapshot:
 
     def families(self) -> Iterator[tuple[FamilySpec, dict[str, str], dict, float]]:
         """Each family of each group: its spec, its group's constant labels, a copy of its series, and how
-        many new label sets it refused. Call it where the page is rendered, not on the event loop."""
+        many new label sets it refused. Each family is copied when the iteration reaches it."""
         for group in self.groups:
             for family in list(group.families.values()):
                 yield family.spec, group.const_labels, family.snapshot(), family.dropped

@@ -1,8 +1,8 @@
 """The agent's HTTP server: /metrics and the lifecycle endpoints Prometheus users know, behind the protections
 a server on a shared network needs.
 
-/metrics copies the store on the event loop (dict copies, no rendering) and renders the text in a worker
-thread, so a large exposition never stalls probes or log reading. There is deliberately no /probe?target=
+/metrics writes the page on the event loop in slices of about 5 ms (agent.exposition), so a large page never
+stalls probes or log reading for longer than a slice. There is deliberately no /probe?target=
 endpoint: targets come only from the config, so the agent cannot be used as an open proxy.
 
 Every request passes the same steps, in exporter-toolkit's order: the rate limit (429), basic auth (401;
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import logging
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -38,8 +37,6 @@ from agent.selfmetrics import (
 )
 from agent.store import Group, Snapshot, Store
 from agent.webconfig import Authenticator, LiveWebConfig, TokenBucket
-
-log = logging.getLogger(__name__)
 
 Route = tuple[str, str, Handler]  # method, path, handler
 

@@ -1,6 +1,5 @@
 """Shared by the log and journal source tests: the context a source runs in, and whole agents to SIGKILL."""
 
-import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,7 @@ import aiohttp
 import pytest
 
 from agent.sources.base import SourceContext
+from agent.sources.http.slots import ProbeSlots
 from agent.sources.logs.positions import Positions
 from tests.helpers import fetch, free_port, wait_until
 
@@ -16,7 +16,7 @@ from tests.helpers import fetch, free_port, wait_until
 @pytest.fixture
 async def context(tmp_path):
     session = aiohttp.ClientSession()
-    yield SourceContext(asyncio.Semaphore(4), Positions(str(tmp_path / "positions.json")), client=session)
+    yield SourceContext(ProbeSlots(4), Positions(str(tmp_path / "positions.json")), client=session)
     await session.close()
 
 

@@ -44,8 +44,8 @@ DEFAULT_HTTP_SD_REFRESH = 60.0
 # Prometheus's file_sd name check: one "*" at most, in the last path element, and a known extension.
 _FILE_SD_NAME_RE = re.compile(r"^[^*]*(\*[^/]*)?\.(json|yml|yaml|JSON|YML|YAML)$")
 
-# Every family a probe writes, blackbox_exporter's names first. Labels beyond these come from `labels:` and
-# the identity label (target), which are constant per source.
+# Every family a probe writes, blackbox_exporter's names first. Labels beyond these are constant per target:
+# `labels:`, the identity labels (target; and source for a discovered target) and a discovered target's own.
 PROBE_FAMILIES = (
     gauge("probe_success", "Whether the probe succeeded"),
     gauge("probe_duration_seconds", "How long the probe took"),

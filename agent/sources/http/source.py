@@ -162,8 +162,7 @@ class Prober:
         self._latency.ensure(())
         self._json = [(metric, group.counter(metric.spec.spec) if metric.spec.type == "counter"
                        else group.gauge(metric.spec.spec)) for metric in module.json]
-        self._previous_result = "success"
-        self.last_result: str | None = None  # for the status page
+        self.last_result: str | None = None  # for the status page, and to log result changes
         self.last_error: str | None = None
 
     def skipped(self, ticks: int) -> None:
@@ -199,17 +198,15 @@ class Prober:
                 current_probe.reset(token)
         finally:
             context.probe_slots.release()
-        if result != "success" and error is None:
-            error = result.replace("_", " ")
         duration = time.perf_counter() - started
         self._record(result, duration, timings, info)
+        previous = self.last_result or "success"
         self.last_result, self.last_error = result, self._redact(error) if error else None
         module.stats.record(started, result == "success", result, self.last_error)
-        if result != self._previous_result:  # state changes only: a target down for hours logs once
+        if result != previous:  # state changes only: a target down for hours logs once
             level = logging.INFO if result == "success" else logging.WARNING
             log.log(level, "probe result changed", extra={"source": module.config.name, "target": self.name,
-                                                          "from": self._previous_result, "to": result})
-            self._previous_result = result
+                                                          "from": previous, "to": result})
         return result
 
     def _explain(self, exc: BaseException) -> str:

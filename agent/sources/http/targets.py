@@ -5,8 +5,9 @@ Every origin (the static groups, each target file, each endpoint) keeps its last
 that stops parsing or an endpoint that stops answering is counted in ``kpi_agent_sd_refresh_failures_total``
 and changes nothing. After any change the targets are resolved again (relabelling, checks, sharding: a pure
 function, run in a worker thread) and the difference applied: a target whose URL and labels did not change
-keeps its prober, task and counters; a vanished one is cancelled and its series leave /metrics with its store
-group; new ones are attached in batches, so ten thousand new targets never block the event loop for long.
+keeps its prober, its place in the schedule and its counters; a vanished one leaves the schedule and its
+series leave /metrics with its store group; new ones are attached in batches, so ten thousand new targets
+never block the event loop for long.
 Target files are polled (a stat per file per second, re-read when they change and every ``refresh_interval``),
 endpoints asked every ``refresh_interval``.
 """

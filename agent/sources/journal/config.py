@@ -37,10 +37,6 @@ class JournalSourceConfig:
     metrics: tuple[LogMetric, ...] = ()
     where: tuple[int | None, str] = field(default=(None, ""), compare=False)  # (line, field path) for errors
 
-    @property
-    def file_labels(self) -> tuple[str, ...]:
-        return ()
-
 
 def _absolute(value: Any) -> str:
     text = yamlsrc.nonempty_string(value)
