@@ -42,6 +42,10 @@ NORMAL = (0.02, 0.10, 0.40, 0.75, 0.93, 0.985, 0.995, 0.999, 1, 1, 1)
 INCIDENT = (0.01, 0.05, 0.20, 0.40, 0.60, 0.75, 0.85, 0.93, 0.985, 0.999, 1)
 
 
+# the job Prometheus scrapes the agent as in deploy/prometheus, which rules/shop.yaml selects
+JOB = 'job="kpi-agent"'
+
+
 def _shape(t: float, start: float) -> dict[str, float]:
     """Per-second rates and levels of the shop at time t."""
     day = (t - start) / 86400
@@ -59,7 +63,7 @@ def openmetrics(start: float, end: float) -> str:
     good = bad = orders = started = 0.0
     buckets = [0.0] * len(BUCKETS)
     total_seconds = 0.0
-    requests, histogram, business, mrr = [], [], [], []
+    requests, histogram, business, mrr, probes = [], [], [], [], []
     for t in times:
         shape = _shape(t, start)
         n = shape["requests"] * SCRAPE
@@ -71,24 +75,25 @@ def openmetrics(start: float, end: float) -> str:
         started += n * 0.6
         orders += n * 0.6 * shape["conversion"]
         stamp = f"{t:.0f}"
-        labels = 'job="shop",path="/api/checkout"'
+        labels = f'{JOB},path="/api/checkout"'
         requests.append(f'http_requests_total{{{labels},status="200"}} {good:.3f} {stamp}')
         requests.append(f'http_requests_total{{{labels},status="500"}} {bad:.3f} {stamp}')
         for bound, count in zip(BUCKETS, buckets, strict=True):
-            histogram.append(f'http_request_duration_seconds_bucket{{job="shop",le="{bound}"}} {count:.3f} {stamp}')
-        histogram.append(f'http_request_duration_seconds_bucket{{job="shop",le="+Inf"}} {good + bad:.3f} {stamp}')
-        histogram.append(f'http_request_duration_seconds_count{{job="shop"}} {good + bad:.3f} {stamp}')
-        histogram.append(f'http_request_duration_seconds_sum{{job="shop"}} {total_seconds:.3f} {stamp}')
-        business.append(f"shop_orders_total {orders:.3f} {stamp}")
-        business.append(f"shop_checkouts_started_total {started:.3f} {stamp}")
-        mrr.append(f'shop_mrr_dollars{{job="shop"}} {shape["mrr"]:.2f} {stamp}')
+            histogram.append(f'http_request_duration_seconds_bucket{{{JOB},le="{bound}"}} {count:.3f} {stamp}')
+        histogram.append(f'http_request_duration_seconds_bucket{{{JOB},le="+Inf"}} {good + bad:.3f} {stamp}')
+        histogram.append(f'http_request_duration_seconds_count{{{JOB}}} {good + bad:.3f} {stamp}')
+        histogram.append(f'http_request_duration_seconds_sum{{{JOB}}} {total_seconds:.3f} {stamp}')
+        business.append(f"shop_orders_total{{{JOB}}} {orders:.3f} {stamp}")
+        business.append(f"shop_checkouts_started_total{{{JOB}}} {started:.3f} {stamp}")
+        mrr.append(f'shop_mrr_dollars{{{JOB}}} {shape["mrr"]:.2f} {stamp}')
+        probes.append(f'probe_success{{{JOB},target="shop-home"}} {0 if shape["incident"] else 1} {stamp}')
     orders_lines = [line for line in business if line.startswith("shop_orders")]
     started_lines = [line for line in business if line.startswith("shop_checkouts")]
     return "\n".join(["# TYPE http_requests counter", *requests,
                       "# TYPE http_request_duration_seconds histogram", *histogram,
                       "# TYPE shop_orders counter", *orders_lines,
                       "# TYPE shop_checkouts_started counter", *started_lines,
-                      "# TYPE shop_mrr_dollars gauge", *mrr, "# EOF", ""])
+                      "# TYPE shop_mrr_dollars gauge", *mrr, "# TYPE probe_success gauge", *probes, "# EOF", ""])
 
 
 def _base_rules(directory: Path) -> Path:
