@@ -6,15 +6,17 @@ small bodies, keep-alive and pipelining in order, HTTP/1.0, TLS by the listener.
 status and the connection is closed: a head over 16 KiB (431), a body over 64 KiB (413), a chunked request
 body (501), anything that does not parse (400).
 
-Every connection is held to the guard's rules (``agent.listener.ConnectionGuard``): the connection limit with
-eviction of idle and head-waiting connections, a deadline for each request head from its first byte, an idle
-timeout between requests, and client_allowed_sans after the TLS handshake.
+Every connection is held to the guard's rules (``agent.listener.ConnectionGuard``) from the moment it is
+accepted: the connection limit with eviction of idle and head-waiting connections, a deadline for each request
+head (the first one's includes the TLS handshake), an idle timeout between requests, and client_allowed_sans
+after the TLS handshake.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -22,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import ssl
+
     from agent.listener import ConnectionGuard
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,8 @@ class Connection(asyncio.Protocol):
         self._handler = handler
         self._guard = guard
         self._transport: asyncio.Transport | None = None
+        self._socket: socket.socket | None = None  # accepted, not yet handed to a transport
+        self._opening: asyncio.Task[None] | None = None  # making the transport (TLS: the handshake)
         self._buffer = bytearray()
         self._deadline: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
@@ -97,19 +103,36 @@ class Connection(asyncio.Protocol):
         self.state = "head"  # head: waiting for a request head; busy: serving a request; idle: kept alive
         self.since = time.monotonic()
 
+    def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
+        """Serve ``sock``, just accepted and admitted by the guard. The first head's deadline runs from now, so a
+        client that is slow to finish its TLS handshake is closed like one slow to send its head."""
+        self._socket = sock
+        self._arm(self._guard.header_timeout, "header_timeout")
+        self._opening = asyncio.get_running_loop().create_task(self._open(sock, ssl_context))
+
+    async def _open(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(self._adopt, sock, ssl=ssl_context)
+        except OSError:  # ssl.SSLError is one: plain HTTP on a TLS port, an untrusted client certificate
+            self.close("tls_handshake")
+
+    def _adopt(self) -> Connection:
+        """The protocol factory, called as the transport takes the socket: from here the transport closes it."""
+        self._socket = None
+        return self
+
     # --- asyncio.Protocol -------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)  # a stream server: TCP or TLS
         self._transport = transport
-        if not self._guard.admit(self):
+        self._opening = None
+        if self._closing:  # closed by the guard while the transport was being made
             transport.abort()
             return
         allowed = self._guard.allowed_sans()
         if allowed is not None and not _has_allowed_san(transport.get_extra_info("peercert"), allowed):
             self.close("tls_san")
-            return
-        self._arm(self._guard.header_timeout, "header_timeout")
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -126,7 +149,9 @@ class Connection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         if self._task is None:
             self.close(None)
-        return True  # keep the transport open until the request in flight is answered
+        # keep the transport open until the request in flight is answered; TLS cannot stay half-open (asyncio
+        # closes it, and warns if asked otherwise)
+        return self._transport is not None and self._transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -144,6 +169,13 @@ class Connection(asyncio.Protocol):
             self._guard.on_close(reason)
         if self._transport is not None:
             self._transport.abort()
+            return
+        if self._socket is not None:  # the transport was not made yet: the socket is still ours to close
+            self._socket.close()
+            self._socket = None
+        if self._opening is not None:  # else the transport (mid TLS handshake) closes the socket as it stops
+            self._opening.cancel()
+            self._opening = None
 
     @property
     def flushed(self) -> bool:

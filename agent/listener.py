@@ -14,20 +14,33 @@ obeys the guard:
 - ``client_allowed_sans`` (exporter-toolkit) is checked right after the TLS handshake.
 
 The limit leaves room for the agent's own descriptors (probes, log files): ``descriptor_budget`` caps it below
-the process's file limit.
+the process's file limit. The guard admits a connection as it is accepted (``Listener``), not when asyncio gets
+round to it: asyncio's own accept loop takes up to its backlog of connections at once before any is admitted,
+so 500 half-open clients pushed a server at its limit past the file limit, and accepting stopped for a second
+(EMFILE) while real scrapes waited. Here at most ``ACCEPT_BATCH`` are accepted per turn of the event loop, each
+admitted (evicting another if need be) before the next, so the server never holds more than
+``max_connections + ACCEPT_BATCH`` descriptors, the extra ones only until the evicted close on the next turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
+import logging
 import re
 import resource
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from agent.httpserver import Connection, Handler
+
+if TYPE_CHECKING:
+    import ssl
+
+log = logging.getLogger(__name__)
 
 _HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                           r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
@@ -35,6 +48,9 @@ DEFAULT_MAX_CONNECTIONS = 512  # Prometheus's --web.max-connections default
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 120.0  # longer than any sane scrape interval, so Prometheus keeps its connection
 RESERVED_DESCRIPTORS = 64  # beyond probes in flight: log files, positions file, stdio, the event loop's own
+ACCEPT_BATCH = 16  # connections accepted per turn of the event loop; well inside RESERVED_DESCRIPTORS
+ACCEPT_RETRY = 0.1  # seconds before accepting again when the process is out of descriptors anyway
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 @dataclass(frozen=True)
@@ -104,17 +120,95 @@ class ConnectionGuard:
         return True
 
 
+class Listener:
+    """One listening socket: accepts connections and has the guard admit each one before accepting the next."""
+
+    def __init__(self, sock: socket.socket, handler: Handler, guard: ConnectionGuard,
+                 ssl_context: ssl.SSLContext | None):
+        self._sock = sock
+        self._handler = handler
+        self._guard = guard
+        self._ssl_context = ssl_context
+        self._loop = asyncio.get_running_loop()
+        self._retry: asyncio.TimerHandle | None = None
+        self._loop.add_reader(sock.fileno(), self._accept)
+
+    @property
+    def port(self) -> int:
+        return int(self._sock.getsockname()[1])
+
+    def close(self) -> None:
+        """Stop accepting; connections already accepted are the guard's to close."""
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._sock.fileno() >= 0:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return  # nothing more to accept now, or a client that hung up while queued
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:  # one client's trouble (EPROTO, EPERM): go on with the next
+                    log.warning("could not accept a connection", extra={"err": str(exc)})
+                    continue
+                # descriptors used up elsewhere (more log files or probes than reserved): the connections
+                # wait in the listen queue, and accepting resumes shortly, as Go's server does
+                log.error("out of file descriptors: accepting connections paused", extra={"err": str(exc)})
+                self._loop.remove_reader(self._sock.fileno())
+                self._retry = self._loop.call_later(ACCEPT_RETRY, self._resume)
+                return
+            sock.setblocking(False)
+            connection = Connection(self._handler, self._guard)
+            if self._guard.admit(connection):
+                connection.start(sock, self._ssl_context)
+            else:
+                sock.close()
+
+    def _resume(self) -> None:
+        self._retry = None
+        if self._sock.fileno() >= 0:
+            self._loop.add_reader(self._sock.fileno(), self._accept)
+
+
+async def _bind(address: ListenAddress) -> list[socket.socket]:
+    """Listening sockets for ``address``: one per address the host resolves to (every interface, IPv4 and IPv6,
+    for an empty host), with the backlog the system allows, as Go's net.Listen does."""
+    infos = await asyncio.get_running_loop().getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, sockaddr in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # the IPv4 socket takes IPv4, as Go's dual listeners do
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(sockaddr)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from None
+            sock.listen(socket.SOMAXCONN)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
 async def listen(handler: Handler, addresses: list[ListenAddress], guard: ConnectionGuard,
-                 ssl_context: Any = None) -> list[asyncio.Server]:
-    """One asyncio server per address, every connection an ``httpserver.Connection`` behind ``guard``."""
-    loop = asyncio.get_running_loop()
-    servers = []
+                 ssl_context: ssl.SSLContext | None = None) -> list[Listener]:
+    """A ``Listener`` per address (per resolved address), every connection behind ``guard``; all or none."""
+    sockets: list[socket.socket] = []
     try:
         for address in addresses:
-            servers.append(await loop.create_server(lambda: Connection(handler, guard), address.host,
-                                                    address.port, ssl=ssl_context, reuse_address=True, backlog=128))
+            sockets += await _bind(address)
     except OSError:
-        for server in servers:
-            server.close()
+        for sock in sockets:
+            sock.close()
         raise
-    return servers
+    return [Listener(sock, handler, guard, ssl_context) for sock in sockets]

@@ -50,6 +50,7 @@ LOG_SUPPRESSED = counter("kpi_agent_log_messages_suppressed_total", "Log records
                          "message repeated more than 10 times a minute")
 SERVER_FAMILIES = (HTTP_REQUESTS, HTTP_DURATION, HTTP_RESPONSE_SIZE, HTTP_CONNECTIONS, HTTP_CONNECTIONS_LIMIT,
                    HTTP_CONNECTIONS_CLOSED, WEB_CONFIG_OK, LOOP_LAG, LOOP_LAG_MAX, LOG_SUPPRESSED)
-CLOSE_REASONS = ("limit", "evicted_idle", "evicted_waiting", "header_timeout", "idle_timeout", "tls_san")
+CLOSE_REASONS = ("limit", "evicted_idle", "evicted_waiting", "header_timeout", "idle_timeout", "tls_handshake",
+                 "tls_san")
 
 AGENT_FAMILIES = (BUILD_INFO, RELOAD_OK, RELOAD_TIME, RELOADS, CRASHES, SOURCES, PROBE_DELAY, *SERVER_FAMILIES)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from agent import __version__, exposition
 from agent.httpserver import Handler, Request, Response
-from agent.listener import ConnectionGuard, ListenAddress, listen
+from agent.listener import ConnectionGuard, ListenAddress, Listener, listen
 from agent.selfmetrics import (
     CLOSE_REASONS,
     HTTP_CONNECTIONS,
@@ -121,28 +121,24 @@ class Server:
                                   and tls.client_allowed_sans is not None else None))
         self._authenticator = Authenticator()
         self._bucket = TokenBucket()
-        self._servers: list[asyncio.Server] = []
+        self._listeners: list[Listener] = []
 
     async def start(self, addresses: list[ListenAddress]) -> None:
         context = self.web_config.listening_context() if self.web_config else None
-        self._servers = await listen(self._answer, addresses, self.guard, context)
+        self._listeners = await listen(self._answer, addresses, self.guard, context)
 
     @property
     def bound_port(self) -> int | None:
-        if not self._servers or not self._servers[0].sockets:
-            return None
-        return self._servers[0].sockets[0].getsockname()[1]
+        return self._listeners[0].port if self._listeners else None
 
     def update_gauges(self) -> None:
         self._connections.set((), len(self.guard.open))
 
     async def stop(self) -> None:
-        for server in self._servers:
-            server.close()
+        for listener in self._listeners:
+            listener.close()
         for connection in list(self.guard.open):
             connection.close(None)
-        for server in self._servers:
-            await server.wait_closed()
         self._authenticator.close()
 
     async def _answer(self, request: Request) -> Response:

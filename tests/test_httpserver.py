@@ -18,7 +18,7 @@ async def _server(handler=None):  # noqa: ANN001, ANN202
 
     guard = ConnectionGuard(16, header_timeout=1.0, idle_timeout=2.0)
     servers = await listen(handler or echo, [ListenAddress("127.0.0.1", 0)], guard)
-    return servers[0], servers[0].sockets[0].getsockname()[1], guard
+    return servers[0], servers[0].port, guard
 
 
 async def _exchange(port: int, data: bytes, read_for: float = 0.5) -> bytes:

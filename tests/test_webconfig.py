@@ -222,6 +222,39 @@ async def test_client_allowed_sans_admits_only_listed_names(tmp_path, pki):
         await agent.stop()
 
 
+async def test_a_stalled_or_failed_tls_handshake_is_closed_and_counted(tmp_path, pki):
+    """The guard holds a connection from the moment it is accepted: a client that never finishes its handshake
+    is closed at the head deadline like one that never sends its head, and one whose handshake fails (plain
+    HTTP on the TLS port, a certificate the CA did not sign) is counted, while real scrapes go on."""
+    path = tls_file(tmp_path, pki, "  client_auth_type: VerifyClientCertIfGiven\n"
+                                   f"  client_ca_file: {pki['ca.pem']}\n")
+    agent = Agent(lambda: AgentConfig("<test>", GlobalConfig()), "127.0.0.1:0", LiveWebConfig(str(path)),
+                  header_timeout=0.5)
+    await agent.start()
+    host, port = "127.0.0.1", agent.bound_port
+    try:
+        silent = [await asyncio.open_connection(host, port) for _ in range(3)]  # TCP, and never a ClientHello
+        _, plain = await asyncio.open_connection(host, port)
+        plain.write(b"GET /metrics HTTP/1.1\r\nHost: agent\r\n\r\n")
+        try:  # TLS 1.3: the client learns of the refusal only once it reads
+            reader, writer = await asyncio.open_connection(host, port, ssl=client(pki, "stranger"))
+            writer.write(b"GET /-/healthy HTTP/1.1\r\nHost: agent\r\n\r\n")
+            answer = await reader.read()
+        except (ssl.SSLError, ConnectionError):
+            answer = b""
+        assert answer == b"", answer
+        assert await status(f"https://{host}:{port}/-/healthy", client(pki)) == 200
+        await asyncio.sleep(1.0)
+        for reader, _ in silent:  # closed by the agent: end of stream, not a timeout of ours
+            assert await asyncio.wait_for(reader.read(1), 1) == b""
+        page = await ascrape(f"https://{host}:{port}/metrics", ssl_context=client(pki))
+        closed = page.by("kpi_agent_http_connections_closed_total", "reason")
+        assert closed["header_timeout"] == 3, closed
+        assert closed["tls_handshake"] == 2, closed  # the plain-HTTP client and the stranger
+    finally:
+        await agent.stop()
+
+
 async def test_a_rotated_certificate_is_served_without_a_restart(tmp_path, pki):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     shutil.copy(pki["server.pem"], cert)
