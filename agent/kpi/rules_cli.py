@@ -12,7 +12,6 @@ import click
 
 from agent.kpi import importer
 from agent.kpi.compiler import render_operator, render_prometheus, to_yaml
-from agent.kpi.live import PrometheusError, check_series
 from agent.kpi.promql import metric_names
 from agent.kpi.promtest import PromtoolMissing, promtool_path, write_and_run
 from agent.kpi.spec import BASE_RATE_WINDOW, Kpi, ServiceSpec, parse_spec, spec_files
@@ -157,14 +156,25 @@ def check(specs: tuple[str, ...], config_files: tuple[str, ...], prometheus_url:
         if config_files:
             problems += check_metric_names(loaded, config_files)
         if prometheus_url:
-            problems += check_series(loaded, prometheus_url, lookback_seconds)
+            problems += _live_problems(loaded, prometheus_url, lookback_seconds)
         failed = report_problems(problems, strict)
-    except (PromtoolMissing, ConfigError, PrometheusError) as exc:
+    except (PromtoolMissing, ConfigError) as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)
     if not failed:
         click.echo(f"{len(loaded)} spec(s), {sum(len(s.kpis) for s in loaded)} KPI(s): OK")
     sys.exit(1 if failed else 0)
+
+
+def _live_problems(specs: list[ServiceSpec], url: str, lookback: float) -> list[Problem]:
+    from agent.kpi.live import check_series  # loads aiohttp: only when a Prometheus is to be asked
+    from agent.prometheus_api import PrometheusError
+
+    try:
+        return check_series(specs, url, lookback)
+    except PrometheusError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
 
 
 @rules.command("generate")

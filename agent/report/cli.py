@@ -18,8 +18,8 @@ import click
 from agent.kpi.rules_cli import load_specs, report_problems
 from agent.kpi.spec import ServiceSpec
 from agent.logconfig import LEVELS, setup_logging
+from agent.prometheus_api import PrometheusClient
 from agent.report.model import Report, collect
-from agent.report.prometheus import PrometheusClient
 from agent.yamlsrc import ConfigError, duration, format_duration
 
 DEFAULT_UI_LISTEN = ":9911"

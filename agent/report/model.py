@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from agent.kpi.spec import Kpi, ServiceSpec, SupportingMetric
 from agent.kpi.units import significant
-from agent.report.prometheus import PrometheusClient, PrometheusError, PrometheusUnreachable, series_labels
+from agent.prometheus_api import PrometheusClient, PrometheusError, PrometheusUnreachable, series_labels
 from agent.yamlsrc import format_duration
 
 TARGET_BUCKETS = 240  # enough for a smooth chart; a 30d period gets 3h buckets

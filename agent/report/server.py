@@ -19,8 +19,8 @@ import aiohttp
 from agent.httpserver import Request, Response
 from agent.kpi.spec import ServiceSpec
 from agent.listener import ListenAddress
+from agent.prometheus_api import PrometheusClient
 from agent.report.model import collect
-from agent.report.prometheus import PrometheusClient
 from agent.report.render import render
 from agent.store import Group
 from agent.web import Route, Server

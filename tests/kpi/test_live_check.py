@@ -1,13 +1,16 @@
 """`rules check --prometheus.url`: a real Prometheus scrapes a small exporter; every selector and value
 expression that matches nothing is reported with its file, line and the matcher to blame."""
 
+import base64
 import json
 import subprocess
 import sys
 import threading
 import urllib.parse
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import bcrypt
 import pytest
 
 from tests.helpers import fetch, free_port, wait_until
@@ -85,8 +88,13 @@ class Exporter(BaseHTTPRequestHandler):
         pass
 
 
+USER, PASSWORD = "checker", "s3cret-Pa55"
+
+
 @pytest.fixture
 def prometheus(tmp_path):
+    """A Prometheus behind basic auth (as most shared ones are), scraping the exporter; its URL carries the
+    credentials, as --prometheus.url takes them."""
     binary = require_tool("prometheus")
     exporter = ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
     threading.Thread(target=exporter.serve_forever, daemon=True).start()
@@ -94,18 +102,30 @@ def prometheus(tmp_path):
     (tmp_path / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: app\n"
         f"    static_configs: [{{targets: ['127.0.0.1:{exporter.server_address[1]}']}}]\n")
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "web.yml").write_text(f"basic_auth_users:\n  {USER}: {hashed}\n")
     process = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+                                f"--web.config.file={tmp_path / 'web.yml'}",
                                 f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
+    authorization = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
     def scraped():
-        status, body = fetch(f"{url}/api/v1/query?query={urllib.parse.quote('mrr_dollars')}")
-        return status == 200 and json.loads(body)["data"]["result"]
+        query = urllib.request.Request(f"{url}/api/v1/query?query={urllib.parse.quote('mrr_dollars')}",
+                                       headers={"Authorization": authorization})
+        try:
+            with urllib.request.urlopen(query, timeout=5) as response:
+                return json.load(response)["data"]["result"]
+        except OSError:
+            return False
 
     try:
+        # up, and refusing anyone without the password: the check below can only pass by sending it
+        wait_until(lambda: fetch(f"{url}/api/v1/query?query=up")[0] == 401, timeout=60,
+                   what="Prometheus to ask for a password")
         wait_until(scraped, timeout=60, interval=0.5, what="Prometheus to scrape the exporter")
-        yield url
+        yield f"http://{USER}:{PASSWORD}@127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(timeout=15)
@@ -118,6 +138,7 @@ def test_selectors_and_values_that_match_nothing_are_named(prometheus, promtool,
     result = subprocess.run([sys.executable, "-m", "agent", "rules", "check", str(spec), "--prometheus.url",
                              prometheus], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr
+    assert PASSWORD not in result.stderr + result.stdout
     lines = result.stderr.splitlines()
     assert lines == [
         f'{spec}:13: kpis[1].ratio.numerator: http_request_total{{job="app",status="200"}} matches no series in the '
@@ -132,11 +153,13 @@ def test_selectors_and_values_that_match_nothing_are_named(prometheus, promtool,
     ]
 
 
-def test_an_unreachable_prometheus_is_a_clear_error(promtool, tmp_path):
+def test_an_unreachable_prometheus_is_a_clear_error_without_the_password(promtool, tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text(SPEC)
     result = subprocess.run([sys.executable, "-m", "agent", "rules", "check", str(spec), "--prometheus.url",
-                             f"http://127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=120)
+                             f"http://{USER}:{PASSWORD}@127.0.0.1:{free_port()}"], capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 2
-    assert result.stderr.startswith("cannot query Prometheus at http://127.0.0.1:")
+    assert result.stderr.startswith("cannot reach Prometheus at http://127.0.0.1:"), result.stderr
+    assert PASSWORD not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr

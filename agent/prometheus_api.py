@@ -1,4 +1,5 @@
-"""A small client of Prometheus's HTTP API (``/api/v1/query``, ``query_range``, ``status/buildinfo``).
+"""A small client of Prometheus's HTTP API (``/api/v1/query``, ``query_range``, ``status/buildinfo``), for
+reports, the scoreboard and ``rules check --prometheus.url``.
 
 Every failure becomes one of two exceptions whose message a person can act on: the server could not be
 reached at all, or it answered with an error.
