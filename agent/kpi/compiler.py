@@ -36,12 +36,30 @@ def _number(value: float) -> str:
     return text if "e" not in text else repr(value)
 
 
-def _labels_selector(labels: dict[str, str]) -> str:
+def labels_selector(labels: dict[str, str]) -> str:
     return "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels.items()) + "}"
 
 
 def _identity(spec: ServiceSpec, kpi: Kpi) -> dict[str, str]:
     return {"kpi": kpi.name, "kpi_service": spec.service}
+
+
+def identity_selector(spec: ServiceSpec, kpi: Kpi) -> str:
+    """``{kpi="...",kpi_service="..."}``: the labels that tell one KPI's ``kpi:*`` series from every other's."""
+    return labels_selector(_identity(spec, kpi))
+
+
+NUMERATOR_ABSENT_ALERT = "KPINumeratorAbsent"
+NO_TRAFFIC_ALERT = "KPINoTraffic"
+
+
+def main_alert_name(kpi: Kpi) -> str:
+    """The alert a KPI that misses its target fires: the spec's name, else the strategy's default."""
+    if kpi.alerting.name:
+        return kpi.alerting.name
+    if kpi.alerting.strategy == "threshold":
+        return "KPIBelowTarget" if kpi.higher_is_better else "KPIAboveTarget"
+    return "KPIErrorBudgetBurn"
 
 
 def _rule_labels(spec: ServiceSpec, kpi: Kpi, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -146,7 +164,7 @@ def _series(side: str, window: float) -> str:
 
 def _raw_sides(spec: ServiceSpec, kpi: Kpi, window: float) -> list[Rule]:
     """The denominator and numerator rates over ``window`` from raw series: the only rules reading them."""
-    identity = _labels_selector(_identity(spec, kpi))
+    identity = identity_selector(spec, kpi)
     labels = _rule_labels(spec, kpi)
     denominator = f"{_series('denominator', window)}{identity}"
     if kpi.gauge is not None:
@@ -189,7 +207,7 @@ def _sum_of_terms(series: str, identity: str, terms: Terms, window: float) -> st
 
 
 def _sli_rules(spec: ServiceSpec, kpi: Kpi, plan: WindowPlan) -> list[Rule]:
-    identity = _labels_selector(_identity(spec, kpi))
+    identity = identity_selector(spec, kpi)
     labels = _rule_labels(spec, kpi)
     rules = _raw_sides(spec, kpi, BASE_RATE_WINDOW)
     if kpi.fills_missing_good_events:
@@ -242,7 +260,7 @@ def _compare(kpi: Kpi) -> str:
 
 
 def _period_rules(spec: ServiceSpec, kpi: Kpi, plan: WindowPlan) -> list[Rule]:
-    identity = _labels_selector(_identity(spec, kpi))
+    identity = identity_selector(spec, kpi)
     labels = _rule_labels(spec, kpi)
     window = window_name(kpi.window)
     if not kpi.is_ratio:
@@ -284,14 +302,14 @@ def _annotations(summary: str, description: str, *extra: dict[str, str]) -> dict
 
 
 def _bad_events(spec: ServiceSpec, kpi: Kpi, window: float) -> str:
-    identity = _labels_selector(_identity(spec, kpi))
+    identity = identity_selector(spec, kpi)
     numerator = f"{_series('numerator', window)}{identity}"
     per_second = f"({_series('denominator', window)}{identity} - {numerator})" if kpi.higher_is_better else numerator
     return f"{per_second} * {_number(window)}"
 
 
 def _burn_alert(spec: ServiceSpec, kpi: Kpi, tier: Tier) -> Rule:
-    identity = _labels_selector(_identity(spec, kpi))
+    identity = identity_selector(spec, kpi)
     minimum = kpi.alerting.min_bad_events
     clauses = []
     for window in tier.windows:
@@ -312,7 +330,7 @@ def _burn_alert(spec: ServiceSpec, kpi: Kpi, tier: Tier) -> Rule:
                    f"{guard} Over the whole window the KPI is "
                    f"{{{{ with printf \"{_escape_template(period)}\" | query }}}}{{{{ . | first | value | "
                    f"humanizePercentage }}}}{{{{ else }}}}unknown{{{{ end }}}}.")
-    rule: Rule = {"alert": kpi.alerting.name or "KPIErrorBudgetBurn", "expr": "\n  or\n".join(clauses)}
+    rule: Rule = {"alert": main_alert_name(kpi), "expr": "\n  or\n".join(clauses)}
     if tier.for_:
         rule["for"] = window_name(tier.for_)
     rule["labels"] = _rule_labels(spec, kpi, {**kpi.alerting.labels, **tier.labels, "kpi_severity": tier.severity})
@@ -325,7 +343,7 @@ def _escape_template(query: str) -> str:
 
 
 def _threshold_alert(spec: ServiceSpec, kpi: Kpi) -> Rule:
-    identity = _labels_selector(_identity(spec, kpi))
+    identity = identity_selector(spec, kpi)
     alerting = kpi.alerting
     below = kpi.higher_is_better
     if kpi.is_ratio:
@@ -337,7 +355,7 @@ def _threshold_alert(spec: ServiceSpec, kpi: Kpi) -> Rule:
     summary = (f"KPI {kpi.name} of {spec.service} is {'below' if below else 'above'} its target: "
                f"{{{{ $value | {fmt} }}}} over the last {window_name(alerting.window)}")
     description = f"{kpi.description or kpi.name}: the target is {_target_text(kpi)}."
-    rule: Rule = {"alert": alerting.name or ("KPIBelowTarget" if below else "KPIAboveTarget"), "expr": expr}
+    rule: Rule = {"alert": main_alert_name(kpi), "expr": expr}
     if alerting.for_:
         rule["for"] = window_name(alerting.for_)
     severity = {"kpi_severity": alerting.severity} if alerting.severity else {}
@@ -349,7 +367,7 @@ def _threshold_alert(spec: ServiceSpec, kpi: Kpi) -> Rule:
 def _no_data_alerts(spec: ServiceSpec, kpi: Kpi) -> list[Rule]:
     no_data = kpi.alerting.no_data
     assert no_data is not None
-    identity = _labels_selector(_identity(spec, kpi))
+    identity = identity_selector(spec, kpi)
     labels = _rule_labels(spec, kpi, {**no_data.labels, "kpi_severity": "ticket"})
     absent = f"kpi:denominator:rate5m{identity}" if kpi.is_ratio else f"kpi:value{identity}"
     what = "its metrics are absent" if kpi.is_ratio else "its value expression returns nothing"
@@ -365,7 +383,7 @@ def _no_data_alerts(spec: ServiceSpec, kpi: Kpi) -> list[Rule]:
     }]
     if kpi.is_ratio and kpi.gauge is None:
         rules.append({
-            "alert": "KPINoTraffic",
+            "alert": NO_TRAFFIC_ALERT,
             "expr": f"sum(kpi:denominator:rate5m{identity}) == 0",
             "for": window_name(no_data.no_traffic_for),
             "labels": labels,
@@ -379,12 +397,12 @@ def _no_data_alerts(spec: ServiceSpec, kpi: Kpi) -> list[Rule]:
 
 def _numerator_absent_alert(spec: ServiceSpec, kpi: Kpi) -> Rule:
     assert kpi.numerator is not None
-    identity = _labels_selector(_identity(spec, kpi))
+    identity = identity_selector(spec, kpi)
     no_data = kpi.alerting.no_data
     for_ = no_data.for_ if no_data else 600.0
     selector = kpi.numerator.text.replace("{{window}}", "5m")  # {{ }} would be a template action
     return {
-        "alert": "KPINumeratorAbsent",
+        "alert": NUMERATOR_ABSENT_ALERT,
         "expr": (f"count(kpi:denominator:rate5m{identity} > 0)"
                  f" unless on () count(kpi:numerator:rate5m{identity})"),
         "for": window_name(for_),

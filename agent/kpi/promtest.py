@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.kpi.compiler import _labels_selector, render_prometheus, to_yaml, window_name
+from agent.kpi.compiler import (
+    NUMERATOR_ABSENT_ALERT,
+    identity_selector,
+    labels_selector,
+    main_alert_name,
+    render_prometheus,
+    to_yaml,
+    window_name,
+)
 from agent.kpi.spec import BASE_RATE_WINDOW, BurnWindow, Kpi, Matcher, ServiceSpec, Tier
 
 EVAL_MINUTES = 20  # zero-traffic and threshold cases: steady inputs, judged once the 5m rate exists
@@ -83,7 +91,7 @@ class _Series:
 
 
 def _series_text(metric: str, labels: dict[str, str]) -> str:
-    return metric + (_labels_selector(dict(sorted(labels.items()))) if labels else "")
+    return metric + (labels_selector(dict(sorted(labels.items()))) if labels else "")
 
 
 def _synthesize(kpi: Kpi) -> _Series | None:
@@ -149,19 +157,11 @@ def _input(series: _Series, segments: list[tuple[float, int]], rate: float = EVE
 def _alerts_query(spec: ServiceSpec, kpi: Kpi, alertname: str, extra: dict[str, str] | None = None) -> str:
     labels = {"alertname": alertname, "alertstate": "firing", "kpi": kpi.name, "kpi_service": spec.service,
               **(extra or {})}
-    return f"count(ALERTS{_labels_selector(labels)})"
+    return f"count(ALERTS{labels_selector(labels)})"
 
 
 def _expect(query: str, fires: bool, eval_time: str = f"{EVAL_MINUTES}m") -> dict[str, Any]:
     return {"expr": query, "eval_time": eval_time, "exp_samples": [{"value": 1}] if fires else []}
-
-
-def _main_alert(kpi: Kpi) -> str:
-    if kpi.alerting.name:
-        return kpi.alerting.name
-    if kpi.alerting.strategy == "threshold":
-        return "KPIBelowTarget" if kpi.higher_is_better else "KPIAboveTarget"
-    return "KPIErrorBudgetBurn"
 
 
 def kpi_tests(spec: ServiceSpec, kpi: Kpi) -> tuple[list[dict[str, Any]], str | None]:
@@ -182,14 +182,14 @@ def kpi_tests(spec: ServiceSpec, kpi: Kpi) -> tuple[list[dict[str, Any]], str | 
     if kpi.alerting.strategy == "threshold":
         cases.extend(_threshold_cases(spec, kpi, series))
     if not series.gauge:
-        identity = _labels_selector({"kpi": kpi.name, "kpi_service": spec.service})
+        identity = identity_selector(spec, kpi)
         cases.append({
             "name": f"{kpi.name}: zero traffic gives no ratio and no alert",
             "interval": "1m",
             "input_series": _input(series, [(0.5, EVAL_MINUTES + 5)], rate=0),
             "promql_expr_test": [
                 {"expr": f"kpi:ratio:rate5m{identity}", "eval_time": f"{EVAL_MINUTES}m", "exp_samples": []},
-                _expect(_alerts_query(spec, kpi, _main_alert(kpi)), False),
+                _expect(_alerts_query(spec, kpi, main_alert_name(kpi)), False),
             ],
         })
     no_data = kpi.alerting.no_data
@@ -223,7 +223,7 @@ def _threshold_cases(spec: ServiceSpec, kpi: Kpi, series: _Series) -> list[dict[
             "name": f"{kpi.name}: threshold, ratio {multiplier:g}x the target",
             "interval": "1m",
             "input_series": _input(series, [(share, minutes)]),
-            "promql_expr_test": [_expect(_alerts_query(spec, kpi, _main_alert(kpi)), misses, f"{minutes - 1}m")],
+            "promql_expr_test": [_expect(_alerts_query(spec, kpi, main_alert_name(kpi)), misses, f"{minutes - 1}m")],
         })
     return cases
 
@@ -232,7 +232,7 @@ def _missing_good_events_cases(spec: ServiceSpec, kpi: Kpi, series: _Series) -> 
     """A numerator that never matched is a mistake (ticket, no page); one that vanished is an outage."""
     absent_for = int((kpi.alerting.no_data.for_ if kpi.alerting.no_data else 600) / 60)
     minutes = absent_for + 10
-    main = _main_alert(kpi)
+    main = main_alert_name(kpi)
     cases: list[dict[str, Any]] = [{
         "name": f"{kpi.name}: good events never counted (a typo in the numerator): no {main}, "
                 f"KPINumeratorAbsent after {absent_for}m",
@@ -240,8 +240,8 @@ def _missing_good_events_cases(spec: ServiceSpec, kpi: Kpi, series: _Series) -> 
         "input_series": _input(series, [(1.0, minutes)], omit=("good",)),
         "promql_expr_test": [
             _expect(_alerts_query(spec, kpi, main), False, f"{minutes - 1}m"),
-            _expect(_alerts_query(spec, kpi, "KPINumeratorAbsent"), False, f"{absent_for - 2}m"),
-            _expect(_alerts_query(spec, kpi, "KPINumeratorAbsent"), True, f"{absent_for + 3}m"),
+            _expect(_alerts_query(spec, kpi, NUMERATOR_ABSENT_ALERT), False, f"{absent_for - 2}m"),
+            _expect(_alerts_query(spec, kpi, NUMERATOR_ABSENT_ALERT), True, f"{absent_for + 3}m"),
         ],
     }]
     page = next((t for t in kpi.alerting.tiers if t.severity == "page"), None)
@@ -259,7 +259,7 @@ def _missing_good_events_cases(spec: ServiceSpec, kpi: Kpi, series: _Series) -> 
             "input_series": inputs,
             "promql_expr_test": [
                 _expect(_alerts_query(spec, kpi, main, {"kpi_severity": "page"}), True, f"{healthy + failing}m"),
-                _expect(_alerts_query(spec, kpi, "KPINumeratorAbsent"), False, f"{healthy + failing}m"),
+                _expect(_alerts_query(spec, kpi, NUMERATOR_ABSENT_ALERT), False, f"{healthy + failing}m"),
             ],
             "evaluation_interval": "1m",
         })
@@ -281,7 +281,7 @@ def _low_traffic_cases(spec: ServiceSpec, kpi: Kpi, series: _Series) -> list[dic
                     f"{'pages' if fires else 'no page'}",
             "interval": "1m",
             "input_series": _low_traffic_input(series, quiet, failures),
-            "promql_expr_test": [_expect(_alerts_query(spec, kpi, _main_alert(kpi), {"kpi_severity": "page"}),
+            "promql_expr_test": [_expect(_alerts_query(spec, kpi, main_alert_name(kpi), {"kpi_severity": "page"}),
                                          fires, f"{5 + quiet + failures}m")],
             "evaluation_interval": "1m",
         })
@@ -322,7 +322,7 @@ def _burn_case(spec: ServiceSpec, kpi: Kpi, tier: Tier, window: BurnWindow, burn
                 f"{window.factor:g}x over {window_name(window.long)}/{window_name(window.short)}",
         "interval": window_name(STEP),
         "input_series": _input(series, [(0.0, steps_healthy), (share, steps_bad)]),
-        "promql_expr_test": [_expect(_alerts_query(spec, kpi, _main_alert(kpi), {"kpi_severity": tier.severity}),
+        "promql_expr_test": [_expect(_alerts_query(spec, kpi, main_alert_name(kpi), {"kpi_severity": tier.severity}),
                                      fires, window_name(history + elapsed))],
     }
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from agent.kpi.compiler import identity_selector
 from agent.kpi.spec import Kpi, ServiceSpec, SupportingMetric
 from agent.kpi.units import significant
 from agent.prometheus_api import PrometheusClient, PrometheusError, PrometheusUnreachable, series_labels
@@ -223,10 +224,6 @@ def format_time(seconds: float, step: float = 60.0) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC" if step < 60 else "%Y-%m-%d %H:%M UTC")
 
 
-def _selector(spec: ServiceSpec, kpi: Kpi) -> str:
-    return f'{{kpi="{kpi.name}", kpi_service="{spec.service}"}}'
-
-
 def _key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(labels.items()))
 
@@ -258,7 +255,7 @@ class _Fetcher:
 
 
 async def _kpi_lines(fetch: _Fetcher, spec: ServiceSpec, kpi: Kpi) -> list[Line]:
-    selector = _selector(spec, kpi)
+    selector = identity_selector(spec, kpi)
     if kpi.is_ratio:
         numerators, denominators = await asyncio.gather(
             fetch.buckets(fetch.over_buckets("sum_over_time", f"kpi:numerator:rate5m{selector}")),
@@ -286,7 +283,7 @@ async def _chart(fetch: _Fetcher, metric: SupportingMetric) -> Chart:
 
 
 async def _why_no_data(fetch: _Fetcher, spec: ServiceSpec, kpi: Kpi) -> str:
-    selector = _selector(spec, kpi)
+    selector = identity_selector(spec, kpi)
     period = fetch.period
     rules_ran = await fetch.client.query(f"count_over_time(kpi:target{selector}[{format_duration(period.length)}])",
                                          period.end)
