@@ -41,6 +41,7 @@ from tests.tools import require_tool
 ROOT = Path(__file__).parents[2]
 DAYS = 30
 SCRAPE = 60  # seconds between backfilled samples
+WARMUP = 3600  # seconds of history before the report's period
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # share of requests at or below each bucket bound, normally and during the incident
 NORMAL = (0.02, 0.10, 0.40, 0.75, 0.93, 0.985, 0.995, 0.999, 1, 1, 1)
@@ -63,8 +64,27 @@ def _shape(t: float, start: float) -> dict[str, float]:
             "mrr": 97000 + 8000 * day / DAYS + 400 * math.sin(day * 2 * math.pi / 7)}
 
 
-def openmetrics(start: float, end: float) -> str:
+def expected_values(start: float, end: float) -> dict[str, float]:
+    """What each KPI of rules/shop.yaml is over [start, end], worked out from the shape itself (traffic-weighted
+    for ratios, as the report computes them): the report must say the same."""
     times = [start + i * SCRAPE for i in range(int((end - start) // SCRAPE) + 1)]
+    shapes = [_shape(t, start) for t in times]
+    requests = sum(s["requests"] for s in shapes)
+    within = BUCKETS.index(0.25)  # request_latency's le
+    return {
+        "checkout_availability": 100 * sum(s["requests"] * (1 - s["errors"]) for s in shapes) / requests,
+        "request_latency": 100 * sum(s["requests"] * (INCIDENT if s["incident"] else NORMAL)[within]
+                                     for s in shapes) / requests,
+        "home_page_up": 100 * sum(1 - s["incident"] for s in shapes) / len(shapes),
+        "checkout_conversion": 100 * sum(s["requests"] * s["conversion"] for s in shapes) / requests,
+        "monthly_recurring_revenue": sum(s["mrr"] for s in shapes) / len(shapes),
+    }
+
+
+def openmetrics(start: float, end: float) -> str:
+    """The raw series from WARMUP before start (so every rate window is full when the report's period begins,
+    as it is for a service that ran before the period) to end."""
+    times = [start - WARMUP + i * SCRAPE for i in range(int((end - start + WARMUP) // SCRAPE) + 1)]
     good = bad = orders = started = 0.0
     buckets = [0.0] * len(BUCKETS)
     total_seconds = 0.0
@@ -167,8 +187,9 @@ async def test_report_of_the_shipped_example_over_30_days(tmp_path):
         server = _prometheus(prometheus, data, port)
         try:
             out = tmp_path / f"rule-blocks-{number}"
-            subprocess.run([promtool, "tsdb", "create-blocks-from", "rules", f"--url={url}", f"--start={start:.0f}",
-                            f"--end={end:.0f}", f"--output-dir={out}", "--quiet", str(rules)],
+            subprocess.run([promtool, "tsdb", "create-blocks-from", "rules", f"--url={url}",
+                            f"--start={start - WARMUP:.0f}", f"--end={end:.0f}", f"--output-dir={out}", "--quiet",
+                            str(rules)],
                            check=True, capture_output=True, timeout=3600)
         finally:
             _stop(server)
@@ -188,7 +209,7 @@ async def test_report_of_the_shipped_example_over_30_days(tmp_path):
             figures[name] = (time.monotonic() - began, out.stat().st_size)
             assert result.returncode == 0, result.stderr
         for name, (seconds, size) in figures.items():
-            print(f"{name}: {size / 1024:.0f} KiB, built in {seconds:.1f}s (whole command, 3 KPIs, 30 days)")
+            print(f"{name}: {size / 1024:.0f} KiB, built in {seconds:.1f}s (whole command, 5 KPIs, 30 days)")
         async with Browser(chromium) as browser:
             page = await browser.new_page()
             await page.goto((tmp_path / "report.html").as_uri())
@@ -197,6 +218,12 @@ async def test_report_of_the_shipped_example_over_30_days(tmp_path):
                                        ".map(r => [...r.cells].map(c => c.innerText.trim()).join(' | '))")
             print("\n".join(rows))
             png = await page.screenshot()
+        expected = expected_values(start, end)
+        shown = {cells[2]: float(cells[3].rstrip("%").replace(",", "")) for cells in (row.split(" | ") for row in rows)}
+        assert shown.keys() == expected.keys(), shown
+        for name, value in expected.items():  # the report says what the month was, to its displayed precision
+            tolerance = 0.02 if name != "monthly_recurring_revenue" else 0.001 * value
+            assert abs(shown[name] - value) <= tolerance, (name, shown[name], value)
         shot = tmp_path / "report.png"
         shot.write_bytes(png)
         print(f"screenshot: {shot} ({Image.open(io.BytesIO(png)).size})")
