@@ -45,8 +45,6 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]  # lower-case names
     body: bytes
-    transport: asyncio.Transport
-    connection: Connection
 
     @property
     def host(self) -> str:
@@ -154,17 +152,13 @@ class Connection(asyncio.Protocol):
         return self._transport is not None and self._transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closing = True
-        self._disarm()
-        self._guard.open.pop(self, None)
+        self._forget()
 
     # --- the guard's view ---------------------------------------------------------------------------------
 
     def close(self, reason: str | None) -> None:
         """Close the connection now; ``reason`` (if any) is counted by the guard."""
-        self._closing = True
-        self._disarm()
-        self._guard.open.pop(self, None)
+        self._forget()
         if reason is not None:
             self._guard.on_close(reason)
         if self._transport is not None:
@@ -176,6 +170,12 @@ class Connection(asyncio.Protocol):
         if self._opening is not None:  # else the transport (mid TLS handshake) closes the socket as it stops
             self._opening.cancel()
             self._opening = None
+
+    def _forget(self) -> None:
+        """No more requests, no more deadlines, and no longer one of the guard's open connections."""
+        self._closing = True
+        self._disarm()
+        self._guard.open.pop(self, None)
 
     @property
     def flushed(self) -> bool:
@@ -234,9 +234,7 @@ class Connection(asyncio.Protocol):
         path, _, query = target.partition("?")
         keep_alive = (headers.get("connection", "").lower() != "close" if version == "HTTP/1.1"
                       else headers.get("connection", "").lower() == "keep-alive")
-        assert self._transport is not None
-        request = Request(method, urllib.parse.unquote(path), dict(urllib.parse.parse_qsl(query)), headers, body,
-                          self._transport, self)
+        request = Request(method, urllib.parse.unquote(path), dict(urllib.parse.parse_qsl(query)), headers, body)
         return request, keep_alive
 
     async def _serve(self, parsed: tuple[Request, bool]) -> None:
@@ -269,9 +267,7 @@ class Connection(asyncio.Protocol):
         if not head:
             self._transport.write(response.body)
         if not keep_alive:
-            self._closing = True
-            self._disarm()
-            self._guard.open.pop(self, None)
+            self._forget()
             self._transport.close()  # after the buffered response is sent
 
     # --- timers ---------------------------------------------------------------------------------------------

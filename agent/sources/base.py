@@ -105,7 +105,6 @@ class SourceStats:
 
     def __init__(self, group: Group, kind: str):
         self.group = group
-        self.kind = kind
         self._labels = (kind,)
         duration, collections, errors = STATS_FAMILIES
         self._duration = group.gauge(duration)

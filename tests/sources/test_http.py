@@ -16,6 +16,7 @@ from agent.sources.base import SourceContext, SourceDefaults
 from agent.sources.http import EXPORTED_SERIES, RESULTS
 from agent.sources.http.client import probe_session
 from agent.sources.http.config import parse_http_source
+from agent.sources.http.schedule import offset
 from agent.sources.http.slots import ProbeSlots
 from agent.sources.http.source import HttpSource
 from agent.store import Store
@@ -379,12 +380,14 @@ def test_start_offsets_are_stable_and_spread(context):
     offsets = []
     for i in range(200):
         (config,) = config_from(f"http:\n  - name: target-{i}\n    url: http://127.0.0.1/\n    interval: 10s\n")
-        offsets.append(build_source(store, context, config, "http").start_offset())
+        prober = build_source(store, context, config, "http").prober
+        offsets.append(offset(prober.key, prober.interval))
     assert all(0 <= o < 10 for o in offsets)
     buckets = [sum(1 for o in offsets if b <= o < b + 1) for b in range(10)]
     assert max(buckets) < 40  # 20 expected per second of the interval; a herd would put them all in one
     (again,) = config_from("http:\n  - name: target-0\n    url: http://127.0.0.1/\n    interval: 10s\n")
-    assert build_source(Store(), context, again, "http").start_offset() == offsets[0]
+    prober = build_source(Store(), context, again, "http").prober
+    assert offset(prober.key, prober.interval) == offsets[0]
 
 
 async def test_run_keeps_its_cadence(server, context):

@@ -38,7 +38,6 @@ from agent.sources.http.config import (
     HttpSourceConfig,
 )
 from agent.sources.http.jsonmetrics import CompiledJsonMetric
-from agent.sources.http.schedule import offset
 from agent.sources.http.timing import Timings, current_probe
 from agent.store import Group
 
@@ -327,9 +326,6 @@ class HttpSource(Source[HttpSourceConfig]):
         super().__init__(config, group, stats, context)
         assert config.url is not None, "a source without url discovers its targets"
         self.prober = Prober(Module(config, stats, context), config.url, group, config.name, config.name)
-
-    def start_offset(self) -> float:
-        return offset(self.prober.key, self.prober.interval)
 
     def details(self) -> dict[str, Any]:
         url = self.prober.url.with_user(None)  # no user:password@
