@@ -12,6 +12,7 @@ from agent.sources.logs.config import (
     DEFAULT_MAX_LINE_BYTES,
     LogMetric,
     parse_format,
+    parse_max_line_bytes,
     parse_metrics,
     parse_static_labels,
 )
@@ -79,9 +80,7 @@ def parse_journal_source(fields: Fields) -> JournalSourceConfig | None:
     start_at = fields.get("start_at", yamlsrc.one_of("end", "beginning"), "end")
     fmt, compiled = parse_format(fields, None)
     limit = fields.get("max_series_per_metric", yamlsrc.positive_integer, DEFAULT_MAX_SERIES)
-    max_line = fields.get("max_line_bytes", yamlsrc.size, DEFAULT_MAX_LINE_BYTES)
-    if max_line < 256 and "max_line_bytes" not in fields.invalid:
-        fields.error("max_line_bytes", "must be at least 256B")
+    max_line = parse_max_line_bytes(fields)
     static = parse_static_labels(fields)
     metrics = parse_metrics(fields, None, static)
     fields.finish()

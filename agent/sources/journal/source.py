@@ -24,8 +24,8 @@ from typing import Any
 
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.journal.config import JournalSourceConfig
-from agent.sources.logs.config import BYTES, EXPIRED, LINES, MALFORMED, RECORDS, SKIPPED, TOO_LONG, UNMATCHED
-from agent.sources.logs.pipeline import EXPIRY_EVERY, BatchResult, Pipeline, json_objects
+from agent.sources.logs.config import EXPIRED, SKIPPED
+from agent.sources.logs.pipeline import EXPIRY_EVERY, BatchResult, LineCounts, Pipeline, json_objects
 from agent.sources.logs.positions import Positions
 from agent.store import Group
 
@@ -95,10 +95,7 @@ class JournalSource(Source[JournalSourceConfig]):
     def __init__(self, config: JournalSourceConfig, group: Group, stats: SourceStats, context: SourceContext):
         super().__init__(config, group, stats, context)
         own = stats.group
-        self._lines, self._records, self._unmatched, self._malformed, self._too_long, self._bytes = (
-            own.counter(spec) for spec in (LINES, RECORDS, UNMATCHED, MALFORMED, TOO_LONG, BYTES))
-        for family in (self._lines, self._records, self._unmatched, self._malformed, self._too_long, self._bytes):
-            family.ensure(())
+        self.counts = LineCounts(own)
         self.pipeline = Pipeline(config.metrics, group, own.counter(SKIPPED), own.counter(EXPIRED),
                                  fmt=config.format, pattern=config.pattern, max_series=config.max_series_per_metric)
         self.positions = context.positions or Positions(None)
@@ -170,8 +167,7 @@ class JournalSource(Source[JournalSourceConfig]):
             partial = buffer[end:]
             if len(partial) > limit:
                 partial, skipping = b"", True
-                self._too_long.inc((), 1)
-                self._lines.inc((), 1)
+                self.counts.skipped_too_long(1)
             if end:
                 self._consume(buffer[:end])
                 self.stats.record(started, True)
@@ -193,12 +189,8 @@ class JournalSource(Source[JournalSourceConfig]):
             self._counted_cursor = None
         if objects:
             result = self.pipeline.process_entries(_entries(objects))
-        self._lines.inc((), len(lines) + too_long)
-        self._records.inc((), len(objects))
-        self._unmatched.inc((), result.unmatched)
-        self._malformed.inc((), result.malformed + len(lines) - len(objects))
-        self._too_long.inc((), too_long)
-        self._bytes.inc((), len(data))
+        self.counts.read(len(lines) + too_long, len(data))
+        self.counts.parsed(result, malformed=len(lines) - len(objects), too_long=too_long)  # result.lines: objects
         for entry in reversed(objects):
             cursor = entry.get("__CURSOR")
             if isinstance(cursor, str):

@@ -320,6 +320,14 @@ def parse_static_labels(fields: Fields, file_labels: tuple[str, ...] = ()) -> di
     return static
 
 
+def parse_max_line_bytes(fields: Fields) -> int:
+    """``max_line_bytes``: longer lines are counted and skipped; under 256 B real lines would be lost."""
+    max_line = fields.get("max_line_bytes", yamlsrc.size, DEFAULT_MAX_LINE_BYTES)
+    if max_line < 256 and "max_line_bytes" not in fields.invalid:
+        fields.error("max_line_bytes", "must be at least 256B")
+    return max_line
+
+
 def parse_format(fields: Fields, default: str | None) -> tuple[str | None, re.Pattern[str] | None]:
     """``format`` and ``pattern``: how a record's text becomes fields. None: no format (journal fields only)."""
     fmt = fields.get("format", yamlsrc.one_of(*FORMATS), default)
@@ -348,9 +356,7 @@ def parse_log_source(fields: Fields) -> LogSourceConfig | None:
     fmt, compiled = parse_format(fields, "regex")
     start_at = fields.get("start_at", yamlsrc.one_of("end", "beginning"), "end")
     limit = fields.get("max_series_per_metric", yamlsrc.positive_integer, DEFAULT_MAX_SERIES)
-    max_line = fields.get("max_line_bytes", yamlsrc.size, DEFAULT_MAX_LINE_BYTES)
-    if max_line < 256 and "max_line_bytes" not in fields.invalid:
-        fields.error("max_line_bytes", "must be at least 256B")
+    max_line = parse_max_line_bytes(fields)
     container = fields.get("container", yamlsrc.one_of(*CONTAINER_FORMATS), None)
     multiline_section = fields.section("multiline")
     multiline = _multiline(multiline_section) if multiline_section is not None else None

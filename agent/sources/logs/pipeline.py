@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from itertools import compress, repeat
 from typing import Any
 
-from agent.sources.logs.config import SKIP_REASONS, LogMetric
+from agent.sources.logs.config import BYTES, LINES, MALFORMED, RECORDS, SKIP_REASONS, TOO_LONG, UNMATCHED, LogMetric
 from agent.store import Family, Group, HistogramFamily
 
 EXPIRY_EVERY = 1.0  # seconds between sweeps for label sets past their expire_after
@@ -63,6 +63,35 @@ class BatchResult:
     lines: int = 0
     unmatched: int = 0
     malformed: int = 0
+
+
+class LineCounts:
+    """The ``kpi_agent_log_*`` counters of a source that reads lines (log files, the journal), made at zero so
+    a rate over them works from the first scrape."""
+
+    def __init__(self, own: Group):
+        self.lines, self.records, self.unmatched, self.malformed, self.too_long, self.bytes = (
+            own.counter(spec) for spec in (LINES, RECORDS, UNMATCHED, MALFORMED, TOO_LONG, BYTES))
+        for family in (self.lines, self.records, self.unmatched, self.malformed, self.too_long, self.bytes):
+            family.ensure(())
+
+    def read(self, lines: int, size: int) -> None:
+        """``lines`` lines (every one, whatever becomes of it) in ``size`` bytes read."""
+        self.lines.inc((), lines)
+        self.bytes.inc((), size)
+
+    def parsed(self, result: BatchResult, malformed: int = 0, too_long: int = 0) -> None:
+        """Records through the pipeline (``result``), and lines skipped before it: undecodable or not a JSON
+        object (``malformed``), over max_line_bytes (``too_long``)."""
+        self.records.inc((), result.lines)
+        self.unmatched.inc((), result.unmatched)
+        self.malformed.inc((), result.malformed + malformed)
+        self.too_long.inc((), too_long)
+
+    def skipped_too_long(self, lines: int) -> None:
+        """Lines over max_line_bytes dropped while still being read (their bytes were never kept)."""
+        self.too_long.inc((), lines)
+        self.lines.inc((), lines)
 
 
 def parse_logfmt(line: str) -> dict[str, str]:

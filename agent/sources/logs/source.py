@@ -22,21 +22,15 @@ from typing import Any
 
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.logs.config import (
-    BYTES,
     EXPIRED,
     LAG,
-    LINES,
-    MALFORMED,
-    RECORDS,
     ROTATIONS,
     SKIPPED,
-    TOO_LONG,
-    UNMATCHED,
     WATCHED,
     LogSourceConfig,
 )
 from agent.sources.logs.framing import Framed, Framer
-from agent.sources.logs.pipeline import BatchResult, Pipeline
+from agent.sources.logs.pipeline import BatchResult, LineCounts, Pipeline
 from agent.sources.logs.positions import Positions
 from agent.sources.logs.tailer import Chunk, FileTail, NotAFile
 from agent.store import Group
@@ -76,13 +70,10 @@ class LogSource(Source[LogSourceConfig]):
     def __init__(self, config: LogSourceConfig, group: Group, stats: SourceStats, context: SourceContext):
         super().__init__(config, group, stats, context)
         own = stats.group
-        self._lines, self._records, self._unmatched, self._malformed, self._too_long, self._bytes, \
-            self._rotations = (own.counter(spec) for spec in (LINES, RECORDS, UNMATCHED, MALFORMED, TOO_LONG, BYTES,
-                                                              ROTATIONS))
+        self.counts = LineCounts(own)
+        self._rotations = own.counter(ROTATIONS)
+        self._rotations.ensure(())
         self._watched, self._lag = own.gauge(WATCHED), own.gauge(LAG)
-        for family in (self._lines, self._records, self._unmatched, self._malformed, self._too_long, self._bytes,
-                       self._rotations):
-            family.ensure(())
         self.pipeline = Pipeline(config.metrics, group, own.counter(SKIPPED), own.counter(EXPIRED),
                                  fmt=config.format, pattern=config.pattern, max_series=config.max_series_per_metric,
                                  file_labels=config.file_labels)
@@ -200,8 +191,7 @@ class LogSource(Source[LogSourceConfig]):
             framed = framer.feed(lines, chunk.start, time.monotonic())
             if chunk.ends:
                 framed.extend(framer.flush())
-            self._lines.inc((), len(lines))
-            self._bytes.inc((), len(chunk.data))
+            self.counts.read(len(lines), len(chunk.data))
             self._count_records(framed, labels)
         self._save(tail)
 
@@ -231,19 +221,12 @@ class LogSource(Source[LogSourceConfig]):
                 kept = [line for line in lines if len(line) <= limit // 4 or len(line.encode()) <= limit]
                 too_long, lines = len(lines) - len(kept), kept
             result = self.pipeline.process(lines, labels)
-        self._lines.inc((), result.lines + malformed + too_long)
-        self._bytes.inc((), len(data))
-        self._count(result, malformed, too_long)
+        self.counts.read(result.lines + malformed + too_long, len(data))
+        self.counts.parsed(result, malformed, too_long)
 
     def _count_records(self, framed: Framed, labels: tuple[str, ...]) -> None:
         result = self.pipeline.process(framed.records, labels) if framed.records else BatchResult()
-        self._count(result, framed.malformed, framed.too_long)
-
-    def _count(self, result: BatchResult, malformed: int, too_long: int) -> None:
-        self._records.inc((), result.lines)
-        self._unmatched.inc((), result.unmatched)
-        self._malformed.inc((), result.malformed + malformed)
-        self._too_long.inc((), too_long)
+        self.counts.parsed(result, framed.malformed, framed.too_long)
 
     def _complete_waiting_records(self, tail: FileTail) -> None:
         """Records whose next line has not come within the framer's timeout, in files read to their end."""
@@ -257,8 +240,7 @@ class LogSource(Source[LogSourceConfig]):
     def _count_too_long(self, tail: FileTail) -> None:
         skipped = tail.collect_too_long()
         if skipped:
-            self._too_long.inc((), skipped)
-            self._lines.inc((), skipped)
+            self.counts.skipped_too_long(skipped)
 
     def _save(self, tail: FileTail) -> None:
         position = tail.position()
