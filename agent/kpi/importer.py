@@ -19,7 +19,15 @@ from typing import Any
 from agent import yamlsrc
 from agent.kpi.compiler import to_yaml
 from agent.kpi.promql import sum_of_rate
-from agent.kpi.spec import ALERT_NAME_RE, RESERVED_LABELS, parse_selector, parse_spec, scaled_tiers
+from agent.kpi.spec import (
+    ALERT_NAME_RE,
+    RESERVED_LABELS,
+    make_selector,
+    parse_selector,
+    parse_spec,
+    scaled_tiers,
+    unfireable_window,
+)
 from agent.yamlsrc import ConfigError, Problem
 
 SLOTH_SPEC = "prometheus/v1"
@@ -109,7 +117,7 @@ def _labels(translation: Translation, file: str, node: Any, key: str, path: str)
     for name, value in raw.items():
         if isinstance(value, list):
             value = ",".join(str(v) for v in value)
-        if not isinstance(name, str) or not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", name) or name.startswith("__"):
+        if not isinstance(name, str) or not yamlsrc.LABEL_NAME_RE.match(name) or name.startswith("__"):
             translation.warn(file, raw, name, f"{path}.{name}", "not a Prometheus label name: left out")
         elif name in RESERVED_LABELS:
             translation.warn(file, raw, name, f"{path}.{name}", "is set by kpi-agent's compiler: left out")
@@ -171,8 +179,7 @@ def indicator(counted: str, total: str, counts_bad: bool) -> tuple[dict[str, Any
                 le = 0.0
             if le > 0:
                 histogram = good.metric[:-len("_bucket")]
-                body = ",".join(m.text for m in all_events.matchers)
-                result["latency"] = {"histogram": f"{histogram}{{{body}}}" if body else histogram,
+                result["latency"] = {"histogram": make_selector(histogram, all_events.matchers).text,
                                      "le": int(le) if le.is_integer() else le}
         if not result:
             result["ratio"] = {"bad" if counts_bad else "numerator": good.text, "denominator": all_events.text}
@@ -194,12 +201,12 @@ def _disable_tiers_that_cannot_fire(translation: Translation, file: str, node: A
     for severity, windows in scaled_tiers(window).items():
         if alerting.get(severity) is False:
             continue
-        factor = max(w.factor for w in windows)
-        if factor * (1 - target) >= 1:
+        hopeless = unfireable_window(windows, 1 - target)
+        if hopeless is not None:
             alerting[severity] = False
             translation.warn(file, node, None, path,
-                             f"the {severity} tier can never fire at {target:.4g} ({factor:g}x the budget is over "
-                             f"100% bad events): disabled (Sloth would generate an alert that never fires)")
+                             f"the {severity} tier can never fire at {target:.4g} ({hopeless.factor:g}x the budget is "
+                             f"over 100% bad events): disabled (Sloth would generate an alert that never fires)")
     if not alerting:
         del kpi["alerting"]
 

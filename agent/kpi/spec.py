@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -348,17 +349,20 @@ def _parse_tier(severity: str, fields: Fields, kpi_window: float, budget: float 
         tier = Tier(severity, windows or defaults, labels, annotations, for_ or 0.0)
         where = section.field("windows") if windows else section.path
         line = section.line_of("windows") if windows else section.line
-    if budget is not None:
-        for window in tier.windows:
-            needed = window.factor * budget
-            if needed >= 1:
-                fields.report.error(line, where, (
-                    f"the {severity} tier can never fire: a burn rate of {window.factor:g}x over "
-                    f"{yamlsrc.format_duration(window.long)} needs {needed:.0%} bad events with an error budget of "
-                    f"{budget:.4g}; use strategy: threshold for a target like that, "
-                    f"or disable the tier ({severity}: false)"))
-                break
+    window = unfireable_window(tier.windows, budget) if budget is not None else None
+    if window is not None and budget is not None:
+        fields.report.error(line, where, (
+            f"the {severity} tier can never fire: a burn rate of {window.factor:g}x over "
+            f"{yamlsrc.format_duration(window.long)} needs {window.factor * budget:.0%} bad events with an error "
+            f"budget of {budget:.4g}; use strategy: threshold for a target like that, "
+            f"or disable the tier ({severity}: false)"))
     return tier
+
+
+def unfireable_window(windows: Sequence[BurnWindow], budget: float) -> BurnWindow | None:
+    """The first window whose burn rate needs 100% bad events or more with this error budget: a tier that has
+    one can never fire."""
+    return next((window for window in windows if window.factor * budget >= 1), None)
 
 
 def _parse_alerting(fields: Fields | None, kpi_fields: Fields, is_ratio: bool, window: float,
