@@ -146,14 +146,15 @@ def test_swap_is_all_or_nothing():
 
 
 def test_a_render_in_another_thread_never_sees_a_family_half_written():
-    """/metrics is rendered in a worker thread while the event loop writes (the snapshot only lists the groups,
-    so a scrape of 150,000 families does not stall the probes): each family is copied whole, a set of series
-    replaced in one step is seen before or after, never in between, and new label sets never break a render."""
+    """The agent writes /metrics on the event loop in slices, but a snapshot promises more (``Snapshot``): even a
+    render in another thread, racing a writer, sees each family copied whole, a set of series replaced in one
+    step before or after, never in between, and new label sets never break it."""
     store = Store()
     group = store.group("src")
     last = group.gauge(gauge("last_result", "Last result", ["result"]))
     hits = group.counter(counter("hits_total", "Hits", ["user"]))
     latency = group.histogram(histogram("latency_seconds", "Latency", [], [0.1]))
+    last.replace({("timeout",): 1.0})  # the state before the writer starts: one series, as after each replace
     stop = threading.Event()
 
     def write() -> None:
