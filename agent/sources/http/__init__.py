@@ -45,15 +45,17 @@ class HttpKind(SourceKind[HttpSourceConfig]):
     def parse(self, fields: Fields, defaults: SourceDefaults) -> HttpSourceConfig | None:
         return parse_http_source(fields, defaults)
 
+    @staticmethod
+    def _identity(config: HttpSourceConfig) -> str:
+        """target="<name>" for a source of one URL; a discovering source is source="<name>", and each of its
+        targets adds target="<address>"."""
+        return SOURCE_LABEL if config.discovery is not None else IDENTITY_LABEL
+
     def data_labels(self, config: HttpSourceConfig) -> dict[str, str]:
-        """A source's own labels; a discovering source's targets add target="<address>" to them."""
-        if config.discovery is not None:
-            return {SOURCE_LABEL: config.name, **config.labels}
-        return {IDENTITY_LABEL: config.name, **config.labels}
+        return {self._identity(config): config.name, **config.labels}
 
     def data_group(self, config: HttpSourceConfig, owner: str) -> Group:
-        identity = SOURCE_LABEL if config.discovery is not None else IDENTITY_LABEL
-        return Group(owner, self.data_labels(config), identity)
+        return Group(owner, self.data_labels(config), self._identity(config))
 
     def families(self, config: HttpSourceConfig) -> list[DeclaredFamily]:
         return declared_families(config)
