@@ -7,6 +7,8 @@ or a series exposed twice fails the test (Prometheus would silently keep one of 
 from __future__ import annotations
 
 import socket
+import subprocess
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -15,12 +17,45 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import aiohttp
+from aiohttp import web
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 T = TypeVar("T")
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0"
+
+
+async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0,
+                ssl_context=None) -> tuple[web.AppRunner, int]:  # noqa: ANN001 - ssl.SSLContext or None
+    """Serve ``app`` on a real socket (port 0: any free one): the runner, to clean up, and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+    return runner, runner.addresses[0][1]
+
+
+# A process that answers 200 "ok" to any GET on the port given as its argument: a target whose CPU is not ours.
+OK_TARGET = textwrap.dedent("""
+    import sys
+    from aiohttp import web
+    async def ok(request):
+        return web.Response(text="ok")
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", ok)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+""")
+
+
+def stop_processes(processes: list[subprocess.Popen], timeout: float = 10) -> None:
+    """SIGTERM to all at once (they stop in parallel), then wait for each; kill what does not stop in time."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def free_port() -> int:

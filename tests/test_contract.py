@@ -16,7 +16,7 @@ from agent.config import load_config
 from agent.runtime import Agent
 from agent.sources.base import STATS_FAMILIES
 from agent.sources.kinds import KINDS
-from tests.helpers import Exposition, ascrape
+from tests.helpers import Exposition, ascrape, serve
 from tests.sources.journal.conftest import Journal, entry
 from tests.tools import require_tool
 
@@ -72,10 +72,8 @@ async def target():
 
     app = web.Application()
     app.router.add_get("/json", orders)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, port = await serve(app)
+    yield f"http://127.0.0.1:{port}"
     await runner.cleanup()
 
 

@@ -7,7 +7,7 @@ import urllib.parse
 
 import pytest
 
-from tests.helpers import fetch, free_port, wait_until
+from tests.helpers import fetch, free_port, stop_processes, wait_until
 from tests.tools import require_tool
 
 pytestmark = pytest.mark.slow  # a real Prometheus scraping a real agent
@@ -17,13 +17,7 @@ pytestmark = pytest.mark.slow  # a real Prometheus scraping a real agent
 def processes():
     started = []
     yield started
-    for process in started:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    stop_processes(started)
 
 
 def query(prom: str, expr: str) -> list[dict]:

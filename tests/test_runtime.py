@@ -14,7 +14,7 @@ from agent.config import load_config
 from agent.runtime import Agent
 from agent.sources.base import Source
 from agent.sources.kinds import KINDS
-from tests.helpers import Exposition, ascrape
+from tests.helpers import Exposition, ascrape, serve
 
 
 async def start_target() -> tuple[web.AppRunner, str]:
@@ -23,11 +23,8 @@ async def start_target() -> tuple[web.AppRunner, str]:
 
     app = web.Application()
     app.router.add_get("/ok", ok)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, port = await serve(app)
+    return runner, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture

@@ -4,13 +4,12 @@ processes on loopback, scraped by a real Prometheus, probing every target exactl
 import json
 import subprocess
 import sys
-import textwrap
 import urllib.parse
 
 import pytest
 
 from agent.shard import Shard, jump_hash, shard_of
-from tests.helpers import fetch, free_port, scrape, wait_until
+from tests.helpers import OK_TARGET, fetch, free_port, scrape, stop_processes, wait_until
 from tests.tools import require_tool
 
 KEYS = [f"fleet\0https://service-{i}.example/health" for i in range(10_000)]
@@ -47,35 +46,18 @@ def test_shard_bounds():
     assert result.returncode == 2 and "3 is not below --shard.count 3" in result.stderr
 
 
-TARGET = textwrap.dedent("""
-    import sys
-    from aiohttp import web
-    async def ok(request):
-        return web.Response(text="ok")
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", ok)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
-""")
-
-
 @pytest.fixture
 def processes():
     started: list[subprocess.Popen] = []
     yield started
-    for process in started:
-        process.terminate()
-    for process in started:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    stop_processes(started)
 
 
 @pytest.mark.slow
 def test_replicas_probe_every_target_exactly_once_and_prometheus_sees_one_series_each(tmp_path, processes):
     prometheus = require_tool("prometheus")
     target_port = free_port()
-    processes.append(subprocess.Popen([sys.executable, "-c", TARGET, str(target_port)]))
+    processes.append(subprocess.Popen([sys.executable, "-c", OK_TARGET, str(target_port)]))
     base = f"http://127.0.0.1:{target_port}"
     wait_until(lambda: fetch(f"{base}/up")[0] == 200, what="the target")
     discovered = [f"{base}/d/{i}" for i in range(60)]

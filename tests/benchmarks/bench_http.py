@@ -12,7 +12,6 @@ import os
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -25,23 +24,12 @@ from agent.sources.http.client import probe_session
 from agent.sources.http.slots import ProbeSlots
 from agent.sources.http.source import HttpSource
 from agent.store import Store
-from tests.helpers import build_source, fetch, free_port, wait_until
+from tests.helpers import OK_TARGET, build_source, fetch, free_port, wait_until
 from tests.tools import require_tool
 
 PROBES = 2000
 CONCURRENCY = 20
 ROUNDS = 5
-
-TARGET = textwrap.dedent("""
-    import sys
-    from aiohttp import web
-    async def ok(request):
-        return web.Response(text="ok")
-    app = web.Application()
-    app.router.add_get("/ok", ok)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
-""")
-
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -82,7 +70,7 @@ async def run_blackbox(probe_url: str, pid: int) -> tuple[float, float]:
 def test_probe_cost_against_blackbox(tmp_path):
     blackbox = require_tool("prometheus-blackbox-exporter")
     target_port, blackbox_port = free_port(), free_port()
-    target = subprocess.Popen([sys.executable, "-c", TARGET, str(target_port)])
+    target = subprocess.Popen([sys.executable, "-c", OK_TARGET, str(target_port)])
     (tmp_path / "blackbox.yml").write_text("modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n")
     exporter = subprocess.Popen([blackbox, f"--config.file={tmp_path / 'blackbox.yml'}",
                                  f"--web.listen-address=127.0.0.1:{blackbox_port}"],

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from agent.kpi import grafana
 from agent.kpi.spec import load_spec
-from tests.helpers import free_port
+from tests.helpers import free_port, serve, stop_processes
 from tests.tools import require_tool
 
 pytestmark = pytest.mark.slow  # the shipped files through a real Prometheus and Alertmanager to a page
@@ -108,15 +108,11 @@ class Webhook:
                 and all(a["labels"].get(k) == v for k, v in labels.items())]
 
 
-async def serve(routes: list[tuple[str, str, object]], port: int = 0) -> tuple[web.AppRunner, int]:
+async def serve_routes(routes: list[tuple[str, str, object]], port: int = 0) -> tuple[web.AppRunner, int]:
     app = web.Application()
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    return runner, runner.addresses[0][1]
+    return await serve(app, port=port)
 
 
 async def until(check, timeout: float, what: str, interval: float = 0.5):
@@ -139,9 +135,10 @@ async def test_zero_to_paged_and_back(tmp_path):
     access_log = tmp_path / "access.log"
     access_log.touch()
     demo, hook = DemoApp(access_log), Webhook()
-    demo_runner, demo_port = await serve([("GET", "/", demo.home), ("GET", "/api/checkout", demo.checkout),
-                                          ("GET", "/api/stats", demo.stats)])
-    hook_runner, hook_port = await serve([("POST", path, hook.receive) for path in ("/page", "/ticket", "/default")])
+    demo_runner, demo_port = await serve_routes([("GET", "/", demo.home), ("GET", "/api/checkout", demo.checkout),
+                                                 ("GET", "/api/stats", demo.stats)])
+    hook_runner, hook_port = await serve_routes([("POST", path, hook.receive)
+                                                 for path in ("/page", "/ticket", "/default")])
     agent_port, prom_port, am_port = free_port(), free_port(), free_port()
 
     (tmp_path / "agent.yaml").write_text(agent_config(demo_port, access_log, tmp_path / "positions.json"))
@@ -249,13 +246,7 @@ async def test_zero_to_paged_and_back(tmp_path):
                         empty.append(concrete)
             assert empty == [], f"panel queries without data: {empty}"
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes, timeout=15)
         await demo_runner.cleanup()
         await hook_runner.cleanup()
         demo.log.close()

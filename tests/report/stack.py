@@ -21,7 +21,7 @@ from pathlib import Path
 
 from agent.kpi.compiler import render_prometheus
 from agent.kpi.spec import load_spec
-from tests.helpers import fetch, free_port, wait_until
+from tests.helpers import fetch, free_port, stop_processes, wait_until
 
 FAIL_EVERY = 50  # request i fails when i % 50 == 0: 2% of checkouts, spread evenly
 MRR = 123456
@@ -253,13 +253,7 @@ class Stack:
 
     def stop(self) -> None:
         self._stop.set()
-        for process in self.processes:
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(self.processes, timeout=15)
         if self.shop is not None:
             self.shop.shutdown()
             self.shop.server_close()

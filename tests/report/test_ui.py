@@ -15,7 +15,7 @@ import bcrypt
 import pytest
 
 from tests.browser import Browser
-from tests.helpers import fetch, free_port, scrape, wait_until
+from tests.helpers import fetch, free_port, scrape, stop_processes, wait_until
 from tests.report.stack import MRR, Stack
 from tests.report.test_report import GREEN, RED, ROWS, blank_share, colour_pixels, percent
 
@@ -41,12 +41,7 @@ def scoreboard(request):
         return url
 
     yield start
-    for process in started:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    stop_processes(started)
 
 
 async def test_the_scoreboard_shows_every_kpi_and_reloads_itself(stack: Stack, chromium, scoreboard):

@@ -18,7 +18,7 @@ from agent.runtime import Agent
 from agent.shard import Shard
 from agent.sources.http.discovery import read_target_file, resolve
 from agent.yamlsrc import ConfigError
-from tests.helpers import Exposition, ascrape, fetch, free_port, wait_until
+from tests.helpers import Exposition, ascrape, fetch, free_port, serve, wait_until
 from tests.tools import require_tool
 
 
@@ -33,10 +33,8 @@ async def target():
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", ok)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"127.0.0.1:{runner.addresses[0][1]}", hits
+    runner, port = await serve(app)
+    yield f"127.0.0.1:{port}", hits
     await runner.cleanup()
 
 
@@ -170,10 +168,8 @@ async def sd_endpoint():
 
     app = web.Application()
     app.router.add_get("/targets", targets)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}/targets", answer
+    runner, port = await serve(app)
+    yield f"http://127.0.0.1:{port}/targets", answer
     await runner.cleanup()
 
 

@@ -21,7 +21,7 @@ from agent.sources.http.slots import ProbeSlots
 from agent.sources.http.source import HttpSource
 from agent.store import Store
 from agent.yamlsrc import ConfigError, Fields, Report
-from tests.helpers import build_source, render_store
+from tests.helpers import build_source, render_store, serve
 
 DOC = {"orders": {"placed": 42}, "region": "eu", "queues": [{"name": "a", "depth": 3}, {"name": "b", "depth": "7"}],
        "flag": True, "text": "n/a"}
@@ -68,14 +68,6 @@ async def handler_auth(request):
     if request.headers.get("Authorization") not in expected:
         return web.Response(status=401)
     return web.Response(text="welcome")
-
-
-async def serve(app: web.Application, ssl_context=None) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-    await site.start()
-    return runner, runner.addresses[0][1]
 
 
 def make_app() -> web.Application:
@@ -237,7 +229,7 @@ async def test_tls_self_signed_trusted_via_ca_file_and_failing_without(context, 
     cert, key, not_after = certificate
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert, key)
-    runner, port = await serve(make_app(), server_context)
+    runner, port = await serve(make_app(), ssl_context=server_context)
     try:
         store = Store()
         trusted = source_for(context, store, f"  - name: tls\n    url: https://127.0.0.1:{port}/ok\n"
@@ -412,10 +404,8 @@ async def test_credentials_and_custom_headers_stay_off_other_hosts_on_redirect(t
 
     echo_app = web.Application()
     echo_app.router.add_get("/echo", echo)
-    other_host = web.AppRunner(echo_app)
-    await other_host.setup()
-    await web.TCPSite(other_host, "127.0.0.2", 0).start()
-    other_url = f"http://127.0.0.2:{other_host.addresses[0][1]}/echo"
+    other_host, other_port = await serve(echo_app, host="127.0.0.2")
+    other_url = f"http://127.0.0.2:{other_port}/echo"
     same_host, same_port = await serve(echo_app)
     same_url = f"http://127.0.0.1:{same_port}/echo"
 
@@ -481,7 +471,7 @@ async def test_one_ssl_context_per_tls_config_and_tls_facts_per_probe(context, t
         expiries.append(ssl.cert_time_to_seconds(end))
         server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server_context.load_cert_chain(cert, key)
-        runner, port = await serve(make_app(), server_context)
+        runner, port = await serve(make_app(), ssl_context=server_context)
         runners.append(runner)
         urls.append(f"https://127.0.0.1:{port}/ok")
     bundle = tmp_path / "both.pem"
