@@ -209,6 +209,40 @@ async def test_http_sd_refreshes_and_keeps_the_last_good_targets_on_failure(targ
     assert page.value("kpi_agent_sd_refreshes_total", source="fleet", mechanism="http") > before
 
 
+async def test_an_http_sd_response_arriving_in_pieces_is_read_whole(agent_at):
+    """A large target list comes over several TCP segments: every one of its targets is discovered (a read that
+    stopped at the first piece failed to parse, and each refresh was counted as a failure)."""
+    body = json.dumps([{"targets": [f"10.0.{i // 250}.{i % 250}:80" for i in range(3000)]}]).encode()
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for start in range(0, len(body), 4096):
+            await response.write(body[start:start + 4096])
+            await asyncio.sleep(0.002)  # each piece on its own
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/targets", streamed)
+    runner, port = await serve(app)
+    try:
+        _, metrics = await agent_at(
+            "global: {interval: 1s, timeout: 500ms}\nhttp:\n  - name: fleet\n"
+            f"    http_sd_configs: [{{url: 'http://127.0.0.1:{port}/targets', refresh_interval: 1s}}]\n"
+            "    relabel_configs: [{source_labels: [__address__], regex: '.*', action: drop}]\n")
+
+        async def discovered():
+            page = await ascrape(metrics)
+            return page if page.value("kpi_agent_sd_refreshes_total", source="fleet", mechanism="http") else None
+
+        page = await until(discovered, what="a refresh")
+        assert page.value("kpi_agent_sd_refresh_failures_total", source="fleet", mechanism="http") == 0
+        assert page.value("kpi_agent_sd_targets", source="fleet", state="dropped") == 3000
+    finally:
+        await runner.cleanup()
+
+
 async def test_discovered_series_are_unique_and_clashing_labels_are_exported(target, agent_at):
     """Two sources may discover the same URL (two modules): their series differ by source. A discovered label
     the agent sets itself becomes exported_<name>; a target that is not a URL, or that takes another one's

@@ -1,11 +1,19 @@
-"""The one aiohttp client session every HTTP source shares (probes and HTTP service discovery). Its own module,
-imported only when a source first needs it: an agent without HTTP sources never loads aiohttp."""
+"""The one aiohttp client session every HTTP source shares (probes and HTTP service discovery), and how both
+send TLS settings and read bodies with it. Its own module, imported only when a source first needs it: an agent
+without HTTP sources never loads aiohttp."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from agent.sources.http.timing import trace_config
+
+if TYPE_CHECKING:
+    import ssl
+
+    from agent.sources.http.config import TlsConfig
 
 
 def probe_session() -> aiohttp.ClientSession:
@@ -22,3 +30,24 @@ def probe_session() -> aiohttp.ClientSession:
     # must see that failure, as blackbox_exporter does, and a target must get one request per probe.
     session._retry_connection = False
     return session
+
+
+def tls_options(tls: TlsConfig, ssl_context: ssl.SSLContext | None) -> dict[str, Any]:
+    """A request's TLS arguments from a tls_config: its context, and server_name for the handshake and the
+    certificate check."""
+    options: dict[str, Any] = {"ssl": ssl_context}
+    if tls.server_name:
+        options["server_hostname"] = tls.server_name
+    return options
+
+
+async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body, however many pieces it arrives in; None as soon as it is longer than ``limit`` bytes
+    (the rest is never held)."""
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

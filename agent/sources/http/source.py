@@ -27,6 +27,7 @@ from aiohttp.client_middlewares import ClientHandlerType
 from yarl import URL
 
 from agent.sources.base import Source, SourceContext, SourceStats
+from agent.sources.http.client import read_body, tls_options
 from agent.sources.http.config import (
     JSON_ERRORS,
     MAX_REDIRECTS,
@@ -126,10 +127,8 @@ class Module:
             self.json_errors.ensure(metric.error_labels)
         self.skipped = stats.group.counter(PROBES_SKIPPED)
         self.skipped.ensure(())
-        self.request_options: dict[str, Any] = {"max_redirects": MAX_REDIRECTS, "ssl": self.ssl_context,
-                                                "allow_redirects": config.follow_redirects}
-        if config.tls.server_name:
-            self.request_options["server_hostname"] = config.tls.server_name
+        self.request_options: dict[str, Any] = {"max_redirects": MAX_REDIRECTS, "allow_redirects":
+                                                config.follow_redirects, **tls_options(config.tls, self.ssl_context)}
         self.guards_headers = config.follow_redirects and bool(
             config.headers or config.basic_auth or config.bearer_token_file)
 
@@ -246,20 +245,12 @@ class Prober:
             info["version"] = response.version.major + response.version.minor / 10 if response.version else 0
             info["content_length"] = response.content_length if response.content_length is not None else -1
             info["ssl"] = 1.0 if response.url.scheme == "https" else 0.0
-            body = await self._read_body(response, config.body_size_limit)
+            body = await read_body(response, config.body_size_limit)
+            if body is None:
+                raise _Failed("body_too_large", f"body longer than {config.body_size_limit} bytes")
             timings.body_done()
             info["body_length"] = len(body)
         return self._judge(response.status, body, info)  # raises _Failed, with info kept for _record
-
-    @staticmethod
-    async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
-        chunks, size = [], 0
-        async for chunk in response.content.iter_chunked(65536):
-            size += len(chunk)
-            if size > limit:
-                raise _Failed("body_too_large", f"body longer than {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     def _judge(self, status: int, body: bytes, info: dict[str, float]) -> str:
         """The result of a complete response; raises _Failed with the reason when it is not a success."""

@@ -24,6 +24,7 @@ import aiohttp
 from agent import heap
 from agent.sources.base import IDENTITY_LABEL as SOURCE_LABEL
 from agent.sources.base import Source, SourceContext, SourceStats
+from agent.sources.http.client import read_body, tls_options
 from agent.sources.http.config import (
     IDENTITY_LABEL,
     MAX_REDIRECTS,
@@ -258,14 +259,14 @@ class DiscoveringHttpSource(Source[HttpSourceConfig]):
         """Prometheus's HTTP SD: a GET answered 200 with a JSON list of target groups."""
         headers = {"Accept": "application/json", **credentials(sd.basic_auth, sd.bearer_token_file)}
         async with asyncio.timeout(sd.refresh_interval):
-            async with self.context.session.get(sd.url, headers=headers, ssl=ssl_context,
-                                                max_redirects=MAX_REDIRECTS) as response:
+            async with self.context.session.get(sd.url, headers=headers, max_redirects=MAX_REDIRECTS,
+                                                **tls_options(sd.tls, ssl_context)) as response:
                 if response.status != 200:
                     raise ValueError(f"status {response.status}, not 200")
                 if response.content_type != "application/json":
                     raise ValueError(f"content type {response.content_type!r}, not 'application/json'")
-                body = await response.content.read(MAX_SD_RESPONSE + 1)
-        if len(body) > MAX_SD_RESPONSE:
+                body = await read_body(response, MAX_SD_RESPONSE)
+        if body is None:
             raise ValueError(f"response longer than {MAX_SD_RESPONSE} bytes")
         return await asyncio.to_thread(_parse_body, body, sd.url)
 
