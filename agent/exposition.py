@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from agent.selfmetrics import PROCESS_FAMILIES
-from agent.store import SERIES_DROPPED, FamilySpec, Snapshot
+from agent.store import SERIES_DROPPED, AnyFamily, FamilySpec, Snapshot
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -96,21 +96,24 @@ async def render_cooperatively(snap: Snapshot, openmetrics: bool = False, proces
 
 
 def _write(snap: Snapshot, openmetrics: bool, process: bool, write: Write) -> Iterator[None]:
-    """Writes the page through ``write``, yielding after each family it copies or writes (where a cooperative
-    caller may pause)."""
-    merged: dict[str, tuple[FamilySpec, list[tuple[dict[str, str], dict]]]] = {}
+    """Writes the page through ``write``, yielding after each family it lists or writes (where a cooperative
+    caller may pause). Families are listed first (to merge those of one name), and each is copied only as it is
+    written, so one copy of the series at most is alive beside the store."""
+    merged: dict[str, tuple[FamilySpec, list[tuple[dict[str, str], AnyFamily]]]] = {}
     dropped: dict[str, float] = {}
-    for spec, group_labels, values, refused in snap.families():
-        merged.setdefault(spec.name, (spec, []))[1].append((group_labels, values))
-        if refused:
-            dropped[spec.name] = dropped.get(spec.name, 0.0) + refused
+    for group_labels, family in snap.families():
+        spec = family.spec
+        merged.setdefault(spec.name, (spec, []))[1].append((group_labels, family))
+        if family.dropped:
+            dropped[spec.name] = dropped.get(spec.name, 0.0) + family.dropped
         yield
     # a group's constant labels as text, per set of label names they yield to: worked out once per group, not
     # once per family of it (ten thousand targets are 150,000 families, but 10,000 groups)
     texts: dict[tuple[int, tuple[str, ...]], str] = {}
     for spec, parts in merged.values():
         _header(write, spec, openmetrics)
-        for group_labels, values in parts:
+        for group_labels, family in parts:
+            values = family.snapshot()  # copied whole just before it is written: one copy alive at a time
             key = (id(group_labels), spec.labelnames)  # the snapshot's groups keep each dict alive
             labels = texts.get(key)
             if labels is None:

@@ -461,12 +461,12 @@ class Snapshot:
     groups: list[Group] = field(default_factory=list)
     const_labels: dict[str, str] = field(default_factory=dict)
 
-    def families(self) -> Iterator[tuple[FamilySpec, dict[str, str], dict, float]]:
-        """Each family of each group: its spec, its group's constant labels, a copy of its series, and how
-        many new label sets it refused. Each family is copied when the iteration reaches it."""
+    def families(self) -> Iterator[tuple[dict[str, str], AnyFamily]]:
+        """Each family of each group, with its group's constant labels; the caller copies a family's series
+        (``snapshot()``) when it writes them."""
         for group in self.groups:
             for family in list(group.families.values()):
-                yield family.spec, group.const_labels, family.snapshot(), family.dropped
+                yield group.const_labels, family
 
 
 class Store:

@@ -43,7 +43,8 @@ class _Reference(Collector):
 
     def collect(self):
         merged: dict[str, Metric] = {}
-        for spec, group_labels, values, _ in self.snap.families():
+        for group_labels, family in self.snap.families():
+            spec, values = family.spec, family.snapshot()
             metric = merged.setdefault(spec.name, Metric(spec.name, spec.documentation, spec.kind))
             constant = {k: v for k, v in self.snap.const_labels.items() if k not in spec.labelnames}
             constant.update(group_labels)
