@@ -25,7 +25,14 @@ from typing import Any
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.journal.config import JournalSourceConfig
 from agent.sources.logs.config import EXPIRED, SKIPPED
-from agent.sources.logs.pipeline import EXPIRY_EVERY, BatchResult, LineCounts, Pipeline, json_objects
+from agent.sources.logs.pipeline import (
+    EXPIRY_EVERY,
+    BatchResult,
+    LineCounts,
+    Pipeline,
+    drop_too_long,
+    json_objects,
+)
 from agent.sources.logs.positions import Positions
 from agent.store import Group
 
@@ -176,10 +183,7 @@ class JournalSource(Source[JournalSourceConfig]):
     def _consume(self, data: bytes) -> None:
         lines = data.decode("utf-8", "replace").split("\n")
         lines.pop()
-        too_long = 0
-        if max(map(len, lines), default=0) > self.config.max_line_bytes // 4:
-            kept = [line for line in lines if len(line.encode()) <= self.config.max_line_bytes]
-            too_long, lines = len(lines) - len(kept), kept
+        lines, too_long = drop_too_long(lines, self.config.max_line_bytes)
         objects = json_objects(lines, BatchResult())  # the lines that are not objects are counted below
         result = BatchResult()
         if objects and self._counted_cursor is not None:

@@ -65,6 +65,15 @@ class BatchResult:
     malformed: int = 0
 
 
+def drop_too_long(lines: list[str], limit: int) -> tuple[list[str], int]:
+    """The lines of at most ``limit`` bytes in UTF-8, and how many were longer. A line of ``limit // 4``
+    characters or fewer always fits (4 bytes a character at most), so only longer ones are encoded."""
+    if max(map(len, lines), default=0) <= limit // 4:
+        return lines, 0
+    kept = [line for line in lines if len(line) <= limit // 4 or len(line.encode()) <= limit]
+    return kept, len(lines) - len(kept)
+
+
 class LineCounts:
     """The ``kpi_agent_log_*`` counters of a source that reads lines (log files, the journal), made at zero so
     a rate over them works from the first scrape."""

@@ -30,7 +30,7 @@ from agent.sources.logs.config import (
     LogSourceConfig,
 )
 from agent.sources.logs.framing import Framed, Framer
-from agent.sources.logs.pipeline import BatchResult, LineCounts, Pipeline
+from agent.sources.logs.pipeline import BatchResult, LineCounts, Pipeline, drop_too_long
 from agent.sources.logs.positions import Positions
 from agent.sources.logs.tailer import Chunk, FileTail, NotAFile
 from agent.store import Group
@@ -217,9 +217,7 @@ class LogSource(Source[LogSourceConfig]):
                         malformed += 1
             if b"\r" in data:
                 lines = [line.rstrip("\r") for line in lines]
-            if max(map(len, lines), default=0) * 4 > limit:  # a line may be over the limit
-                kept = [line for line in lines if len(line) <= limit // 4 or len(line.encode()) <= limit]
-                too_long, lines = len(lines) - len(kept), kept
+            lines, too_long = drop_too_long(lines, limit)
             result = self.pipeline.process(lines, labels)
         self.counts.read(result.lines + malformed + too_long, len(data))
         self.counts.parsed(result, malformed, too_long)
