@@ -166,16 +166,20 @@ class SourceKind(ABC, Generic[ConfigT]):
     """One kind of source: its config section, the families it declares, and how to build one."""
 
     name: ClassVar[str]  # the config section (``http:``) and the ``kind`` label
-    identity: ClassVar[str]  # the constant label naming the source on its data series
+    identity: ClassVar[str]  # the label naming a source on its data series (``identity_of`` may vary it)
     builtin: ClassVar[tuple[FamilySpec, ...]] = ()  # families every source of the kind writes: no other may
 
     @abstractmethod
     def parse(self, fields: Fields, defaults: SourceDefaults) -> ConfigT | None:
         """Validate one item of the section; every problem goes to ``fields.report``."""
 
-    @abstractmethod
-    def data_labels(self, config: ConfigT) -> dict[str, str]:
-        """Constant labels on every data series of the source, the identity label among them."""
+    def identity_of(self, config: ConfigT) -> str:
+        """The label naming this source on its data series."""
+        return self.identity
+
+    def data_labels(self, config: Any) -> dict[str, str]:
+        """Constant labels on every data series of the source: its identity label, then its ``labels:``."""
+        return {self.identity_of(config): config.name, **config.labels}
 
     @abstractmethod
     def families(self, config: ConfigT) -> list[DeclaredFamily]:
@@ -202,7 +206,7 @@ class SourceKind(ABC, Generic[ConfigT]):
 
     def data_group(self, config: Any, owner: str) -> Group:
         """The detached, empty data group of one source."""
-        return Group(owner, self.data_labels(config), self.identity)
+        return Group(owner, self.data_labels(config), self.identity_of(config))
 
     def stats_group(self, config: Any, owner: str) -> Group:
         return Group(owner, {IDENTITY_LABEL: config.name}, IDENTITY_LABEL)

@@ -45,17 +45,10 @@ class HttpKind(SourceKind[HttpSourceConfig]):
     def parse(self, fields: Fields, defaults: SourceDefaults) -> HttpSourceConfig | None:
         return parse_http_source(fields, defaults)
 
-    @staticmethod
-    def _identity(config: HttpSourceConfig) -> str:
+    def identity_of(self, config: HttpSourceConfig) -> str:
         """target="<name>" for a source of one URL; a discovering source is source="<name>", and each of its
         targets adds target="<address>"."""
         return SOURCE_LABEL if config.discovery is not None else IDENTITY_LABEL
-
-    def data_labels(self, config: HttpSourceConfig) -> dict[str, str]:
-        return {self._identity(config): config.name, **config.labels}
-
-    def data_group(self, config: HttpSourceConfig, owner: str) -> Group:
-        return Group(owner, self.data_labels(config), self._identity(config))
 
     def families(self, config: HttpSourceConfig) -> list[DeclaredFamily]:
         return declared_families(config)

@@ -17,9 +17,6 @@ class JournalKind(SourceKind[JournalSourceConfig]):
     def parse(self, fields: Fields, defaults: SourceDefaults) -> JournalSourceConfig | None:
         return parse_journal_source(fields)
 
-    def data_labels(self, config: JournalSourceConfig) -> dict[str, str]:
-        return {IDENTITY_LABEL: config.name, **config.labels}
-
     def families(self, config: JournalSourceConfig) -> list[DeclaredFamily]:
         return declared_families(config.metrics)
 

@@ -22,9 +22,6 @@ class LogKind(SourceKind[LogSourceConfig]):
     def parse(self, fields: Fields, defaults: SourceDefaults) -> LogSourceConfig | None:
         return parse_log_source(fields)
 
-    def data_labels(self, config: LogSourceConfig) -> dict[str, str]:
-        return {IDENTITY_LABEL: config.name, **config.labels}
-
     def families(self, config: LogSourceConfig) -> list[DeclaredFamily]:
         return declared_families(config.metrics, config.file_labels)
 
