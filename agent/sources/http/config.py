@@ -110,8 +110,9 @@ class JsonMetric:
     labels: dict[str, str] = field(default_factory=dict)  # value starting with "$" = JSONPath
     where: tuple[int | None, str] = field(default=(None, ""), compare=False)  # (line, field path) for errors
 
-    @property
+    @functools.cached_property
     def spec(self) -> FamilySpec:
+        """Built once: every target of a discovering source shares its sources' specs."""
         make = counter if self.type == "counter" else gauge
         return make(self.name, self.help, self.labels)
 
