@@ -31,7 +31,6 @@ DEFAULT_REGEX = "(.*)"
 DEFAULT_SEPARATOR = ";"
 DEFAULT_REPLACEMENT = "$1"
 
-# Label names as Prometheus validates them; unlike a configured label, a discovered one may start with "__".
 # A target_label for replace may hold $1 / ${name} templates, like Prometheus's relabelTarget.
 _TARGET_TEMPLATE_RE = re.compile(r"^(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+$")
 _TEMPLATE_RE = re.compile(r"\$(?:(\$)|\{([a-zA-Z0-9_]+)\}|([a-zA-Z0-9_]+))")

@@ -14,6 +14,7 @@ import reprlib
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, TypeVar, overload
 
 import yaml
@@ -299,13 +300,16 @@ def _read(path: str | Path) -> str:
         raise ConfigError([Problem(str(path), line, "", "not UTF-8 text")]) from None
 
 
-def file_stamp(path: str | None) -> tuple[int, int, int, int] | None:
-    """Which version of a file this is (device, inode, size, modification time), None if it cannot be read."""
+def file_stamp(path: str | None, regular_only: bool = False) -> tuple[int, int, int, int] | None:
+    """Which version of a file this is (device, inode, size, modification time), None if it cannot be read
+    (or, with ``regular_only``, is not a regular file): one stat."""
     if path is None:
         return None
     try:
         stat = os.stat(path)
     except OSError:
+        return None
+    if regular_only and not S_ISREG(stat.st_mode):
         return None
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 

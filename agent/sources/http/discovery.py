@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import glob
 import ipaddress
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from yarl import URL
 from agent import relabel, yamlsrc
 from agent.shard import UNSHARDED, Shard
 from agent.sources.http.config import SD_STATES, HttpSourceConfig, TargetGroup, parse_target_group
-from agent.yamlsrc import ConfigError, Fields, Problem, Report, excerpt, file_stamp
+from agent.yamlsrc import LABEL_NAME_RE, ConfigError, Fields, Problem, Report, excerpt, file_stamp
 
 MAX_REFUSALS_KEPT = 20  # refusal reasons kept for the log; the count is exact
 _HOST_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$")
@@ -140,7 +139,7 @@ def _target(labels: dict[str, str], reserved: frozenset[str]) -> Target | str:
         return f"{excerpt(url)} is not an http:// or https:// URL with a host"
     own = {name: value for name, value in labels.items() if not name.startswith("__") and name != "target"}
     for name in own:
-        if not relabel.LABEL_NAME_RE.match(name):
+        if not LABEL_NAME_RE.match(name):
             return f"relabel_configs made {excerpt(name)}, which is not a label name"
     for name in [name for name in own if name in reserved]:
         exported = f"exported_{name}"
@@ -186,7 +185,7 @@ def target_files(patterns: tuple[str, ...]) -> dict[str, tuple[int, int, int, in
     found = {}
     for pattern in patterns:
         for path in glob.glob(pattern):
-            stamp = file_stamp(path)
-            if stamp is not None and os.path.isfile(path):
+            stamp = file_stamp(path, regular_only=True)
+            if stamp is not None:
                 found[path] = stamp
     return found
