@@ -132,25 +132,22 @@ def run(config_file: str | None, listen: list[ListenAddress], web_config_file: s
 def check(config_files: tuple[str, ...]) -> None:
     """Validate agent configs (and the target files their sources discover now): exit 0, or print every problem
     as file:line: field: message and exit 1."""
+    from agent.sources.http.discovery import check_discovery
+
     failed = False
     for path in config_files:
         try:
             config, report = load_config(path)
+            discovering = [source for source in config.of_kind("http") if source.discovery is not None]
+            discovered = 0
+            for source in discovering:  # the target files found now: their problems, and the targets they give
+                problems, count = check_discovery(source, path)
+                discovered += count
+                report.problems += problems
+            _print_warnings(report)
+            report.raise_if_errors()
         except ConfigError as exc:
             click.echo(str(exc), err=True)
-            failed = True
-            continue
-        from agent.sources.http.discovery import check_discovery
-
-        discovering = [source for source in config.of_kind("http") if source.discovery is not None]
-        discovered = 0
-        for source in discovering:  # the target files found now: their problems, and the targets they give
-            problems, count = check_discovery(source, path)
-            discovered += count
-            report.problems += problems
-        _print_warnings(report)
-        if report.errors:
-            click.echo("\n".join(str(problem) for problem in report.errors), err=True)
             failed = True
             continue
         counts = ", ".join(f"{len(config.of_kind(kind))} {kind}" for kind in KINDS)

@@ -134,7 +134,7 @@ def _check_series(parsed: list[_Parsed], global_: GlobalConfig, report: Report) 
                  self_families)
         if shape in checked:
             continue
-        errors = len(report.errors)
+        problems = len(report.problems)  # only errors are added below
         data = kind.data_group(item.config, item.path)
         stats = kind.stats_group(item.config, f"{item.path} (self-metrics)")
         store.swap(add=[data, stats])
@@ -150,7 +150,7 @@ def _check_series(parsed: list[_Parsed], global_: GlobalConfig, report: Report) 
                 data.register(declared.spec)
             except SchemaError as exc:
                 report.error(declared.line, declared.field, str(exc))
-        if len(report.errors) == errors:  # a shape with problems is checked again: each source gets its lines
+        if len(report.problems) == problems:  # a shape with problems is checked again: each source gets its lines
             checked.add(shape)
 
 

@@ -68,13 +68,9 @@ async def render(snap: Snapshot, accept: str, accept_encoding: str) -> tuple[byt
     body = await exposition.render_cooperatively(snap, openmetrics)
     headers = {"Content-Type": exposition.OPENMETRICS if openmetrics else exposition.TEXT}
     if "gzip" in accept_encoding and len(body) >= _GZIP_MIN_BYTES:
-        body = await asyncio.get_running_loop().run_in_executor(None, _gzip, body)
+        body = await asyncio.to_thread(gzip.compress, body, compresslevel=1)
         headers["Content-Encoding"] = "gzip"
     return body, headers
-
-
-def _gzip(body: bytes) -> bytes:
-    return gzip.compress(body, compresslevel=1)
 
 
 def agent_routes(agent: AgentView) -> list[Route]:
