@@ -40,17 +40,17 @@ def labels_selector(labels: dict[str, str]) -> str:
     return "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels.items()) + "}"
 
 
-def _identity(spec: ServiceSpec, kpi: Kpi) -> dict[str, str]:
+def identity_labels(spec: ServiceSpec, kpi: Kpi) -> dict[str, str]:
+    """The labels that tell one KPI's ``kpi:*`` series and alerts from every other's."""
     return {"kpi": kpi.name, "kpi_service": spec.service}
 
 
 def identity_selector(spec: ServiceSpec, kpi: Kpi) -> str:
-    """``{kpi="...",kpi_service="..."}``: the labels that tell one KPI's ``kpi:*`` series from every other's."""
-    return labels_selector(_identity(spec, kpi))
+    """``{kpi="...",kpi_service="..."}``."""
+    return labels_selector(identity_labels(spec, kpi))
 
 
 NUMERATOR_ABSENT_ALERT = "KPINumeratorAbsent"
-NO_TRAFFIC_ALERT = "KPINoTraffic"
 
 
 def main_alert_name(kpi: Kpi) -> str:
@@ -65,7 +65,7 @@ def main_alert_name(kpi: Kpi) -> str:
 def _rule_labels(spec: ServiceSpec, kpi: Kpi, extra: dict[str, str] | None = None) -> dict[str, str]:
     labels = dict(sorted(spec.labels.items()))
     labels.update(sorted(kpi.labels.items()))
-    labels.update(_identity(spec, kpi))
+    labels.update(identity_labels(spec, kpi))
     labels.update(sorted((extra or {}).items()))
     return labels
 
@@ -383,7 +383,7 @@ def _no_data_alerts(spec: ServiceSpec, kpi: Kpi) -> list[Rule]:
     }]
     if kpi.is_ratio and kpi.gauge is None:
         rules.append({
-            "alert": NO_TRAFFIC_ALERT,
+            "alert": "KPINoTraffic",
             "expr": f"sum(kpi:denominator:rate5m{identity}) == 0",
             "for": window_name(no_data.no_traffic_for),
             "labels": labels,

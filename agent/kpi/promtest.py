@@ -23,6 +23,7 @@ from typing import Any
 
 from agent.kpi.compiler import (
     NUMERATOR_ABSENT_ALERT,
+    identity_labels,
     identity_selector,
     labels_selector,
     main_alert_name,
@@ -155,8 +156,7 @@ def _input(series: _Series, segments: list[tuple[float, int]], rate: float = EVE
 
 
 def _alerts_query(spec: ServiceSpec, kpi: Kpi, alertname: str, extra: dict[str, str] | None = None) -> str:
-    labels = {"alertname": alertname, "alertstate": "firing", "kpi": kpi.name, "kpi_service": spec.service,
-              **(extra or {})}
+    labels = {"alertname": alertname, "alertstate": "firing", **identity_labels(spec, kpi), **(extra or {})}
     return f"count(ALERTS{labels_selector(labels)})"
 
 

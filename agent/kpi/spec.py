@@ -349,8 +349,7 @@ def _parse_tier(severity: str, fields: Fields, kpi_window: float, budget: float 
         tier = Tier(severity, windows or defaults, labels, annotations, for_ or 0.0)
         where = section.field("windows") if windows else section.path
         line = section.line_of("windows") if windows else section.line
-    window = unfireable_window(tier.windows, budget) if budget is not None else None
-    if window is not None and budget is not None:
+    if budget is not None and (window := unfireable_window(tier.windows, budget)) is not None:
         fields.report.error(line, where, (
             f"the {severity} tier can never fire: a burn rate of {window.factor:g}x over "
             f"{yamlsrc.format_duration(window.long)} needs {window.factor * budget:.0%} bad events with an error "
