@@ -555,8 +555,13 @@ def metric_name(value: Any) -> str:
     return value
 
 
+def is_label_name(value: Any) -> bool:
+    """A label name a user may set (the ``__`` prefix is Prometheus's own)."""
+    return isinstance(value, str) and LABEL_NAME_RE.match(value) is not None and not value.startswith("__")
+
+
 def label_name(value: Any) -> str:
-    if not isinstance(value, str) or not LABEL_NAME_RE.match(value) or value.startswith("__"):
+    if not is_label_name(value):
         raise ValueError(f"{excerpt(value)} is not a valid Prometheus label name")
     return value
 

@@ -117,7 +117,7 @@ def _labels(translation: Translation, file: str, node: Any, key: str, path: str)
     for name, value in raw.items():
         if isinstance(value, list):
             value = ",".join(str(v) for v in value)
-        if not isinstance(name, str) or not yamlsrc.LABEL_NAME_RE.match(name) or name.startswith("__"):
+        if not yamlsrc.is_label_name(name):
             translation.warn(file, raw, name, f"{path}.{name}", "not a Prometheus label name: left out")
         elif name in RESERVED_LABELS:
             translation.warn(file, raw, name, f"{path}.{name}", "is set by kpi-agent's compiler: left out")
