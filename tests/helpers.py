@@ -6,6 +6,7 @@ or a series exposed twice fails the test (Prometheus would silently keep one of 
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import textwrap
@@ -14,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import aiohttp
@@ -56,6 +58,12 @@ def stop_processes(processes: list[subprocess.Popen], timeout: float = 10) -> No
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:

@@ -8,7 +8,6 @@ open a new connection per probe.
 """
 
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
@@ -24,17 +23,12 @@ from agent.sources.http.client import probe_session
 from agent.sources.http.slots import ProbeSlots
 from agent.sources.http.source import HttpSource
 from agent.store import Store
-from tests.helpers import OK_TARGET, build_source, fetch, free_port, wait_until
+from tests.helpers import OK_TARGET, build_source, cpu_seconds, fetch, free_port, wait_until
 from tests.tools import require_tool
 
 PROBES = 2000
 CONCURRENCY = 20
 ROUNDS = 5
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 async def run_ours(url: str) -> tuple[float, float]:
     text = "http:\n" + "".join(f"  - name: bench-{i}\n    url: {url}\n" for i in range(CONCURRENCY))

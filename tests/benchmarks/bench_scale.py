@@ -32,7 +32,7 @@ import pytest
 from agent.config import load_config
 from agent.runtime import Agent
 from agent.sources.http import RESULTS
-from tests.helpers import Exposition, fetch, free_port, wait_until
+from tests.helpers import Exposition, cpu_seconds, fetch, free_port, wait_until
 from tests.tools import require_tool
 
 INTERVAL = 15.0
@@ -69,11 +69,6 @@ TARGET = textwrap.dedent("""
 
     asyncio.run(main())
 """)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
