@@ -132,18 +132,16 @@ def run(config_file: str | None, listen: list[ListenAddress], web_config_file: s
 def check(config_files: tuple[str, ...]) -> None:
     """Validate agent configs (and the target files their sources discover now): exit 0, or print every problem
     as file:line: field: message and exit 1."""
-    from agent.sources.http.discovery import check_discovery
-
     failed = False
     for path in config_files:
         try:
             config, report = load_config(path)
-            discovering = [source for source in config.of_kind("http") if source.discovery is not None]
-            discovered = 0
-            for source in discovering:  # the target files found now: their problems, and the targets they give
-                problems, count = check_discovery(source, path)
-                discovered += count
+            discovered: int | None = None
+            for kind_name, source in config.sources:  # what sources read now: target files, permissions
+                problems, count = KINDS[kind_name].check(source, path)
                 report.problems += problems
+                if count is not None:
+                    discovered = (discovered or 0) + count
             _print_warnings(report)
             report.raise_if_errors()
         except ConfigError as exc:
@@ -151,7 +149,7 @@ def check(config_files: tuple[str, ...]) -> None:
             failed = True
             continue
         counts = ", ".join(f"{len(config.of_kind(kind))} {kind}" for kind in KINDS)
-        targets = f"; {discovered} discovered targets" if discovering else ""
+        targets = f"; {discovered} discovered targets" if discovered is not None else ""
         click.echo(f"{path}: OK ({counts} sources{targets})")
     sys.exit(1 if failed else 0)
 

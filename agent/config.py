@@ -20,8 +20,9 @@ from agent.store import Group, SchemaError, Store
 from agent.yamlsrc import ConfigError, Fields, Report, excerpt
 
 EXAMPLE_CONFIG = "example.yaml"
-# Global labels may not take a name that tells sources apart, nor the histogram bucket label.
-RESERVED_GLOBAL_LABELS = frozenset({"le", IDENTITY_LABEL, *(kind.identity for kind in KINDS.values())})
+# Global labels may not take a name that tells sources apart, nor a label the exposition format gives a meaning
+# (histogram buckets, summary quantiles).
+RESERVED_GLOBAL_LABELS = frozenset({"le", "quantile", IDENTITY_LABEL, *(kind.identity for kind in KINDS.values())})
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ def _global_labels(value: Any) -> dict[str, str]:
     labels = yamlsrc.label_map(value)
     reserved = sorted(set(labels) & RESERVED_GLOBAL_LABELS)
     if reserved:
-        raise ValueError(f"{excerpt(reserved[0])} is reserved: it tells sources or histogram buckets apart")
+        raise ValueError(f"{excerpt(reserved[0])} is reserved: it tells sources, histogram buckets or summary "
+                         "quantiles apart")
     return labels
 
 

@@ -30,7 +30,6 @@ from agent.selfmetrics import (
     LOG_SUPPRESSED,
     LOOP_LAG,
     LOOP_LAG_MAX,
-    PROBE_DELAY,
     PROCESS_FAMILIES,
     RELOAD_OK,
     RELOAD_TIME,
@@ -39,9 +38,7 @@ from agent.selfmetrics import (
 )
 from agent.shard import UNSHARDED, Shard
 from agent.sources.base import Source, SourceContext, SourceStats
-from agent.sources.http.slots import ProbeSlots
 from agent.sources.kinds import KINDS
-from agent.sources.logs.positions import Positions
 from agent.store import Group, SchemaError, Store
 from agent.web import Server, agent_routes
 from agent.webconfig import LiveWebConfig
@@ -94,15 +91,12 @@ class Agent:
         self.server: Server | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._context: SourceContext | None = None
-        self._positions: Positions | None = None
-        self._positions_task: asyncio.Task[None] | None = None
         own = self._own = self.store.group("agent")
         self._reload_ok = own.gauge(RELOAD_OK)
         self._reload_ts = own.gauge(RELOAD_TIME)
         self._reloads = own.counter(RELOADS)
         self._crashes = own.counter(CRASHES)
         self._source_count = own.gauge(SOURCES)
-        self._probe_delay = own.histogram(PROBE_DELAY)
         own.gauge(BUILD_INFO).set((__version__, platform.python_version()), 1)
         for result in ("success", "failure"):
             self._reloads.ensure((result,))
@@ -120,16 +114,12 @@ class Agent:
 
     async def start(self) -> None:
         """Serve HTTP and start the sources; raises StartError (after cleaning up) if they cannot be built."""
-        self._positions = Positions(self.config.positions_file)
-        self._context = SourceContext(ProbeSlots(self.config.global_.max_concurrent_probes),
-                                      self._positions, store=self.store, shard=self.shard,
-                                      probe_delay=self._probe_delay)
+        self._context = SourceContext(self.store, self.shard, self.config)
         try:
             await self._apply(self.config)
         except StartError:
             await self._context.close()
             raise
-        self._positions_task = asyncio.create_task(self._positions.run(), name="positions")
         # the server never takes the descriptors probes in flight need
         limit = descriptor_budget(self._max_connections, self.config.global_.max_concurrent_probes)
         self.server = Server(agent_routes(self), self._own, self.web_config, limit, self._header_timeout)
@@ -144,9 +134,6 @@ class Agent:
         async with self._reload_lock:
             try:
                 config = await asyncio.get_running_loop().run_in_executor(None, self._load_config)
-                if config.positions_file != self.config.positions_file:
-                    log.warning("positions_file changed: it takes effect at the next restart",
-                                extra={"running": self.config.positions_file, "configured": config.positions_file})
                 await self._apply(config)
             except (ConfigError, StartError) as exc:
                 self._reload_ok.set((), 0)
@@ -185,7 +172,7 @@ class Agent:
         del held
         self.config = config
         self.store.const_labels = dict(config.global_.labels)
-        context.probe_slots.resize(config.global_.max_concurrent_probes)
+        context.reconfigure(config)
         self._source_count.replace({(kind_name,): sum(1.0 for key in wanted if key[0] == kind_name)
                                     for kind_name in KINDS})
 
@@ -282,12 +269,9 @@ class Agent:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.sources.clear()
-        for background in (self._positions_task, self._watchdog):
-            if background is not None:
-                background.cancel()
-                await asyncio.gather(background, return_exceptions=True)
-        if self._positions:
-            self._positions.flush()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
         if self.server:
             await self.server.stop()
         if self._context is not None:

@@ -65,13 +65,18 @@ def _files(row: dict[str, Any]) -> str:
 
 
 def _targets(row: dict[str, Any]) -> str:
-    """Rows under a discovering HTTP source: its failing targets with their errors, and refused targets."""
+    """Rows under a discovering source: target files and endpoints whose last read failed, its failing targets
+    with their errors, and refused targets."""
     failing, refusals = row.get("failing_targets"), row.get("refusals", [])
     if failing is None:
         return ""
     lines = "".join(
+        f'<tr data-discovery="{html.escape(f["origin"])}"><td colspan="2">{html.escape(f["mechanism"])} discovery '
+        f'{html.escape(f["origin"])}</td><td><span class="bad">failing</span> (keeping its last good targets)</td>'
+        f'<td class="error">{html.escape(f["error"] or "")}</td></tr>' for f in row.get("discovery_failures", []))
+    lines += "".join(
         f'<tr data-target="{html.escape(t["target"])}"><td>{html.escape(t["target"])}</td>'
-        f'<td>{html.escape(t["url"])}</td><td>{_result(t["result"])}</td>'
+        f'<td>{html.escape(t.get("url", t.get("address", "")))}</td><td>{_result(t["result"])}</td>'
         f'<td class="error">{html.escape(t["error"] or "")}</td></tr>' for t in failing)
     more = row["failing_targets_total"] - len(failing)
     if more > 0:
@@ -83,10 +88,10 @@ def _targets(row: dict[str, Any]) -> str:
 
 
 def _what(source: dict[str, Any]) -> str:
-    """What a source collects from: its URL, or how many targets it discovered."""
+    """What a source collects from: its URL or target, or how many targets it discovered."""
     targets = source.get("targets")
     if targets is None:
-        return html.escape(source.get("url", ""))
+        return html.escape(source.get("url", source.get("target", "")))
     others = ", ".join(f"{count:,} {state.replace('_', ' ')}" for state, count in targets.items()
                        if state != "probed" and count)
     probed = targets.get("probed", 0)

@@ -179,3 +179,13 @@ def build_source(store, context, config, kind_name: str):  # noqa: ANN001, ANN20
     source = kind.build(config, data, SourceStats(own, kind.name), context)
     store.swap(add=[data, own])
     return source
+
+
+def use_positions(context, path: str):  # noqa: ANN001, ANN201 - agent types
+    """Give the sources built in ``context`` from now on a positions file at ``path`` (as a new agent process
+    would read it); returns the Positions."""
+    from agent.sources.logs.positions import Positions, SharedPositions
+
+    positions = Positions(path)
+    context.resources["positions"] = SharedPositions(positions=positions)
+    return positions

@@ -83,7 +83,7 @@ def test_empty_file_is_a_valid_config_with_no_sources(tmp_path):
 def test_built_in_example_is_valid_and_probes_the_given_address():
     config, report = load_example_config("127.0.0.1:12345")
     assert report.errors == []
-    assert [c.url for c in config.of_kind("http")] == ["http://127.0.0.1:12345/-/healthy",
+    assert [c.target for c in config.of_kind("http")] == ["http://127.0.0.1:12345/-/healthy",
                                                       "http://127.0.0.1:12345/api/v1/status"]
 
 
@@ -125,7 +125,8 @@ def test_names_the_agent_or_another_kind_exports_are_refused():
         "      - {name: h_bucket, type: gauge, value: n}\n"
         "      - {name: kpi_agent_log_lines_total, type: counter}\n"
         "      - {name: depth_total, type: gauge, value: n}\n")
-    assert "agent.yaml:1: global.labels: 'le' is reserved: it tells sources or histogram buckets apart" in problems
+    assert "agent.yaml:1: global.labels: 'le' is reserved: it tells sources, histogram buckets or summary " \
+           "quantiles apart" in problems
     assert "agent.yaml:7: logs[0].metrics[0].name: process_open_fds is a name the agent exposes itself" in problems
     assert "agent.yaml:8: logs[0].metrics[1].name: probe_latency_seconds is a name every http source exports" \
         in problems

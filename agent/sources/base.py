@@ -4,69 +4,74 @@ a kind.
 A source is one configured thing to collect from (an HTTP target, a set of log files). Each kind is one
 ``SourceKind`` (``agent.sources.kinds`` lists them): it parses its config section, declares every family its
 sources will write before any exists (config checks and ``rules check`` read those declarations), and builds
-a source. The runtime, not the source, owns the common self-metrics: it creates a ``SourceStats`` and hands it
-in, so a kind's own attributes can never shadow them. A fault in what a source collects from (a dead target, a
-bad line) is recorded as data, never raised: one source can never stop another.
+a source. What the sources of a kind share in a running agent (a client session, SSL contexts, probe slots,
+the positions file) is a ``Shared`` the kind asks the ``SourceContext`` for: made when its first source is
+built, told of reloads, closed at stop; the context and the runtime name no kind. The runtime, not the source,
+owns the common self-metrics: it creates a ``SourceStats`` and hands it in, so a kind's own attributes can
+never shadow them. A fault in what a source collects from (a dead target, a bad line) is recorded as data,
+never raised: one source can never stop another.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from agent.shard import UNSHARDED, Shard
-from agent.store import FamilySpec, Group, HistogramFamily, Store, counter, gauge
-from agent.yamlsrc import Fields
+from agent.store import FamilySpec, Group, Store, counter, gauge
+from agent.yamlsrc import Fields, Problem
 
 if TYPE_CHECKING:
-    import aiohttp
-
-    from agent.sources.http.schedule import ProbeScheduler
-    from agent.sources.http.slots import ProbeSlots
-    from agent.sources.http.tls import TlsContexts
-    from agent.sources.logs.positions import Positions
+    from agent.config import AgentConfig
 
 
-def _tls_contexts() -> TlsContexts:
-    from agent.sources.http.tls import TlsContexts  # imported late: the HTTP kind imports this module
+class Shared:
+    """Resources the sources of one kind (or every prober kind) share in a running agent: a client session,
+    SSL contexts, probe slots, the log positions file. Made on the event loop when the first source that needs
+    them is built, told of every reload, closed when the agent stops."""
 
-    return TlsContexts()
+    def reconfigure(self, config: AgentConfig) -> None:
+        """The agent's config after a reload (a new ``global`` block, say); the sources are already swapped."""
+
+    async def close(self) -> None:
+        """Release what the resources hold; the agent is stopping and every source has stopped."""
 
 
-def _probe_scheduler() -> ProbeScheduler:
-    from agent.sources.http.schedule import ProbeScheduler
-
-    return ProbeScheduler()
+SharedT = TypeVar("SharedT", bound=Shared)
 
 
 @dataclass
 class SourceContext:
-    """Shared by all sources of one running agent."""
+    """Shared by all sources of one running agent; names no kind."""
 
-    probe_slots: ProbeSlots  # bounds how many probes are in flight at once
-    positions: Positions | None  # read offsets of log files, persisted across restarts
-    tls: TlsContexts = field(default_factory=_tls_contexts)  # one per distinct TLS config
-    probes: ProbeScheduler = field(default_factory=_probe_scheduler)  # starts every HTTP probe on time
     store: Store | None = None  # sources that discover targets attach their targets' groups to it
     shard: Shard = UNSHARDED  # the share of the targets this replica probes
-    probe_delay: HistogramFamily | None = None  # how late probes start after they are due
-    client: aiohttp.ClientSession | None = None  # see ``session``; given by tests, else made on first use
+    config: AgentConfig | None = None  # the running config (the ``global`` block shared resources read)
+    resources: dict[str, Shared] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # kinds prepare in worker threads
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        """One client session (connection pool, DNS cache) for every HTTP source, made when the first source
-        asks for it (on the event loop): an agent without HTTP sources never loads aiohttp."""
-        if self.client is None:
-            from agent.sources.http.client import probe_session
+    def shared(self, key: str, make: Callable[[SourceContext], SharedT]) -> SharedT:
+        """The resources under ``key``, made by ``make(self)`` the first time they are asked for (from the event
+        loop or a kind's ``prepare`` thread: making them must not need the loop)."""
+        with self._lock:
+            found = self.resources.get(key)
+            if found is None:
+                found = self.resources[key] = make(self)
+        return found  # type: ignore[return-value]  # one key, one maker: the same type
 
-            self.client = probe_session()
-        return self.client
+    def reconfigure(self, config: AgentConfig) -> None:
+        self.config = config
+        for resources in list(self.resources.values()):
+            resources.reconfigure(config)
 
     async def close(self) -> None:
-        if self.client is not None and not self.client.closed:
-            await self.client.close()
+        resources, self.resources = list(self.resources.values()), {}
+        for shared in reversed(resources):
+            await shared.close()
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,7 @@ ConfigT = TypeVar("ConfigT")
 
 
 class Source(ABC, Generic[ConfigT]):
-    kind: ClassVar[str]
+    kind: str  # the kind's name (a class attribute of most kinds' sources)
 
     def __init__(self, config: ConfigT, group: Group, stats: SourceStats, context: SourceContext):
         self.config = config
@@ -198,6 +203,12 @@ class SourceKind(ABC, Generic[ConfigT]):
         """Blocking work the sources of these configs need before they are built (reading CA bundles): the
         runtime runs it in a worker thread. Returns what must stay referenced until they are built."""
         return []
+
+    def check(self, config: ConfigT, file: str, shard: Shard = UNSHARDED) -> tuple[list[Problem], int | None]:
+        """What ``kpi-agent check`` says of a valid source beyond its config: problems of what it reads now
+        (target files, permissions; no network), and how many targets it would probe (None: not a
+        discovering source)."""
+        return [], None
 
     @abstractmethod
     def build(self, config: ConfigT, group: Group, stats: SourceStats, context: SourceContext) -> Source[ConfigT]:

@@ -19,9 +19,7 @@ import aiohttp
 from agent import yamlsrc
 from agent.config import parse_config
 from agent.sources.base import SourceContext
-from agent.sources.http.client import probe_session
-from agent.sources.http.slots import ProbeSlots
-from agent.sources.http.source import HttpSource
+from agent.sources.probe.source import ProbeSource
 from agent.store import Store
 from tests.helpers import OK_TARGET, build_source, cpu_seconds, fetch, free_port, wait_until
 from tests.tools import require_tool
@@ -34,17 +32,19 @@ async def run_ours(url: str) -> tuple[float, float]:
     text = "http:\n" + "".join(f"  - name: bench-{i}\n    url: {url}\n" for i in range(CONCURRENCY))
     configs = parse_config(yamlsrc.load_text(text, "b.yaml"), "b.yaml")[0].of_kind("http")
     store = Store()
-    async with probe_session() as session:
-        context = SourceContext(ProbeSlots(64), None, client=session)
+    context = SourceContext()
+    try:
         sources = [build_source(store, context, config, "http") for config in configs]
         wall, cpu = time.perf_counter(), time.process_time()
 
-        async def worker(source: HttpSource) -> None:
+        async def worker(source: ProbeSource) -> None:
             for _ in range(PROBES // CONCURRENCY):
                 assert await source.probe() == "success"
 
         await asyncio.gather(*(worker(s) for s in sources))
         return time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        await context.close()
 
 
 async def run_blackbox(probe_url: str, pid: int) -> tuple[float, float]:

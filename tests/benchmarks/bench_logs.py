@@ -227,7 +227,6 @@ FOLLOWER = textwrap.dedent("""
     from agent.config import parse_config
     from agent.sources.base import SourceContext, SourceStats
     from agent.sources.kinds import KINDS
-    from agent.sources.logs.positions import Positions
     from agent.store import Store
 
     async def main():
@@ -236,7 +235,7 @@ FOLLOWER = textwrap.dedent("""
         kind = KINDS["logs"]
         store = Store()
         data, own = kind.data_group(source_config, "b"), kind.stats_group(source_config, "b/self")
-        source = kind.build(source_config, data, SourceStats(own, "logs"), SourceContext(None, Positions(None)))
+        source = kind.build(source_config, data, SourceStats(own, "logs"), SourceContext())
         store.swap(add=[data, own])
         task = asyncio.create_task(source.run())
         print("ready", flush=True)

@@ -31,7 +31,7 @@ import pytest
 
 from agent.config import load_config
 from agent.runtime import Agent
-from agent.sources.http import RESULTS
+from agent.sources.http import ALL_RESULTS as RESULTS
 from tests.helpers import Exposition, cpu_seconds, fetch, free_port, wait_until
 from tests.tools import require_tool
 

@@ -4,20 +4,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from agent.sources.base import SourceContext
-from agent.sources.http.slots import ProbeSlots
-from agent.sources.logs.positions import Positions
+from agent.sources.logs.positions import Positions, SharedPositions
 from tests.helpers import fetch, free_port, wait_until
 
 
 @pytest.fixture
 async def context(tmp_path):
-    session = aiohttp.ClientSession()
-    yield SourceContext(ProbeSlots(4), Positions(str(tmp_path / "positions.json")), client=session)
-    await session.close()
+    context = SourceContext()
+    context.resources["positions"] = SharedPositions(positions=Positions(str(tmp_path / "positions.json")))
+    yield context
+    await context.close()
 
 
 @pytest.fixture

@@ -14,9 +14,11 @@ from aiohttp import web
 
 from agent import yamlsrc
 from agent.config import load_config, parse_config
+from agent.discovery.targetgroup import read_target_file
+from agent.discovery.targets import resolve
 from agent.runtime import Agent
 from agent.shard import Shard
-from agent.sources.http.discovery import read_target_file, resolve
+from agent.sources.http import KIND
 from agent.yamlsrc import ConfigError
 from tests.helpers import Exposition, ascrape, fetch, free_port, serve, wait_until
 from tests.tools import require_tool
@@ -327,7 +329,7 @@ async def test_relabel_configs_shape_targets_exactly_as_prometheus_does(tmp_path
     config, _ = load_config(tmp_path / "agent.yaml")
     (source,) = config.of_kind("http")
     groups_read = read_target_file(str(tmp_path / "targets.json"))
-    result = resolve(source, groups_read, Shard())
+    result = resolve(KIND.target_rules(source), groups_read, Shard())
     ours = {(t.name, frozenset(t.labels)) for t in result.targets.values()}
     assert ours == theirs
     assert result.counts["dropped"] == len(data["droppedTargets"]) == 3

@@ -13,12 +13,11 @@ from aiohttp import web
 from agent import yamlsrc
 from agent.config import parse_config
 from agent.sources.base import SourceContext, SourceDefaults
-from agent.sources.http import EXPORTED_SERIES, RESULTS
-from agent.sources.http.client import probe_session
-from agent.sources.http.config import parse_http_source
-from agent.sources.http.schedule import offset
-from agent.sources.http.slots import ProbeSlots
-from agent.sources.http.source import HttpSource
+from agent.sources.http import ALL_RESULTS as RESULTS
+from agent.sources.http import EXPORTED_SERIES, KIND
+from agent.sources.probe.resources import probe_resources
+from agent.sources.probe.schedule import offset
+from agent.sources.probe.source import ProbeSource
 from agent.store import Store
 from agent.yamlsrc import ConfigError, Fields, Report
 from tests.helpers import build_source, render_store, serve
@@ -89,9 +88,9 @@ async def server():
 
 @pytest.fixture
 async def context():
-    session = probe_session()
-    yield SourceContext(ProbeSlots(8), None, client=session)
-    await session.close()
+    context = SourceContext()
+    yield context
+    await context.close()
 
 
 def config_from(text: str):
@@ -99,7 +98,7 @@ def config_from(text: str):
     return config.of_kind("http")
 
 
-def source_for(context, store: Store, yaml_item: str) -> HttpSource:
+def source_for(context, store: Store, yaml_item: str) -> ProbeSource:
     (config,) = config_from("http:\n" + yaml_item)
     return build_source(store, context, config, "http")
 
@@ -363,7 +362,7 @@ def test_config_errors_name_file_line_and_field():
 def test_timeout_defaults_to_global_but_never_past_the_interval():
     report = Report("x.yaml")
     node = yamlsrc.load_text("name: a\nurl: http://127.0.0.1/\ninterval: 2s\n", "x.yaml")
-    config = parse_http_source(Fields(node, "http[0]", report), SourceDefaults(interval=15, timeout=10))
+    config = KIND.parse(Fields(node, "http[0]", report), SourceDefaults(interval=15, timeout=10))
     assert (config.interval, config.timeout) == (2, 2) and report.problems == []
 
 
@@ -415,9 +414,8 @@ async def test_credentials_and_custom_headers_stay_off_other_hosts_on_redirect(t
     redirecting = web.Application()
     redirecting.router.add_get("/to/{where}", redirect)
     origin, origin_port = await serve(redirecting)
-    session = probe_session()
+    context = SourceContext()
     try:
-        context = SourceContext(ProbeSlots(4), None, client=session)
         password = tmp_path / "password"
         password.write_text("pa55\n")
         store = Store()
@@ -432,7 +430,7 @@ async def test_credentials_and_custom_headers_stay_off_other_hosts_on_redirect(t
                         "Authorization": "Basic " + base64.b64encode(b"bob:pa55").decode()}
         assert render_store(store).value("probe_http_redirects", target="away") == 1
     finally:
-        await session.close()
+        await context.close()
         for runner in (origin, same_host, other_host):
             await runner.cleanup()
 
@@ -441,7 +439,7 @@ async def test_probes_that_get_no_slot_are_skipped_not_counted_against_the_targe
     """Issue 9, 3: with every slot taken by a hanging target, a healthy target's probe is skipped (agent's
     problem, counted in kpi_agent_probes_skipped_total), never recorded as a timeout of the healthy target."""
     store = Store()
-    context.probe_slots.resize(1)
+    probe_resources(context).slots.resize(1)
     slow = source_for(context, store, f"  - name: hang\n    url: {server}/slow\n    interval: 1s\n    timeout: 800ms\n")
     fast = source_for(context, store, f"  - name: fine\n    url: {server}/ok\n    interval: 1s\n    timeout: 200ms\n")
     hanging = asyncio.create_task(slow.probe())
@@ -480,7 +478,7 @@ async def test_one_ssl_context_per_tls_config_and_tls_facts_per_probe(context, t
         store = Store()
         sources = [source_for(context, store, f"  - name: s{i}\n    url: {url}\n"
                                               f"    tls_config: {{ca_file: {bundle}}}\n") for i, url in enumerate(urls)]
-        assert sources[0].prober.module.ssl_context is sources[1].prober.module.ssl_context
+        assert sources[0].prober.source.prober.ssl_context is sources[1].prober.source.prober.ssl_context
         for _ in range(5):
             assert await asyncio.gather(*(s.probe() for s in sources)) == ["success", "success"]
             page = render_store(store)

@@ -1,81 +1,115 @@
 """HTTP sources: blackbox_exporter-style probes and json_exporter-style metrics from a response body, of one URL
-or of targets discovered Prometheus's way (static_configs, file_sd_configs, http_sd_configs, relabel_configs).
-
-config (what to probe, the families it writes) -> tls (shared SSL contexts), timing (phases from aiohttp's
-hooks) and jsonmetrics (values from the body) -> source (one probe per interval, recorded into the store);
-discovery (target groups -> targets, pure) -> targets (a source that keeps a prober per discovered target).
-"""
+or of targets discovered Prometheus's way. A prober kind (agent.sources.probe): config (the module keys and the
+families) -> prober (one attempt: aiohttp, timing from its hooks, JSON from the body); client (the session and
+SSL contexts every HTTP source shares)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from agent.sources.base import (
-    IDENTITY_LABEL as SOURCE_LABEL,
-)
-from agent.sources.base import (
-    DeclaredFamily,
-    Source,
-    SourceContext,
-    SourceDefaults,
-    SourceKind,
-    SourceStats,
-)
+from agent.discovery.config import http_url
+from agent.sources.base import DeclaredFamily, SourceContext
 from agent.sources.http.config import (
-    EXPORTED_SERIES,
-    IDENTITY_LABEL,
+    ALWAYS,
+    HTTP_FAMILIES,
     JSON_ERRORS,
-    PROBE_FAMILIES,
-    PROBES_SKIPPED,
     RESULTS,
-    SD_FAMILIES,
-    HttpSourceConfig,
-    declared_families,
-    parse_http_source,
+    HttpModule,
+    json_families,
+    parse_module,
 )
+from agent.sources.probe.config import ProbeSettings
+from agent.sources.probe.families import COMMON_FAMILIES, COMMON_RESULTS, RETRY_FAMILIES
+from agent.sources.probe.kind import Prober, ProberKind
 from agent.store import FamilySpec, Group
-from agent.yamlsrc import Fields
+from agent.yamlsrc import Fields, excerpt
+
+if TYPE_CHECKING:
+    from agent.sources.http.client import HttpShared
+
+# Label names json_metrics labels may not take (the agent sets them on every HTTP series)
+_RESERVED = frozenset({"target", "source", "le", *(name for spec in (*COMMON_FAMILIES, *RETRY_FAMILIES, *HTTP_FAMILIES)
+                                                   for name in spec.labelnames)})
 
 
-class HttpKind(SourceKind[HttpSourceConfig]):
+class HttpKind(ProberKind[HttpModule, "HttpShared"]):
     name = "http"
-    identity = IDENTITY_LABEL
-    builtin = PROBE_FAMILIES
+    target_key = "url"
+    results = RESULTS
+    probe_families = HTTP_FAMILIES
+    always = ALWAYS
 
-    def parse(self, fields: Fields, defaults: SourceDefaults) -> HttpSourceConfig | None:
-        return parse_http_source(fields, defaults)
+    def parse_target(self, value: Any) -> str:
+        return http_url(value)
 
-    def identity_of(self, config: HttpSourceConfig) -> str:
-        """target="<name>" for a source of one URL; a discovering source is source="<name>", and each of its
-        targets adds target="<address>"."""
-        return SOURCE_LABEL if config.discovery is not None else IDENTITY_LABEL
+    def parse_module(self, fields: Fields, settings: ProbeSettings) -> HttpModule:
+        return parse_module(fields, settings, _RESERVED)
 
-    def families(self, config: HttpSourceConfig) -> list[DeclaredFamily]:
-        return declared_families(config)
+    def module_families(self, module: HttpModule) -> list[DeclaredFamily]:
+        return json_families(module)
 
-    def self_families(self, config: HttpSourceConfig) -> list[FamilySpec]:
-        return [JSON_ERRORS, PROBES_SKIPPED, *(SD_FAMILIES if config.discovery is not None else ())]
+    def module_self_families(self, module: HttpModule) -> list[FamilySpec]:
+        return [JSON_ERRORS]
 
-    def shard_key(self, config: HttpSourceConfig) -> str | None:
-        """A source of one URL runs on one replica; a discovering source runs on all and shards its targets."""
-        return config.name if config.discovery is None else None
+    def open_shared(self, context: SourceContext) -> HttpShared:
+        from agent.sources.http.client import HttpShared  # here: it loads aiohttp's pieces only HTTP needs
 
-    def prepare(self, configs: list[HttpSourceConfig], context: SourceContext) -> list[Any]:
-        tls = [config.tls for config in configs]
-        tls += [sd.tls for config in configs if config.discovery for sd in config.discovery.http]
-        return context.tls.prepare(tls)
+        return HttpShared(context)
 
-    def build(self, config: HttpSourceConfig, group: Group, stats: SourceStats,
-              context: SourceContext) -> Source[HttpSourceConfig]:
-        # imported here: they load aiohttp (19 MiB), which an agent without HTTP sources never needs
-        from agent.sources.http.source import HttpSource
-        from agent.sources.http.targets import DiscoveringHttpSource
+    def prepare_modules(self, modules: list[HttpModule], shared: HttpShared) -> list[Any]:
+        return shared.tls.prepare(module.tls for module in modules)
 
-        if config.discovery is not None:
-            return DiscoveringHttpSource(config, group, stats, context)
-        return HttpSource(config, group, stats, context)
+    def prober(self, module: HttpModule, shared: HttpShared, own: Group) -> Prober:
+        from agent.sources.http.prober import HttpProber  # here: it loads aiohttp (19 MiB)
+
+        return HttpProber(module, shared, own)
+
+    def discovery_defaults(self, module: HttpModule) -> Mapping[str, str]:
+        return {"__scheme__": "http", "__metrics_path__": "/"}
+
+    def discovered_target(self, labels: Mapping[str, str]) -> str:
+        """``__address__`` when it is an http(s) URL, else ``<__scheme__>://<__address__><__metrics_path__>``
+        (``host:port`` from a service registry)."""
+        address = labels["__address__"]
+        if "://" in address:
+            url = address
+        else:
+            path = labels.get("__metrics_path__", "/")
+            url = f"{labels.get('__scheme__', 'http')}://{address}{path if path.startswith('/') else '/' + path}"
+        return _probe_url(url)
+
+    def describe_target(self, target: str) -> str:
+        from yarl import URL
+
+        return str(URL(target).with_user(None))  # no user:password@
+
+
+def _probe_url(url: str) -> str:
+    import ipaddress
+    import re
+
+    from yarl import URL
+
+    try:
+        parsed = URL(url)
+    except ValueError as exc:
+        raise ValueError(f"{excerpt(url)} is not a URL: {exc}") from None
+    host = parsed.raw_host or ""
+    valid = re.match(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$", host) is not None
+    if not valid:
+        try:
+            ipaddress.ip_address(host)
+            valid = True
+        except ValueError:
+            pass
+    if parsed.scheme not in ("http", "https") or not valid:
+        raise ValueError(f"{excerpt(url)} is not an http:// or https:// URL with a host")
+    return url
 
 
 KIND = HttpKind()
+EXPORTED_SERIES = tuple(name for spec in (*COMMON_FAMILIES, *HTTP_FAMILIES) for name in spec.sample_names)
+ALL_RESULTS = (*COMMON_RESULTS, *RESULTS)
 
-__all__ = ["EXPORTED_SERIES", "KIND", "RESULTS", "HttpSourceConfig"]
+__all__ = ["ALL_RESULTS", "EXPORTED_SERIES", "KIND", "HttpModule"]

@@ -1,8 +1,8 @@
 """Metrics read from a JSON response body (json_exporter's model): JSONPaths parsed once, one family each.
 
-Each probe replaces a metric's series with what the body holds now, so series that vanish from the response
-vanish from /metrics. A path that matches nothing or a value that is not a number is counted and clears that
-metric only; the other metrics and the probe's result stay as they are.
+Each probe's series of a metric are what the body holds now, so series that vanish from the response vanish
+from /metrics. A path that matches nothing or a value that is not a number is counted and clears that metric
+only; the other metrics and the probe's result stay as they are.
 """
 
 from __future__ import annotations
@@ -45,17 +45,15 @@ class CompiledJsonMetric:
         self.value = parse_jsonpath(spec.value) if spec.value else None
         self.labels = [(parse_jsonpath(v) if v.startswith("$") else None, v) for v in spec.labels.values()]
 
-    def extract(self, document: Any, family: Family, errors: Family) -> bool:
-        """Replace ``family``'s series with what the document holds; False (and counted) on a bad path."""
+    def extract(self, document: Any, errors: Family | None) -> dict[tuple[str, ...], float] | None:
+        """The series the document holds now; None (and counted in ``errors``) on a bad path or value."""
         try:
-            series = self.read(document)
+            return self.read(document)
         except (ValueError, TypeError, RecursionError) as exc:
-            family.clear()
-            errors.inc(self.error_labels)
+            if errors is not None:
+                errors.inc(self.error_labels)
             log.debug("json extraction failed", extra={"metric": self.spec.name, "error": str(exc)[:200]})
-            return False
-        family.replace(series)
-        return True
+            return None
 
     def read(self, document: Any) -> dict[tuple[str, ...], float]:
         """The series the document holds for this metric; raises ValueError for a bad path or value."""

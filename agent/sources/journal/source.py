@@ -33,7 +33,7 @@ from agent.sources.logs.pipeline import (
     drop_too_long,
     json_objects,
 )
-from agent.sources.logs.positions import Positions
+from agent.sources.logs.positions import positions_of
 from agent.store import Group
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class JournalSource(Source[JournalSourceConfig]):
         self.counts = LineCounts(own)
         self.pipeline = Pipeline(config.metrics, group, own.counter(SKIPPED), own.counter(EXPIRED),
                                  fmt=config.format, pattern=config.pattern, max_series=config.max_series_per_metric)
-        self.positions = context.positions or Positions(None)
+        self.positions = positions_of(context)
         self._counted_cursor: str | None = None  # the entry journalctl starts with when it was counted already
 
     async def run(self) -> None:

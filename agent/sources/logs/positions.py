@@ -13,6 +13,9 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from agent.sources.base import Shared, SourceContext
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +106,37 @@ class Positions:
         except OSError as exc:
             log.warning("cannot write positions file; will retry", extra={"path": str(self.path),
                                                                           "error": str(exc)})
+
+
+class SharedPositions(Shared):
+    """The positions file of a running agent, shared by its log and journal sources: loaded when the first one
+    is built, written every few seconds while something changed, and when the agent stops."""
+
+    def __init__(self, context: SourceContext | None = None, positions: Positions | None = None):
+        config = context.config if context is not None else None
+        self.positions = positions or Positions(config.positions_file if config is not None else None)
+        self.configured = config.positions_file if config is not None else None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.positions.run(), name="positions")
+
+    def reconfigure(self, config: Any) -> None:
+        if config.positions_file != self.configured:
+            log.warning("positions_file changed: it takes effect at the next restart",
+                        extra={"running": self.configured, "configured": config.positions_file})
+            self.configured = config.positions_file
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.positions.flush()
+
+
+def positions_of(context: SourceContext) -> Positions:
+    """The agent's positions (made and started on first use, on the event loop)."""
+    shared = context.shared("positions", SharedPositions)
+    shared.start()
+    return shared.positions

@@ -31,7 +31,7 @@ from agent.sources.logs.config import (
 )
 from agent.sources.logs.framing import Framed, Framer
 from agent.sources.logs.pipeline import BatchResult, LineCounts, Pipeline, drop_too_long
-from agent.sources.logs.positions import Positions
+from agent.sources.logs.positions import positions_of
 from agent.sources.logs.tailer import Chunk, FileTail, NotAFile
 from agent.store import Group
 
@@ -79,7 +79,7 @@ class LogSource(Source[LogSourceConfig]):
                                  file_labels=config.file_labels)
         self._new_framer = (lambda: Framer(config.container, config.multiline, config.max_line_bytes)) \
             if config.framed else None
-        self.positions = context.positions or Positions(None)
+        self.positions = positions_of(context)
         self.tails: dict[str, FileTail] = {}
         self._file_labels: dict[str, tuple[str, ...]] = {}  # label values of each followed path
         self._first_discovery = True  # start_at applies to files found when the source first starts

@@ -13,10 +13,9 @@ import pytest
 from agent import yamlsrc
 from agent.config import parse_config
 from agent.sources.journal.source import journalctl_command
-from agent.sources.logs.positions import Positions
 from agent.store import Store
 from agent.yamlsrc import ConfigError
-from tests.helpers import Exposition, build_source, render_store, scrape, wait_until
+from tests.helpers import Exposition, build_source, render_store, scrape, use_positions, wait_until
 from tests.sources.journal.conftest import entry
 from tests.tools import require_tool
 
@@ -161,15 +160,15 @@ async def test_start_at_end_skips_the_history(journal, context):
 async def test_restart_resumes_after_the_saved_cursor(journal, context, tmp_path):
     positions_file = tmp_path / "positions.json"
     journal.write(*[entry()] * 20)
-    context.positions = Positions(str(positions_file))
+    positions = use_positions(context, str(positions_file))
     run = Running(journal_config(journal.directory), context)
     await run.wait(lambda: run.by_unit() == {("nginx.service", "6"): 20})
     await run.stop()
-    context.positions.flush()
+    positions.flush()
     assert json.loads(positions_file.read_text())["cursors"]["system"].startswith("s=")
 
     journal.write(*[entry(priority=3)] * 7)  # written while the agent is down
-    context.positions = Positions(str(positions_file))
+    positions = use_positions(context, str(positions_file))
     again = Running(journal_config(journal.directory), context)
     await again.wait(lambda: again.by_unit() == {("nginx.service", "3"): 7})
     await asyncio.sleep(0.5)

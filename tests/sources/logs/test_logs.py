@@ -11,10 +11,9 @@ import pytest
 
 from agent.config import load_config
 from agent.runtime import Agent
-from agent.sources.logs.positions import Positions
 from agent.store import Store
 from agent.yamlsrc import ConfigError
-from tests.helpers import Exposition, ascrape, build_source, render_store, scrape, wait_until
+from tests.helpers import Exposition, ascrape, build_source, render_store, scrape, use_positions, wait_until
 from tests.sources.logs.conftest import log_config, nginx_line, parse
 
 
@@ -138,16 +137,16 @@ async def test_restart_resumes_from_saved_offsets(tmp_path, context):
     log = tmp_path / "access.log"
     positions_file = tmp_path / "positions.json"
     append(log, *[nginx_line()] * 100)
-    context.positions = Positions(str(positions_file))
+    positions = use_positions(context, str(positions_file))
     run = Running(log_config([str(log)]), context)
     await run.wait(lambda: run.requests() == 100)
     await run.stop()
-    context.positions.flush()
+    positions.flush()
     saved = json.loads(positions_file.read_text())["sources"]["nginx"][str(log)]
     assert saved["offset"] == log.stat().st_size and saved["ino"] == log.stat().st_ino
 
     append(log, *[nginx_line(status=500)] * 30)  # written while the agent is down
-    context.positions = Positions(str(positions_file))  # a new process reads the file
+    positions = use_positions(context, str(positions_file))  # a new process reads the file
     again = Running(log_config([str(log)], start_at="end"), context)
     await again.wait(lambda: again.requests() == 30)
     await again.settle()
@@ -158,15 +157,15 @@ async def test_restart_resumes_from_saved_offsets(tmp_path, context):
 async def test_rotation_while_down_drains_the_old_file_first(tmp_path, context):
     log = tmp_path / "access.log"
     append(log, *[nginx_line()] * 10)
-    context.positions = Positions(str(tmp_path / "positions.json"))
+    positions = use_positions(context, str(tmp_path / "positions.json"))
     run = Running(log_config([str(log)]), context)
     await run.wait(lambda: run.requests() == 10)
     await run.stop()
-    context.positions.flush()
+    positions.flush()
     append(log, *[nginx_line()] * 3)
     os.rename(log, tmp_path / "access.log.1")
     append(log, *[nginx_line(status=500)] * 4)
-    context.positions = Positions(str(tmp_path / "positions.json"))
+    positions = use_positions(context, str(tmp_path / "positions.json"))
     again = Running(log_config([str(log)]), context)
     await again.wait(lambda: again.requests() == 7)
     await again.settle()
@@ -179,12 +178,12 @@ async def test_corrupt_positions_and_offsets_past_the_end_are_warnings(tmp_path,
     append(log, *[nginx_line()] * 3)
     positions_file = tmp_path / "positions.json"
     positions_file.write_text('{"version": 1, "sources": {"nginx": ')  # truncated mid-write
-    context.positions = Positions(str(positions_file))
+    use_positions(context, str(positions_file))
     assert "positions file unreadable or corrupt" in caplog.text
     stat = log.stat()
     positions_file.write_text(json.dumps({"version": 1, "sources": {"nginx": {
         str(log): {"dev": stat.st_dev, "ino": stat.st_ino, "offset": 10**9}}}}))
-    context.positions = Positions(str(positions_file))
+    use_positions(context, str(positions_file))
     run = Running(log_config([str(log)], start_at="end"), context)
     await run.wait(lambda: run.requests() == 3)
     assert "past the end" in caplog.text

@@ -13,11 +13,10 @@ import pytest
 import yaml
 
 from agent.sources.logs import framing
-from agent.sources.logs.positions import Positions
 from agent.sources.logs.source import kubernetes_labels
 from agent.store import Store
 from agent.yamlsrc import ConfigError
-from tests.helpers import build_source, render_store, scrape, wait_until
+from tests.helpers import build_source, render_store, scrape, use_positions, wait_until
 from tests.sources.logs.conftest import log_config, parse
 from tests.sources.logs.test_logs import Running, append
 
@@ -91,17 +90,17 @@ async def test_a_restart_reads_a_pending_record_again_whole(tmp_path, context):
     log = tmp_path / "app.log"
     positions_file = tmp_path / "positions.json"
     append(log, "S0\n", "S1\n", "c1\n")
-    context.positions = Positions(str(positions_file))
+    positions = use_positions(context, str(positions_file))
     run = Running(multiline(log, timeout="1h"), context)
     await run.wait(lambda: run.count("kpi_agent_log_lines_total") == 3)
     assert records(run) == {("S0", ""): 1}
     await run.stop()
-    context.positions.flush()
+    positions.flush()
     saved = json.loads(positions_file.read_text())["sources"]["nginx"][str(log)]
     assert saved["offset"] == len("S0\n")  # where the held record begins
 
     append(log, "c2\n", "S2\n")
-    context.positions = Positions(str(positions_file))
+    positions = use_positions(context, str(positions_file))
     again = Running(multiline(log, timeout="1h"), context)
     await again.wait(lambda: again.count("kpi_agent_log_records_total") == 1)
     assert records(again) == {("S1", "+c1+c2"): 1}  # read again from its first line, counted once
@@ -163,7 +162,7 @@ async def test_container_lines_survive_rotation_and_restart(tmp_path, context, m
     log = tmp_path / POD_LOG
     log.parent.mkdir(parents=True)
     positions_file = tmp_path / "positions.json"
-    context.positions = Positions(str(positions_file))
+    positions = use_positions(context, str(positions_file))
     config = container_config(str(log))
     append(log, cri("stdout", "F", '{"status": 200}'), cri("stdout", "P", '{"status":'))
     run = Running(config, context)
@@ -173,11 +172,11 @@ async def test_container_lines_survive_rotation_and_restart(tmp_path, context, m
     append(log, cri("stdout", "P", '{"status"'))
     await run.wait(lambda: run.series("http_requests_total", "status") == {("200",): 1, ("201",): 1})
     await run.stop()  # a piece is pending in the new file
-    context.positions.flush()
+    positions.flush()
     assert json.loads(positions_file.read_text())["sources"]["nginx"][str(log)]["offset"] == 0
 
     append(log, cri("stdout", "F", ': 202}'))
-    context.positions = Positions(str(positions_file))
+    positions = use_positions(context, str(positions_file))
     again = Running(config, context)
     await again.wait(lambda: again.series("http_requests_total", "status") == {("202",): 1})
     await asyncio.sleep(0.3)

@@ -1,4 +1,4 @@
-"""When probes start: one schedule for every HTTP target of the agent.
+"""When probes start: one schedule for every probed target of the agent, of every kind.
 
 Each target has a tick every ``interval``, at a stable offset from when it joined (hashed from its key, so ten
 thousand targets spread over the interval instead of firing together). One timer wakes the scheduler at the

@@ -1,0 +1,189 @@
+"""One probed target, and what every target of a source shares: the probe, written once for every kind.
+
+A probe waits for a probe slot (at most its timeout), then makes up to ``retries + 1`` attempts, each under its
+own deadline, each given to the kind's prober with a fresh ``ProbeResult``. The target's series become what the
+last attempt recorded, and the framework writes the families every probe has: ``probe_success``,
+``probe_duration_seconds``, ``probes_total{result}``, ``probe_last_result{result}``, the
+``probe_latency_seconds`` histogram, and with retries ``probe_attempts`` and ``probe_attempts_total{result}``
+(every attempt's own result: a failure a retry papered over is still counted). Result changes are logged, not
+every failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from agent.sources.probe.failures import TARGET_FAULTS, explain
+from agent.sources.probe.families import (
+    ATTEMPTS,
+    ATTEMPTS_TOTAL,
+    DURATION,
+    LAST_RESULT,
+    LATENCY,
+    PROBES,
+    PROBES_SKIPPED,
+    SUCCESS,
+)
+from agent.sources.probe.resources import probe_resources
+from agent.sources.probe.result import ProbeFailed, ProbeResult
+from agent.store import Family, Group, HistogramFamily
+
+if TYPE_CHECKING:
+    from agent.sources.base import SourceContext, SourceStats
+    from agent.sources.probe.config import ProbeConfig
+    from agent.sources.probe.kind import Prober, ProberKind
+
+log = logging.getLogger("agent.sources.probe")
+
+REASON_LIMIT = 300
+_COMMON = frozenset({SUCCESS.name, DURATION.name, PROBES.name, LAST_RESULT.name, LATENCY.name, ATTEMPTS.name,
+                     ATTEMPTS_TOTAL.name})
+
+
+class SourceProbe:
+    """What every target of one source shares: its kind and config, its compiled prober, the agent's probe
+    resources, and the layout of a target's families (decided once per source, not per target)."""
+
+    def __init__(self, kind: ProberKind[Any, Any], config: ProbeConfig[Any], stats: SourceStats,
+                 context: SourceContext):
+        self.kind = kind
+        self.config = config
+        self.name = config.name
+        self.stats = stats
+        self.resources = probe_resources(context)
+        self.prober: Prober = kind.prober(config.module, kind.shared(context), stats.group)
+        self.faults: tuple[type[BaseException], ...] = getattr(self.prober, "faults", TARGET_FAULTS)
+        self.explain: Callable[[BaseException, str, float], tuple[str, str] | None] | None = \
+            getattr(self.prober, "explain", None)
+        self.specs = [declared.spec for declared in kind.families(config)]
+        self.wanted = frozenset(spec.name for spec in self.specs)
+        self.kind_specs = [spec for spec in self.specs if spec.name not in _COMMON]
+        self.defaults = {spec.name: value for spec, value in kind.always.items() if spec.name in self.wanted}
+        # label tuples made once, shared by every target's series
+        self.result_keys: dict[str, tuple[str, ...]] = {result: (result,) for result in kind.result_labels}
+        self.last_result_series = {result: {key: 1.0} for result, key in self.result_keys.items()}
+        self.skipped = stats.group.counter(PROBES_SKIPPED)
+        self.skipped.ensure(())
+
+    def reason(self, exc: BaseException, target: str) -> tuple[str, str]:
+        worded = self.explain(exc, target, self.config.timeout) if self.explain is not None else None
+        return worded or explain(exc, self.config.timeout)
+
+
+class ProbeTarget:
+    """One target of a source: probes it and keeps its series in its own data group."""
+
+    __slots__ = ("source", "target", "group", "name", "key", "interval", "_families", "_success", "_duration",
+                 "_probes", "_last", "_latency", "_attempts", "_attempts_total", "last_result", "last_error")
+
+    def __init__(self, source: SourceProbe, target: str, group: Group, name: str, key: str):
+        self.source = source
+        self.target = target  # what the prober is given
+        self.group = group
+        self.name = name  # the target label
+        self.key = key  # its hash places the target in the interval
+        self.interval = source.config.interval
+        wanted = source.wanted
+        self._families: list[tuple[str, Family, float | None]] = [
+            (spec.name, group.gauge(spec) if spec.kind == "gauge" else group.counter(spec),
+             source.defaults.get(spec.name)) for spec in source.kind_specs]
+        self._success = group.gauge(SUCCESS)
+        self._probes = group.counter(PROBES)
+        for labels in source.result_keys.values():
+            self._probes.ensure(labels)
+        self._duration = group.gauge(DURATION) if DURATION.name in wanted else None
+        self._last = group.gauge(LAST_RESULT) if LAST_RESULT.name in wanted else None
+        self._latency: HistogramFamily | None = group.histogram(LATENCY) if LATENCY.name in wanted else None
+        if self._latency is not None:
+            self._latency.ensure(())
+        self._attempts = group.gauge(ATTEMPTS) if ATTEMPTS.name in wanted else None
+        self._attempts_total = group.counter(ATTEMPTS_TOTAL) if ATTEMPTS_TOTAL.name in wanted else None
+        if self._attempts_total is not None:
+            for labels in source.result_keys.values():
+                self._attempts_total.ensure(labels)
+        self.last_result: str | None = None  # for the status page, and to log result changes
+        self.last_error: str | None = None
+
+    def skipped(self, ticks: int) -> None:
+        """Ticks the schedule could not start: the agent's problem, counted apart from the target's results."""
+        self.source.skipped.inc((), ticks)
+
+    async def probe(self, due: float | None = None) -> str | None:
+        """One probe, due at ``due`` (loop time; None: now). Records every series and returns the result label,
+        or None when it was skipped because no probe slot freed up within the timeout."""
+        source = self.source
+        resources = source.resources
+        timeout = source.config.timeout
+        if not await resources.slots.acquire(timeout):
+            source.skipped.inc(())
+            log.debug("probe skipped: every probe slot is busy", extra={"source": source.name, "target": self.name})
+            return None
+        loop = asyncio.get_running_loop()
+        try:
+            if due is not None:
+                resources.delay.observe((), max(0.0, loop.time() - due))
+            started = time.perf_counter()
+            attempts = 0
+            while True:
+                attempts += 1
+                result = ProbeResult(loop.time() + timeout, timeout, source.wanted)
+                outcome, error = await self._attempt(result)
+                if self._attempts_total is not None:
+                    self._attempts_total.inc(source.result_keys[outcome])
+                if outcome == "success" or attempts > source.config.retries:
+                    break
+        finally:
+            resources.slots.release()
+        duration = time.perf_counter() - started
+        self._record(result, outcome, duration, attempts)
+        previous = self.last_result
+        self.last_result, self.last_error = outcome, error[:REASON_LIMIT] if error else None
+        source.stats.record(started, outcome == "success", outcome, self.last_error)
+        if outcome != previous and not (previous is None and outcome == "success"):
+            level = logging.INFO if outcome == "success" else logging.WARNING
+            changed = {"from": previous} if previous is not None else {}  # a first probe changes from nothing
+            log.log(level, "probe result changed" if previous is not None else "first probe failed",
+                    extra={"source": source.name, "target": self.name, **changed, "to": outcome,
+                           **({"error": self.last_error} if self.last_error else {})})
+        return outcome
+
+    async def _attempt(self, result: ProbeResult) -> tuple[str, str | None]:
+        source = self.source
+        try:
+            async with asyncio.timeout_at(result.deadline):
+                await source.prober.probe(self.target, result)
+        except ProbeFailed as exc:
+            return exc.result, exc.reason
+        except source.faults as exc:
+            return source.reason(exc, self.target)
+        return "success", None
+
+    def _record(self, result: ProbeResult, outcome: str, duration: float, attempts: int) -> None:
+        source = self.source
+        values = result.values
+        for name, family, default in self._families:
+            series = values.get(name)
+            if series is None:
+                if default is not None:
+                    family.set((), default)
+                elif family.values:
+                    family.replace({})
+            elif len(series) == 1 and () in series:
+                family.set((), series[()])
+            else:
+                family.replace(series)
+        key = source.result_keys[outcome]
+        self._success.set((), 1.0 if outcome == "success" else 0.0)
+        self._probes.inc(key)
+        if self._duration is not None:
+            self._duration.set((), duration)
+        if self._last is not None:
+            self._last.replace(source.last_result_series[outcome])
+        if self._latency is not None:
+            self._latency.observe((), duration)
+        if self._attempts is not None:
+            self._attempts.set((), attempts)

@@ -1,0 +1,126 @@
+"""TLS for probers: shared SSL contexts, and every TLS series of a handshake (blackbox_exporter's names).
+
+Loading the system CA bundle costs about 16 ms; done per source, ten thousand sources took minutes to start.
+A context depends only on the ``tls_config`` and the files it names, so sources with the same settings share
+one, keyed by the config and the files' identity and modification time (a CA file replaced on disk gives a new
+context to the sources built after it). A kind builds the contexts a reload needs in a worker thread
+(``prepare``) before its sources are built, which only look them up. A context lives as long as a source uses
+it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+import threading
+import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from agent.sources.probe.client import TlsConfig, make_ssl_context
+from agent.sources.probe.families import CERT_EXPIRY, CHAIN_EXPIRY, CHAIN_INFO, TLS_CIPHER, TLS_VERSION
+from agent.yamlsrc import file_stamp
+
+if TYPE_CHECKING:
+    from agent.sources.probe.result import ProbeResult
+
+TLS_NAMES = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2", "TLSv1.3": "TLS 1.3"}
+
+
+class TlsContexts:
+    """SSL contexts of one kind, one per distinct TLS config and file versions, of class ``factory``."""
+
+    def __init__(self, factory: type[ssl.SSLContext] = ssl.SSLContext) -> None:
+        self.factory = factory
+        self._contexts: weakref.WeakValueDictionary[tuple, ssl.SSLContext] = weakref.WeakValueDictionary()
+        self._lock = threading.Lock()  # prepare runs in a worker thread, get on the event loop
+
+    def prepare(self, configs: Iterable[TlsConfig]) -> list[ssl.SSLContext]:
+        """Build the contexts these configs need (blocking: call it off the event loop). Returns them: the
+        caller holds them until the sources that use them exist, or they could be collected in between."""
+        return [self.get(tls) for tls in set(configs)]
+
+    def get(self, tls: TlsConfig) -> ssl.SSLContext:
+        """The context of ``tls``; built here (blocking) only if ``prepare`` did not see it."""
+        key = tls, tuple(file_stamp(path) for path in (tls.ca_file, tls.cert_file, tls.key_file))
+        with self._lock:
+            context = self._contexts.get(key)
+        if context is None:
+            context = make_ssl_context(tls, self.factory)
+            with self._lock:
+                context = self._contexts.setdefault(key, context)
+        return context
+
+
+def _not_after(info: dict[str, Any]) -> float | None:
+    text = info.get("notAfter")
+    return ssl.cert_time_to_seconds(text) if isinstance(text, str) else None
+
+
+def _chains(connection: Any) -> tuple[list[Any], list[Any]]:
+    """(every certificate the server sent, the verified chain) as ``_ssl.Certificate`` objects. Python 3.13
+    made these public (``get_unverified_chain``, ``get_verified_chain``); before, they are methods of the
+    connection's ``_sslobj`` (since 3.10). Without them: nothing, and the leaf from getpeercert is used."""
+    inner = getattr(connection, "_sslobj", connection)
+    sent = getattr(inner, "get_unverified_chain", None)
+    verified = getattr(inner, "get_verified_chain", None)
+    try:
+        return (list(sent() or []) if sent else []), (list(verified() or []) if verified else [])
+    except (ssl.SSLError, ValueError):
+        return [], []
+
+
+def _name(rdns: Any) -> str:
+    """A certificate name as Go's pkix.Name.String() writes it (RFC 2253: the last RDN first)."""
+    short = {"commonName": "CN", "countryName": "C", "organizationName": "O", "organizationalUnitName": "OU",
+             "localityName": "L", "stateOrProvinceName": "ST", "streetAddress": "STREET", "postalCode": "POSTALCODE",
+             "serialNumber": "SERIALNUMBER"}
+    parts = []
+    for rdn in reversed(rdns or ()):
+        parts.append("+".join(f"{short.get(key, key)}={_escaped(value)}" for key, value in rdn))
+    return ",".join(parts)
+
+
+def _escaped(value: str) -> str:
+    out = "".join("\\" + char if char in ',+"\\<>;' else char for char in value)
+    if out.startswith((" ", "#")):
+        out = "\\" + out
+    if out.endswith(" ") and len(out) > 1:
+        out = out[:-1] + "\\ "
+    return out
+
+
+def record_tls(result: ProbeResult, connection: Any) -> None:
+    """Every TLS series of a completed handshake on ``connection`` (an ssl.SSLObject or SSLSocket): version,
+    cipher, the earliest expiry of the certificates the server sent, and of its verified chain with the
+    chain's leaf (fingerprint, issuer, subject, alternative names, serial)."""
+    version = connection.version()
+    if version is None:
+        return
+    result.info(TLS_VERSION, (TLS_NAMES.get(version, version),))
+    if result.wants(TLS_CIPHER):
+        cipher = connection.cipher()
+        if cipher:
+            result.info(TLS_CIPHER, (cipher[0],))
+    if not (result.wants(CERT_EXPIRY) or result.wants(CHAIN_EXPIRY) or result.wants(CHAIN_INFO)):
+        return
+    sent, verified = _chains(connection)
+    if sent:
+        expiries = [e for e in (_not_after(cert.get_info()) for cert in sent) if e is not None]
+        if expiries:
+            result.set(CERT_EXPIRY, min(expiries))
+    else:  # the leaf only, decoded by the ssl module only when verified
+        leaf = connection.getpeercert()
+        expiry = _not_after(leaf) if leaf else None
+        if expiry is not None:
+            result.set(CERT_EXPIRY, expiry)
+    if verified:
+        infos = [cert.get_info() for cert in verified]
+        expiries = [e for e in map(_not_after, infos) if e is not None]
+        if expiries:
+            result.set(CHAIN_EXPIRY, min(expiries))
+        if result.wants(CHAIN_INFO):
+            leaf, der = infos[0], ssl.PEM_cert_to_DER_cert(verified[0].public_bytes())
+            names = ",".join(value for kind, value in leaf.get("subjectAltName", ()) if kind == "DNS")
+            result.info(CHAIN_INFO, (hashlib.sha256(der).hexdigest(), _name(leaf.get("issuer")),
+                                     _name(leaf.get("subject")), names, leaf.get("serialNumber", "").lower()))
