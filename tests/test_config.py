@@ -189,3 +189,11 @@ def test_bytes_that_are_not_text_and_items_that_are_not_mappings_name_their_line
 def test_error_messages_quote_values_in_bounded_excerpts():
     problems = errors_of("http:\n  - name: a\n    url: " + "f" * 100_000 + "\n    method: " + "X" * 100_000 + "\n")
     assert len(problems) == 2 and all(len(p) < 200 for p in problems), problems
+
+
+def test_the_summary_quantile_label_is_refused_as_a_global_label():
+    """Issue 18.8: `quantile` gives a summary's series their meaning; as a global label on every series it
+    would make every summary (the agent's or a scraper's) ambiguous."""
+    problems = errors_of("global: {labels: {quantile: '0.5', env: prod}}\n")
+    assert problems == ["agent.yaml:1: global.labels: 'quantile' is reserved: it tells sources, histogram buckets "
+                        "or summary quantiles apart"]

@@ -413,3 +413,70 @@ def test_target_files_are_read_as_prometheus_writes_them(tmp_path):
     missing = Path(tmp_path / "gone.json")
     with pytest.raises(ConfigError, match="cannot read"):
         read_target_file(str(missing))
+
+
+async def test_lone_surrogates_in_a_target_file_or_sd_answer_read_as_replacement_characters(
+        tmp_path, target, agent_at, sd_endpoint):
+    """Issue 18.8: one "\\ud800" escape (valid JSON; Go's decoder, so Prometheus, reads it as U+FFFD) rejected the
+    whole target file or HTTP SD answer. Now the label reads U+FFFD and a valid escaped pair is its character."""
+    address, _ = target
+    files = tmp_path / "targets"
+    files.mkdir()
+    (files / "a.json").write_text('[{"targets": ["%s"], "labels": {"owner": "x\\ud800y", "emoji": "\\ud83d\\ude00",'
+                                  ' "path": "C:\\\\ud800"}}]' % address)
+    url, answer = sd_endpoint
+    answer["now"] = (200, "application/json",
+                     '[{"targets": ["http://%s/sd"], "labels": {"owner": "\\udfff"}}]' % address)
+    _, metrics = await agent_at(SOURCE + f"    http_sd_configs: [{{url: '{url}', refresh_interval: 1s}}]\n")
+
+    async def both():
+        found = probed(await ascrape(metrics), "fleet")
+        return found if len(found) == 2 else None
+
+    found = await until(both, what="the file's and the endpoint's targets")
+    assert found[address]["owner"] == "x\ufffdy" and found[address]["emoji"] == "\U0001F600"
+    assert found[address]["path"] == "C:\\ud800"  # an escaped backslash, then text: not an escape
+    assert found[f"http://{address}/sd"]["owner"] == "\ufffd"
+    page = await ascrape(metrics)
+    assert page.value("kpi_agent_sd_refresh_failures_total", source="fleet", mechanism="file") == 0
+    assert page.value("kpi_agent_sd_refresh_failures_total", source="fleet", mechanism="http") == 0
+
+
+async def test_discovery_failures_show_on_the_status_page_and_the_sources_api(tmp_path, target, agent_at,
+                                                                              sd_endpoint):
+    """Issue 18.8: a target file that stops parsing or an SD endpoint that fails was only a log line and a
+    counter; /api/v1/sources and the status page now say which one fails, why, and that its last good targets
+    stay."""
+    address, _ = target
+    files = tmp_path / "targets"
+    files.mkdir()
+    write_atomically(files / "a.yml", f"- targets: ['{address}']\n".encode())
+    url, answer = sd_endpoint
+    answer["now"] = (503, "application/json", "[]")
+    agent, metrics = await agent_at(SOURCE + f"    http_sd_configs: [{{url: '{url}', refresh_interval: 300ms}}]\n")
+    base = metrics.removesuffix("/metrics")
+    await until(lambda: _probed_ok(metrics, address), what="the file's target")
+    write_atomically(files / "a.yml", b"- targets: [unclosed\n")
+
+    async def failing():
+        status, body = await asyncio.to_thread(fetch, base + "/api/v1/sources")
+        (row,) = json.loads(body)
+        return row["discovery_failures"] if len(row["discovery_failures"]) == 2 else None
+
+    failures = {f["mechanism"]: f for f in await until(failing, what="both failures on /api/v1/sources")}
+    assert failures["http"]["origin"] == url and "status 503, not 200" in failures["http"]["error"]
+    assert failures["file"]["origin"] == str(files / "a.yml")
+    assert failures["file"]["error"].startswith(f"{files / 'a.yml'}:2: invalid YAML")
+    assert failures["file"]["since"] is not None
+    status, text = await asyncio.to_thread(fetch, base + "/")
+    assert status == 200
+    assert f'data-discovery="{files / "a.yml"}"' in text and "keeping its last good targets" in text
+    assert "status 503, not 200" in text
+    write_atomically(files / "a.yml", f"- targets: ['{address}']\n".encode())
+    answer["now"] = (200, "application/json", "[]")
+
+    async def mended():
+        status, body = await asyncio.to_thread(fetch, base + "/api/v1/sources")
+        return json.loads(body)[0]["discovery_failures"] == []
+
+    await until(mended, what="the failures to clear")

@@ -245,6 +245,8 @@ async def test_tls_self_signed_trusted_via_ca_file_and_failing_without(context, 
         skip = source_for(context, store, f"  - name: skip\n    url: https://127.0.0.1:{port}/ok\n"
                                           f"    tls_config: {{insecure_skip_verify: true}}\n")
         assert await skip.probe() == "success"
+        # unverified, the certificate is still read (blackbox reads every certificate the server sent)
+        assert render_store(store).value("probe_ssl_earliest_cert_expiry", target="skip") == not_after
         named = source_for(context, store, f"  - name: sni\n    url: https://127.0.0.1:{port}/ok\n"
                                            f"    tls_config: {{ca_file: {cert}, server_name: wrong.example}}\n")
         assert await named.probe() == "tls_error"

@@ -21,12 +21,12 @@ PROBES = counter("probes_total", "Probes by result", ["result"])
 LAST_RESULT = gauge("probe_last_result", "1 for the result of the last probe (one series per target)", ["result"])
 LATENCY = histogram("probe_latency_seconds", "Probe duration", [], DEFAULT_BUCKETS)
 COMMON_FAMILIES = (SUCCESS, DURATION, PROBES, LAST_RESULT, LATENCY)
-# With retries only: how many attempts the last probe took, and every attempt by its own result (a failure a
+# With retries only: how many retries the last probe needed, and every attempt by its own result (a failure a
 # retry papered over is still counted).
-ATTEMPTS = gauge("probe_attempts", "Attempts the last probe took (1 unless a failed attempt was retried)")
+RETRIES = gauge("probe_retries", "Retries the last probe needed: 0 when its first attempt decided it")
 ATTEMPTS_TOTAL = counter("probe_attempts_total", "Probe attempts by result: every failed attempt counts, "
                          "retried or not", ["result"])
-RETRY_FAMILIES = (ATTEMPTS, ATTEMPTS_TOTAL)
+RETRY_FAMILIES = (RETRIES, ATTEMPTS_TOTAL)
 NEVER_OMITTED = frozenset({SUCCESS.name, PROBES.name})
 
 # Name resolution, for kinds that resolve a host themselves (agent.sources.probe.net).

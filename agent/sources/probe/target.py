@@ -4,7 +4,7 @@ A probe waits for a probe slot (at most its timeout), then makes up to ``retries
 own deadline, each given to the kind's prober with a fresh ``ProbeResult``. The target's series become what the
 last attempt recorded, and the framework writes the families every probe has: ``probe_success``,
 ``probe_duration_seconds``, ``probes_total{result}``, ``probe_last_result{result}``, the
-``probe_latency_seconds`` histogram, and with retries ``probe_attempts`` and ``probe_attempts_total{result}``
+``probe_latency_seconds`` histogram, and with retries ``probe_retries`` and ``probe_attempts_total{result}``
 (every attempt's own result: a failure a retry papered over is still counted). Result changes are logged, not
 every failure.
 """
@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from agent.sources.probe.failures import TARGET_FAULTS, explain
 from agent.sources.probe.families import (
-    ATTEMPTS,
     ATTEMPTS_TOTAL,
     DURATION,
     LAST_RESULT,
     LATENCY,
     PROBES,
     PROBES_SKIPPED,
+    RETRIES,
     SUCCESS,
 )
 from agent.sources.probe.resources import probe_resources
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("agent.sources.probe")
 
 REASON_LIMIT = 300
-_COMMON = frozenset({SUCCESS.name, DURATION.name, PROBES.name, LAST_RESULT.name, LATENCY.name, ATTEMPTS.name,
+_COMMON = frozenset({SUCCESS.name, DURATION.name, PROBES.name, LAST_RESULT.name, LATENCY.name, RETRIES.name,
                      ATTEMPTS_TOTAL.name})
 
 
@@ -78,7 +78,7 @@ class ProbeTarget:
     """One target of a source: probes it and keeps its series in its own data group."""
 
     __slots__ = ("source", "target", "group", "name", "key", "interval", "_families", "_success", "_duration",
-                 "_probes", "_last", "_latency", "_attempts", "_attempts_total", "last_result", "last_error")
+                 "_probes", "_last", "_latency", "_retries", "_attempts_total", "last_result", "last_error")
 
     def __init__(self, source: SourceProbe, target: str, group: Group, name: str, key: str):
         self.source = source
@@ -100,7 +100,7 @@ class ProbeTarget:
         self._latency: HistogramFamily | None = group.histogram(LATENCY) if LATENCY.name in wanted else None
         if self._latency is not None:
             self._latency.ensure(())
-        self._attempts = group.gauge(ATTEMPTS) if ATTEMPTS.name in wanted else None
+        self._retries = group.gauge(RETRIES) if RETRIES.name in wanted else None
         self._attempts_total = group.counter(ATTEMPTS_TOTAL) if ATTEMPTS_TOTAL.name in wanted else None
         if self._attempts_total is not None:
             for labels in source.result_keys.values():
@@ -185,5 +185,5 @@ class ProbeTarget:
             self._last.replace(source.last_result_series[outcome])
         if self._latency is not None:
             self._latency.observe((), duration)
-        if self._attempts is not None:
-            self._attempts.set((), attempts)
+        if self._retries is not None:
+            self._retries.set((), attempts - 1)

@@ -1,0 +1,148 @@
+"""What every prober kind gets from the framework (agent/sources/probe/), read from /metrics of HTTP sources
+against real servers: retries that never hide a failure, series a source omits, how result changes are
+logged, and the common keys' config errors."""
+
+import asyncio
+import logging
+
+import pytest
+from aiohttp import web
+
+from agent import yamlsrc
+from agent.config import parse_config
+from agent.sources.base import SourceContext
+from agent.store import Store
+from agent.yamlsrc import ConfigError
+from tests.helpers import build_source, render_store, serve
+
+
+@pytest.fixture
+async def flaky():
+    """/flaky fails every other request (500), starting with the first; /down always fails; /ok never."""
+    calls = {"n": 0}
+
+    async def flaky_handler(request):
+        calls["n"] += 1
+        return web.Response(status=500 if calls["n"] % 2 else 200, text="x")
+
+    async def down(request):
+        return web.Response(status=503, text="down")
+
+    async def ok(request):
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/flaky", flaky_handler)
+    app.router.add_get("/down", down)
+    app.router.add_get("/ok", ok)
+    runner, port = await serve(app)
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def context():
+    context = SourceContext()
+    yield context
+    await context.close()
+
+
+def source_for(context, store, item: str):
+    config, _ = parse_config(yamlsrc.load_text("http:\n" + item, "agent.yaml"), "agent.yaml")
+    (source,) = config.of_kind("http")
+    return build_source(store, context, source, "http")
+
+
+async def test_a_retry_never_hides_the_failure_it_papered_over(flaky, context):
+    """Issue 20: `retries` (refused upstream, blackbox #320/#853): a probe whose first attempt failed and whose
+    retry worked counts as a success in probes_total, and its failed attempt in probe_attempts_total."""
+    store = Store()
+    source = source_for(context, store, f"  - {{name: web, url: '{flaky}/flaky', retries: 2, interval: 10s, "
+                                        "timeout: 2s}\n")
+    down = source_for(context, store, f"  - {{name: dead, url: '{flaky}/down', retries: 1, interval: 10s, "
+                                      "timeout: 2s}\n")
+    assert await source.probe() == "success"
+    assert await down.probe() == "status_code"
+    page = render_store(store)
+    assert page.value("probes_total", target="web", result="success") == 1
+    assert page.value("probes_total", target="web", result="status_code") == 0
+    attempts = page.by("probe_attempts_total", "result", target="web")
+    assert attempts["status_code"] == 1 and attempts["success"] == 1 and sum(attempts.values()) == 2
+    assert page.value("probe_retries", target="web") == 1
+    assert page.value("probe_success", target="web") == 1
+    assert page.value("probes_total", target="dead", result="status_code") == 1  # one probe...
+    assert page.value("probe_attempts_total", target="dead", result="status_code") == 2  # ...of two attempts
+    assert page.value("probe_retries", target="dead") == 1
+    assert page.value("probe_success", target="dead") == 0
+
+
+async def test_without_retries_there_is_no_attempt_series(flaky, context):
+    store = Store()
+    source = source_for(context, store, f"  - {{name: web, url: '{flaky}/ok'}}\n")
+    assert await source.probe() == "success"
+    page = render_store(store)
+    assert page.find("probe_retries") == [] and page.find("probe_attempts_total") == []
+
+
+async def test_omitted_series_are_not_exported(flaky, context):
+    """Issue 18.7: a source may opt out of series it does not need (blackbox modules cannot): the five
+    per-phase durations are a third of a target's series."""
+    store = Store()
+    source = source_for(context, store, f"  - name: lean\n    url: '{flaky}/ok'\n    omit_series: "
+                                        "[probe_http_duration_seconds, probe_latency_seconds, probe_last_result]\n")
+    full = source_for(context, store, f"  - {{name: full, url: '{flaky}/ok'}}\n")
+    assert await source.probe() == "success" and await full.probe() == "success"
+    page = render_store(store)
+    for name in ("probe_http_duration_seconds", "probe_latency_seconds_count", "probe_last_result"):
+        assert page.find(name, target="lean") == [] and page.find(name, target="full") != []
+    assert page.value("probe_success", target="lean") == 1
+    assert page.value("probes_total", target="lean", result="success") == 1
+    lean, whole = (len([s for s in page.series if s.labels.get("target") == t]) for t in ("lean", "full"))
+    assert lean == whole - 5 - 14 - 1  # five phases, the histogram's 11 buckets + inf + sum + count, one result
+
+
+def test_common_keys_are_checked_with_file_line_and_field():
+    with pytest.raises(ConfigError) as info:
+        parse_config(yamlsrc.load_text(
+            "http:\n"
+            "  - name: a\n"
+            "    url: http://127.0.0.1/\n"
+            "    interval: 10s\n"
+            "    timeout: 4s\n"
+            "    retries: 2\n"
+            "    omit_series: [probe_success, probe_nonsense, probes_total]\n"
+            "  - {name: b, url: 'http://127.0.0.1/', retries: -1}\n", "agent.yaml"), "agent.yaml")
+    problems = [str(p) for p in info.value.problems]
+    assert "agent.yaml:5: http[0].timeout: 3 attempts of 4s do not fit in the interval 10s" in problems
+    assert "agent.yaml:7: http[0].omit_series: 'probe_success' is what every probe reports: it cannot be " \
+           "omitted" in problems
+    assert any(p.startswith("agent.yaml:7: http[0].omit_series: 'probe_nonsense' is not a family of http sources; "
+                            "one of: probe_attempts_total, probe_duration_seconds") for p in problems)
+    assert "agent.yaml:7: http[0].omit_series: 'probes_total' is what every probe reports: it cannot be " \
+           "omitted" in problems
+    assert "agent.yaml:8: http[1].retries: -1 is not between 0 and 10" in problems
+
+
+def test_the_default_timeout_leaves_room_for_every_attempt():
+    config, _ = parse_config(yamlsrc.load_text("global: {timeout: 10s}\nhttp:\n  - {name: a, url: 'http://x/', "
+                                               "interval: 9s, retries: 2}\n", "agent.yaml"), "agent.yaml")
+    (source,) = config.of_kind("http")
+    assert source.timeout == 3
+
+
+async def test_result_changes_are_logged_once_and_a_first_failure_has_no_previous_result(flaky, context, caplog):
+    """Issue 18.8: the first failed probe logged `from=success`, a result the target never had."""
+    store = Store()
+    source = source_for(context, store, f"  - {{name: web, url: '{flaky}/down'}}\n")
+    caplog.set_level(logging.INFO, logger="agent.sources.probe")
+    for _ in range(3):
+        assert await source.probe() == "status_code"
+    records = [r for r in caplog.records if r.name == "agent.sources.probe"]
+    assert len(records) == 1  # a target down for hours logs once
+    (first,) = records
+    assert first.getMessage() == "first probe failed" and first.levelname == "WARNING"
+    assert not hasattr(first, "from") and first.to == "status_code" and first.error == "status 503, expected 2xx"
+    ok = source_for(context, store, f"  - {{name: fine, url: '{flaky}/ok'}}\n")
+    assert await ok.probe() == "success"
+    assert len([r for r in caplog.records if r.name == "agent.sources.probe"]) == 1  # a healthy start is quiet
+    await asyncio.sleep(0)
