@@ -422,11 +422,11 @@ async def test_lone_surrogates_in_a_target_file_or_sd_answer_read_as_replacement
     address, _ = target
     files = tmp_path / "targets"
     files.mkdir()
-    (files / "a.json").write_text('[{"targets": ["%s"], "labels": {"owner": "x\\ud800y", "emoji": "\\ud83d\\ude00",'
-                                  ' "path": "C:\\\\ud800"}}]' % address)
+    labels = '{"owner": "x\\ud800y", "emoji": "\\ud83d\\ude00", "path": "C:\\\\ud800"}'  # JSON escapes, as written
+    (files / "a.json").write_text(f'[{{"targets": ["{address}"], "labels": {labels}}}]')
     url, answer = sd_endpoint
     answer["now"] = (200, "application/json",
-                     '[{"targets": ["http://%s/sd"], "labels": {"owner": "\\udfff"}}]' % address)
+                     f'[{{"targets": ["http://{address}/sd"], "labels": {{"owner": "\\udfff"}}}}]')
     _, metrics = await agent_at(SOURCE + f"    http_sd_configs: [{{url: '{url}', refresh_interval: 1s}}]\n")
 
     async def both():

@@ -40,7 +40,7 @@ class HttpKind(ProberKind[HttpModule, "HttpShared"]):
     probe_families = HTTP_FAMILIES
     always = ALWAYS
 
-    def parse_target(self, value: Any) -> str:
+    def parse_target(self, value: Any, module: HttpModule) -> str:
         return http_url(value)
 
     def parse_module(self, fields: Fields, settings: ProbeSettings) -> HttpModule:
@@ -68,7 +68,7 @@ class HttpKind(ProberKind[HttpModule, "HttpShared"]):
     def discovery_defaults(self, module: HttpModule) -> Mapping[str, str]:
         return {"__scheme__": "http", "__metrics_path__": "/"}
 
-    def discovered_target(self, labels: Mapping[str, str]) -> str:
+    def discovered_target(self, labels: Mapping[str, str], module: HttpModule) -> str:
         """``__address__`` when it is an http(s) URL, else ``<__scheme__>://<__address__><__metrics_path__>``
         (``host:port`` from a service registry)."""
         address = labels["__address__"]

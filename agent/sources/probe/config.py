@@ -51,12 +51,8 @@ def parse_probe_source(kind: ProberKind[Any, Any], fields: Fields, defaults: Sou
     name = fields.get("name", yamlsrc.nonempty_string)
     discovery = parse_discovery(fields)
     key = kind.target_key
-    if discovery is None:
-        target = fields.get(key, kind.parse_target)
-    else:
-        target = None
-        if fields.raw(key) is not None:
-            fields.error(key, f"a source probes its {key} or the targets it discovers, not both")
+    if discovery is not None and fields.raw(key) is not None:
+        fields.error(key, f"a source probes its {key} or the targets it discovers, not both")
     interval = fields.get("interval", yamlsrc.duration, defaults.interval)
     retries = fields.get("retries", _retries, 0)
     timeout = fields.get("timeout", yamlsrc.duration, min(defaults.timeout, interval / (retries + 1)))
@@ -69,6 +65,10 @@ def parse_probe_source(kind: ProberKind[Any, Any], fields: Fields, defaults: Sou
                                     f"{yamlsrc.format_duration(interval)}")
     labels = fields.get("labels", yamlsrc.label_map, {})
     module = kind.parse_module(fields, ProbeSettings(name, interval, timeout, labels))
+    target = None
+    if discovery is None:  # read after the module: a default port may depend on it (dns_over_tls: 853)
+        parse = yamlsrc.nonempty_string if module is None else lambda value: kind.parse_target(value, module)
+        target = fields.get(key, parse)
     reserved = kind.reserved_labels(module) if module is not None else frozenset()
     for label in sorted(set(labels) & reserved):
         reason = {TARGET_LABEL: ": the agent sets it to the source name, or to a discovered target's address",

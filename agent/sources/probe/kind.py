@@ -58,9 +58,9 @@ class ProberKind(SourceKind[ProbeConfig[ModuleT]], Generic[ModuleT, SharedT]):
     # --- what a kind provides ------------------------------------------------------------------------------
 
     @abstractmethod
-    def parse_target(self, value: Any) -> str:
+    def parse_target(self, value: Any, module: ModuleT) -> str:
         """A target as written in the config or discovered (``__address__``), checked and normalised (a port
-        filled in); raises ValueError saying why it cannot be probed."""
+        filled in, which may depend on the module); raises ValueError saying why it cannot be probed."""
 
     @abstractmethod
     def parse_module(self, fields: Fields, settings: ProbeSettings) -> ModuleT | None:
@@ -96,9 +96,9 @@ class ProberKind(SourceKind[ProbeConfig[ModuleT]], Generic[ModuleT, SharedT]):
         """Labels a discovered target starts with, before relabelling (http: __scheme__, __metrics_path__)."""
         return {}
 
-    def discovered_target(self, labels: Mapping[str, str]) -> str:
+    def discovered_target(self, labels: Mapping[str, str], module: ModuleT) -> str:
         """What a discovered target probes, from its relabelled labels; raises ValueError."""
-        return self.parse_target(labels["__address__"])
+        return self.parse_target(labels["__address__"], module)
 
     def describe_target(self, target: str) -> str:
         """A target as the status page shows it (no credentials)."""
@@ -174,7 +174,9 @@ class ProberKind(SourceKind[ProbeConfig[ModuleT]], Generic[ModuleT, SharedT]):
         from agent.discovery.targets import TargetRules
 
         assert config.discovery is not None
-        return TargetRules(config.name, config.labels, config.discovery.relabel, self.discovered_target,
+        module = config.module
+        return TargetRules(config.name, config.labels, config.discovery.relabel,
+                           lambda labels: self.discovered_target(labels, module),
                            self.discovery_defaults(config.module), self.reserved_labels(config.module))
 
     def check(self, config: ProbeConfig[ModuleT], file: str, shard: Shard = UNSHARDED

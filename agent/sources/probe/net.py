@@ -86,9 +86,7 @@ def record_resolution(result: ProbeResult, address: str, seconds: float) -> None
     ip = ipaddress.ip_address(address.split("%")[0])
     result.set(DNS_LOOKUP, seconds)
     result.set(IP_PROTOCOL, float(ip.version))
-    # Go's net.IP holds an IPv4 address in its 16-byte form (::ffff:a.b.c.d), which is what blackbox hashes
-    packed = ip.packed if ip.version == 6 else b"\0" * 10 + b"\xff\xff" + ip.packed
-    result.set(IP_ADDR_HASH, float(_fnv32a(packed)))
+    result.set(IP_ADDR_HASH, float(_fnv32a(ip.packed)))  # blackbox hashes 4 bytes for IPv4, 16 for IPv6
 
 
 async def resolve(host: str, config: IpConfig, result: ProbeResult) -> str:

@@ -31,13 +31,14 @@ class ProbeFailed(Exception):
 class ProbeResult:
     """One attempt's measurements, by family name."""
 
-    __slots__ = ("deadline", "timeout", "wanted", "values")
+    __slots__ = ("deadline", "timeout", "wanted", "values", "counts")
 
     def __init__(self, deadline: float, timeout: float, wanted: frozenset[str]):
         self.deadline = deadline  # loop time at which the attempt is cancelled
         self.timeout = timeout  # seconds allowed per attempt
         self.wanted = wanted  # family names the target exports
         self.values: dict[str, Series] = {}
+        self.counts: dict[str, Series] | None = None  # what count() added to counters kept across probes
 
     def set(self, spec: FamilySpec, value: float, labels: tuple[str, ...] = ()) -> None:
         """A value of the family (last write wins)."""
@@ -63,6 +64,16 @@ class ProbeResult:
         """Exactly these series of a family (what a JSON body held)."""
         if spec.name in self.wanted:
             self.values[spec.name] = series
+
+    def count(self, spec: FamilySpec, amount: float = 1.0, labels: tuple[str, ...] = ()) -> None:
+        """Add to a counter of the kind (one of its ``probe_families``): unlike the gauges, a counter is kept
+        across probes and only grows (packets sent, so loss over any window is a ratio of increases). Counted
+        after every attempt, a failed one included."""
+        if spec.name in self.wanted:
+            if self.counts is None:
+                self.counts = {}
+            series = self.counts.setdefault(spec.name, {})
+            series[labels] = series.get(labels, 0.0) + amount
 
     def wants(self, spec: FamilySpec) -> bool:
         """Whether the target exports the family: skip work whose only use is a family nobody exports."""

@@ -62,6 +62,9 @@ class SourceProbe:
         self.specs = [declared.spec for declared in kind.families(config)]
         self.wanted = frozenset(spec.name for spec in self.specs)
         self.kind_specs = [spec for spec in self.specs if spec.name not in _COMMON]
+        self.index = {spec.name: position for position, spec in enumerate(self.kind_specs)}
+        # the kind's own counters grow across probes (ProbeResult.count); other families are each probe's
+        self.counted = frozenset(spec.name for spec in kind.probe_families if spec.kind == "counter")
         self.defaults = {spec.name: value for spec, value in kind.always.items() if spec.name in self.wanted}
         # label tuples made once, shared by every target's series
         self.result_keys: dict[str, tuple[str, ...]] = {result: (result,) for result in kind.result_labels}
@@ -88,9 +91,12 @@ class ProbeTarget:
         self.key = key  # its hash places the target in the interval
         self.interval = source.config.interval
         wanted = source.wanted
-        self._families: list[tuple[str, Family, float | None]] = [
+        self._families: list[tuple[str, Family, float | None, bool]] = [
             (spec.name, group.gauge(spec) if spec.kind == "gauge" else group.counter(spec),
-             source.defaults.get(spec.name)) for spec in source.kind_specs]
+             source.defaults.get(spec.name), spec.name in source.counted) for spec in source.kind_specs]
+        for _, family, _, counted in self._families:
+            if counted and not family.spec.labelnames:
+                family.ensure(())  # born at 0, so increase() sees the first packets
         self._success = group.gauge(SUCCESS)
         self._probes = group.counter(PROBES)
         for labels in source.result_keys.values():
@@ -132,6 +138,8 @@ class ProbeTarget:
                 attempts += 1
                 result = ProbeResult(loop.time() + timeout, timeout, source.wanted)
                 outcome, error = await self._attempt(result)
+                if result.counts:
+                    self._count(result.counts)
                 if self._attempts_total is not None:
                     self._attempts_total.inc(source.result_keys[outcome])
                 if outcome == "success" or attempts > source.config.retries:
@@ -162,10 +170,19 @@ class ProbeTarget:
             return source.reason(exc, self.target)
         return "success", None
 
+    def _count(self, counts: dict[str, dict[tuple[str, ...], float]]) -> None:
+        index = self.source.index
+        for name, series in counts.items():
+            family = self._families[index[name]][1]
+            for labels, amount in series.items():
+                family.inc(labels, amount)
+
     def _record(self, result: ProbeResult, outcome: str, duration: float, attempts: int) -> None:
         source = self.source
         values = result.values
-        for name, family, default in self._families:
+        for name, family, default, counted in self._families:
+            if counted:
+                continue
             series = values.get(name)
             if series is None:
                 if default is not None:
