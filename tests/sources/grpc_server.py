@@ -1,0 +1,38 @@
+"""A real gRPC server for the tests: grpcio's server with the standard health service (grpcio-health-checking).
+
+Run as ``python -m tests.sources.grpc_server ADDRESS [CERT KEY]`` (ADDRESS: ``127.0.0.1:PORT``, ``[::1]:PORT``); it prints ``ready`` once serving, then reads
+``<service> <SERVING|NOT_SERVING|SERVICE_UNKNOWN>`` lines on stdin to flip a service's status ("" is the whole
+server: write ``- SERVING``), answering ``ok`` to each.
+"""
+
+import sys
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+
+def main() -> None:
+    address = sys.argv[1]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    servicer.set("app", health_pb2.HealthCheckResponse.SERVING)
+    if len(sys.argv) > 3:
+        with open(sys.argv[2], "rb") as cert, open(sys.argv[3], "rb") as key:
+            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+        server.add_secure_port(address, credentials)
+    else:
+        server.add_insecure_port(address)
+    server.start()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        service, _, status = line.strip().rpartition(" ")
+        servicer.set("" if service == "-" else service, health_pb2.HealthCheckResponse.ServingStatus.Value(status))
+        print("ok", flush=True)
+    server.stop(0)
+
+
+if __name__ == "__main__":
+    main()
