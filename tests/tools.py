@@ -21,11 +21,13 @@ PACKAGES = {
     "mtail": "mtail",
     "prometheus-blackbox-exporter": "prometheus-blackbox-exporter",
     "chromium": "chromium",
+    "dnsmasq": "dnsmasq",  # serves the DNS prober's test zone
+    "unbound": "unbound",  # serves it over DNS over TLS
     "journalctl": "systemd",
     "systemd-journal-remote": "systemd-journal-remote",  # writes journal files from journal export format
 }
 # Debian installs some tools outside PATH (systemd's helpers)
-EXTRA_DIRS = ("/usr/lib/systemd", "/lib/systemd")
+EXTRA_DIRS = ("/usr/lib/systemd", "/lib/systemd", "/usr/sbin", "/sbin")
 
 _lock = threading.Lock()
 _tried: set[str] = set()
