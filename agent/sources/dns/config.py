@@ -11,7 +11,7 @@ from typing import Any
 
 from agent import yamlsrc
 from agent.sources.probe.net import IpConfig, parse_ip_config
-from agent.sources.probe.tls import TlsConfig, parse_tls_config
+from agent.sources.probe.client import TlsConfig, parse_tls_config
 from agent.store import gauge
 from agent.yamlsrc import Fields, excerpt
 
@@ -32,6 +32,7 @@ AUTHORITY_RRS = gauge("probe_dns_authority_rrs", "Number of records in the autho
 ADDITIONAL_RRS = gauge("probe_dns_additional_rrs", "Number of records in the additional section")
 QUERY_SUCCEEDED = gauge("probe_dns_query_succeeded", "Whether an answer to the query arrived")
 SERIAL = gauge("probe_dns_serial", "Serial of the zone, from the SOA record of an SOA query's answer")
+FAMILIES = (DURATION, ANSWER_RRS, AUTHORITY_RRS, ADDITIONAL_RRS, QUERY_SUCCEEDED, SERIAL)
 SECTION_COUNTS = {"answer": ANSWER_RRS, "authority": AUTHORITY_RRS, "additional": ADDITIONAL_RRS}
 
 

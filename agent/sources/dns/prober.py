@@ -132,8 +132,8 @@ class DnsProber:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
-            if self.module.ip.source_ip_address:
-                sock.bind((self.module.ip.source_ip_address, 0))
+            if self.module.ip.source_ip:
+                sock.bind((self.module.ip.source_ip, 0))
             # connected: only the server's datagrams reach us, and an ICMP port unreachable comes back as
             # ConnectionRefusedError
             await loop.sock_connect(sock, (ip, port))
@@ -151,7 +151,7 @@ class DnsProber:
                                result: ProbeResult) -> bytes:
         started = time.perf_counter()
         tls = self.ssl_context
-        source = self.module.ip.source_ip_address
+        source = self.module.ip.source_ip
         reader, writer = await asyncio.open_connection(
             ip, port, family=family, local_addr=(source, 0) if source else None, ssl=tls,
             server_hostname=(self.module.tls.server_name or host) if tls else None,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from agent import yamlsrc
 from agent.sources.probe.net import IpConfig, parse_ip_config
-from agent.sources.probe.tls import TlsConfig, parse_tls_config
+from agent.sources.probe.client import TlsConfig, parse_tls_config
 from agent.store import gauge
 from agent.yamlsrc import Fields, excerpt
 
@@ -24,6 +24,7 @@ SSL = gauge("probe_grpc_ssl", "Whether the connection used TLS")
 STATUS_CODE = gauge("probe_grpc_status_code", "gRPC status code of the call (0: OK)")
 HEALTH = gauge("probe_grpc_healthcheck_response", "1 for the serving status the server answered, 0 for the others",
                ["serving_status"])
+FAMILIES = (DURATION, SSL, STATUS_CODE, HEALTH)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from agent import yamlsrc
 from agent.sources.probe.net import IpConfig, parse_ip_config
-from agent.store import counter, gauge
+from agent.store import gauge
 from agent.yamlsrc import Fields
 
 PHASES = ("resolve", "setup", "rtt")
@@ -29,8 +29,9 @@ LOSS = gauge("probe_icmp_packet_loss_ratio", "Share of the last probe's echo req
 RTT = gauge("probe_icmp_rtt_seconds", "Round trip of the last probe's replies: min, avg or max", ["stat"])
 JITTER = gauge("probe_icmp_rtt_jitter_seconds", "Mean difference between the round trips of consecutive replies "
                "of the last probe (needs two replies)")
-SENT_TOTAL = counter("probe_icmp_packets_sent_total", "Echo requests sent, over every probe")
-RECEIVED_TOTAL = counter("probe_icmp_packets_received_total", "Echo replies received, over every probe")
+SENT = gauge("probe_icmp_packets_sent", "Echo requests the last probe sent")
+RECEIVED = gauge("probe_icmp_packets_received", "Echo replies the last probe received")
+FAMILIES = (DURATION, HOP_LIMIT, SENT, RECEIVED, LOSS, RTT, JITTER)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def _packets(value: object) -> int:
     return packets
 
 
-def parse_module(fields: Fields, timeout: float) -> IcmpModule | None:
+def parse_module(fields: Fields, timeout: float) -> IcmpModule:
     """blackbox's icmp module keys, and ``packets`` / ``packet_interval``: every request of a probe is sent
     within its timeout, with time left for the last one's reply."""
     ip = parse_ip_config(fields)

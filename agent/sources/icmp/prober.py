@@ -23,10 +23,8 @@ from agent.sources.icmp.config import (
     LOSS,
     PHASES,
     RECEIVED,
-    RECEIVED_TOTAL,
     RTT,
     SENT,
-    SENT_TOTAL,
     IcmpModule,
 )
 from agent.sources.icmp.sockets import Echo, EchoSockets, NoSocket
@@ -69,7 +67,7 @@ class IcmpProber:
         result.add(DURATION, setup_started - started, _PHASE_KEYS["resolve"])
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         try:
-            sock = self.sockets.get(family, module.ip.source_ip_address, module.dont_fragment)
+            sock = self.sockets.get(family, module.ip.source_ip, module.dont_fragment)
         except NoSocket as exc:
             raise ProbeFailed("no_socket", str(exc)) from None
         payload = self._payload()
@@ -86,7 +84,6 @@ class IcmpProber:
                     await asyncio.sleep(max(0.0, first + number * module.packet_interval - loop.time()))
                 echoes.append(sock.send(address, payload, module.ttl))
                 result.set(SENT, number + 1)
-                result.add(SENT_TOTAL, 1)
             wait = result.deadline - reply_wait_margin(result.timeout) - loop.time()
             if wait > 0:
                 await asyncio.wait([echo.reply for echo in echoes], timeout=wait)
@@ -98,7 +95,6 @@ class IcmpProber:
         replies = [echo.reply.result() for echo in echoes if echo.reply.done() and not echo.reply.cancelled()]
         sent = len(echoes)
         result.set(RECEIVED, len(replies))
-        result.add(RECEIVED_TOTAL, len(replies))
         result.set(LOSS, 1 - len(replies) / sent)
         if not replies:
             raise ProbeFailed("timeout", f"no echo reply from {address} to {sent} request"
