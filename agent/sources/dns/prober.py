@@ -39,11 +39,11 @@ from agent.sources.dns.config import (
     DnsModule,
     RecordValidator,
 )
-from agent.sources.probe import ProbeFailed
+from agent.sources.probe.result import ProbeFailed
 from agent.sources.probe.net import resolve, split_host_port
 
 if TYPE_CHECKING:
-    from agent.sources.probe import ProbeResult
+    from agent.sources.probe.result import ProbeResult
 
 _PHASE_KEYS = {phase: (phase,) for phase in PHASES}
 _MAX_MESSAGE = 65535

@@ -22,11 +22,11 @@ from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest
 
 from agent.sources.grpc.config import DURATION, HEALTH, PHASES, SERVING_STATUSES, SSL, STATUS_CODE, GrpcModule
-from agent.sources.probe import ProbeFailed
+from agent.sources.probe.result import ProbeFailed
 from agent.sources.probe.net import resolve, split_host_port
 
 if TYPE_CHECKING:
-    from agent.sources.probe import ProbeResult
+    from agent.sources.probe.result import ProbeResult
 
 _PHASE_KEYS = {phase: (phase,) for phase in PHASES}
 _STATUS_KEYS = {status: (status,) for status in SERVING_STATUSES}

@@ -28,11 +28,11 @@ from agent.sources.icmp.config import (
     IcmpModule,
 )
 from agent.sources.icmp.sockets import Echo, EchoSockets, NoSocket
-from agent.sources.probe import ProbeFailed
+from agent.sources.probe.result import ProbeFailed
 from agent.sources.probe.net import resolve
 
 if TYPE_CHECKING:
-    from agent.sources.probe import ProbeResult
+    from agent.sources.probe.result import ProbeResult
 
 _PHASE_KEYS = {phase: (phase,) for phase in PHASES}
 _PAYLOAD_PREFIX = b"kpi-agent "

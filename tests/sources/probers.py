@@ -1,0 +1,52 @@
+"""Shared by the dns, icmp and grpc tests: one source built from its module keys, probed once and rendered as
+/metrics renders it, and the same module written for blackbox_exporter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from agent import yamlsrc
+from agent.config import parse_config
+from agent.store import Store
+from tests.helpers import Exposition, build_source, render_store
+
+# Our keys blackbox_exporter does not know (they are left out of its module)
+OURS_ONLY_KEYS = frozenset({"packets", "packet_interval", "retries", "labels", "omit_series"})
+
+
+def source_config(kind: str, name: str, target: str, module: dict[str, Any], timeout: str = "2s",
+                  interval: str = "15s") -> Any:
+    """The parsed config of one ``kind`` source probing ``target`` with these module keys."""
+    item = {"name": name, "target": target, "interval": interval, "timeout": timeout, **module}
+    text = yaml.safe_dump({kind: [item]}, sort_keys=False)
+    config, _ = parse_config(yamlsrc.load_text(text, "agent.yaml"), "agent.yaml")
+    (source,) = config.of_kind(kind)
+    return source
+
+
+class Probed:
+    """One source in a store of its own: probe it, read its page."""
+
+    def __init__(self, context: Any, kind: str, target: str, module: dict[str, Any], timeout: str = "2s",
+                 name: str = "probe"):
+        self.store = Store()
+        self.source = build_source(self.store, context, source_config(kind, name, target, module, timeout), kind)
+
+    async def probe(self) -> str | None:
+        return await self.source.probe()
+
+    def page(self) -> Exposition:
+        return render_store(self.store)
+
+    @property
+    def reason(self) -> str | None:
+        """The failure reason the status page shows for the target."""
+        return self.source.prober.last_error
+
+
+def blackbox_module(name: str, prober: str, module: dict[str, Any], timeout: str = "2s") -> str:
+    """A ``modules:`` entry for blackbox_exporter with the same settings (our extra keys left out)."""
+    settings = {key: value for key, value in module.items() if key not in OURS_ONLY_KEYS}
+    return yaml.safe_dump({name: {"prober": prober, "timeout": timeout, prober: settings}}, sort_keys=False)
