@@ -23,6 +23,7 @@ PACKAGES = {
     "chromium": "chromium",
     "dnsmasq": "dnsmasq",  # serves the DNS prober's test zone
     "unbound": "unbound",  # serves it over DNS over TLS
+    "nft": "nftables",  # drops a share of ICMP packets in a test namespace
     "journalctl": "systemd",
     "systemd-journal-remote": "systemd-journal-remote",  # writes journal files from journal export format
 }

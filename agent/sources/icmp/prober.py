@@ -76,24 +76,29 @@ class IcmpProber:
         result.set(RECEIVED, 0)
         result.set(LOSS, 1.0)
         echoes: list[Echo] = []
+        refused: OSError | None = None
         loop = asyncio.get_running_loop()
         first = loop.time()
         try:
             for number in range(module.packets):
                 if number:
                     await asyncio.sleep(max(0.0, first + number * module.packet_interval - loop.time()))
-                echoes.append(sock.send(address, payload, module.ttl))
+                try:
+                    echoes.append(sock.send(address, payload, module.ttl))
+                except OSError as exc:  # refused by the kernel (no route, a firewall): this request is lost
+                    refused = exc
                 result.set(SENT, number + 1)
+            if refused is not None and not echoes:
+                raise refused  # nothing went out: the reason is the kernel's, not a timeout
             wait = result.deadline - reply_wait_margin(result.timeout) - loop.time()
             if wait > 0:
                 await asyncio.wait([echo.reply for echo in echoes], timeout=wait)
         finally:
             sock.forget(echoes)
-        self._record(address, echoes, result)
+        self._record(address, module.packets, echoes, result)
 
-    def _record(self, address: str, echoes: list[Echo], result: ProbeResult) -> None:
+    def _record(self, address: str, sent: int, echoes: list[Echo], result: ProbeResult) -> None:
         replies = [echo.reply.result() for echo in echoes if echo.reply.done() and not echo.reply.cancelled()]
-        sent = len(echoes)
         result.set(RECEIVED, len(replies))
         result.set(LOSS, 1 - len(replies) / sent)
         if not replies:
