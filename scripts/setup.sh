@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up kpi-agent in ./.venv on a fresh Debian machine with Python 3.11+.
 #   --with-tools   also install the tools the tests use (Debian: prometheus, prometheus-alertmanager, mtail, chromium,
-#                  and systemd-journal-remote, which writes the journal files the journal source tests read)
+#                  and systemd-journal-remote, which writes the journal files the journal source tests read;
+#                  prometheus-blackbox-exporter, dnsmasq, unbound and nftables for the dns, icmp and grpc tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +37,13 @@ if $with_tools; then
   command -v journalctl >/dev/null || missing+=(systemd)
   [ -x /lib/systemd/systemd-journal-remote ] || [ -x /usr/lib/systemd/systemd-journal-remote ] \
     || missing+=(systemd-journal-remote)
+  command -v prometheus-blackbox-exporter >/dev/null || missing+=(prometheus-blackbox-exporter)
+  command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq)
+  command -v unbound >/dev/null || [ -x /usr/sbin/unbound ] || missing+=(unbound)
+  command -v nft >/dev/null || [ -x /usr/sbin/nft ] || missing+=(nftables)
+  command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing+=(iproute2)
+  command -v setpriv >/dev/null || missing+=(util-linux)
+  command -v openssl >/dev/null || missing+=(openssl)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 fi
 

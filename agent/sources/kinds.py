@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.sources import http, journal, logs
+from agent.sources import dns, grpc, http, icmp, journal, logs
 from agent.sources.base import SourceKind
 
-KINDS: dict[str, SourceKind[Any]] = {kind.name: kind for kind in (http.KIND, logs.KIND, journal.KIND)}
+KINDS: dict[str, SourceKind[Any]] = {kind.name: kind for kind in (http.KIND, dns.KIND, icmp.KIND, grpc.KIND, logs.KIND, journal.KIND)}
 
 
 def exported_samples(sources: list[tuple[str, Any]]) -> set[str]:

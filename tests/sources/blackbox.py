@@ -86,12 +86,17 @@ def shape(page: Exposition, names: Iterable[str] | None = None, ignore_labels: f
     return found
 
 
-def compare(ours: Exposition, theirs: Exposition, ours_only: Iterable[str] = (), values: Iterable[str] = ()) -> None:
+def compare(ours: Exposition, theirs: Exposition, ours_only: Iterable[str] = (), values: Iterable[str] = (),
+            theirs_only: Iterable[str] = (), newer_labels: frozenset[str] = frozenset()) -> None:
     """Every ``probe_*`` series blackbox wrote for the probe is on our page with the same labels and label values
     (phases, serving statuses), and the series named in ``values`` have the same values. ``ours_only``: our
-    families beyond blackbox's (``probes_total``, the latency histogram, ...), which must exist on our side."""
-    their_shape = shape(theirs)
-    our_shape = shape(ours)
+    families beyond blackbox's (``probes_total``, the latency histogram, ...), which must exist on our side.
+    ``theirs_only`` and ``newer_labels``: where Debian's blackbox_exporter 0.23 differs from 0.28, whose series
+    we write (0.23 shows a gRPC probe's certificate expiry at 0 without TLS; 0.28 added ``serialnumber``)."""
+    their_shape = shape(theirs, ignore_labels=OUR_LABELS | newer_labels)
+    for name in theirs_only:
+        their_shape.pop(name, None)
+    our_shape = shape(ours, ignore_labels=OUR_LABELS | newer_labels)
     missing = {name: sorted(map(sorted, labelsets - our_shape.get(name, set())))
                for name, labelsets in their_shape.items() if labelsets - our_shape.get(name, set())}
     assert not missing, f"blackbox series missing from ours (or with other labels): {missing}\nours: {our_shape}"

@@ -5,6 +5,7 @@ Run as ``python -m tests.sources.grpc_server ADDRESS [CERT KEY]`` (ADDRESS: ``12
 server: write ``- SERVING``), answering ``ok`` to each.
 """
 
+import os
 import sys
 from concurrent import futures
 
@@ -12,9 +13,31 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 
+class _RequireMetadata(grpc.ServerInterceptor):
+    def __init__(self, key: str, value: str):
+        self.pair = (key, value)
+
+    def intercept_service(self, continuation, details):  # noqa: ANN001, ANN201 - grpcio's interface
+        if self.pair in tuple(details.invocation_metadata or ()):
+            return continuation(details)
+
+        def refuse(request, context):  # noqa: ANN001, ANN202
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing metadata")
+
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+def _interceptors() -> list:
+    required = os.environ.get("GRPC_REQUIRE_METADATA")
+    if not required:
+        return []
+    key, _, value = required.partition("=")
+    return [_RequireMetadata(key, value)]
+
+
 def main() -> None:
     address = sys.argv[1]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=_interceptors())
     servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)

@@ -87,6 +87,9 @@ class GrpcProber:
                 message = f": {exc.message}" if exc.message else ""
                 raise ProbeFailed("grpc_status", f"the health check failed with status {exc.status.name}"
                                   f"{message}"[:300]) from None
+            except TimeoutError:  # grpclib's deadline (before ours): Go's client says DEADLINE_EXCEEDED
+                result.set(STATUS_CODE, Status.DEADLINE_EXCEEDED.value)
+                raise ProbeFailed("timeout", f"no answer to the health check within {result.timeout:g}s") from None
             except OSError:  # refused, reset, TLS refused: what Go's client reports as UNAVAILABLE
                 result.set(STATUS_CODE, Status.UNAVAILABLE.value)
                 raise

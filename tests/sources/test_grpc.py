@@ -1,0 +1,178 @@
+"""gRPC sources against a real gRPC server (grpcio with the standard health service) flipping SERVING and
+NOT_SERVING, compared with blackbox_exporter's grpc prober in the same test; TLS, metadata, a silent server;
+and an agent without a gRPC source never loading the client library."""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers import free_port, wait_until
+from tests.sources.blackbox import blackbox, compare  # noqa: F401 - the fixture
+from tests.sources.dns_servers import make_certificate
+from tests.sources.probers import Probed, blackbox_module
+
+OURS_ONLY = ("probes_total", "probe_last_result", "probe_latency_seconds_bucket", "probe_latency_seconds_sum",
+             "probe_latency_seconds_count")
+TLS_SERIES = ("probe_ssl_earliest_cert_expiry", "probe_tls_version_info", "probe_tls_cipher_info",
+              "probe_ssl_last_chain_expiry_timestamp_seconds", "probe_ssl_last_chain_info")
+# blackbox_exporter 0.23 registers the certificate expiry of every gRPC probe, at 0 without TLS (0.28 does not)
+PLAIN = {"theirs_only": ["probe_ssl_earliest_cert_expiry"]}
+VALUES = ("probe_success", "probe_grpc_status_code", "probe_grpc_healthcheck_response", "probe_grpc_ssl")
+
+
+class HealthServer:
+    def __init__(self, process: subprocess.Popen, port: int):
+        self.process = process
+        self.port = port
+        self.target = f"127.0.0.1:{port}"
+
+    def set(self, service: str, status: str) -> None:
+        self.process.stdin.write(f"{service or '-'} {status}\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == "ok"
+
+
+@pytest.fixture
+def grpc_server() -> Iterator:
+    """``grpc_server(cert=None, key=None, env=None) -> HealthServer``: a real gRPC server on 127.0.0.1."""
+    started: list[subprocess.Popen] = []
+
+    def start(cert=None, key=None, env=None) -> HealthServer:  # noqa: ANN001
+        pytest.importorskip("grpc_health", reason="grpcio-health-checking (a test dependency)")
+        port = free_port()
+        argv = [sys.executable, "-m", "tests.sources.grpc_server", f"127.0.0.1:{port}",
+                *([str(cert), str(key)] if cert else [])]
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                   env={**os.environ, **(env or {})})
+        started.append(process)
+        assert process.stdout.readline().strip() == "ready"
+        return HealthServer(process, port)
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+async def test_serving_then_not_serving_as_blackbox_sees_it(grpc_server, blackbox, context):  # noqa: F811
+    server = grpc_server()
+    exporter = blackbox(blackbox_module("grpc_app", "grpc", {"service": "app"}) +
+                        blackbox_module("grpc_plain", "grpc", {}) +
+                        blackbox_module("grpc_nope", "grpc", {"service": "nope"}))
+    ours = Probed(context, "grpc", server.target, {"service": "app"})
+    assert await ours.probe() == "success", ours.reason
+    compare(ours.page(), exporter.probe("grpc_app", server.target), ours_only=OURS_ONLY, values=VALUES, **PLAIN)
+    assert ours.page().value("probe_grpc_healthcheck_response", serving_status="SERVING") == 1
+
+    server.set("app", "NOT_SERVING")
+    assert await ours.probe() == "not_serving"
+    assert ours.reason == "the server answers NOT_SERVING for 'app'"
+    theirs = exporter.probe("grpc_app", server.target)
+    assert theirs.value("probe_success") == 0
+    compare(ours.page(), theirs, ours_only=OURS_ONLY, values=VALUES, **PLAIN)
+
+    whole = Probed(context, "grpc", server.target, {})
+    assert await whole.probe() == "success"  # the server as a whole still serves
+    compare(whole.page(), exporter.probe("grpc_plain", server.target), ours_only=OURS_ONLY, values=VALUES, **PLAIN)
+
+    unknown = Probed(context, "grpc", server.target, {"service": "nope"})
+    assert await unknown.probe() == "grpc_status"
+    assert unknown.reason == "the health check failed with status NOT_FOUND"
+    compare(unknown.page(), exporter.probe("grpc_nope", server.target), ours_only=OURS_ONLY, values=VALUES, **PLAIN)
+    assert unknown.page().value("probe_grpc_status_code") == 5
+
+
+async def test_tls_with_a_certificate_the_test_made(grpc_server, blackbox, context, tmp_path):  # noqa: F811
+    cert, key = make_certificate(tmp_path, "grpc.example.test")
+    server = grpc_server(cert, key)
+    module = {"tls": True, "tls_config": {"ca_file": str(cert), "server_name": "grpc.example.test"}}
+    exporter = blackbox(blackbox_module("grpc_tls", "grpc", module))
+    ours = Probed(context, "grpc", server.target, module)
+    assert await ours.probe() == "success", ours.reason
+    theirs = exporter.probe("grpc_tls", server.target)
+    assert theirs.value("probe_success") == 1, exporter.debug("grpc_tls", server.target)
+    page = ours.page()
+    compare(page, theirs, ours_only=(*OURS_ONLY, "probe_tls_cipher_info",
+                                     "probe_ssl_last_chain_expiry_timestamp_seconds"),
+            values=[*VALUES, "probe_ssl_earliest_cert_expiry"], newer_labels=frozenset({"serialnumber"}))
+    assert page.value("probe_grpc_ssl") == 1
+    assert page.value("probe_ssl_earliest_cert_expiry") > time.time()
+
+    untrusted = Probed(context, "grpc", server.target, {"tls": True,
+                                                        "tls_config": {"server_name": "grpc.example.test"}})
+    assert await untrusted.probe() == "tls_error"
+    assert "certificate" in untrusted.reason
+
+
+async def test_metadata_reaches_the_server(grpc_server, context):
+    server = grpc_server(env={"GRPC_REQUIRE_METADATA": "authorization=Bearer s3cret"})
+    refused = Probed(context, "grpc", server.target, {})
+    assert await refused.probe() == "grpc_status"
+    assert refused.page().value("probe_grpc_status_code") == 16  # UNAUTHENTICATED
+    allowed = Probed(context, "grpc", server.target, {"metadata": {"authorization": "Bearer s3cret"}})
+    assert await allowed.probe() == "success", allowed.reason
+
+
+async def test_a_server_that_accepts_and_never_answers(context):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+    accepting = threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True)
+    accepting.start()
+    try:
+        ours = Probed(context, "grpc", f"127.0.0.1:{listener.getsockname()[1]}", {}, timeout="500ms")
+        started = time.perf_counter()
+        assert await ours.probe() == "timeout"
+        assert 0.4 < time.perf_counter() - started < 1.5
+        assert ours.page().value("probe_grpc_status_code") == 4  # DEADLINE_EXCEEDED
+    finally:
+        for sock in (listener, *held):
+            sock.close()
+
+
+async def test_nothing_listening(context):
+    ours = Probed(context, "grpc", f"127.0.0.1:{free_port()}", {})
+    assert await ours.probe() == "connection_refused"
+    assert ours.page().value("probe_grpc_status_code") == 14  # UNAVAILABLE, as Go's client says
+
+
+def _imported(config_text: str, tmp_path, start_agent) -> str:  # noqa: ANN001
+    """What ``kpi-agent run`` imported with this config (-X importtime), once it is ready."""
+    config = tmp_path / "agent.yaml"
+    config.write_text(config_text)
+    port = free_port()
+    log = tmp_path / "imports.log"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "agent", "run", "--config.file",
+                                    str(config), "--web.listen-address", f"127.0.0.1:{port}"], stderr=stderr)
+        try:
+            from tests.helpers import fetch
+
+            wait_until(lambda: fetch(f"http://127.0.0.1:{port}/-/ready")[0] == 200, timeout=20)
+            time.sleep(1)  # the first probes run
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    return log.read_text()
+
+
+def _loaded(log: str, *packages: str) -> set[str]:
+    """Which of these top-level packages the import log shows."""
+    found = {line.rsplit("|", 1)[-1].strip() for line in log.splitlines() if line.startswith("import time:")}
+    return {package for package in packages if any(m == package or m.startswith(package + ".") for m in found)}
+
+
+@pytest.mark.slow
+def test_only_an_agent_with_a_grpc_source_loads_grpclib(tmp_path, start_agent):
+    http_only = _imported("http:\n  - {name: self, url: 'http://127.0.0.1:9/'}\n", tmp_path, start_agent)
+    assert not _loaded(http_only, "grpclib", "google.protobuf", "dns", "h2")
+    assert _loaded(http_only, "aiohttp") == {"aiohttp"}  # the log is complete: what the agent loads is in it
+    with_grpc = _imported("grpc:\n  - {name: app, target: '127.0.0.1:9'}\n", tmp_path, start_agent)
+    assert _loaded(with_grpc, "grpclib", "google.protobuf", "grpc") == {"grpclib", "google.protobuf"}  # no grpcio
