@@ -1,0 +1,86 @@
+"""CPU per probe of our dns and icmp sources against blackbox_exporter's dns and icmp probers, same targets, same
+number of probes, in the same run (alternating rounds, medians).
+
+Run: .venv/bin/python -m pytest tests/benchmarks/bench_probers.py -s  (-k dns or -k icmp for one)
+Our probes run in this process (CPU = this process's CPU time during the run); blackbox_exporter runs in its own
+(CPU from /proc), driven through /probe by a client here. The DNS target is Debian's dnsmasq in its own process;
+the ICMP target is this machine's kernel answering on 127.0.0.1.
+"""
+
+import asyncio
+import statistics
+import time
+import urllib.parse
+from pathlib import Path
+
+import aiohttp
+
+from agent.sources.base import SourceContext
+from agent.store import Store
+from tests.helpers import build_source, cpu_seconds
+from tests.sources.blackbox import blackbox  # noqa: F401 - the fixture
+from tests.sources.dns_servers import dnsmasq  # noqa: F401 - the fixture
+from tests.sources.probers import blackbox_module, source_config
+
+PROBES = 2000
+CONCURRENCY = 20
+ROUNDS = 5
+
+
+async def run_ours(kind: str, target: str, module: dict) -> float:
+    """CPU seconds our sources spent on PROBES probes."""
+    context = SourceContext()
+    store = Store()
+    sources = [build_source(store, context, source_config(kind, f"bench-{i}", target, module), kind)
+               for i in range(CONCURRENCY)]
+    await sources[0].probe()  # the first probe opens shared sockets and loads the library: not what we measure
+    cpu = time.process_time()
+
+    async def worker(source) -> None:  # noqa: ANN001
+        for _ in range(PROBES // CONCURRENCY):
+            assert await source.probe() == "success", source.prober.last_error
+
+    await asyncio.gather(*(worker(s) for s in sources))
+    spent = time.process_time() - cpu
+    await context.close()
+    return spent
+
+
+async def run_blackbox(probe_url: str, pid: int) -> float:
+    """CPU seconds blackbox_exporter spent on PROBES probes through /probe."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        cpu = cpu_seconds(pid)
+
+        async def worker() -> None:
+            for _ in range(PROBES // CONCURRENCY):
+                async with session.get(probe_url) as response:
+                    assert "probe_success 1" in await response.text()
+
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return cpu_seconds(pid) - cpu
+
+
+def compare(kind: str, target: str, module: dict, blackbox) -> None:  # noqa: ANN001, F811
+    exporter = blackbox(blackbox_module("bench", kind, module))
+    probe_url = f"{exporter.base}/probe?" + urllib.parse.urlencode({"module": "bench", "target": target})
+    ours, theirs = [], []
+    for _ in range(ROUNDS):  # alternating, so both see the same load on a shared machine
+        ours.append(asyncio.run(run_ours(kind, target, module)))
+        theirs.append(asyncio.run(run_blackbox(probe_url, exporter.process.pid)))
+    ours_cpu, bb_cpu = statistics.median(ours), statistics.median(theirs)
+    print(f"\n{kind}: {PROBES} probes of {target}, {CONCURRENCY} at a time; median of {ROUNDS} alternating rounds; "
+          f"load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    print(f"  blackbox_exporter: {bb_cpu / PROBES * 1e6:6.0f} us CPU per probe "
+          f"(rounds: {[round(c / PROBES * 1e6) for c in theirs]})")
+    print(f"  kpi-agent:         {ours_cpu / PROBES * 1e6:6.0f} us CPU per probe "
+          f"(rounds: {[round(c / PROBES * 1e6) for c in ours]})")
+    print(f"  ratio: {bb_cpu / ours_cpu:.2f}x blackbox's CPU per probe (above 1 = we use less; the goal is 2)")
+
+
+def test_dns_probe_cost_against_blackbox(dnsmasq, blackbox):  # noqa: F811
+    compare("dns", f"127.0.0.1:{dnsmasq}", {"query_name": "www.example.test", "query_type": "A",
+                                             "preferred_ip_protocol": "ip4"}, blackbox)
+
+
+def test_icmp_probe_cost_against_blackbox(blackbox):  # noqa: F811
+    compare("icmp", "127.0.0.1", {"preferred_ip_protocol": "ip4"}, blackbox)
