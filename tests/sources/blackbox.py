@@ -63,7 +63,8 @@ def blackbox(tmp_path) -> Iterator:  # noqa: ANN001 - pytest's tmp_path
             wait_until(lambda: fetch(exporter.base + "/-/healthy")[0] == 200, what="blackbox_exporter up")
         except AssertionError:
             process.terminate()
-            raise AssertionError(f"blackbox_exporter did not start: {process.stderr.read().decode()[-2000:]}")
+            raise AssertionError(f"blackbox_exporter did not start: {process.stderr.read().decode()[-2000:]}"
+                                 ) from None
         return exporter
 
     yield start

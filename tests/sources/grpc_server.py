@@ -1,6 +1,7 @@
 """A real gRPC server for the tests: grpcio's server with the standard health service (grpcio-health-checking).
 
-Run as ``python -m tests.sources.grpc_server ADDRESS [CERT KEY]`` (ADDRESS: ``127.0.0.1:PORT``, ``[::1]:PORT``); it prints ``ready`` once serving, then reads
+Run as ``python -m tests.sources.grpc_server ADDRESS [CERT KEY]`` (ADDRESS: ``127.0.0.1:PORT``, ``[::1]:PORT``);
+it prints ``ready`` once serving, then reads
 ``<service> <SERVING|NOT_SERVING|SERVICE_UNKNOWN>`` lines on stdin to flip a service's status ("" is the whole
 server: write ``- SERVING``), answering ``ok`` to each.
 """

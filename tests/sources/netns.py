@@ -1,9 +1,9 @@
 """Network namespaces the tests make (``ip netns``, root only): a loopback of their own, their own
 ``net.ipv4.ping_group_range``, random loss of ICMP packets alone, and agents running inside them.
 
-The loss is an nftables rule (``numgen random`` drops a share of ICMP packets on input, as a lossy link would), not ``tc netem``: the
-kernels this runs on (CI's included) may lack sch_netem, and loss on ICMP alone keeps the scrapes over TCP
-whole.
+The loss is an nftables rule (``numgen random`` drops a share of ICMP packets on input, as a lossy link would),
+not ``tc netem``: the kernels this runs on (CI's included) may lack sch_netem, and loss on ICMP alone keeps the
+scrapes over TCP whole.
 
 Nothing leaves a namespace: it has only its loopback, so every packet stays on this machine.
 """
@@ -86,8 +86,8 @@ class Namespace:
 def netns() -> Iterator:
     """``netns(ping_group_range=None, icmp_loss=None, lo_only_host=False) -> Namespace``: a new namespace with its
     loopback up; ``ping_group_range`` ("0 0": root's group may open ping sockets, "1 0": nobody may);
-    ``icmp_loss`` the percentage of ICMP packets dropped (requests and replies alike); ``lo_only_host``: 127.0.0.1 is the only
-    loopback address (any other 127.x address has no route: an unreachable host, with no packet sent)."""
+    ``icmp_loss`` the percentage of ICMP packets dropped (requests and replies alike); ``lo_only_host``: 127.0.0.1
+    is the only loopback address (any other 127.x address has no route: an unreachable host, no packet sent)."""
     _require("root", os.geteuid() == 0)
     _require("ip (Debian's iproute2)", bool(shutil.which("ip")))
     made: list[Namespace] = []

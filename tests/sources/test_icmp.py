@@ -9,10 +9,10 @@ import time
 import pytest
 
 from agent.sources.icmp import KIND
+from tests.helpers import wait_until
 from tests.sources.blackbox import blackbox, compare  # noqa: F401 - the fixture
 from tests.sources.netns import NO_RAW_SOCKETS, netns  # noqa: F401 - the fixture
 from tests.sources.probers import Probed, blackbox_module, source_config
-from tests.helpers import wait_until
 
 OURS_ONLY = ("probes_total", "probe_last_result", "probe_latency_seconds_bucket", "probe_latency_seconds_sum",
              "probe_latency_seconds_count", "probe_icmp_packets_sent", "probe_icmp_packets_received",

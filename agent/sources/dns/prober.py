@@ -39,8 +39,8 @@ from agent.sources.dns.config import (
     DnsModule,
     RecordValidator,
 )
-from agent.sources.probe.result import ProbeFailed
 from agent.sources.probe.net import resolve, split_host_port
+from agent.sources.probe.result import ProbeFailed
 
 if TYPE_CHECKING:
     from agent.sources.probe.result import ProbeResult

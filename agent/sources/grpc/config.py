@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent import yamlsrc
-from agent.sources.probe.net import IpConfig, parse_ip_config
 from agent.sources.probe.client import TlsConfig, parse_tls_config
+from agent.sources.probe.net import IpConfig, parse_ip_config
 from agent.store import gauge
 from agent.yamlsrc import Fields, excerpt
 

@@ -22,8 +22,8 @@ from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest
 
 from agent.sources.grpc.config import DURATION, HEALTH, PHASES, SERVING_STATUSES, SSL, STATUS_CODE, GrpcModule
-from agent.sources.probe.result import ProbeFailed
 from agent.sources.probe.net import resolve, split_host_port
+from agent.sources.probe.result import ProbeFailed
 
 if TYPE_CHECKING:
     from agent.sources.probe.result import ProbeResult

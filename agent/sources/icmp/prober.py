@@ -28,8 +28,8 @@ from agent.sources.icmp.config import (
     IcmpModule,
 )
 from agent.sources.icmp.sockets import Echo, EchoSockets, NoSocket
-from agent.sources.probe.result import ProbeFailed
 from agent.sources.probe.net import resolve
+from agent.sources.probe.result import ProbeFailed
 
 if TYPE_CHECKING:
     from agent.sources.probe.result import ProbeResult
@@ -110,7 +110,7 @@ class IcmpProber:
         for stat, value in (("min", min(round_trips)), ("avg", average), ("max", max(round_trips))):
             result.set(RTT, value, (stat,))
         if len(round_trips) > 1:
-            result.set(JITTER, statistics.fmean(abs(b - a) for a, b in zip(round_trips, round_trips[1:])))
+            result.set(JITTER, statistics.fmean(abs(b - a) for a, b in zip(round_trips, round_trips[1:], strict=False)))
         hop_limit = replies[-1][1]
         if hop_limit is not None:
             result.set(HOP_LIMIT, hop_limit)
