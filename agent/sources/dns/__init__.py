@@ -49,7 +49,7 @@ class DnsKind(ProberKind[DnsModule, DnsShared]):
     # blackbox registers these before it queries: a failed probe shows them at 0
     always = {ANSWER_RRS: 0.0, AUTHORITY_RRS: 0.0, ADDITIONAL_RRS: 0.0, QUERY_SUCCEEDED: 0.0}
 
-    def parse_target(self, value: Any) -> str:
+    def parse_target(self, value: Any, module: DnsModule) -> str:
         return host_and_optional_port(value)
 
     def parse_module(self, fields: Fields, settings: ProbeSettings) -> DnsModule | None:

@@ -41,7 +41,7 @@ class GrpcKind(ProberKind[GrpcModule, GrpcShared]):
     results = RESULTS
     probe_families = (*FAMILIES, *NET_FAMILIES, *TLS_FAMILIES)
 
-    def parse_target(self, value: Any) -> str:
+    def parse_target(self, value: Any, module: GrpcModule) -> str:
         return grpc_target(value)
 
     def parse_module(self, fields: Fields, settings: ProbeSettings) -> GrpcModule:

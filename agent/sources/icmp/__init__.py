@@ -46,7 +46,7 @@ class IcmpKind(ProberKind[IcmpModule, IcmpShared]):
     results = RESULTS
     probe_families = (*FAMILIES, *NET_FAMILIES)
 
-    def parse_target(self, value: Any) -> str:
+    def parse_target(self, value: Any, module: IcmpModule) -> str:
         return icmp_target(value)
 
     def parse_module(self, fields: Fields, settings: ProbeSettings) -> IcmpModule:
