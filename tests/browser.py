@@ -68,6 +68,11 @@ class Page:
             raise AssertionError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
+    async def set_viewport(self, width: int, height: int) -> None:
+        """The window of a screen that size: a phone (narrower than 800 pixels, touch) or a desktop."""
+        await self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
+                        mobile=width < 800)
+
     async def screenshot(self) -> bytes:
         """The whole page, not only the window."""
         metrics = await self.send("Page.getLayoutMetrics")

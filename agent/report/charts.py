@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from agent.kpi.units import format_value
 from agent.report.model import Chart, KpiResult, Line, Period, target_text
+from agent.report.periods import short_label
 from agent.yamlsrc import format_duration
 
 GOOD, BAD, NEUTRAL, INK, MUTED = "#1a7f37", "#cf222e", "#9ca3af", "#1f2328", "#59636e"
@@ -75,9 +76,9 @@ def _figure(width: float) -> tuple[Figure, Axes]:
 
 
 def _time_axis(axes: Axes, period: Period) -> None:
-    locator = dates.AutoDateLocator(tz=UTC, minticks=3, maxticks=8)
+    locator = dates.AutoDateLocator(tz=period.tz, minticks=3, maxticks=8)
     axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(dates.ConciseDateFormatter(locator, tz=UTC))
+    axes.xaxis.set_major_formatter(dates.ConciseDateFormatter(locator, tz=period.tz))
     axes.set_xlim(_date(period.start), _date(period.end))
 
 
@@ -89,7 +90,7 @@ def _shade_missing(axes: Axes, period: Period, lines: Sequence[Line]) -> None:
         return
     spans = []
     if min(firsts) > 0:
-        spans.append((period.start, period.bucket_end(min(firsts)) - period.step))
+        spans.append((period.start, period.bucket_start(min(firsts))))
     if max(lasts) < period.buckets - 1:
         spans.append((period.bucket_end(max(lasts)), period.end))
     for start, end in spans:
@@ -141,9 +142,24 @@ def _unit_axis(axes: Axes, unit: str) -> None:
     axes.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: format_value(value, unit)))
 
 
+def _marks(axes: Axes, result: KpiResult, period: Period) -> None:
+    """Planned exclusions as hatched spans; firing KPI alerts as red bars along the foot of the plot."""
+    for index, excluded in enumerate(result.exclusions):
+        axes.axvspan(_date(max(excluded.start, period.start)), _date(min(excluded.end, period.end)),
+                     facecolor="none", edgecolor=MUTED, hatch="////", linewidth=0, alpha=0.5,
+                     label="excluded (planned)" if index == 0 else None)
+    foot = axes.get_xaxis_transform()
+    for index, alert in enumerate(result.alerts):
+        axes.fill_between([_date(max(alert.start, period.start)), _date(min(alert.end, period.end))], 0, 0.035,
+                          transform=foot, color=BAD, alpha=0.85, linewidth=0,
+                          label="alert firing" if index == 0 else None)
+
+
 def kpi_chart(result: KpiResult, period: Period) -> str:
     """The KPI's value in each bucket and from the period's start, against its target, with the failing
-    side of the target tinted (below it when higher is better, above it otherwise)."""
+    side of the target tinted (below it when higher is better, above it otherwise). The target is a legend
+    entry, not a label on its line: a label at the line's end met the legend whenever the target sat near the
+    top of the plot."""
     kpi = result.kpi
     with matplotlib.rc_context(STYLE):
         figure, axes = _figure(WIDE)
@@ -154,9 +170,11 @@ def kpi_chart(result: KpiResult, period: Period) -> str:
             color = PALETTE[index]
             suffix = f" ({_group_text(line.group)})" if line.group else ""
             per_bucket, cumulative = _nan(line.per_bucket), _nan(line.cumulative)
+            sparse = sum(1 for v in cumulative if math.isfinite(v)) <= 3  # a line needs points to be seen
             axes.plot(times, per_bucket, drawstyle="steps-pre", color=color, alpha=0.45, linewidth=0.8,
                       label=f"each {step}{suffix}")
-            axes.plot(times, cumulative, color=color, linewidth=1.8, label=f"since period start{suffix}")
+            axes.plot(times, cumulative, color=color, linewidth=1.8, marker="o" if sparse else None, markersize=4,
+                      label=f"since period start{suffix}")
             drawn += per_bucket + cumulative
         low, high = _limits(drawn, kpi.target)
         if kpi.is_ratio:  # no room below 0% or above 100%, but enough to see a line at 100%
@@ -170,14 +188,49 @@ def kpi_chart(result: KpiResult, period: Period) -> str:
             axes.axhspan(low, kpi.target, color=BAD, alpha=0.07, linewidth=0)
         else:
             axes.axhspan(kpi.target, high, color=BAD, alpha=0.07, linewidth=0)
-        axes.axhline(kpi.target, color=INK, linestyle="--", linewidth=1)
-        axes.annotate(f"target {target_text(kpi)}", xy=(1, kpi.target), xycoords=("axes fraction", "data"),
-                      xytext=(-2, 3), textcoords="offset points", ha="right", va="bottom", fontsize=7.5)
+        axes.axhline(kpi.target, color=INK, linestyle="--", linewidth=1, label=f"target {target_text(kpi)}")
         _time_axis(axes, period)
         _shade_missing(axes, period, result.lines)
+        _marks(axes, result, period)
         axes.set_title("Value" + ("" if kpi.higher_is_better else " (lower is better)"))
         _legend(axes, above=True)
         return _svg(figure, f"{kpi.name}: value over the period against its target", f"{result.anchor}-value")
+
+
+def history_chart(result: KpiResult) -> str:
+    """The value in each of the last N periods as bars, green where the target was met, red where missed,
+    against the target line."""
+    kpi = result.kpi
+    with matplotlib.rc_context(STYLE):
+        figure, axes = _figure(NARROW)
+        lines = result.lines[:MAX_SERIES]
+        count = len(lines)
+        width = 0.8 / max(count, 1)
+        drawn: list[float] = []
+        labels = [short_label(judged.span.label) for judged in lines[0].history] if lines else []
+        for index, line in enumerate(lines):
+            values = [math.nan if j.value is None else j.value for j in line.history]
+            colours = [NEUTRAL if j.met is None else GOOD if j.met else BAD for j in line.history]
+            positions = [i + (index - (count - 1) / 2) * width for i in range(len(values))]
+            axes.bar(positions, [0 if math.isnan(v) else v for v in values], width=width * 0.9, color=colours,
+                     label=_group_text(line.group) or None)
+            drawn += values
+        low, high = _limits(drawn, kpi.target)
+        if kpi.is_ratio:
+            margin = (high - low) * 0.03
+            low, high = max(low, -margin), min(high, 1.0 + margin)
+            _percent_axis(axes)
+        else:
+            _unit_axis(axes, "short")
+            low = min(low, 0)
+        axes.set_ylim(low, high)
+        axes.axhline(kpi.target, color=INK, linestyle="--", linewidth=1)
+        axes.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 6 else 0,
+                        ha="right" if len(labels) > 6 else "center", fontsize=6.5)
+        axes.grid(axis="x", visible=False)
+        met = sum(1 for j in (lines[0].history if lines else ()) if j.met)
+        axes.set_title(f"Met in {met} of the last {len(labels)} periods" if count == 1 else "Each period")
+        return _svg(figure, f"{kpi.name}: value in each of the last {len(labels)} periods", f"{result.anchor}-history")
 
 
 def budget_chart(result: KpiResult, period: Period) -> str:
@@ -198,6 +251,7 @@ def budget_chart(result: KpiResult, period: Period) -> str:
         _percent_axis(axes)
         _time_axis(axes, period)
         _shade_missing(axes, period, result.lines)
+        _marks(axes, result, period)
         axes.set_title("Error budget remaining")
         if len(result.lines) > 1:
             _legend(axes, above=False)
@@ -209,7 +263,7 @@ def supporting_chart(chart: Chart, period: Period, prefix: str) -> str:
     """A supporting metric with its unit; at most MAX_SERIES lines, the rest counted in the title."""
     with matplotlib.rc_context(STYLE):
         figure, axes = _figure(NARROW)
-        times = _times(period)
+        times = [_date(t) for t in chart.times]
         title = chart.metric.title
         if chart.error or not chart.series:
             axes.text(0.5, 0.5, f"query failed:\n{chart.error}" if chart.error else "no data in the period",

@@ -20,6 +20,7 @@ from agent.kpi.spec import ServiceSpec
 from agent.logconfig import LEVELS, setup_logging
 from agent.prometheus_api import PrometheusClient
 from agent.report.model import Report, collect
+from agent.report.periods import PERIOD_HELP, PeriodChoice, parse_period, zone
 from agent.yamlsrc import ConfigError, duration, format_duration
 
 DEFAULT_UI_LISTEN = ":9911"
@@ -59,27 +60,60 @@ def _specs(paths: tuple[str, ...]) -> list[ServiceSpec]:
 _SPECS = click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
 _PROMETHEUS = click.option("--prometheus.url", "prometheus_url", required=True,
                            help="Prometheus (or another server of its HTTP API) holding the kpi:* series.")
-_PERIOD = click.option("--period", default="30d", show_default=True, callback=_duration,
-                       help="How far back the report looks.")
+def _period(ctx: click.Context, param: click.Parameter, value: str) -> PeriodChoice:
+    try:
+        tz = zone(ctx.params.get("time_zone") or "UTC")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--time-zone'") from None
+    try:
+        return parse_period(value, tz)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
-async def _collect(specs: list[ServiceSpec], url: str, period: float, at: float) -> Report:
+def _zone(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        zone(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+# --time-zone is eager: --period is read in its zone whatever the order of the flags
+_TIME_ZONE = click.option("--time-zone", "time_zone", default="UTC", show_default=True, callback=_zone,
+                          is_eager=True, help="IANA time zone of calendar periods and of the times shown.")
+_PERIOD = click.option("--period", default="30d", show_default=True, callback=_period,
+                       help=f"What the report judges: {PERIOD_HELP}.")
+_HISTORY = click.option("--history", type=click.IntRange(min=0, max=60), default=None,
+                        help="How many periods the compliance history shows, the judged one last. Default: 12 "
+                             "for calendar periods, 0 (none) for rolling ones.")
+
+
+def _history_count(choice: PeriodChoice, history: int | None) -> int:
+    return history if history is not None else 12 if choice.is_calendar else 0
+
+
+async def _collect(specs: list[ServiceSpec], url: str, period: PeriodChoice, at: float, history: int) -> Report:
     async with aiohttp.ClientSession() as session:
-        return await collect(specs, PrometheusClient(url, session), period, at)
+        return await collect(specs, PrometheusClient(url, session), period, at, history)
 
 
 @click.command("report")
 @_SPECS
 @_PROMETHEUS
 @_PERIOD
-@click.option("--at", callback=_moment, help="End of the period: RFC 3339 or Unix seconds. Default: now.")
+@_TIME_ZONE
+@_HISTORY
+@click.option("--at", callback=_moment, help="When the report is made (the end of a rolling period; calendar "
+                                             "periods are the ones running or last complete then): RFC 3339 or "
+                                             "Unix seconds. Default: now.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
 @click.option("--format", "output_format", type=click.Choice(["html", "pdf"]),
               help="Default: pdf when --out ends in .pdf, else html.")
 @click.option("--chromium", help="Chromium or Chrome for PDF output. Default: chromium, chromium-browser or "
                                  "google-chrome from PATH.")
-def report(specs: tuple[str, ...], prometheus_url: str, period: float, at: float, out: str,
-           output_format: str | None, chromium: str | None) -> None:
+def report(specs: tuple[str, ...], prometheus_url: str, period: PeriodChoice, time_zone: str, history: int | None,
+           at: float, out: str, output_format: str | None, chromium: str | None) -> None:
     """Write a self-contained KPI report (one file that opens with no network): every KPI of every spec
     with its value over the period against its target, its error budget and charts.
 
@@ -97,7 +131,7 @@ def report(specs: tuple[str, ...], prometheus_url: str, period: float, at: float
         click.echo(f"kpi-agent report: {exc}", err=True)
         sys.exit(1)
     started = time.monotonic()
-    result = asyncio.run(_collect(loaded, prometheus_url, period, at))
+    result = asyncio.run(_collect(loaded, prometheus_url, period, at, _history_count(period, history)))
     page = render(result)
     path = Path(out)
     try:
@@ -110,8 +144,10 @@ def report(specs: tuple[str, ...], prometheus_url: str, period: float, at: float
         sys.exit(1)
     for problem in result.problems():
         click.echo(problem, err=True)
-    click.echo(f"wrote {path} ({path.stat().st_size:,} bytes, {len(result.results)} KPIs over "
-               f"{format_duration(result.period.length)}) in {time.monotonic() - started:.1f}s")
+    span = result.period.span
+    over = span.label if period.is_calendar else format_duration(span.length)
+    click.echo(f"wrote {path} ({path.stat().st_size:,} bytes, {len(result.results)} KPIs over {over}) in "
+               f"{time.monotonic() - started:.1f}s")
     sys.exit(result.exit_code)
 
 
@@ -119,6 +155,8 @@ def report(specs: tuple[str, ...], prometheus_url: str, period: float, at: float
 @_SPECS
 @_PROMETHEUS
 @_PERIOD
+@_TIME_ZONE
+@_HISTORY
 @click.option("--refresh", default="1m", show_default=True, callback=_duration,
               help="How often the page reloads itself.")
 @click.option("--web.listen-address", "listen", default=DEFAULT_UI_LISTEN, show_default=True,
@@ -128,7 +166,8 @@ def report(specs: tuple[str, ...], prometheus_url: str, period: float, at: float
 @click.option("--log.level", "log_level", type=click.Choice(list(LEVELS)), default="info", show_default=True)
 @click.option("--log.format", "log_format", type=click.Choice(["logfmt", "json"]), default="logfmt",
               show_default=True)
-def ui(specs: tuple[str, ...], prometheus_url: str, period: float, refresh: float, listen: str,
+def ui(specs: tuple[str, ...], prometheus_url: str, period: PeriodChoice, time_zone: str, history: int | None,
+       refresh: float, listen: str,
        web_config_file: str | None, log_level: str, log_format: str) -> None:
     """Serve the report as a live scoreboard at / that reloads itself every --refresh; read from Prometheus
     when viewed, never more often than every half --refresh whatever the number of viewers."""
@@ -141,7 +180,7 @@ def ui(specs: tuple[str, ...], prometheus_url: str, period: float, refresh: floa
         address = ListenAddress.parse(listen)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--web.listen-address") from None
-    board = Scoreboard(_specs(specs), prometheus_url, period, refresh)
+    board = Scoreboard(_specs(specs), prometheus_url, period, refresh, _history_count(period, history))
     try:
         web_config = LiveWebConfig(web_config_file) if web_config_file else None
         asyncio.run(serve(board, address, web_config))

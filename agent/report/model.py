@@ -1,10 +1,18 @@
 """What a report says, computed from the ``kpi:*`` series of the README's public contract.
 
-The period is cut into equal buckets. Prometheus sums the recorded 5m rates inside each bucket
-(``sum_over_time(kpi:numerator:rate5m[step])`` and the denominator), and everything a person reads is derived
-from those sums here, in pure functions: the value of each bucket, the value from the period's start up to
-each bucket, the value over the whole period (traffic-weighted, the same formula as ``kpi:ratio:period``),
-and the error budget left. Buckets with no samples are no data, never zero.
+Two questions are asked of Prometheus per KPI, however many periods the report compares:
+
+- **totals**, one instant query: the sum of the recorded 5m rates (``kpi:numerator:rate5m``,
+  ``kpi:denominator:rate5m``) over exactly each span the report needs (the judged period, the previous one,
+  the same one a year ago, each period of the compliance history, each piece of a planned exclusion), one
+  ``sum_over_time(...[length] @ end)`` term per span, told apart by a ``kpi_part`` label;
+- **buckets**, one range query: the same sums in each step of a grid that lands on every edge of the chart's
+  buckets, added up here into the buckets (a calendar month's buckets follow the local clock across a
+  daylight-saving change).
+
+Everything a person reads is derived from those sums in pure functions: traffic-weighted values (good over
+all, the formula of ``kpi:ratio:period`` applied to the span), never an average of bucket ratios. Buckets with
+no samples are no data, never zero.
 """
 
 from __future__ import annotations
@@ -12,19 +20,24 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from agent.kpi.compiler import identity_selector
 from agent.kpi.spec import Kpi, ServiceSpec, SupportingMetric
 from agent.kpi.units import significant
 from agent.prometheus_api import PrometheusClient, PrometheusError, PrometheusUnreachable, series_labels
+from agent.report.periods import PeriodChoice, Span, grid_step, local_time_text, parse_period
 from agent.yamlsrc import format_duration
 
 TARGET_BUCKETS = 240  # enough for a smooth chart; a 30d period gets 3h buckets
-NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 14400, 21600, 43200, 86400)
 DEFAULT_EVALUATION_INTERVAL = 30.0  # the generated rules' default group interval
+MAX_POINTS = 11000  # Prometheus refuses a range query of more points per series
+RATE_WINDOW = 300.0  # the recorded rates' window: a sample stamped t counts the events of (t - 5m, t]
+PARTIAL_ZOOM = 0.25  # a KPI with data for less of its period gets charts of the part with data
 
 # Exit codes of `kpi-agent report`; the most severe one that applies wins.
 EXIT_COMPLETE = 0
@@ -35,45 +48,124 @@ EXIT_PROMETHEUS = 5  # Prometheus was unreachable or answered with an error
 OK, PARTIAL, NO_DATA, ERROR = "ok", "partial", "no_data", "error"
 
 Values = tuple[float | None, ...]
+GroupKey = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
 class Period:
-    """``buckets`` buckets of ``step`` seconds ending at ``end``; bucket i covers (end_i - step, end_i]."""
+    """The judged span cut into the chart's buckets: bucket i holds the samples of (edges[i], edges[i+1]]."""
 
-    end: float
-    step: float
-    buckets: int
+    span: Span
+    edges: tuple[float, ...]
+    tz: ZoneInfo = ZoneInfo("UTC")
+    fine_step: float = 0.0  # the range query's step: every edge up to regular_end lies on its grid
+    regular_end: float = 0.0  # a period to date ends off the grid: (regular_end, end] is summed apart
 
     @property
     def start(self) -> float:
-        return self.end - self.step * self.buckets
+        return self.edges[0]
+
+    @property
+    def end(self) -> float:
+        return self.edges[-1]
+
+    @property
+    def buckets(self) -> int:
+        return len(self.edges) - 1
 
     @property
     def length(self) -> float:
-        return self.step * self.buckets
+        return self.end - self.start
+
+    @property
+    def step(self) -> float:
+        """The usual bucket length (a bucket holding a DST change or a period's cut end differs)."""
+        return max(set(b - a for a, b in zip(self.edges, self.edges[1:], strict=False)),
+                   key=lambda s: sum(1 for a, b in zip(self.edges, self.edges[1:], strict=False) if b - a == s))
 
     def bucket_end(self, index: int) -> float:
-        return self.start + self.step * (index + 1)
+        return self.edges[index + 1]
+
+    def bucket_start(self, index: int) -> float:
+        return self.edges[index]
 
 
-def plan_period(length: float, end: float, evaluation_interval: float) -> Period:
-    """The nice step that gives about TARGET_BUCKETS buckets, never shorter than the rules' evaluation
-    interval (a shorter bucket would hold no sample at all every other time)."""
+def _nice_step(length: float, evaluation_interval: float) -> float:
     wanted = max(length / TARGET_BUCKETS, evaluation_interval)
-    step = next((float(s) for s in NICE_STEPS if s >= wanted), math.ceil(wanted / 86400) * 86400.0)
-    return Period(end, step, max(1, math.ceil(length / step - 1e-9)))
+    return next((float(s) for s in NICE_STEPS if s >= wanted), math.ceil(wanted / 86400) * 86400.0)
+
+
+def plan_period(length: float, end: float, evaluation_interval: float, tz: ZoneInfo | None = None) -> Period:
+    """Equal buckets ending at ``end``: the nice step that gives about TARGET_BUCKETS of them, never shorter
+    than the rules' evaluation interval (a shorter bucket would hold no sample every other time). The first
+    bucket may start before ``end - length``: buckets are never cut short."""
+    step = _nice_step(length, evaluation_interval)
+    count = max(1, math.ceil(length / step - 1e-9))
+    edges = tuple(end - step * (count - i) for i in range(count + 1))
+    return Period(Span(end - length, end, format_duration(length)), edges, tz or ZoneInfo("UTC"), step, end)
+
+
+def plan_calendar(span: Span, tz: ZoneInfo, evaluation_interval: float) -> Period:
+    """Buckets that follow the local clock from the span's start (every 4 hours of a month, every day of a
+    year), so a day that a DST change makes 23 or 25 hours long keeps its buckets on the hour; the span's end,
+    when it is cut at --at, ends the last bucket early."""
+    step = _nice_step(span.length, evaluation_interval)
+    start_local = datetime.fromtimestamp(span.start, tz).replace(tzinfo=None)
+    wall: list[float] = []
+    index = 0
+    while True:
+        moment = (start_local + timedelta(seconds=step * index)).replace(tzinfo=tz).timestamp()
+        if moment >= span.end:
+            break
+        if not wall or moment > wall[-1]:  # a wall time in a DST gap lands on the same instant as the next
+            wall.append(moment)
+        index += 1
+    regular_end = span.end if _on_wall_clock(span.end, start_local, step, tz) else wall[-1]
+    if regular_end == span.end:
+        wall.append(span.end)
+    fine = grid_step(wall, at_most=min(b - a for a, b in zip(wall, wall[1:], strict=False)) if len(wall) > 1
+                     else step)
+    edges = tuple(wall) if regular_end == span.end else (*wall, span.end)
+    return Period(span, edges, tz, fine, regular_end)
+
+
+def _on_wall_clock(moment: float, start_local: datetime, step: float, tz: ZoneInfo) -> bool:
+    local = datetime.fromtimestamp(moment, tz).replace(tzinfo=None)
+    elapsed = (local - start_local).total_seconds()
+    return elapsed % step == 0
+
+
+def plan_for(choice: PeriodChoice, span: Span, evaluation_interval: float) -> Period:
+    if choice.is_calendar:
+        return plan_calendar(span, choice.tz, evaluation_interval)
+    return plan_period(span.length, span.end, evaluation_interval, choice.tz)
 
 
 def bucketed(series: Sequence[tuple[float, float]], period: Period) -> list[float | None]:
-    """A query_range result evaluated at each bucket end, as one slot per bucket (None: no sample)."""
-    slots: list[float | None] = [None] * period.buckets
-    first = period.bucket_end(0)
+    """A range query's samples on the chart's grid, added up into the chart's buckets (None: no sample)."""
+    slots: dict[int, float] = {}
+    origin, step = period.start, period.fine_step or period.step
     for at, value in series:
-        index = round((at - first) / period.step)
-        if 0 <= index < period.buckets and math.isfinite(value):
+        index = round((at - origin) / step) - 1  # fine slot (origin + i*step, origin + (i+1)*step]
+        if index >= 0 and math.isfinite(value):
             slots[index] = value
-    return slots
+    sums: list[float | None] = []
+    for bucket in range(period.buckets):
+        low, high = period.bucket_start(bucket), period.bucket_end(bucket)
+        first, last = round((low - origin) / step), round((min(high, period.regular_end) - origin) / step)
+        found = [slots[i] for i in range(first, last) if i in slots]
+        sums.append(math.fsum(found) if found else None)
+    return sums
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A KPI series' value over one span, and whether it met the target there."""
+
+    span: Span
+    value: float | None  # None: no data or no traffic in the span
+    met: bool | None
+    budget_remaining: float | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +180,9 @@ class Line:
     budget_curve: Values = ()  # the same from the period's start to the end of each bucket
     first: int | None = None  # first and last bucket with samples
     last: int | None = None
+    previous: Judged | None = None  # the period before (for a period to date: up to the same point)
+    year_ago: Judged | None = None  # the same period a year before
+    history: tuple[Judged, ...] = ()  # the last N periods, oldest first, the judged one last
 
 
 def _coverage(present: Sequence[bool]) -> tuple[int | None, int | None]:
@@ -147,13 +242,31 @@ def meets(kpi: Kpi, value: float | None) -> bool | None:
     return value >= kpi.target if kpi.higher_is_better else value <= kpi.target
 
 
+def judged(kpi: Kpi, span: Span, top: float | None, bottom: float | None) -> Judged:
+    """A span's value from its two sums: good and all events (ratio KPIs), or sum and count (value KPIs)."""
+    value = top / bottom if top is not None and bottom else None
+    if value is not None and kpi.is_ratio and top is not None:
+        value = min(max(value, 0.0), 1.0)  # excluded pieces subtracted from sums can leave float dust
+    return Judged(span, value, meets(kpi, value), budget_left(kpi, value) if kpi.is_ratio else None)
+
+
 @dataclass(frozen=True)
 class Chart:
-    """A supporting metric's series over the period (one value per bucket end)."""
+    """A supporting metric's series over the period (one value per sample time)."""
 
     metric: SupportingMetric
     series: tuple[tuple[dict[str, str], Values], ...] = ()
     error: str = ""
+    times: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A stretch of time drawn on a KPI's charts: a planned exclusion or a firing alert."""
+
+    start: float
+    end: float
+    text: str  # the exclusion's reason, or the alert's name and severity
 
 
 @dataclass(frozen=True)
@@ -164,6 +277,10 @@ class KpiResult:
     charts: tuple[Chart, ...] = ()
     state: str = OK
     note: str = ""  # what is missing or failed, in a sentence
+    period: Period | None = None  # the charts' buckets, when they differ from the report's (a fresh install)
+    data_start: float | None = None  # the first sample, when it came after the period's start
+    exclusions: tuple[Interval, ...] = ()
+    alerts: tuple[Interval, ...] = ()
 
     @property
     def anchor(self) -> str:
@@ -178,6 +295,8 @@ class Report:
     results: tuple[KpiResult, ...]
     unreachable: str = ""  # why Prometheus could not be asked at all
     evaluation_interval: float = DEFAULT_EVALUATION_INTERVAL
+    choice: PeriodChoice | None = None
+    queries: int = 0  # how many requests the report made of Prometheus
 
     @property
     def exit_code(self) -> int:
@@ -219,12 +338,11 @@ def format_kpi_value(kpi: Kpi, value: float) -> str:
     return f"{value * 100:.{max(2, target_decimals + 1)}f}%"
 
 
-def format_time(seconds: float, step: float = 60.0) -> str:
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC" if step < 60 else "%Y-%m-%d %H:%M UTC")
+def format_time(seconds: float, step: float = 60.0, tz: ZoneInfo | None = None) -> str:
+    return local_time_text(seconds, tz or ZoneInfo("UTC"), with_seconds=step < 60)
 
 
-def _key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+def _key(labels: dict[str, str]) -> GroupKey:
     return tuple(sorted(labels.items()))
 
 
@@ -236,57 +354,320 @@ def _groups(kpi: Kpi, label_sets: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{k: v for k, v in sorted(labels.items()) if k in keep} for labels in label_sets]
 
 
-class _Fetcher:
-    def __init__(self, client: PrometheusClient, period: Period, left_open: bool):
-        self.client = client
-        self.period = period
-        # Prometheus 2 range selectors include both ends; 3 excludes the start. A bucket of step - 1ms (2) or
-        # step (3) takes each sample exactly once, so bucket sums add up to the whole period's sum.
-        self.range = format_duration(period.step if left_open else period.step - 0.001)
-
-    async def buckets(self, expr: str) -> dict[tuple[tuple[str, str], ...], list[float | None]]:
-        period = self.period
-        result = await self.client.query_range(expr, period.bucket_end(0), period.end, period.step)
-        return {_key(series_labels(s)): bucketed([(float(t), float(v)) for t, v in s["values"]], period)
-                for s in result}
-
-    def over_buckets(self, function: str, series: str) -> str:
-        return f"{function}({series}[{self.range}])"
+PART = "kpi_part"  # the label that tells the terms of one query apart
 
 
-async def _kpi_lines(fetch: _Fetcher, spec: ServiceSpec, kpi: Kpi) -> list[Line]:
-    selector = identity_selector(spec, kpi)
+def _part(expr: str, name: str) -> str:
+    return f'label_replace({expr}, "{PART}", "{name}", "", "")'
+
+
+def sides(kpi: Kpi, selector: str) -> dict[str, tuple[str, str]]:
+    """The two sums a KPI's values are made of: (function over time, recorded series) for the top and bottom
+    of its fraction."""
     if kpi.is_ratio:
-        numerators, denominators = await asyncio.gather(
-            fetch.buckets(fetch.over_buckets("sum_over_time", f"kpi:numerator:rate5m{selector}")),
-            fetch.buckets(fetch.over_buckets("sum_over_time", f"kpi:denominator:rate5m{selector}")))
-        keys = sorted(denominators)
-        groups = _groups(kpi, [dict(k) for k in keys])
-        empty: list[float | None] = [None] * fetch.period.buckets
-        return [ratio_line(kpi, group, numerators.get(key, empty), denominators[key])
-                for key, group in zip(keys, groups, strict=True)]
-    sums, counts = await asyncio.gather(
-        fetch.buckets(fetch.over_buckets("sum_over_time", f"kpi:value{selector}")),
-        fetch.buckets(fetch.over_buckets("count_over_time", f"kpi:value{selector}")))
-    keys = sorted(counts)
-    groups = _groups(kpi, [dict(k) for k in keys])
-    return [value_line(group, sums.get(key, [None] * fetch.period.buckets), counts[key])
-            for key, group in zip(keys, groups, strict=True)]
+        return {"top": ("sum_over_time", f"kpi:numerator:rate5m{selector}"),
+                "bottom": ("sum_over_time", f"kpi:denominator:rate5m{selector}")}
+    return {"top": ("sum_over_time", f"kpi:value{selector}"), "bottom": ("count_over_time", f"kpi:value{selector}")}
 
 
-async def _chart(fetch: _Fetcher, metric: SupportingMetric) -> Chart:
+@dataclass
+class Pieces:
+    """The spans one totals query sums over: each named, each (start, end]."""
+
+    spans: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def add(self, name: str, start: float, end: float) -> None:
+        if end > start:
+            self.spans[name] = (start, end)
+
+
+class Fetcher:
+    """Asks Prometheus, counting the requests (the benchmark states how many a report makes)."""
+
+    def __init__(self, client: PrometheusClient, left_open: bool):
+        self.client = client
+        self.left_open = left_open  # Prometheus 3 ranges exclude their start; 2 includes both ends
+        self.requests = 0
+
+    def range_of(self, seconds: float) -> str:
+        """A range holding the samples of (end - seconds, end] exactly: one millisecond short on Prometheus 2."""
+        return format_duration(seconds if self.left_open else seconds - 0.001)
+
+    async def query(self, expr: str, at: float) -> list[dict]:
+        self.requests += 1
+        return await self.client.query(expr, at)
+
+    async def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
+        """A range query split into requests of at most MAX_POINTS points (a year on a 30-minute grid)."""
+        merged: dict[GroupKey, dict] = {}
+        first = start
+        while first <= end + 1e-9:
+            last = min(end, first + step * (MAX_POINTS - 1))
+            self.requests += 1
+            for series in await self.client.query_range(expr, first, last, step):
+                key = _key(series.get("metric", {}))
+                merged.setdefault(key, {"metric": series.get("metric", {}), "values": []})["values"] += series["values"]
+            first = last + step
+        return list(merged.values())
+
+    async def totals(self, kpi: Kpi, selector: str, pieces: Pieces, at: float) -> dict[GroupKey, dict[str, float]]:
+        """One instant query: each side summed over each piece. Returns {group: {"<side>:<piece>": sum}}."""
+        terms = []
+        for side, (function, series) in sides(kpi, selector).items():
+            for name, (start, end) in pieces.spans.items():
+                if end - start <= (0 if self.left_open else 0.001):
+                    continue
+                terms.append(_part(f"{function}({series}[{self.range_of(end - start)}] @ {end:.3f})",
+                                   f"{side}:{name}"))
+        if not terms:
+            return {}
+        found: dict[GroupKey, dict[str, float]] = {}
+        for item in await self.query(" or ".join(terms), at):
+            labels = series_labels(item)
+            part = labels.pop(PART, "")
+            value = float(item["value"][1])
+            if math.isfinite(value):
+                found.setdefault(_key(labels), {})[part] = value
+        return found
+
+    async def buckets(self, kpi: Kpi, selector: str, period: Period) -> dict[GroupKey, dict[str, list]]:
+        """One range query on the chart's grid: each side's sums in each fine step."""
+        step = period.fine_step
+        terms = [_part(f"{function}({series}[{self.range_of(step)}])", side)
+                 for side, (function, series) in sides(kpi, selector).items()]
+        if period.regular_end - period.start < step:
+            return {}
+        result = await self.query_range(" or ".join(terms), period.start + step, period.regular_end, step)
+        found: dict[GroupKey, dict[str, list]] = {}
+        for series in result:
+            labels = series_labels(series)
+            part = labels.pop(PART, "")
+            found.setdefault(_key(labels), {})[part] = [(float(t), float(v)) for t, v in series["values"]]
+        return found
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything one report asks for a KPI: the judged span, its chart, and the spans compared with it."""
+
+    choice: PeriodChoice
+    span: Span
+    period: Period
+    previous: Span | None
+    year_ago: Span | None
+    history: tuple[Span, ...]
+
+
+def make_plan(choice: PeriodChoice, at: float, evaluation_interval: float, history: int) -> Plan:
+    span = choice.current(at)
+    previous = choice.previous(span)
+    year_ago = choice.year_ago(span)
+    past = tuple(choice.history(span, history)) if history > 1 else ()
+    return Plan(choice, span, plan_for(choice, span, evaluation_interval), previous, year_ago, past)
+
+
+def _exclusion_pieces(exclusions: Sequence[Interval], cuts: Iterable[float], fine: tuple[float, float, float],
+                      is_ratio: bool) -> list[tuple[float, float]]:
+    """Each exclusion as the sample times it removes, cut at every span boundary and (inside the chart) every
+    grid step, so each piece lies inside one span and one bucket. A ratio's 5m rates stamped up to five
+    minutes after the window still count its events: they are removed too."""
+    boundaries = sorted(set(cuts))
+    chart_start, chart_end, step = fine
+    pieces = []
+    for exclusion in exclusions:
+        start, end = exclusion.start, exclusion.end + (RATE_WINDOW - 0.001 if is_ratio else 0.0)
+        points = [b for b in boundaries if start < b < end]
+        if step and end > chart_start and start < chart_end:
+            first = math.floor((max(start, chart_start) - chart_start) / step) + 1
+            last = math.ceil((min(end, chart_end) - chart_start) / step)
+            points += [chart_start + i * step for i in range(first, last)]
+        edges = [start, *sorted(set(points)), end]
+        pieces += [(a, b) for a, b in zip(edges, edges[1:], strict=False) if b > a]
+    return pieces
+
+
+async def _collect_kpi(fetch: Fetcher, plan: Plan, spec: ServiceSpec, kpi: Kpi,
+                       exclusions: Sequence[Interval], alerts: Sequence[Interval]) -> KpiResult:
     try:
-        result = await fetch.buckets(metric.query)
+        return await _collect_kpi_or_fail(fetch, plan, spec, kpi, exclusions, alerts)
+    except PrometheusError as exc:
+        return KpiResult(spec, kpi, state=ERROR, note=f"query failed: {exc}")
+
+
+def _spans(plan: Plan) -> dict[str, Span]:
+    spans = {"current": plan.span}
+    if plan.previous:
+        spans["previous"] = plan.previous
+    if plan.year_ago:
+        spans["year_ago"] = plan.year_ago
+    for index, span in enumerate(plan.history):
+        spans[f"h{index}"] = span
+    return spans
+
+
+async def _collect_kpi_or_fail(fetch: Fetcher, plan: Plan, spec: ServiceSpec, kpi: Kpi,
+                               exclusions: Sequence[Interval], alerts: Sequence[Interval]) -> KpiResult:
+    selector = identity_selector(spec, kpi)
+    period = plan.period
+    spans = _spans(plan)
+    pieces = Pieces()
+    for name, span in spans.items():
+        pieces.add(name, span.start, span.end)
+    pieces.add("tail", period.regular_end, period.end)
+    cuts = [t for span in spans.values() for t in (span.start, span.end)] + [period.regular_end]
+    excluded = _exclusion_pieces(exclusions, cuts, (period.start, period.regular_end, period.fine_step),
+                                 kpi.is_ratio)
+    for index, (start, end) in enumerate(excluded):
+        pieces.add(f"x{index}", start, end)
+    totals, buckets, charts = await asyncio.gather(
+        fetch.totals(kpi, selector, pieces, plan.span.end), fetch.buckets(kpi, selector, period),
+        asyncio.gather(*(_chart(fetch, m, period) for m in kpi.supporting_metrics)))
+    keys = sorted(set(totals) | set(buckets))
+    if not keys:
+        return KpiResult(spec, kpi, (), tuple(charts), NO_DATA, await _why_no_data(fetch, plan, spec, kpi))
+    groups = _groups(kpi, [dict(k) for k in keys])
+    lines = []
+    for key, group in zip(keys, groups, strict=True):
+        sums = totals.get(key, {})
+        removed = {side: [(start, end, sums.get(f"{side}:x{i}", 0.0)) for i, (start, end) in enumerate(excluded)]
+                   for side in ("top", "bottom")}
+
+        def over(span: Span, side: str, sums: dict[str, float] = sums, removed: dict = removed) -> float | None:
+            name = next(n for n, s in spans.items() if s == span)
+            raw = sums.get(f"{side}:{name}")
+            if raw is None:
+                return None
+            return raw - math.fsum(v for a, b, v in removed[side] if a >= span.start and b <= span.end)
+
+        series = buckets.get(key, {})
+        tops = _minus(bucketed(series.get("top", []), period), removed["top"], period)
+        bottoms = _minus(bucketed(series.get("bottom", []), period), removed["bottom"], period)
+        if period.regular_end < period.end:  # a period to date: its last bucket is summed apart
+            tops[-1] = _tail(sums.get("top:tail"), removed["top"], period)
+            bottoms[-1] = _tail(sums.get("bottom:tail"), removed["bottom"], period)
+        line = ratio_line(kpi, group, tops, bottoms) if kpi.is_ratio else value_line(group, tops, bottoms)
+        current = judged(kpi, plan.span, over(plan.span, "top"), over(plan.span, "bottom"))
+        compared = {name: judged(kpi, span, over(span, "top"), over(span, "bottom")) for name, span in spans.items()}
+        lines.append(Line(group, current.value, line.per_bucket, line.cumulative, current.budget_remaining,
+                          line.budget_curve, line.first, line.last, compared.get("previous"), compared.get("year_ago"),
+                          tuple(compared[f"h{i}"] for i in range(len(plan.history)))))
+    state, note = judge(lines, period)
+    shown = tuple(Interval(max(e.start, period.start), min(e.end, period.end), e.text) for e in exclusions
+                  if e.end > period.start and e.start < period.end)
+    mine = tuple(a for a in alerts if f"/{spec.service}/{kpi.name}/" in f"/{a.text}")
+    result = KpiResult(spec, kpi, tuple(lines), tuple(charts), state, note, exclusions=shown,
+                       alerts=tuple(Interval(a.start, a.end, a.text.split("/", 2)[2]) for a in mine))
+    if state == PARTIAL:
+        result = await _explain_partial(fetch, plan, result, selector)
+    return result
+
+
+def _minus(sums: list[float | None], removed: Sequence[tuple[float, float, float]], period: Period) -> list:
+    """Bucket sums less the excluded pieces inside each bucket."""
+    for start, end, value in removed:
+        if not value or end > period.regular_end:
+            continue
+        for index in range(period.buckets):
+            if period.bucket_start(index) <= start and end <= period.bucket_end(index):
+                if sums[index] is not None:
+                    sums[index] = max(0.0, sums[index] - value)  # type: ignore[operator]
+                break
+    return sums
+
+
+def _tail(raw: float | None, removed: Sequence[tuple[float, float, float]], period: Period) -> float | None:
+    if raw is None:
+        return None
+    return raw - math.fsum(v for a, b, v in removed if a >= period.regular_end and b <= period.end)
+
+
+async def _first_sample(fetch: Fetcher, selector: str, kpi: Kpi, period: Period, bucket: int) -> float | None:
+    """The time of the first sample in a bucket: where the KPI's data really begins."""
+    series = f"kpi:denominator:rate5m{selector}" if kpi.is_ratio else f"kpi:value{selector}"
+    low, high = period.bucket_start(bucket), period.bucket_end(bucket)
+    result = await fetch.query(f"{series}[{fetch.range_of(high - low)}] @ {high:.3f}", high)
+    times = [float(t) for s in result for t, _ in s.get("values", [])]
+    return min(times) if times else None
+
+
+def suggest_period(seconds: float) -> str:
+    """A --period that the data there is covers: the longest of 7d, 1d, 12h, ... 5m within ``seconds``."""
+    for candidate in (30 * 86400, 7 * 86400, 86400, 43200, 21600, 10800, 3600, 1800, 900, 300):
+        if candidate <= seconds:
+            return format_duration(candidate)
+    return format_duration(max(60.0, seconds // 60 * 60))
+
+
+async def _explain_partial(fetch: Fetcher, plan: Plan, result: KpiResult, selector: str) -> KpiResult:
+    """Say when the data really begins (the first sample, not its bucket's start); when it covers little of
+    the period, chart the part that has data at a resolution that shows it, and suggest a shorter period."""
+    period, kpi = plan.period, result.kpi
+    firsts = [line.first for line in result.lines if line.first is not None]
+    if not firsts or min(firsts) <= 1:
+        return result
+    start = await _first_sample(fetch, selector, kpi, period, min(firsts)) or period.bucket_start(min(firsts))
+    covered = period.end - start
+    note = (f"partial period: data only from {format_time(start, 60, period.tz)}, "
+            f"{format_duration(round(covered / 60) * 60 or covered)} of {_period_name(plan)}")
+    if covered >= PARTIAL_ZOOM * period.length:
+        return _replace(result, note=note, data_start=start)
+    note += (f"; the charts show the {format_duration(round(covered / 60) * 60 or covered)} with data; for a "
+             f"complete report use --period {suggest_period(covered)}")
+    zoomed = plan_period(covered, period.end, max(fetch_interval(period), 1.0), period.tz)
+    buckets = await fetch.buckets(kpi, selector, zoomed)
+    charts = await asyncio.gather(*(_chart(fetch, m, zoomed) for m in kpi.supporting_metrics))
+    lines = []
+    for line in result.lines:
+        series = buckets.get(_match(line.group, buckets), {})
+        tops, bottoms = bucketed(series.get("top", []), zoomed), bucketed(series.get("bottom", []), zoomed)
+        drawn = ratio_line(kpi, line.group, tops, bottoms) if kpi.is_ratio else value_line(line.group, tops, bottoms)
+        lines.append(Line(line.group, line.value, drawn.per_bucket, drawn.cumulative, line.budget_remaining,
+                          drawn.budget_curve, drawn.first, drawn.last, line.previous, line.year_ago, line.history))
+    return _replace(result, lines=tuple(lines), charts=tuple(charts), note=note, data_start=start, period=zoomed)
+
+
+def _period_name(plan: Plan) -> str:
+    return plan.span.label if plan.choice.is_calendar else f"the {format_duration(plan.span.length)} period"
+
+
+def fetch_interval(period: Period) -> float:
+    return period.fine_step / 4 if period.fine_step else 1.0
+
+
+def _match(group: dict[str, str], buckets: dict[GroupKey, dict]) -> GroupKey:
+    return next((key for key in buckets if all(dict(key).get(k) == v for k, v in group.items())), ())
+
+
+def _replace(result: KpiResult, **changes: object) -> KpiResult:
+    from dataclasses import replace
+    return replace(result, **changes)  # type: ignore[arg-type]
+
+
+async def _chart(fetch: Fetcher, metric: SupportingMetric, period: Period) -> Chart:
+    step = period.fine_step
+    try:
+        result = await fetch.query_range(metric.query, period.start + step, period.regular_end, step)
     except PrometheusError as exc:
         return Chart(metric, error=str(exc))
-    return Chart(metric, tuple((dict(key), tuple(values)) for key, values in sorted(result.items())))
+    times = tuple(period.start + step * (i + 1) for i in range(round((period.regular_end - period.start) / step)))
+    index = {t: i for i, t in enumerate(times)}
+    series = []
+    for item in sorted(result, key=lambda s: _key(series_labels(s))):
+        values: list[float | None] = [None] * len(times)
+        for at, value in item["values"]:
+            slot = index.get(round(float(at), 3))
+            if slot is None:
+                slot = round((float(at) - period.start) / step) - 1
+            if 0 <= slot < len(times) and math.isfinite(float(value)):
+                values[slot] = float(value)
+        series.append((series_labels(item), tuple(values)))
+    return Chart(metric, tuple(series), times=times)
 
 
-async def _why_no_data(fetch: _Fetcher, spec: ServiceSpec, kpi: Kpi) -> str:
+async def _why_no_data(fetch: Fetcher, plan: Plan, spec: ServiceSpec, kpi: Kpi) -> str:
     selector = identity_selector(spec, kpi)
-    period = fetch.period
-    rules_ran = await fetch.client.query(f"count_over_time(kpi:target{selector}[{format_duration(period.length)}])",
-                                         period.end)
+    span = plan.span
+    rules_ran = await fetch.query(f"count_over_time(kpi:target{selector}[{format_duration(span.length)}])", span.end)
     if not rules_ran:
         return (f"no data: Prometheus holds no kpi:* series of this KPI in the period; are the rules generated "
                 f"from {spec.file} loaded?")
@@ -297,36 +678,26 @@ async def _why_no_data(fetch: _Fetcher, spec: ServiceSpec, kpi: Kpi) -> str:
     return f"no data: the rules ran, but the value expression ({kpi.value}) returned nothing in the period"
 
 
-def judge(lines: list[Line], period: Period) -> tuple[str, str]:
+def judge(lines: Sequence[Line], period: Period) -> tuple[str, str]:
     """The KPI's state and the sentence that explains it, from its lines' coverage."""
     if lines and all(line.value is None for line in lines):
         return NO_DATA, ("no traffic: the denominator was 0 for the whole period, so there is no ratio "
                          "(shown as no data, not as 0%)")
     firsts = [line.first for line in lines if line.first is not None]
     lasts = [line.last for line in lines if line.last is not None]
+    if not firsts:
+        return NO_DATA, "no data in the period"
     first, last = min(firsts), max(lasts)
     # one empty bucket at either end is a missed evaluation, not a gap in history
     if first > 1:
-        start = period.bucket_end(first) - period.step
-        return PARTIAL, (f"partial period: data only from {format_time(start, period.step)}, "
+        start = period.bucket_start(first)
+        return PARTIAL, (f"partial period: data only from {format_time(start, period.step, period.tz)}, "
                          f"{format_duration(period.end - start)} of the {format_duration(period.length)} period")
     if last < period.buckets - 2:
         end = period.bucket_end(last)
-        return PARTIAL, (f"partial period: no data since {format_time(end, period.step)}, the last "
+        return PARTIAL, (f"partial period: no data since {format_time(end, period.step, period.tz)}, the last "
                          f"{format_duration(period.end - end)} of the {format_duration(period.length)} period")
     return OK, ""
-
-
-async def _collect_kpi(fetch: _Fetcher, spec: ServiceSpec, kpi: Kpi) -> KpiResult:
-    try:
-        lines, charts = await asyncio.gather(
-            _kpi_lines(fetch, spec, kpi), asyncio.gather(*(_chart(fetch, m) for m in kpi.supporting_metrics)))
-        if not lines:
-            return KpiResult(spec, kpi, (), tuple(charts), NO_DATA, await _why_no_data(fetch, spec, kpi))
-    except PrometheusError as exc:
-        return KpiResult(spec, kpi, state=ERROR, note=f"query failed: {exc}")
-    state, note = judge(lines, fetch.period)
-    return KpiResult(spec, kpi, tuple(lines), tuple(charts), state, note)
 
 
 async def evaluation_interval(client: PrometheusClient, specs: Sequence[ServiceSpec], at: float) -> float:
@@ -341,6 +712,33 @@ async def evaluation_interval(client: PrometheusClient, specs: Sequence[ServiceS
     return sorted(gaps)[len(gaps) // 2] if gaps else DEFAULT_EVALUATION_INTERVAL
 
 
+async def firing_alerts(fetch: Fetcher, specs: Sequence[ServiceSpec], period: Period) -> list[Interval]:
+    """Every KPI alert that fired during the period (Prometheus's ALERTS series), as intervals on the chart's
+    grid, texts ``<service>/<kpi>/<alertname> (<severity>)``. One query for the whole report."""
+    services = "|".join(s.service.replace(".", "\\\\.") for s in specs)
+    step = period.fine_step
+    if period.regular_end - period.start < step:
+        return []
+    expr = (f'max by (kpi_service, kpi, alertname, kpi_severity) (max_over_time(ALERTS{{alertstate="firing",'
+            f'kpi_service=~"{services}"}}[{fetch.range_of(step)}]))')
+    found = []
+    for series in await fetch.query_range(expr, period.start + step, period.regular_end, step):
+        labels = series_labels(series)
+        severity = f" ({labels['kpi_severity']})" if labels.get("kpi_severity") else ""
+        text = f"{labels.get('kpi_service', '')}/{labels.get('kpi', '')}/{labels.get('alertname', '')}{severity}"
+        times = sorted(float(t) for t, _ in series["values"])
+        run_start = previous = None
+        for moment in times:
+            if previous is None or moment - previous > step * 1.5:
+                if run_start is not None and previous is not None:
+                    found.append(Interval(run_start - step, previous, text))
+                run_start = moment
+            previous = moment
+        if run_start is not None and previous is not None:
+            found.append(Interval(run_start - step, previous, text))
+    return found
+
+
 def _major_version(buildinfo: dict[str, str]) -> int:
     try:
         return int(str(buildinfo.get("version", "")).lstrip("v").split(".")[0])
@@ -348,9 +746,19 @@ def _major_version(buildinfo: dict[str, str]) -> int:
         return 2
 
 
-async def collect(specs: Sequence[ServiceSpec], client: PrometheusClient, length: float, at: float) -> Report:
-    """Ask Prometheus for every KPI of every spec over (at - length, at]."""
+ExclusionSource = Callable[[ServiceSpec, Kpi, float, float], Sequence["Interval"]]
+
+
+def _no_exclusions(spec: ServiceSpec, kpi: Kpi, start: float, end: float) -> Sequence[Interval]:
+    return ()
+
+
+async def collect(specs: Sequence[ServiceSpec], client: PrometheusClient, period: float | PeriodChoice,
+                  at: float, history: int = 0, exclusions: ExclusionSource = _no_exclusions) -> Report:
+    """Ask Prometheus for every KPI of every spec over the period (a rolling length in seconds, or a choice
+    from --period) that ends at, or holds, ``at``; with the last ``history`` periods when above 1."""
     generated = time.time()
+    choice = period if isinstance(period, PeriodChoice) else parse_period(format_duration(period), ZoneInfo("UTC"))
     try:
         try:
             left_open = _major_version(await client.buildinfo()) >= 3
@@ -367,8 +775,47 @@ async def collect(specs: Sequence[ServiceSpec], client: PrometheusClient, length
     except PrometheusUnreachable as exc:
         results = tuple(KpiResult(spec, kpi, state=ERROR, note="unknown: Prometheus could not be reached")
                         for spec in specs for kpi in spec.kpis)
-        return Report(plan_period(length, at, DEFAULT_EVALUATION_INTERVAL), client.url, generated, results,
-                      unreachable=str(exc))
-    fetch = _Fetcher(client, plan_period(length, at, interval), left_open)
-    collected = await asyncio.gather(*(_collect_kpi(fetch, spec, kpi) for spec in specs for kpi in spec.kpis))
-    return Report(fetch.period, client.url, generated, tuple(collected), evaluation_interval=interval)
+        plan = make_plan(choice, at, DEFAULT_EVALUATION_INTERVAL, 0)
+        return Report(plan.period, client.url, generated, results, unreachable=str(exc), choice=choice)
+    fetch = Fetcher(client, left_open)
+    fetch.requests = 2
+    plan = make_plan(choice, at, interval, history)
+    earliest = min([plan.span.start, *(s.start for s in (plan.previous, plan.year_ago, *plan.history) if s)])
+    try:
+        alerts = await firing_alerts(fetch, specs, plan.period)
+    except PrometheusError:
+        alerts = []
+    collected = await asyncio.gather(*(
+        _collect_kpi(fetch, plan, spec, kpi, exclusions(spec, kpi, earliest, plan.span.end), alerts)
+        for spec in specs for kpi in spec.kpis))
+    return Report(plan.period, client.url, generated, tuple(collected), evaluation_interval=interval, choice=choice,
+                  queries=fetch.requests)
+
+
+@dataclass(frozen=True)
+class Change:
+    """A value against an earlier one, the way people read it: an arrow, the difference, and whether that
+    is good news for this KPI (lower is better for an error share)."""
+
+    arrow: str  # ▲ ▼ or = (unchanged at the precision shown)
+    text: str  # +0.42 pts, -3.1%
+    verdict: str  # good | bad | same
+
+
+def change(kpi: Kpi, now: float | None, before: float | None) -> Change | None:
+    if now is None or before is None:
+        return None
+    difference = now - before
+    if kpi.is_ratio:
+        points = difference * 100
+        decimals = max(2, len(f"{kpi.target * 100:.10g}".partition(".")[2]) + 1)
+        text = f"{points:+.{decimals}f} pts"
+        same = round(points, decimals) == 0
+    else:
+        relative = difference / abs(before) * 100 if before else math.inf if difference else 0.0
+        text = f"{relative:+.1f}%" if math.isfinite(relative) else f"{difference:+,.4g}"
+        same = round(relative, 1) == 0 if math.isfinite(relative) else difference == 0
+    if same:
+        return Change("=", text.replace("+", "±").replace("-", "±"), "same")
+    better = (difference > 0) == kpi.higher_is_better
+    return Change("▲" if difference > 0 else "▼", text, "good" if better else "bad")

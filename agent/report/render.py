@@ -14,14 +14,17 @@ from agent.report.model import (
     ERROR,
     NO_DATA,
     PARTIAL,
+    Judged,
     KpiResult,
     Line,
     Report,
+    change,
     format_kpi_value,
     format_time,
     meets,
     target_text,
 )
+from agent.report.periods import short_label
 from agent.yamlsrc import format_duration
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -66,9 +69,25 @@ td.overspent { color: #cf222e; font-weight: bold; }
 .charts figure { margin: 0; }
 .charts figure.wide { grid-column: span 2; }
 svg.chart { width: 100%; height: auto; display: block; }
+td.good, span.good { color: #1a7f37; }
+td.bad, span.bad { color: #cf222e; }
+td.same, span.same { color: #59636e; }
+.arrow { font-size: 11px; }
+table.history { border-collapse: collapse; margin: 8px 0 8px; font-size: 12px; }
+.history th { background: #f6f8fa; border-bottom: 2px solid #d1d9e0; padding: 4px 6px; text-align: right;
+              white-space: nowrap; font-weight: normal; }
+.history th.kpi { text-align: left; font-weight: bold; }
+.history td { border-bottom: 1px solid #d1d9e0; padding: 4px 6px; text-align: right; white-space: nowrap;
+              font-variant-numeric: tabular-nums; }
+.history td.kpi { text-align: left; }
+.history td.met { background: #dafbe1; }
+.history td.missed { background: #ffebe9; color: #a40e26; font-weight: bold; }
+.history td.none { color: #8c959f; }
+h2.part { font-size: 17px; margin: 22px 0 4px; }
 footer { border-top: 1px solid #d1d9e0; margin-top: 24px; padding-top: 8px; color: #59636e; font-size: 12px; }
 @media print { body { padding: 0; max-width: none; } }
 """
+
 
 
 def _status(kpi_result: KpiResult, line: Line | None) -> str:
@@ -109,8 +128,24 @@ def _group(line: Line | None) -> str:
     return " <small>" + escape(", ".join(f"{k}={v}" for k, v in line.group.items())) + "</small>"
 
 
+def _earlier(result: KpiResult, line: Line | None, earlier: Judged | None) -> str:
+    """A cell with an earlier period's value and the change since, its arrow coloured by the KPI's direction."""
+    if line is None or earlier is None:
+        return '<td class="number">-</td>'
+    title = escape(earlier.span.label)
+    if earlier.value is None:
+        return f'<td class="number" title="{title}">no data</td>'
+    moved = change(result.kpi, line.value, earlier.value)
+    arrow = (f' <span class="{moved.verdict}"><span class="arrow">{moved.arrow}</span> {escape(moved.text)}</span>'
+             if moved else "")
+    return (f'<td class="number" title="{title}"{_data(earlier.value)}>'
+            f"{escape(format_kpi_value(result.kpi, earlier.value))}{arrow}</td>")
+
+
 def _summary(report: Report) -> str:
-    period = format_duration(report.period.length)
+    span = report.period.span
+    calendar = report.choice is not None and report.choice.is_calendar
+    value_head = span.label if calendar else f"Value over {format_duration(span.length)}"
     rows = []
     for result in report.results:
         kpi = result.kpi
@@ -122,6 +157,8 @@ def _summary(report: Report) -> str:
                 f"<td>{escape(result.spec.service)}</td>"
                 f'<td><a href="#{escape(result.anchor)}">{escape(kpi.name)}</a>{_group(line)}</td>'
                 f'<td class="number"{_data(line.value if line else None)}>{escape(_value(result, line))}</td>'
+                f"{_earlier(result, line, line.previous if line else None)}"
+                f"{_earlier(result, line, line.year_ago if line else None)}"
                 f'<td class="number" data-value="{kpi.target!r}">{escape(target_text(kpi))}</td>'
                 f'<td class="number {budget_class}"{_data(line.budget_remaining if line else None)}>'
                 f"{escape(budget)}</td>"
@@ -129,8 +166,36 @@ def _summary(report: Report) -> str:
                 f"<td>{escape(kpi.objective or kpi.description or '-')}</td>"
                 "</tr>")
     return ('<table class="summary"><thead><tr><th>Status</th><th>Service</th><th>KPI</th>'
-            f"<th>Value over {period}</th><th>Target</th><th>Error budget remaining</th><th>Owner</th>"
-            f"<th>Objective</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+            f"<th>{escape(value_head)}</th>"
+            "<th>Previous period</th><th>A year before</th><th>Target</th><th>Error budget remaining</th>"
+            f"<th>Owner</th><th>Objective</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _history(report: Report) -> str:
+    """Each KPI series' value in each of the last N periods, met or missed at a glance."""
+    spans = next((line.history for result in report.results for line in result.lines if line.history), ())
+    if not spans:
+        return ""
+    heads = "".join(f'<th title="{escape(j.span.label)}">{escape(short_label(j.span.label))}</th>' for j in spans)
+    rows = []
+    for result in report.results:
+        for line in result.lines:
+            cells = []
+            for judged in line.history:
+                if judged.value is None:
+                    cells.append(f'<td class="none" title="{escape(judged.span.label)}">no data</td>')
+                    continue
+                verdict = "met" if judged.met else "missed"
+                cells.append(f'<td class="{verdict}" title="{escape(judged.span.label)}: {verdict}"'
+                             f"{_data(judged.value)}>{escape(format_kpi_value(result.kpi, judged.value))}</td>")
+            met = sum(1 for j in line.history if j.met)
+            judged_count = sum(1 for j in line.history if j.met is not None)
+            rows.append(f'<tr><td class="kpi"><a href="#{escape(result.anchor)}">{escape(result.spec.service)} / '
+                        f"{escape(result.kpi.name)}</a>{_group(line)} <small>{escape(target_text(result.kpi))}"
+                        f"</small></td>{''.join(cells)}<td>{met} of {judged_count}</td></tr>")
+    return ('<h2 class="part">Compliance history</h2>'
+            '<table class="history"><thead><tr><th class="kpi">KPI</th>' + heads + "<th>Met</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
 
 
 def _facts(result: KpiResult) -> str:
@@ -154,6 +219,7 @@ def _facts(result: KpiResult) -> str:
 
 def _section(report: Report, result: KpiResult) -> str:
     kpi = result.kpi
+    period = result.period or report.period
     head_line = result.lines[0] if len(result.lines) == 1 else None
     badge = _status(result, head_line) if head_line or not result.lines else ""
     parts = [f'<section class="kpi" id="{escape(result.anchor)}">',
@@ -167,12 +233,14 @@ def _section(report: Report, result: KpiResult) -> str:
         parts.append(f'<p class="note{" error" if alarming else ""}">{escape(result.note)}</p>')
     figures = []
     if result.lines:
-        figures.append(f'<figure class="wide">{charts.kpi_chart(result, report.period)}</figure>')
+        figures.append(f'<figure class="wide">{charts.kpi_chart(result, period)}</figure>')
         if kpi.is_ratio:
-            figures.append(f"<figure>{charts.budget_chart(result, report.period)}</figure>")
+            figures.append(f"<figure>{charts.budget_chart(result, period)}</figure>")
+        if any(line.history for line in result.lines):
+            figures.append(f"<figure>{charts.history_chart(result)}</figure>")
     if result.state != ERROR:
         for index, chart in enumerate(result.charts):
-            figures.append("<figure>" + charts.supporting_chart(chart, report.period, f"{result.anchor}-{index}")
+            figures.append("<figure>" + charts.supporting_chart(chart, period, f"{result.anchor}-{index}")
                            + "</figure>")
     if figures:
         parts.append(f'<div class="charts">{"".join(figures)}</div>')
@@ -180,7 +248,7 @@ def _section(report: Report, result: KpiResult) -> str:
     return "".join(parts)
 
 
-def _headline(report: Report) -> str:
+def headline(report: Report) -> str:
     verdicts = [meets(result.kpi, line.value) if line else None
                 for result in report.results for line in result.lines or (None,)]
     met, missed = verdicts.count(True), verdicts.count(False)
@@ -191,39 +259,58 @@ def _headline(report: Report) -> str:
                                                                               if unknown else []))
 
 
+def title(report: Report) -> str:
+    period = report.period
+    services = sorted({r.spec.service for r in report.results})
+    if report.choice and report.choice.is_calendar:
+        return f"KPI report: {', '.join(services)}, {period.span.label}"
+    return (f"KPI report: {', '.join(services)}, {format_duration(period.span.length)} to "
+            f"{format_time(period.end, period.step, period.tz)}")
+
+
+def page_head(page_title: str, refresh: float | None, css: str = CSS) -> list[str]:
+    head = [f'<meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{CSP}">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            '<link rel="icon" href="data:,">', f"<title>{escape(page_title)}</title>", f"<style>{css}</style>"]
+    if refresh:
+        head.append(f'<meta http-equiv="refresh" content="{refresh:g}">')
+    return head
+
+
 def render(report: Report, refresh: float | None = None) -> str:
     """The page. ``refresh``: seconds after which the browser reloads it (the live scoreboard)."""
     period = report.period
+    span = period.span
     services = sorted({r.spec.service for r in report.results})
-    title = (f"KPI report: {', '.join(services)}, {format_duration(period.length)} to "
-             f"{format_time(period.end, period.step)}")
-    head = [f'<meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{CSP}">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            '<link rel="icon" href="data:,">', f"<title>{escape(title)}</title>", f"<style>{CSS}</style>"]
-    if refresh:
-        head.append(f'<meta http-equiv="refresh" content="{refresh:g}">')
+    tz = period.tz.key
+    head = page_head(title(report), refresh)
     meta = (f"Prometheus {escape(report.prometheus_url)} · rules evaluated every "
             f"{format_duration(report.evaluation_interval)} · charts in buckets of {format_duration(period.step)}"
-            f" · generated <time>{format_time(report.generated_at, 1)}</time> by kpi-agent {__version__}")
+            f" · generated <time>{format_time(report.generated_at, 1, period.tz)}</time> by kpi-agent {__version__}")
     if refresh:
         meta += f" · refreshes every {format_duration(refresh)}"
+    if report.choice and report.choice.is_calendar:
+        what = f"<strong>{escape(span.label)}</strong>"
+    else:
+        what = f"<strong>{format_duration(span.length)}</strong>"
     body = ["<header><h1>KPI report</h1>",
-            f'<p class="period"><strong>{format_duration(period.length)}</strong> from '
-            f"{format_time(period.start, period.step)} to {format_time(period.end, period.step)} · "
-            f"{escape(', '.join(services))} · {_headline(report)}</p>",
+            f'<p class="period">{what} from {format_time(span.start, period.step, period.tz)} to '
+            f"{format_time(span.end, period.step, period.tz)} · {escape(', '.join(services))} · "
+            f"{headline(report)}</p>",
             f'<p class="meta">{meta}</p></header>']
     problems = report.problems()
     if problems:
         body.append('<section class="problems" role="alert"><h2>This report is incomplete</h2><ul>'
                     + "".join(f"<li>{escape(p)}</li>" for p in problems) + "</ul></section>")
     body.append(_summary(report))
+    body.append(_history(report))
     body.extend(_section(report, result) for result in report.results)
     body.append(
         "<footer>Ratio KPIs: good events over all events across the whole period (the sums of the "
         "<code>kpi:numerator:rate5m</code> and <code>kpi:denominator:rate5m</code> series the generated rules "
         "record, the formula of <code>kpi:ratio:period</code> applied to this report's period). Value KPIs: "
         "the average of <code>kpi:value</code>. Error budget remaining: 1 - bad share / error budget (the "
-        "budget is 1 - target, or the target when lower is better); below 0 it is overspent. Times are UTC."
-        "</footer>")
+        "budget is 1 - target, or the target when lower is better); below 0 it is overspent. Planned "
+        f"exclusions are left out of values and budgets. Times are in {escape(tz)}.</footer>")
     return ("<!doctype html>\n<html lang=\"en\"><head>" + "".join(head) + "</head><body>" + "".join(body)
             + "</body></html>\n")

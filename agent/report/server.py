@@ -21,6 +21,7 @@ from agent.kpi.spec import ServiceSpec
 from agent.listener import ListenAddress
 from agent.prometheus_api import PrometheusClient
 from agent.report.model import collect
+from agent.report.periods import PeriodChoice
 from agent.report.render import render
 from agent.store import Group
 from agent.web import Route, Server
@@ -30,11 +31,13 @@ log = logging.getLogger("agent.report")
 
 
 class Scoreboard:
-    def __init__(self, specs: Sequence[ServiceSpec], prometheus_url: str, period: float, refresh: float):
+    def __init__(self, specs: Sequence[ServiceSpec], prometheus_url: str, period: PeriodChoice, refresh: float,
+                 history: int = 0):
         self.specs = tuple(specs)
         self.prometheus_url = prometheus_url
         self.period = period
         self.refresh = refresh
+        self.history = history
         self._page = ""
         self._built_at = -float("inf")
         self._building: asyncio.Task[str] | None = None
@@ -58,7 +61,7 @@ class Scoreboard:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         report = await collect(self.specs, PrometheusClient(self.prometheus_url, self._session), self.period,
-                               time.time())
+                               time.time(), self.history)
         page = await asyncio.to_thread(render, report, self.refresh)
         log.info("scoreboard built", extra={"kpis": len(report.results), "problems": len(report.problems()),
                                             "seconds": round(time.monotonic() - started, 3)})

@@ -16,3 +16,16 @@ def stack(tmp_path_factory):
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def history(tmp_path_factory):
+    """Fifteen months of a store's KPI series backfilled into a real Prometheus (tests/report/history.py)."""
+    from tests.report.history import History
+
+    backfilled = History(tmp_path_factory.mktemp("report-history"))
+    try:
+        backfilled.start(require_tool("prometheus"), require_tool("promtool"))
+        yield backfilled
+    finally:
+        backfilled.stop()

@@ -11,8 +11,9 @@ PERIOD = plan_period(3600, 1_800_000_000.0, 60)
 
 def chart(title: str, unit: str = "seconds", prefix: str = "a") -> str:
     values = tuple(0.01 * (i % 7) for i in range(PERIOD.buckets))
-    return charts.supporting_chart(Chart(SupportingMetric(title, "up", unit), (({"job": "x"}, values),)), PERIOD,
-                                   prefix)
+    times = tuple(PERIOD.bucket_end(i) for i in range(PERIOD.buckets))
+    return charts.supporting_chart(Chart(SupportingMetric(title, "up", unit), (({"job": "x"}, values),), times=times),
+                                   PERIOD, prefix)
 
 
 def test_titles_are_text_never_markup_or_tex():

@@ -1,0 +1,153 @@
+"""Calendar periods against fifteen months of backfilled history: the numbers a monthly review reads, checked
+against the synthetic shape they came from and against Prometheus's own sums, in Europe/Berlin."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.parse
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from agent.report.periods import parse_period
+from tests.browser import Browser
+from tests.helpers import fetch
+from tests.report.history import AT, BERLIN, History, expected
+
+pytestmark = pytest.mark.slow  # fifteen months backfilled with promtool into a real Prometheus, and Chromium
+
+ROWS = """[...document.querySelectorAll('table.summary tbody tr')].map(row => ({
+  cells: [...row.cells].map(cell => cell.innerText.trim()),
+  values: [...row.cells].map(cell => cell.dataset.value ?? null),
+  classes: [...row.cells].map(cell => cell.querySelector('span.good, span.bad, span.same')?.className ?? '')}))"""
+HISTORY = """({heads: [...document.querySelectorAll('table.history thead th')].map(th => th.innerText.trim()),
+  rows: [...document.querySelectorAll('table.history tbody tr')].map(row => ({
+    kpi: row.cells[0].querySelector('a').innerText.trim(),
+    cells: [...row.cells].slice(1, -1).map(cell => ({text: cell.innerText.trim(), verdict: cell.className,
+                                                     value: cell.dataset.value ?? null})),
+    met: row.cells[row.cells.length - 1].innerText.trim()}))})"""
+
+
+def rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def report(history: History, out, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agent", "report", str(history.specs), "--prometheus.url", history.url,
+                           "--at", rfc3339(AT), "--out", str(out), *args], capture_output=True, text=True, timeout=300)
+
+
+def prometheus_ratio(history: History, kpi: str, start: float, end: float) -> float:
+    """Prometheus's own traffic-weighted ratio over (start, end]: its range selectors include both ends on
+    Prometheus 2, hence one millisecond less."""
+    window = f"{round((end - start) * 1000) - 1}ms"
+    sums = []
+    for side in ("numerator", "denominator"):
+        query = urllib.parse.urlencode({"query": f'sum_over_time(kpi:{side}:rate5m{{kpi="{kpi}"}}[{window}])',
+                                        "time": f"{end:.3f}"})
+        status, body = fetch(f"{history.url}/api/v1/query?{query}", timeout=30)
+        assert status == 200, body
+        sums.append(float(json.loads(body)["data"]["result"][0]["value"][1]))
+    return sums[0] / sums[1]
+
+
+async def read_page(chromium: str, url: str, width: int = 1920, height: int = 1080) -> dict:
+    async with Browser(chromium) as browser:
+        page = await browser.new_page()
+        await page.set_viewport(width, height)
+        await page.goto(url)
+        found = {"rows": await page.evaluate(ROWS), "history": await page.evaluate(HISTORY),
+                 "text": await page.evaluate("document.body.innerText"),
+                 "overflow": await page.evaluate("document.documentElement.scrollWidth - window.innerWidth"),
+                 "png": await page.screenshot(), "errors": page.errors, "requests": page.requests}
+    return found
+
+
+def by_kpi(rows: list[dict]) -> dict[str, dict]:
+    return {row["cells"][2]: row for row in rows}
+
+
+async def test_a_month_across_a_dst_change_is_summed_over_exactly_its_local_days(history, chromium, tmp_path):
+    march = parse_period("2026-03", BERLIN).current(AT)
+    out = tmp_path / "march.html"
+    result = report(history, out, "--period", "2026-03", "--time-zone", "Europe/Berlin", "--history", "0")
+    assert result.returncode == 0, result.stderr
+    assert "4 KPIs over March 2026" in result.stdout
+    page = await read_page(chromium, out.as_uri())
+    assert page["errors"] == [] and page["requests"] == [out.as_uri()]
+    assert "March 2026 from 2026-03-01 00:00 CET to 2026-04-01 00:00 CEST" in page["text"]
+    shown = float(by_kpi(page["rows"])["availability"]["values"][3])
+    # what the shape says March was in Berlin, and what Prometheus sums over those 743 hours
+    assert shown == pytest.approx(expected("availability", march.start, march.end), rel=1e-9, abs=1e-12)
+    assert shown == pytest.approx(prometheus_ratio(history, "availability", march.start, march.end), rel=1e-9)
+
+    # in UTC, March ends two hours later and holds the hour of errors that opened April in Berlin
+    utc_out = tmp_path / "march-utc.html"
+    assert report(history, utc_out, "--period", "2026-03", "--history", "0").returncode == 0
+    utc_page = await read_page(chromium, utc_out.as_uri())
+    utc = float(by_kpi(utc_page["rows"])["availability"]["values"][3])
+    utc_march = parse_period("2026-03", ZoneInfo("UTC")).current(AT)
+    assert utc == pytest.approx(expected("availability", utc_march.start, utc_march.end), rel=1e-9)
+    assert utc < shown - 1e-5  # the error hour counts against March in UTC only
+    assert "March 2026 from 2026-03-01 00:00 UTC to 2026-04-01 00:00 UTC" in utc_page["text"]
+
+
+async def test_a_quarter_across_the_autumn_change(history, chromium, tmp_path):
+    quarter = parse_period("2026-Q4", BERLIN).current(AT)  # 1 October to now (6 December): to date
+    out = tmp_path / "q4.html"
+    result = report(history, out, "--period", "quarter-to-date", "--time-zone", "Europe/Berlin", "--history", "0")
+    assert result.returncode == 0, result.stderr
+    page = await read_page(chromium, out.as_uri())
+    rows = by_kpi(page["rows"])
+    for kpi in ("availability", "checkout_errors", "conversion"):
+        assert float(rows[kpi]["values"][3]) == pytest.approx(expected(kpi, quarter.start, quarter.end), rel=1e-9)
+    assert "2026 Q4 to date" in page["text"]
+
+
+async def test_the_compliance_history_says_which_months_met_the_target(history, chromium, tmp_path):
+    choice = parse_period("last-month", BERLIN)
+    months = choice.history(choice.current(AT), 12)
+    out = tmp_path / "monthly.html"
+    result = report(history, out, "--period", "last-month", "--time-zone", "Europe/Berlin")
+    assert result.returncode == 0, result.stderr
+    page = await read_page(chromium, out.as_uri())
+    assert page["errors"] == [] and page["requests"] == [out.as_uri()]
+    table = page["history"]
+    assert table["heads"] == ["KPI", *(month.label[:3] + month.label[-5:] for month in months), "Met"]
+    rows = {row["kpi"]: row for row in table["rows"]}
+    for kpi in ("availability", "checkout_errors", "conversion", "revenue"):
+        for month, cell in zip(months, rows[f"store / {kpi}"]["cells"], strict=True):
+            assert float(cell["value"]) == pytest.approx(expected(kpi, month.start, month.end), rel=1e-9), (kpi, month)
+    verdicts = {month.label: cell["verdict"] for month, cell in zip(months, rows["store / availability"]["cells"],
+                                                                     strict=True)}
+    # the February incident and the September maintenance miss; every other month meets 99.9%
+    assert [label for label, verdict in verdicts.items() if verdict == "missed"] == ["February 2026",
+                                                                                    "September 2026"]
+    assert rows["store / availability"]["met"] == "10 of 12"
+    errors = rows["store / checkout_errors"]
+    assert [cell["verdict"] for cell in errors["cells"]] == ["met"] * 11 + ["missed"]  # 1.5% in November
+
+    # November against October and against November 2025, arrows coloured by the KPI's direction
+    summary = by_kpi(page["rows"])
+    november, october = months[-1], months[-2]
+    cells = summary["checkout_errors"]
+    assert float(cells["values"][4]) == pytest.approx(expected("checkout_errors", october.start, october.end), rel=1e-9)
+    assert "▲ +0.90 pts" in cells["cells"][4] and cells["classes"][4] == "bad"  # more errors is bad news
+    revenue = summary["revenue"]
+    assert "▲" in revenue["cells"][4] and revenue["classes"][4] == "good"
+    year_before = choice.year_ago(november)
+    assert float(summary["conversion"]["values"][5]) == pytest.approx(
+        expected("conversion", year_before.start, year_before.end), rel=1e-9)
+
+
+@pytest.mark.parametrize(("width", "height"), [(1920, 1080), (390, 844)])
+async def test_the_monthly_report_reads_on_a_wide_screen_and_a_phone(history, chromium, tmp_path, width, height):
+    out = tmp_path / "monthly.html"
+    assert report(history, out, "--period", "last-month", "--time-zone", "Europe/Berlin").returncode == 0
+    page = await read_page(chromium, out.as_uri(), width, height)
+    assert page["errors"] == [] and page["requests"] == [out.as_uri()]
+    assert page["overflow"] <= 0  # wide tables scroll inside their box; the page never scrolls sideways
+    (tmp_path / f"monthly-{width}.png").write_bytes(page["png"])
