@@ -384,9 +384,10 @@ class Pieces:
 class Fetcher:
     """Asks Prometheus, counting the requests (the benchmark states how many a report makes)."""
 
-    def __init__(self, client: PrometheusClient, left_open: bool):
+    def __init__(self, client: PrometheusClient, left_open: bool, evaluation_interval: float):
         self.client = client
         self.left_open = left_open  # Prometheus 3 ranges exclude their start; 2 includes both ends
+        self.evaluation_interval = evaluation_interval
         self.requests = 0
 
     def range_of(self, seconds: float) -> str:
@@ -607,13 +608,13 @@ async def _explain_partial(fetch: Fetcher, plan: Plan, result: KpiResult, select
         return result
     start = await _first_sample(fetch, selector, kpi, period, min(firsts)) or period.bucket_start(min(firsts))
     covered = period.end - start
-    note = (f"partial period: data only from {format_time(start, 60, period.tz)}, "
+    note = (f"partial period: data only from {format_time(start, 1, period.tz)}, "
             f"{format_duration(round(covered / 60) * 60 or covered)} of {_period_name(plan)}")
     if covered >= PARTIAL_ZOOM * period.length:
         return _replace(result, note=note, data_start=start)
     note += (f"; the charts show the {format_duration(round(covered / 60) * 60 or covered)} with data; for a "
              f"complete report use --period {suggest_period(covered)}")
-    zoomed = plan_period(covered, period.end, max(fetch_interval(period), 1.0), period.tz)
+    zoomed = plan_period(covered, period.end, fetch.evaluation_interval, period.tz)
     buckets = await fetch.buckets(kpi, selector, zoomed)
     charts = await asyncio.gather(*(_chart(fetch, m, zoomed) for m in kpi.supporting_metrics))
     lines = []
@@ -623,15 +624,13 @@ async def _explain_partial(fetch: Fetcher, plan: Plan, result: KpiResult, select
         drawn = ratio_line(kpi, line.group, tops, bottoms) if kpi.is_ratio else value_line(line.group, tops, bottoms)
         lines.append(Line(line.group, line.value, drawn.per_bucket, drawn.cumulative, line.budget_remaining,
                           drawn.budget_curve, drawn.first, drawn.last, line.previous, line.year_ago, line.history))
-    return _replace(result, lines=tuple(lines), charts=tuple(charts), note=note, data_start=start, period=zoomed)
+    alerts = tuple(Interval(max(a.start, zoomed.start), a.end, a.text) for a in result.alerts if a.end > zoomed.start)
+    return _replace(result, lines=tuple(lines), charts=tuple(charts), note=note, data_start=start, period=zoomed,
+                    alerts=alerts)
 
 
 def _period_name(plan: Plan) -> str:
     return plan.span.label if plan.choice.is_calendar else f"the {format_duration(plan.span.length)} period"
-
-
-def fetch_interval(period: Period) -> float:
-    return period.fine_step / 4 if period.fine_step else 1.0
 
 
 def _match(group: dict[str, str], buckets: dict[GroupKey, dict]) -> GroupKey:
@@ -691,7 +690,7 @@ def judge(lines: Sequence[Line], period: Period) -> tuple[str, str]:
     # one empty bucket at either end is a missed evaluation, not a gap in history
     if first > 1:
         start = period.bucket_start(first)
-        return PARTIAL, (f"partial period: data only from {format_time(start, period.step, period.tz)}, "
+        return PARTIAL, (f"partial period: data only from {format_time(start, 1, period.tz)}, "
                          f"{format_duration(period.end - start)} of the {format_duration(period.length)} period")
     if last < period.buckets - 2:
         end = period.bucket_end(last)
@@ -777,7 +776,7 @@ async def collect(specs: Sequence[ServiceSpec], client: PrometheusClient, period
                         for spec in specs for kpi in spec.kpis)
         plan = make_plan(choice, at, DEFAULT_EVALUATION_INTERVAL, 0)
         return Report(plan.period, client.url, generated, results, unreachable=str(exc), choice=choice)
-    fetch = Fetcher(client, left_open)
+    fetch = Fetcher(client, left_open, interval)
     fetch.requests = 2
     plan = make_plan(choice, at, interval, history)
     earliest = min([plan.span.start, *(s.start for s in (plan.previous, plan.year_ago, *plan.history) if s)])

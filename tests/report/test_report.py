@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow  # a real shop, agent and Prometheus with recorded
 AGENT = [sys.executable, "-m", "agent"]
 PERIOD = "30s"
 GREEN, RED = (0x1A, 0x7F, 0x37), (0xCF, 0x22, 0x2E)  # the Met and Missed badges
+BLUE = (0x09, 0x69, 0xDA)  # a chart's first line
 
 ROWS = """[...document.querySelectorAll('table.summary tbody tr')].map(row => ({
   cells: [...row.cells].map(cell => cell.innerText.trim()),
@@ -82,19 +83,19 @@ async def test_the_report_shows_every_kpi_with_the_value_the_traffic_implies(sta
                               "checkout_availability", "checkout_errors", "monthly_recurring_revenue"]
     # one checkout in 50 fails: availability 98% against 99% (missed, budget overspent: 1 - 2%/1% = -100%),
     # error rate 2% against at most 5% (met, 1 - 2%/5% = 60% of the budget left)
-    status, service, _, value, target, budget, owner, objective = by_kpi["checkout_availability"]["cells"]
+    status, service, _, value, _, _, target, budget, owner, objective = by_kpi["checkout_availability"]["cells"]
     assert (status, service, target, owner, objective) == ("Missed", "demo", "≥ 99.00%", "payments",
                                                            "Customers can always pay")
     assert abs(percent(value) - 98.0) < 0.25 and abs(percent(budget) + 100) < 25, (value, budget)
-    status, _, _, value, target, budget, _, _ = by_kpi["checkout_errors"]["cells"]
+    status, _, _, value, _, _, target, budget, _, _ = by_kpi["checkout_errors"]["cells"]
     assert (status, target) == ("Met", "≤ 5.00%")
     assert abs(percent(value) - 2.0) < 0.25 and abs(percent(budget) - 60) < 5, (value, budget)
     # one row per group_by value: the checkout path carries the failures, the cart never fails
-    status, _, _, value, _, budget, owner, _ = by_kpi["availability_by_path path=/api/checkout"]["cells"]
+    status, _, _, value, _, _, _, budget, owner, _ = by_kpi["availability_by_path path=/api/checkout"]["cells"]
     assert (status, owner) == ("Missed", "web") and abs(percent(value) - 98.0) < 0.25
-    status, _, _, value, _, budget, _, _ = by_kpi["availability_by_path path=/api/cart"]["cells"]
+    status, _, _, value, _, _, _, budget, _, _ = by_kpi["availability_by_path path=/api/cart"]["cells"]
     assert (status, value, budget) == ("Met", "100.00%", "100%")
-    status, _, _, value, target, budget, owner, _ = by_kpi["monthly_recurring_revenue"]["cells"]
+    status, _, _, value, _, _, target, budget, owner, _ = by_kpi["monthly_recurring_revenue"]["cells"]
     assert (status, value, target, budget, owner) == ("Met", f"{MRR:,}", "≥ 100,000", "n/a (value KPI)", "finance")
 
     # the report's period value is Prometheus's own traffic-weighted ratio over the same 30 seconds
@@ -125,23 +126,37 @@ async def test_a_kpi_without_data_is_said_plainly_and_exits_4(stack: Stack, chro
     rows, errors, _, _, text = await open_in_browser(chromium, out.as_uri())
     assert errors == []
     ghost = next(row["cells"] for row in rows if row["cells"][2] == "login_availability")
-    assert ghost[0] == "No data" and ghost[3] == "no data" and ghost[5] == "unknown"
+    assert ghost[0] == "No data" and ghost[3] == "no data" and ghost[7] == "unknown"
     assert "0%" not in ghost[3] and ghost[3] != "0"
     assert "This report is incomplete" in text and "ghost/login_availability: no data" in text
     assert len(rows) == 6  # 5 rows of the shop (one KPI has two groups) and the ghost
 
 
-def test_a_partial_period_is_stated_and_exits_3(stack: Stack, tmp_path):
+async def test_a_fresh_install_says_when_its_data_begins_and_charts_what_there_is(stack: Stack, chromium, tmp_path):
+    """Issue 19.6: the first 30-day report on a fresh install said its data began at the start of its 3-hour
+    bucket and drew every chart as an empty field. It names the first sample's time, charts the stretch with
+    data, and suggests a period the data covers."""
+    at = time.time()
     out = tmp_path / "report.html"
-    result = report(str(stack.shop_specs), "--prometheus.url", stack.prometheus, "--period", "1h",
-                    "--out", str(out))
+    result = report(str(stack.shop_specs), "--prometheus.url", stack.prometheus, "--period", "30d",
+                    "--at", rfc3339(at), "--out", str(out))
     assert result.returncode == 3, result.stderr
     problems = result.stderr.strip().splitlines()
     assert len(problems) == 4 and all("partial period: data only from" in p for p in problems), problems
-    assert re.search(r"demo/checkout_availability: partial period: data only from \S+ \S+ UTC, [\dms]+ of the "
-                     r"1h period", result.stderr)
-    page = out.read_text()
-    assert "This report is incomplete" in page and page.count('<span class="badge partial"') >= 5
+    first = min(float(t) for series in stack.query('kpi:denominator:rate5m{kpi="checkout_availability"}[1h]', at)
+                for t, _ in series["values"])
+    stated = re.search(r"demo/checkout_availability: partial period: data only from (\S+ \S+) UTC, (\S+) of the 30d "
+                       r"period; the charts show the \S+ with data; for a complete report use --period (\S+)",
+                       result.stderr)
+    assert stated, result.stderr
+    begins = datetime.strptime(stated.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+    assert abs(begins - first) < 1.5, (stated.group(1), rfc3339(first))  # the first sample, not its bucket
+    assert stated.group(3) in ("1m", "2m", "3m", "5m")
+    rows, errors, _, png, text = await open_in_browser(chromium, out.as_uri())
+    assert errors == []
+    assert "This report is incomplete" in text and "partial" in rows[0]["cells"][0]
+    # the value charts draw the minutes with data: the lines are there, in their colour
+    assert colour_pixels(png, BLUE) > 1500
 
 
 async def test_unreachable_prometheus_is_stated_and_exits_5(chromium, tmp_path):
@@ -205,7 +220,7 @@ def test_bad_arguments_fail_before_anything_is_written(stack: Stack, tmp_path):
     assert bad_time.returncode == 2 and "'yesterday' is neither RFC 3339" in bad_time.stderr
     bad_period = report(str(stack.shop_specs), "--prometheus.url", stack.prometheus, "--period", "a month",
                         "--out", str(out))
-    assert bad_period.returncode == 2 and "is not a duration" in bad_period.stderr
+    assert bad_period.returncode == 2 and "'a month' is not a period: use a duration" in bad_period.stderr
     bad_spec = tmp_path / "bad.yaml"
     bad_spec.write_text("service: x\nkpis:\n  - name: a\n    window: 1h\n    target: 2\n    value: up\n"
                         "    supporting_metrics: [{title: t, query: up, unit: furlongs}]\n")
