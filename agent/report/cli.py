@@ -108,38 +108,36 @@ async def _collect(specs: list[ServiceSpec], url: str, period: PeriodChoice, at:
                                              "periods are the ones running or last complete then): RFC 3339 or "
                                              "Unix seconds. Default: now.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
-@click.option("--format", "output_format", type=click.Choice(["html", "pdf"]),
-              help="Default: pdf when --out ends in .pdf, else html.")
+@click.option("--format", "output_format", type=click.Choice(["html", "pdf", "csv", "history-csv", "json"]),
+              help="html or pdf: the report; csv: the summary table; history-csv: each KPI's value in each period "
+                   "of the compliance history; json: all of it. Default: from --out's extension (.pdf, .csv, "
+                   ".json), else html.")
 @click.option("--chromium", help="Chromium or Chrome for PDF output. Default: chromium, chromium-browser or "
                                  "google-chrome from PATH.")
 def report(specs: tuple[str, ...], prometheus_url: str, period: PeriodChoice, time_zone: str, history: int | None,
            at: float, out: str, output_format: str | None, chromium: str | None) -> None:
     """Write a self-contained KPI report (one file that opens with no network): every KPI of every spec
-    with its value over the period against its target, its error budget and charts.
+    with its value over the period against its target, its error budget and charts; or its tables as CSV or
+    JSON.
 
     Exit 0 when complete; 3 when some KPI has data for only part of the period; 4 when some KPI has no
     data; 5 when Prometheus was unreachable or failed (the report is written and says so in all three
     cases); 1 for invalid specs or when the PDF cannot be printed."""
-    from agent.report.pdf import PdfError, find_chromium, print_pdf
-    from agent.report.render import render
+    from agent.report.output import OutputError, output_kind, prepare, write
 
     loaded = _specs(specs)
-    pdf = output_format == "pdf" or (output_format is None and out.lower().endswith(".pdf"))
+    kind = output_format or output_kind(out)
     try:
-        browser = find_chromium(chromium) if pdf else ""
-    except PdfError as exc:
+        browser = prepare(kind, chromium)
+    except OutputError as exc:
         click.echo(f"kpi-agent report: {exc}", err=True)
         sys.exit(1)
     started = time.monotonic()
     result = asyncio.run(_collect(loaded, prometheus_url, period, at, _history_count(period, history)))
-    page = render(result)
     path = Path(out)
     try:
-        if pdf:
-            print_pdf(page, path, browser)
-        else:
-            path.write_text(page, encoding="utf-8")
-    except (PdfError, OSError) as exc:
+        write(result, path, kind, browser)
+    except OutputError as exc:
         click.echo(f"kpi-agent report: {exc}", err=True)
         sys.exit(1)
     for problem in result.problems():

@@ -40,8 +40,8 @@ def find_chromium(explicit: str | None = None) -> str:
     raise PdfError("PDF output needs Chromium: install it (Debian: apt-get install chromium) or pass --chromium")
 
 
-def print_pdf(html: str, out: Path, chromium: str) -> None:
-    """Write ``html`` as a PDF to ``out``, page size and margins from the page's own @page rule."""
+def pdf_bytes(html: str, chromium: str) -> bytes:
+    """``html`` printed to PDF, page size and margins from the page's own @page rule."""
     with tempfile.TemporaryDirectory(prefix="kpi-report-") as directory:
         page = Path(directory) / "report.html"
         page.write_text(html, encoding="utf-8")
@@ -56,4 +56,4 @@ def print_pdf(html: str, out: Path, chromium: str) -> None:
         if result.returncode != 0 or not target.exists() or not target.read_bytes().startswith(b"%PDF-"):
             detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
             raise PdfError(f"{chromium} failed to print the PDF (exit {result.returncode}): {detail}")
-        out.write_bytes(target.read_bytes())
+        return target.read_bytes()

@@ -3,6 +3,7 @@ against the synthetic shape they came from and against Prometheus's own sums, in
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -151,3 +152,32 @@ async def test_the_monthly_report_reads_on_a_wide_screen_and_a_phone(history, ch
     assert page["errors"] == [] and page["requests"] == [out.as_uri()]
     assert page["overflow"] <= 0  # wide tables scroll inside their box; the page never scrolls sideways
     (tmp_path / f"monthly-{width}.png").write_bytes(page["png"])
+
+
+def test_the_summary_and_history_export_as_csv_and_json(history, tmp_path):
+    choice = parse_period("last-month", BERLIN)
+    months = choice.history(choice.current(AT), 12)
+    common = ("--period", "last-month", "--time-zone", "Europe/Berlin")
+    summary, rows, document = tmp_path / "summary.csv", tmp_path / "history.csv", tmp_path / "report.json"
+    assert report(history, summary, *common).returncode == 0
+    assert report(history, rows, *common, "--format", "history-csv").returncode == 0
+    assert report(history, document, *common).returncode == 0
+    with summary.open(newline="") as file:  # what a spreadsheet reads
+        table = {row["kpi"]: row for row in csv.DictReader(file)}
+    november = months[-1]
+    assert table["checkout_errors"]["status"] == "missed" and table["checkout_errors"]["period"] == "November 2026"
+    assert table["checkout_errors"]["start"] == "2026-11-01T00:00:00+01:00"
+    assert float(table["availability"]["value"]) == pytest.approx(
+        expected("availability", november.start, november.end), rel=1e-12)
+    assert table["revenue"]["error_budget_remaining"] == ""  # a value KPI has no budget: empty, not 0
+    with rows.open(newline="") as file:
+        periods = [row for row in csv.DictReader(file) if row["kpi"] == "availability"]
+    assert [row["period"] for row in periods] == [month.label for month in months]
+    assert [row["met"] for row in periods].count("false") == 2
+    for row, month in zip(periods, months, strict=True):
+        assert float(row["value"]) == pytest.approx(expected("availability", month.start, month.end), rel=1e-12)
+    data = json.loads(document.read_text())
+    assert data["time_zone"] == "Europe/Berlin" and data["period"]["label"] == "November 2026"
+    errors = next(k for k in data["kpis"] if k["kpi"] == "checkout_errors")
+    assert errors["previous"]["label"] == "October 2026" and len(errors["history"]) == 12
+    assert errors["history"][-1]["met"] is False
