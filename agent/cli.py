@@ -148,9 +148,9 @@ def check(config_files: tuple[str, ...]) -> None:
             click.echo(str(exc), err=True)
             failed = True
             continue
-        counts = ", ".join(f"{len(config.of_kind(kind))} {kind}" for kind in KINDS)
+        counts = ", ".join(f"{len(config.of_kind(kind))} {kind}" for kind in KINDS if config.of_kind(kind))
         targets = f"; {discovered} discovered targets" if discovered is not None else ""
-        click.echo(f"{path}: OK ({counts} sources{targets})")
+        click.echo(f"{path}: OK ({counts or 'no'} sources{targets})")
     sys.exit(1 if failed else 0)
 
 

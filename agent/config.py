@@ -122,7 +122,10 @@ def _check_series(parsed: list[_Parsed], global_: GlobalConfig, report: Report) 
     for spec in AGENT_FAMILIES:
         agent.register(spec)
     store.swap(add=[agent])
-    builtin = {spec.name: kind.name for kind in KINDS.values() for spec in kind.builtin}
+    builtin: dict[str, list[str]] = {}  # family name -> the kinds whose every source exports it
+    for kind in KINDS.values():
+        for spec in kind.builtin:
+            builtin.setdefault(spec.name, []).append(kind.name)
     own_builtin = {kind.name: frozenset(kind.builtin) for kind in KINDS.values()}
     # A source declaring exactly what a checked one declared (kind, families, constant label names) can clash
     # only where that one would, except through its identity labels, which its unique name makes unique: ten
@@ -145,8 +148,8 @@ def _check_series(parsed: list[_Parsed], global_: GlobalConfig, report: Report) 
         for declared in declarations:
             owner = builtin.get(declared.spec.name)
             if owner is not None and declared.spec not in own_builtin[kind.name]:
-                report.error(declared.line, declared.field, f"{declared.spec.name} is a name every {owner} source "
-                                                            "exports")
+                report.error(declared.line, declared.field, f"{declared.spec.name} is a name every "
+                                                            f"{', '.join(owner)} source exports")
                 continue
             try:
                 data.register(declared.spec)

@@ -46,6 +46,13 @@ SOURCES = {
         f"  - {{name: probe-discovered, interval: 200ms, timeout: 150ms, labels: {{team: shop}},"
         f" static_configs: [{{targets: ['{target}/json'], labels: {{le: clash}}}}],"
         f" json_metrics: [{{name: shop_orders_total, type: counter, path: $.orders}}]}}\n"),
+    "tcp": lambda target, log: (
+        f"tcp:\n"
+        f"  - {{name: tcp-labelled, target: '{target.removeprefix('http://')}', interval: 200ms, timeout: 150ms,"
+        f" labels: {{team: shop}}, preferred_ip_protocol: ip4}}\n"
+        f"  - {{name: tcp-plain, target: '{target.removeprefix('http://')}', interval: 200ms, timeout: 150ms,"
+        f" query_response: [{{send: 'GET /json HTTP/1.0\\r'}}, {{send: '\\r'}},"
+        f" {{expect: 'HTTP/1.. ([0-9]+)', labels: [{{name: status, value: '$1'}}]}}]}}\n"),
     "logs": lambda target, log: (
         f"logs:\n"
         f"  - {{name: logs-labelled, paths: ['{log}'], start_at: beginning, format: logfmt, labels: {{team: shop}},"
@@ -56,7 +63,8 @@ SOURCES = {
         f" {{name: took_seconds, type: histogram, value: took}}]}}\n"),
     "journal": lambda target, log: "journal:\n" + _journal(log),
 }
-DATA = {"http": ("probe_success", "shop_orders_total"), "logs": ("events_total", "took_seconds_count"),
+DATA = {"http": ("probe_success", "shop_orders_total"), "tcp": ("probe_success", "probe_ip_protocol"),
+        "logs": ("events_total", "took_seconds_count"),
         "journal": ("journal_entries_total", "journal_priority_count")}
 NAME_PREFIX = {"http": "probe"}  # sources are named <prefix>-labelled and <prefix>-plain; the kind by default
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.sources import dns, grpc, http, icmp, journal, logs
+from agent.sources import dns, grpc, http, icmp, journal, logs, tcp
 from agent.sources.base import SourceKind
 
-KINDS: dict[str, SourceKind[Any]] = {kind.name: kind for kind in (http.KIND, dns.KIND, icmp.KIND, grpc.KIND, logs.KIND,
-                                                                  journal.KIND)}
+KINDS: dict[str, SourceKind[Any]] = {kind.name: kind for kind in (http.KIND, tcp.KIND, dns.KIND, icmp.KIND, grpc.KIND,
+                                                                  logs.KIND, journal.KIND)}
 
 
 def exported_samples(sources: list[tuple[str, Any]]) -> set[str]:

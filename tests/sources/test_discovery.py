@@ -392,7 +392,7 @@ def test_check_reports_target_file_problems_with_lines_and_counts_targets(tmp_pa
     check = [sys.executable, "-m", "agent", "check", "--config.file", str(tmp_path / "agent.yaml")]
     result = subprocess.run(check, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("OK (1 http, 0 logs, 0 journal sources; 2 discovered targets)")
+    assert result.stdout.strip().endswith("OK (1 http sources; 2 discovered targets)")
     assert f"{tmp_path / 'agent.yaml'}:2: warning: http[0]: refused target 'not a url'" in result.stderr
     (targets / "bad.yml").write_text("- targets: [http://c/]\n- targets: http://d/\n  labelz: {}\n")
     result = subprocess.run(check, capture_output=True, text=True)

@@ -12,7 +12,7 @@ from agent import yamlsrc
 from agent.sources.base import DeclaredFamily
 from agent.sources.probe.client import BasicAuth, TlsConfig, parse_client
 from agent.sources.probe.config import ProbeSettings
-from agent.sources.probe.families import CERT_EXPIRY, TLS_VERSION
+from agent.sources.probe.families import CERT_EXPIRY, FAILED_DUE_TO_REGEX, TLS_VERSION
 from agent.store import FamilySpec, counter, gauge
 from agent.yamlsrc import Fields, cut, excerpt
 
@@ -36,7 +36,6 @@ BODY_LENGTH = gauge("probe_http_uncompressed_body_length", "Length of the uncomp
 REDIRECTS = gauge("probe_http_redirects", "Redirects followed")
 SSL = gauge("probe_http_ssl", "Whether the final response came over TLS")
 VERSION = gauge("probe_http_version", "HTTP version of the response")
-FAILED_DUE_TO_REGEX = gauge("probe_failed_due_to_regex", "Whether a regexp failed the probe")
 PHASE_DURATION = gauge("probe_http_duration_seconds", "Duration of each phase, summed over redirects", ["phase"])
 # Every family an HTTP probe writes besides the common ones, blackbox_exporter's names.
 HTTP_FAMILIES = (STATUS_CODE, CONTENT_LENGTH, BODY_LENGTH, REDIRECTS, SSL, VERSION, FAILED_DUE_TO_REGEX,

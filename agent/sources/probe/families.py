@@ -46,5 +46,9 @@ TLS_VERSION = gauge("probe_tls_version_info", "TLS version of the connection", [
 TLS_CIPHER = gauge("probe_tls_cipher_info", "TLS cipher of the connection", ["cipher"])
 TLS_FAMILIES = (CERT_EXPIRY, CHAIN_EXPIRY, CHAIN_INFO, TLS_VERSION, TLS_CIPHER)
 
+# What decided a probe that reads what the target says (HTTP bodies, TCP lines and bytes).
+FAILED_DUE_TO_REGEX = gauge("probe_failed_due_to_regex", "Whether a regexp failed the probe")
+FAILED_DUE_TO_BYTES = gauge("probe_failed_due_to_bytes", "Whether expected bytes failed the probe")
+
 PROBES_SKIPPED = counter("kpi_agent_probes_skipped_total", "Probes that could not start in time (every probe slot "
                          "busy, or the agent ran late): the agent's problem, never counted against the target")

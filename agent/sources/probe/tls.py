@@ -70,15 +70,29 @@ def _chains(connection: Any) -> tuple[list[Any], list[Any]]:
         return [], []
 
 
+# The attributes Go's pkix.Name knows, in the order its ToRDNSequence writes them; String() reverses the sequence.
+_GO_NAME_ORDER = (("countryName", "C"), ("stateOrProvinceName", "ST"), ("localityName", "L"),
+                  ("streetAddress", "STREET"), ("postalCode", "POSTALCODE"), ("organizationName", "O"),
+                  ("organizationalUnitName", "OU"), ("commonName", "CN"), ("serialNumber", "SERIALNUMBER"))
+_GO_SINGLE = frozenset({"commonName", "serialNumber"})  # Go keeps the last of these
+
+
 def _name(rdns: Any) -> str:
-    """A certificate name as Go's pkix.Name.String() writes it (RFC 2253: the last RDN first)."""
-    short = {"commonName": "CN", "countryName": "C", "organizationName": "O", "organizationalUnitName": "OU",
-             "localityName": "L", "stateOrProvinceName": "ST", "streetAddress": "STREET", "postalCode": "POSTALCODE",
-             "serialNumber": "SERIALNUMBER"}
-    parts = []
-    for rdn in reversed(rdns or ()):
-        parts.append("+".join(f"{short.get(key, key)}={_escaped(value)}" for key, value in rdn))
-    return ",".join(parts)
+    """A certificate name as Go's pkix.Name.String() writes it (so as blackbox labels it): "CN=x,O=y,C=z"."""
+    known = dict(_GO_NAME_ORDER)
+    values: dict[str, list[str]] = {}
+    others: list[tuple[str, str]] = []  # attributes Go has no field for: first in its sequence, so last here
+    for rdn in rdns or ():
+        for key, value in rdn:
+            if key in known:
+                values.setdefault(key, []).append(value)
+            else:
+                others.append((key, value))
+    sequence = list(others)
+    for key, short in _GO_NAME_ORDER:
+        found = values.get(key, [])
+        sequence += [(short, value) for value in (found[-1:] if key in _GO_SINGLE else found)]
+    return ",".join(f"{key}={_escaped(value)}" for key, value in reversed(sequence))
 
 
 def _escaped(value: str) -> str:
@@ -91,9 +105,9 @@ def _escaped(value: str) -> str:
 
 
 def record_tls(result: ProbeResult, connection: Any) -> None:
-    """Every TLS series of a completed handshake on ``connection`` (an ssl.SSLObject or SSLSocket): version,
-    cipher, the earliest expiry of the certificates the server sent, and of its verified chain with the
-    chain's leaf (fingerprint, issuer, subject, alternative names, serial)."""
+    """Every TLS series of a completed handshake on ``connection`` (an ssl.SSLObject or SSLSocket), as blackbox
+    reads them: version, cipher, the earliest expiry of the certificates the server sent and of the verified
+    chain, and the server's certificate (fingerprint, issuer, subject, DNS names, serial)."""
     version = connection.version()
     if version is None:
         return
@@ -105,22 +119,19 @@ def record_tls(result: ProbeResult, connection: Any) -> None:
     if not (result.wants(CERT_EXPIRY) or result.wants(CHAIN_EXPIRY) or result.wants(CHAIN_INFO)):
         return
     sent, verified = _chains(connection)
+    leaf = sent[0].get_info() if sent else connection.getpeercert()  # getpeercert: the leaf, when verified
     if sent:
         expiries = [e for e in (_not_after(cert.get_info()) for cert in sent) if e is not None]
         if expiries:
             result.set(CERT_EXPIRY, min(expiries))
-    else:  # the leaf only, decoded by the ssl module only when verified
-        leaf = connection.getpeercert()
-        expiry = _not_after(leaf) if leaf else None
-        if expiry is not None:
-            result.set(CERT_EXPIRY, expiry)
+    elif leaf and (expiry := _not_after(leaf)) is not None:
+        result.set(CERT_EXPIRY, expiry)
     if verified:
-        infos = [cert.get_info() for cert in verified]
-        expiries = [e for e in map(_not_after, infos) if e is not None]
+        expiries = [e for e in (_not_after(cert.get_info()) for cert in verified) if e is not None]
         if expiries:
             result.set(CHAIN_EXPIRY, min(expiries))
-        if result.wants(CHAIN_INFO):
-            leaf, der = infos[0], ssl.PEM_cert_to_DER_cert(verified[0].public_bytes())
-            names = ",".join(value for kind, value in leaf.get("subjectAltName", ()) if kind == "DNS")
-            result.info(CHAIN_INFO, (hashlib.sha256(der).hexdigest(), _name(leaf.get("issuer")),
-                                     _name(leaf.get("subject")), names, leaf.get("serialNumber", "").lower()))
+    if leaf and sent and result.wants(CHAIN_INFO):
+        der = ssl.PEM_cert_to_DER_cert(sent[0].public_bytes())
+        names = ",".join(value for kind, value in leaf.get("subjectAltName", ()) if kind == "DNS")
+        result.info(CHAIN_INFO, (hashlib.sha256(der).hexdigest(), _name(leaf.get("issuer")),
+                                 _name(leaf.get("subject")), names, leaf.get("serialNumber", "").lower()))
