@@ -128,8 +128,8 @@ def test_names_the_agent_or_another_kind_exports_are_refused():
     assert "agent.yaml:1: global.labels: 'le' is reserved: it tells sources, histogram buckets or summary " \
            "quantiles apart" in problems
     assert "agent.yaml:7: logs[0].metrics[0].name: process_open_fds is a name the agent exposes itself" in problems
-    assert "agent.yaml:8: logs[0].metrics[1].name: probe_latency_seconds is a name every http, tcp source " \
-           "exports" in problems
+    assert "agent.yaml:8: logs[0].metrics[1].name: probe_latency_seconds is a name every http, tcp, dns, icmp, grpc " \
+           "source exports" in problems
     assert ("agent.yaml:10: logs[0].metrics[3].name: h_bucket would expose h_bucket, which the histogram h exposes "
             "too") in problems
     assert "agent.yaml:11: logs[0].metrics[4].name: kpi_agent_* names are the agent's own" in problems

@@ -53,6 +53,24 @@ SOURCES = {
         f"  - {{name: tcp-plain, target: '{target.removeprefix('http://')}', interval: 200ms, timeout: 150ms,"
         f" query_response: [{{send: 'GET /json HTTP/1.0\\r'}}, {{send: '\\r'}},"
         f" {{expect: 'HTTP/1.. ([0-9]+)', labels: [{{name: status, value: '$1'}}]}}]}}\n"),
+    # the other prober kinds need no server of their own here: a failed probe writes its series too
+    "dns": lambda target, log: (
+        f"dns:\n"
+        f"  - {{name: dns-labelled, target: '{target.removeprefix('http://')}', query_name: example.test,"
+        f" transport_protocol: tcp, preferred_ip_protocol: ip4, interval: 200ms, timeout: 150ms,"
+        f" labels: {{team: shop}}}}\n"
+        f"  - {{name: dns-plain, target: '{target.removeprefix('http://')}', query_name: example.test,"
+        f" transport_protocol: tcp, preferred_ip_protocol: ip4, interval: 200ms, timeout: 150ms}}\n"),
+    "icmp": lambda target, log: (
+        "icmp:\n"
+        "  - {name: icmp-labelled, target: 127.0.0.1, interval: 200ms, timeout: 150ms, labels: {team: shop}}\n"
+        "  - {name: icmp-plain, target: 127.0.0.1, interval: 200ms, timeout: 150ms}\n"),
+    "grpc": lambda target, log: (
+        f"grpc:\n"
+        f"  - {{name: grpc-labelled, target: '{target.removeprefix('http://')}', interval: 200ms, timeout: 150ms,"
+        f" preferred_ip_protocol: ip4, labels: {{team: shop}}}}\n"
+        f"  - {{name: grpc-plain, target: '{target.removeprefix('http://')}', interval: 200ms, timeout: 150ms,"
+        f" preferred_ip_protocol: ip4}}\n"),
     "logs": lambda target, log: (
         f"logs:\n"
         f"  - {{name: logs-labelled, paths: ['{log}'], start_at: beginning, format: logfmt, labels: {{team: shop}},"
@@ -64,6 +82,7 @@ SOURCES = {
     "journal": lambda target, log: "journal:\n" + _journal(log),
 }
 DATA = {"http": ("probe_success", "shop_orders_total"), "tcp": ("probe_success", "probe_ip_protocol"),
+        "dns": ("probe_success",), "icmp": ("probe_success",), "grpc": ("probe_success",),
         "logs": ("events_total", "took_seconds_count"),
         "journal": ("journal_entries_total", "journal_priority_count")}
 NAME_PREFIX = {"http": "probe"}  # sources are named <prefix>-labelled and <prefix>-plain; the kind by default
