@@ -281,16 +281,12 @@ def postgresql():
                                 "listen_addresses=127.0.0.1", "-k", str(home)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: _listening(port), timeout=30, what="PostgreSQL listening")
+        ready = [str(bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]  # listening is not ready
+        wait_until(lambda: subprocess.run(ready).returncode == 0, timeout=60, what="PostgreSQL accepting connections")
         yield port
     finally:
         stop_processes([process])
         shutil.rmtree(home, ignore_errors=True)
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.mark.slow
