@@ -161,9 +161,9 @@ async def ascrape(url: str, openmetrics: bool = False, headers: dict[str, str] |
         return Exposition(await response.read(), openmetrics)
 
 
-def render_store(store, openmetrics: bool = False) -> Exposition:  # noqa: ANN001 - agent.store.Store
+def render_store(store, openmetrics: bool = False) -> Exposition:  # noqa: ANN001 - agent.series.store.Store
     """What /metrics would return for ``store`` (the same writer, in one go and without HTTP)."""
-    from agent.exposition import render
+    from agent.series.exposition import render
 
     return Exposition(render(store.snapshot(), openmetrics), openmetrics)
 

@@ -3,19 +3,19 @@ import sys
 
 import pytest
 
-from agent import yamlsrc
-from agent.config import load_config, load_example_config, parse_config
-from agent.yamlsrc import ConfigError
+from agent.config.agent import load_config, load_example_config, parse_config
+from agent.config.problems import ConfigError
+from agent.config.yaml import load_text
 
 
 def errors_of(text: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        parse_config(yamlsrc.load_text(text, "agent.yaml"), "agent.yaml")
+        parse_config(load_text(text, "agent.yaml"), "agent.yaml")
     return [str(p) for p in info.value.problems]
 
 
 def test_global_defaults_and_values():
-    config, report = parse_config(yamlsrc.load_text(
+    config, report = parse_config(load_text(
         "global:\n  interval: 1m\n  timeout: 500ms\n  labels: {site: eu-1}\n", "a.yaml"), "a.yaml")
     assert config.global_.interval == 60
     assert config.global_.timeout == 0.5
@@ -138,7 +138,7 @@ def test_names_the_agent_or_another_kind_exports_are_refused():
 
 
 def test_one_metric_in_two_log_sources_is_two_distinct_series():
-    config, report = parse_config(yamlsrc.load_text(
+    config, report = parse_config(load_text(
         "logs:\n"
         "  - {name: a, paths: [/tmp/a.log], format: json, metrics: [{name: req_total, type: counter}]}\n"
         "  - {name: b, paths: [/tmp/b.log], format: json, metrics: [{name: req_total, type: counter}]}\n",

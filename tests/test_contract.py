@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from agent.config import load_config
-from agent.runtime import Agent
+from agent.config.agent import load_config
+from agent.runtime.agent import Agent
 from agent.sources.base import STATS_FAMILIES
 from agent.sources.kinds import KINDS
 from tests.helpers import Exposition, ascrape, serve

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from agent.exposition import go_float, render, render_cooperatively, wants_openmetrics
-from agent.store import Store, counter, gauge, histogram
+from agent.series.exposition import go_float, render, render_cooperatively, wants_openmetrics
+from agent.series.store import Store, counter, gauge, histogram
 
 
 def _store() -> Store:

@@ -19,11 +19,12 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from agent import yamlsrc
-from agent.config import parse_config
+from agent.config.agent import parse_config
+from agent.config.problems import ConfigError
+from agent.config.yaml import load_text
+from agent.series.store import Store
 from agent.sources.logs.config import EXPIRED, SKIPPED
 from agent.sources.logs.pipeline import BatchResult, Pipeline, _json_object
-from agent.store import Store
 from tests.helpers import render_store
 from tests.sources.logs.conftest import NGINX_PATTERN, parse
 
@@ -61,10 +62,10 @@ def _check_config(text: str) -> bool:
     """True if the config loads; asserts the refusal's shape otherwise. Returns within MAX_SECONDS."""
     started = time.process_time()  # CPU time: what the input costs, whatever else loads the machine
     try:
-        parse_config(yamlsrc.load_text(text, "agent.yaml"), "agent.yaml")
+        parse_config(load_text(text, "agent.yaml"), "agent.yaml")
         loaded = True
         event("config loaded")
-    except yamlsrc.ConfigError as exc:
+    except ConfigError as exc:
         problems = [str(p) for p in exc.problems]
         assert problems
         for problem in problems:

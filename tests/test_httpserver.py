@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.httpserver import MAX_BODY, MAX_HEAD, Request, Response
-from agent.listener import ConnectionGuard, ListenAddress, listen
+from agent.server.listener import ConnectionGuard, ListenAddress, listen
+from agent.server.protocol import MAX_BODY, MAX_HEAD, Request, Response
 
 
 async def _server(handler=None):  # noqa: ANN001, ANN202

@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agent import runtime
-from agent.config import load_config
-from agent.runtime import Agent
+from agent.config.agent import load_config
+from agent.runtime import agent as runtime
+from agent.runtime.agent import Agent
 from agent.sources.base import Source
 from agent.sources.kinds import KINDS
 from tests.helpers import Exposition, ascrape, serve

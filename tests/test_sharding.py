@@ -8,7 +8,7 @@ import urllib.parse
 
 import pytest
 
-from agent.shard import Shard, jump_hash, shard_of
+from agent.runtime.shard import Shard, jump_hash, shard_of
 from tests.helpers import OK_TARGET, fetch, free_port, scrape, stop_processes, wait_until
 from tests.tools import require_tool
 
@@ -28,7 +28,7 @@ def test_shares_are_even_and_a_new_replica_takes_only_its_share(count):
 
 def test_the_hash_is_the_same_in_every_process():
     """Replicas are separate processes: the shard of a key may not depend on Python's per-process hashing."""
-    code = "from agent.shard import shard_of; print([shard_of(f'k{i}', 7) for i in range(50)])"
+    code = "from agent.runtime.shard import shard_of; print([shard_of(f'k{i}', 7) for i in range(50)])"
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
     assert runs == {f"{[shard_of(f'k{i}', 7) for i in range(50)]}\n"}

@@ -7,8 +7,8 @@ import socket
 
 import aiohttp
 
-from agent.config import load_config
-from agent.runtime import Agent
+from agent.config.agent import load_config
+from agent.runtime.agent import Agent
 from tests.browser import Browser
 from tests.report.test_report import blank_share, colour_pixels
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from agent.store import Group, SchemaError, Store, counter, gauge, histogram
+from agent.series.store import Group, SchemaError, Store, counter, gauge, histogram
 from tests.helpers import render_store
 
 

@@ -15,11 +15,11 @@ import aiohttp
 import bcrypt
 import pytest
 
-from agent import tlsctl
-from agent.config import AgentConfig, GlobalConfig
-from agent.runtime import Agent
-from agent.webconfig import LiveWebConfig, load_web_config
-from agent.yamlsrc import ConfigError
+from agent.config.agent import AgentConfig, GlobalConfig
+from agent.config.problems import ConfigError
+from agent.runtime.agent import Agent
+from agent.server import tlsctl
+from agent.server.webconfig import LiveWebConfig, load_web_config
 from tests.helpers import ascrape
 
 

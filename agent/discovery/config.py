@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import relabel, yamlsrc
+from agent.config import values
+from agent.config.fields import Fields
+from agent.discovery import relabel
+from agent.discovery.relabel import RelabelRule
 from agent.discovery.targetgroup import TargetGroup, parse_target_group
-from agent.relabel import RelabelRule
+from agent.formatting import excerpt
 from agent.sources.probe.client import BasicAuth, TlsConfig, parse_client
-from agent.yamlsrc import Fields, excerpt
 
 DEFAULT_FILE_SD_REFRESH = 300.0  # Prometheus's defaults
 DEFAULT_HTTP_SD_REFRESH = 60.0
@@ -55,7 +57,7 @@ class DiscoveryConfig:
 
 def http_url(value: Any) -> str:
     """An http:// or https:// URL with a host, as the probes' own URL parser (yarl) reads it."""
-    text = yamlsrc.nonempty_string(value)
+    text = values.nonempty_string(value)
     if not text.startswith(("http://", "https://")):
         raise ValueError(f"{excerpt(text)} is not an http:// or https:// URL")
     from yarl import URL  # here: an agent without HTTP sources never loads it
@@ -71,7 +73,7 @@ def http_url(value: Any) -> str:
 
 def _file_sd_pattern(base: Path) -> Any:
     def parse(value: Any) -> str:
-        pattern = yamlsrc.nonempty_string(value)
+        pattern = values.nonempty_string(value)
         if not _FILE_SD_NAME_RE.match(pattern):
             raise ValueError(f"{excerpt(pattern)} is not a target file pattern: one * at most, in the file name, "
                              "and the name ends in .json, .yml or .yaml")
@@ -81,17 +83,17 @@ def _file_sd_pattern(base: Path) -> Any:
 
 
 def _parse_file_sd(fields: Fields, base: Path) -> FileSdConfig | None:
-    files = fields.get("files", yamlsrc.list_of(_file_sd_pattern(base)))
+    files = fields.get("files", values.list_of(_file_sd_pattern(base)))
     if files == []:
         fields.error("files", "lists no file pattern")
-    refresh = fields.get("refresh_interval", yamlsrc.duration, DEFAULT_FILE_SD_REFRESH)
+    refresh = fields.get("refresh_interval", values.duration, DEFAULT_FILE_SD_REFRESH)
     fields.finish()
     return FileSdConfig(tuple(files), refresh) if files else None
 
 
 def _parse_http_sd(fields: Fields) -> HttpSdConfig | None:
     url = fields.get("url", http_url)
-    refresh = fields.get("refresh_interval", yamlsrc.duration, DEFAULT_HTTP_SD_REFRESH)
+    refresh = fields.get("refresh_interval", values.duration, DEFAULT_HTTP_SD_REFRESH)
     tls, basic_auth, bearer = parse_client(fields)
     fields.finish()
     return HttpSdConfig(url, refresh, tls, basic_auth, bearer) if url else None

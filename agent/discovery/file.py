@@ -8,10 +8,11 @@ import glob
 import math
 from typing import Any
 
+from agent.config.files import file_stamp
+from agent.config.problems import ConfigError
 from agent.discovery.config import FileSdConfig
 from agent.discovery.discoverer import Up, Update
 from agent.discovery.targetgroup import read_target_file
-from agent.yamlsrc import ConfigError, file_stamp
 
 WATCH_INTERVAL = 1.0  # seconds between two looks at the files
 

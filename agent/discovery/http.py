@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from agent.config.problems import ConfigError
 from agent.discovery.config import HttpSdConfig
 from agent.discovery.discoverer import Up, Update
 from agent.discovery.targetgroup import TargetGroup, parse_target_groups
 from agent.sources.probe.client import credentials, make_ssl_context
-from agent.yamlsrc import ConfigError
 
 if TYPE_CHECKING:
     import aiohttp

@@ -12,15 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.config.problems import ConfigError, Problem
 from agent.discovery.config import DiscoveryConfig
 from agent.discovery.discoverer import Discoverer, StaticDiscoverer, Update
 from agent.discovery.file import FileDiscoverer, problems_text, target_files
 from agent.discovery.http import HttpDiscoverer
 from agent.discovery.targetgroup import TargetGroup, read_target_file
 from agent.discovery.targets import STATES, Resolution, TargetRules, resolve
-from agent.shard import UNSHARDED, Shard
-from agent.store import Group, counter, gauge
-from agent.yamlsrc import ConfigError, Problem
+from agent.runtime.shard import UNSHARDED, Shard
+from agent.series.store import Group, counter, gauge
 
 log = logging.getLogger(__name__)
 

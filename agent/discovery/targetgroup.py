@@ -8,8 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import relabel, yamlsrc
-from agent.yamlsrc import ConfigError, Fields, Problem, Report, excerpt
+from agent.config import values
+from agent.config.fields import Fields
+from agent.config.problems import ConfigError, Problem, Report
+from agent.config.yaml import load_text
+from agent.discovery import relabel
+from agent.formatting import excerpt
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ def _sd_label_map(value: Any) -> dict[str, str]:
 
 def parse_target_group(fields: Fields, meta: dict[str, str] | None = None) -> TargetGroup:
     """One ``{targets: [...], labels: {...}}`` entry, from the config or from a target file or endpoint."""
-    targets = fields.get("targets", yamlsrc.list_of(yamlsrc.nonempty_string), [])
+    targets = fields.get("targets", values.list_of(values.nonempty_string), [])
     labels = fields.get("labels", _sd_label_map, {})
     fields.finish()
     return TargetGroup(tuple(targets), {**labels, **(meta or {})})
@@ -61,7 +65,7 @@ def json_surrogates_decoded(text: str) -> str:
 def parse_target_groups(text: str, name: str, meta: dict[str, str], is_json: bool = True) -> list[TargetGroup]:
     """The target groups of a file_sd file or an http_sd response (JSON or YAML: a list of
     ``{targets: [...], labels: {...}}``); raises ConfigError naming file, line and field of every problem."""
-    document = yamlsrc.load_text(json_surrogates_decoded(text) if is_json else text, name)
+    document = load_text(json_surrogates_decoded(text) if is_json else text, name)
     if document is None:
         return []
     report = Report(name)

@@ -21,11 +21,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from agent import relabel
+from agent.config.validation import LABEL_NAME_RE
+from agent.discovery import relabel
+from agent.discovery.relabel import RelabelRule
 from agent.discovery.targetgroup import TargetGroup
-from agent.relabel import RelabelRule
-from agent.shard import Shard
-from agent.yamlsrc import LABEL_NAME_RE, excerpt
+from agent.formatting import excerpt
+from agent.runtime.shard import Shard
 
 MAX_REFUSALS_KEPT = 20  # refusal reasons kept for the log and the status page; the count is exact
 STATES = ("probed", "other_shard", "dropped", "refused")

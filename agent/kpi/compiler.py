@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from agent.exposition import escape_label_value
+from agent.formatting import format_duration
 from agent.kpi.spec import BASE_RATE_WINDOW, Kpi, ServiceSpec, Source, Tier
-from agent.yamlsrc import format_duration
+from agent.series.exposition import escape_label_value
 
 SLI_GROUP_INTERVAL = "30s"
 PERIOD_GROUP_INTERVAL = "5m"  # the period judgements change slowly: no need to evaluate them often

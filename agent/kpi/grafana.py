@@ -37,10 +37,10 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from agent.formatting import format_duration
 from agent.kpi.compiler import compile_groups, to_yaml
 from agent.kpi.spec import BASE_TIERS, Kpi, ServiceSpec
 from agent.kpi.units import GRAFANA_UNITS
-from agent.yamlsrc import format_duration
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 OVERVIEW_UID = "kpi-overview"

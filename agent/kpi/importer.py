@@ -16,7 +16,10 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from agent import yamlsrc
+from agent.config.problems import ConfigError, Problem
+from agent.config.validation import is_label_name
+from agent.config.yaml import load_file_documents, load_text
+from agent.formatting import format_duration
 from agent.kpi.compiler import to_yaml
 from agent.kpi.promql import sum_of_rate
 from agent.kpi.spec import (
@@ -28,7 +31,6 @@ from agent.kpi.spec import (
     scaled_tiers,
     unfireable_window,
 )
-from agent.yamlsrc import ConfigError, Problem
 
 SLOTH_SPEC = "prometheus/v1"
 SLOTH_KUBERNETES = ("sloth.slok.dev/v1", "PrometheusServiceLevel")
@@ -117,7 +119,7 @@ def _labels(translation: Translation, file: str, node: Any, key: str, path: str)
     for name, value in raw.items():
         if isinstance(value, list):
             value = ",".join(str(v) for v in value)
-        if not yamlsrc.is_label_name(name):
+        if not is_label_name(name):
             translation.warn(file, raw, name, f"{path}.{name}", "not a Prometheus label name: left out")
         elif name in RESERVED_LABELS:
             translation.warn(file, raw, name, f"{path}.{name}", "is set by kpi-agent's compiler: left out")
@@ -347,8 +349,8 @@ def _openslo_window(translation: Translation, file: str, spec: Any, path: str,
             str(window.get("duration", ""))[-1:] in ("M", "Q", "Y"):
         translation.warn(file, window, None, f"{path}.{key}[0]",
                          f"months, quarters and years are taken as 30, 90 and 365 days: "
-                         f"{yamlsrc.format_duration(seconds)}")
-    return float(seconds), yamlsrc.format_duration(seconds)
+                         f"{format_duration(seconds)}")
+    return float(seconds), format_duration(seconds)
 
 
 def _openslo_query(translation: Translation, file: str, node: Any, path: str) -> str | None:
@@ -472,11 +474,11 @@ def _openslo_objective(translation: Translation, file: str, objective: Any, path
 def import_files(source_format: str, files: list[Path], window: float) -> Translation:
     """Every SLO of ``files`` (``sloth`` or ``openslo``) as kpi-agent spec documents, one per service."""
     translation = Translation()
-    window_text = yamlsrc.format_duration(window)
+    window_text = format_duration(window)
     documents: list[tuple[str, Any]] = []
     for path in files:
         try:
-            documents.extend((str(path), document) for document in yamlsrc.load_file_documents(path))
+            documents.extend((str(path), document) for document in load_file_documents(path))
         except ConfigError as exc:
             translation.problems.extend(exc.problems)
     if source_format == "openslo":
@@ -518,5 +520,5 @@ def render(spec: dict[str, Any], sources: list[str], source_format: str) -> str:
 def _check(translation: Translation, service: str, spec: dict[str, Any]) -> None:
     """An imported spec must load: anything our validator rejects is reported against the output."""
     name = f"{service}.yaml (imported)"
-    _, report = parse_spec(yamlsrc.load_text(to_yaml(spec), name), name)
+    _, report = parse_spec(load_text(to_yaml(spec), name), name)
     translation.problems.extend(report.problems)

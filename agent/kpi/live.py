@@ -9,10 +9,11 @@ import time
 
 import aiohttp
 
+from agent.config.problems import Problem
+from agent.formatting import format_duration
+from agent.kpi.prometheus_api import PrometheusClient
 from agent.kpi.promql import metric_names
 from agent.kpi.spec import Kpi, Selector, ServiceSpec, make_selector, parse_selector
-from agent.prometheus_api import PrometheusClient
-from agent.yamlsrc import Problem, format_duration
 
 
 async def _count(prometheus: PrometheusClient, expr: str) -> float:

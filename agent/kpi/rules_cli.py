@@ -10,12 +10,14 @@ from pathlib import Path
 
 import click
 
+from agent.config.problems import ConfigError, Problem
+from agent.config.values import duration
+from agent.config.yaml import load_file
 from agent.kpi import importer
 from agent.kpi.compiler import render_operator, render_prometheus, to_yaml
 from agent.kpi.promql import metric_names
 from agent.kpi.promtest import PromtoolMissing, promtool_path, write_and_run
 from agent.kpi.spec import BASE_RATE_WINDOW, Kpi, ServiceSpec, parse_spec, spec_files
-from agent.yamlsrc import ConfigError, Problem, duration, load_file
 
 _PROMTOOL_RULE_RE = re.compile(r"rule (\d+),")
 
@@ -91,7 +93,7 @@ def check_compiled(specs: list[ServiceSpec]) -> list[Problem]:
 
 def produced_metrics(config_files: tuple[str, ...]) -> set[str]:
     """Names of the series these agent configs produce (histograms as _bucket, _sum and _count)."""
-    from agent.config import load_config
+    from agent.config.agent import load_config
     from agent.sources.kinds import exported_samples
 
     produced: set[str] = set()
@@ -168,7 +170,7 @@ def check(specs: tuple[str, ...], config_files: tuple[str, ...], prometheus_url:
 
 def _live_problems(specs: list[ServiceSpec], url: str, lookback: float) -> list[Problem]:
     from agent.kpi.live import check_series  # loads aiohttp: only when a Prometheus is to be asked
-    from agent.prometheus_api import PrometheusError
+    from agent.kpi.prometheus_api import PrometheusError
 
     try:
         return check_series(specs, url, lookback)

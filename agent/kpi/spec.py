@@ -15,10 +15,14 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from agent import yamlsrc
-from agent.exposition import escape_label_value, go_float
+from agent.config import values
+from agent.config.fields import Fields
+from agent.config.problems import Report
+from agent.config.validation import label_name
+from agent.config.yaml import LocatedMap, load_file
+from agent.formatting import format_duration
 from agent.kpi.units import DEFAULT_UNIT, UNITS
-from agent.yamlsrc import Fields, Report
+from agent.series.exposition import escape_label_value, go_float
 
 KPI_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 ALERT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -75,7 +79,7 @@ def make_selector(metric: str, matchers: tuple[Matcher, ...]) -> Selector:
 
 def parse_selector(value: Any) -> Selector:
     """A series selector: ``metric{label="v",other!~"5.."}``."""
-    text = yamlsrc.nonempty_string(value)
+    text = values.nonempty_string(value)
     match = _SELECTOR_RE.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a selector (metric{{label=\"value\",...}}); "
@@ -132,7 +136,7 @@ def parse_target(value: Any) -> float:
 
 
 def _query_template(value: Any) -> str:
-    text = yamlsrc.nonempty_string(value)
+    text = values.nonempty_string(value)
     if "{{window}}" not in text:
         raise ValueError("a raw query must contain {{window}} where the range goes, e.g. rate(x[{{window}}])")
     return text
@@ -145,14 +149,14 @@ def _alert_name(value: Any) -> str:
 
 
 def _bucket_bound(value: Any) -> float:
-    bound = yamlsrc.number(value)
+    bound = values.number(value)
     if not 0 < bound < math.inf:
         raise ValueError(f"a bucket bound must be a positive number, got {value!r}")
     return bound
 
 
 def _burn_factor(value: Any) -> float:
-    factor = yamlsrc.number(value)
+    factor = values.number(value)
     if factor <= 0:
         raise ValueError(f"a burn factor must be greater than zero, got {value!r}")
     return factor
@@ -303,7 +307,7 @@ def scaled_tiers(window: float) -> dict[str, tuple[BurnWindow, ...]]:
 
 
 def _window(value: Any) -> float:
-    seconds = yamlsrc.duration(value)
+    seconds = values.duration(value)
     if seconds < MIN_WINDOW or seconds % 60:
         raise ValueError(f"{value!r}: alert windows are whole minutes, at least 1m")
     return seconds
@@ -320,9 +324,9 @@ def _parse_windows(section: Fields, kpi_window: float) -> tuple[BurnWindow, ...]
         if long is None or short is None or factor is None:
             continue
         if short >= long:
-            pair.error("short", f"must be shorter than long ({yamlsrc.format_duration(long)})")
+            pair.error("short", f"must be shorter than long ({format_duration(long)})")
         elif long > kpi_window:
-            pair.error("long", f"is longer than the KPI's window ({yamlsrc.format_duration(kpi_window)})")
+            pair.error("long", f"is longer than the KPI's window ({format_duration(kpi_window)})")
         else:
             windows.append(BurnWindow(long, short, factor))
     if section.has("windows") and not section.raw("windows"):
@@ -342,9 +346,9 @@ def _parse_tier(severity: str, fields: Fields, kpi_window: float, budget: float 
         where, line = fields.path, fields.line
     else:
         windows = _parse_windows(section, kpi_window)
-        labels = section.get("labels", yamlsrc.label_map, {}) or {}
-        annotations = section.get("annotations", yamlsrc.string_map, {}) or {}
-        for_ = section.get("for", yamlsrc.duration, 0.0) if section.has("for") else 0.0
+        labels = section.get("labels", values.label_map, {}) or {}
+        annotations = section.get("annotations", values.string_map, {}) or {}
+        for_ = section.get("for", values.duration, 0.0) if section.has("for") else 0.0
         section.finish()
         tier = Tier(severity, windows or defaults, labels, annotations, for_ or 0.0)
         where = section.field("windows") if windows else section.path
@@ -352,7 +356,7 @@ def _parse_tier(severity: str, fields: Fields, kpi_window: float, budget: float 
     if budget is not None and (window := unfireable_window(tier.windows, budget)) is not None:
         fields.report.error(line, where, (
             f"the {severity} tier can never fire: a burn rate of {window.factor:g}x over "
-            f"{yamlsrc.format_duration(window.long)} needs {window.factor * budget:.0%} bad events with an error "
+            f"{format_duration(window.long)} needs {window.factor * budget:.0%} bad events with an error "
             f"budget of {budget:.4g}; use strategy: threshold for a target like that, "
             f"or disable the tier ({severity}: false)"))
     return tier
@@ -371,7 +375,7 @@ def _parse_alerting(fields: Fields | None, kpi_fields: Fields, is_ratio: bool, w
     no_traffic_for = tiers_default["page"][0].long
     if fields is None:  # defaults, whose problems (a tier that cannot fire) are reported on the KPI
         fields = Fields({}, kpi_fields.field("alerting"), kpi_fields.report, kpi_fields.line)
-    strategy = fields.get("strategy", yamlsrc.one_of("burn_rate", "threshold", "none"), default_strategy)
+    strategy = fields.get("strategy", values.one_of("burn_rate", "threshold", "none"), default_strategy)
     if strategy == "burn_rate" and not is_ratio:
         fields.error("strategy", "burn_rate needs a ratio KPI; a value KPI uses threshold")
     tiers: list[Tier] = []
@@ -386,12 +390,12 @@ def _parse_alerting(fields: Fields | None, kpi_fields: Fields, is_ratio: bool, w
         for severity in ("page", "ticket"):
             if fields.has(severity):
                 fields.error(severity, f"only burn_rate alerting has tiers (strategy is {strategy})")
-    alert_window = fields.get("window", yamlsrc.duration, 3600.0)
-    for_ = fields.get("for", yamlsrc.duration, 0.0) if fields.has("for") else 0.0
-    labels = fields.get("labels", yamlsrc.label_map, {}) or {}
-    annotations = fields.get("annotations", yamlsrc.string_map, {}) or {}
-    threshold_severity = fields.get("severity", yamlsrc.one_of("page", "ticket"), None)
-    min_bad_events = fields.get("min_bad_events", yamlsrc.positive_integer, 0)
+    alert_window = fields.get("window", values.duration, 3600.0)
+    for_ = fields.get("for", values.duration, 0.0) if fields.has("for") else 0.0
+    labels = fields.get("labels", values.label_map, {}) or {}
+    annotations = fields.get("annotations", values.string_map, {}) or {}
+    threshold_severity = fields.get("severity", values.one_of("page", "ticket"), None)
+    min_bad_events = fields.get("min_bad_events", values.positive_integer, 0)
     if strategy == "burn_rate":
         for key in ("window", "for", "severity"):
             if fields.has(key):
@@ -420,9 +424,9 @@ def _parse_no_data(fields: Fields, no_traffic_for: float) -> NoData | None:
         if raw not in (None, True):
             fields.error("no_data", "expected false, true or a mapping {for, no_traffic_for, labels, alert_name}")
         return NoData(DEFAULT_NO_DATA_FOR, no_traffic_for)
-    for_ = section.get("for", yamlsrc.duration, DEFAULT_NO_DATA_FOR)
-    quiet_for = section.get("no_traffic_for", yamlsrc.duration, no_traffic_for)
-    labels = section.get("labels", yamlsrc.label_map, {}) or {}
+    for_ = section.get("for", values.duration, DEFAULT_NO_DATA_FOR)
+    quiet_for = section.get("no_traffic_for", values.duration, no_traffic_for)
+    labels = section.get("labels", values.label_map, {}) or {}
     name = section.get("alert_name", _alert_name, "KPINoData")
     section.finish()
     return NoData(for_ or DEFAULT_NO_DATA_FOR, quiet_for or no_traffic_for, labels, name or "KPINoData")
@@ -498,7 +502,7 @@ def _parse_indicator(fields: Fields, higher: bool, expressions: list[tuple[str, 
         fields.report.error(fields.line, fields.path, "give exactly one of ratio, latency, bool_gauge or value"
                             + (f" (got {', '.join(given)})" if given else ""))
     found = _Indicator(given[0] if given else "ratio")
-    value = fields.get("value", yamlsrc.nonempty_string, None)
+    value = fields.get("value", values.nonempty_string, None)
     if value is not None:
         expressions.append((fields.field("value"), fields.line_of("value") or 0, value))
         found.value = value
@@ -516,14 +520,14 @@ def _parse_indicator(fields: Fields, higher: bool, expressions: list[tuple[str, 
 
 
 def _parse_kpi(fields: Fields, line: int | None, spec_labels: dict[str, str]) -> Kpi | None:
-    name = fields.get("name", yamlsrc.nonempty_string)
+    name = fields.get("name", values.nonempty_string)
     if name and not KPI_NAME_RE.match(name):
         fields.error("name", f"{name!r} must match [a-z][a-z0-9_]*")
         name = None
-    description = fields.get("description", yamlsrc.string, "")
-    objective = fields.get("objective", yamlsrc.string, "")
-    owner = fields.get("owner", yamlsrc.string, "")
-    window = fields.get("window", yamlsrc.duration)
+    description = fields.get("description", values.string, "")
+    objective = fields.get("objective", values.string, "")
+    owner = fields.get("owner", values.string, "")
+    window = fields.get("window", values.duration)
     if window is not None and window < 3600:
         fields.error("window", "must be at least 1h (burn-rate windows are derived from it)")
         window = None
@@ -531,7 +535,7 @@ def _parse_kpi(fields: Fields, line: int | None, spec_labels: dict[str, str]) ->
         fields.error("window", "must be a whole number of 5m (it is summed from recorded 5m rates)")
         window = None
     target = fields.get("target", parse_target)
-    higher = fields.get("higher_is_better", yamlsrc.boolean, True)
+    higher = fields.get("higher_is_better", values.boolean, True)
     expressions: list[tuple[str, int, str]] = []
     indicator = _parse_indicator(fields, higher, expressions)
     indicator_expressions = list(expressions)
@@ -539,8 +543,8 @@ def _parse_kpi(fields: Fields, line: int | None, spec_labels: dict[str, str]) ->
     if target is not None and is_ratio and not 0 < target < 1:
         fields.error("target", f"a ratio target must be between 0 and 1 (0% and 100%) exclusive, got {target:g}")
         target = None
-    labels = fields.get("labels", yamlsrc.label_map, {}) or {}
-    group_by = fields.get("group_by", yamlsrc.list_of(yamlsrc.label_name), []) or []
+    labels = fields.get("labels", values.label_map, {}) or {}
+    group_by = fields.get("group_by", values.list_of(label_name), []) or []
     for reserved in ("kpi", "kpi_service", "kpi_term", "le"):
         if reserved in group_by:
             fields.error("group_by", f"{reserved!r} is reserved")
@@ -559,9 +563,9 @@ def _parse_kpi(fields: Fields, line: int | None, spec_labels: dict[str, str]) ->
     supporting = []
     for item, path, item_line in fields.items("supporting_metrics"):
         metric = Fields(item, path, fields.report, item_line)
-        title = metric.get("title", yamlsrc.nonempty_string)
-        query = metric.get("query", yamlsrc.nonempty_string)
-        unit = metric.get("unit", yamlsrc.one_of(*UNITS), DEFAULT_UNIT)
+        title = metric.get("title", values.nonempty_string)
+        query = metric.get("query", values.nonempty_string)
+        unit = metric.get("unit", values.one_of(*UNITS), DEFAULT_UNIT)
         metric.finish()
         if title and query:
             supporting.append(SupportingMetric(title, query, unit))
@@ -577,12 +581,12 @@ def _parse_kpi(fields: Fields, line: int | None, spec_labels: dict[str, str]) ->
 
 def parse_spec(data: Any, file: str) -> tuple[ServiceSpec | None, Report]:
     report = Report(file)
-    top = Fields(data if data is not None else yamlsrc.LocatedMap(), "", report, 1)
-    service = top.get("service", yamlsrc.nonempty_string)
+    top = Fields(data if data is not None else LocatedMap(), "", report, 1)
+    service = top.get("service", values.nonempty_string)
     if service and not re.match(r"^[a-zA-Z0-9_.-]+$", service):
         top.error("service", f"{service!r} may only contain letters, digits, '_', '-' and '.'")
         service = None
-    labels = top.get("labels", yamlsrc.label_map, {}) or {}
+    labels = top.get("labels", values.label_map, {}) or {}
     for reserved in RESERVED_LABELS:
         if reserved in labels:
             top.error("labels", f"{reserved!r} is set by the compiler")
@@ -607,7 +611,7 @@ def parse_spec(data: Any, file: str) -> tuple[ServiceSpec | None, Report]:
 
 def load_spec(path: str | Path) -> ServiceSpec:
     """Load and validate one spec file; raises ConfigError with every problem."""
-    spec, report = parse_spec(yamlsrc.load_file(path), str(path))
+    spec, report = parse_spec(load_file(path), str(path))
     report.raise_if_errors()
     assert spec is not None
     return spec

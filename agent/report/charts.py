@@ -21,10 +21,10 @@ from matplotlib import dates, ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from agent.formatting import format_duration
 from agent.kpi.units import format_value
 from agent.report.model import Chart, KpiResult, Line, Period, target_text
 from agent.report.periods import short_label
-from agent.yamlsrc import format_duration
 
 GOOD, BAD, NEUTRAL, INK, MUTED = "#1a7f37", "#cf222e", "#9ca3af", "#1f2328", "#59636e"
 PALETTE = ("#0969da", "#8250df", "#bf8700", "#1b7c83", "#cf222e", "#57606a", "#bc4c00", "#4d2d00")

@@ -15,13 +15,15 @@ from pathlib import Path
 import aiohttp
 import click
 
+from agent.config.problems import ConfigError
+from agent.config.values import duration
+from agent.formatting import format_duration
+from agent.kpi.prometheus_api import PrometheusClient
 from agent.kpi.rules_cli import load_specs, report_problems
 from agent.kpi.spec import ServiceSpec
-from agent.logconfig import LEVELS, setup_logging
-from agent.prometheus_api import PrometheusClient
 from agent.report.model import Report, collect
 from agent.report.periods import PERIOD_HELP, PeriodChoice, parse_period, zone
-from agent.yamlsrc import ConfigError, duration, format_duration
+from agent.runtime.logconfig import LEVELS, setup_logging
 
 DEFAULT_UI_LISTEN = ":9911"
 
@@ -169,9 +171,9 @@ def ui(specs: tuple[str, ...], prometheus_url: str, period: PeriodChoice, time_z
        web_config_file: str | None, log_level: str, log_format: str) -> None:
     """Serve the report as a live scoreboard at / that reloads itself every --refresh; read from Prometheus
     when viewed, never more often than every half --refresh whatever the number of viewers."""
-    from agent.listener import ListenAddress
     from agent.report.server import Scoreboard, serve
-    from agent.webconfig import LiveWebConfig
+    from agent.server.listener import ListenAddress
+    from agent.server.webconfig import LiveWebConfig
 
     setup_logging(log_level, log_format)
     try:

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from agent.formatting import format_duration
 from agent.kpi.compiler import identity_selector
+from agent.kpi.prometheus_api import PrometheusClient, PrometheusError, PrometheusUnreachable, series_labels
 from agent.kpi.spec import Kpi, ServiceSpec, SupportingMetric
 from agent.kpi.units import significant
-from agent.prometheus_api import PrometheusClient, PrometheusError, PrometheusUnreachable, series_labels
 from agent.report.periods import PeriodChoice, Span, grid_step, local_time_text, parse_period
-from agent.yamlsrc import format_duration
 
 TARGET_BUCKETS = 240  # enough for a smooth chart; a 30d period gets 3h buckets
 NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 14400, 21600, 43200, 86400)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agent.yamlsrc import duration, format_duration
+from agent.config.values import duration
+from agent.formatting import format_duration
 
 UNITS = ("day", "week", "month", "quarter", "year")
 MONTHS_PER = {"month": 1, "quarter": 3, "year": 12}

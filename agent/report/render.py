@@ -8,6 +8,7 @@ from __future__ import annotations
 from html import escape
 
 from agent import __version__
+from agent.formatting import format_duration
 from agent.kpi.units import format_value
 from agent.report import charts
 from agent.report.model import (
@@ -25,7 +26,6 @@ from agent.report.model import (
     target_text,
 )
 from agent.report.periods import short_label
-from agent.yamlsrc import format_duration
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 

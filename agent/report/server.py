@@ -16,16 +16,16 @@ from collections.abc import Sequence
 
 import aiohttp
 
-from agent.httpserver import Request, Response
+from agent.kpi.prometheus_api import PrometheusClient
 from agent.kpi.spec import ServiceSpec
-from agent.listener import ListenAddress
-from agent.prometheus_api import PrometheusClient
 from agent.report.model import collect
 from agent.report.periods import PeriodChoice
 from agent.report.render import render
-from agent.store import Group
-from agent.web import Route, Server
-from agent.webconfig import LiveWebConfig
+from agent.series.store import Group
+from agent.server.listener import ListenAddress
+from agent.server.protocol import Request, Response
+from agent.server.routes import Route, Server
+from agent.server.webconfig import LiveWebConfig
 
 log = logging.getLogger("agent.report")
 

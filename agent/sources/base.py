@@ -21,12 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from agent.shard import UNSHARDED, Shard
-from agent.store import FamilySpec, Group, Store, counter, gauge
-from agent.yamlsrc import Fields, Problem
+from agent.config.fields import Fields
+from agent.config.problems import Problem
+from agent.runtime.shard import UNSHARDED, Shard
+from agent.series.store import FamilySpec, Group, Store, counter, gauge
 
 if TYPE_CHECKING:
-    from agent.config import AgentConfig
+    from agent.config.agent import AgentConfig
 
 
 class Shared:

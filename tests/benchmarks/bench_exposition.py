@@ -11,8 +11,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
 
-from agent.exposition import render, render_cooperatively
-from agent.store import Store, counter
+from agent.series.exposition import render, render_cooperatively
+from agent.series.store import Store, counter
 
 SERIES = 100_000
 UPDATES = 1_000_000

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import aiohttp
 
-from agent import yamlsrc
-from agent.config import parse_config
+from agent.config.agent import parse_config
+from agent.config.yaml import load_text
+from agent.series.store import Store
 from agent.sources.base import SourceContext
 from agent.sources.probe.source import ProbeSource
-from agent.store import Store
 from tests.helpers import OK_TARGET, build_source, cpu_seconds, fetch, free_port, wait_until
 from tests.tools import require_tool
 
@@ -30,7 +30,7 @@ ROUNDS = 5
 
 async def run_ours(url: str) -> tuple[float, float]:
     text = "http:\n" + "".join(f"  - name: bench-{i}\n    url: {url}\n" for i in range(CONCURRENCY))
-    configs = parse_config(yamlsrc.load_text(text, "b.yaml"), "b.yaml")[0].of_kind("http")
+    configs = parse_config(load_text(text, "b.yaml"), "b.yaml")[0].of_kind("http")
     store = Store()
     context = SourceContext()
     try:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from agent import yamlsrc
+from agent.config import values
+from agent.config.yaml import load_text
 from agent.kpi.compiler import compile_groups, raw_reading_rules, render_prometheus
 from agent.kpi.spec import parse_spec
 from tests.kpi.firing import BAD, GOOD, SPEC, WORKBOOK, first_firing, workbook_seconds
@@ -40,15 +41,15 @@ def _recorded_samples_per_minute(groups: list[dict]) -> float:
         per_evaluation = 0
         for rule in group["rules"]:
             for window in re.findall(r"kpi:[a-z_:0-9]+\{[^}]*\}\[([0-9a-z]+)\]", rule["expr"]):
-                per_evaluation += int(yamlsrc.duration(window) // EVALUATION)
+                per_evaluation += int(values.duration(window) // EVALUATION)
             per_evaluation += len(re.findall(r"kpi:[a-z_:0-9]+\{[^}]*\}(?!\[)", rule["expr"]))
-        total += per_evaluation * 60 / yamlsrc.duration(group["interval"])
+        total += per_evaluation * 60 / values.duration(group["interval"])
     return total
 
 
 def test_first_firing_times_against_the_workbook(tmp_path):
     promtool = require_tool("promtool")
-    spec, _ = parse_spec(yamlsrc.load_text(SPEC, "s.yaml"), "s.yaml")
+    spec, _ = parse_spec(load_text(SPEC, "s.yaml"), "s.yaml")
     assert spec is not None
     versions = {"before": BEFORE.read_text(), "after": render_prometheus(spec, "s.yaml")}
     rows = []

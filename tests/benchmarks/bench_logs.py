@@ -223,14 +223,14 @@ def test_whole_agent_against_mtail_one_shot(tmp_path):
 
 FOLLOWER = textwrap.dedent("""
     import asyncio, sys, time
-    from agent import yamlsrc
-    from agent.config import parse_config
+    from agent.config.agent import parse_config
+    from agent.config.yaml import load_text
+    from agent.series.store import Store
     from agent.sources.base import SourceContext, SourceStats
     from agent.sources.kinds import KINDS
-    from agent.store import Store
 
     async def main():
-        config, _ = parse_config(yamlsrc.load_text(sys.argv[1], "b.yaml"), "b.yaml")
+        config, _ = parse_config(load_text(sys.argv[1], "b.yaml"), "b.yaml")
         (source_config,) = config.of_kind("logs")
         kind = KINDS["logs"]
         store = Store()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import aiohttp
 
+from agent.series.store import Store
 from agent.sources.base import SourceContext
-from agent.store import Store
 from tests.helpers import build_source, cpu_seconds
 from tests.sources.blackbox import blackbox  # noqa: F401 - the fixture
 from tests.sources.dns_servers import dnsmasq  # noqa: F401 - the fixture

@@ -29,8 +29,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from agent.config import load_config
-from agent.runtime import Agent
+from agent.config.agent import load_config
+from agent.runtime.agent import Agent
 from agent.sources.http import ALL_RESULTS as RESULTS
 from tests.helpers import Exposition, cpu_seconds, fetch, free_port, wait_until
 from tests.tools import require_tool

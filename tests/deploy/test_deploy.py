@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent import yamlsrc
-from agent.config import load_config, parse_config
+from agent.config.agent import load_config, parse_config
+from agent.config.yaml import load_text
 from agent.kpi.compiler import compile_groups, render_operator, render_prometheus
 from agent.kpi.grafana import agent_dashboard, grafana_alert_rules, overview_dashboard, service_dashboard
 from agent.kpi.spec import load_spec, parse_spec
@@ -107,7 +107,7 @@ def test_every_alert_the_compiler_emits_reaches_a_receiver_with_an_integration()
     config = str(DEPLOY / "alertmanager" / "alertmanager.yml")
     receivers = {r["name"]: r for r in yaml.safe_load(Path(config).read_text())["receivers"]}
     integrated = {name for name, r in receivers.items() if any(k.endswith("_configs") and v for k, v in r.items())}
-    spec, report = parse_spec(yamlsrc.load_text(EVERY_ALERT, "every.yaml"), "every.yaml")
+    spec, report = parse_spec(load_text(EVERY_ALERT, "every.yaml"), "every.yaml")
     assert report.errors == [] and spec is not None
     alerts = [r for g in compile_groups(spec) for r in g["rules"] if "alert" in r]
     names = {a["alert"] for a in alerts}
@@ -161,7 +161,7 @@ def test_kubernetes_manifests_fit_together():
         for volume in template["spec"]["volumes"]:
             data = config_maps[volume["configMap"]["name"]]["data"] if "configMap" in volume else {}
             if "agent.yaml" in data:
-                _, report = parse_config(yamlsrc.load_text(data["agent.yaml"], volume["configMap"]["name"]), "cm")
+                _, report = parse_config(load_text(data["agent.yaml"], volume["configMap"]["name"]), "cm")
                 assert report.errors == []
     services = by_kind["Service"]
     for service in services:

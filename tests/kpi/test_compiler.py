@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from agent import yamlsrc
+from agent.config.yaml import load_text
 from agent.kpi.compiler import compile_groups, raw_reading_rules, render_operator, render_prometheus, to_yaml
 from agent.kpi.spec import load_spec, parse_spec
 
@@ -13,7 +13,7 @@ ROOT = Path(__file__).parents[2]
 
 
 def spec_from(text: str):
-    spec, report = parse_spec(yamlsrc.load_text(text, "t.yaml"), "t.yaml")
+    spec, report = parse_spec(load_text(text, "t.yaml"), "t.yaml")
     assert report.errors == [], report.errors
     return spec
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from agent import yamlsrc
+from agent.config.yaml import load_text
 from agent.kpi import grafana
 from agent.kpi.spec import load_spec, parse_spec
 
@@ -28,7 +28,7 @@ kpis:
 
 
 def spec_from(text: str):
-    spec, report = parse_spec(yamlsrc.load_text(text, "s.yaml"), "s.yaml")
+    spec, report = parse_spec(load_text(text, "s.yaml"), "s.yaml")
     assert report.errors == []
     return spec
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from agent import yamlsrc
+from agent.config.problems import ConfigError
+from agent.config.yaml import load_text
 from agent.kpi.spec import load_spec, parse_selector, parse_spec, scaled_tiers
-from agent.yamlsrc import ConfigError
 
 GOOD = """\
 service: shop
@@ -20,7 +20,7 @@ kpis:
 
 
 def problems(text: str) -> list[str]:
-    spec, report = parse_spec(yamlsrc.load_text(text, "spec.yaml"), "spec.yaml")
+    spec, report = parse_spec(load_text(text, "spec.yaml"), "spec.yaml")
     return [str(p) for p in report.problems]
 
 
@@ -86,7 +86,7 @@ def test_a_burn_rate_tier_that_can_never_fire_is_an_error_suggesting_threshold()
 
 
 def test_lower_is_better_budget_is_the_target():
-    spec, _ = parse_spec(yamlsrc.load_text(GOOD.replace("99.9%", "1%") + "    higher_is_better: false\n", "s"), "s")
+    spec, _ = parse_spec(load_text(GOOD.replace("99.9%", "1%") + "    higher_is_better: false\n", "s"), "s")
     assert spec.kpis[0].error_budget == 0.01
 
 
@@ -128,7 +128,7 @@ def test_load_spec_raises_with_every_problem(tmp_path):
 
 
 def kpi_of(text: str):
-    spec, report = parse_spec(yamlsrc.load_text(text, "spec.yaml"), "spec.yaml")
+    spec, report = parse_spec(load_text(text, "spec.yaml"), "spec.yaml")
     assert report.errors == [], [str(p) for p in report.errors]
     return spec.kpis[0]
 

@@ -1,6 +1,6 @@
 """Units of supporting metrics: one vocabulary in specs, Grafana's ids on dashboards, readable numbers in reports."""
 
-from agent import yamlsrc
+from agent.config.yaml import load_text
 from agent.kpi.spec import parse_spec
 from agent.kpi.units import GRAFANA_UNITS, UNITS, format_value
 
@@ -17,13 +17,13 @@ kpis:
 
 
 def parse(unit: str):
-    return parse_spec(yamlsrc.load_text(SPEC.replace("UNIT", unit), "shop.yaml"), "shop.yaml")
+    return parse_spec(load_text(SPEC.replace("UNIT", unit), "shop.yaml"), "shop.yaml")
 
 
 def test_a_supporting_metric_takes_a_unit_and_defaults_to_short():
     spec, report = parse("seconds")
     assert report.errors == [] and spec.kpis[0].supporting_metrics[0].unit == "seconds"
-    spec, report = parse_spec(yamlsrc.load_text(SPEC.replace(", unit: UNIT", ""), "s.yaml"), "s.yaml")
+    spec, report = parse_spec(load_text(SPEC.replace(", unit: UNIT", ""), "s.yaml"), "s.yaml")
     assert spec.kpis[0].supporting_metrics[0].unit == "short"
 
 

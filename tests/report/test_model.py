@@ -1,6 +1,6 @@
 """The arithmetic behind a report's numbers, on bucket sums whose right answer is known by hand."""
 
-from agent import yamlsrc
+from agent.config.yaml import load_text
 from agent.kpi.spec import parse_spec
 from agent.report.model import (
     NO_DATA,
@@ -24,7 +24,7 @@ kpis:
   - {name: strict, window: 30d, target: 99.99%, ratio: {numerator: good_total, denominator: all_total}}
   - {name: revenue, window: 30d, target: 100000, value: sum(mrr_dollars)}
 """
-SPEC_OBJECT, _ = parse_spec(yamlsrc.load_text(SPEC, "shop.yaml"), "shop.yaml")
+SPEC_OBJECT, _ = parse_spec(load_text(SPEC, "shop.yaml"), "shop.yaml")
 assert SPEC_OBJECT is not None
 AVAILABILITY, ERRORS, STRICT, REVENUE = SPEC_OBJECT.kpis
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import yaml
 
-from agent import yamlsrc
-from agent.config import parse_config
-from agent.store import Store
+from agent.config.agent import parse_config
+from agent.config.yaml import load_text
+from agent.series.store import Store
 from tests.helpers import Exposition, build_source, render_store
 
 # Our keys blackbox_exporter does not know (they are left out of its module)
@@ -21,7 +21,7 @@ def source_config(kind: str, name: str, target: str, module: dict[str, Any], tim
     """The parsed config of one ``kind`` source probing ``target`` with these module keys."""
     item = {"name": name, "target": target, "interval": interval, "timeout": timeout, **module}
     text = yaml.safe_dump({kind: [item]}, sort_keys=False)
-    config, _ = parse_config(yamlsrc.load_text(text, "agent.yaml"), "agent.yaml")
+    config, _ = parse_config(load_text(text, "agent.yaml"), "agent.yaml")
     (source,) = config.of_kind(kind)
     return source
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from agent import yamlsrc
-from agent.config import load_config, parse_config
+from agent.config.agent import load_config, parse_config
+from agent.config.problems import ConfigError
+from agent.config.yaml import load_text
 from agent.discovery.targetgroup import read_target_file
 from agent.discovery.targets import resolve
-from agent.runtime import Agent
-from agent.shard import Shard
+from agent.runtime.agent import Agent
+from agent.runtime.shard import Shard
 from agent.sources.http import KIND
-from agent.yamlsrc import ConfigError
 from tests.helpers import Exposition, ascrape, fetch, free_port, serve, wait_until
 from tests.tools import require_tool
 
@@ -358,7 +358,7 @@ def test_discovery_config_errors_name_file_line_and_field(tmp_path):
         "      - {regex: '(', target_label: x}\n"
         "      - {target_label: 'no good', replacement: x}\n")
     with pytest.raises(ConfigError) as info:
-        parse_config(yamlsrc.load_text(text, "agent.yaml"), "agent.yaml")
+        parse_config(load_text(text, "agent.yaml"), "agent.yaml")
     problems = [str(p) for p in info.value.problems]
     expected = [
         "agent.yaml:3: http[0].url: a source probes its url or the targets it discovers, not both",

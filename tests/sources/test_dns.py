@@ -6,10 +6,10 @@ import time
 
 import pytest
 
+from agent.config.problems import ConfigError
 from agent.sources.dns import KIND
 from agent.sources.dns.config import RESULTS
 from agent.sources.probe.families import COMMON_RESULTS
-from agent.yamlsrc import ConfigError
 from tests.sources.blackbox import blackbox, compare  # noqa: F401 - the fixture
 from tests.sources.dns_servers import SERIAL, bad_dns, dnsmasq, unbound_tls  # noqa: F401 - fixtures
 from tests.sources.probers import Probed, blackbox_module, source_config

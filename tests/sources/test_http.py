@@ -10,16 +10,17 @@ import time
 import pytest
 from aiohttp import web
 
-from agent import yamlsrc
-from agent.config import parse_config
+from agent.config.agent import parse_config
+from agent.config.fields import Fields
+from agent.config.problems import ConfigError, Report
+from agent.config.yaml import load_text
+from agent.series.store import Store
 from agent.sources.base import SourceContext, SourceDefaults
 from agent.sources.http import ALL_RESULTS as RESULTS
 from agent.sources.http import EXPORTED_SERIES, KIND
 from agent.sources.probe.resources import probe_resources
 from agent.sources.probe.schedule import offset
 from agent.sources.probe.source import ProbeSource
-from agent.store import Store
-from agent.yamlsrc import ConfigError, Fields, Report
 from tests.helpers import build_source, render_store, serve
 
 DOC = {"orders": {"placed": 42}, "region": "eu", "queues": [{"name": "a", "depth": 3}, {"name": "b", "depth": "7"}],
@@ -94,7 +95,7 @@ async def context():
 
 
 def config_from(text: str):
-    config, _ = parse_config(yamlsrc.load_text(text, "agent.yaml"), "agent.yaml")
+    config, _ = parse_config(load_text(text, "agent.yaml"), "agent.yaml")
     return config.of_kind("http")
 
 
@@ -363,7 +364,7 @@ def test_config_errors_name_file_line_and_field():
 
 def test_timeout_defaults_to_global_but_never_past_the_interval():
     report = Report("x.yaml")
-    node = yamlsrc.load_text("name: a\nurl: http://127.0.0.1/\ninterval: 2s\n", "x.yaml")
+    node = load_text("name: a\nurl: http://127.0.0.1/\ninterval: 2s\n", "x.yaml")
     config = KIND.parse(Fields(node, "http[0]", report), SourceDefaults(interval=15, timeout=10))
     assert (config.interval, config.timeout) == (2, 2) and report.problems == []
 
@@ -496,8 +497,8 @@ async def test_one_ssl_context_per_tls_config_and_tls_facts_per_probe(context, t
 async def test_a_reload_that_changes_max_concurrent_probes_takes_effect(server, tmp_path):
     """Issue 9, 3: one slot, taken most of the time by a hanging target, starves a healthy one (its probes
     are skipped, never failed); a reload to more slots lets it through, without rebuilding either source."""
-    from agent.config import load_config
-    from agent.runtime import Agent
+    from agent.config.agent import load_config
+    from agent.runtime.agent import Agent
     from tests.helpers import ascrape
 
     config = tmp_path / "agent.yaml"

@@ -138,7 +138,7 @@ def test_config_keys_and_their_errors():
                                                                "payload_size": 56, "ttl": 10,
                                                                "preferred_ip_protocol": "ip4"})
     assert (config.module.packets, config.module.packet_interval, config.module.ttl) == (10, 0.1, 10)
-    from agent.yamlsrc import ConfigError
+    from agent.config.problems import ConfigError
 
     with pytest.raises(ConfigError) as error:
         source_config("icmp", "r", "127.0.0.1", {"packets": 5, "packet_interval": "1s", "ttl": 300}, timeout="2s")

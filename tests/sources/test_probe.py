@@ -8,11 +8,11 @@ import logging
 import pytest
 from aiohttp import web
 
-from agent import yamlsrc
-from agent.config import parse_config
+from agent.config.agent import parse_config
+from agent.config.problems import ConfigError
+from agent.config.yaml import load_text
+from agent.series.store import Store
 from agent.sources.base import SourceContext
-from agent.store import Store
-from agent.yamlsrc import ConfigError
 from tests.helpers import build_source, render_store, serve
 
 
@@ -48,7 +48,7 @@ async def context():
 
 
 def source_for(context, store, item: str):
-    config, _ = parse_config(yamlsrc.load_text("http:\n" + item, "agent.yaml"), "agent.yaml")
+    config, _ = parse_config(load_text("http:\n" + item, "agent.yaml"), "agent.yaml")
     (source,) = config.of_kind("http")
     return build_source(store, context, source, "http")
 
@@ -103,7 +103,7 @@ async def test_omitted_series_are_not_exported(flaky, context):
 
 def test_common_keys_are_checked_with_file_line_and_field():
     with pytest.raises(ConfigError) as info:
-        parse_config(yamlsrc.load_text(
+        parse_config(load_text(
             "http:\n"
             "  - name: a\n"
             "    url: http://127.0.0.1/\n"
@@ -124,7 +124,7 @@ def test_common_keys_are_checked_with_file_line_and_field():
 
 
 def test_the_default_timeout_leaves_room_for_every_attempt():
-    config, _ = parse_config(yamlsrc.load_text("global: {timeout: 10s}\nhttp:\n  - {name: a, url: 'http://x/', "
+    config, _ = parse_config(load_text("global: {timeout: 10s}\nhttp:\n  - {name: a, url: 'http://x/', "
                                                "interval: 9s, retries: 2}\n", "agent.yaml"), "agent.yaml")
     (source,) = config.of_kind("http")
     assert source.timeout == 3

@@ -18,11 +18,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from agent import yamlsrc
-from agent.config import parse_config
+from agent.config.agent import parse_config
+from agent.config.problems import ConfigError
+from agent.config.yaml import load_text
+from agent.series.store import Store
 from agent.sources.base import SourceContext
-from agent.store import Store
-from agent.yamlsrc import ConfigError
 from tests.helpers import build_source, free_port, render_store, stop_processes, wait_until
 from tests.sources.blackbox import blackbox, compare  # noqa: F401 - blackbox is a fixture
 
@@ -111,7 +111,7 @@ async def context():
 
 
 def source_for(context, store: Store, item: str):
-    config, _ = parse_config(yamlsrc.load_text("tcp:\n" + item, "agent.yaml"), "agent.yaml")
+    config, _ = parse_config(load_text("tcp:\n" + item, "agent.yaml"), "agent.yaml")
     (source,) = config.of_kind("tcp")
     return build_source(store, context, source, "tcp")
 
@@ -336,7 +336,7 @@ async def test_rabbitmq_answers_a_wrong_protocol_header_with_its_own(context, bl
 
 def test_tcp_config_errors_name_file_line_and_field():
     with pytest.raises(ConfigError) as info:
-        parse_config(yamlsrc.load_text(
+        parse_config(load_text(
             "tcp:\n"
             "  - name: a\n"
             "    target: example.com\n"

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.config.fields import Fields
+from agent.series.store import Group
 from agent.sources.base import Shared, SourceContext
 from agent.sources.dns.config import (
     ADDITIONAL_RRS,
@@ -22,8 +24,6 @@ from agent.sources.probe.families import NET_FAMILIES, TLS_FAMILIES
 from agent.sources.probe.kind import Prober, ProberKind
 from agent.sources.probe.net import split_host_port
 from agent.sources.probe.tls import TlsContexts
-from agent.store import Group
-from agent.yamlsrc import Fields
 
 
 class DnsShared(Shared):
@@ -35,9 +35,9 @@ class DnsShared(Shared):
 
 def host_and_optional_port(value: Any) -> str:
     """``host``, ``host:port`` or ``[v6]:port``: the port may be left out (53, or 853 for DNS over TLS)."""
-    from agent import yamlsrc
+    from agent.config import values
 
-    text = yamlsrc.nonempty_string(value)
+    text = values.nonempty_string(value)
     split_host_port(text, 0)  # raises ValueError with the reason
     return text
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import yamlsrc
+from agent.config import values
+from agent.config.fields import Fields
+from agent.formatting import excerpt
+from agent.series.store import gauge
 from agent.sources.probe.client import TlsConfig, parse_tls_config
 from agent.sources.probe.net import IpConfig, parse_ip_config
-from agent.store import gauge
-from agent.yamlsrc import Fields, excerpt
 
 TRANSPORTS = ("udp", "tcp")
 SECTIONS = ("answer", "authority", "additional")
@@ -72,7 +73,7 @@ class DnsModule:
 def _query_type(value: Any) -> str:
     import dns.rdatatype
 
-    text = yamlsrc.nonempty_string(value).upper()
+    text = values.nonempty_string(value).upper()
     try:
         dns.rdatatype.from_text(text)
     except Exception:  # dnspython raises its own UnknownRdatatype, or ValueError for TYPE<n> out of range
@@ -84,7 +85,7 @@ def _query_type(value: Any) -> str:
 def _query_class(value: Any) -> str:
     import dns.rdataclass
 
-    text = yamlsrc.nonempty_string(value).upper()
+    text = values.nonempty_string(value).upper()
     try:
         dns.rdataclass.from_text(text)
     except Exception:
@@ -95,7 +96,7 @@ def _query_class(value: Any) -> str:
 def _rcode(value: Any) -> str:
     import dns.rcode
 
-    text = yamlsrc.nonempty_string(value).upper()
+    text = values.nonempty_string(value).upper()
     try:
         dns.rcode.from_text(text)
     except Exception:
@@ -106,7 +107,7 @@ def _rcode(value: Any) -> str:
 def _query_name(value: Any) -> str:
     import dns.name
 
-    text = yamlsrc.nonempty_string(value)
+    text = values.nonempty_string(value)
     try:
         dns.name.from_text(text)
     except Exception as exc:
@@ -115,7 +116,7 @@ def _query_name(value: Any) -> str:
 
 
 def _regexes(value: Any) -> tuple[str, ...]:
-    return tuple(p.pattern for p in yamlsrc.list_of(yamlsrc.regex)(value))
+    return tuple(p.pattern for p in values.list_of(values.regex)(value))
 
 
 def _validator(section: Fields | None) -> RecordValidator:
@@ -135,12 +136,12 @@ def parse_module(fields: Fields) -> DnsModule | None:
     name = fields.get("query_name", _query_name)
     query_type = fields.get("query_type", _query_type, "ANY")
     query_class = fields.get("query_class", _query_class, "IN")
-    transport = fields.get("transport_protocol", yamlsrc.one_of(*TRANSPORTS), "udp")
-    over_tls = fields.get("dns_over_tls", yamlsrc.boolean, False)
+    transport = fields.get("transport_protocol", values.one_of(*TRANSPORTS), "udp")
+    over_tls = fields.get("dns_over_tls", values.boolean, False)
     if over_tls and transport != "tcp" and fields.has("transport_protocol"):
         fields.error("dns_over_tls", "DNS over TLS runs over TCP: set transport_protocol: tcp, or leave it out")
-    recursion = fields.get("recursion_desired", yamlsrc.boolean, True)
-    rcodes = fields.get("valid_rcodes", yamlsrc.list_of(_rcode), ["NOERROR"])
+    recursion = fields.get("recursion_desired", values.boolean, True)
+    rcodes = fields.get("valid_rcodes", values.list_of(_rcode), ["NOERROR"])
     if rcodes == []:
         fields.error("valid_rcodes", "lists no rcode: no answer could ever succeed")
     validate = {section: _validator(fields.section(f"validate_{section}_rrs")) for section in SECTIONS}

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent import yamlsrc
+from agent.config import values
+from agent.config.fields import Fields
+from agent.formatting import excerpt
+from agent.series.store import Group
 from agent.sources.base import Shared, SourceContext
 from agent.sources.grpc.config import FAMILIES, RESULTS, GrpcModule, parse_module
 from agent.sources.probe.config import ProbeSettings
@@ -14,8 +17,6 @@ from agent.sources.probe.families import NET_FAMILIES, TLS_FAMILIES
 from agent.sources.probe.kind import Prober, ProberKind
 from agent.sources.probe.net import split_host_port
 from agent.sources.probe.tls import TlsContexts
-from agent.store import Group
-from agent.yamlsrc import Fields, excerpt
 
 
 class GrpcShared(Shared):
@@ -28,7 +29,7 @@ class GrpcShared(Shared):
 def grpc_target(value: Any) -> str:
     """``host:port`` (the port may be left out: 80, or 443 with TLS); an ``http://`` or ``https://`` prefix is
     taken and dropped, as blackbox_exporter does."""
-    text = yamlsrc.nonempty_string(value)
+    text = values.nonempty_string(value)
     address = text.removeprefix("http://").removeprefix("https://").rstrip("/")
     if "/" in address:
         raise ValueError(f"{excerpt(text)} is not host:port (a gRPC target has no path)")

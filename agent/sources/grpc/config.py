@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent import yamlsrc
+from agent.config import values as config_values
+from agent.config.fields import Fields
+from agent.formatting import excerpt
+from agent.series.store import gauge
 from agent.sources.probe.client import TlsConfig, parse_tls_config
 from agent.sources.probe.net import IpConfig, parse_ip_config
-from agent.store import gauge
-from agent.yamlsrc import Fields, excerpt
 
 PHASES = ("resolve", "check")
 # grpc.health.v1.HealthCheckResponse.ServingStatus, by value
@@ -43,11 +44,11 @@ def _metadata(value: object) -> tuple[tuple[str, str], ...]:
         raise ValueError(f"expected a map of metadata keys to values, got {excerpt(value)}")
     pairs = []
     for key, values in value.items():
-        name = yamlsrc.nonempty_string(key).lower()
+        name = config_values.nonempty_string(key).lower()
         if name.endswith("-bin") or name.startswith(":") or not all(c.isalnum() or c in "-_." for c in name):
             raise ValueError(f"{excerpt(key)} is not a gRPC metadata key (letters, digits, - _ .; no -bin keys)")
         for item in values if isinstance(values, list) else [values]:
-            text = yamlsrc.string(item)
+            text = config_values.string(item)
             if not text.isprintable() or not text.isascii():
                 raise ValueError(f"metadata {name!r}: values are printable ASCII")
             pairs.append((name, text))
@@ -55,8 +56,8 @@ def _metadata(value: object) -> tuple[tuple[str, str], ...]:
 
 
 def parse_module(fields: Fields) -> GrpcModule:
-    service = fields.get("service", yamlsrc.string, "")
-    tls = fields.get("tls", yamlsrc.boolean, False)
+    service = fields.get("service", config_values.string, "")
+    tls = fields.get("tls", config_values.boolean, False)
     tls_config = parse_tls_config(fields.section("tls_config"))
     if fields.has("tls_config") and not tls and not fields.invalid & {"tls"}:
         fields.warn("tls_config", "is ignored without tls: true (as blackbox_exporter ignores it)")

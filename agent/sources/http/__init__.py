@@ -8,7 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from agent.config.fields import Fields
 from agent.discovery.config import http_url
+from agent.formatting import excerpt
+from agent.series.store import FamilySpec, Group
 from agent.sources.base import DeclaredFamily, SourceContext
 from agent.sources.http.config import (
     ALWAYS,
@@ -22,8 +25,6 @@ from agent.sources.http.config import (
 from agent.sources.probe.config import ProbeSettings
 from agent.sources.probe.families import COMMON_FAMILIES, COMMON_RESULTS, RETRY_FAMILIES
 from agent.sources.probe.kind import Prober, ProberKind
-from agent.store import FamilySpec, Group
-from agent.yamlsrc import Fields, excerpt
 
 if TYPE_CHECKING:
     from agent.sources.http.client import HttpShared

@@ -8,13 +8,15 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import yamlsrc
+from agent.config import values
+from agent.config.fields import Fields
+from agent.config.validation import metric_name
+from agent.formatting import cut, excerpt
+from agent.series.store import FamilySpec, counter, gauge
 from agent.sources.base import DeclaredFamily
 from agent.sources.probe.client import BasicAuth, TlsConfig, parse_client
 from agent.sources.probe.config import ProbeSettings
 from agent.sources.probe.families import CERT_EXPIRY, FAILED_DUE_TO_REGEX, TLS_VERSION
-from agent.store import FamilySpec, counter, gauge
-from agent.yamlsrc import Fields, cut, excerpt
 
 # probes_total{result} values of HTTP probes beyond the common ones (success, timeout, dns_error,
 # connection_refused, connection_error, tls_error)
@@ -86,7 +88,7 @@ def json_families(module: HttpModule) -> list[DeclaredFamily]:
 
 
 def _status_codes(value: Any) -> tuple[int, ...]:
-    codes = yamlsrc.list_of(yamlsrc.integer)(value)
+    codes = values.list_of(values.integer)(value)
     for code in codes:
         if not 100 <= code <= 599:
             raise ValueError(f"{excerpt(code)} is not an HTTP status code")
@@ -94,11 +96,11 @@ def _status_codes(value: Any) -> tuple[int, ...]:
 
 
 def _regexes(value: Any) -> tuple[str, ...]:
-    return tuple(p.pattern for p in yamlsrc.list_of(yamlsrc.regex)(value))
+    return tuple(p.pattern for p in values.list_of(values.regex)(value))
 
 
 def jsonpath(value: Any) -> str:
-    text = yamlsrc.nonempty_string(value)
+    text = values.nonempty_string(value)
     if not text.startswith("$"):
         raise ValueError(f"{excerpt(text)} is not a JSONPath (it starts with $)")
     from jsonpath_ng.ext import parse as parse_jsonpath  # lazily: an agent without json_metrics never loads it
@@ -111,12 +113,12 @@ def jsonpath(value: Any) -> str:
 
 
 def _parse_json_metric(item: Fields, reserved: set[str]) -> JsonMetric | None:
-    name = item.get("name", yamlsrc.metric_name)
-    kind = item.get("type", yamlsrc.one_of("counter", "gauge"), "gauge")
-    help_text = item.get("help", yamlsrc.string, None)
+    name = item.get("name", metric_name)
+    kind = item.get("type", values.one_of("counter", "gauge"), "gauge")
+    help_text = item.get("help", values.string, None)
     path = item.get("path", jsonpath)
     value = item.get("value", jsonpath, None)
-    raw_labels = item.get("labels", yamlsrc.label_map, {})
+    raw_labels = item.get("labels", values.label_map, {})
     for label, expression in raw_labels.items():
         if expression.startswith("$"):
             try:
@@ -140,14 +142,14 @@ def _parse_json_metric(item: Fields, reserved: set[str]) -> JsonMetric | None:
 
 def parse_module(fields: Fields, settings: ProbeSettings, reserved: frozenset[str]) -> HttpModule:
     """The http module keys of a source; ``reserved``: label names json_metrics labels may not take."""
-    method = fields.get("method", yamlsrc.one_of("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"), "GET")
-    headers = fields.get("headers", yamlsrc.string_map, {})
-    body = fields.get("body", yamlsrc.string, "")
+    method = fields.get("method", values.one_of("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"), "GET")
+    headers = fields.get("headers", values.string_map, {})
+    body = fields.get("body", values.string, "")
     valid = fields.get("valid_status_codes", _status_codes, ())
-    follow = fields.get("follow_redirects", yamlsrc.boolean, True)
+    follow = fields.get("follow_redirects", values.boolean, True)
     fail_match = fields.get("fail_if_body_matches_regexp", _regexes, ())
     fail_not_match = fields.get("fail_if_body_not_matches_regexp", _regexes, ())
-    limit = fields.get("body_size_limit", yamlsrc.size, DEFAULT_BODY_SIZE_LIMIT)
+    limit = fields.get("body_size_limit", values.size, DEFAULT_BODY_SIZE_LIMIT)
     tls, basic_auth, bearer = parse_client(fields)
     json_metrics = []
     seen: set[str] = set()

@@ -11,8 +11,8 @@ import logging
 import math
 from typing import Any
 
+from agent.series.store import Family
 from agent.sources.http.config import JsonMetric
-from agent.store import Family
 
 log = logging.getLogger(__name__)
 

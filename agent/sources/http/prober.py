@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp.client_middlewares import ClientHandlerType
 from yarl import URL
 
+from agent.series.store import Group
 from agent.sources.http.client import HttpShared, read_body, tls_options
 from agent.sources.http.config import (
     BODY_LENGTH,
@@ -37,7 +38,6 @@ from agent.sources.http.jsonmetrics import CompiledJsonMetric
 from agent.sources.http.timing import Timings, current_probe
 from agent.sources.probe.client import credentials
 from agent.sources.probe.result import ProbeFailed, ProbeResult
-from agent.store import Group
 
 _PHASE_KEYS = tuple((phase, (phase,)) for phase in PHASES)  # label tuples made once, shared by every target
 

@@ -7,14 +7,15 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any
 
-from agent import yamlsrc
+from agent.config import values
+from agent.config.fields import Fields
+from agent.formatting import excerpt
+from agent.series.store import Group
 from agent.sources.base import Shared, SourceContext
 from agent.sources.icmp.config import FAMILIES, RESULTS, IcmpModule, parse_module
 from agent.sources.probe.config import ProbeSettings
 from agent.sources.probe.families import NET_FAMILIES
 from agent.sources.probe.kind import Prober, ProberKind
-from agent.store import Group
-from agent.yamlsrc import Fields, excerpt
 
 if TYPE_CHECKING:
     from agent.sources.icmp.sockets import EchoSockets
@@ -34,7 +35,7 @@ class IcmpShared(Shared):
 
 def icmp_target(value: Any) -> str:
     """A host name or an IP address, with no port."""
-    text = yamlsrc.nonempty_string(value)
+    text = values.nonempty_string(value)
     host = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     if "/" in host or " " in host or (host.count(":") == 1):
         raise ValueError(f"{excerpt(text)} is not a host name or an IP address (ICMP has no port)")

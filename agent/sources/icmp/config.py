@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent import yamlsrc
+from agent.config import values
+from agent.config.fields import Fields
+from agent.formatting import format_duration
+from agent.series.store import gauge
 from agent.sources.probe.net import IpConfig, parse_ip_config
-from agent.store import gauge
-from agent.yamlsrc import Fields
 
 PHASES = ("resolve", "setup", "rtt")
 STATS = ("min", "avg", "max")
@@ -45,21 +46,21 @@ class IcmpModule:
 
 
 def _payload_size(value: object) -> int:
-    size = yamlsrc.integer(value)
+    size = values.integer(value)
     if not 0 <= size <= MAX_PAYLOAD_SIZE:
         raise ValueError(f"{size} is not a payload size from 0 to {MAX_PAYLOAD_SIZE} bytes")
     return size
 
 
 def _ttl(value: object) -> int:
-    ttl = yamlsrc.integer(value)
+    ttl = values.integer(value)
     if not 1 <= ttl <= 255:
         raise ValueError(f"{ttl} is not a TTL from 1 to 255")
     return ttl
 
 
 def _packets(value: object) -> int:
-    packets = yamlsrc.positive_integer(value)
+    packets = values.positive_integer(value)
     if packets > 1000:
         raise ValueError(f"{packets} echo requests per probe is more than 1000")
     return packets
@@ -70,12 +71,12 @@ def parse_module(fields: Fields, timeout: float) -> IcmpModule:
     within its timeout, with time left for the last one's reply."""
     ip = parse_ip_config(fields)
     packets = fields.get("packets", _packets, 1)
-    spacing = fields.get("packet_interval", yamlsrc.duration, 1.0)
+    spacing = fields.get("packet_interval", values.duration, 1.0)
     if packets > 1 and (packets - 1) * spacing >= timeout and not {"packets", "packet_interval"} & fields.invalid:
-        fields.error("packet_interval", f"{packets} requests {yamlsrc.format_duration(spacing)} apart take "
-                     f"{yamlsrc.format_duration((packets - 1) * spacing)}, not less than the timeout "
-                     f"{yamlsrc.format_duration(timeout)}: the last request would get no time for its reply")
+        fields.error("packet_interval", f"{packets} requests {format_duration(spacing)} apart take "
+                     f"{format_duration((packets - 1) * spacing)}, not less than the timeout "
+                     f"{format_duration(timeout)}: the last request would get no time for its reply")
     payload = fields.get("payload_size", _payload_size, DEFAULT_PAYLOAD_SIZE)
     ttl = fields.get("ttl", _ttl, DEFAULT_TTL)
-    dont_fragment = fields.get("dont_fragment", yamlsrc.boolean, False)
+    dont_fragment = fields.get("dont_fragment", values.boolean, False)
     return IcmpModule(packets, spacing, payload, ttl, dont_fragment, ip)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from agent.config.fields import Fields
+from agent.series.store import FamilySpec, Group
 from agent.sources.base import DeclaredFamily, SourceContext, SourceDefaults, SourceKind, SourceStats
 from agent.sources.journal.config import JournalSourceConfig, parse_journal_source
 from agent.sources.journal.source import JournalSource
 from agent.sources.logs.config import IDENTITY_LABEL, PIPELINE_FAMILIES, declared_families
-from agent.store import FamilySpec, Group
-from agent.yamlsrc import Fields
 
 
 class JournalKind(SourceKind[JournalSourceConfig]):

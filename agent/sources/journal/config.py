@@ -7,7 +7,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import yamlsrc
+from agent.config import values as config_values
+from agent.config.fields import Fields
+from agent.formatting import excerpt
+from agent.series.store import DEFAULT_MAX_SERIES
 from agent.sources.logs.config import (
     DEFAULT_MAX_LINE_BYTES,
     LogMetric,
@@ -16,8 +19,6 @@ from agent.sources.logs.config import (
     parse_metrics,
     parse_static_labels,
 )
-from agent.store import DEFAULT_MAX_SERIES
-from agent.yamlsrc import Fields, excerpt
 
 _FIELD_NAME_RE = re.compile(r"^[A-Z0-9_]+$")  # journal field names: upper case, digits, underscores
 
@@ -40,14 +41,14 @@ class JournalSourceConfig:
 
 
 def _absolute(value: Any) -> str:
-    text = yamlsrc.nonempty_string(value)
+    text = config_values.nonempty_string(value)
     if not text.startswith("/"):
         raise ValueError(f"{excerpt(text)} is not an absolute path")
     return text
 
 
 def _unit(value: Any) -> str:
-    text = yamlsrc.nonempty_string(value)
+    text = config_values.nonempty_string(value)
     if text.startswith("-") or any(c.isspace() for c in text):
         raise ValueError(f"{excerpt(text)} is not a unit name")
     return text
@@ -70,16 +71,16 @@ def _matches(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
 
 
 def parse_journal_source(fields: Fields) -> JournalSourceConfig | None:
-    name = fields.get("name", yamlsrc.nonempty_string)
+    name = fields.get("name", config_values.nonempty_string)
     directory = fields.get("directory", _absolute, None)
-    files = fields.get("files", yamlsrc.list_of(_absolute), []) or []
+    files = fields.get("files", config_values.list_of(_absolute), []) or []
     if fields.has("directory") and fields.has("files"):
         fields.error("files", "journalctl reads a directory or files, not both: drop directory or files")
-    units = fields.get("units", yamlsrc.list_of(_unit), []) or []
+    units = fields.get("units", config_values.list_of(_unit), []) or []
     matches = fields.get("matches", _matches, ()) or ()
-    start_at = fields.get("start_at", yamlsrc.one_of("end", "beginning"), "end")
+    start_at = fields.get("start_at", config_values.one_of("end", "beginning"), "end")
     fmt, compiled = parse_format(fields, None)
-    limit = fields.get("max_series_per_metric", yamlsrc.positive_integer, DEFAULT_MAX_SERIES)
+    limit = fields.get("max_series_per_metric", config_values.positive_integer, DEFAULT_MAX_SERIES)
     max_line = parse_max_line_bytes(fields)
     static = parse_static_labels(fields)
     metrics = parse_metrics(fields, None, static)

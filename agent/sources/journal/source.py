@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent.series.store import Group
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.journal.config import JournalSourceConfig
 from agent.sources.logs.config import EXPIRED, SKIPPED
@@ -34,7 +35,6 @@ from agent.sources.logs.pipeline import (
     json_objects,
 )
 from agent.sources.logs.positions import positions_of
-from agent.store import Group
 
 log = logging.getLogger(__name__)
 

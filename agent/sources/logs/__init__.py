@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from agent.config.fields import Fields
+from agent.series.store import FamilySpec, Group
 from agent.sources.base import DeclaredFamily, SourceContext, SourceDefaults, SourceKind, SourceStats
 from agent.sources.logs.config import (
     IDENTITY_LABEL,
@@ -11,8 +13,6 @@ from agent.sources.logs.config import (
     parse_log_source,
 )
 from agent.sources.logs.source import LogSource
-from agent.store import FamilySpec, Group
-from agent.yamlsrc import Fields
 
 
 class LogKind(SourceKind[LogSourceConfig]):

@@ -7,10 +7,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import yamlsrc
+from agent.config import values as config_values
+from agent.config.fields import Fields
+from agent.config.validation import label_name, metric_name
+from agent.formatting import excerpt
+from agent.series.store import DEFAULT_BUCKETS, DEFAULT_MAX_SERIES, FamilySpec, counter, gauge, histogram
 from agent.sources.base import DeclaredFamily
-from agent.store import DEFAULT_BUCKETS, DEFAULT_MAX_SERIES, FamilySpec, counter, gauge, histogram
-from agent.yamlsrc import Fields, excerpt
 
 FORMATS = ("regex", "json", "logfmt")
 CONTAINER_FORMATS = ("cri", "docker")
@@ -122,14 +124,14 @@ def declared_families(metrics: tuple[LogMetric, ...], file_labels: tuple[str, ..
 
 
 def _glob(value: Any) -> str:
-    text = yamlsrc.nonempty_string(value)
+    text = config_values.nonempty_string(value)
     if not text.startswith("/"):
         raise ValueError(f"{text!r} is not an absolute path")
     return text
 
 
 def _buckets(value: Any) -> tuple[float, ...]:
-    bounds = yamlsrc.list_of(yamlsrc.number)(value)
+    bounds = config_values.list_of(config_values.number)(value)
     if not bounds:
         raise ValueError("needs at least one bucket")
     if bounds != sorted(set(bounds)):
@@ -161,11 +163,11 @@ def _label(value: Any) -> tuple[str, str]:
         if len(value) != 1:
             raise ValueError(f"a label given as a mapping has one entry, label: field; got {excerpt(value)}")
         ((label, source),) = value.items()
-        return yamlsrc.label_name(label), yamlsrc.nonempty_string(source)
-    source = yamlsrc.nonempty_string(value)
+        return label_name(label), config_values.nonempty_string(source)
+    source = config_values.nonempty_string(value)
     label = _NOT_IN_LABEL_NAMES.sub("_", source)
     try:
-        return yamlsrc.label_name(label), source
+        return label_name(label), source
     except ValueError:
         raise ValueError(f"field {excerpt(source)} does not make a label name: name it, "
                          f"{{my_label: {source}}}") from None
@@ -208,16 +210,16 @@ def _values(value: Any) -> dict[str, float]:
     result = {}
     for key, number in value.items():
         try:
-            result[_word(key)] = yamlsrc.number(number)
+            result[_word(key)] = config_values.number(number)
         except ValueError as exc:
             raise ValueError(f"{excerpt(key)}: {exc}") from None
     return result
 
 
 def _parse_rewrite(item: Fields, labels: tuple[str, ...]) -> Rewrite | None:
-    label = item.get("label", yamlsrc.label_name)
-    compiled = item.get("regex", yamlsrc.regex)
-    replacement = item.get("replacement", yamlsrc.string)
+    label = item.get("label", label_name)
+    compiled = item.get("regex", config_values.regex)
+    replacement = item.get("replacement", config_values.string)
     item.finish()
     if label is not None and label not in labels:
         item.error("label", f"{label!r} is not a label of this metric (labels: {', '.join(labels) or 'none'})")
@@ -234,16 +236,16 @@ def _parse_rewrite(item: Fields, labels: tuple[str, ...]) -> Rewrite | None:
 
 def _parse_metric(item: Fields, fields_known: set[str] | None, reserved: set[str],
                   file_labels: tuple[str, ...]) -> LogMetric | None:
-    name = item.get("name", yamlsrc.metric_name)
-    kind = item.get("type", yamlsrc.one_of("counter", "gauge", "histogram"))
-    help_text = item.get("help", yamlsrc.string, None)
-    pairs = item.get("labels", yamlsrc.list_of(_label), []) or []
+    name = item.get("name", metric_name)
+    kind = item.get("type", config_values.one_of("counter", "gauge", "histogram"))
+    help_text = item.get("help", config_values.string, None)
+    pairs = item.get("labels", config_values.list_of(_label), []) or []
     labels = tuple(label for label, _ in pairs)
-    value = item.get("value", yamlsrc.nonempty_string, None)
+    value = item.get("value", config_values.nonempty_string, None)
     match = item.get("match", _match, {}) or {}
     buckets = item.get("buckets", _buckets, None) if item.has("buckets") else None
     words = item.get("values", _values, {}) or {}
-    expire_after = item.get("expire_after", yamlsrc.duration, None)
+    expire_after = item.get("expire_after", config_values.duration, None)
     rewrites = [_parse_rewrite(Fields(raw, path, item.report, line), labels)
                 for raw, path, line in item.items("rewrite")]
     if kind == "histogram":
@@ -312,7 +314,7 @@ def parse_metrics(fields: Fields, known: set[str] | None, static: dict[str, str]
 
 
 def parse_static_labels(fields: Fields, file_labels: tuple[str, ...] = ()) -> dict[str, str]:
-    static = fields.get("labels", yamlsrc.label_map, {})
+    static = fields.get("labels", config_values.label_map, {})
     for label in sorted(set(static) & {IDENTITY_LABEL, "le", *file_labels}):
         fields.error("labels", f"{label!r} is set by the agent to the source name" if label == IDENTITY_LABEL
                      else f"{label!r} is set by the source from the file's path" if label in file_labels
@@ -322,7 +324,7 @@ def parse_static_labels(fields: Fields, file_labels: tuple[str, ...] = ()) -> di
 
 def parse_max_line_bytes(fields: Fields) -> int:
     """``max_line_bytes``: longer lines are counted and skipped; under 256 B real lines would be lost."""
-    max_line = fields.get("max_line_bytes", yamlsrc.size, DEFAULT_MAX_LINE_BYTES)
+    max_line = fields.get("max_line_bytes", config_values.size, DEFAULT_MAX_LINE_BYTES)
     if max_line < 256 and "max_line_bytes" not in fields.invalid:
         fields.error("max_line_bytes", "must be at least 256B")
     return max_line
@@ -330,8 +332,8 @@ def parse_max_line_bytes(fields: Fields) -> int:
 
 def parse_format(fields: Fields, default: str | None) -> tuple[str | None, re.Pattern[str] | None]:
     """``format`` and ``pattern``: how a record's text becomes fields. None: no format (journal fields only)."""
-    fmt = fields.get("format", yamlsrc.one_of(*FORMATS), default)
-    compiled = fields.get("pattern", yamlsrc.regex, None)
+    fmt = fields.get("format", config_values.one_of(*FORMATS), default)
+    compiled = fields.get("pattern", config_values.regex, None)
     if fmt == "regex" and not fields.has("pattern"):
         fields.report.error(fields.line, fields.field("pattern"), "format regex needs a pattern with named groups")
     if fmt != "regex" and fields.has("pattern"):
@@ -343,25 +345,25 @@ def parse_format(fields: Fields, default: str | None) -> tuple[str | None, re.Pa
 
 
 def _multiline(section: Fields) -> Multiline | None:
-    start = section.get("start", yamlsrc.regex)
-    max_lines = section.get("max_lines", yamlsrc.positive_integer, DEFAULT_MAX_LINES)
-    timeout = section.get("timeout", yamlsrc.duration, DEFAULT_MULTILINE_TIMEOUT)
+    start = section.get("start", config_values.regex)
+    max_lines = section.get("max_lines", config_values.positive_integer, DEFAULT_MAX_LINES)
+    timeout = section.get("timeout", config_values.duration, DEFAULT_MULTILINE_TIMEOUT)
     section.finish()
     return Multiline(start.pattern, max_lines, timeout) if start is not None else None
 
 
 def parse_log_source(fields: Fields) -> LogSourceConfig | None:
-    name = fields.get("name", yamlsrc.nonempty_string)
-    paths = fields.get("paths", yamlsrc.list_of(_glob))
+    name = fields.get("name", config_values.nonempty_string)
+    paths = fields.get("paths", config_values.list_of(_glob))
     fmt, compiled = parse_format(fields, "regex")
-    start_at = fields.get("start_at", yamlsrc.one_of("end", "beginning"), "end")
-    limit = fields.get("max_series_per_metric", yamlsrc.positive_integer, DEFAULT_MAX_SERIES)
+    start_at = fields.get("start_at", config_values.one_of("end", "beginning"), "end")
+    limit = fields.get("max_series_per_metric", config_values.positive_integer, DEFAULT_MAX_SERIES)
     max_line = parse_max_line_bytes(fields)
-    container = fields.get("container", yamlsrc.one_of(*CONTAINER_FORMATS), None)
+    container = fields.get("container", config_values.one_of(*CONTAINER_FORMATS), None)
     multiline_section = fields.section("multiline")
     multiline = _multiline(multiline_section) if multiline_section is not None else None
-    filename_label = fields.get("filename_label", yamlsrc.boolean, False)
-    kubernetes_labels = fields.get("kubernetes_labels", yamlsrc.boolean, False)
+    filename_label = fields.get("filename_label", config_values.boolean, False)
+    kubernetes_labels = fields.get("kubernetes_labels", config_values.boolean, False)
     file_labels = ((FILENAME_LABEL,) if filename_label else ()) + (KUBERNETES_LABELS if kubernetes_labels else ())
     static = parse_static_labels(fields, file_labels)
     known = set(compiled.groupindex) if compiled is not None else None

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from itertools import compress, repeat
 from typing import Any
 
+from agent.series.store import Family, Group, HistogramFamily
 from agent.sources.logs.config import BYTES, LINES, MALFORMED, RECORDS, SKIP_REASONS, TOO_LONG, UNMATCHED, LogMetric
-from agent.store import Family, Group, HistogramFamily
 
 EXPIRY_EVERY = 1.0  # seconds between sweeps for label sets past their expire_after
 

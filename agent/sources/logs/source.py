@@ -20,6 +20,7 @@ import re
 import time
 from typing import Any
 
+from agent.series.store import Group
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.logs.config import (
     EXPIRED,
@@ -33,7 +34,6 @@ from agent.sources.logs.framing import Framed, Framer
 from agent.sources.logs.pipeline import BatchResult, LineCounts, Pipeline, drop_too_long
 from agent.sources.logs.positions import positions_of
 from agent.sources.logs.tailer import Chunk, FileTail, NotAFile
-from agent.store import Group
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import yamlsrc
-from agent.yamlsrc import Fields, cut, excerpt
+from agent.config import values
+from agent.config.fields import Fields
+from agent.config.files import file_stamp
+from agent.formatting import cut, excerpt
 
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1, "TLS12": ssl.TLSVersion.TLSv1_2,
                 "TLS13": ssl.TLSVersion.TLSv1_3}
@@ -71,7 +73,7 @@ def credentials(basic_auth: BasicAuth | None, bearer_token_file: str | None) -> 
 # --- parsing ------------------------------------------------------------------------------------------------
 
 def existing_file(value: Any) -> str:
-    path = yamlsrc.nonempty_string(value)
+    path = values.nonempty_string(value)
     if not Path(path).is_file():
         raise ValueError(f"{excerpt(path)} does not exist or is not a file")
     return path
@@ -79,7 +81,7 @@ def existing_file(value: Any) -> str:
 
 def tls_problem(tls: TlsConfig) -> tuple[str, str] | None:
     """(field, message) if the CA, certificate or key files cannot be loaded the way a probe will load them."""
-    return _tls_problem(tls, tuple(yamlsrc.file_stamp(p) for p in (tls.ca_file, tls.cert_file, tls.key_file)))
+    return _tls_problem(tls, tuple(file_stamp(p) for p in (tls.ca_file, tls.cert_file, tls.key_file)))
 
 
 @functools.lru_cache(maxsize=256)
@@ -108,10 +110,10 @@ def parse_tls_config(section: Fields | None) -> TlsConfig:
         ca_file=section.get("ca_file", existing_file, None),
         cert_file=section.get("cert_file", existing_file, None),
         key_file=section.get("key_file", existing_file, None),
-        server_name=section.get("server_name", yamlsrc.nonempty_string, None),
-        insecure_skip_verify=section.get("insecure_skip_verify", yamlsrc.boolean, False),
-        min_version=section.get("min_version", yamlsrc.one_of(*TLS_VERSIONS), None),
-        max_version=section.get("max_version", yamlsrc.one_of(*TLS_VERSIONS), None),
+        server_name=section.get("server_name", values.nonempty_string, None),
+        insecure_skip_verify=section.get("insecure_skip_verify", values.boolean, False),
+        min_version=section.get("min_version", values.one_of(*TLS_VERSIONS), None),
+        max_version=section.get("max_version", values.one_of(*TLS_VERSIONS), None),
     )
     if section.has("cert_file") != section.has("key_file"):
         section.error("cert_file" if section.has("cert_file") else "key_file", "cert_file and key_file go together")
@@ -129,8 +131,8 @@ def parse_tls_config(section: Fields | None) -> TlsConfig:
 def parse_basic_auth(section: Fields | None) -> BasicAuth | None:
     if section is None:
         return None
-    username = section.get("username", yamlsrc.nonempty_string)
-    password = section.get("password", yamlsrc.string, None)
+    username = section.get("username", values.nonempty_string)
+    password = section.get("password", values.string, None)
     password_file = section.get("password_file", existing_file, None)
     if section.has("password") == section.has("password_file"):
         section.report.error(section.line, section.path, "needs exactly one of password or password_file")

@@ -6,13 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from agent import yamlsrc
+from agent.config import values
+from agent.config.fields import Fields
 from agent.discovery.config import DiscoveryConfig, parse_discovery
+from agent.formatting import excerpt, format_duration
+from agent.series.store import shown
 from agent.sources.base import IDENTITY_LABEL as SOURCE_LABEL
 from agent.sources.base import SourceDefaults
 from agent.sources.probe.families import NEVER_OMITTED
-from agent.store import shown
-from agent.yamlsrc import Fields, excerpt
 
 if TYPE_CHECKING:
     from agent.sources.probe.kind import ProberKind
@@ -48,33 +49,33 @@ class ProbeConfig(Generic[ModuleT]):
 
 
 def parse_probe_source(kind: ProberKind[Any, Any], fields: Fields, defaults: SourceDefaults) -> ProbeConfig[Any] | None:
-    name = fields.get("name", yamlsrc.nonempty_string)
+    name = fields.get("name", values.nonempty_string)
     discovery = parse_discovery(fields)
     key = kind.target_key
     if discovery is not None and fields.raw(key) is not None:
         fields.error(key, f"a source probes its {key} or the targets it discovers, not both")
-    interval = fields.get("interval", yamlsrc.duration, defaults.interval)
+    interval = fields.get("interval", values.duration, defaults.interval)
     retries = fields.get("retries", _retries, 0)
-    timeout = fields.get("timeout", yamlsrc.duration, min(defaults.timeout, interval / (retries + 1)))
+    timeout = fields.get("timeout", values.duration, min(defaults.timeout, interval / (retries + 1)))
     if timeout * (retries + 1) > interval and not {"interval", "timeout", "retries"} & fields.invalid:
         if retries:
-            fields.error("timeout", f"{retries + 1} attempts of {yamlsrc.format_duration(timeout)} do not fit in the "
-                                    f"interval {yamlsrc.format_duration(interval)}")
+            fields.error("timeout", f"{retries + 1} attempts of {format_duration(timeout)} do not fit in the "
+                                    f"interval {format_duration(interval)}")
         else:
-            fields.error("timeout", f"{yamlsrc.format_duration(timeout)} is longer than the interval "
-                                    f"{yamlsrc.format_duration(interval)}")
-    labels = fields.get("labels", yamlsrc.label_map, {})
+            fields.error("timeout", f"{format_duration(timeout)} is longer than the interval "
+                                    f"{format_duration(interval)}")
+    labels = fields.get("labels", values.label_map, {})
     module = kind.parse_module(fields, ProbeSettings(name, interval, timeout, labels))
     target = None
     if discovery is None:  # read after the module: a default port may depend on it (dns_over_tls: 853)
-        parse = yamlsrc.nonempty_string if module is None else lambda value: kind.parse_target(value, module)
+        parse = values.nonempty_string if module is None else lambda value: kind.parse_target(value, module)
         target = fields.get(key, parse)
     reserved = kind.reserved_labels(module) if module is not None else frozenset()
     for label in sorted(set(labels) & reserved):
         reason = {TARGET_LABEL: ": the agent sets it to the source name, or to a discovered target's address",
                   SOURCE_LABEL: ": the agent sets it to the source name on discovered targets"}.get(label, "")
         fields.error("labels", f"{label!r} is a label of the probe metrics{reason}")
-    omit = fields.get("omit_series", yamlsrc.list_of(yamlsrc.nonempty_string), [])
+    omit = fields.get("omit_series", values.list_of(values.nonempty_string), [])
     if module is not None and omit:
         omit = _omitted(fields, kind, module, omit)
     fields.finish()
@@ -85,7 +86,7 @@ def parse_probe_source(kind: ProberKind[Any, Any], fields: Fields, defaults: Sou
 
 
 def _retries(value: Any) -> int:
-    count = yamlsrc.integer(value)
+    count = values.integer(value)
     if not 0 <= count <= MAX_RETRIES:
         raise ValueError(f"{excerpt(value)} is not between 0 and {MAX_RETRIES}")
     return count

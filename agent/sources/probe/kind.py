@@ -14,7 +14,10 @@ from abc import abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
-from agent.shard import UNSHARDED, Shard
+from agent.config.fields import Fields
+from agent.config.problems import Problem
+from agent.runtime.shard import UNSHARDED, Shard
+from agent.series.store import FamilySpec, Group
 from agent.sources.base import IDENTITY_LABEL as SOURCE_LABEL
 from agent.sources.base import (
     DeclaredFamily,
@@ -27,8 +30,6 @@ from agent.sources.base import (
 )
 from agent.sources.probe.config import TARGET_LABEL, ProbeConfig, ProbeSettings, parse_probe_source
 from agent.sources.probe.families import COMMON_FAMILIES, COMMON_RESULTS, PROBES_SKIPPED, RETRY_FAMILIES
-from agent.store import FamilySpec, Group
-from agent.yamlsrc import Fields, Problem
 
 if TYPE_CHECKING:
     from agent.discovery.targets import TargetRules

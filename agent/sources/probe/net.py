@@ -11,10 +11,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent import yamlsrc
+from agent.config import values
+from agent.config.fields import Fields
+from agent.formatting import excerpt
 from agent.sources.probe.families import DNS_LOOKUP, IP_ADDR_HASH, IP_PROTOCOL
 from agent.sources.probe.result import ProbeFailed
-from agent.yamlsrc import Fields, excerpt
 
 if TYPE_CHECKING:
     from agent.sources.probe.result import ProbeResult
@@ -30,7 +31,7 @@ class IpConfig:
 
 
 def _ip_address(value: Any) -> str:
-    text = yamlsrc.nonempty_string(value)
+    text = values.nonempty_string(value)
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
@@ -40,8 +41,8 @@ def _ip_address(value: Any) -> str:
 def parse_ip_config(fields: Fields) -> IpConfig:
     """``preferred_ip_protocol`` (ip4 or ip6, default ip6), ``ip_protocol_fallback`` (default true),
     ``source_ip_address``."""
-    return IpConfig(fields.get("preferred_ip_protocol", yamlsrc.one_of(*IP_PROTOCOLS), "ip6"),
-                    fields.get("ip_protocol_fallback", yamlsrc.boolean, True),
+    return IpConfig(fields.get("preferred_ip_protocol", values.one_of(*IP_PROTOCOLS), "ip6"),
+                    fields.get("ip_protocol_fallback", values.boolean, True),
                     fields.get("source_ip_address", _ip_address, None))
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.selfmetrics import PROBE_DELAY
+from agent.series.selfmetrics import PROBE_DELAY
+from agent.series.store import Group
 from agent.sources.base import Shared, SourceContext
 from agent.sources.probe.schedule import ProbeScheduler
 from agent.sources.probe.slots import ProbeSlots
-from agent.store import Group
 
 DEFAULT_SLOTS = 64
 KEY = "probe"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agent.store import FamilySpec
+from agent.series.store import FamilySpec
 
 if TYPE_CHECKING:
     import ssl

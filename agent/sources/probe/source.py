@@ -15,14 +15,14 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from agent import heap
 from agent.discovery.manager import SourceDiscovery
 from agent.discovery.targets import Resolution, Target, resolve
+from agent.runtime import heap
+from agent.series.store import Group, SchemaError
 from agent.sources.base import IDENTITY_LABEL as SOURCE_LABEL
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.probe.config import TARGET_LABEL, ProbeConfig
 from agent.sources.probe.target import ProbeTarget, SourceProbe
-from agent.store import Group, SchemaError
 
 if TYPE_CHECKING:
     from agent.sources.probe.kind import ProberKind

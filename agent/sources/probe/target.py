@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from agent.series.store import Family, Group, HistogramFamily
 from agent.sources.probe.failures import TARGET_FAULTS, explain
 from agent.sources.probe.families import (
     ATTEMPTS_TOTAL,
@@ -30,7 +31,6 @@ from agent.sources.probe.families import (
 )
 from agent.sources.probe.resources import probe_resources
 from agent.sources.probe.result import ProbeFailed, ProbeResult
-from agent.store import Family, Group, HistogramFamily
 
 if TYPE_CHECKING:
     from agent.sources.base import SourceContext, SourceStats

@@ -17,9 +17,9 @@ import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from agent.config.files import file_stamp
 from agent.sources.probe.client import TlsConfig, make_ssl_context
 from agent.sources.probe.families import CERT_EXPIRY, CHAIN_EXPIRY, CHAIN_INFO, TLS_CIPHER, TLS_VERSION
-from agent.yamlsrc import file_stamp
 
 if TYPE_CHECKING:
     from agent.sources.probe.result import ProbeResult

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent import yamlsrc
+from agent.config import values
+from agent.series.store import Group
 from agent.sources.base import DeclaredFamily, Shared, SourceContext
 from agent.sources.probe.config import ProbeSettings
 from agent.sources.probe.families import COMMON_FAMILIES, RETRY_FAMILIES
@@ -14,7 +15,6 @@ from agent.sources.probe.kind import Prober, ProberKind
 from agent.sources.probe.net import split_host_port
 from agent.sources.probe.tls import TlsContexts
 from agent.sources.tcp.config import ALWAYS, RESULTS, TCP_FAMILIES, TcpModule, module_families, parse_module
-from agent.store import Group
 
 _RESERVED = frozenset({"target", "source", "le", *(name for spec in (*COMMON_FAMILIES, *RETRY_FAMILIES, *TCP_FAMILIES)
                                                    for name in spec.labelnames)})
@@ -35,7 +35,7 @@ class TcpKind(ProberKind[TcpModule, TcpShared]):
 
     def parse_target(self, value: Any, module: TcpModule) -> str:
         """host:port, [v6]:port (blackbox's tcp targets: a port is required)."""
-        text = yamlsrc.nonempty_string(value)
+        text = values.nonempty_string(value)
         split_host_port(text)
         return text
 

@@ -7,7 +7,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import yamlsrc
+from agent.config import values
+from agent.config.fields import Fields
+from agent.config.validation import label_name
+from agent.formatting import excerpt
+from agent.series.store import FamilySpec, gauge
 from agent.sources.base import DeclaredFamily
 from agent.sources.probe.client import TlsConfig, parse_tls_config
 from agent.sources.probe.config import ProbeSettings
@@ -21,8 +25,6 @@ from agent.sources.probe.families import (
     TLS_FAMILIES,
 )
 from agent.sources.probe.net import IpConfig, parse_ip_config
-from agent.store import FamilySpec, gauge
-from agent.yamlsrc import Fields, excerpt
 
 # probes_total{result} values of TCP probes beyond the common ones
 RESULTS = (
@@ -74,11 +76,11 @@ def module_families(module: TcpModule, where: tuple[int | None, str]) -> list[De
 
 
 def _regex(value: Any) -> str:
-    return yamlsrc.regex(value).pattern
+    return values.regex(value).pattern
 
 
 def _bytes(value: Any) -> bytes:
-    text = yamlsrc.string(value)
+    text = values.string(value)
     if not text:
         raise ValueError("expected at least one byte")
     return text.encode("utf-8")
@@ -92,10 +94,10 @@ def _label_list(reserved: frozenset[str]) -> Any:
         for item in value:
             if not isinstance(item, dict) or set(item) != {"name", "value"}:
                 raise ValueError(f"expected {{name: ..., value: ...}}, got {excerpt(item)}")
-            name = yamlsrc.label_name(item["name"])
+            name = label_name(item["name"])
             if name in reserved:
                 raise ValueError(f"label {name!r} is already set by the agent")
-            labels.append((name, yamlsrc.string(item["value"])))
+            labels.append((name, values.string(item["value"])))
         return tuple(labels)
 
     return parse
@@ -103,8 +105,8 @@ def _label_list(reserved: frozenset[str]) -> Any:
 
 def _parse_step(fields: Fields, reserved: frozenset[str]) -> QueryStep:
     expect = fields.get("expect", _regex, None)
-    step = QueryStep(expect, fields.get("expect_bytes", _bytes, None), fields.get("send", yamlsrc.string, ""),
-                     fields.get("starttls", yamlsrc.boolean, False), fields.get("labels", _label_list(reserved), ()))
+    step = QueryStep(expect, fields.get("expect_bytes", _bytes, None), fields.get("send", values.string, ""),
+                     fields.get("starttls", values.boolean, False), fields.get("labels", _label_list(reserved), ()))
     if step.labels and expect is None and "expect" not in fields.invalid:
         fields.error("labels", "takes its values from the captures of expect: add an expect")
     if expect is not None:
@@ -128,6 +130,6 @@ def _check_template(fields: Fields, key: str, template: str, pattern: str) -> No
 def parse_module(fields: Fields, settings: ProbeSettings, reserved: frozenset[str]) -> TcpModule:
     steps = [_parse_step(Fields(item, path, fields.report, line), reserved | set(settings.labels))
              for item, path, line in fields.items("query_response")]
-    tls = fields.get("tls", yamlsrc.boolean, False)
+    tls = fields.get("tls", values.boolean, False)
     tls_config = parse_tls_config(fields.section("tls_config"))
     return TcpModule(tuple(steps), tls, tls_config, parse_ip_config(fields))

@@ -9,13 +9,13 @@ import asyncio
 import re
 import ssl
 
-from agent.relabel import expand
+from agent.discovery.relabel import expand
+from agent.formatting import excerpt
 from agent.sources.probe.failures import TARGET_FAULTS
 from agent.sources.probe.families import FAILED_DUE_TO_BYTES, FAILED_DUE_TO_REGEX
 from agent.sources.probe.net import resolve, split_host_port
 from agent.sources.probe.result import ProbeFailed, ProbeResult
 from agent.sources.tcp.config import QueryStep, TcpModule, expect_info
-from agent.yamlsrc import excerpt
 
 MAX_LINE = 64 * 1024  # what Go's bufio.Scanner, so blackbox, reads as one line at most
 

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from agent import yamlsrc
-from agent.config import parse_config
+from agent.config.agent import parse_config
+from agent.config.problems import ConfigError
+from agent.config.yaml import load_text
+from agent.series.store import Store
 from agent.sources.journal.source import journalctl_command
-from agent.store import Store
-from agent.yamlsrc import ConfigError
 from tests.helpers import Exposition, build_source, render_store, scrape, use_positions, wait_until
 from tests.sources.journal.conftest import entry
 from tests.tools import require_tool
@@ -29,7 +29,7 @@ def journal_config(directory, metrics: str = BY_UNIT, extra: str = "", start_at:
 
 
 def parse(text: str):
-    config, _ = parse_config(yamlsrc.load_text(text, "agent.yaml"), "agent.yaml")
+    config, _ = parse_config(load_text(text, "agent.yaml"), "agent.yaml")
     return config
 
 

@@ -1,8 +1,8 @@
 
 import pytest
 
-from agent import yamlsrc
-from agent.config import parse_config
+from agent.config.agent import parse_config
+from agent.config.yaml import load_text
 from agent.sources.logs import source as source_module
 from agent.sources.logs import tailer
 
@@ -29,7 +29,7 @@ def log_config(paths: list[str], start_at: str = "beginning", extra: str = "", m
 
 
 def parse(text: str):
-    config, _ = parse_config(yamlsrc.load_text(text, "agent.yaml"), "agent.yaml")
+    config, _ = parse_config(load_text(text, "agent.yaml"), "agent.yaml")
     return config
 
 

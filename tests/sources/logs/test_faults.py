@@ -6,9 +6,9 @@ import json
 import os
 import time
 
-from agent import runtime
-from agent.config import load_config
-from agent.runtime import Agent
+from agent.config.agent import load_config
+from agent.runtime import agent as runtime
+from agent.runtime.agent import Agent
 from agent.sources.logs.pipeline import parse_logfmt
 from tests.helpers import ascrape
 from tests.sources.logs.conftest import log_config

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from agent.yamlsrc import ConfigError
+from agent.config.problems import ConfigError
 from tests.sources.logs.conftest import log_config, parse
 from tests.sources.logs.test_logs import Running, append
 

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from agent.config import load_config
-from agent.runtime import Agent
-from agent.store import Store
-from agent.yamlsrc import ConfigError
+from agent.config.agent import load_config
+from agent.config.problems import ConfigError
+from agent.runtime.agent import Agent
+from agent.series.store import Store
 from tests.helpers import Exposition, ascrape, build_source, render_store, scrape, use_positions, wait_until
 from tests.sources.logs.conftest import log_config, nginx_line, parse
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agent.config.problems import ConfigError
+from agent.series.store import Store
 from agent.sources.logs import framing
 from agent.sources.logs.source import kubernetes_labels
-from agent.store import Store
-from agent.yamlsrc import ConfigError
 from tests.helpers import build_source, render_store, scrape, use_positions, wait_until
 from tests.sources.logs.conftest import log_config, parse
 from tests.sources.logs.test_logs import Running, append

@@ -20,11 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent import __version__, heap
-from agent.config import AgentConfig, ConfigError
-from agent.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress, descriptor_budget
-from agent.logconfig import suppressed_records
-from agent.selfmetrics import (
+from agent import __version__
+from agent.config.agent import AgentConfig, ConfigError
+from agent.runtime import heap
+from agent.runtime.logconfig import suppressed_records
+from agent.runtime.shard import UNSHARDED, Shard
+from agent.series.selfmetrics import (
     BUILD_INFO,
     CRASHES,
     LOG_SUPPRESSED,
@@ -36,12 +37,12 @@ from agent.selfmetrics import (
     RELOADS,
     SOURCES,
 )
-from agent.shard import UNSHARDED, Shard
+from agent.series.store import Group, SchemaError, Store
+from agent.server.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress, descriptor_budget
+from agent.server.routes import Server, agent_routes
+from agent.server.webconfig import LiveWebConfig
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.kinds import KINDS
-from agent.store import Group, SchemaError, Store
-from agent.web import Server, agent_routes
-from agent.webconfig import LiveWebConfig
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ apart from the runtime, so config checks can refuse a source metric that would t
 
 from __future__ import annotations
 
-from agent.store import counter, gauge, histogram
+from agent.series.store import counter, gauge, histogram
 
 BUILD_INFO = gauge("kpi_agent_build_info", "Build information; the value is always 1", ["version", "python_version"])
 RELOAD_OK = gauge("kpi_agent_config_last_reload_successful", "Whether the last configuration reload attempt was "
@@ -18,7 +18,7 @@ PROBE_DELAY = histogram("kpi_agent_probe_start_delay_seconds", "How late probes 
                         "loop lag, waiting for a probe slot)", [],
                         (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 
-# The process families agent.exposition writes from /proc (the names and meaning client libraries use): names
+# The process families agent.series.exposition writes from /proc (the names and meaning client libraries use): names
 # no source may take.
 PROCESS_FAMILIES = (
     counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds."),

@@ -6,7 +6,7 @@ small bodies, keep-alive and pipelining in order, HTTP/1.0, TLS by the listener.
 status and the connection is closed: a head over 16 KiB (431), a body over 64 KiB (413), a chunked request
 body (501), anything that does not parse (400).
 
-Every connection is held to the guard's rules (``agent.listener.ConnectionGuard``) from the moment it is
+Every connection is held to the guard's rules (``agent.server.listener.ConnectionGuard``) from the moment it is
 accepted: the connection limit with eviction of idle and head-waiting connections, a deadline for each request
 head (the first one's includes the TLS handshake), an idle timeout between requests, and client_allowed_sans
 after the TLS handshake.
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import ssl
 
-    from agent.listener import ConnectionGuard
+    from agent.server.listener import ConnectionGuard
 
 log = logging.getLogger(__name__)
 

@@ -1,19 +1,17 @@
-"""The ``kpi-agent`` command. Flags follow the Prometheus exporters' conventions (--config.file, ...)."""
+"""``kpi-agent run``, ``check`` and ``example-config``: the commands of the agent itself."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import sys
 
 import click
 
-from agent import __version__
-from agent.config import AgentConfig, ConfigError, example_config_text, load_config, load_example_config
-from agent.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress
-from agent.logconfig import LEVELS, setup_logging
-from agent.shard import Shard
+from agent.config.agent import AgentConfig, ConfigError, example_config_text, load_config, load_example_config
+from agent.runtime.logconfig import LEVELS, setup_logging
+from agent.runtime.shard import Shard
+from agent.server.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress
 from agent.sources.kinds import KINDS
 
 log = logging.getLogger("agent")
@@ -48,30 +46,7 @@ def _print_warnings(report) -> None:
         click.echo(str(warning), err=True)
 
 
-class _LazyGroup(click.Group):
-    """Loads the KPI commands (the compiler, Grafana's SDK, the report's plotting) only when one of them runs:
-    `kpi-agent run` never imports them, which keeps the running agent's memory down."""
-
-    LAZY = {"rules": "agent.kpi.rules_cli", "dashboards": "agent.kpi.dashboards_cli", "report": "agent.report.cli",
-            "ui": "agent.report.cli"}
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *self.LAZY])
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.LAZY:
-            command: click.Command = getattr(importlib.import_module(self.LAZY[cmd_name]), cmd_name)
-            return command
-        return super().get_command(ctx, cmd_name)
-
-
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, prog_name="kpi-agent")
-def main() -> None:
-    """Collect operational metrics for Prometheus and compile KPI specs into rules, alerts and dashboards."""
-
-
-@main.command()
+@click.command()
 @click.option("--config.file", "config_file", type=click.Path(dir_okay=False),
               help="Agent config (YAML). Without it the built-in example runs: the agent probes itself.")
 @click.option("--web.listen-address", "listen", multiple=True, default=[DEFAULT_LISTEN], show_default=True,
@@ -96,8 +71,8 @@ def main() -> None:
 def run(config_file: str | None, listen: list[ListenAddress], web_config_file: str | None, max_connections: int,
         header_timeout: float, log_level: str, log_format: str, shard_index: int, shard_count: int) -> None:
     """Run the agent until SIGTERM or SIGINT; SIGHUP or POST /-/reload reloads the config."""
-    from agent.runtime import Agent, StartError, serve
-    from agent.webconfig import LiveWebConfig
+    from agent.runtime.agent import Agent, StartError, serve
+    from agent.server.webconfig import LiveWebConfig
 
     if shard_index >= shard_count:
         raise click.BadParameter(f"{shard_index} is not below --shard.count {shard_count}",
@@ -126,7 +101,7 @@ def run(config_file: str | None, listen: list[ListenAddress], web_config_file: s
         sys.exit(1)
 
 
-@main.command()
+@click.command()
 @click.option("--config.file", "config_files", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Agent config to validate; repeat for several.")
 def check(config_files: tuple[str, ...]) -> None:
@@ -154,7 +129,7 @@ def check(config_files: tuple[str, ...]) -> None:
     sys.exit(1 if failed else 0)
 
 
-@main.command("example-config")
+@click.command("example-config")
 def example_config() -> None:
     """Print the built-in example config, a starting point for your own."""
     click.echo(example_config_text(), nl=False)

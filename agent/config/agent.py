@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import yamlsrc
-from agent.selfmetrics import AGENT_FAMILIES, PROCESS_FAMILIES
+from agent.config import values
+from agent.config.fields import Fields
+from agent.config.problems import ConfigError, Report
+from agent.config.yaml import LocatedMap, load_file, load_text
+from agent.formatting import excerpt
+from agent.series.selfmetrics import AGENT_FAMILIES, PROCESS_FAMILIES
+from agent.series.store import Group, SchemaError, Store
 from agent.sources.base import IDENTITY_LABEL, STATS_FAMILIES, SourceDefaults
 from agent.sources.kinds import KINDS
-from agent.store import Group, SchemaError, Store
-from agent.yamlsrc import ConfigError, Fields, Report, excerpt
 
 EXAMPLE_CONFIG = "example.yaml"
 # Global labels may not take a name that tells sources apart, nor a label the exposition format gives a meaning
@@ -48,7 +51,7 @@ class AgentConfig:
 
 
 def _global_labels(value: Any) -> dict[str, str]:
-    labels = yamlsrc.label_map(value)
+    labels = values.label_map(value)
     reserved = sorted(set(labels) & RESERVED_GLOBAL_LABELS)
     if reserved:
         raise ValueError(f"{excerpt(reserved[0])} is reserved: it tells sources, histogram buckets or summary "
@@ -60,10 +63,10 @@ def parse_global(section: Fields | None) -> GlobalConfig:
     if section is None:
         return GlobalConfig()
     defaults = GlobalConfig()
-    interval = section.get("interval", yamlsrc.duration, defaults.interval)
-    timeout = section.get("timeout", yamlsrc.duration, defaults.timeout)
+    interval = section.get("interval", values.duration, defaults.interval)
+    timeout = section.get("timeout", values.duration, defaults.timeout)
     labels = section.get("labels", _global_labels, {})
-    slots = section.get("max_concurrent_probes", yamlsrc.positive_integer, defaults.max_concurrent_probes)
+    slots = section.get("max_concurrent_probes", values.positive_integer, defaults.max_concurrent_probes)
     section.finish()
     return GlobalConfig(interval, timeout, labels, slots)
 
@@ -79,7 +82,7 @@ class _Parsed:
 def parse_config(data: Any, file: str) -> tuple[AgentConfig, Report]:
     """Validate parsed YAML; returns the config and the report (warnings), or raises ConfigError."""
     report = Report(file)
-    top = Fields(data if data is not None else yamlsrc.LocatedMap(), "", report, 1)
+    top = Fields(data if data is not None else LocatedMap(), "", report, 1)
     global_ = parse_global(top.section("global"))
     parsed: list[_Parsed] = []
     for kind in KINDS.values():
@@ -90,7 +93,7 @@ def parse_config(data: Any, file: str) -> tuple[AgentConfig, Report]:
             config = kind.parse(fields, global_.defaults())
             if config is not None:
                 parsed.append(_Parsed(kind.name, config, path, line))
-    positions_file = top.get("positions_file", yamlsrc.nonempty_string, None)
+    positions_file = top.get("positions_file", values.nonempty_string, None)
     top.finish()
     _check_series(_unique_names(parsed, report), global_, report)
     report.raise_if_errors()
@@ -160,21 +163,21 @@ def _check_series(parsed: list[_Parsed], global_: GlobalConfig, report: Report) 
 
 
 def load_config(path: str | Path) -> tuple[AgentConfig, Report]:
-    return parse_config(yamlsrc.load_file(path), str(path))
+    return parse_config(load_file(path), str(path))
 
 
 def example_config_text(self_address: str = "127.0.0.1:9910") -> str:
     """The built-in example, probing the agent itself at ``self_address`` (host:port)."""
     # a file beside the package (pyproject's package-data), not importlib.resources: that one loads tempfile,
     # shutil, bz2 and lzma into every agent for one read
-    text = (Path(__file__).parent / "examples" / EXAMPLE_CONFIG).read_text(encoding="utf-8")
+    text = (Path(__file__).parent.parent / "examples" / EXAMPLE_CONFIG).read_text(encoding="utf-8")
     return text.replace("${SELF}", self_address)
 
 
 def load_example_config(self_address: str = "127.0.0.1:9910") -> tuple[AgentConfig, Report]:
     text = example_config_text(self_address)
     name = f"<built-in {EXAMPLE_CONFIG}>"
-    return parse_config(yamlsrc.load_text(text, name), name)
+    return parse_config(load_text(text, name), name)
 
 
 __all__ = ["AgentConfig", "ConfigError", "GlobalConfig", "load_config", "load_example_config", "parse_config"]

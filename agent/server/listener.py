@@ -1,7 +1,7 @@
 """Where the agent listens, and the guard in front of every connection to it.
 
 Without a guard, 500 clients sending half a request each held 500 descriptors for as long as they liked,
-until real scrapes and probes failed for lack of them. Every connection (``agent.httpserver.Connection``)
+until real scrapes and probes failed for lack of them. Every connection (``agent.server.protocol.Connection``)
 obeys the guard:
 
 - at most ``max_connections`` are open. A new one beyond that evicts the longest-idle keep-alive connection,
@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agent.httpserver import Connection, Handler
+from agent.server.protocol import Connection, Handler
 
 if TYPE_CHECKING:
     import ssl

@@ -3,7 +3,7 @@
 Sources write plain numbers into families (a dict per family, keyed by label values) instead of client-library
 metric objects: an update is one dict operation, with no lock and no per-call object, so hot paths (a batch of
 log lines, a probe) stay cheap. A scrape lists the attached groups on the event loop (``Store.snapshot``) and
-``agent.exposition`` writes the page in slices, copying each family whole as it goes (see ``Snapshot``).
+``agent.series.exposition`` writes the page in slices, copying each family whole as it goes (see ``Snapshot``).
 
 Every check sits where a series or a family enters, never on the update path:
 

@@ -24,8 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import yamlsrc
-from agent.yamlsrc import ConfigError, Fields, Report, cut, excerpt, file_stamp
+from agent.config import values
+from agent.config.fields import Fields
+from agent.config.files import file_stamp
+from agent.config.problems import ConfigError, Report
+from agent.config.yaml import LocatedMap, load_file
+from agent.formatting import cut, excerpt
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +105,7 @@ class WebConfig:
 
 def _names(allowed: dict[str, Any], what: str, where: str) -> Callable[[Any], tuple[str, ...]]:
     def parse(value: Any) -> tuple[str, ...]:
-        names = yamlsrc.list_of(yamlsrc.nonempty_string)(value)
+        names = values.list_of(values.nonempty_string)(value)
         for name in names:
             if name not in allowed:
                 raise ValueError(f"{excerpt(name)} is not a {what} exporter-toolkit accepts ({where})")
@@ -110,7 +114,7 @@ def _names(allowed: dict[str, Any], what: str, where: str) -> Callable[[Any], tu
 
 
 def _headers(value: Any) -> dict[str, str]:
-    headers = yamlsrc.string_map(value)
+    headers = values.string_map(value)
     for name, text in headers.items():
         if name not in HEADERS:
             raise ValueError(f"HTTP header {excerpt(name)} can not be configured (only {', '.join(HEADERS)})")
@@ -137,18 +141,18 @@ def _bcrypt_users(value: Any) -> dict[str, bytes]:
 def _parse_tls(section: Fields) -> TlsServerConfig | None:
     get = section.get
     tls = TlsServerConfig(
-        cert_file=get("cert_file", yamlsrc.nonempty_string, None), key_file=get("key_file", yamlsrc.nonempty_string,
+        cert_file=get("cert_file", values.nonempty_string, None), key_file=get("key_file", values.nonempty_string,
                                                                                None),
-        cert=get("cert", yamlsrc.nonempty_string, None), key=get("key", yamlsrc.nonempty_string, None),
-        client_ca_file=get("client_ca_file", yamlsrc.nonempty_string, None),
-        client_ca=get("client_ca", yamlsrc.nonempty_string, None),
-        client_auth_type=get("client_auth_type", yamlsrc.one_of(*CLIENT_AUTH_TYPES), "NoClientCert"),
-        client_allowed_sans=(tuple(get("client_allowed_sans", yamlsrc.list_of(yamlsrc.nonempty_string), []))
+        cert=get("cert", values.nonempty_string, None), key=get("key", values.nonempty_string, None),
+        client_ca_file=get("client_ca_file", values.nonempty_string, None),
+        client_ca=get("client_ca", values.nonempty_string, None),
+        client_auth_type=get("client_auth_type", values.one_of(*CLIENT_AUTH_TYPES), "NoClientCert"),
+        client_allowed_sans=(tuple(get("client_allowed_sans", values.list_of(values.nonempty_string), []))
                              if section.has("client_allowed_sans") else None),
-        min_version=get("min_version", yamlsrc.one_of(*TLS_VERSIONS), "TLS12"),
-        max_version=get("max_version", yamlsrc.one_of(*TLS_VERSIONS), "TLS13"),
+        min_version=get("min_version", values.one_of(*TLS_VERSIONS), "TLS12"),
+        max_version=get("max_version", values.one_of(*TLS_VERSIONS), "TLS13"),
         cipher_suites=get("cipher_suites", _names(CIPHER_SUITES, "cipher suite", "Go's tls.CipherSuites()"), ()),
-        prefer_server_cipher_suites=get("prefer_server_cipher_suites", yamlsrc.boolean, True),
+        prefer_server_cipher_suites=get("prefer_server_cipher_suites", values.boolean, True),
         curve_preferences=get("curve_preferences", _names(CURVES, "curve", ", ".join(CURVES)), ()),
     )
     for inline, path in (("cert", "cert_file"), ("key", "key_file"), ("client_ca", "client_ca_file")):
@@ -185,15 +189,15 @@ def _parse_tls(section: Fields) -> TlsServerConfig | None:
 
 
 def _rate_limit(section: Fields) -> RateLimit | None:
-    interval = section.get("interval", yamlsrc.duration_or_zero, 0.0)
-    burst = section.get("burst", yamlsrc.positive_integer, 1)
+    interval = section.get("interval", values.duration_or_zero, 0.0)
+    burst = section.get("burst", values.positive_integer, 1)
     section.finish()
     return RateLimit(interval, burst) if interval else None
 
 
 def parse_web_config(data: Any, file: str) -> WebConfig:
     report = Report(file)
-    top = Fields(data if data is not None else yamlsrc.LocatedMap(), "", report, 1)
+    top = Fields(data if data is not None else LocatedMap(), "", report, 1)
     tls_section = top.section("tls_server_config")
     tls = _parse_tls(tls_section) if tls_section else None
     headers: dict[str, str] = {}
@@ -201,7 +205,7 @@ def parse_web_config(data: Any, file: str) -> WebConfig:
     server = top.section("http_server_config")
     if server:
         headers = server.get("headers", _headers, {})
-        http2 = server.get("http2", yamlsrc.boolean, True)
+        http2 = server.get("http2", values.boolean, True)
         server.finish()
     users = top.get("basic_auth_users", _bcrypt_users, {})
     limit_section = top.section("rate_limit")
@@ -212,14 +216,14 @@ def parse_web_config(data: Any, file: str) -> WebConfig:
 
 
 def load_web_config(path: str) -> WebConfig:
-    return parse_web_config(yamlsrc.load_file(path), path)
+    return parse_web_config(load_file(path), path)
 
 
 # --- TLS -----------------------------------------------------------------------------------------------------
 
 def server_context(tls: TlsServerConfig) -> ssl.SSLContext:
     """A server context for ``tls``, as exporter-toolkit's ConfigToTLSConfig builds Go's tls.Config."""
-    from agent import tlsctl
+    from agent.server import tlsctl
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = TLS_VERSIONS[tls.min_version]

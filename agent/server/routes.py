@@ -1,15 +1,15 @@
 """The agent's HTTP server: /metrics and the lifecycle endpoints Prometheus users know, behind the protections
 a server on a shared network needs.
 
-/metrics writes the page on the event loop in slices of about 5 ms (agent.exposition), so a large page never
+/metrics writes the page on the event loop in slices of about 5 ms (agent.series.exposition), so a large page never
 stalls probes or log reading for longer than a slice. There is deliberately no /probe?target=
 endpoint: targets come only from the config, so the agent cannot be used as an open proxy.
 
 Every request passes the same steps, in exporter-toolkit's order: the rate limit (429), basic auth (401;
 bcrypt off the event loop, see webconfig.Authenticator), for requests that change state (POST/PUT /-/reload)
 a same-origin check (403), so a web page an operator visits cannot make their browser reload the agent, then
-the route, and the web config's response headers on whatever is answered. The protocol is agent.httpserver's
-and connections are guarded by agent.listener (limit, head deadline). Each request is counted and timed per
+the route, and the web config's response headers on whatever is answered. The protocol is agent.server.protocol's
+and connections are guarded by agent.server.listener (limit, head deadline). Each request is counted and timed per
 handler in the agent's own metrics.
 """
 
@@ -22,10 +22,9 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from agent import __version__, exposition
-from agent.httpserver import Handler, Request, Response
-from agent.listener import ConnectionGuard, ListenAddress, Listener, listen
-from agent.selfmetrics import (
+from agent import __version__
+from agent.series import exposition
+from agent.series.selfmetrics import (
     CLOSE_REASONS,
     HTTP_CONNECTIONS,
     HTTP_CONNECTIONS_CLOSED,
@@ -35,8 +34,10 @@ from agent.selfmetrics import (
     HTTP_RESPONSE_SIZE,
     WEB_CONFIG_OK,
 )
-from agent.store import Group, Snapshot, Store
-from agent.webconfig import Authenticator, LiveWebConfig, TokenBucket
+from agent.series.store import Group, Snapshot, Store
+from agent.server.listener import ConnectionGuard, ListenAddress, Listener, listen
+from agent.server.protocol import Handler, Request, Response
+from agent.server.webconfig import Authenticator, LiveWebConfig, TokenBucket
 
 Route = tuple[str, str, Handler]  # method, path, handler
 
@@ -231,6 +232,6 @@ async def _sources(agent: AgentView, request: Request) -> Response:
 
 
 async def _index(agent: AgentView, request: Request) -> Response:
-    from agent import statuspage  # here: most agents are scraped, not looked at
+    from agent.server import statuspage  # here: most agents are scraped, not looked at
 
     return Response.html(statuspage.render(_agent_facts(agent), agent.source_status()))

@@ -23,8 +23,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from agent import yamlsrc
-from agent.yamlsrc import LABEL_NAME_RE, Fields, excerpt
+from agent.config import values
+from agent.config.fields import Fields
+from agent.config.validation import LABEL_NAME_RE
+from agent.formatting import excerpt
 
 ACTIONS = ("replace", "keep", "drop", "hashmod", "labelmap", "labeldrop", "labelkeep")
 DEFAULT_REGEX = "(.*)"
@@ -123,20 +125,20 @@ def label_name(value: Any) -> str:
 
 
 def _regex(value: Any) -> re.Pattern[str]:
-    pattern = yamlsrc.regex(value)
+    pattern = values.regex(value)
     return re.compile(pattern.pattern, re.DOTALL)
 
 
 def parse_rule(fields: Fields) -> RelabelRule | None:
     """One item of ``relabel_configs``; every problem goes to ``fields.report``."""
     defaults = RelabelRule()
-    action = fields.get("action", yamlsrc.one_of(*ACTIONS), "replace")
-    sources = tuple(fields.get("source_labels", yamlsrc.list_of(label_name), []))
-    separator = fields.get("separator", yamlsrc.string, DEFAULT_SEPARATOR)
+    action = fields.get("action", values.one_of(*ACTIONS), "replace")
+    sources = tuple(fields.get("source_labels", values.list_of(label_name), []))
+    separator = fields.get("separator", values.string, DEFAULT_SEPARATOR)
     regex = fields.get("regex", _regex, defaults.regex)
-    target = fields.get("target_label", yamlsrc.string, "")
-    replacement = fields.get("replacement", yamlsrc.string, DEFAULT_REPLACEMENT)
-    modulus = fields.get("modulus", yamlsrc.positive_integer, 0)
+    target = fields.get("target_label", values.string, "")
+    replacement = fields.get("replacement", values.string, DEFAULT_REPLACEMENT)
+    modulus = fields.get("modulus", values.positive_integer, 0)
     if "action" in fields.invalid:
         pass  # what the other keys should be depends on the action
     elif action in ("replace", "hashmod") and not target:

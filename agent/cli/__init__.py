@@ -1,0 +1,34 @@
+"""The ``kpi-agent`` command. Flags follow the Prometheus exporters' conventions (--config.file, ...)."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from agent import __version__
+
+
+class _LazyGroup(click.Group):
+    """Loads each command's module only when that command runs: `kpi-agent run` never imports the KPI commands
+    (the compiler, Grafana's SDK, the report's plotting), which keeps the running agent's memory down."""
+
+    LAZY = {"run": "agent.cli.run", "check": "agent.cli.run", "example-config": "agent.cli.run",
+            "rules": "agent.kpi.rules_cli", "dashboards": "agent.kpi.dashboards_cli", "report": "agent.report.cli",
+            "ui": "agent.report.cli"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY:
+            module = importlib.import_module(self.LAZY[cmd_name])
+            command: click.Command = getattr(module, cmd_name.replace("-", "_"))
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="kpi-agent")
+def main() -> None:
+    """Collect operational metrics for Prometheus and compile KPI specs into rules, alerts and dashboards."""
