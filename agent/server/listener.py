@@ -119,6 +119,9 @@ class ConnectionGuard:
         self.open[connection] = None
         return True
 
+    def release(self, connection: Connection) -> None:
+        self.open.pop(connection, None)
+
 
 class Listener:
     """One listening socket: accepts connections and has the guard admit each one before accepting the next."""

@@ -6,10 +6,11 @@ small bodies, keep-alive and pipelining in order, HTTP/1.0, TLS by the listener.
 status and the connection is closed: a head over 16 KiB (431), a body over 64 KiB (413), a chunked request
 body (501), anything that does not parse (400).
 
-Every connection is held to the guard's rules (``agent.server.listener.ConnectionGuard``) from the moment it is
-accepted: the connection limit with eviction of idle and head-waiting connections, a deadline for each request
+Every connection is held to its guard's rules (``Guard``: the listener's ``ConnectionGuard``) from the moment it
+is accepted: the connection limit with eviction of idle and head-waiting connections, a deadline for each request
 head (the first one's includes the TLS handshake), an idle timeout between requests, and client_allowed_sans
-after the TLS handshake.
+after the TLS handshake. The listener makes connections; this module knows only the ``Guard`` they obey, so
+neither imports the other both ways.
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import ssl
-
-    from agent.server.listener import ConnectionGuard
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +78,22 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+class Guard(Protocol):
+    """What a connection obeys, from the moment it is accepted: the listener's ``ConnectionGuard`` is one."""
+
+    header_timeout: float  # seconds for each request head to arrive
+    idle_timeout: float  # seconds a keep-alive connection may wait for its next request
+
+    def on_close(self, reason: str) -> None:
+        """Counts a connection closed for ``reason``."""
+
+    def allowed_sans(self) -> list[str] | None:
+        """The client certificate SANs allowed now, None for any."""
+
+    def release(self, connection: Connection) -> None:
+        """``connection`` is no longer open."""
+
+
 class _BadRequest(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -88,7 +103,7 @@ class _BadRequest(Exception):
 class Connection(asyncio.Protocol):
     """One client connection: parses requests, hands them to ``handler`` one at a time, writes responses."""
 
-    def __init__(self, handler: Handler, guard: ConnectionGuard):
+    def __init__(self, handler: Handler, guard: Guard):
         self._handler = handler
         self._guard = guard
         self._transport: asyncio.Transport | None = None
@@ -175,7 +190,7 @@ class Connection(asyncio.Protocol):
         """No more requests, no more deadlines, and no longer one of the guard's open connections."""
         self._closing = True
         self._disarm()
-        self._guard.open.pop(self, None)
+        self._guard.release(self)
 
     @property
     def flushed(self) -> bool:
