@@ -18,7 +18,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from agent import __version__
 from agent.config.agent import AgentConfig, ConfigError
@@ -50,7 +50,11 @@ _RESTART_BACKOFF = (1.0, 60.0)  # first and longest wait before restarting a cra
 _LAG_TICK = 0.1  # the event loop watchdog's timer
 _LAG_WINDOW = 60.0  # kpi_agent_event_loop_lag_max_seconds looks back this far
 
-SourceKey = tuple[str, str]  # (kind, name)
+class SourceKey(NamedTuple):
+    """Which source: its kind and its name (unique within the kind)."""
+
+    kind: str
+    name: str
 
 
 class StartError(Exception):
@@ -66,7 +70,7 @@ class _Running:
 
 def _owners(key: SourceKey) -> tuple[str, str]:
     """Store group owners of a source: its data series, and its self-metrics."""
-    return f"{key[0]}/{key[1]}", f"{key[0]}/{key[1]}/self"
+    return f"{key.kind}/{key.name}", f"{key.kind}/{key.name}/self"
 
 
 class Agent:
@@ -158,12 +162,12 @@ class Agent:
         """Make exactly ``config``'s sources run, or raise StartError having changed nothing."""
         context = self._context
         assert context is not None, "start() makes the context before any source"
-        wanted: dict[SourceKey, Any] = {(kind, c.name): c for kind, c in config.sources if self._runs(kind, c)}
+        wanted = {SourceKey(kind, c.name): c for kind, c in config.sources if self._runs(kind, c)}
         changed = {key: c for key, c in wanted.items() if key not in self.sources or self.sources[key].config != c}
         held = []  # what the new sources need loaded (CA bundles), loaded off the event loop
         loop = asyncio.get_running_loop()
-        for kind_name in {key[0] for key in changed}:
-            configs = [c for key, c in changed.items() if key[0] == kind_name]
+        for kind_name in {key.kind for key in changed}:
+            configs = [c for key, c in changed.items() if key.kind == kind_name]
             try:
                 held += await loop.run_in_executor(None, KINDS[kind_name].prepare, configs, context)
             except Exception as exc:  # e.g. a CA file broken since the check; nothing has changed yet
@@ -174,7 +178,7 @@ class Agent:
         self.config = config
         self.store.const_labels = dict(config.global_.labels)
         context.reconfigure(config)
-        self._source_count.replace({(kind_name,): sum(1.0 for key in wanted if key[0] == kind_name)
+        self._source_count.replace({(kind_name,): sum(1.0 for key in wanted if key.kind == kind_name)
                                     for kind_name in KINDS})
 
     def _swap_sources(self, wanted: dict[SourceKey, Any], changed: dict[SourceKey, Any],
@@ -185,13 +189,13 @@ class Agent:
         built: dict[SourceKey, _Running] = {}
         groups: list[Group] = []
         for key, source_config in changed.items():
-            kind = KINDS[key[0]]
+            kind = KINDS[key.kind]
             data_owner, stats_owner = _owners(key)
             data, own = kind.data_group(source_config, data_owner), kind.stats_group(source_config, stats_owner)
             try:
                 source = kind.build(source_config, data, SourceStats(own, kind.name), context)
             except Exception as exc:  # e.g. a CA file broken since the check; nothing has changed yet
-                raise StartError(f"{key[0]} source {key[1]!r} cannot start: {exc}") from None
+                raise StartError(f"{key.kind} source {key.name!r} cannot start: {exc}") from None
             built[key] = _Running(source_config, source)
             groups += [data, own]
         detach = [owner for key in stale for owner in (*_owners(key), *self.sources[key].source.attached_groups())]
@@ -203,7 +207,7 @@ class Agent:
             running = self.sources.pop(key)
             if running.task is not None:
                 running.task.cancel()
-            self._crashes.remove(key[::-1])
+            self._crashes.remove((key.name, key.kind))  # the counter's labels: source, kind
         for key, running in built.items():
             running.task = asyncio.create_task(self._supervise(running.source), name=_owners(key)[0])
             self.sources[key] = running
