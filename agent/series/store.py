@@ -175,6 +175,8 @@ class _Family(Generic[V]):
 class Family(_Family[float]):
     """A counter or gauge: ``values[label_values] = float``."""
 
+    __slots__ = ()  # ten thousand targets hold twenty families each: no __dict__ per family
+
     def inc(self, labels: LabelValues = (), amount: float = 1.0) -> None:
         """Add to a counter (or gauge). Callers never pass negative amounts to counters."""
         values = self.values
@@ -214,6 +216,8 @@ class Family(_Family[float]):
 class HistogramFamily(_Family[list[float]]):
     """Per label set, per-bucket (non-cumulative) counts, one more than there are bounds (the last is +Inf),
     then the sum of the observations."""
+
+    __slots__ = ()
 
     def _state(self, labels: LabelValues, amount: float) -> list[float] | None:
         state = self.values.get(labels)

@@ -12,12 +12,13 @@ every failure.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from agent.series.store import Family, Group, HistogramFamily
+from agent.series.store import FamilySpec, Group, HistogramFamily
 from agent.sources.probe.failures import TARGET_FAULTS, explain
 from agent.sources.probe.families import (
     ATTEMPTS_TOTAL,
@@ -44,9 +45,33 @@ _COMMON = frozenset({SUCCESS.name, DURATION.name, PROBES.name, LAST_RESULT.name,
                      ATTEMPTS_TOTAL.name})
 
 
+class Layout:
+    """How a target's series are laid out, decided once per kind and set of exported families and shared by
+    every target of every source with that layout (ten thousand one-URL sources share one): which families the
+    kind writes and with which default, which grow across probes, and the label tuples of each result."""
+
+    __slots__ = ("wanted", "kind_specs", "entries", "index", "result_keys", "last_result_series")
+
+    def __init__(self, kind: ProberKind[Any, Any], specs: tuple[FamilySpec, ...]):
+        self.wanted = frozenset(spec.name for spec in specs)
+        self.kind_specs = tuple(spec for spec in specs if spec.name not in _COMMON)
+        counted = frozenset(spec.name for spec in kind.probe_families if spec.kind == "counter")
+        defaults = {spec.name: value for spec, value in kind.always.items()}
+        # per kind family: (name, default value or None, kept across probes)
+        self.entries = tuple((spec.name, defaults.get(spec.name), spec.name in counted) for spec in self.kind_specs)
+        self.index = {spec.name: position for position, spec in enumerate(self.kind_specs)}
+        self.result_keys: dict[str, tuple[str, ...]] = {result: (result,) for result in kind.result_labels}
+        self.last_result_series = {result: {key: 1.0} for result, key in self.result_keys.items()}
+
+
+@functools.lru_cache(maxsize=64)
+def layout(kind: ProberKind[Any, Any], specs: tuple[FamilySpec, ...]) -> Layout:
+    return Layout(kind, specs)
+
+
 class SourceProbe:
     """What every target of one source shares: its kind and config, its compiled prober, the agent's probe
-    resources, and the layout of a target's families (decided once per source, not per target)."""
+    resources, and the layout of a target's families."""
 
     def __init__(self, kind: ProberKind[Any, Any], config: ProbeConfig[Any], stats: SourceStats,
                  context: SourceContext):
@@ -59,16 +84,7 @@ class SourceProbe:
         self.faults: tuple[type[BaseException], ...] = getattr(self.prober, "faults", TARGET_FAULTS)
         self.explain: Callable[[BaseException, str, float], tuple[str, str] | None] | None = \
             getattr(self.prober, "explain", None)
-        self.specs = [declared.spec for declared in kind.families(config)]
-        self.wanted = frozenset(spec.name for spec in self.specs)
-        self.kind_specs = [spec for spec in self.specs if spec.name not in _COMMON]
-        self.index = {spec.name: position for position, spec in enumerate(self.kind_specs)}
-        # the kind's own counters grow across probes (ProbeResult.count); other families are each probe's
-        self.counted = frozenset(spec.name for spec in kind.probe_families if spec.kind == "counter")
-        self.defaults = {spec.name: value for spec, value in kind.always.items() if spec.name in self.wanted}
-        # label tuples made once, shared by every target's series
-        self.result_keys: dict[str, tuple[str, ...]] = {result: (result,) for result in kind.result_labels}
-        self.last_result_series = {result: {key: 1.0} for result, key in self.result_keys.items()}
+        self.layout = layout(kind, tuple(declared.spec for declared in kind.families(config)))
         self.skipped = stats.group.counter(PROBES_SKIPPED)
         self.skipped.ensure(())
 
@@ -90,16 +106,17 @@ class ProbeTarget:
         self.name = name  # the target label
         self.key = key  # its hash places the target in the interval
         self.interval = source.config.interval
-        wanted = source.wanted
-        self._families: list[tuple[str, Family, float | None, bool]] = [
-            (spec.name, group.gauge(spec) if spec.kind == "gauge" else group.counter(spec),
-             source.defaults.get(spec.name), spec.name in source.counted) for spec in source.kind_specs]
-        for _, family, _, counted in self._families:
+        layout = source.layout
+        wanted = layout.wanted
+        # the kind's families, in the order of layout.entries
+        self._families = tuple(group.gauge(spec) if spec.kind == "gauge" else group.counter(spec)
+                               for spec in layout.kind_specs)
+        for (_, _, counted), family in zip(layout.entries, self._families, strict=True):
             if counted and not family.spec.labelnames:
                 family.ensure(())  # born at 0, so increase() sees the first packets
         self._success = group.gauge(SUCCESS)
         self._probes = group.counter(PROBES)
-        for labels in source.result_keys.values():
+        for labels in layout.result_keys.values():
             self._probes.ensure(labels)
         self._duration = group.gauge(DURATION) if DURATION.name in wanted else None
         self._last = group.gauge(LAST_RESULT) if LAST_RESULT.name in wanted else None
@@ -109,7 +126,7 @@ class ProbeTarget:
         self._retries = group.gauge(RETRIES) if RETRIES.name in wanted else None
         self._attempts_total = group.counter(ATTEMPTS_TOTAL) if ATTEMPTS_TOTAL.name in wanted else None
         if self._attempts_total is not None:
-            for labels in source.result_keys.values():
+            for labels in layout.result_keys.values():
                 self._attempts_total.ensure(labels)
         self.last_result: str | None = None  # for the status page, and to log result changes
         self.last_error: str | None = None
@@ -136,12 +153,12 @@ class ProbeTarget:
             attempts = 0
             while True:
                 attempts += 1
-                result = ProbeResult(loop.time() + timeout, timeout, source.wanted)
+                result = ProbeResult(loop.time() + timeout, timeout, source.layout.wanted)
                 outcome, error = await self._attempt(result)
                 if result.counts:
                     self._count(result.counts)
                 if self._attempts_total is not None:
-                    self._attempts_total.inc(source.result_keys[outcome])
+                    self._attempts_total.inc(source.layout.result_keys[outcome])
                 if outcome == "success" or attempts > source.config.retries:
                     break
         finally:
@@ -171,16 +188,16 @@ class ProbeTarget:
         return "success", None
 
     def _count(self, counts: dict[str, dict[tuple[str, ...], float]]) -> None:
-        index = self.source.index
+        index = self.source.layout.index
         for name, series in counts.items():
-            family = self._families[index[name]][1]
+            family = self._families[index[name]]
             for labels, amount in series.items():
                 family.inc(labels, amount)
 
     def _record(self, result: ProbeResult, outcome: str, duration: float, attempts: int) -> None:
-        source = self.source
+        layout = self.source.layout
         values = result.values
-        for name, family, default, counted in self._families:
+        for (name, default, counted), family in zip(layout.entries, self._families, strict=True):
             if counted:
                 continue
             series = values.get(name)
@@ -193,13 +210,13 @@ class ProbeTarget:
                 family.set((), series[()])
             else:
                 family.replace(series)
-        key = source.result_keys[outcome]
+        key = layout.result_keys[outcome]
         self._success.set((), 1.0 if outcome == "success" else 0.0)
         self._probes.inc(key)
         if self._duration is not None:
             self._duration.set((), duration)
         if self._last is not None:
-            self._last.replace(source.last_result_series[outcome])
+            self._last.replace(layout.last_result_series[outcome])
         if self._latency is not None:
             self._latency.observe((), duration)
         if self._retries is not None:
