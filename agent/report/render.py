@@ -248,13 +248,18 @@ def _section(report: Report, result: KpiResult) -> str:
     return "".join(parts)
 
 
-def headline(report: Report) -> str:
+def verdict_counts(report: Report) -> tuple[int, int, int]:
+    """How many KPI series met their target, missed it, and have no value."""
     verdicts = [meets(result.kpi, line.value) if line else None
                 for result in report.results for line in result.lines or (None,)]
     met, missed = verdicts.count(True), verdicts.count(False)
-    unknown = len(verdicts) - met - missed
-    counted = f"{len(report.results)} KPIs" + (f" ({len(verdicts)} series)" if len(verdicts) != len(report.results)
-                                               else "")
+    return met, missed, len(verdicts) - met - missed
+
+
+def headline(report: Report) -> str:
+    met, missed, unknown = verdict_counts(report)
+    series = met + missed + unknown
+    counted = f"{len(report.results)} KPIs" + (f" ({series} series)" if series != len(report.results) else "")
     return f"{counted}: " + ", ".join([f"{met} met", f"{missed} missed"] + ([f"{unknown} without data"]
                                                                               if unknown else []))
 

@@ -1,9 +1,10 @@
-"""`kpi-agent ui`: the report as a live scoreboard page that reloads itself.
+"""`kpi-agent ui`: the wallboard at /, the full report at /report and its exports, all from one collection.
 
-One page is built at a time and shared by every viewer: ten screens on the wall cost Prometheus the same
-queries as one. A page is rebuilt when a viewer asks and the last one is older than half the refresh
-interval, so what a screen shows is never older than one and a half intervals. Charts are drawn in a worker
-thread; the server keeps answering while they are.
+One set of pages is built at a time and shared by every viewer: ten screens on the wall cost Prometheus the
+same queries as one. Pages are rebuilt when a viewer asks and the last build is older than half the refresh
+interval, so what a screen shows is never older than one and a half intervals, and the wallboard and the
+report it links to always show the same numbers. Charts are drawn in a worker thread; the server keeps
+answering while they are. Scheduled deliveries, when configured, run beside it (agent/report/delivery.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -20,7 +23,6 @@ from agent.kpi.prometheus_api import PrometheusClient
 from agent.kpi.spec import ServiceSpec
 from agent.report.model import collect
 from agent.report.periods import PeriodChoice
-from agent.report.render import render
 from agent.series.store import Group
 from agent.server.listener import ListenAddress
 from agent.server.protocol import Request, Response
@@ -29,43 +31,73 @@ from agent.server.webconfig import LiveWebConfig
 
 log = logging.getLogger("agent.report")
 
+CSV = "text/csv; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Pages:
+    """Every page of one build: path -> (body, content type)."""
+
+    files: dict[str, tuple[bytes, str]]
+
 
 class Scoreboard:
     def __init__(self, specs: Sequence[ServiceSpec], prometheus_url: str, period: PeriodChoice, refresh: float,
-                 history: int = 0):
+                 history: int = 0, group_by: str = "service"):
         self.specs = tuple(specs)
         self.prometheus_url = prometheus_url
         self.period = period
         self.refresh = refresh
         self.history = history
-        self._page = ""
+        self.group_by = group_by
+        self.deliveries_html = lambda: ""  # the scheduler's status line, once it runs
+        self._pages = Pages({})
         self._built_at = -float("inf")
-        self._building: asyncio.Task[str] | None = None
+        self._building: asyncio.Task[Pages] | None = None
         self._session: aiohttp.ClientSession | None = None
 
-    async def page(self) -> str:
-        if time.monotonic() - self._built_at < self.refresh / 2:
-            return self._page
-        if self._building is None:
-            self._building = asyncio.create_task(self._build())
-            self._building.add_done_callback(self._built)
-        return await asyncio.shield(self._building)
+    async def page(self, path: str) -> tuple[bytes, str] | None:
+        if time.monotonic() - self._built_at >= self.refresh / 2:
+            if self._building is None:
+                self._building = asyncio.create_task(self._build())
+                self._building.add_done_callback(self._built)
+            await asyncio.shield(self._building)
+        return self._pages.files.get(path)
 
-    def _built(self, task: asyncio.Task[str]) -> None:
+    def _built(self, task: asyncio.Task[Pages]) -> None:
         self._building = None
         if not task.cancelled() and task.exception() is None:
-            self._page, self._built_at = task.result(), time.monotonic()
+            self._pages, self._built_at = task.result(), time.monotonic()
 
-    async def _build(self) -> str:
-        started = time.monotonic()
+    def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        report = await collect(self.specs, PrometheusClient(self.prometheus_url, self._session), self.period,
+        return self._session
+
+    async def _build(self) -> Pages:
+        started = time.monotonic()
+        report = await collect(self.specs, PrometheusClient(self.prometheus_url, self.session()), self.period,
                                time.time(), self.history)
-        page = await asyncio.to_thread(render, report, self.refresh)
+        pages = await asyncio.to_thread(self._render, report)
         log.info("scoreboard built", extra={"kpis": len(report.results), "problems": len(report.problems()),
+                                            "queries": report.queries,
                                             "seconds": round(time.monotonic() - started, 3)})
-        return page
+        return pages
+
+    def _render(self, report) -> Pages:  # noqa: ANN001 - agent.report.model.Report
+        from agent.report.exports import history_csv, report_json, summary_csv
+        from agent.report.render import render
+        from agent.report.wallboard import render_wallboard
+
+        html = "text/html; charset=utf-8"
+        return Pages({
+            "/": (render_wallboard(report, self.refresh, self.group_by, "report",
+                                   self.deliveries_html()).encode(), html),
+            "/report": (render(report, self.refresh).encode(), html),
+            "/summary.csv": (summary_csv(report).encode(), CSV),
+            "/history.csv": (history_csv(report).encode(), CSV),
+            "/report.json": (report_json(report).encode(), "application/json"),
+        })
 
     async def close(self) -> None:
         if self._building is not None:
@@ -74,22 +106,32 @@ class Scoreboard:
             await self._session.close()
 
 
-def routes(board: Scoreboard) -> list[Route]:
-    async def index(request: Request) -> Response:
-        response = Response.html(await board.page())
-        response.headers["Cache-Control"] = "no-store"
-        return response
+PATHS = ("/", "/report", "/summary.csv", "/history.csv", "/report.json")
+
+
+def routes(board: Scoreboard, extra: Sequence[Route] = ()) -> list[Route]:
+    def serve_page(path: str):  # noqa: ANN202 - a handler
+        async def handler(request: Request) -> Response:
+            found = await board.page(path)
+            if found is None:
+                return Response.text("not built yet\n", 503)
+            body, content_type = found
+            response = Response(200, body, content_type)
+            response.headers["Cache-Control"] = "no-store"
+            return response
+        return handler
 
     async def healthy(request: Request) -> Response:
         return Response.text("OK\n")
 
-    return [("GET", "/", index), ("GET", "/-/healthy", healthy)]
+    return [*(("GET", path, serve_page(path)) for path in PATHS), ("GET", "/-/healthy", healthy), *extra]
 
 
-async def serve(board: Scoreboard, listen: ListenAddress, web_config: LiveWebConfig | None = None) -> None:
+async def serve(board: Scoreboard, listen: ListenAddress, web_config: LiveWebConfig | None = None,
+                background: Sequence[Coroutine[Any, Any, None]] = (), extra: Sequence[Route] = ()) -> None:
     """Serve until SIGTERM or SIGINT, behind the agent's own server protections (TLS, basic auth, rate limit,
-    connection guard) from an exporter-toolkit file."""
-    server = Server(routes(board), Group("scoreboard"), web_config)
+    connection guard) from an exporter-toolkit file. ``background``: coroutines run meanwhile (the schedule)."""
+    server = Server(routes(board, extra), Group("scoreboard"), web_config)
     await server.start([listen])
     log.info("scoreboard listening", extra={"listen": str(listen), "prometheus": board.prometheus_url,
                                             "kpis": sum(len(s.kpis) for s in board.specs)})
@@ -97,8 +139,12 @@ async def serve(board: Scoreboard, listen: ListenAddress, web_config: LiveWebCon
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(job) for job in background]
     try:
         await stop.wait()
     finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await board.close()
         await server.stop()

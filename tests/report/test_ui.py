@@ -17,13 +17,14 @@ import pytest
 from tests.browser import Browser
 from tests.helpers import fetch, free_port, scrape, stop_processes, wait_until
 from tests.report.stack import MRR, Stack
-from tests.report.test_report import GREEN, RED, ROWS, blank_share, colour_pixels, percent
+from tests.report.test_report import ROWS, blank_share, colour_pixels, percent
 
 pytestmark = pytest.mark.slow  # a real shop, agent and Prometheus with recorded history, and Chromium
 
 AGENT = [sys.executable, "-m", "agent"]
 REFRESH = 4.0
 GENERATED = "document.querySelector('header time').textContent"
+WALL_GREEN, WALL_RED = (0x2E, 0xA0, 0x43), (0xF8, 0x51, 0x49)  # the wallboard's met and missed edges
 
 
 @pytest.fixture
@@ -44,13 +45,21 @@ def scoreboard(request):
     stop_processes(started)
 
 
-async def test_the_scoreboard_shows_every_kpi_and_reloads_itself(stack: Stack, chromium, scoreboard):
+TILES = """[...document.querySelectorAll('a.tile')].map(tile => ({
+  href: tile.getAttribute('href'), state: tile.className.replace('tile ', ''),
+  name: tile.querySelector('.name').innerText.trim(), value: tile.querySelector('.value').innerText.trim(),
+  size: parseFloat(getComputedStyle(tile.querySelector('.value')).fontSize),
+  box: tile.getBoundingClientRect().toJSON()}))"""
+
+
+async def test_the_wallboard_shows_every_kpi_and_reloads_itself(stack: Stack, chromium, scoreboard):
     url = scoreboard(str(stack.shop_specs), "--prometheus.url", stack.prometheus, "--period", "30s",
                      "--refresh", f"{REFRESH:g}s")
     async with Browser(chromium) as browser:
         page = await browser.new_page()
+        await page.set_viewport(1920, 1080)
         await page.goto(f"{url}/")
-        rows = {row["cells"][2]: row["cells"] for row in await page.evaluate(ROWS)}
+        tiles = {tile["name"]: tile for tile in await page.evaluate(TILES)}
         first = await page.evaluate(GENERATED)
         png = await page.screenshot()
         await page.wait_for_loads(2, timeout=REFRESH * 5)  # the page reloads itself, no script involved
@@ -58,14 +67,39 @@ async def test_the_scoreboard_shows_every_kpi_and_reloads_itself(stack: Stack, c
         text = await page.evaluate("document.body.innerText")
         assert page.errors == []
         assert set(page.requests) == {f"{url}/"}  # reloads of the page itself, nothing else
-    assert len(rows) == 5 and rows["availability_by_path path=/api/cart"][0:4] == [
-        "Met", "demo", "availability_by_path path=/api/cart", "100.00%"]
-    assert rows["checkout_availability"][0] == "Missed" and abs(percent(rows["checkout_availability"][3]) - 98) < 0.25
-    assert rows["checkout_errors"][0] == "Met" and abs(percent(rows["checkout_errors"][3]) - 2) < 0.25
-    assert rows["monthly_recurring_revenue"][0:4] == ["Met", "demo", "monthly_recurring_revenue", f"{MRR:,}"]
+        # a click on a tile opens its KPI's section of the full report, with the same numbers
+        await page.goto(f"{url}/{tiles['checkout_errors']['href']}")
+        section = await page.evaluate("document.querySelector(':target')?.id")
+        rows = {row["cells"][2]: row["cells"] for row in await page.evaluate(ROWS)}
+        assert page.errors == []
+    assert len(tiles) == 5 and tiles["checkout_availability"]["state"] == "missed"
+    assert tiles["availability_by_path path=/api/cart"]["value"] == "100.00%"
+    assert abs(percent(tiles["checkout_availability"]["value"]) - 98) < 0.25
+    assert tiles["checkout_errors"]["state"] == "met" and abs(percent(tiles["checkout_errors"]["value"]) - 2) < 0.25
+    assert tiles["monthly_recurring_revenue"]["value"] == f"{MRR:,}"
+    # readable from across a room at 1920x1080: values at least 48 pixels high, every tile on the first screen
+    assert all(tile["size"] >= 48 for tile in tiles.values())
+    assert all(tile["box"]["bottom"] <= 1080 and tile["box"]["right"] <= 1920 for tile in tiles.values())
     assert second > first  # rebuilt from Prometheus for the reload
     assert f"refreshes every {REFRESH:g}s" in text
-    assert blank_share(png) < 0.9 and colour_pixels(png, GREEN) > 300 and colour_pixels(png, RED) > 300
+    assert section == "demo-checkout_errors"
+    assert rows["checkout_errors"][0] == "Met" and abs(percent(rows["checkout_errors"][3]) - 2) < 0.25
+    assert blank_share(png) < 0.9 and colour_pixels(png, WALL_GREEN) > 300 and colour_pixels(png, WALL_RED) > 300
+
+
+async def test_the_wallboard_and_report_work_on_a_phone(stack: Stack, chromium, scoreboard):
+    url = scoreboard(str(stack.shop_specs), "--prometheus.url", stack.prometheus, "--period", "30s")
+    async with Browser(chromium) as browser:
+        page = await browser.new_page()
+        await page.set_viewport(390, 844)
+        for path in ("/", "/report"):
+            await page.goto(f"{url}{path}")
+            assert await page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0, path
+        await page.goto(f"{url}/")
+        tiles = await page.evaluate(TILES)
+        assert page.errors == []
+        assert set(page.requests) == {f"{url}/", f"{url}/report"}
+    assert all(tile["box"]["width"] <= 390 for tile in tiles)
 
 
 def test_viewers_share_one_build(stack: Stack, scoreboard):
@@ -93,6 +127,9 @@ def test_an_unreachable_prometheus_is_shown_on_the_page(scoreboard):
     url = scoreboard(str(Path(__file__).parents[2] / "rules"), "--prometheus.url", prometheus)
     status, body = fetch(f"{url}/", timeout=60)
     assert status == 200
+    assert f"cannot reach Prometheus at {prometheus}" in body and '<a href="report">see the report</a>' in body
+    status, body = fetch(f"{url}/report", timeout=60)
+    assert status == 200
     assert "This report is incomplete" in body and f"cannot reach Prometheus at {prometheus}" in body
 
 
@@ -113,7 +150,7 @@ def test_the_scoreboard_takes_the_agents_web_config(tmp_path):
             "Authorization": "Basic " + base64.b64encode(b"alice:s3cret").decode()})
         with urllib.request.urlopen(request, timeout=60) as response:
             assert response.status == 200 and response.headers["X-Frame-Options"] == "deny"
-            assert "KPI report" in response.read().decode()
+            assert "KPIs" in response.read().decode()
     finally:
         process.terminate()
         process.wait(timeout=10)
