@@ -158,19 +158,26 @@ def report(specs: tuple[str, ...], prometheus_url: str, period: PeriodChoice, ti
 @_TIME_ZONE
 @_HISTORY
 @click.option("--refresh", default="1m", show_default=True, callback=_duration,
-              help="How often the page reloads itself.")
+              help="How often the pages reload themselves.")
+@click.option("--group-by", "group_by", type=click.Choice(["service", "owner"]), default="service", show_default=True,
+              help="How the wallboard groups its tiles.")
+@click.option("--reports.file", "reports_file", type=click.Path(exists=True, dir_okay=False),
+              help="Scheduled reports to deliver by e-mail and webhook (see the README).")
+@click.option("--chromium", help="Chromium or Chrome to print scheduled reports' PDFs. Default: from PATH.")
 @click.option("--web.listen-address", "listen", default=DEFAULT_UI_LISTEN, show_default=True,
-              help="Address to serve the scoreboard on, host:port.")
+              help="Address to serve the wallboard on, host:port.")
 @click.option("--web.config.file", "web_config_file", type=click.Path(exists=True, dir_okay=False),
               help="exporter-toolkit web config: TLS, basic auth, headers, rate limit (as for the agent).")
 @click.option("--log.level", "log_level", type=click.Choice(list(LEVELS)), default="info", show_default=True)
 @click.option("--log.format", "log_format", type=click.Choice(["logfmt", "json"]), default="logfmt",
               show_default=True)
 def ui(specs: tuple[str, ...], prometheus_url: str, period: PeriodChoice, time_zone: str, history: int | None,
-       refresh: float, listen: str,
+       refresh: float, group_by: str, reports_file: str | None, chromium: str | None, listen: str,
        web_config_file: str | None, log_level: str, log_format: str) -> None:
-    """Serve the report as a live scoreboard at / that reloads itself every --refresh; read from Prometheus
-    when viewed, never more often than every half --refresh whatever the number of viewers."""
+    """Serve a wallboard at / (a tile per KPI), the full report at /report and its exports (/summary.csv,
+    /history.csv, /report.json), reloading themselves every --refresh; read from Prometheus when viewed, never
+    more often than every half --refresh whatever the number of viewers. With --reports.file, deliver the
+    scheduled reports it describes."""
     from agent.report.server import Scoreboard, serve
     from agent.server.listener import ListenAddress
     from agent.server.webconfig import LiveWebConfig
@@ -180,10 +187,26 @@ def ui(specs: tuple[str, ...], prometheus_url: str, period: PeriodChoice, time_z
         address = ListenAddress.parse(listen)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--web.listen-address") from None
-    board = Scoreboard(_specs(specs), prometheus_url, period, refresh, _history_count(period, history))
+    loaded = _specs(specs)
+    reports, browser = None, ""
+    if reports_file:
+        from agent.report.pdf import PdfError, find_chromium
+        from agent.report.schedule import load_reports
+
+        try:
+            reports = load_reports(reports_file, {spec.service for spec in loaded})
+            if any(scheduled.email for scheduled in reports.reports):
+                browser = find_chromium(chromium)
+        except ConfigError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(1)
+        except PdfError as exc:
+            click.echo(f"kpi-agent ui: {exc}", err=True)
+            sys.exit(1)
+    board = Scoreboard(loaded, prometheus_url, period, refresh, _history_count(period, history), group_by)
     try:
         web_config = LiveWebConfig(web_config_file) if web_config_file else None
-        asyncio.run(serve(board, address, web_config))
+        asyncio.run(serve(board, address, web_config, reports, browser))
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)

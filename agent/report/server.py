@@ -23,15 +23,18 @@ from agent.kpi.prometheus_api import PrometheusClient
 from agent.kpi.spec import ServiceSpec
 from agent.report.model import collect
 from agent.report.periods import PeriodChoice
-from agent.series.store import Group
+from agent.report.schedule import ReportsConfig
+from agent.series.store import Store
 from agent.server.listener import ListenAddress
 from agent.server.protocol import Request, Response
 from agent.server.routes import Route, Server
+from agent.server.routes import render as render_metrics
 from agent.server.webconfig import LiveWebConfig
 
 log = logging.getLogger("agent.report")
 
 CSV = "text/csv; charset=utf-8"
+DELIVERIES = "<!-- deliveries -->"  # where the wallboard shows the schedule's state, filled in when served
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,7 @@ class Scoreboard:
 
         html = "text/html; charset=utf-8"
         return Pages({
-            "/": (render_wallboard(report, self.refresh, self.group_by, "report",
-                                   self.deliveries_html()).encode(), html),
+            "/": (render_wallboard(report, self.refresh, self.group_by, "report", DELIVERIES).encode(), html),
             "/report": (render(report, self.refresh).encode(), html),
             "/summary.csv": (summary_csv(report).encode(), CSV),
             "/history.csv": (history_csv(report).encode(), CSV),
@@ -116,6 +118,8 @@ def routes(board: Scoreboard, extra: Sequence[Route] = ()) -> list[Route]:
             if found is None:
                 return Response.text("not built yet\n", 503)
             body, content_type = found
+            if path == "/":  # the deliveries' state changes between builds: always the current one
+                body = body.replace(DELIVERIES.encode(), board.deliveries_html().encode(), 1)
             response = Response(200, body, content_type)
             response.headers["Cache-Control"] = "no-store"
             return response
@@ -127,11 +131,31 @@ def routes(board: Scoreboard, extra: Sequence[Route] = ()) -> list[Route]:
     return [*(("GET", path, serve_page(path)) for path in PATHS), ("GET", "/-/healthy", healthy), *extra]
 
 
+def metrics_route(store: Store) -> Route:
+    """/metrics of the ui itself: its HTTP server's requests and the scheduled deliveries."""
+    async def handler(request: Request) -> Response:
+        body, headers = await render_metrics(store.snapshot(), request.header("Accept"),
+                                             request.header("Accept-Encoding"))
+        content_type = headers.pop("Content-Type")
+        return Response(200, body, content_type, headers)
+
+    return ("GET", "/metrics", handler)
+
+
 async def serve(board: Scoreboard, listen: ListenAddress, web_config: LiveWebConfig | None = None,
-                background: Sequence[Coroutine[Any, Any, None]] = (), extra: Sequence[Route] = ()) -> None:
+                reports: ReportsConfig | None = None, chromium: str = "") -> None:
     """Serve until SIGTERM or SIGINT, behind the agent's own server protections (TLS, basic auth, rate limit,
-    connection guard) from an exporter-toolkit file. ``background``: coroutines run meanwhile (the schedule)."""
-    server = Server(routes(board, extra), Group("scoreboard"), web_config)
+    connection guard) from an exporter-toolkit file; with the scheduled ``reports`` delivered meanwhile."""
+    store = Store()
+    background: list[Coroutine[Any, Any, None]] = []
+    if reports is not None:
+        from agent.report.delivery import Deliveries
+
+        deliveries = Deliveries(reports, board.specs, board.prometheus_url, board.session, chromium,
+                                store.group("deliveries"))
+        board.deliveries_html = deliveries.status_html
+        background.append(deliveries.run())
+    server = Server(routes(board, [metrics_route(store)]), store.group("scoreboard"), web_config)
     await server.start([listen])
     log.info("scoreboard listening", extra={"listen": str(listen), "prometheus": board.prometheus_url,
                                             "kpis": sum(len(s.kpis) for s in board.specs)})
