@@ -183,6 +183,7 @@ class Line:
     previous: Judged | None = None  # the period before (for a period to date: up to the same point)
     year_ago: Judged | None = None  # the same period a year before
     history: tuple[Judged, ...] = ()  # the last N periods, oldest first, the judged one last
+    exhaustion: float | None = None  # when the error budget runs out at the last day's burn (see budget_exhaustion)
 
 
 def _coverage(present: Sequence[bool]) -> tuple[int | None, int | None]:
@@ -234,6 +235,38 @@ def value_line(group: dict[str, str], sums: Sequence[float | None], counts: Sequ
     value = running_sum / running_count if running_count else None
     first, last = _coverage([c is not None and c > 0 for c in counts])
     return Line(group, value, tuple(per_bucket), tuple(cumulative), first=first, last=last)
+
+
+RECENT_BURN = 86400.0  # the burn that is projected: the last day's
+
+
+def budget_exhaustion(kpi: Kpi, tops: Sequence[float | None], bottoms: Sequence[float | None], period: Period,
+                      ends: float) -> float | None:
+    """When a ratio KPI's error budget runs out if the last day's traffic and failures go on: the moment the
+    failed events of the period so far plus those to come pass the budget's share of all its events. None when
+    that cannot be said (a value KPI, no traffic); minus infinity when it is spent already; infinity when not
+    before ``ends`` (the end of the period)."""
+    if not kpi.is_ratio:
+        return None
+    now = period.end
+    good = math.fsum(t or 0.0 for t, b in zip(tops, bottoms, strict=True) if b is not None)
+    total = math.fsum(b for b in bottoms if b is not None)
+    if total <= 0:
+        return None
+    bad = total - good if kpi.higher_is_better else good
+    recent = [i for i in range(period.buckets) if period.bucket_end(i) > now - RECENT_BURN and bottoms[i] is not None]
+    seconds = now - max(period.start, now - RECENT_BURN)
+    recent_total = math.fsum(bottoms[i] or 0.0 for i in recent)
+    recent_good = math.fsum(tops[i] or 0.0 for i in recent)
+    recent_bad = recent_total - recent_good if kpi.higher_is_better else recent_good
+    allowed = kpi.error_budget * total - bad
+    if allowed <= 0:
+        return -math.inf
+    burning = (recent_bad - kpi.error_budget * recent_total) / seconds if seconds > 0 else 0.0
+    if burning <= 0:
+        return math.inf
+    when = now + allowed / burning
+    return when if when < ends else math.inf
 
 
 def meets(kpi: Kpi, value: float | None) -> bool | None:
@@ -547,11 +580,13 @@ async def _collect_kpi_or_fail(fetch: Fetcher, plan: Plan, spec: ServiceSpec, kp
             tops[-1] = _tail(sums.get("top:tail"), removed["top"], period)
             bottoms[-1] = _tail(sums.get("bottom:tail"), removed["bottom"], period)
         line = ratio_line(kpi, group, tops, bottoms) if kpi.is_ratio else value_line(group, tops, bottoms)
+        runs_out = (budget_exhaustion(kpi, tops, bottoms, period, plan.choice.full(plan.span).end)
+                    if not plan.span.complete or not plan.choice.is_calendar else None)
         current = judged(kpi, plan.span, over(plan.span, "top"), over(plan.span, "bottom"))
         compared = {name: judged(kpi, span, over(span, "top"), over(span, "bottom")) for name, span in spans.items()}
         lines.append(Line(group, current.value, line.per_bucket, line.cumulative, current.budget_remaining,
                           line.budget_curve, line.first, line.last, compared.get("previous"), compared.get("year_ago"),
-                          tuple(compared[f"h{i}"] for i in range(len(plan.history)))))
+                          tuple(compared[f"h{i}"] for i in range(len(plan.history))), runs_out))
     state, note = judge(lines, period)
     shown = tuple(Interval(max(e.start, period.start), min(e.end, period.end), e.text) for e in exclusions
                   if e.end > period.start and e.start < period.end)
@@ -623,7 +658,8 @@ async def _explain_partial(fetch: Fetcher, plan: Plan, result: KpiResult, select
         tops, bottoms = bucketed(series.get("top", []), zoomed), bucketed(series.get("bottom", []), zoomed)
         drawn = ratio_line(kpi, line.group, tops, bottoms) if kpi.is_ratio else value_line(line.group, tops, bottoms)
         lines.append(Line(line.group, line.value, drawn.per_bucket, drawn.cumulative, line.budget_remaining,
-                          drawn.budget_curve, drawn.first, drawn.last, line.previous, line.year_ago, line.history))
+                          drawn.budget_curve, drawn.first, drawn.last, line.previous, line.year_ago, line.history,
+                          line.exhaustion))
     alerts = tuple(Interval(max(a.start, zoomed.start), a.end, a.text) for a in result.alerts if a.end > zoomed.start)
     return _replace(result, lines=tuple(lines), charts=tuple(charts), note=note, data_start=start, period=zoomed,
                     alerts=alerts)
@@ -799,6 +835,17 @@ class Change:
     arrow: str  # ▲ ▼ or = (unchanged at the precision shown)
     text: str  # +0.42 pts, -3.1%
     verdict: str  # good | bad | same
+
+
+def exhaustion_text(line: Line, period: Period) -> str:
+    """The budget's outlook in words: "runs out 2026-12-19 14:00 CET", "not before the period ends", "spent"."""
+    if line.exhaustion is None:
+        return ""
+    if line.exhaustion == math.inf:
+        return "lasts the period at the last day's burn"
+    if line.exhaustion == -math.inf:
+        return "spent"
+    return f"runs out {local_time_text(line.exhaustion, period.tz)} at the last day's burn"
 
 
 def change(kpi: Kpi, now: float | None, before: float | None) -> Change | None:

@@ -189,6 +189,10 @@ class PeriodChoice:
                                                 f"{local_time_text(end, self.tz)}")
         return earlier if span.complete else self._same_elapsed(earlier, span)
 
+    def full(self, span: Span) -> Span:
+        """The whole period ``span`` is part of: a calendar period to date, uncut; a rolling one as it is."""
+        return self.calendar_span(self._first_day(span)) if self.unit is not None else span
+
     def history(self, span: Span, count: int) -> list[Span]:
         """The ``count`` periods ending with ``span``, oldest first: the compliance history."""
         return [*(self.before(span, back) for back in range(count - 1, 0, -1)), span] if count > 0 else []

@@ -18,8 +18,10 @@ from agent.report.model import (
     Judged,
     KpiResult,
     Line,
+    Period,
     Report,
     change,
+    exhaustion_text,
     format_kpi_value,
     format_time,
     meets,
@@ -198,7 +200,7 @@ def _history(report: Report) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
-def _facts(result: KpiResult) -> str:
+def _facts(result: KpiResult, period: Period) -> str:
     kpi = result.kpi
     facts = [("Objective", kpi.objective or "-"), ("Owner", kpi.owner or "-"),
              ("Target", f"{target_text(kpi)} over {format_duration(kpi.window)}")]
@@ -207,6 +209,9 @@ def _facts(result: KpiResult) -> str:
         facts.append(("Value over the period", _value(result, line)))
         if kpi.is_ratio:
             facts.append(("Error budget remaining", _budget(result, line)[0]))
+            outlook = exhaustion_text(line, period)
+            if outlook:
+                facts.append(("Error budget", outlook))
     for line in result.lines if len(result.lines) > 1 else ():
         verdict = {True: "met", False: "missed", None: "no data"}[meets(kpi, line.value)]
         facts.append((", ".join(f"{k}={v}" for k, v in line.group.items()), f"{_value(result, line)} ({verdict})"))
@@ -227,7 +232,7 @@ def _section(report: Report, result: KpiResult) -> str:
              f"{' <small>lower is better</small>' if not kpi.higher_is_better else ''}</h2>"]
     if kpi.description:
         parts.append(f'<p class="description">{escape(kpi.description)}</p>')
-    parts.append(_facts(result))
+    parts.append(_facts(result, report.period))
     if result.note:
         alarming = result.state in (ERROR, NO_DATA)
         parts.append(f'<p class="note{" error" if alarming else ""}">{escape(result.note)}</p>')

@@ -19,8 +19,10 @@ from agent.report.model import (
     NO_DATA,
     KpiResult,
     Line,
+    Period,
     Report,
     change,
+    exhaustion_text,
     format_kpi_value,
     format_time,
     meets,
@@ -100,7 +102,7 @@ def sparkline(values: Sequence[float | None], target: float, label: str) -> str:
             f"{lines}{dots}</svg>")
 
 
-def _tile(result: KpiResult, line: Line | None, report_path: str) -> str:
+def _tile(result: KpiResult, line: Line | None, report_path: str, period: Period) -> str:
     kpi = result.kpi
     verdict = meets(kpi, line.value) if line else None
     state = {True: "met", False: "missed", None: "nodata"}[verdict]
@@ -117,6 +119,9 @@ def _tile(result: KpiResult, line: Line | None, report_path: str) -> str:
     if kpi.is_ratio and line is not None and line.budget_remaining is not None:
         overspent = ' class="overspent"' if line.budget_remaining < 0 else ""
         facts.append(f"budget left <b{overspent}>{escape(format_value(line.budget_remaining, 'ratio'))}</b>")
+        outlook = exhaustion_text(line, period)
+        if outlook and outlook != "spent":
+            facts.append(escape(outlook.replace(" at the last day's burn", "")))
     history = [j for j in (line.history if line else ()) if j.met is not None]
     if history:
         facts.append(f"met {sum(1 for j in history if j.met)} of last {len(history)}")
@@ -136,7 +141,7 @@ def render_wallboard(report: Report, refresh: float | None = None, group_by: str
     for result in report.results:
         key = result.spec.service if group_by == "service" else (result.kpi.owner or "no owner")
         for line in result.lines or (None,):
-            groups.setdefault(key, []).append(_tile(result, line, report_path))
+            groups.setdefault(key, []).append(_tile(result, line, report_path, report.period))
     met, missed, unknown = verdict_counts(report)
     counts = [f"{met} met", f'<span class="missed">{missed} missed</span>' if missed else "0 missed"]
     if unknown:
