@@ -29,12 +29,12 @@ from pathlib import Path
 
 import aiohttp
 
+from agent.kpi.prometheus_api import PrometheusClient
 from agent.kpi.spec import ServiceSpec
-from agent.prometheus_api import PrometheusClient
 from agent.report.model import Report, collect
 from agent.report.periods import local_time_text
 from agent.report.schedule import RETRY_LAST, Delivered, ReportsConfig, Scheduled, Smtp, State
-from agent.store import Group, counter, gauge
+from agent.series.store import Group, counter, gauge
 
 log = logging.getLogger("agent.report")
 

@@ -38,9 +38,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agent import yamlsrc
+from agent.config import values
+from agent.config.fields import Fields
+from agent.config.problems import Report
+from agent.config.yaml import LocatedMap, load_file
 from agent.report.periods import PERIOD_HELP, PeriodChoice, parse_period, zone
-from agent.yamlsrc import Fields, Report
 
 RETRY_FIRST, RETRY_LAST = 30.0, 1800.0  # seconds: a failed delivery is retried after 30s, doubling to 30m
 NAME_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -114,7 +116,7 @@ class ReportsConfig:
 def _cron(value: Any) -> str:
     from cronsim import CronSim, CronSimError
 
-    text = yamlsrc.nonempty_string(value)
+    text = values.nonempty_string(value)
     try:
         CronSim(text, datetime(2026, 1, 1, tzinfo=ZoneInfo("UTC")))
     except CronSimError as exc:
@@ -124,7 +126,7 @@ def _cron(value: Any) -> str:
 
 
 def _address(value: Any) -> str:
-    text = yamlsrc.nonempty_string(value)
+    text = values.nonempty_string(value)
     parsed = getaddresses([text])
     if len(parsed) != 1 or "@" not in parsed[0][1]:
         raise ValueError(f"{text!r} is not an e-mail address")
@@ -136,7 +138,7 @@ def _address(value: Any) -> str:
 
 
 def _hostport(value: Any) -> tuple[str, int]:
-    text = yamlsrc.nonempty_string(value)
+    text = values.nonempty_string(value)
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{text!r} is not host:port (like mail.example.com:587)")
@@ -144,14 +146,14 @@ def _hostport(value: Any) -> tuple[str, int]:
 
 
 def _url(value: Any) -> str:
-    text = yamlsrc.nonempty_string(value)
+    text = values.nonempty_string(value)
     if not text.startswith(("http://", "https://")):
         raise ValueError(f"{text!r} is not an http:// or https:// URL")
     return text
 
 
 def _name(value: Any) -> str:
-    text = yamlsrc.nonempty_string(value)
+    text = values.nonempty_string(value)
     if not set(text) <= NAME_CHARACTERS:
         raise ValueError(f"{text!r} may only contain letters, digits, '_', '-' and '.' (it names a state file)")
     return text
@@ -160,11 +162,11 @@ def _name(value: Any) -> str:
 def _smtp(fields: Fields) -> Smtp | None:
     hostport = fields.get("smarthost", _hostport)
     sender = fields.get("from", _address)
-    username = fields.get("auth_username", yamlsrc.string, "")
-    password_file = fields.get("auth_password_file", yamlsrc.nonempty_string, "")
-    require_tls = fields.get("require_tls", yamlsrc.boolean, True)
-    ca_file = fields.get("ca_file", yamlsrc.nonempty_string, "")
-    hello = fields.get("hello", yamlsrc.nonempty_string, "")
+    username = fields.get("auth_username", values.string, "")
+    password_file = fields.get("auth_password_file", values.nonempty_string, "")
+    require_tls = fields.get("require_tls", values.boolean, True)
+    ca_file = fields.get("ca_file", values.nonempty_string, "")
+    hello = fields.get("hello", values.nonempty_string, "")
     if fields.raw("auth_password") is not None:
         fields.error("auth_password", "keep the password out of the file: auth_password_file")
     if password_file and not os.path.isfile(password_file):
@@ -181,31 +183,31 @@ def _smtp(fields: Fields) -> Smtp | None:
 def _scheduled(fields: Fields, services: set[str], has_smtp: bool) -> Scheduled | None:
     name = fields.get("name", _name)
     schedule = fields.get("schedule", _cron)
-    tz_name = fields.get("time_zone", yamlsrc.nonempty_string, "UTC")
+    tz_name = fields.get("time_zone", values.nonempty_string, "UTC")
     try:
         tz = zone(tz_name or "UTC")
     except ValueError as exc:
         fields.error("time_zone", str(exc))
         tz = ZoneInfo("UTC")
-    period_text = fields.get("period", yamlsrc.nonempty_string)
+    period_text = fields.get("period", values.nonempty_string)
     period = None
     if period_text is not None:
         try:
             period = parse_period(period_text, tz)
         except ValueError as exc:
             fields.error("period", f"{exc}" if "use" in str(exc) else f"{exc}; use {PERIOD_HELP}")
-    history = fields.get("history", yamlsrc.integer, None)
+    history = fields.get("history", values.integer, None)
     if history is not None and not 0 <= history <= 60:
         fields.error("history", "must be between 0 and 60")
-    wanted = fields.get("services", yamlsrc.list_of(yamlsrc.nonempty_string), []) or []
+    wanted = fields.get("services", values.list_of(values.nonempty_string), []) or []
     for unknown in sorted(set(wanted) - services):
         fields.error("services", f"{unknown!r} is not the service of any spec given to ui "
                                  f"(known: {', '.join(sorted(services)) or 'none'})")
     email = webhook = None
     mail = fields.section("email")
     if mail is not None:
-        to = mail.get("to", yamlsrc.list_of(_address), []) or []
-        subject = mail.get("subject", yamlsrc.nonempty_string, "KPI report: {period}")
+        to = mail.get("to", values.list_of(_address), []) or []
+        subject = mail.get("subject", values.nonempty_string, "KPI report: {period}")
         mail.finish()
         if not to:
             mail.report.error(mail.line, mail.field("to"), "give at least one recipient")
@@ -216,7 +218,7 @@ def _scheduled(fields: Fields, services: set[str], has_smtp: bool) -> Scheduled 
     hook = fields.section("webhook")
     if hook is not None:
         url = hook.get("url", _url, "")
-        url_file = hook.get("url_file", yamlsrc.nonempty_string, "")
+        url_file = hook.get("url_file", values.nonempty_string, "")
         link = hook.get("link", _url, "")
         hook.finish()
         if bool(url) == bool(url_file):
@@ -236,11 +238,11 @@ def _scheduled(fields: Fields, services: set[str], has_smtp: bool) -> Scheduled 
 
 def parse_reports(data: Any, file: str, services: set[str]) -> tuple[ReportsConfig | None, Report]:
     report = Report(file)
-    top = Fields(data if data is not None else yamlsrc.LocatedMap(), "", report, 1)
+    top = Fields(data if data is not None else LocatedMap(), "", report, 1)
     smtp_fields = top.section("smtp")
     smtp = _smtp(smtp_fields) if smtp_fields is not None else None
-    directory = top.get("state_directory", yamlsrc.nonempty_string)
-    retry_delay = top.get("retry_delay", yamlsrc.duration, RETRY_FIRST)
+    directory = top.get("state_directory", values.nonempty_string)
+    retry_delay = top.get("retry_delay", values.duration, RETRY_FIRST)
     if retry_delay is not None and not 1 <= retry_delay <= RETRY_LAST:
         top.error("retry_delay", "must be between 1s and 30m")
     scheduled: list[Scheduled] = []
@@ -264,7 +266,7 @@ def parse_reports(data: Any, file: str, services: set[str]) -> tuple[ReportsConf
 
 
 def load_reports(path: str, services: set[str]) -> ReportsConfig:
-    config, report = parse_reports(yamlsrc.load_file(path), path, services)
+    config, report = parse_reports(load_file(path), path, services)
     report.raise_if_errors()
     assert config is not None
     return config

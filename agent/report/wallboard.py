@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from html import escape
 
+from agent.formatting import format_duration
 from agent.kpi.units import format_value
 from agent.report.model import (
     NO_DATA,
@@ -29,7 +30,6 @@ from agent.report.model import (
     target_text,
 )
 from agent.report.render import page_head, verdict_counts
-from agent.yamlsrc import format_duration
 
 CSS = """
 * { box-sizing: border-box; }

@@ -2,11 +2,11 @@
 
 import math
 
-from agent import yamlsrc
+from agent.config.yaml import load_text
 from agent.kpi.spec import parse_spec
 from agent.report.model import budget_exhaustion, plan_period
 
-SPEC, _ = parse_spec(yamlsrc.load_text(
+SPEC, _ = parse_spec(load_text(
     "service: s\nkpis:\n  - {name: a, window: 30d, target: 99%, ratio: {numerator: good, denominator: all}}\n"
     "  - {name: e, window: 30d, target: 5%, higher_is_better: false, ratio: {numerator: bad, denominator: all}}\n"
     "  - {name: v, window: 30d, target: 10, value: up}\n", "s.yaml"), "s.yaml")

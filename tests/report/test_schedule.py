@@ -3,14 +3,14 @@
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from agent import yamlsrc
+from agent.config.yaml import load_text
 from agent.report.schedule import State, parse_reports
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
 def problems(text: str) -> list[str]:
-    config, report = parse_reports(yamlsrc.load_text(text, "reports.yaml"), "reports.yaml", {"shop"})
+    config, report = parse_reports(load_text(text, "reports.yaml"), "reports.yaml", {"shop"})
     return [str(problem) for problem in report.errors]
 
 
@@ -61,7 +61,7 @@ reports:
     period: last-month
     webhook: {{url_file: {tmp_path / 'url'}}}
 """
-    config, report = parse_reports(yamlsrc.load_text(text, str(tmp_path / "reports.yaml")),
+    config, report = parse_reports(load_text(text, str(tmp_path / "reports.yaml")),
                                    str(tmp_path / "reports.yaml"), {"shop"})
     assert report.errors == [] and config is not None
     assert config.state_directory == tmp_path / "state"

@@ -1,7 +1,8 @@
-"""`kpi-agent report` (a file: HTML or PDF) and `kpi-agent ui` (the same page, live).
+"""`kpi-agent report` (a file: the report as HTML or PDF, or its tables as CSV or JSON) and `kpi-agent ui` (the
+wallboard, the report and its exports, live, and the scheduled deliveries): flags in, agent.report does the rest.
 
-matplotlib is imported inside the commands, never at import time: `kpi-agent run` loads this module to
-build its command line and must not pay for plotting.
+Loaded only when one of the two commands runs (the lazy map in agent/cli/__init__.py); matplotlib, Chromium and
+the mail code load later still, inside the commands: `kpi-agent run` pays for none of them.
 """
 
 from __future__ import annotations
