@@ -108,15 +108,6 @@ def one_of(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
-def regex(value: Any) -> re.Pattern[str]:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a regular expression string, got {kind_of(value)}")
-    try:
-        return re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"regular expression {excerpt(value)} does not compile: {exc}") from None
-
-
 def list_of(parse: Callable[[Any], T]) -> Callable[[Any], list[T]]:
     def parse_list(value: Any) -> list[T]:
         if not isinstance(value, list):

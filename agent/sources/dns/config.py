@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.config import values
+from agent.config import regex, values
 from agent.config.fields import Fields
 from agent.formatting import excerpt
 from agent.series.store import gauge
@@ -116,7 +116,7 @@ def _query_name(value: Any) -> str:
 
 
 def _regexes(value: Any) -> tuple[str, ...]:
-    return tuple(p.pattern for p in values.list_of(values.regex)(value))
+    return tuple(p.pattern for p in values.list_of(regex.parse)(value))
 
 
 def _validator(section: Fields | None) -> RecordValidator:

@@ -14,7 +14,6 @@ the query sent (another id or question) fails it (``invalid_response``) instead 
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 import socket
 import ssl
@@ -30,6 +29,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from agent.config import regex as user_regex
 from agent.sources.dns.config import (
     DURATION,
     PHASES,
@@ -65,10 +65,10 @@ class _CompiledValidator:
 
     def __init__(self, section: str, validator: RecordValidator):
         self.section = section
-        self.fail_if_matches = [re.compile(p) for p in validator.fail_if_matches_regexp]
-        self.fail_if_all_match = [re.compile(p) for p in validator.fail_if_all_match_regexp]
-        self.fail_if_not_matches = [re.compile(p) for p in validator.fail_if_not_matches_regexp]
-        self.fail_if_none_matches = [re.compile(p) for p in validator.fail_if_none_matches_regexp]
+        self.fail_if_matches = [user_regex.compile(p) for p in validator.fail_if_matches_regexp]
+        self.fail_if_all_match = [user_regex.compile(p) for p in validator.fail_if_all_match_regexp]
+        self.fail_if_not_matches = [user_regex.compile(p) for p in validator.fail_if_not_matches_regexp]
+        self.fail_if_none_matches = [user_regex.compile(p) for p in validator.fail_if_none_matches_regexp]
 
     def problem(self, records: list[str]) -> str | None:
         """Why these records fail the validation, or None: blackbox's rules, in its order."""

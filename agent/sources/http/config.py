@@ -8,7 +8,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.config import values
+from agent.config import regex, values
 from agent.config.fields import Fields
 from agent.config.validation import metric_name
 from agent.formatting import cut, excerpt
@@ -96,7 +96,7 @@ def _status_codes(value: Any) -> tuple[int, ...]:
 
 
 def _regexes(value: Any) -> tuple[str, ...]:
-    return tuple(p.pattern for p in values.list_of(values.regex)(value))
+    return tuple(p.pattern for p in values.list_of(regex.parse)(value))
 
 
 def jsonpath(value: Any) -> str:

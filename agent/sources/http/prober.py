@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import ssl
 from typing import Any
 
@@ -18,6 +17,7 @@ import aiohttp
 from aiohttp.client_middlewares import ClientHandlerType
 from yarl import URL
 
+from agent.config import regex as user_regex
 from agent.series.store import Group
 from agent.sources.http.client import HttpShared, read_body, tls_options
 from agent.sources.http.config import (
@@ -78,8 +78,8 @@ class HttpProber:
         self.module = module
         self.shared = shared
         self.ssl_context = shared.tls.get(module.tls)
-        self.regexes_fail = [re.compile(p) for p in module.fail_if_body_matches_regexp]
-        self.regexes_need = [re.compile(p) for p in module.fail_if_body_not_matches_regexp]
+        self.regexes_fail = [user_regex.compile(p) for p in module.fail_if_body_matches_regexp]
+        self.regexes_need = [user_regex.compile(p) for p in module.fail_if_body_not_matches_regexp]
         self.json = [CompiledJsonMetric(spec) for spec in module.json_metrics]
         self.json_errors = own.counter(JSON_ERRORS) if self.json else None
         for metric in self.json:

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.config import values
+from agent.config import regex, values
 from agent.config.fields import Fields
 from agent.config.validation import label_name
 from agent.formatting import excerpt
@@ -76,7 +76,7 @@ def module_families(module: TcpModule, where: tuple[int | None, str]) -> list[De
 
 
 def _regex(value: Any) -> str:
-    return values.regex(value).pattern
+    return regex.parse(value).pattern
 
 
 def _bytes(value: Any) -> bytes:
@@ -120,7 +120,7 @@ def _parse_step(fields: Fields, reserved: frozenset[str]) -> QueryStep:
 
 def _check_template(fields: Fields, key: str, template: str, pattern: str) -> None:
     """A $1 / ${name} beyond what the regexp captures expands to nothing in Go; here it is a mistake to say."""
-    compiled = re.compile(pattern)
+    compiled = regex.compile(pattern)
     for found in re.finditer(r"\$(?:\{([a-zA-Z0-9_]+)\}|([a-zA-Z0-9_]+))", template):
         name = found.group(1) or found.group(2)
         if name.isdigit() and int(name) > compiled.groups or not name.isdigit() and name not in compiled.groupindex:

@@ -6,9 +6,10 @@ series. A target that accepts and never answers is held by the attempt's deadlin
 from __future__ import annotations
 
 import asyncio
-import re
 import ssl
 
+from agent.config import regex as user_regex
+from agent.config.regex import Match, Regex
 from agent.discovery.relabel import expand
 from agent.formatting import excerpt
 from agent.sources.probe.failures import TARGET_FAULTS
@@ -26,7 +27,7 @@ class TcpProber:
     def __init__(self, module: TcpModule, ssl_context: ssl.SSLContext | None):
         self.module = module
         self.ssl_context = ssl_context
-        self.steps = [(step, re.compile(step.expect) if step.expect is not None else None)
+        self.steps = [(step, user_regex.compile(step.expect) if step.expect is not None else None)
                       for step in module.query_response]
         self.expect_info = expect_info(module) if module.expect_labels else None
 
@@ -47,7 +48,7 @@ class TcpProber:
         finally:
             writer.transport.abort()  # nothing more to say: no lingering close on a dead or silent target
 
-    async def _step(self, step: QueryStep, pattern: re.Pattern[str] | None, reader: asyncio.StreamReader,
+    async def _step(self, step: QueryStep, pattern: Regex | None, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter, result: ProbeResult, server_name: str) -> None:
         send = step.send
         if pattern is not None:
@@ -56,9 +57,9 @@ class TcpProber:
             if match is None:
                 raise ProbeFailed("expect_regex",
                                   f"the connection ended before a line matched {excerpt(pattern.pattern)}")
-            send = expand(send, match)
+            send = expand(send, match, pattern)
             if step.labels and self.expect_info is not None:
-                values = dict((name, expand(template, match)) for name, template in step.labels)
+                values = dict((name, expand(template, match, pattern)) for name, template in step.labels)
                 result.info(self.expect_info, tuple(values.get(name, "") for name in self.module.expect_labels))
         if step.expect_bytes is not None:
             expected = step.expect_bytes
@@ -84,7 +85,7 @@ class TcpProber:
         return None
 
 
-async def _expect(pattern: re.Pattern[str], reader: asyncio.StreamReader) -> re.Match[str] | None:
+async def _expect(pattern: Regex, reader: asyncio.StreamReader) -> Match | None:
     """Read lines until one matches (None: the connection ended first), as Go's bufio.Scanner splits them:
     without the newline and a carriage return before it."""
     while True:
