@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -26,14 +25,8 @@ from agent.series.store import Group
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.journal.config import JournalSourceConfig
 from agent.sources.logs.config import EXPIRED, SKIPPED
-from agent.sources.logs.pipeline import (
-    EXPIRY_EVERY,
-    BatchResult,
-    LineCounts,
-    Pipeline,
-    drop_too_long,
-    json_objects,
-)
+from agent.sources.logs.fields import BatchResult, json_objects
+from agent.sources.logs.pipeline import EXPIRY_EVERY, LineCounts, Pipeline, drop_too_long
 from agent.sources.logs.positions import positions_of
 
 log = logging.getLogger(__name__)
@@ -119,6 +112,8 @@ class JournalSource(Source[JournalSourceConfig]):
 
     async def _follow(self) -> str:
         """Run journalctl until it exits (or the source is cancelled); returns why it stopped."""
+        import shutil  # with bz2 and lzma: not for an agent without a journal source
+
         journalctl = shutil.which("journalctl")
         if journalctl is None:
             return "journalctl not found (Debian package systemd)"
@@ -141,7 +136,8 @@ class JournalSource(Source[JournalSourceConfig]):
             if process.returncode is None:
                 process.terminate()
                 try:
-                    await asyncio.wait_for(process.wait(), 5)
+                    async with asyncio.timeout(5):
+                        await process.wait()
                 except TimeoutError:
                     process.kill()
                     await process.wait()
@@ -156,8 +152,13 @@ class JournalSource(Source[JournalSourceConfig]):
         skipping = False  # inside a line longer than max_line_bytes: drop up to its newline
         limit = self.config.max_line_bytes
         while True:
-            try:  # a journal gone quiet still has its label sets expire
-                data = await asyncio.wait_for(stdout.read(CHUNK_BYTES), EXPIRY_EVERY)
+            # A journal gone quiet still has its label sets expire. Not wait_for(): on Python 3.11 it returns the
+            # read's result when the read ends (journalctl killed by the SIGTERM that stops the agent) just as
+            # the task is cancelled, and the cancellation is lost: the source restarted journalctl and the agent
+            # never stopped. asyncio.timeout() runs the read in this task, so a cancellation always arrives.
+            try:
+                async with asyncio.timeout(EXPIRY_EVERY):
+                    data = await stdout.read(CHUNK_BYTES)
             except TimeoutError:
                 self.pipeline.expire(time.monotonic())
                 continue

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -15,10 +16,11 @@ from agent.config.problems import ConfigError
 from agent.config.yaml import load_text
 from agent.series.store import Store
 from agent.sources.journal.source import journalctl_command
-from tests.helpers import Exposition, build_source, render_store, scrape, use_positions, wait_until
+from tests.helpers import Exposition, build_source, free_port, render_store, scrape, use_positions, wait_until
 from tests.sources.journal.conftest import entry
 from tests.tools import require_tool
 
+RETRY_SECONDS_IN_TESTS = 0.2  # the conftest's fast_retry
 BY_UNIT = ("      - {name: journal_entries_total, type: counter,"
            " labels: [{unit: _SYSTEMD_UNIT}, {priority: PRIORITY}]}\n")
 
@@ -238,6 +240,65 @@ def test_sigkill_then_restart_loses_and_doubles_nothing(journal, tmp_path, start
     time.sleep(0.5)
     assert entries(base, "6") is None  # nothing before the saved cursor was read again
     assert entries(base, "3") == 7
+
+
+async def test_stopping_as_journalctl_dies_of_the_same_signal_stops_the_source(journal, context, monkeypatch):
+    """Issue 18.6: SIGTERM to the process group kills journalctl and stops the agent at once. The source's task
+    is cancelled in the loop iteration in which journalctl's output ends: the cancellation must not be lost
+    (asyncio.wait_for on Python 3.11 returned the read's empty result instead, and the source restarted
+    journalctl and ran on)."""
+    started: list[asyncio.subprocess.Process] = []
+    spawn = asyncio.create_subprocess_exec
+
+    async def recorded(*args, **kwargs):
+        started.append(await spawn(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", recorded)
+    journal.write(entry())
+    run = Running(journal_config(journal.directory), context)
+    await run.wait(lambda: run.count("kpi_agent_log_lines_total") == 1)
+    journalctl = started[0]
+    loop = asyncio.get_running_loop()
+    cancelled = loop.create_future()
+
+    def cancel_once_output_ends() -> None:  # checked once per loop iteration
+        if journalctl.stdout.at_eof():
+            run.task.cancel()
+            cancelled.set_result(None)
+        else:
+            loop.call_soon(cancel_once_output_ends)
+
+    journalctl.send_signal(signal.SIGTERM)
+    loop.call_soon(cancel_once_output_ends)
+    await cancelled
+    done, _ = await asyncio.wait([run.task], timeout=RETRY_SECONDS_IN_TESTS * 10)
+    assert done, "the source ignored its cancellation"
+    assert len(started) == 1, "journalctl was started again after the source was cancelled"
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_stops_the_agent_every_time(journal, tmp_path):
+    """The whole group signalled, as a service manager or a terminal does: journalctl dies of the signal while
+    the agent stops; every one of several rounds must end within seconds."""
+    config = tmp_path / "agent.yaml"
+    config.write_text(journal_config(journal.directory))
+    journal.write(*[entry()] * 5)
+    for _ in range(5):
+        port = free_port()
+        agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config.file", str(config),
+                                  "--web.listen-address", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
+            wait_until(lambda url=url: scrape(url).value("journal_entries_total", unit="nginx.service",
+                                                         priority="6") == 5, what="entries counted")
+            os.killpg(agent.pid, signal.SIGTERM)
+            assert agent.wait(timeout=15) == 0
+        finally:
+            if agent.poll() is None:
+                os.killpg(agent.pid, signal.SIGKILL)
+                agent.wait()
 
 
 def test_the_journalctl_command_follows_what_the_config_selects():
