@@ -22,13 +22,15 @@ file (one inode), so a record never joins lines of two files across a rotation.
 from __future__ import annotations
 
 import json
-import re
 from collections import deque
 from dataclasses import dataclass, field
 
 from agent.sources.logs.config import DEFAULT_MULTILINE_TIMEOUT, Multiline
 
-HOLD_FACTOR = 8  # what is held back is cut at this many times max_line_bytes: the head is completed as it is
+# What is held back is cut at this many times max_line_bytes: the head is completed as it is. A head cut off
+# while too long (a "P" run with no end) keeps dropping its stream's pieces up to its last: one record, counted
+# once as too long.
+HOLD_FACTOR = 8
 _CRI_STREAMS = ("stdout", "stderr")
 
 
@@ -92,13 +94,14 @@ PARSERS = {None: _plain, "cri": _cri, "docker": _docker}
 class Framer:
     def __init__(self, container: str | None, multiline: Multiline | None, max_bytes: int):
         self._parse = PARSERS[container]
-        self._start = re.compile(multiline.start).search if multiline else None
+        self._start = multiline.start.search if multiline else None
         self._max_lines = multiline.max_lines if multiline else 1
         self.timeout = multiline.timeout if multiline else DEFAULT_MULTILINE_TIMEOUT
         self._max_bytes = max_bytes
         self._queue: deque[_Entry] = deque()
         self._pieces: dict[str, _Entry] = {}  # per stream: a line whose pieces are still coming (container)
         self._records: dict[str, _Entry] = {}  # per stream: a multi-line record that may still continue
+        self._dropping: set[str] = set()  # streams whose current record was cut off held back: drop its pieces
         self._end = 0  # offset just after the last line fed
 
     @property
@@ -135,6 +138,7 @@ class Framer:
             entry.done = True
         self._pieces.clear()
         self._records.clear()
+        self._dropping.clear()
         return self._release()
 
     def _line(self, raw: bytes, begin: int, now: float) -> None:
@@ -146,6 +150,10 @@ class Framer:
             self._queue.append(_Entry(begin, now, bad="malformed"))
             return
         stream, complete, content = parsed
+        if stream in self._dropping:  # the rest of a record already counted as too long
+            if complete:
+                self._dropping.discard(stream)
+            return
         entry = self._pieces.get(stream)
         if entry is None:
             entry = _Entry(begin, now)
@@ -203,9 +211,12 @@ class Framer:
                 if self._end - head.begin <= HOLD_FACTOR * self._max_bytes:
                     break
                 head.done = True  # a head that never completes must not hold back an unbounded tail
-                for waiting in (self._pieces, self._records):
-                    for stream in [s for s, entry in waiting.items() if entry is head]:
-                        del waiting[stream]
+                for stream in [s for s, entry in self._pieces.items() if entry is head]:
+                    del self._pieces[stream]
+                    if head.bad == "too_long":  # its pieces still to come belong to it: counted once
+                        self._dropping.add(stream)
+                for stream in [s for s, entry in self._records.items() if entry is head]:
+                    del self._records[stream]
             queue.popleft()
             if head.bad == "malformed":
                 framed.malformed += 1

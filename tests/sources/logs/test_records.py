@@ -143,6 +143,27 @@ async def test_cri_partial_lines_are_joined_per_stream_and_labelled_by_pod(tmp_p
     await run.stop()
 
 
+async def test_a_partial_run_without_end_is_one_record_too_long(tmp_path, context):
+    """Issue 18.8: a CRI stream writing "P" pieces that never end is one record too long, counted once, not
+    once per stretch of it held back; the other stream and what follows the run still count."""
+    log = tmp_path / POD_LOG
+    log.parent.mkdir(parents=True)
+    piece = "x" * 1000
+    append(log, *[cri("stdout", "P", piece) for _ in range(100)],  # 100 KB in one record, 100x max_line_bytes
+           cri("stderr", "F", '{"status": 404, "path": "/err"}'))
+    run = Running(container_config(str(tmp_path / "var/log/pods/*/*/*.log"), extra="    max_line_bytes: 1KiB\n"),
+                  context)
+    await run.wait(lambda: run.count("kpi_agent_log_lines_total") == 101)
+    append(log, *[cri("stdout", "P", piece) for _ in range(50)], cri("stdout", "F", "end"),
+           cri("stdout", "F", '{"status": 200, "path": "/a"}'))
+    await run.wait(lambda: run.count("kpi_agent_log_lines_total") == 153)
+    await run.wait(lambda: run.count("kpi_agent_log_records_total") == 2)
+    assert run.count("kpi_agent_log_lines_too_long_total") == 1
+    assert {(s.labels["status"], s.labels["path"]): s.value for s in run.page().find("http_requests_total")} == {
+        ("200", "/a"): 1, ("404", "/err"): 1}
+    await run.stop()
+
+
 async def test_docker_json_file_partial_lines(tmp_path, context):
     log = tmp_path / "c.log"
     pieces = (('{"status": 200, "path": "/a"}\n', "stdout"), ('{"status": 50', "stdout"),
