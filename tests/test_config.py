@@ -132,7 +132,8 @@ def test_names_the_agent_or_another_kind_exports_are_refused():
            "source exports" in problems
     assert ("agent.yaml:10: logs[0].metrics[3].name: h_bucket would expose h_bucket, which the histogram h exposes "
             "too") in problems
-    assert "agent.yaml:11: logs[0].metrics[4].name: kpi_agent_* names are the agent's own" in problems
+    assert "agent.yaml:11: logs[0].metrics[4].name: 'kpi_agent_log_lines_total' clashes with the agent's own " \
+           "metric names (kpi_agent_*, probe_*, probes_*)" in problems
     assert any(p.startswith("agent.yaml:12: logs[0].metrics[5].name: _total is the suffix of counters")
                for p in problems)
 

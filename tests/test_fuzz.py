@@ -24,7 +24,8 @@ from agent.config.problems import ConfigError
 from agent.config.yaml import load_text
 from agent.series.store import Store
 from agent.sources.logs.config import EXPIRED, SKIPPED
-from agent.sources.logs.pipeline import BatchResult, Pipeline, _json_object
+from agent.sources.logs.fields import BatchResult, json_object
+from agent.sources.logs.pipeline import Pipeline
 from tests.helpers import render_store
 from tests.sources.logs.conftest import NGINX_PATTERN, parse
 
@@ -185,14 +186,16 @@ def test_random_access_log_lines(batches):
 
 
 # The fast paths must count exactly what line by line counts: a whole chunk matched by one findall(), and a
-# chunk of JSON lines parsed as one document. Patterns with optional groups, lookarounds, flags, verbose
-# comments and newline-eating classes; lines with quotes, brackets and carriage returns.
+# chunk of JSON lines parsed as one document. Patterns with optional groups, flags, a run that gives back
+# characters, newline-eating classes and patterns that only RE2 runs; lines with quotes, brackets and carriage
+# returns.
 PATTERNS = [NGINX_PATTERN.replace("(?P<method>", "(?P<a>").replace("(?P<rt>", "(?P<b>"),
             r"(?P<a>\w+)?-(?P<b>\d*)", r"(?i)(?P<a>get|post) (?P<b>\S+)",
-            r"(?x) (?P<a>\w+) \s+ (?P<b>\w+)  # a comment at the end", r'(?P<a>[^"]*)"(?P<b>[^"]*)"',
-            r"(?P<a>\w+)(?=\s)(?P<b>\s\w*)", r"(?s)(?P<a>.)(?P<b>.*)", r"\A(?P<a>\w)(?P<b>\w*)\Z",
-            r"^(?P<a>x|y)?(?P<b>\d+)$", r"(?P<a>\w+)\s+(?P<b>\S+)", r"(?P<x>\w)(?P=x)(?P<a>\w*) (?P<b>\S*)",
-            r"(?P<u>[ab])?(?P<a>\w+)(\s)(?P<b>\w+)\2?"]
+            r"(?U)(?P<a>\w+)\s+(?P<b>\w*)", r'(?P<a>[^"]*)"(?P<b>[^"]*)"',
+            r"(?P<a>\w+)(?P<b>\s\w*)", r"(?s)(?P<a>.)(?P<b>.*)", r"\A(?P<a>\w)(?P<b>\w*)\z",
+            r"^(?P<a>x|y)?(?P<b>\d+)$", r"(?P<a>\w+)\s+(?P<b>\S+)", r"(?P<x>\w)(?P<a>\w*) (?P<b>\S*)",
+            r"(?P<u>[ab])?(?P<a>\w+)(\s)(?P<b>\w+)\s?", r"(?P<a>.*) (?P<b>[0-9.]+)$", r"(?P<a>[^x]*)x(?P<b>\d*)",
+            r"(?P<a>(?:a+)+)(?P<b>\d*)$"]
 FIELD_LINES = st.lists(st.one_of(st.text(alphabet="ab xy-019\"\t\r[]{},:", max_size=20), REGEX_LINES,
                                  st.sampled_from(["", "\r", "x\r", "get /a", "POST /b c", "a-", "-1", "x1", "y22"])),
                        max_size=30).map(lambda lines: [line.replace("\n", " ") for line in lines])
@@ -235,19 +238,30 @@ def _data(store: Store) -> list[tuple[str, dict[str, str], float]]:
 @FUZZ
 @given(st.lists(st.lists(st.one_of(JSON_LINES, st.sampled_from(
     ['{"a": 1}, {"b": 2}', '{"a": 1}\t,{"b": 2}', '{"a": [1', '2]}', '{"a": {"b": 1', '}}', '{"x": "a',
-     'b"}', '[{"y": 2}]', '{"s": "}\\n,{"}', '{"depth": 1}'])),
+     'b"}', '[{"y": 2}]', '{"s": "}\\n,{"}', '{"depth": 1}', '{"level": 123456789012345678901234567890}',
+     '{"status": -9223372036854775809, "bytes": 1e400}', '{"level": "\\ud800"}', '{"took": NaN}'])),
     max_size=12), min_size=1, max_size=3))
 def test_a_chunk_of_json_parsed_at_once_counts_what_line_by_line_counts(batches):
+    """Text lines at once (json_objects), bytes as read at once (json_chunk, msgspec), and line by line."""
     (chunked_store, chunked), (lines_store, by_line) = _both("", "json")
+    (bytes_store, from_bytes), _ = _both("", "json")
     for lines in batches:
         lines = [line.replace("\n", " ") for line in lines]
+        try:
+            data = "".join(line + "\n" for line in lines).encode()
+        except UnicodeEncodeError:  # a lone surrogate: no file holds it
+            data = None
+        as_read = from_bytes.process_json_chunk(data) if data else None
+        if as_read is None:
+            as_read = from_bytes.process(lines)
         at_once = chunked.process(lines)
+        assert (as_read.lines, as_read.malformed) == (at_once.lines, at_once.malformed)
         one_by_one = BatchResult(lines=len(lines))
-        objects = [fields for fields in map(_json_object, lines) if fields is not None]
+        objects = [fields for fields in map(json_object, lines) if fields is not None]
         one_by_one.malformed = len(lines) - len(objects)
         by_line._aggregate(by_line._columns(objects), len(objects), ())
         assert (at_once.lines, at_once.malformed) == (one_by_one.lines, one_by_one.malformed)
-    assert _data(chunked_store) == _data(lines_store)
+    assert _data(chunked_store) == _data(lines_store) == _data(bytes_store)
 
 
 def test_json_lines_that_only_parse_together_are_each_malformed():

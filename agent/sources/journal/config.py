@@ -9,6 +9,7 @@ from typing import Any
 
 from agent.config import values as config_values
 from agent.config.fields import Fields
+from agent.config.regex import Regex
 from agent.formatting import excerpt
 from agent.series.store import DEFAULT_MAX_SERIES
 from agent.sources.logs.config import (
@@ -32,7 +33,7 @@ class JournalSourceConfig:
     matches: tuple[tuple[str, tuple[str, ...]], ...] = ()  # field -> values: one of the values, for every field
     start_at: str = "end"
     format: str | None = None  # how MESSAGE becomes fields; None: the entry's fields only
-    pattern: str | None = None
+    pattern: Regex | None = None
     max_series_per_metric: int = DEFAULT_MAX_SERIES
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     labels: dict[str, str] = field(default_factory=dict)
@@ -88,5 +89,5 @@ def parse_journal_source(fields: Fields) -> JournalSourceConfig | None:
     if name is None or (fmt == "regex" and compiled is None) or (fields.has("format") and fmt is None):
         return None
     return JournalSourceConfig(name, directory, tuple(files), tuple(units), matches, start_at, fmt,
-                               compiled.pattern if compiled else None, limit, max_line, static, metrics,
+                               compiled, limit, max_line, static, metrics,
                                (fields.line_of("name"), fields.field("name")))

@@ -7,9 +7,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.config import regex
 from agent.config import values as config_values
 from agent.config.fields import Fields
-from agent.config.validation import label_name, metric_name
+from agent.config.regex import Regex, Template
+from agent.config.validation import family_problems, label_name, metric_name
 from agent.formatting import excerpt
 from agent.series.store import DEFAULT_BUCKETS, DEFAULT_MAX_SERIES, FamilySpec, counter, gauge, histogram
 from agent.sources.base import DeclaredFamily
@@ -26,11 +28,11 @@ DEFAULT_MULTILINE_TIMEOUT = 1.0  # seconds without a new line before a pending r
 
 @dataclass(frozen=True)
 class Rewrite:
-    """``regex`` replaced by ``template`` (a ``re.sub`` template) in every value of ``label``."""
+    """Every match of ``regex`` in the values of ``label`` replaced by ``template`` (``$1``, ``${name}``)."""
 
     label: str
-    regex: str
-    template: str
+    regex: Regex
+    template: Template
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class LogMetric:
     labels: tuple[str, ...] = ()  # label names the metric sets from fields
     fields: tuple[str, ...] = ()  # the field each label reads, in the same order
     value: str | None = None  # field whose number is added/observed/set; None = count records
-    match: dict[str, str] = field(default_factory=dict)  # field -> regex (full match)
+    match: dict[str, Regex] = field(default_factory=dict)  # field -> regex (full match)
     buckets: tuple[float, ...] = ()
     rewrite: tuple[Rewrite, ...] = ()  # applied in order, once per distinct label value
     values: dict[str, float] = field(default_factory=dict)  # words in the value field -> their number
@@ -60,7 +62,7 @@ class LogMetric:
 
 @dataclass(frozen=True)
 class Multiline:
-    start: str  # a record starts at a line this regex finds (re.search); other lines continue it
+    start: Regex  # a record starts at a line this regex finds (search); other lines continue it
     max_lines: int = DEFAULT_MAX_LINES
     timeout: float = DEFAULT_MULTILINE_TIMEOUT
 
@@ -70,7 +72,7 @@ class LogSourceConfig:
     name: str
     paths: tuple[str, ...]
     format: str = "regex"
-    pattern: str | None = None
+    pattern: Regex | None = None
     start_at: str = "end"
     max_series_per_metric: int = DEFAULT_MAX_SERIES
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
@@ -139,17 +141,15 @@ def _buckets(value: Any) -> tuple[float, ...]:
     return tuple(bounds)
 
 
-def _match(value: Any) -> dict[str, str]:
+def _match(value: Any) -> dict[str, Regex]:
     if not isinstance(value, dict):
         raise ValueError("expected a mapping of field names to regular expressions")
     result = {}
     for name, pattern in value.items():
-        try:
-            re.compile(str(pattern))
-        except re.error as exc:
-            raise ValueError(f"{excerpt(name)}: regular expression {excerpt(pattern)} does not compile: "
-                             f"{exc}") from None
-        result[str(name)] = str(pattern)
+        try:  # {status: 500} means the text 500, as a number in YAML
+            result[str(name)] = regex.parse(str(pattern) if isinstance(pattern, (int, float)) else pattern)
+        except ValueError as exc:
+            raise ValueError(f"{excerpt(name)}: {exc}") from None
     return result
 
 
@@ -173,33 +173,6 @@ def _label(value: Any) -> tuple[str, str]:
                          f"{{my_label: {source}}}") from None
 
 
-_TEMPLATE_RE = re.compile(r"\$(?:(\$)|\{([^{}]*)\}|([a-zA-Z0-9_]+))?")
-
-
-def replacement_template(replacement: str, compiled: re.Pattern[str]) -> str:
-    """A ``re.sub`` template for a replacement written as in Prometheus relabelling and Go's regexp: ``$1``,
-    ``${1}``, ``$name``, ``${name}``, ``$$`` for a dollar. A reference to no group of the regex is an error
-    (Go would silently insert nothing)."""
-    parts, position = [], 0
-    for found in _TEMPLATE_RE.finditer(replacement):
-        parts.append(replacement[position:found.start()].replace("\\", "\\\\"))
-        position = found.end()
-        reference = found.group(2) if found.group(2) is not None else found.group(3)
-        if found.group(1) or reference is None:  # "$$", or a "$" not followed by a name: a dollar
-            parts.append("$")
-            continue
-        if reference.isdigit():
-            if int(reference) > compiled.groups:
-                raise ValueError(f"${reference} refers to group {int(reference)}, but the regex has "
-                                 f"{compiled.groups} group{'s' if compiled.groups != 1 else ''}")
-        elif reference not in compiled.groupindex:
-            hint = " (write ${1}x for group 1 followed by x)" if reference[:1].isdigit() else ""
-            raise ValueError(f"{excerpt('$' + reference)} names no group of the regex{hint}")
-        parts.append(f"\\g<{int(reference) if reference.isdigit() else reference}>")
-    parts.append(replacement[position:].replace("\\", "\\\\"))
-    return "".join(parts)
-
-
 def _word(key: Any) -> str:
     return ("true" if key else "false") if isinstance(key, bool) else str(key)
 
@@ -218,7 +191,7 @@ def _values(value: Any) -> dict[str, float]:
 
 def _parse_rewrite(item: Fields, labels: tuple[str, ...]) -> Rewrite | None:
     label = item.get("label", label_name)
-    compiled = item.get("regex", config_values.regex)
+    compiled = item.get("regex", regex.parse)
     replacement = item.get("replacement", config_values.string)
     item.finish()
     if label is not None and label not in labels:
@@ -227,70 +200,90 @@ def _parse_rewrite(item: Fields, labels: tuple[str, ...]) -> Rewrite | None:
     if label is None or compiled is None or replacement is None:
         return None
     try:
-        template = replacement_template(replacement, compiled)
+        template = regex.template(replacement, compiled)
     except ValueError as exc:
         item.error("replacement", str(exc))
         return None
-    return Rewrite(label, compiled.pattern, template)
+    return Rewrite(label, compiled, template)
 
 
-def _parse_metric(item: Fields, fields_known: set[str] | None, reserved: set[str],
-                  file_labels: tuple[str, ...]) -> LogMetric | None:
+@dataclass
+class _Draft:
+    """A metric item as written, before its checks."""
+
+    name: str | None
+    kind: str | None
+    help: str | None
+    pairs: list[tuple[str, str]]  # (label, field)
+    value: str | None
+    match: dict[str, Regex]
+    buckets: tuple[float, ...] | None
+    words: dict[str, float]
+    expire_after: float | None
+    rewrites: list[Rewrite | None]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(label for label, _ in self.pairs)
+
+
+def _read_metric(item: Fields) -> _Draft:
     name = item.get("name", metric_name)
     kind = item.get("type", config_values.one_of("counter", "gauge", "histogram"))
-    help_text = item.get("help", config_values.string, None)
     pairs = item.get("labels", config_values.list_of(_label), []) or []
     labels = tuple(label for label, _ in pairs)
-    value = item.get("value", config_values.nonempty_string, None)
-    match = item.get("match", _match, {}) or {}
     buckets = item.get("buckets", _buckets, None) if item.has("buckets") else None
-    words = item.get("values", _values, {}) or {}
-    expire_after = item.get("expire_after", config_values.duration, None)
-    rewrites = [_parse_rewrite(Fields(raw, path, item.report, line), labels)
-                for raw, path, line in item.items("rewrite")]
-    if kind == "histogram":
-        if value is None and not item.has("value"):
-            item.report.error(item.line, item.field("value"), "a histogram needs value: the field it observes")
-        if buckets is None and not item.has("buckets"):
-            buckets = DEFAULT_BUCKETS
-    elif item.has("buckets"):
+    if kind == "histogram" and buckets is None and not item.has("buckets"):
+        buckets = DEFAULT_BUCKETS
+    return _Draft(name, kind, item.get("help", config_values.string, None), pairs,
+                  item.get("value", config_values.nonempty_string, None), item.get("match", _match, {}) or {}, buckets,
+                  item.get("values", _values, {}) or {}, item.get("expire_after", config_values.duration, None),
+                  [_parse_rewrite(Fields(raw, path, item.report, line), labels)
+                   for raw, path, line in item.items("rewrite")])
+
+
+def _check_value(item: Fields, draft: _Draft, file_labels: tuple[str, ...]) -> None:
+    """What the metric's type asks of value, buckets, values and expire_after."""
+    if draft.kind == "histogram" and draft.value is None and not item.has("value"):
+        item.report.error(item.line, item.field("value"), "a histogram needs value: the field it observes")
+    if draft.kind != "histogram" and item.has("buckets"):
         item.error("buckets", "only histograms have buckets")
-    if kind == "gauge" and value is None and not item.has("value"):
+    if draft.kind == "gauge" and draft.value is None and not item.has("value"):
         item.report.error(item.line, item.field("value"), "a gauge needs value: the field whose last value it shows")
-    if words and not item.has("value"):
+    if draft.words and not item.has("value"):
         item.error("values", "maps the words of the value field to numbers: set value too")
-    if expire_after is not None and not labels and not file_labels:
+    if draft.expire_after is not None and not draft.labels and not file_labels:
         item.error("expire_after", "a metric without labels has one series, which never expires")
-    if name and kind == "counter" and not name.endswith("_total"):
-        item.error("name", f"counter names end in _total: {name}_total")
-    if name and kind == "histogram" and name.endswith(("_bucket", "_sum", "_count")):
-        item.error("name", "a histogram's name must not end in _bucket, _sum or _count")
-    if name and kind == "gauge" and name.endswith("_total"):
-        item.error("name", "_total is the suffix of counters: use type: counter, or another name")
-    if name and name.startswith("kpi_agent_"):
-        item.error("name", "kpi_agent_* names are the agent's own")
-    for index, label in enumerate(labels):
-        if label in labels[:index]:
-            item.error("labels", f"label {label!r} is given twice")
-        elif label in file_labels:
-            item.error("labels", f"{label!r} is set by the source from the file's path")
-        elif label in reserved or label == "le":
-            item.error("labels", f"{label!r} is reserved" + (" (a static label of the source)" if label in reserved
-                                                                and label != IDENTITY_LABEL else ""))
+
+
+def _check_fields(item: Fields, draft: _Draft, fields_known: set[str]) -> None:
+    """Every field the metric reads is a named group of the pattern."""
+    used = (("labels", [source for _, source in draft.pairs]), ("value", [draft.value] if draft.value else []),
+            ("match", list(draft.match)))
+    for key, names in used:
+        for name_used in names:
+            if name_used not in fields_known:
+                item.error(key, f"{name_used!r} is not a named group of the pattern "
+                                f"(groups: {', '.join(sorted(fields_known)) or 'none'})")
+
+
+def _parse_metric(item: Fields, fields_known: set[str] | None, reserved: dict[str, str],
+                  file_labels: tuple[str, ...]) -> LogMetric | None:
+    """One item of ``metrics``: read, then checked (its value, its family's name and labels, its fields)."""
+    draft = _read_metric(item)
+    _check_value(item, draft, file_labels)
+    if draft.name is not None and draft.kind is not None:
+        for key, message in family_problems(draft.name, draft.kind, draft.labels, reserved):
+            item.error(key, message)
     if fields_known is not None:
-        used = (("labels", [source for _, source in pairs]), ("value", [value] if value else []),
-                ("match", list(match)))
-        for key, names in used:
-            for name_used in names:
-                if name_used not in fields_known:
-                    item.error(key, f"{name_used!r} is not a named group of the pattern "
-                                    f"(groups: {', '.join(sorted(fields_known)) or 'none'})")
+        _check_fields(item, draft, fields_known)
     item.finish()
-    if name is None or kind is None or (kind == "histogram" and (value is None or buckets is None)):
+    if draft.name is None or draft.kind is None or (draft.kind == "histogram" and (draft.value is None or
+                                                                                     draft.buckets is None)):
         return None
-    return LogMetric(name, kind, help_text or f"{name} counted from logs", labels,
-                     tuple(source for _, source in pairs), value, match, tuple(buckets or ()),
-                     tuple(r for r in rewrites if r is not None), words, expire_after,
+    return LogMetric(draft.name, draft.kind, draft.help or f"{draft.name} counted from logs", draft.labels,
+                     tuple(source for _, source in draft.pairs), draft.value, draft.match, tuple(draft.buckets or ()),
+                     tuple(r for r in draft.rewrites if r is not None), draft.words, draft.expire_after,
                      (item.line_of("name"), item.field("name")))
 
 
@@ -302,7 +295,10 @@ def parse_metrics(fields: Fields, known: set[str] | None, static: dict[str, str]
     seen: set[str] = set()
     for item, path, line in fields.items("metrics"):
         entry = Fields(item, path, fields.report, line)
-        metric = _parse_metric(entry, known, {IDENTITY_LABEL, *static}, file_labels) if entry.ok else None
+        reserved = {IDENTITY_LABEL: "is set by the agent to the source name",
+                    **{label: "is a static label of the source" for label in static},
+                    **{label: "is set by the source from the file's path" for label in file_labels}}
+        metric = _parse_metric(entry, known, reserved, file_labels) if entry.ok else None
         if metric and metric.name in seen:
             fields.report.error(line, f"{path}.name", f"{metric.name!r} is defined twice")
         elif metric:
@@ -330,10 +326,10 @@ def parse_max_line_bytes(fields: Fields) -> int:
     return max_line
 
 
-def parse_format(fields: Fields, default: str | None) -> tuple[str | None, re.Pattern[str] | None]:
+def parse_format(fields: Fields, default: str | None) -> tuple[str | None, Regex | None]:
     """``format`` and ``pattern``: how a record's text becomes fields. None: no format (journal fields only)."""
     fmt = fields.get("format", config_values.one_of(*FORMATS), default)
-    compiled = fields.get("pattern", config_values.regex, None)
+    compiled = fields.get("pattern", regex.parse, None)
     if fmt == "regex" and not fields.has("pattern"):
         fields.report.error(fields.line, fields.field("pattern"), "format regex needs a pattern with named groups")
     if fmt != "regex" and fields.has("pattern"):
@@ -345,11 +341,11 @@ def parse_format(fields: Fields, default: str | None) -> tuple[str | None, re.Pa
 
 
 def _multiline(section: Fields) -> Multiline | None:
-    start = section.get("start", config_values.regex)
+    start = section.get("start", regex.parse)
     max_lines = section.get("max_lines", config_values.positive_integer, DEFAULT_MAX_LINES)
     timeout = section.get("timeout", config_values.duration, DEFAULT_MULTILINE_TIMEOUT)
     section.finish()
-    return Multiline(start.pattern, max_lines, timeout) if start is not None else None
+    return Multiline(start, max_lines, timeout) if start is not None else None
 
 
 def parse_log_source(fields: Fields) -> LogSourceConfig | None:
@@ -372,6 +368,6 @@ def parse_log_source(fields: Fields) -> LogSourceConfig | None:
     if name is None or paths is None or fmt is None or (fmt == "regex" and compiled is None) \
             or (multiline_section is not None and multiline is None):
         return None
-    return LogSourceConfig(name, tuple(paths), fmt, compiled.pattern if compiled else None, start_at, limit,
+    return LogSourceConfig(name, tuple(paths), fmt, compiled, start_at, limit,
                            max_line, static, metrics, container, multiline, filename_label, kubernetes_labels,
                            (fields.line_of("name"), fields.field("name")))

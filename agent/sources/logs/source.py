@@ -30,8 +30,9 @@ from agent.sources.logs.config import (
     WATCHED,
     LogSourceConfig,
 )
+from agent.sources.logs.fields import BatchResult
 from agent.sources.logs.framing import Framed, Framer
-from agent.sources.logs.pipeline import BatchResult, LineCounts, Pipeline, drop_too_long
+from agent.sources.logs.pipeline import LineCounts, Pipeline, drop_too_long
 from agent.sources.logs.positions import positions_of
 from agent.sources.logs.tailer import Chunk, FileTail, NotAFile
 
@@ -197,6 +198,12 @@ class LogSource(Source[LogSourceConfig]):
 
     def _consume_lines(self, data: bytes, labels: tuple[str, ...]) -> None:
         limit = self.config.max_line_bytes
+        if self.config.format == "json" and not _may_hold_a_line_over(data, limit):
+            parsed = self.pipeline.process_json_chunk(data, labels)
+            if parsed is not None:
+                self.counts.read(parsed.lines, len(data))
+                self.counts.parsed(parsed)
+                return
         try:
             text: str | None = data.decode("utf-8")
         except UnicodeDecodeError:

@@ -9,7 +9,7 @@ import time
 from agent.config.agent import load_config
 from agent.runtime import agent as runtime
 from agent.runtime.agent import Agent
-from agent.sources.logs.pipeline import parse_logfmt
+from agent.sources.logs.fields import parse_logfmt
 from tests.helpers import ascrape
 from tests.sources.logs.conftest import log_config
 from tests.sources.logs.test_logs import Running, append

@@ -231,6 +231,17 @@ async def test_json_and_logfmt_formats(tmp_path, context):
         await run.stop()
 
 
+async def test_match_takes_a_number_as_its_text(tmp_path, context):
+    """match: {status: 500} (a number in YAML) matches the text 500, as it did before regexes went to RE2."""
+    log = tmp_path / "app.log"
+    append(log, '{"status": 500}\n', '{"status": 200}\n', '{"status": 5000}\n')
+    metrics = "      - {name: errors_total, type: counter, match: {status: 500}}\n"
+    run = Running(log_config([str(log)], metrics=metrics, fmt="json"), context, Store())
+    await run.wait(lambda: run.count("kpi_agent_log_lines_total") == 3)
+    assert run.page().value("errors_total", source="nginx") == 1
+    await run.stop()
+
+
 async def test_series_limit_drops_and_counts_new_label_sets(tmp_path, context):
     log = tmp_path / "access.log"
     append(log, *[nginx_line(status=code) for code in (200, 201, 202, 203, 200)])

@@ -1,0 +1,329 @@
+"""What a batch of records adds to one log metric, one class per metric shape (as mtail keeps one datum kind per
+metric type): ``CountMetric`` (a counter of records), ``SumMetric`` (a counter of a value), ``GaugeMetric`` (the
+last value) and ``HistogramMetric`` (observations into buckets).
+
+Records arrive as columns: one list per field the metrics read, one entry per record. Each shape works on whole
+columns with building blocks that run in C (``Counter``, ``map``, ``zip``, ``compress``, ``sort``), so Python
+code runs once per distinct value, not once per record:
+
+- the filters of ``match`` are judged once per distinct tuple of their fields;
+- label values become text and are rewritten (``rewrite``) once per distinct tuple, cached across batches;
+- numbers come from ``float()`` mapped over the column; only a batch holding a value that is not a usable
+  number takes the slower path that finds out, per distinct value, why (``kpi_agent_log_lines_skipped_total``);
+- sums and histograms split their values by label set with ``compress()`` (a few label sets) or one dict pass
+  (many), then sort each group once: a histogram's buckets cost one bisection per bound, not one per value;
+- a gauge's last value per label set is ``dict(zip(labels, values))``.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from bisect import bisect_right
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from itertools import compress, repeat
+from typing import Any
+
+from agent.series.store import Family, Group, HistogramFamily
+from agent.sources.logs.config import LogMetric, Rewrite
+from agent.sources.logs.fields import label_text, parse_value
+
+MANY_LABEL_SETS = 8  # above this many in a batch, values are grouped by one dict pass, not compress() per set
+CACHE_LIMIT = 100_000  # cached label translations and filter verdicts per metric; cleared when reached
+
+# A batch's record positions by label set, shared by the metrics of the batch whose labels read the same
+# columns of every record: {label columns: {key: [record has key, ...]}}
+Partitions = dict[tuple[int, ...], dict[Any, list[bool]]]
+
+
+class LogMetricShape:
+    """What every shape shares: the columns it reads, labels from field values (rewritten, cached), the
+    ``match`` filters, and expiry of label sets."""
+
+    family: Family | HistogramFamily
+
+    def __init__(self, metric: LogMetric, columns: dict[str, int]):
+        self.metric = metric
+        self.name = metric.name
+        self.label_columns = tuple(columns[name] for name in metric.fields)
+        self.filter_columns = tuple(columns[name] for name in metric.match)
+        self.filters = tuple(regex.fullmatch for regex in metric.match.values())
+        # per label position with rewrite rules: the rules, and the rewritten text of each value seen
+        self.rewrites: dict[int, list[Rewrite]] = {metric.labels.index(rule.label): [] for rule in metric.rewrite}
+        for rule in metric.rewrite:
+            self.rewrites[metric.labels.index(rule.label)].append(rule)
+        self.rewritten: dict[int, dict[Any, str]] = {index: {} for index in self.rewrites}
+        self.label_cache: dict[Any, tuple[str, ...]] = {}
+        self.verdicts: dict[Any, bool] = {}
+        self.touched: dict[tuple[str, ...], float] | None = {} if metric.expire_after else None
+
+    def update(self, columns: list[list], count: int, file_labels: tuple[str, ...],
+               skipped: Counter[tuple[str, str]], now: float, partitions: Partitions) -> None:
+        """Add one batch of ``count`` records."""
+        raise NotImplementedError
+
+    def labels_of(self, key: Any) -> tuple[str, ...]:
+        """The metric's own label values for a key (a field's value, or a tuple of them)."""
+        labels = self.label_cache.get(key)
+        if labels is None:
+            if len(self.label_cache) >= CACHE_LIMIT:
+                self.label_cache.clear()
+            raw = (key,) if len(self.label_columns) == 1 else key
+            labels = self.label_cache[key] = tuple(map(label_text, raw))
+        return labels
+
+    def label_texts(self, columns: list[list]) -> list[list]:
+        """The columns of the metric's labels, rewritten where it has rules."""
+        return [self._rewrite(index, columns[i]) if index in self.rewrites else columns[i]
+                for index, i in enumerate(self.label_columns)]
+
+    def _rewrite(self, index: int, column: list) -> list[str]:
+        """A label's column rewritten, each distinct value once: many raw values (paths with ids) become few,
+        and the records are counted by the few."""
+        done = self.rewritten[index]
+        new = dict.fromkeys(column).keys() - done.keys()
+        if len(done) + len(new) > CACHE_LIMIT:
+            done.clear()
+            new = set(column)
+        for value in new:
+            text = label_text(value)
+            for rule in self.rewrites[index]:
+                text = rule.regex.sub(rule.template, text)
+            done[value] = text
+        return list(map(done.__getitem__, column))
+
+    def kept(self, columns: list[list]) -> list[bool] | None:
+        """Which records pass the filters; None when all do."""
+        keys = columns[self.filter_columns[0]] if len(self.filter_columns) == 1 else \
+            list(zip(*(columns[i] for i in self.filter_columns), strict=True))
+        verdicts = self.verdicts
+        for key in dict.fromkeys(keys):
+            if key not in verdicts:
+                values = (key,) if len(self.filter_columns) == 1 else key
+                if len(verdicts) >= CACHE_LIMIT:
+                    verdicts.clear()
+                verdicts[key] = all(value is not None and fullmatch(label_text(value)) is not None
+                                    for value, fullmatch in zip(values, self.filters, strict=True))
+        kept = list(map(verdicts.__getitem__, keys))
+        return None if all(kept) else kept
+
+    def touch(self, updated: Iterable[tuple[str, ...]], now: float) -> None:
+        if self.touched is not None:
+            for labels in updated:
+                self.touched[labels] = now
+
+    def expire(self, now: float) -> int:
+        """Remove the label sets not updated for expire_after; returns how many."""
+        if self.touched is None or self.metric.expire_after is None:
+            return 0
+        oldest = now - self.metric.expire_after
+        stale = [labels for labels, last in self.touched.items() if last <= oldest]
+        for labels in stale:
+            self.family.remove(labels)
+            del self.touched[labels]
+        return len(stale)
+
+
+class CountMetric(LogMetricShape):
+    """A counter of records, by label set."""
+
+    def __init__(self, metric: LogMetric, family: Family, columns: dict[str, int]):
+        super().__init__(metric, columns)
+        self.family: Family = family
+
+    def update(self, columns: list[list], count: int, file_labels: tuple[str, ...],
+               skipped: Counter[tuple[str, str]], now: float, partitions: Partitions) -> None:
+        if not count:
+            return
+        texts = self.label_texts(columns)
+        if self.filters:
+            kept = self.kept(columns)
+            if kept is not None:
+                texts = [list(compress(column, kept)) for column in texts]
+                count = kept.count(True)
+                if not count:
+                    return
+        counts: dict[Any, int] = Counter(texts[0] if len(texts) == 1 else zip(*texts, strict=True)) if texts \
+            else {(): count}
+        totals: dict[tuple[str, ...], int] = {}
+        for key, times in counts.items():
+            labels = self.labels_of(key) + file_labels
+            totals[labels] = totals.get(labels, 0) + times
+        for labels, total in totals.items():
+            self.family.inc(labels, total)
+        self.touch(totals, now)
+
+
+class _ValueShape(LogMetricShape):
+    """A shape that reads a number from each record's value field; a record without a usable one is skipped by
+    this metric alone and counted in ``skipped`` by reason."""
+
+    def __init__(self, metric: LogMetric, columns: dict[str, int]):
+        super().__init__(metric, columns)
+        assert metric.value is not None
+        self.value_column = columns[metric.value]
+        self.words = metric.values
+        self.rejects_negative = metric.type == "counter"
+
+    def selected(self, columns: list[list], count: int,
+                 skipped: Counter[tuple[str, str]]) -> tuple[list | None, list[float], bool]:
+        """The keys (None: the metric has no labels of its own) and numbers of the records counted, and whether
+        they are every record of the batch with keys straight from the columns (``Partitions`` then apply)."""
+        texts = self.label_texts(columns)
+        keys: list | None = (texts[0] if len(texts) == 1 else list(zip(*texts, strict=True))) if texts else None
+        raw = columns[self.value_column]
+        every_record = not self.rewrites
+        if self.filters and count:
+            kept = self.kept(columns)
+            if kept is not None:
+                every_record = False
+                keys = list(compress(keys, kept)) if keys is not None else None
+                raw = list(compress(raw, kept))
+        if not raw:
+            return keys, [], every_record
+        numbers, usable = self._numbers(raw, skipped)
+        if usable is not None:
+            every_record = False
+            keys = list(compress(keys, usable)) if keys is not None else None
+        return keys, numbers, every_record
+
+    def _numbers(self, raw: list, skipped: Counter[tuple[str, str]]) -> tuple[list[float], list[bool] | None]:
+        """The usable numbers of the value column, and which records had one (None: all did)."""
+        words = self.words
+        try:
+            numbers = list(map(float, map(words.get, raw, raw) if words else raw))
+            total = sum(numbers)
+        except (TypeError, ValueError, OverflowError):
+            pass
+        else:
+            if math.isfinite(total) and not (self.rejects_negative and numbers and min(numbers) < 0):
+                return numbers, None
+        judged = {value: self._judge(value) for value in dict.fromkeys(raw)}
+        results = list(map(judged.__getitem__, raw))
+        usable = [result.__class__ is float for result in results]
+        for reason, count in Counter(result for result in results if result.__class__ is str).items():
+            skipped[(self.name, reason)] += count
+        return [result for result in results if isinstance(result, float)], usable
+
+    def _judge(self, raw: object) -> float | str:
+        word = self.words.get(raw) if self.words and raw.__class__ is str else None
+        value = parse_value(word if word is not None else raw)
+        if isinstance(value, float) and self.rejects_negative and value < 0:
+            return "negative"
+        return value
+
+    def grouped(self, keys: list | None, numbers: list[float], every_record: bool,
+                partitions: Partitions) -> dict[Any, list[float]]:
+        return _groups(keys, numbers, partitions.setdefault(self.label_columns, {}) if every_record else None)
+
+
+class SumMetric(_ValueShape):
+    """A counter that adds each record's value, by label set."""
+
+    def __init__(self, metric: LogMetric, family: Family, columns: dict[str, int]):
+        super().__init__(metric, columns)
+        self.family: Family = family
+
+    def update(self, columns: list[list], count: int, file_labels: tuple[str, ...],
+               skipped: Counter[tuple[str, str]], now: float, partitions: Partitions) -> None:
+        keys, numbers, every_record = self.selected(columns, count, skipped)
+        if not numbers:
+            return
+        sums: dict[tuple[str, ...], float] = {}
+        for key, values in self.grouped(keys, numbers, every_record, partitions).items():
+            labels = self.labels_of(key) + file_labels
+            sums[labels] = sums.get(labels, 0.0) + sum(values)
+        for labels, total in sums.items():
+            self.family.inc(labels, total)
+        self.touch(sums, now)
+
+
+class GaugeMetric(_ValueShape):
+    """The last value seen, by label set."""
+
+    def __init__(self, metric: LogMetric, family: Family, columns: dict[str, int]):
+        super().__init__(metric, columns)
+        self.family: Family = family
+
+    def update(self, columns: list[list], count: int, file_labels: tuple[str, ...],
+               skipped: Counter[tuple[str, str]], now: float, partitions: Partitions) -> None:
+        keys, numbers, _ = self.selected(columns, count, skipped)
+        if not numbers:
+            return
+        if keys is None:
+            last = {file_labels: numbers[-1]}
+        else:
+            translated = {key: self.labels_of(key) + file_labels for key in dict.fromkeys(keys)}
+            last = dict(zip(map(translated.__getitem__, keys), numbers, strict=True))  # the last one wins
+        for labels, value in last.items():
+            self.family.set(labels, value)
+        self.touch(last, now)
+
+
+class HistogramMetric(_ValueShape):
+    """Each record's value observed into the family's buckets, by label set."""
+
+    def __init__(self, metric: LogMetric, family: HistogramFamily, columns: dict[str, int]):
+        super().__init__(metric, columns)
+        self.family: HistogramFamily = family
+        self.bounds = family.spec.bounds
+
+    def update(self, columns: list[list], count: int, file_labels: tuple[str, ...],
+               skipped: Counter[tuple[str, str]], now: float, partitions: Partitions) -> None:
+        keys, numbers, every_record = self.selected(columns, count, skipped)
+        if not numbers:
+            return
+        bounds = self.bounds
+        states: dict[tuple[str, ...], list[float]] = {}  # per-bucket counts (the last +Inf), then the sum
+        for key, values in self.grouped(keys, numbers, every_record, partitions).items():
+            labels = self.labels_of(key) + file_labels
+            state = states.get(labels)
+            if state is None:
+                state = states[labels] = [0.0] * (len(bounds) + 2)
+            state[-1] += sum(values)
+            values.sort()
+            below = 0
+            for index, bound in enumerate(bounds):
+                upto = bisect_right(values, bound)
+                state[index] += upto - below
+                below = upto
+            state[-2] += len(values) - below
+        for labels, state in states.items():
+            self.family.merge(labels, state[:-1], state[-1])
+        self.touch(states, now)
+
+
+def shape_of(metric: LogMetric, group: Group, file_labels: tuple[str, ...], max_series: int,
+             columns: dict[str, int]) -> LogMetricShape:
+    """The metric's family registered in ``group`` and the shape that updates it."""
+    spec = metric.spec(file_labels)
+    if metric.type == "histogram":
+        return HistogramMetric(metric, group.histogram(spec, max_series), columns)
+    if metric.type == "gauge":
+        return GaugeMetric(metric, group.gauge(spec, max_series), columns)
+    family = group.counter(spec, max_series)
+    return SumMetric(metric, family, columns) if metric.value else CountMetric(metric, family, columns)
+
+
+def _groups(keys: list | None, numbers: list[float], partition: dict[Any, list[bool]] | None) -> dict[Any, list[float]]:
+    """The numbers of each key, in record order. ``partition``, when given, holds (or receives) which records
+    have each key, for other metrics of the batch with the same keys."""
+    if keys is None:
+        return {(): numbers}
+    if partition:
+        return {key: list(compress(numbers, records)) for key, records in partition.items()}
+    distinct = dict.fromkeys(keys)
+    if len(distinct) == 1:
+        return {keys[0]: numbers}
+    if len(distinct) <= MANY_LABEL_SETS:
+        found = {key: list(map(operator.eq, keys, repeat(key))) for key in distinct}
+        groups = {key: list(compress(numbers, records)) for key, records in found.items()}
+        if sum(map(len, groups.values())) == len(numbers):  # a NaN key equals nothing, itself included
+            if partition is not None:
+                partition.update(found)
+            return groups
+    by_key: defaultdict[Any, list[float]] = defaultdict(list)
+    for key, number in zip(keys, numbers, strict=True):
+        by_key[key].append(number)
+    return by_key
