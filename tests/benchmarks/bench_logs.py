@@ -8,8 +8,10 @@ status, bytes by method and an 11-bucket latency histogram by method, and must a
 cases: plain lines with a regex ("features off"), and JSON lines with a rewrite rule on the path label
 ("features on"; mtail matches the JSON with a regex and rewrites with subst()). The runs alternate ours and
 mtail's, so both see the same machine load; each figure is the median of the runs: wall time, CPU time
-(user + system, from wait4) and peak RSS (ru_maxrss). The goals: at least 3x mtail's lines/s with features
-off, 2x with them on, and at most 1.5x its peak RSS.
+(user + system, from wait4) and peak RSS (ru_maxrss). The goals (issue 23): at least 5x mtail's lines/s with
+features off, 4x with them on, and at most 1.3x its peak RSS. The agent runs from compiled bytecode, as an
+installed one does (the package is byte-compiled first: with PYTHONDONTWRITEBYTECODE set, every start would
+compile every module from source, which costs both time and memory).
 
 A second test appends 100,000 lines/s for 5 s to a file the real LogSource follows and reports the lag.
 """
@@ -41,8 +43,8 @@ ROOT = Path(__file__).parents[2]
 PATTERN = (r'^(?P<ip>\S+) \S+ \S+ \[[^\]]+\] "(?P<method>[A-Z]+) (?P<path>\S+) [^"]*" (?P<status>\d{3}) '
            r'(?P<bytes>\d+) .* (?P<rt>[0-9.]+)$')
 BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
-GOALS = {"off": 3.0, "on": 2.0}  # end-to-end lines/s over mtail's
-RSS_GOAL = 1.5  # peak RSS over mtail's, at most
+GOALS = {"off": 5.0, "on": 4.0}  # end-to-end lines/s over mtail's
+RSS_GOAL = 1.3  # peak RSS over mtail's, at most
 
 MTAIL_OFF = f"""\
 counter http_requests_total by method, status
@@ -174,6 +176,8 @@ def median(runs: list[Run]) -> Run:
 
 def test_whole_agent_against_mtail_one_shot(tmp_path):
     mtail = require_tool("mtail")
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "agent")], check=True,
+                   stdout=subprocess.DEVNULL)
     plain, as_json = tmp_path / "access.log", tmp_path / "access.json.log"
     write_access_logs(plain, as_json, LINES)
     cases = {}
