@@ -198,3 +198,20 @@ def test_the_summary_quantile_label_is_refused_as_a_global_label():
     problems = errors_of("global: {labels: {quantile: '0.5', env: prod}}\n")
     assert problems == ["agent.yaml:1: global.labels: 'quantile' is reserved: it tells sources, histogram buckets "
                         "or summary quantiles apart"]
+
+
+def test_every_kind_holds_the_families_a_user_declares_to_the_same_rules():
+    """Log metrics and HTTP json_metrics once had their own rules with different reserved sets: a log metric
+    could take probe_* and a json_metric a quantile label (issue 17). One validator now says the same for both."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(load_text(
+            "logs:\n  - name: app\n    paths: [/var/log/app.log]\n    format: json\n    metrics:\n"
+            "      - {name: probes_seen_total, type: counter, labels: [quantile]}\n"
+            "http:\n  - name: api\n    url: http://127.0.0.1:9/\n    json_metrics:\n"
+            "      - {name: probes_seen_total, type: counter, path: $.n, labels: {quantile: x}}\n", "agent.yaml"),
+            "agent.yaml")
+    problems = [str(p) for p in info.value.problems]
+    for where in ("agent.yaml:6: logs[0].metrics[0]", "agent.yaml:11: http[0].json_metrics[0]"):
+        assert f"{where}.name: 'probes_seen_total' clashes with the agent's own metric names (kpi_agent_*, probe_*, " \
+               "probes_*)" in problems, problems
+        assert f"{where}.labels: 'quantile' is reserved: it tells summary quantiles apart" in problems, problems

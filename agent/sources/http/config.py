@@ -10,7 +10,7 @@ from typing import Any
 
 from agent.config import regex, values
 from agent.config.fields import Fields
-from agent.config.validation import metric_name
+from agent.config.validation import family_problems, metric_name
 from agent.formatting import cut, excerpt
 from agent.series.store import FamilySpec, counter, gauge
 from agent.sources.base import DeclaredFamily
@@ -125,14 +125,10 @@ def _parse_json_metric(item: Fields, reserved: set[str]) -> JsonMetric | None:
                 jsonpath(expression)
             except ValueError as exc:
                 item.error("labels", f"label {label!r}: {exc}")
-        if label in reserved:
-            item.error("labels", f"label {label!r} is already set by the source")
-    if name and kind == "counter" and not name.endswith("_total"):
-        item.error("name", f"counter names end in _total: {name}_total")
-    if name and kind == "gauge" and name.endswith("_total"):
-        item.error("name", "_total is the suffix of counters: use type: counter, or another name")
-    if name and (name.startswith("probe_") or name.startswith("probes_") or name.startswith("kpi_agent_")):
-        item.error("name", f"{name!r} clashes with the agent's own metric names (probe_*, probes_*, kpi_agent_*)")
+    if name is not None and kind is not None:
+        for key, message in family_problems(name, kind, tuple(raw_labels),
+                                            dict.fromkeys(reserved, "is already set by the source")):
+            item.error(key, message)
     item.finish()
     if name is None or path is None:
         return None
