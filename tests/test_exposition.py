@@ -16,7 +16,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from agent.series.exposition import go_float, render, render_cooperatively, wants_openmetrics
-from agent.series.store import Store, counter, gauge, histogram
+from agent.series.family import counter, gauge, histogram
+from agent.series.store import Store
 
 
 def _store() -> Store:

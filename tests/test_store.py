@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from agent.series.store import Group, SchemaError, Store, counter, gauge, histogram
+from agent.series.family import SchemaError, counter, gauge, histogram
+from agent.series.store import Group, Store
 from tests.helpers import render_store
 
 

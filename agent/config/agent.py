@@ -17,8 +17,9 @@ from agent.config.fields import Fields
 from agent.config.problems import ConfigError, Report
 from agent.config.yaml import LocatedMap, load_file, load_text
 from agent.formatting import excerpt
+from agent.series.family import SchemaError
 from agent.series.selfmetrics import AGENT_FAMILIES, PROCESS_FAMILIES
-from agent.series.store import Group, SchemaError, Store
+from agent.series.store import Group, Store
 from agent.sources.base import IDENTITY_LABEL, STATS_FAMILIES, SourceDefaults
 from agent.sources.kinds import KINDS
 

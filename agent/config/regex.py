@@ -9,7 +9,7 @@ reason, and the config error names its file and line.
 
 A call into RE2 costs about a microsecond more than Python's ``re`` per log line. For the hot path (a log
 ``pattern`` applied to every line) a regex is also translated to Python's ``re`` when that provably gives the
-same match in linear time (``agent.config.regex_python``). Anything outside that proof runs in RE2.
+same match in linear time (``agent.config.agent.regex_python``). Anything outside that proof runs in RE2.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ from agent.discovery.http import HttpDiscoverer
 from agent.discovery.targetgroup import TargetGroup, read_target_file
 from agent.discovery.targets import STATES, Resolution, TargetRules, resolve
 from agent.runtime.shard import UNSHARDED, Shard
-from agent.series.store import Group, counter, gauge
+from agent.series.family import counter, gauge
+from agent.series.store import Group
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,8 @@ from agent.kpi.spec import ServiceSpec
 from agent.report.model import Report, collect
 from agent.report.periods import local_time_text
 from agent.report.schedule import RETRY_LAST, Delivered, ReportsConfig, Scheduled, Smtp, State
-from agent.series.store import Group, counter, gauge
+from agent.series.family import counter, gauge
+from agent.series.store import Group
 
 log = logging.getLogger("agent.report")
 

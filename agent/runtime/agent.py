@@ -25,6 +25,7 @@ from agent.config.agent import AgentConfig, ConfigError
 from agent.runtime import heap
 from agent.runtime.logconfig import suppressed_records
 from agent.runtime.shard import UNSHARDED, Shard
+from agent.series.family import SchemaError
 from agent.series.selfmetrics import (
     BUILD_INFO,
     CRASHES,
@@ -37,7 +38,7 @@ from agent.series.selfmetrics import (
     RELOADS,
     SOURCES,
 )
-from agent.series.store import Group, SchemaError, Store
+from agent.series.store import Group, Store
 from agent.server.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress, descriptor_budget
 from agent.server.routes import Server, agent_routes
 from agent.server.webconfig import LiveWebConfig

@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from agent.series.family import AnyFamily, FamilySpec
 from agent.series.selfmetrics import PROCESS_FAMILIES
-from agent.series.store import SERIES_DROPPED, AnyFamily, FamilySpec, Snapshot
+from agent.series.store import SERIES_DROPPED, Snapshot
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"

@@ -3,7 +3,7 @@ apart from the runtime, so config checks can refuse a source metric that would t
 
 from __future__ import annotations
 
-from agent.series.store import counter, gauge, histogram
+from agent.series.family import counter, gauge, histogram
 
 BUILD_INFO = gauge("kpi_agent_build_info", "Build information; the value is always 1", ["version", "python_version"])
 RELOAD_OK = gauge("kpi_agent_config_last_reload_successful", "Whether the last configuration reload attempt was "

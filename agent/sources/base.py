@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from agent.config.fields import Fields
 from agent.config.problems import Problem
 from agent.runtime.shard import UNSHARDED, Shard
-from agent.series.store import FamilySpec, Group, Store, counter, gauge
+from agent.series.family import FamilySpec, counter, gauge
+from agent.series.store import Group, Store
 
 if TYPE_CHECKING:
     from agent.config.agent import AgentConfig

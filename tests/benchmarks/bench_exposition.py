@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
 
 from agent.series.exposition import render, render_cooperatively
-from agent.series.store import Store, counter
+from agent.series.family import counter
+from agent.series.store import Store
 
 SERIES = 100_000
 UPDATES = 1_000_000

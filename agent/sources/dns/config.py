@@ -12,7 +12,7 @@ from typing import Any
 from agent.config import regex, values
 from agent.config.fields import Fields
 from agent.formatting import excerpt
-from agent.series.store import gauge
+from agent.series.family import gauge
 from agent.sources.probe.client import TlsConfig, parse_tls_config
 from agent.sources.probe.net import IpConfig, parse_ip_config
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from agent.config import values as config_values
 from agent.config.fields import Fields
 from agent.formatting import excerpt
-from agent.series.store import gauge
+from agent.series.family import gauge
 from agent.sources.probe.client import TlsConfig, parse_tls_config
 from agent.sources.probe.net import IpConfig, parse_ip_config
 

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from agent.config.fields import Fields
 from agent.discovery.config import http_url
 from agent.formatting import excerpt
-from agent.series.store import FamilySpec, Group
+from agent.series.family import FamilySpec
+from agent.series.store import Group
 from agent.sources.base import DeclaredFamily, SourceContext
 from agent.sources.http.config import (
     ALWAYS,

@@ -12,7 +12,7 @@ from agent.config import regex, values
 from agent.config.fields import Fields
 from agent.config.validation import family_problems, metric_name
 from agent.formatting import cut, excerpt
-from agent.series.store import FamilySpec, counter, gauge
+from agent.series.family import FamilySpec, counter, gauge
 from agent.sources.base import DeclaredFamily
 from agent.sources.probe.client import BasicAuth, TlsConfig, parse_client
 from agent.sources.probe.config import ProbeSettings

@@ -11,7 +11,7 @@ import logging
 import math
 from typing import Any
 
-from agent.series.store import Family
+from agent.series.family import Family
 from agent.sources.http.config import JsonMetric
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from agent.config import values
 from agent.config.fields import Fields
 from agent.formatting import format_duration
-from agent.series.store import gauge
+from agent.series.family import gauge
 from agent.sources.probe.net import IpConfig, parse_ip_config
 
 PHASES = ("resolve", "setup", "rtt")

@@ -11,7 +11,7 @@ from agent.config import values as config_values
 from agent.config.fields import Fields
 from agent.config.regex import Regex
 from agent.formatting import excerpt
-from agent.series.store import DEFAULT_MAX_SERIES
+from agent.series.family import DEFAULT_MAX_SERIES
 from agent.sources.logs.config import (
     DEFAULT_MAX_LINE_BYTES,
     LogMetric,

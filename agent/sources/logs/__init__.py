@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from agent.config.fields import Fields
-from agent.series.store import FamilySpec, Group
+from agent.series.family import FamilySpec
+from agent.series.store import Group
 from agent.sources.base import DeclaredFamily, SourceContext, SourceDefaults, SourceKind, SourceStats
 from agent.sources.logs.config import (
     IDENTITY_LABEL,

@@ -13,7 +13,7 @@ from agent.config.fields import Fields
 from agent.config.regex import Regex, Template
 from agent.config.validation import family_problems, label_name, metric_name
 from agent.formatting import excerpt
-from agent.series.store import DEFAULT_BUCKETS, DEFAULT_MAX_SERIES, FamilySpec, counter, gauge, histogram
+from agent.series.family import DEFAULT_BUCKETS, DEFAULT_MAX_SERIES, FamilySpec, counter, gauge, histogram
 from agent.sources.base import DeclaredFamily
 
 FORMATS = ("regex", "json", "logfmt")

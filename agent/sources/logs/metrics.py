@@ -25,7 +25,8 @@ from collections.abc import Iterable
 from itertools import compress, repeat
 from typing import Any
 
-from agent.series.store import Family, Group, HistogramFamily
+from agent.series.family import Family, HistogramFamily
+from agent.series.store import Group
 from agent.sources.logs.config import LogMetric, Rewrite
 from agent.sources.logs.fields import label_text, parse_value
 

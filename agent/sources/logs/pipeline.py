@@ -23,7 +23,8 @@ from itertools import compress, repeat
 from typing import Any
 
 from agent.config.regex import Regex
-from agent.series.store import Family, Group
+from agent.series.family import Family
+from agent.series.store import Group
 from agent.sources.logs.config import BYTES, LINES, MALFORMED, RECORDS, SKIP_REASONS, TOO_LONG, UNMATCHED, LogMetric
 from agent.sources.logs.fields import (
     BatchResult,

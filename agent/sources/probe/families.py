@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from agent.series.store import DEFAULT_BUCKETS, counter, gauge, histogram
+from agent.series.family import DEFAULT_BUCKETS, counter, gauge, histogram
 
 # Results every kind can give; a kind adds its own (ProberKind.results).
 COMMON_RESULTS = (

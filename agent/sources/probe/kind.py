@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 from agent.config.fields import Fields
 from agent.config.problems import Problem
 from agent.runtime.shard import UNSHARDED, Shard
-from agent.series.store import FamilySpec, Group
+from agent.series.family import FamilySpec
+from agent.series.store import Group
 from agent.sources.base import IDENTITY_LABEL as SOURCE_LABEL
 from agent.sources.base import (
     DeclaredFamily,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agent.series.store import FamilySpec
+from agent.series.family import FamilySpec
 
 if TYPE_CHECKING:
     import ssl

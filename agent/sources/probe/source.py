@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from agent.discovery.manager import SourceDiscovery
 from agent.discovery.targets import Resolution, Target, resolve
 from agent.runtime import heap
-from agent.series.store import Group, SchemaError
+from agent.series.family import SchemaError
+from agent.series.store import Group
 from agent.sources.base import IDENTITY_LABEL as SOURCE_LABEL
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.probe.config import TARGET_LABEL, ProbeConfig

@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from agent.series.store import FamilySpec, Group, HistogramFamily
+from agent.series.family import FamilySpec, HistogramFamily
+from agent.series.store import Group
 from agent.sources.probe.failures import TARGET_FAULTS, explain
 from agent.sources.probe.families import (
     ATTEMPTS_TOTAL,

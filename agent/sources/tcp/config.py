@@ -11,7 +11,7 @@ from agent.config import regex, values
 from agent.config.fields import Fields
 from agent.config.validation import label_name
 from agent.formatting import excerpt
-from agent.series.store import FamilySpec, gauge
+from agent.series.family import FamilySpec, gauge
 from agent.sources.base import DeclaredFamily
 from agent.sources.probe.client import TlsConfig, parse_tls_config
 from agent.sources.probe.config import ProbeSettings
