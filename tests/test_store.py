@@ -61,7 +61,7 @@ def test_same_family_in_two_groups_is_merged_and_dropping_a_group_removes_its_se
         store.group(f"http/{target}", {"target": target}, "target").gauge(gauge("probe_success", "ok")).set((), 1)
     page = render_store(store)
     assert page.text.count("# TYPE probe_success gauge") == 1
-    store.drop_group("http/a")
+    store.swap(remove=["http/a"])
     assert [s.labels for s in render_store(store).find("probe_success")] == [{"target": "b"}]
 
 

@@ -28,7 +28,7 @@ from agent.series.store import Store
 from agent.server.listener import ListenAddress
 from agent.server.protocol import Request, Response
 from agent.server.routes import Route, Server
-from agent.server.routes import render as render_metrics
+from agent.server.routes import metrics_page as render_metrics
 from agent.server.webconfig import LiveWebConfig
 
 log = logging.getLogger("agent.report")

@@ -318,9 +318,6 @@ class Store:
             self.groups[group.owner] = group
             group.store = self
 
-    def drop_group(self, owner: str) -> None:
-        self.swap(remove=[owner])
-
     def snapshot(self) -> Snapshot:
         return Snapshot(list(self.groups.values()), dict(self.const_labels))
 

@@ -61,7 +61,7 @@ class AgentView(Protocol):
 # Below this size gzip costs more CPU than it saves on the wire.
 _GZIP_MIN_BYTES = 1024
 
-async def render(snap: Snapshot, accept: str, accept_encoding: str) -> tuple[bytes, dict[str, str]]:
+async def metrics_page(snap: Snapshot, accept: str, accept_encoding: str) -> tuple[bytes, dict[str, str]]:
     """Exposition bytes and headers for one scrape: OpenMetrics when asked for, gzip when accepted. The page is
     written on the event loop in slices (see ``exposition.render_cooperatively``); gzip, which gives the GIL
     up while it works, runs in a worker thread."""
@@ -187,7 +187,8 @@ def _handler(agent: AgentView, func: Callable[[AgentView, Request], Awaitable[Re
 
 
 async def _metrics(agent: AgentView, request: Request) -> Response:
-    body, headers = await render(agent.store.snapshot(), request.header("Accept"), request.header("Accept-Encoding"))
+    body, headers = await metrics_page(agent.store.snapshot(), request.header("Accept"),
+                                       request.header("Accept-Encoding"))
     content_type = headers.pop("Content-Type")
     return Response(200, body, content_type, headers)
 
