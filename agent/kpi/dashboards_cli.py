@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from agent.kpi import grafana
-from agent.kpi.rules_cli import load_specs, report_problems
+from agent.kpi.loading import load_specs
+from agent.kpi.rules_cli import report_problems
 
 
 @click.group("dashboards")

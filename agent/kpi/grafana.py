@@ -38,9 +38,13 @@ from grafana_foundation_sdk.models.dashboard import (
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from agent.formatting import format_duration
-from agent.kpi.compiler import compile_groups, to_yaml
-from agent.kpi.spec import BASE_TIERS, Kpi, ServiceSpec
+from agent.kpi import conventions as names
+from agent.kpi.compiler import compile_groups
+from agent.kpi.conventions import KPI_LABEL, SERVICE_LABEL, SEVERITY_LABEL
+from agent.kpi.model import Kpi, ServiceSpec
+from agent.kpi.render import to_yaml
 from agent.kpi.units import GRAFANA_UNITS
+from agent.kpi.windows import BASE_RATE_WINDOW, BASE_TIERS
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 OVERVIEW_UID = "kpi-overview"
@@ -51,6 +55,7 @@ RATIO, SECONDS, BYTES, SHORT = GRAFANA_UNITS["ratio"], GRAFANA_UNITS["seconds"],
 PER_SECOND = GRAFANA_UNITS["per_second"]
 BURN = "suffix:x"  # a burn rate is a multiple of the sustainable rate: 14.4x
 SEVERITY_COLORS = {"ticket": "orange", "page": "red"}
+LEGEND = f"{{{{{SERVICE_LABEL}}}}} {{{{{KPI_LABEL}}}}}"  # {{kpi_service}} {{kpi}}
 
 
 def _uid(text: str) -> str:
@@ -113,29 +118,29 @@ def _encode(board: dashboard.Dashboard) -> str:
 
 def overview_dashboard() -> str:
     """One row per KPI of every service: period value, target, whether it is met, budget left, fastest burn."""
-    service = 'kpi_service=~"$service"'
-    fastest = f'max by (kpi, kpi_service) ({{__name__=~"kpi:burn_rate:rate.+", {service}}})'
+    service = f'{SERVICE_LABEL}=~"$service"'
+    fastest = f'max by ({KPI_LABEL}, {SERVICE_LABEL}) ({{__name__=~"{names.BURN_RATE_NAME_RE}", {service}}})'
     base_factors = {severity: [factor for _, factor in tiers] for severity, tiers in BASE_TIERS.items()}
     board = (dashboard.Dashboard("KPI overview").uid(OVERVIEW_UID).tags(["kpi", "kpi-agent"])
              .time("now-7d", "now").refresh("1m")
              .with_variable(_datasource_variable())
-             .with_variable(_label_variable("kpi_service", "kpi_info", "service").name("service")))
+             .with_variable(_label_variable(SERVICE_LABEL, names.INFO, "service").name("service")))
     board = board.with_panel(
         _stat("Meets target", "bool").description("Whether the KPI meets its target over its window")
         .grid_pos(GridPos(h=6, w=8, x=0, y=0))
-        .with_target(_query(f"kpi:meets_target{{{service}}}", "{{kpi_service}} {{kpi}}"))
+        .with_target(_query(f"{names.MEETS_TARGET}{{{service}}}", LEGEND))
         .mappings([ValueMap({"0": ValueMappingResult(text="missed", color="red", index=0),
                              "1": ValueMappingResult(text="met", color="green", index=1)})])
         .thresholds(_thresholds((None, "red"), (1, "green"))).color_mode(BigValueColorMode.BACKGROUND))
     board = board.with_panel(
         _stat("Error budget remaining", RATIO).grid_pos(GridPos(h=6, w=8, x=8, y=0))
-        .with_target(_query(f"kpi:error_budget_remaining:ratio{{{service}}}", "{{kpi_service}} {{kpi}}"))
+        .with_target(_query(f"{names.BUDGET_REMAINING}{{{service}}}", LEGEND))
         .thresholds(_thresholds((None, "red"), (0, "orange"), (0.25, "green"))))
     board = board.with_panel(
         _stat("Fastest burn rate", BURN)
         .description("Highest burn rate over the alert windows; thresholds at the default tiers' factors")
         .grid_pos(GridPos(h=6, w=8, x=16, y=0))
-        .with_target(_query(fastest, "{{kpi_service}} {{kpi}}"))
+        .with_target(_query(fastest, LEGEND))
         .thresholds(_tier_thresholds(base_factors)))
     # Ratio and value KPIs share the period value and target columns (one query each, so every column has
     # data whatever the specs): their unit is "none", the number as recorded (0.999 is 99.9%).
@@ -144,17 +149,17 @@ def overview_dashboard() -> str:
     kpis = (table.Panel().title("KPIs").datasource(DATASOURCE).unit("none").show_header(True)
             .description("Period value and target: ratio KPIs as a fraction (0.999 = 99.9%), value KPIs as is")
             .grid_pos(GridPos(h=12, w=WIDTH, x=0, y=6))
-            .with_target(_query(f"kpi:ratio:period{{{service}}} or kpi:value:period{{{service}}}", ref="period",
+            .with_target(_query(f"{names.RATIO_PERIOD}{{{service}}} or {names.VALUE_PERIOD}{{{service}}}", ref="period",
                                 instant=True))
-            .with_target(_query(f"kpi:target{{{service}}}", ref="target", instant=True))
-            .with_target(_query(f"kpi:error_budget_remaining:ratio{{{service}}}", ref="budget", instant=True))
+            .with_target(_query(f"{names.TARGET}{{{service}}}", ref="target", instant=True))
+            .with_target(_query(f"{names.BUDGET_REMAINING}{{{service}}}", ref="budget", instant=True))
             .with_target(_query(fastest, ref="burn", instant=True))
-            .with_target(_query(f"kpi_info{{{service}}}", ref="info", instant=True))
+            .with_target(_query(f"{names.INFO}{{{service}}}", ref="info", instant=True))
             .with_transformation(_transformation("merge", {}))
             .with_transformation(_transformation("organize", {
                 "excludeByName": {"Time": True, "__name__": True, "Value #info": True, "higher_is_better": True},
                 "renameByName": {**{field: name for field, (name, _) in columns.items()},
-                                 "kpi_service": "service"}})))
+                                 SERVICE_LABEL: "service"}})))
     for name, unit in columns.values():
         kpis = kpis.override_by_name(name, [DynamicConfigValue(id_val="unit", value=unit)])
     return _encode(board.with_panel(kpis))
@@ -175,22 +180,23 @@ def service_dashboard(spec: ServiceSpec) -> str:
              .tags(["kpi", "kpi-agent", spec.service]).time("now-24h", "now").refresh("1m")
              .with_variable(_datasource_variable()))
     group_labels = sorted({label for kpi in spec.kpis for label in kpi.group_by})
+    base_ratio = names.ratio_rate(BASE_RATE_WINDOW)
     for label in group_labels:
-        board = board.with_variable(_label_variable(label, f'kpi:ratio:rate5m{{kpi_service="{spec.service}"}}'))
+        board = board.with_variable(_label_variable(label, f'{base_ratio}{{{SERVICE_LABEL}="{spec.service}"}}'))
     y = 0
     for kpi in sorted(spec.kpis, key=lambda k: k.name):
-        selector = f'kpi="{kpi.name}", kpi_service="{spec.service}"{_group_filter(kpi)}'
+        selector = f'{KPI_LABEL}="{kpi.name}", {SERVICE_LABEL}="{spec.service}"{_group_filter(kpi)}'
         legend = "".join(f" {{{{{label}}}}}" for label in kpi.group_by).strip() or kpi.name
         board = board.with_row(dashboard.Row(f"{kpi.name}: {kpi.description or kpi.objective}".rstrip(": ")))
         y += 1
         if kpi.is_ratio:
             main = (_timeseries(f"{kpi.name}: ratio and target", RATIO)
-                    .with_target(_query(f"kpi:ratio:rate5m{{{selector}}}", f"5m {legend}", "A"))
-                    .with_target(_query(f"kpi:ratio:period{{{selector}}}", f"{format_duration(kpi.window)} {legend}",
-                                        "B")))
+                    .with_target(_query(f"{base_ratio}{{{selector}}}", f"5m {legend}", "A"))
+                    .with_target(_query(f"{names.RATIO_PERIOD}{{{selector}}}",
+                                        f"{format_duration(kpi.window)} {legend}", "B")))
         else:
             main = (_timeseries(f"{kpi.name}: value and target", SHORT)
-                    .with_target(_query(f"kpi:value{{{selector}}}", legend, "A")))
+                    .with_target(_query(f"{names.VALUE}{{{selector}}}", legend, "A")))
         main = (main.description(f"{kpi.objective} (owner: {kpi.owner or 'unset'})")
                 .thresholds(_thresholds((None, "red" if kpi.higher_is_better else "green"),
                                         (kpi.target, "green" if kpi.higher_is_better else "red")))
@@ -200,7 +206,7 @@ def service_dashboard(spec: ServiceSpec) -> str:
         if kpi.is_ratio:
             board = board.with_panel(
                 _timeseries(f"{kpi.name}: error budget remaining", RATIO)
-                .with_target(_query(f"kpi:error_budget_remaining:ratio{{{selector}}}", legend))
+                .with_target(_query(f"{names.BUDGET_REMAINING}{{{selector}}}", legend))
                 .grid_pos(GridPos(h=8, w=6 if burns else 12, x=12, y=y)))
         if burns:
             factors = {tier.severity: [w.factor for w in tier.windows] for tier in kpi.alerting.tiers}
@@ -208,7 +214,7 @@ def service_dashboard(spec: ServiceSpec) -> str:
                 _timeseries(f"{kpi.name}: burn rates", BURN)
                 .description("Burn rate per window; the lines are the alert tiers' factors "
                              "(ticket orange, page red)")
-                .with_target(_query(f'{{__name__=~"kpi:burn_rate:rate.+", {selector}}}', "{{__name__}} " + legend))
+                .with_target(_query(f'{{__name__=~"{names.BURN_RATE_NAME_RE}", {selector}}}', "{{__name__}} " + legend))
                 .thresholds(_tier_thresholds(factors)).thresholds_style(_threshold_line())
                 .grid_pos(GridPos(h=8, w=6, x=18, y=y)))
         y += 8
@@ -266,15 +272,15 @@ def grafana_alert_rules(specs: list[ServiceSpec], datasource_uid: str = "prometh
     rules, so Prometheus must still load the generated rules; only the alerting moves to Grafana."""
     groups = []
     for spec in sorted(specs, key=lambda s: s.service):
-        group = alerting.RuleGroup(f"kpi-{spec.service}").folder_uid(folder_uid).interval(60)
+        group = alerting.RuleGroup(names.rule_group(spec.service)).folder_uid(folder_uid).interval(60)
         for index, rule in enumerate(r for g in compile_groups(spec) for r in g["rules"] if "alert" in r):
             labels = rule["labels"]
-            title = f"{rule['alert']} {labels['kpi']} {labels.get('kpi_severity', '')}".strip()
+            title = f"{rule['alert']} {labels[KPI_LABEL]} {labels.get(SEVERITY_LABEL, '')}".strip()
             grafana_rule = (
-                alerting.Rule(title).uid(_uid(f"{spec.service}-{labels['kpi']}-{index}"))
+                alerting.Rule(title).uid(_uid(f"{spec.service}-{labels[KPI_LABEL]}-{index}"))
                 .condition("C").for_val(rule.get("for", "0s")).labels(labels)
                 .annotations({k: _grafana_template(v) for k, v in rule["annotations"].items()})
-                .no_data_state("OK").exec_err_state("Error").rule_group(f"kpi-{spec.service}")
+                .no_data_state("OK").exec_err_state("Error").rule_group(names.rule_group(spec.service))
                 .with_query(alerting.Query("A").datasource_uid(datasource_uid)
                             .relative_time_range(RelativeTimeRange(from_val=600, to=0))
                             .model(prometheus.Dataquery().expr(rule["expr"]).instant().ref_id("A")))

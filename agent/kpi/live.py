@@ -11,9 +11,10 @@ import aiohttp
 
 from agent.config.problems import Problem
 from agent.formatting import format_duration
+from agent.kpi.model import Kpi, Selector, ServiceSpec
 from agent.kpi.prometheus_api import PrometheusClient
 from agent.kpi.promql import metric_names
-from agent.kpi.spec import Kpi, Selector, ServiceSpec, make_selector, parse_selector
+from agent.kpi.selectors import make_selector, parse_selector
 
 
 async def _count(prometheus: PrometheusClient, expr: str) -> float:

@@ -1,6 +1,7 @@
-"""Just enough PromQL reading for checks and imports: the metric names an expression selects, and whether a
-query is the plain ``sum(rate(selector[window]))`` that a KPI selector stands for. promtool remains the judge
-of whether an expression parses; this never has to reject anything."""
+"""Just enough PromQL for checks, imports and the compiler: the metric names an expression selects, whether a
+query is the plain ``sum(rate(selector[window]))`` that a KPI selector stands for, and numbers as PromQL
+reads them back exactly. promtool remains the judge of whether an expression parses; this never has to
+reject anything."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ _SUM_OF_RATE_RES = [re.compile(pattern) for pattern in (
     rf"^\s*{_RATE}\s*$",
     rf"^\s*(?P<selector>{_SELECTOR})\s*$",
 )]
+
+
+def number(value: float) -> str:
+    """A float as PromQL reads it back exactly, without noise digits (0.0010000000000000009 -> 0.001)."""
+    text = f"{value:.12g}"
+    return text if "e" not in text else repr(value)
 
 
 def _tokens(expr: str) -> list[tuple[str, str]]:

@@ -12,42 +12,31 @@ matched does not page (KPINumeratorAbsent instead), one that vanished after coun
 from __future__ import annotations
 
 import itertools
-import os
 import re
-import shutil
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.kpi.compiler import (
+from agent.kpi.conventions import (
     NUMERATOR_ABSENT_ALERT,
+    SEVERITY_LABEL,
     identity_labels,
     identity_selector,
     labels_selector,
     main_alert_name,
-    render_prometheus,
-    to_yaml,
+    ratio_rate,
     window_name,
 )
-from agent.kpi.spec import BASE_RATE_WINDOW, BurnWindow, Kpi, Matcher, ServiceSpec, Tier
+from agent.kpi.model import BurnWindow, Kpi, Matcher, ServiceSpec, Tier
+from agent.kpi.promtool import run_unit_tests
+from agent.kpi.render import render_prometheus, to_yaml
+from agent.kpi.windows import BASE_RATE_WINDOW, DEFAULT_NO_DATA_FOR
 
 EVAL_MINUTES = 20  # zero-traffic and threshold cases: steady inputs, judged once the 5m rate exists
 EVENTS_PER_MINUTE = 6000
 ABOVE, BELOW = 1.1, 0.9
 STEP = 60.0  # seconds between input samples: the 5m base rate needs several per 5m
-
-
-class PromtoolMissing(RuntimeError):
-    pass
-
-
-def promtool_path() -> str:
-    path = shutil.which("promtool")
-    if not path:
-        raise PromtoolMissing("promtool not found: install Debian's prometheus package (apt-get install prometheus)")
-    return path
 
 
 def _candidates(matchers: list[Matcher]) -> list[str]:
@@ -188,7 +177,8 @@ def kpi_tests(spec: ServiceSpec, kpi: Kpi) -> tuple[list[dict[str, Any]], str | 
             "interval": "1m",
             "input_series": _input(series, [(0.5, EVAL_MINUTES + 5)], rate=0),
             "promql_expr_test": [
-                {"expr": f"kpi:ratio:rate5m{identity}", "eval_time": f"{EVAL_MINUTES}m", "exp_samples": []},
+                {"expr": f"{ratio_rate(BASE_RATE_WINDOW)}{identity}", "eval_time": f"{EVAL_MINUTES}m",
+                 "exp_samples": []},
                 _expect(_alerts_query(spec, kpi, main_alert_name(kpi)), False),
             ],
         })
@@ -230,12 +220,12 @@ def _threshold_cases(spec: ServiceSpec, kpi: Kpi, series: _Series) -> list[dict[
 
 def _missing_good_events_cases(spec: ServiceSpec, kpi: Kpi, series: _Series) -> list[dict[str, Any]]:
     """A numerator that never matched is a mistake (ticket, no page); one that vanished is an outage."""
-    absent_for = int((kpi.alerting.no_data.for_ if kpi.alerting.no_data else 600) / 60)
+    absent_for = int((kpi.alerting.no_data.for_ if kpi.alerting.no_data else DEFAULT_NO_DATA_FOR) / 60)
     minutes = absent_for + 10
     main = main_alert_name(kpi)
     cases: list[dict[str, Any]] = [{
         "name": f"{kpi.name}: good events never counted (a typo in the numerator): no {main}, "
-                f"KPINumeratorAbsent after {absent_for}m",
+                f"{NUMERATOR_ABSENT_ALERT} after {absent_for}m",
         "interval": "1m",
         "input_series": _input(series, [(1.0, minutes)], omit=("good",)),
         "promql_expr_test": [
@@ -258,7 +248,7 @@ def _missing_good_events_cases(spec: ServiceSpec, kpi: Kpi, series: _Series) -> 
             "interval": "1m",
             "input_series": inputs,
             "promql_expr_test": [
-                _expect(_alerts_query(spec, kpi, main, {"kpi_severity": "page"}), True, f"{healthy + failing}m"),
+                _expect(_alerts_query(spec, kpi, main, {SEVERITY_LABEL: "page"}), True, f"{healthy + failing}m"),
                 _expect(_alerts_query(spec, kpi, NUMERATOR_ABSENT_ALERT), False, f"{healthy + failing}m"),
             ],
             "evaluation_interval": "1m",
@@ -281,7 +271,7 @@ def _low_traffic_cases(spec: ServiceSpec, kpi: Kpi, series: _Series) -> list[dic
                     f"{'pages' if fires else 'no page'}",
             "interval": "1m",
             "input_series": _low_traffic_input(series, quiet, failures),
-            "promql_expr_test": [_expect(_alerts_query(spec, kpi, main_alert_name(kpi), {"kpi_severity": "page"}),
+            "promql_expr_test": [_expect(_alerts_query(spec, kpi, main_alert_name(kpi), {SEVERITY_LABEL: "page"}),
                                          fires, f"{5 + quiet + failures}m")],
             "evaluation_interval": "1m",
         })
@@ -322,7 +312,7 @@ def _burn_case(spec: ServiceSpec, kpi: Kpi, tier: Tier, window: BurnWindow, burn
                 f"{window.factor:g}x over {window_name(window.long)}/{window_name(window.short)}",
         "interval": window_name(STEP),
         "input_series": _input(series, [(0.0, steps_healthy), (share, steps_bad)]),
-        "promql_expr_test": [_expect(_alerts_query(spec, kpi, main_alert_name(kpi), {"kpi_severity": tier.severity}),
+        "promql_expr_test": [_expect(_alerts_query(spec, kpi, main_alert_name(kpi), {SEVERITY_LABEL: tier.severity}),
                                      fires, window_name(history + elapsed))],
     }
 
@@ -377,15 +367,4 @@ def write_and_run(spec: ServiceSpec, directory: Path,
         (directory / name).write_text(text)
     if not files:
         return subprocess.CompletedProcess([], 0, "no tests to run\n", ""), notes
-    promtool = promtool_path()
-
-    def run(name: str) -> subprocess.CompletedProcess:
-        return subprocess.run([promtool, "test", "rules", name], cwd=directory, capture_output=True, text=True,
-                              timeout=1800)
-
-    # one promtool per file, as many at once as there are CPUs: each is single-threaded evaluation
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        results = list(pool.map(run, files))
-    failed = max(r.returncode for r in results)
-    return subprocess.CompletedProcess([promtool, "test", "rules", *files], failed,
-                                       "".join(r.stdout for r in results), "".join(r.stderr for r in results)), notes
+    return run_unit_tests(directory, list(files)), notes

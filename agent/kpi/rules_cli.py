@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -12,112 +10,14 @@ import click
 
 from agent.config.problems import ConfigError, Problem
 from agent.config.values import duration
-from agent.config.yaml import load_file
 from agent.kpi import importer
-from agent.kpi.compiler import render_operator, render_prometheus, to_yaml
-from agent.kpi.promql import metric_names
-from agent.kpi.promtest import PromtoolMissing, promtool_path, write_and_run
-from agent.kpi.spec import BASE_RATE_WINDOW, Kpi, ServiceSpec, parse_spec, spec_files
-
-_PROMTOOL_RULE_RE = re.compile(r"rule (\d+),")
-
-
-def load_specs(paths: tuple[str, ...]) -> tuple[list[ServiceSpec], list[Problem]]:
-    """Every spec that validates, and every problem (errors and warnings) of all files."""
-    specs: list[ServiceSpec] = []
-    problems: list[Problem] = []
-    for raw in paths:
-        if Path(raw).is_dir() and not spec_files([raw]):
-            problems.append(Problem(raw, None, "", "no KPI spec (*.yaml, *.yml) in this directory"))
-    for path in spec_files(list(paths)):
-        try:
-            spec, report = parse_spec(load_file(path), str(path))
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-            continue
-        problems.extend(report.problems)
-        if spec:
-            specs.append(spec)
-    services: dict[str, str] = {}
-    for spec in specs:
-        if spec.service in services:
-            problems.append(Problem(spec.file, 1, "service",
-                                    f"{spec.service!r} is already the service of {services[spec.service]}"))
-        services[spec.service] = spec.file
-    return specs, problems
-
-
-def check_expressions(specs: list[ServiceSpec]) -> list[Problem]:
-    """Has promtool parse every expression a user wrote, each as its own rule, and maps failures back to
-    the spec's file, line and field."""
-    expressions: list[tuple[ServiceSpec, Kpi, str, int, str]] = [
-        (spec, kpi, field, line, expr) for spec in specs for kpi in spec.kpis
-        for field, line, expr in kpi.expressions]
-    if not expressions:
-        return []
-    rules = [{"record": f"kpi_check_{index}", "expr": expr} for index, (*_, expr) in enumerate(expressions)]
-    problems = []
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "expressions.yml"
-        path.write_text(to_yaml({"groups": [{"name": "check", "rules": rules}]}))
-        result = subprocess.run([promtool_path(), "check", "rules", str(path)], capture_output=True, text=True,
-                                timeout=120)
-        if result.returncode == 0:
-            return []
-        for line in (result.stdout + result.stderr).splitlines():
-            match = _PROMTOOL_RULE_RE.search(line)
-            if not match:
-                continue
-            spec, kpi, field, source_line, _ = expressions[int(match.group(1)) - 1]
-            message = re.sub(r'^.*?"kpi_check_\d+": ', "", line)
-            problems.append(Problem(spec.file, source_line, field, f"PromQL does not parse: {message}"))
-        if not problems:
-            problems.append(Problem("promtool", None, "", (result.stdout + result.stderr).strip()))
-    return problems
-
-
-def check_compiled(specs: list[ServiceSpec]) -> list[Problem]:
-    """promtool's verdict on the generated files themselves (a failure here is a kpi-agent bug)."""
-    problems = []
-    with tempfile.TemporaryDirectory() as directory:
-        for spec in specs:
-            path = Path(directory) / f"{spec.service}.rules.yml"
-            path.write_text(render_prometheus(spec, spec.file))
-            result = subprocess.run([promtool_path(), "check", "rules", str(path)], capture_output=True, text=True,
-                                    timeout=120)
-            output = (result.stdout + result.stderr).strip()
-            if result.returncode != 0 or "warning" in output.lower():
-                problems.append(Problem(spec.file, None, "", f"generated rules rejected by promtool: {output}"))
-    return problems
-
-
-def produced_metrics(config_files: tuple[str, ...]) -> set[str]:
-    """Names of the series these agent configs produce (histograms as _bucket, _sum and _count)."""
-    from agent.config.agent import load_config
-    from agent.sources.kinds import exported_samples
-
-    produced: set[str] = set()
-    for config_file in config_files:
-        config, _ = load_config(config_file)
-        produced |= exported_samples(list(config.sources))
-    return produced
-
-
-def check_metric_names(specs: list[ServiceSpec], config_files: tuple[str, ...]) -> list[Problem]:
-    """Warnings for metrics a KPI reads (selectors, raw queries, value expressions) that none of the agent
-    configs produces."""
-    produced = produced_metrics(config_files)
-    configs = " or ".join(config_files)
-    problems = []
-    for spec in specs:
-        for kpi in spec.kpis:
-            for field, line, text in kpi.indicator_expressions:
-                for metric in metric_names(text):
-                    if metric not in produced:
-                        problems.append(Problem(spec.file, line, field,
-                                                f"{metric} is not produced by the agent config {configs} "
-                                                "(fine if another exporter provides it)", warning=True))
-    return problems
+from agent.kpi.checks import check_metric_names, promtool_problems
+from agent.kpi.loading import load_specs, spec_files
+from agent.kpi.model import ServiceSpec
+from agent.kpi.promtest import write_and_run
+from agent.kpi.promtool import PromtoolMissing
+from agent.kpi.render import render_operator, render_prometheus
+from agent.kpi.windows import check_evaluation_interval
 
 
 def report_problems(problems: list[Problem], strict: bool = False) -> bool:
@@ -151,10 +51,7 @@ def check(specs: tuple[str, ...], config_files: tuple[str, ...], prometheus_url:
         raise click.BadParameter(str(exc), param_hint="--prometheus.lookback") from None
     try:
         loaded, problems = load_specs(specs)
-        if not any(not p.warning for p in problems):
-            problems += check_expressions(loaded)
-        if not any(not p.warning for p in problems):
-            problems += check_compiled(loaded)
+        problems += promtool_problems(loaded, problems)
         if config_files:
             problems += check_metric_names(loaded, config_files)
         if prometheus_url:
@@ -192,12 +89,9 @@ def generate(specs: tuple[str, ...], out_dir: str, output_format: str, namespace
     """Write one rule file per spec: <service>.rules.yml, or a PrometheusRule <service>.prometheusrule.yml."""
     if interval is not None:
         try:
-            seconds = duration(interval)
+            check_evaluation_interval(duration(interval))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--interval") from None
-        if round(BASE_RATE_WINDOW * 1000) % round(seconds * 1000):
-            raise click.BadParameter("must divide 5m: longer windows sum recorded 5m rates at 5m offsets",
-                                     param_hint="--interval")
     loaded, problems = load_specs(specs)
     if report_problems(problems):
         sys.exit(1)
@@ -254,7 +148,7 @@ def import_(source_format: str, files: tuple[str, ...], out_dir: str, window: st
         seconds = duration(window)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--window") from None
-    translation = importer.import_files(source_format, spec_files(list(files)), seconds)
+    translation = importer.import_files(source_format, spec_files(files), seconds)
     failed = report_problems(translation.problems)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,12 +26,15 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from agent.formatting import format_duration
-from agent.kpi.compiler import identity_selector
+from agent.kpi import conventions as names
+from agent.kpi.conventions import DENOMINATOR, NUMERATOR, SERVICE_LABEL, identity_selector, side_rate
+from agent.kpi.model import Kpi, ServiceSpec, SupportingMetric
 from agent.kpi.prometheus_api import PrometheusClient, PrometheusError, PrometheusUnreachable, series_labels
-from agent.kpi.spec import Kpi, ServiceSpec, SupportingMetric
 from agent.kpi.units import significant
+from agent.kpi.windows import BASE_RATE_WINDOW
 from agent.report.periods import PeriodChoice, Span, grid_step, local_time_text, parse_period
 
+NUMERATOR_5M, DENOMINATOR_5M = side_rate(NUMERATOR, BASE_RATE_WINDOW), side_rate(DENOMINATOR, BASE_RATE_WINDOW)
 TARGET_BUCKETS = 240  # enough for a smooth chart; a 30d period gets 3h buckets
 NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 14400, 21600, 43200, 86400)
 DEFAULT_EVALUATION_INTERVAL = 30.0  # the generated rules' default group interval
@@ -398,9 +401,10 @@ def sides(kpi: Kpi, selector: str) -> dict[str, tuple[str, str]]:
     """The two sums a KPI's values are made of: (function over time, recorded series) for the top and bottom
     of its fraction."""
     if kpi.is_ratio:
-        return {"top": ("sum_over_time", f"kpi:numerator:rate5m{selector}"),
-                "bottom": ("sum_over_time", f"kpi:denominator:rate5m{selector}")}
-    return {"top": ("sum_over_time", f"kpi:value{selector}"), "bottom": ("count_over_time", f"kpi:value{selector}")}
+        return {"top": ("sum_over_time", f"{NUMERATOR_5M}{selector}"),
+                "bottom": ("sum_over_time", f"{DENOMINATOR_5M}{selector}")}
+    return {"top": ("sum_over_time", f"{names.VALUE}{selector}"),
+            "bottom": ("count_over_time", f"{names.VALUE}{selector}")}
 
 
 @dataclass
@@ -619,7 +623,7 @@ def _tail(raw: float | None, removed: Sequence[tuple[float, float, float]], peri
 
 async def _first_sample(fetch: Fetcher, selector: str, kpi: Kpi, period: Period, bucket: int) -> float | None:
     """The time of the first sample in a bucket: where the KPI's data really begins."""
-    series = f"kpi:denominator:rate5m{selector}" if kpi.is_ratio else f"kpi:value{selector}"
+    series = f"{DENOMINATOR_5M}{selector}" if kpi.is_ratio else f"{names.VALUE}{selector}"
     low, high = period.bucket_start(bucket), period.bucket_end(bucket)
     result = await fetch.query(f"{series}[{fetch.range_of(high - low)}] @ {high:.3f}", high)
     times = [float(t) for s in result for t, _ in s.get("values", [])]
@@ -702,13 +706,14 @@ async def _chart(fetch: Fetcher, metric: SupportingMetric, period: Period) -> Ch
 async def _why_no_data(fetch: Fetcher, plan: Plan, spec: ServiceSpec, kpi: Kpi) -> str:
     selector = identity_selector(spec, kpi)
     span = plan.span
-    rules_ran = await fetch.query(f"count_over_time(kpi:target{selector}[{format_duration(span.length)}])", span.end)
+    rules_ran = await fetch.query(f"count_over_time({names.TARGET}{selector}[{format_duration(span.length)}])",
+                                  span.end)
     if not rules_ran:
         return (f"no data: Prometheus holds no kpi:* series of this KPI in the period; are the rules generated "
                 f"from {spec.file} loaded?")
     if kpi.is_ratio:
         what = kpi.denominator.text if kpi.denominator else "the denominator query"
-        return (f"no data: the rules ran, but kpi:denominator:rate5m has no sample in the period; "
+        return (f"no data: the rules ran, but {DENOMINATOR_5M} has no sample in the period; "
                 f"is {what} scraped?")
     return f"no data: the rules ran, but the value expression ({kpi.value}) returned nothing in the period"
 
@@ -739,7 +744,7 @@ async def evaluation_interval(client: PrometheusClient, specs: Sequence[ServiceS
     """How often the rules are evaluated: the median spacing of kpi:target samples in the 5 minutes before
     ``at`` (30s, the generated default, when there are none yet)."""
     services = "|".join(s.service.replace(".", "\\\\.") for s in specs)
-    result = await client.query(f'kpi:target{{kpi_service=~"{services}"}}[5m]', at)
+    result = await client.query(f'{names.TARGET}{{{SERVICE_LABEL}=~"{services}"}}[5m]', at)
     gaps: list[float] = []
     for series in result:
         times = [float(t) for t, _ in series.get("values", [])]

@@ -9,11 +9,14 @@ from html import escape
 
 from agent import __version__
 from agent.formatting import format_duration
+from agent.kpi import conventions as names
 from agent.kpi.units import format_value
 from agent.report import charts
 from agent.report.model import (
+    DENOMINATOR_5M,
     ERROR,
     NO_DATA,
+    NUMERATOR_5M,
     PARTIAL,
     Judged,
     KpiResult,
@@ -317,9 +320,9 @@ def render(report: Report, refresh: float | None = None) -> str:
     body.extend(_section(report, result) for result in report.results)
     body.append(
         "<footer>Ratio KPIs: good events over all events across the whole period (the sums of the "
-        "<code>kpi:numerator:rate5m</code> and <code>kpi:denominator:rate5m</code> series the generated rules "
-        "record, the formula of <code>kpi:ratio:period</code> applied to this report's period). Value KPIs: "
-        "the average of <code>kpi:value</code>. Error budget remaining: 1 - bad share / error budget (the "
+        f"<code>{NUMERATOR_5M}</code> and <code>{DENOMINATOR_5M}</code> series the generated rules record, the "
+        f"formula of <code>{names.RATIO_PERIOD}</code> applied to this report's period). Value KPIs: the average "
+        f"of <code>{names.VALUE}</code>. Error budget remaining: 1 - bad share / error budget (the "
         "budget is 1 - target, or the target when lower is better); below 0 it is overspent. Planned "
         f"exclusions are left out of values and budgets. Times are in {escape(tz)}.</footer>")
     return ("<!doctype html>\n<html lang=\"en\"><head>" + "".join(head) + "</head><body>" + "".join(body)

@@ -19,8 +19,8 @@ from typing import Any
 
 import aiohttp
 
+from agent.kpi.model import ServiceSpec
 from agent.kpi.prometheus_api import PrometheusClient
-from agent.kpi.spec import ServiceSpec
 from agent.report.model import collect
 from agent.report.periods import PeriodChoice
 from agent.report.schedule import ReportsConfig

@@ -16,8 +16,9 @@ import yaml
 
 from agent.config import values
 from agent.config.yaml import load_text
-from agent.kpi.compiler import compile_groups, raw_reading_rules, render_prometheus
-from agent.kpi.spec import parse_spec
+from agent.kpi.compiler import compile_groups, raw_reading_rules
+from agent.kpi.render import render_prometheus
+from agent.kpi.spec.document import parse_spec
 from tests.kpi.firing import BAD, GOOD, SPEC, WORKBOOK, first_firing, workbook_seconds
 from tests.tools import require_tool
 

@@ -32,8 +32,8 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from agent.kpi.compiler import render_prometheus
-from agent.kpi.spec import load_spec
+from agent.kpi.loading import load_spec
+from agent.kpi.render import render_prometheus
 from tests.browser import Browser
 from tests.helpers import fetch, free_port, wait_until
 from tests.tools import require_tool

@@ -22,7 +22,7 @@ import yaml
 from aiohttp import web
 
 from agent.kpi import grafana
-from agent.kpi.spec import load_spec
+from agent.kpi.loading import load_spec
 from tests.helpers import free_port, serve, stop_processes
 from tests.tools import require_tool
 

@@ -3,7 +3,7 @@
 
 import pytest
 
-from agent.kpi.compiler import render_prometheus
+from agent.kpi.render import render_prometheus
 from tests.kpi.firing import BAD, GOOD, SPEC, WORKBOOK, first_firing, workbook_seconds
 from tests.kpi.test_compiler import run_promtool_test, spec_from
 

@@ -6,8 +6,10 @@ from pathlib import Path
 import yaml
 
 from agent.config.yaml import load_text
-from agent.kpi.compiler import compile_groups, raw_reading_rules, render_operator, render_prometheus, to_yaml
-from agent.kpi.spec import load_spec, parse_spec
+from agent.kpi.compiler import compile_groups, raw_reading_rules
+from agent.kpi.loading import load_spec
+from agent.kpi.render import render_operator, render_prometheus, to_yaml
+from agent.kpi.spec.document import parse_spec
 
 ROOT = Path(__file__).parents[2]
 

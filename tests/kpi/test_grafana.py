@@ -10,7 +10,8 @@ import yaml
 
 from agent.config.yaml import load_text
 from agent.kpi import grafana
-from agent.kpi.spec import load_spec, parse_spec
+from agent.kpi.loading import load_spec
+from agent.kpi.spec.document import parse_spec
 
 ROOT = Path(__file__).parents[2]
 GROUPED = """\

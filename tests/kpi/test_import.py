@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.kpi.compiler import render_prometheus
-from agent.kpi.spec import load_spec
+from agent.kpi.loading import load_spec
+from agent.kpi.render import render_prometheus
 from tests.kpi.firing import WORKBOOK, first_firing, workbook_seconds
 
 DATA = Path(__file__).parent / "data" / "import"

@@ -6,7 +6,8 @@ import subprocess
 
 import yaml
 
-from agent.kpi.compiler import compile_groups, raw_reading_rules, render_prometheus
+from agent.kpi.compiler import compile_groups, raw_reading_rules
+from agent.kpi.render import render_prometheus
 from tests.kpi.test_compiler import near, run_promtool_test, spec_from
 
 PAGE = 'count(ALERTS{alertname="KPIErrorBudgetBurn",alertstate="firing",kpi_severity="page"})'

@@ -89,9 +89,10 @@ def test_rules_test_passes_on_every_example(promtool, tmp_path):
 @pytest.mark.slow
 def test_generated_tests_catch_each_broken_burn_threshold(promtool, tmp_path):
     """Break one window pair's threshold at a time: the generated page-tier tests must notice each."""
-    from agent.kpi.compiler import render_prometheus
+    from agent.kpi.loading import load_spec
+    from agent.kpi.model import ServiceSpec
     from agent.kpi.promtest import generate_tests
-    from agent.kpi.spec import ServiceSpec, load_spec
+    from agent.kpi.render import render_prometheus
 
     shop = load_spec(ROOT / "rules" / "shop.yaml")
     spec = ServiceSpec(shop.file, shop.service, tuple(k for k in shop.kpis if k.name == "checkout_availability"))

@@ -1,7 +1,7 @@
 """Units of supporting metrics: one vocabulary in specs, Grafana's ids on dashboards, readable numbers in reports."""
 
 from agent.config.yaml import load_text
-from agent.kpi.spec import parse_spec
+from agent.kpi.spec.document import parse_spec
 from agent.kpi.units import GRAFANA_UNITS, UNITS, format_value
 
 SPEC = """\

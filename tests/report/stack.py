@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from agent.kpi.compiler import render_prometheus
-from agent.kpi.spec import load_spec
+from agent.kpi.loading import load_spec
+from agent.kpi.render import render_prometheus
 from tests.helpers import fetch, free_port, stop_processes, wait_until
 
 FAIL_EVERY = 50  # request i fails when i % 50 == 0: 2% of checkouts, spread evenly

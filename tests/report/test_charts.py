@@ -2,7 +2,7 @@
 
 import re
 
-from agent.kpi.spec import SupportingMetric
+from agent.kpi.model import SupportingMetric
 from agent.report import charts
 from agent.report.model import Chart, plan_period
 

@@ -1,7 +1,7 @@
 """The arithmetic behind a report's numbers, on bucket sums whose right answer is known by hand."""
 
 from agent.config.yaml import load_text
-from agent.kpi.spec import parse_spec
+from agent.kpi.spec.document import parse_spec
 from agent.report.model import (
     NO_DATA,
     OK,

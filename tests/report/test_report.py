@@ -15,7 +15,7 @@ import bcrypt
 import pytest
 from PIL import Image
 
-from agent.kpi.spec import load_spec
+from agent.kpi.loading import load_spec
 from tests.browser import Browser
 from tests.helpers import fetch, free_port, wait_until
 from tests.report.stack import MRR, Stack
