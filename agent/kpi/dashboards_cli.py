@@ -9,7 +9,8 @@ import click
 
 from agent.kpi import grafana
 from agent.kpi.loading import load_specs
-from agent.kpi.rules_cli import report_problems
+from agent.kpi.output import OutputFile
+from agent.kpi.rules_cli import report_problems, write_output
 
 
 @click.group("dashboards")
@@ -24,16 +25,13 @@ def dashboards() -> None:
               help="uid of the Prometheus datasource the Grafana-managed alert rules query.")
 def generate(specs: tuple[str, ...], out_dir: str, alert_datasource_uid: str) -> None:
     """Write kpi-overview.json, kpi-agent-health.json, kpi-<service>.json for each spec, and
-    grafana-alert-rules.yml (Grafana alerting provisioning) into --out."""
+    grafana-alert-rules.yml (Grafana alerting provisioning) into --out. Service dashboards it generated earlier
+    that no spec produces any more are removed; a file a person wrote is never overwritten or removed."""
     loaded, problems = load_specs(specs)
     if report_problems(problems):
         sys.exit(1)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"kpi-overview.json": grafana.overview_dashboard(), "kpi-agent-health.json": grafana.agent_dashboard(),
-             "grafana-alert-rules.yml": grafana.grafana_alert_rules(loaded, alert_datasource_uid)}
-    for spec in loaded:
-        files[f"kpi-{spec.service}.json"] = grafana.service_dashboard(spec)
-    for name, text in sorted(files.items()):
-        (out / name).write_text(text)
-        click.echo(f"wrote {out / name}")
+    files = [OutputFile("kpi-overview.json", grafana.overview_dashboard(), ""),
+             OutputFile("kpi-agent-health.json", grafana.agent_dashboard(), ""),
+             OutputFile("grafana-alert-rules.yml", grafana.grafana_alert_rules(loaded, alert_datasource_uid), "")]
+    files += [OutputFile(f"kpi-{spec.service}.json", grafana.service_dashboard(spec), spec.file) for spec in loaded]
+    write_output(Path(out_dir), sorted(files, key=lambda f: f.name), ("kpi-*.json",), specs)

@@ -42,6 +42,7 @@ from agent.kpi import conventions as names
 from agent.kpi.compiler import compile_groups
 from agent.kpi.conventions import KPI_LABEL, SERVICE_LABEL, SEVERITY_LABEL
 from agent.kpi.model import Kpi, ServiceSpec
+from agent.kpi.output import header_line
 from agent.kpi.render import to_yaml
 from agent.kpi.units import GRAFANA_UNITS
 from agent.kpi.windows import BASE_RATE_WINDOW, BASE_TIERS
@@ -54,6 +55,7 @@ WIDTH = 24
 RATIO, SECONDS, BYTES, SHORT = GRAFANA_UNITS["ratio"], GRAFANA_UNITS["seconds"], GRAFANA_UNITS["bytes"], "short"
 PER_SECOND = GRAFANA_UNITS["per_second"]
 BURN = "suffix:x"  # a burn rate is a multiple of the sustainable rate: 14.4x
+COMMAND = "dashboards generate"  # what the header of every generated file tells people to run
 SEVERITY_COLORS = {"ticket": "orange", "page": "red"}
 LEGEND = f"{{{{{SERVICE_LABEL}}}}} {{{{{KPI_LABEL}}}}}"  # {{kpi_service}} {{kpi}}
 
@@ -122,6 +124,7 @@ def overview_dashboard() -> str:
     fastest = f'max by ({KPI_LABEL}, {SERVICE_LABEL}) ({{__name__=~"{names.BURN_RATE_NAME_RE}", {service}}})'
     base_factors = {severity: [factor for _, factor in tiers] for severity, tiers in BASE_TIERS.items()}
     board = (dashboard.Dashboard("KPI overview").uid(OVERVIEW_UID).tags(["kpi", "kpi-agent"])
+             .description(header_line(COMMAND))
              .time("now-7d", "now").refresh("1m")
              .with_variable(_datasource_variable())
              .with_variable(_label_variable(SERVICE_LABEL, names.INFO, "service").name("service")))
@@ -177,6 +180,7 @@ def service_dashboard(spec: ServiceSpec) -> str:
     """Per KPI of one service: the ratio over time against its target, budget left, burn rates against the
     alert tiers' factors, and the spec's supporting metrics in their units."""
     board = (dashboard.Dashboard(f"KPIs: {spec.service}").uid(_uid(f"kpi-{spec.service}"))
+             .description(header_line(COMMAND, spec.file))
              .tags(["kpi", "kpi-agent", spec.service]).time("now-24h", "now").refresh("1m")
              .with_variable(_datasource_variable()))
     group_labels = sorted({label for kpi in spec.kpis for label in kpi.group_by})
@@ -234,6 +238,7 @@ def _threshold_line() -> GraphThresholdsStyleConfig:
 def agent_dashboard() -> str:
     """The agent itself: probes, log reading, dropped series, reloads."""
     board = (dashboard.Dashboard("kpi-agent health").uid(AGENT_UID).tags(["kpi-agent"])
+             .description(header_line(COMMAND))
              .time("now-6h", "now").refresh("30s").with_variable(_datasource_variable()))
     panels = [
         ("Probe success", "probe_success", "{{target}}", RATIO),
@@ -295,7 +300,7 @@ def grafana_alert_rules(specs: list[ServiceSpec], datasource_uid: str = "prometh
             group = group.with_rule(grafana_rule)
         groups.append(json.loads(JSONEncoder(sort_keys=True).encode(group.build())))
     provisioning = {"apiVersion": 1, "groups": [_provisioning_group(g) for g in groups]}
-    return to_yaml(provisioning)
+    return f"# {header_line(COMMAND)}\n" + to_yaml(provisioning)
 
 
 def _grafana_template(text: str) -> str:

@@ -8,7 +8,9 @@ import re
 import shutil
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from agent.config.problems import Problem
@@ -76,19 +78,26 @@ def check_compiled(specs: list[ServiceSpec]) -> list[Problem]:
     return problems
 
 
-def run_unit_tests(directory: Path, files: list[str]) -> subprocess.CompletedProcess:
-    """``promtool test rules`` on each of ``files`` (in ``directory``), as many at once as there are CPUs
-    (each is single-threaded evaluation); one result with every output, failed if any failed."""
+def run_unit_tests(jobs: list[tuple[Path, str]],
+                   on_done: Callable[[int, subprocess.CompletedProcess, float], None] | None = None,
+                   ) -> list[subprocess.CompletedProcess]:
+    """``promtool test rules FILE`` for each (directory, file) of ``jobs``, as many at once as there are CPUs
+    (each is single-threaded evaluation), started in the order given; ``on_done(index, result, seconds)`` is
+    called as each finishes. The results, in the order of ``jobs``."""
     promtool = promtool_path()
 
-    def run(name: str) -> subprocess.CompletedProcess:
-        return subprocess.run([promtool, "test", "rules", name], cwd=directory, capture_output=True, text=True,
-                              timeout=1800)
+    def run(index: int) -> tuple[int, subprocess.CompletedProcess, float]:
+        directory, name = jobs[index]
+        started = time.monotonic()
+        result = subprocess.run([promtool, "test", "rules", name], cwd=directory, capture_output=True, text=True,
+                                timeout=1800)
+        return index, result, time.monotonic() - started
 
+    results: dict[int, subprocess.CompletedProcess] = {}
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        results = list(pool.map(run, files))
-    failed = max((r.returncode for r in results), default=0)
-    return subprocess.CompletedProcess([promtool, "test", "rules", *files], failed,
-                                       "".join(r.stdout for r in results), "".join(r.stderr for r in results))
-
-
+        for future in as_completed([pool.submit(run, index) for index in range(len(jobs))]):
+            index, result, seconds = future.result()
+            results[index] = result
+            if on_done:
+                on_done(index, result, seconds)
+    return [results[index] for index in range(len(jobs))]

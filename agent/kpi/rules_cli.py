@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import click
@@ -14,8 +17,9 @@ from agent.kpi import importer
 from agent.kpi.checks import check_metric_names, promtool_problems
 from agent.kpi.loading import load_specs, spec_files
 from agent.kpi.model import ServiceSpec
-from agent.kpi.promtest import write_and_run
-from agent.kpi.promtool import PromtoolMissing
+from agent.kpi.output import OutputFile, apply, plan_output
+from agent.kpi.promtest import GeneratedTest, write_tests
+from agent.kpi.promtool import PromtoolMissing, run_unit_tests
 from agent.kpi.render import render_operator, render_prometheus
 from agent.kpi.windows import check_evaluation_interval
 
@@ -86,25 +90,42 @@ def _live_problems(specs: list[ServiceSpec], url: str, lookback: float) -> list[
               help="Evaluation interval of both rule groups (default 30s for rates and alerts, 5m for the period).")
 def generate(specs: tuple[str, ...], out_dir: str, output_format: str, namespace: str | None,
              interval: str | None) -> None:
-    """Write one rule file per spec: <service>.rules.yml, or a PrometheusRule <service>.prometheusrule.yml."""
+    """Write one rule file per spec: <service>.rules.yml, or a PrometheusRule <service>.prometheusrule.yml,
+    after the checks of `rules check`. Files it generated earlier that no spec produces any more are removed;
+    a file a person wrote is never overwritten or removed."""
     if interval is not None:
         try:
             check_evaluation_interval(duration(interval))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--interval") from None
-    loaded, problems = load_specs(specs)
+    try:
+        loaded, problems = load_specs(specs)
+        problems += promtool_problems(loaded, problems)
+    except PromtoolMissing as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
     if report_problems(problems):
         sys.exit(1)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    suffix = ".rules.yml" if output_format == "prometheus" else ".prometheusrule.yml"
+    files = []
     for spec in loaded:
         if output_format == "prometheus":
-            path, text = out / f"{spec.service}.rules.yml", render_prometheus(spec, spec.file, interval)
+            text = render_prometheus(spec, spec.file, interval)
         else:
-            path = out / f"{spec.service}.prometheusrule.yml"
             text = render_operator(spec, spec.file, namespace, interval)
-        path.write_text(text)
-        click.echo(f"wrote {path}")
+        files.append(OutputFile(f"{spec.service}{suffix}", text, spec.file))
+    write_output(Path(out_dir), files, (f"*{suffix}",), specs)
+
+
+def write_output(out: Path, files: list[OutputFile], owned: tuple[str, ...], specs: tuple[str, ...]) -> None:
+    """Writes ``files`` into ``out`` and removes the stale files it owns there (see agent.kpi.output); exit 1
+    without touching anything if that would overwrite a file a person wrote."""
+    produced = {file.source: file.name for file in files if file.source}
+    plan = plan_output(out, files, owned, spec_files(specs), produced)
+    if report_problems(plan.refused):
+        sys.exit(1)
+    for line in apply(out, plan):
+        click.echo(line)
 
 
 @rules.command("test")
@@ -113,25 +134,45 @@ def generate(specs: tuple[str, ...], out_dir: str, output_format: str, namespace
               help="Keep the rules and generated promtool tests here (default: a temporary directory).")
 def test(specs: tuple[str, ...], out_dir: str | None) -> None:
     """Generate promtool unit tests for every KPI (burn just above and below each tier's factor, zero
-    traffic, missing metrics) and run `promtool test rules` on them."""
+    traffic, missing metrics) and run `promtool test rules` on them, showing each result as it comes."""
     loaded, problems = load_specs(specs)
     if report_problems(problems):
         sys.exit(1)
-    failed = False
     with tempfile.TemporaryDirectory() as scratch:
+        tests: list[GeneratedTest] = []
         for spec in loaded:
-            try:
-                result, notes = write_and_run(spec, Path(out_dir or scratch) / spec.service, spec.file)
-            except PromtoolMissing as exc:
-                click.echo(str(exc), err=True)
-                sys.exit(2)
+            written, notes = write_tests(spec, Path(out_dir or scratch) / spec.service)
+            tests.extend(written)
             for note in notes:
                 click.echo(f"{spec.file}: note: {note}", err=True)
-            click.echo(result.stdout.strip())
-            if result.returncode != 0:
-                click.echo(result.stderr.strip(), err=True)
-                failed = True
+        try:
+            failed = _run_tests(sorted(tests, key=lambda t: -t.evaluations))
+        except PromtoolMissing as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(2)
     sys.exit(1 if failed else 0)
+
+
+def _run_tests(tests: list[GeneratedTest]) -> int:
+    """Runs the tests (costliest first), one line per test as it finishes; the number that failed."""
+    kpis = len({(t.directory, t.kpi) for t in tests})
+    click.echo(f"{len(tests)} promtool tests of {kpis} KPI(s), {os.cpu_count() or 1} at a time")
+    started = time.monotonic()
+    done = failed = 0
+
+    def report(index: int, result: subprocess.CompletedProcess, seconds: float) -> None:
+        nonlocal done, failed
+        done += 1
+        test = tests[index]
+        verdict = "ok" if result.returncode == 0 else "FAILED"
+        click.echo(f"[{done:{len(str(len(tests)))}}/{len(tests)}] {verdict:6} {seconds:5.1f}s  {test.case}")
+        if result.returncode != 0:
+            failed += 1
+            click.echo(f"{test.directory / test.name}:\n{(result.stdout + result.stderr).strip()}", err=True)
+
+    run_unit_tests([(t.directory, t.name) for t in tests], report)
+    click.echo(f"{len(tests) - failed} passed, {failed} failed in {time.monotonic() - started:.1f}s")
+    return failed
 
 
 @rules.command("import")
