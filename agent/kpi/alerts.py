@@ -17,7 +17,7 @@ from agent.kpi.conventions import (
     side_rate,
     window_name,
 )
-from agent.kpi.model import Kpi, ServiceSpec, Tier
+from agent.kpi.model import Kpi, Selector, ServiceSpec, Tier
 from agent.kpi.promql import number
 from agent.kpi.windows import BASE_RATE_WINDOW, DEFAULT_NO_DATA_FOR
 
@@ -160,6 +160,60 @@ def _numerator_absent_alert(spec: ServiceSpec, kpi: Kpi) -> Rule:
             "not page); once they have been, their absence counts as zero good events and pages.",
             {"selector": selector}),
     }
+
+
+def _selectors(kpi: Kpi) -> list[tuple[Selector, bool]]:
+    """(selector, whether it counts failed events) for every selector the KPI reads."""
+    failures = kpi.bad if kpi.bad is not None else None if kpi.higher_is_better else kpi.numerator
+    found = [(source.selector, source is failures) for source in (kpi.bad, kpi.numerator, kpi.denominator)
+             if source is not None and source.selector is not None]
+    return found + ([(kpi.gauge, False)] if kpi.gauge is not None else [])
+
+
+def _name_checks(kpi: Kpi) -> dict[str, str]:
+    """problem -> PromQL that returns one sample while the problem holds: a selector of failed events whose
+    metric has no series, or any selector with a label name no series of its metric carries (a positive matcher
+    then matches nothing, a negative one everything). A missing metric of good or all events is the business of
+    KPINumeratorAbsent and KPINoData."""
+    checks: dict[str, str] = {}
+    for selector, counts_failures in _selectors(kpi):
+        metric = selector.metric
+        if counts_failures:
+            checks.setdefault(f"metric {metric} has no series", f"absent({metric})")
+        for matcher in selector.matchers:
+            if matcher.label == "__name__" or (matcher.op in ("=", "=~") and matcher.matches("")):
+                continue  # x="" asks for series without the label: they need not carry it
+            checks.setdefault(f"no series of {metric} has a label {matcher.label}",
+                              f'count({metric}) unless on () count({metric}{{{matcher.label}!=""}})')
+    return checks
+
+
+def selector_alert(spec: ServiceSpec, kpi: Kpi) -> Rule | None:
+    """KPISelectorCannotMatch: while the denominator counts traffic, a name in a selector matches nothing
+    (a typo a ratio would otherwise hide: failed events that can never be counted read as 100%)."""
+    no_data = kpi.alerting.no_data
+    checks = _name_checks(kpi)
+    if no_data is None or kpi.alerting.strategy == "none" or not checks:
+        return None
+    identity = identity_selector(spec, kpi)
+    problems = "\n  or\n  ".join(f'label_replace({expr}, "{names.PROBLEM_LABEL}", "{_escape_label(problem)}", "", "")'
+                                 for problem, expr in checks.items())
+    return {
+        "alert": names.SELECTOR_CANNOT_MATCH_ALERT,
+        "expr": f"(\n  {problems}\n)\nand on () sum({side_rate(DENOMINATOR, BASE_RATE_WINDOW)}{identity}) > 0",
+        "for": window_name(no_data.for_),
+        "labels": rule_labels(spec, kpi, {**no_data.labels, SEVERITY_LABEL: "ticket"}),
+        "annotations": _annotations(
+            f"KPI {kpi.name} of {spec.service}: {{{{ $labels.{names.PROBLEM_LABEL} }}}}, so a selector of the spec "
+            "can never match (or matches everything) while its denominator counts traffic",
+            "Most likely a typo in the spec's metric or label name. A selector of failed events that can never "
+            "match makes the KPI read 100% through any outage. If the metric is only created at the first "
+            "failure, export it at 0 from the start; `kpi-agent rules check --prometheus.url` names the culprit."),
+    }
+
+
+def _escape_label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def alert_rules(spec: ServiceSpec, kpi: Kpi) -> list[Rule]:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from agent.kpi import conventions as names
-from agent.kpi.alerts import alert_rules
+from agent.kpi.alerts import alert_rules, selector_alert
 from agent.kpi.conventions import DENOMINATOR, NUMERATOR, identity_selector, rule_labels, side_rate, window_name
 from agent.kpi.model import Kpi, ServiceSpec, Source
 from agent.kpi.promql import number
@@ -169,6 +169,7 @@ def compile_groups(spec: ServiceSpec, interval: str | None = None) -> list[dict[
     sli: list[Rule] = []
     period: list[Rule] = []
     alerts: list[Rule] = []
+    checks: list[Rule] = []  # judged as rarely as the period: they count every series of a metric
     for kpi in sorted(spec.kpis, key=lambda k: k.name):
         plan = WindowPlan(kpi)
         if kpi.is_ratio:
@@ -178,12 +179,13 @@ def compile_groups(spec: ServiceSpec, interval: str | None = None) -> list[dict[
         sli.extend(_constant_rules(spec, kpi))
         period.extend(_period_rules(spec, kpi, plan))
         alerts.extend(alert_rules(spec, kpi))
+        checks.extend(rule for rule in (selector_alert(spec, kpi),) if rule)
     # Alerts share the group of the rates they read: rules in a group run in order, so an alert always sees
     # this evaluation's burn rates, never the previous one's (groups run concurrently, in no set order).
     return [
         {"name": names.rule_group(spec.service), "interval": interval or SLI_GROUP_INTERVAL, "rules": sli + alerts},
         {"name": names.period_rule_group(spec.service), "interval": interval or PERIOD_GROUP_INTERVAL,
-         "rules": period},
+         "rules": period + checks},
     ]
 
 

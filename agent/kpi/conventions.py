@@ -45,6 +45,8 @@ ABOVE_TARGET_ALERT = "KPIAboveTarget"
 NO_DATA_ALERT = "KPINoData"  # the default of no_data.alert_name
 NO_TRAFFIC_ALERT = "KPINoTraffic"
 NUMERATOR_ABSENT_ALERT = "KPINumeratorAbsent"
+SELECTOR_CANNOT_MATCH_ALERT = "KPISelectorCannotMatch"
+PROBLEM_LABEL = "kpi_problem"  # on KPISelectorCannotMatch: which name of which selector matches nothing
 
 
 def window_name(seconds: float) -> str:

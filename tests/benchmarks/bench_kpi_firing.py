@@ -73,7 +73,7 @@ def test_first_firing_times_against_the_workbook(tmp_path):
     groups = {"before": yaml.safe_load(versions["before"])["groups"], "after": compile_groups(spec)}
     raw = {name: len(raw_reading_rules(g, ["http_requests_total"])) for name, g in groups.items()}
     print(f"\nRules reading raw series per KPI: before {raw['before']}, after {raw['after']} (Sloth 0.16: 7, with "
-          "ranges up to 3d); all of them over 5m")
+          "ranges up to 3d); the rates over 5m, and after, every 5m, the selector check's instant count")
     print(f"Recorded samples read per minute: before {_recorded_samples_per_minute(groups['before']):,.0f}, "
           f"after {_recorded_samples_per_minute(groups['after']):,.0f}")
     for _, _, expected, _, after in rows:

@@ -70,7 +70,9 @@ def test_public_rule_contract():
                  "kpi:burn_rate:rate5m", "kpi_info"):
         assert name in records, name
     # only the two 5m rates read raw series; every other window sums recorded rates
-    assert raw_reading_rules(groups, ["http_requests_total"]) == ["kpi:denominator:rate5m", "kpi:numerator:rate5m"]
+    # (and, every 5m, the selector check counts the metric's current series: no range)
+    assert raw_reading_rules(groups, ["http_requests_total"]) == ["kpi:denominator:rate5m", "kpi:numerator:rate5m",
+                                                                  "KPISelectorCannotMatch"]
     for group in groups:
         for rule in group["rules"]:
             assert rule["labels"]["kpi"] == "availability" and rule["labels"]["kpi_service"] == "shop"
@@ -79,7 +81,7 @@ def test_public_rule_contract():
     # every alert has a kpi_severity, so that the shipped Alertmanager routes it somewhere
     assert [(a["alert"], a["labels"].get("kpi_severity")) for a in alerts] == [
         ("KPIErrorBudgetBurn", "page"), ("KPIErrorBudgetBurn", "ticket"), ("KPINumeratorAbsent", "ticket"),
-        ("KPINoData", "ticket"), ("KPINoTraffic", "ticket")]
+        ("KPINoData", "ticket"), ("KPINoTraffic", "ticket"), ("KPISelectorCannotMatch", "ticket")]
     assert alerts[0]["annotations"]["runbook_url"] == "https://runbooks/x"
 
 

@@ -45,5 +45,7 @@ def test_the_example_records_only_contract_series():
 
 def test_alert_names():
     assert (conventions.ERROR_BUDGET_BURN_ALERT, conventions.BELOW_TARGET_ALERT, conventions.ABOVE_TARGET_ALERT,
-            conventions.NO_DATA_ALERT, conventions.NO_TRAFFIC_ALERT, conventions.NUMERATOR_ABSENT_ALERT) == (
-        "KPIErrorBudgetBurn", "KPIBelowTarget", "KPIAboveTarget", "KPINoData", "KPINoTraffic", "KPINumeratorAbsent")
+            conventions.NO_DATA_ALERT, conventions.NO_TRAFFIC_ALERT, conventions.NUMERATOR_ABSENT_ALERT,
+            conventions.SELECTOR_CANNOT_MATCH_ALERT) == (
+        "KPIErrorBudgetBurn", "KPIBelowTarget", "KPIAboveTarget", "KPINoData", "KPINoTraffic", "KPINumeratorAbsent",
+        "KPISelectorCannotMatch")

@@ -36,7 +36,8 @@ def test_latency_shorthand_is_the_share_of_requests_under_the_bound(promtool, tm
         ],
     }])
     groups = compile_groups(spec)
-    assert raw_reading_rules(groups, ["rpc_seconds"]) == ["kpi:denominator:rate5m", "kpi:numerator:rate5m"]
+    assert raw_reading_rules(groups, ["rpc_seconds"]) == ["kpi:denominator:rate5m", "kpi:numerator:rate5m",
+                                                          "KPISelectorCannotMatch"]
 
 
 def test_bool_gauge_is_availability_over_time(promtool, tmp_path):
@@ -65,7 +66,8 @@ def test_bool_gauge_is_availability_over_time(promtool, tmp_path):
         ],
     }])
     assert raw_reading_rules(compile_groups(spec), ["probe_success"]) == ["kpi:denominator:rate5m",
-                                                                          "kpi:numerator:rate5m"]
+                                                                          "kpi:numerator:rate5m",
+                                                                          "KPISelectorCannotMatch"]
 
 
 def test_bad_events_over_total_with_no_failures_yet_is_all_good(promtool, tmp_path):
@@ -130,7 +132,8 @@ def test_windows_that_are_not_whole_5m_are_read_raw_and_counted():
                              "    alerting:\n      page:\n        windows: [{long: 1h, short: 2m, factor: 14.4}]\n"))
     groups = compile_groups(spec)
     assert raw_reading_rules(groups, ["r_total"]) == [
-        "kpi:denominator:rate5m", "kpi:numerator:rate5m", "kpi:denominator:rate2m", "kpi:numerator:rate2m"]
+        "kpi:denominator:rate5m", "kpi:numerator:rate5m", "kpi:denominator:rate2m", "kpi:numerator:rate2m",
+        "KPISelectorCannotMatch"]
 
 
 def test_every_long_window_sums_at_most_twelve_recorded_windows(promtool, tmp_path):

@@ -72,6 +72,24 @@ kpis:
     window: 30d
     target: 10
     value: sum(mrr_dolars{job="app"})
+  - name: bad_metric_typo
+    window: 30d
+    target: 99%
+    ratio:
+      bad: http_request_total{job="app",status=~"5.."}
+      denominator: http_requests_total{job="app"}
+  - name: bad_label_typo
+    window: 30d
+    target: 99%
+    ratio:
+      bad: http_requests_total{job="app",code=~"5.."}
+      denominator: http_requests_total{job="app"}
+  - name: negative_label_typo
+    window: 30d
+    target: 99%
+    ratio:
+      numerator: http_requests_total{job="app",stauts!~"5.."}
+      denominator: http_requests_total{job="app"}
 """
 
 
@@ -150,6 +168,13 @@ def test_selectors_and_values_that_match_nothing_are_named(prometheus, promtool,
         f'{spec}:29: warning: kpis[4].ratio.bad: http_requests_total{{job="app",status=~"5.."}} matches no series '
         'in the last 1d: no series of http_requests_total has status=~"5.."',
         f"{spec}:38: kpis[6].value: returns nothing now: no series of mrr_dolars in the last 1d",
+        # a selector of failed events that no failure can ever match is an error, not a warning
+        f'{spec}:43: kpis[7].ratio.bad: http_request_total{{job="app",status=~"5.."}} matches no series in the '
+        "last 1d: metric http_request_total has no series in the last 1d (a typo, or not scraped?)",
+        f'{spec}:49: kpis[8].ratio.bad: http_requests_total{{job="app",code=~"5.."}} matches no series in the '
+        "last 1d: no series of http_requests_total has a label code (a typo?)",
+        f'{spec}:55: kpis[9].ratio.numerator: no series of http_requests_total has a label stauts (a typo?): '
+        'stauts!~"5.." matches every series',
     ]
 
 
