@@ -9,9 +9,10 @@ agent.kpi.render.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from agent.config.values import duration
 from agent.kpi import conventions as names
 from agent.kpi.alerts import alert_rules, selector_alert
 from agent.kpi.conventions import DENOMINATOR, NUMERATOR, identity_selector, rule_labels, side_rate, window_name
@@ -23,6 +24,7 @@ SLI_GROUP_INTERVAL = "30s"
 PERIOD_GROUP_INTERVAL = "5m"  # the period judgements change slowly: no need to evaluate them often
 
 Rule = dict[str, Any]
+Reach = Callable[[float], float | None]  # a term's offset -> how far back from it a sample may be, None: no limit
 
 
 def _by(kpi: Kpi) -> str:
@@ -77,21 +79,46 @@ def _raw_sides(spec: ServiceSpec, kpi: Kpi, window: float) -> list[Rule]:
     ]
 
 
-def _sum_of_terms(side: str, identity: str, terms: Terms, window: float) -> str:
+def _term(side: str, level: float, identity: str, offset: float, reach: float | None) -> str:
+    """One slice of a telescoped window: the rate over ``level`` recorded ``offset`` ago. With ``reach``, only a
+    sample recorded within ``reach`` before that instant counts: Prometheus' 5m lookback would otherwise take an
+    older one when the evaluation at the slot was missed (Prometheus down, a group too slow), and count a
+    slice outside the window (a shifted slice) instead of leaving the slot out."""
+    series = f"{side_rate(side, level)}{identity}"
+    shifted = f" offset {window_name(offset)}" if offset else ""
+    if reach is None:
+        return f"{series}{shifted}"
+    return f"last_over_time({series}[{window_name(reach)}]{shifted})"
+
+
+def _sum_of_terms(side: str, identity: str, terms: Terms, window: float, reach: Reach) -> str:
     """The rate over ``window`` from recorded rates of shorter windows at consecutive offsets."""
     if len(terms) == 1:
-        return f"{side_rate(side, terms[0][0])}{identity}"
+        return _term(side, terms[0][0], identity, terms[0][1], reach(terms[0][1]))
     uniform = len({level for level, _ in terms}) == 1
     parts = []
     for index, (level, offset) in enumerate(terms):
-        shifted = f" offset {window_name(offset)}" if offset else ""
-        part = f'label_replace({side_rate(side, level)}{identity}{shifted}, "{names.TERM_LABEL}", "{index}", "", "")'
+        part = f'label_replace({_term(side, level, identity, offset, reach(offset))}, "{names.TERM_LABEL}", ' \
+               f'"{index}", "", "")'
         parts.append(part if uniform else f"{part} * {number(level)}")
     divisor = len(terms) if uniform else number(window)
     return f"sum without ({names.TERM_LABEL}) (\n    " + "\n  or\n    ".join(parts) + f"\n) / {divisor}"
 
 
-def _sli_rules(spec: ServiceSpec, kpi: Kpi, plan: WindowPlan) -> list[Rule]:
+def _same_group_reach(interval: float) -> Reach:
+    """Terms read by the group that records them: its evaluations share one grid, so the one at ``offset``
+    (a whole number of intervals) ago is the only sample less than an interval old; the current term was
+    recorded earlier in this very evaluation."""
+    return lambda offset: interval - 0.001 if offset else None
+
+
+def _other_group_reach(interval: float) -> Reach:
+    """Terms read by the period group, whose evaluations fall between the other group's: the latest sample
+    within one of its intervals."""
+    return lambda offset: interval
+
+
+def _sli_rules(spec: ServiceSpec, kpi: Kpi, plan: WindowPlan, interval: float) -> list[Rule]:
     identity = identity_selector(spec, kpi)
     labels = rule_labels(spec, kpi)
     rules = _raw_sides(spec, kpi, BASE_RATE_WINDOW)
@@ -105,7 +132,8 @@ def _sli_rules(spec: ServiceSpec, kpi: Kpi, plan: WindowPlan) -> list[Rule]:
             rules.extend(_raw_sides(spec, kpi, window))
             continue
         for side in (DENOMINATOR, NUMERATOR):
-            rules.append({"record": side_rate(side, window), "expr": _sum_of_terms(side, identity, terms, window),
+            rules.append({"record": side_rate(side, window),
+                          "expr": _sum_of_terms(side, identity, terms, window, _same_group_reach(interval)),
                           "labels": labels})
     for window in alert_windows(kpi):
         rules.append({"record": names.ratio_rate(window),
@@ -141,7 +169,7 @@ def _compare(kpi: Kpi) -> str:
     return ">=" if kpi.higher_is_better else "<="
 
 
-def _period_rules(spec: ServiceSpec, kpi: Kpi, plan: WindowPlan) -> list[Rule]:
+def _period_rules(spec: ServiceSpec, kpi: Kpi, plan: WindowPlan, interval: float) -> list[Rule]:
     identity = identity_selector(spec, kpi)
     labels = rule_labels(spec, kpi)
     if not kpi.is_ratio:
@@ -151,8 +179,9 @@ def _period_rules(spec: ServiceSpec, kpi: Kpi, plan: WindowPlan) -> list[Rule]:
             {"record": names.MEETS_TARGET,
              "expr": f"{names.VALUE_PERIOD}{identity} {_compare(kpi)} bool {number(kpi.target)}", "labels": labels},
         ]
-    numerator = _sum_of_terms(NUMERATOR, identity, plan.period, kpi.window)
-    denominator = _sum_of_terms(DENOMINATOR, identity, plan.period, kpi.window)
+    reach = _other_group_reach(interval)
+    numerator = _sum_of_terms(NUMERATOR, identity, plan.period, kpi.window, reach)
+    denominator = _sum_of_terms(DENOMINATOR, identity, plan.period, kpi.window, reach)
     return [
         {"record": names.RATIO_PERIOD, "expr": f"(\n{numerator}\n)\n/\n(\n{denominator}\n> 0)", "labels": labels},
         {"record": names.MEETS_TARGET,
@@ -170,14 +199,15 @@ def compile_groups(spec: ServiceSpec, interval: str | None = None) -> list[dict[
     period: list[Rule] = []
     alerts: list[Rule] = []
     checks: list[Rule] = []  # judged as rarely as the period: they count every series of a metric
+    every = duration(interval or SLI_GROUP_INTERVAL)  # how often the rates are recorded
     for kpi in sorted(spec.kpis, key=lambda k: k.name):
         plan = WindowPlan(kpi)
         if kpi.is_ratio:
-            sli.extend(_sli_rules(spec, kpi, plan))
+            sli.extend(_sli_rules(spec, kpi, plan, every))
         else:
             sli.append({"record": names.VALUE, "expr": kpi.value, "labels": rule_labels(spec, kpi)})
         sli.extend(_constant_rules(spec, kpi))
-        period.extend(_period_rules(spec, kpi, plan))
+        period.extend(_period_rules(spec, kpi, plan, every))
         alerts.extend(alert_rules(spec, kpi))
         checks.extend(rule for rule in (selector_alert(spec, kpi),) if rule)
     # Alerts share the group of the rates they read: rules in a group run in order, so an alert always sees
