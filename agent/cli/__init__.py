@@ -14,7 +14,7 @@ class _LazyGroup(click.Group):
     (the compiler, Grafana's SDK, the report's plotting), which keeps the running agent's memory down."""
 
     LAZY = {"run": "agent.cli.run", "check": "agent.cli.run", "example-config": "agent.cli.run",
-            "rules": "agent.kpi.rules_cli", "dashboards": "agent.kpi.dashboards_cli", "report": "agent.cli.report",
+            "rules": "agent.cli.rules", "dashboards": "agent.cli.dashboards", "report": "agent.cli.report",
             "ui": "agent.cli.report"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -16,13 +16,13 @@ from pathlib import Path
 import aiohttp
 import click
 
+from agent.cli.problems import report_problems
 from agent.config.problems import ConfigError
 from agent.config.values import duration
 from agent.formatting import format_duration
 from agent.kpi.loading import load_specs
 from agent.kpi.model import ServiceSpec
 from agent.kpi.prometheus_api import PrometheusClient
-from agent.kpi.rules_cli import report_problems
 from agent.report.model import Report, collect
 from agent.report.periods import PERIOD_HELP, PeriodChoice, parse_period, zone
 from agent.runtime.logconfig import LEVELS, setup_logging

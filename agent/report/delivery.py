@@ -29,8 +29,8 @@ from pathlib import Path
 
 import aiohttp
 
+from agent.kpi.model import ServiceSpec
 from agent.kpi.prometheus_api import PrometheusClient
-from agent.kpi.spec import ServiceSpec
 from agent.report.model import Report, collect
 from agent.report.periods import local_time_text
 from agent.report.schedule import RETRY_LAST, Delivered, ReportsConfig, Scheduled, Smtp, State

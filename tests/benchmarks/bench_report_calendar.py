@@ -27,8 +27,8 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 
+from agent.kpi.loading import load_spec
 from agent.kpi.prometheus_api import PrometheusClient
-from agent.kpi.spec import load_spec
 from agent.report.model import collect
 from agent.report.periods import parse_period
 from tests.helpers import fetch, free_port, wait_until

@@ -3,7 +3,7 @@
 import math
 
 from agent.config.yaml import load_text
-from agent.kpi.spec import parse_spec
+from agent.kpi.spec.document import parse_spec
 from agent.report.model import budget_exhaustion, plan_period
 
 SPEC, _ = parse_spec(load_text(

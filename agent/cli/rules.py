@@ -11,24 +11,18 @@ from pathlib import Path
 
 import click
 
+from agent.cli.problems import report_problems
 from agent.config.problems import ConfigError, Problem
 from agent.config.values import duration
-from agent.kpi import importer
+from agent.kpi import importer, output
 from agent.kpi.checks import check_metric_names, promtool_problems
 from agent.kpi.loading import load_specs, spec_files
 from agent.kpi.model import ServiceSpec
-from agent.kpi.output import OutputFile, apply, plan_output
+from agent.kpi.output import OutputFile
 from agent.kpi.promtest import GeneratedTest, write_tests
 from agent.kpi.promtool import PromtoolMissing, run_unit_tests
 from agent.kpi.render import render_operator, render_prometheus
 from agent.kpi.windows import check_evaluation_interval
-
-
-def report_problems(problems: list[Problem], strict: bool = False) -> bool:
-    """Prints every problem; True if any fails the command (every warning does when ``strict``)."""
-    for problem in problems:
-        click.echo(str(problem), err=True)
-    return any(strict or not p.warning for p in problems)
 
 
 @click.group("rules")
@@ -114,17 +108,14 @@ def generate(specs: tuple[str, ...], out_dir: str, output_format: str, namespace
         else:
             text = render_operator(spec, spec.file, namespace, interval)
         files.append(OutputFile(f"{spec.service}{suffix}", text, spec.file))
-    write_output(Path(out_dir), files, (f"*{suffix}",), specs)
+    _write(out_dir, files, f"*{suffix}", specs)
 
 
-def write_output(out: Path, files: list[OutputFile], owned: tuple[str, ...], specs: tuple[str, ...]) -> None:
-    """Writes ``files`` into ``out`` and removes the stale files it owns there (see agent.kpi.output); exit 1
-    without touching anything if that would overwrite a file a person wrote."""
-    produced = {file.source: file.name for file in files if file.source}
-    plan = plan_output(out, files, owned, spec_files(specs), produced)
-    if report_problems(plan.refused):
+def _write(out_dir: str, files: list[OutputFile], owned: str, specs: tuple[str, ...]) -> None:
+    lines, refused = output.write(Path(out_dir), files, (owned,), specs)
+    if report_problems(refused):
         sys.exit(1)
-    for line in apply(out, plan):
+    for line in lines:
         click.echo(line)
 
 

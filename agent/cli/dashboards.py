@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from agent.kpi import grafana
+from agent.cli.problems import report_problems
+from agent.kpi import grafana, output
 from agent.kpi.loading import load_specs
 from agent.kpi.output import OutputFile
-from agent.kpi.rules_cli import report_problems, write_output
 
 
 @click.group("dashboards")
@@ -34,4 +34,8 @@ def generate(specs: tuple[str, ...], out_dir: str, alert_datasource_uid: str) ->
              OutputFile("kpi-agent-health.json", grafana.agent_dashboard(), ""),
              OutputFile("grafana-alert-rules.yml", grafana.grafana_alert_rules(loaded, alert_datasource_uid), "")]
     files += [OutputFile(f"kpi-{spec.service}.json", grafana.service_dashboard(spec), spec.file) for spec in loaded]
-    write_output(Path(out_dir), sorted(files, key=lambda f: f.name), ("kpi-*.json",), specs)
+    lines, refused = output.write(Path(out_dir), sorted(files, key=lambda f: f.name), ("kpi-*.json",), specs)
+    if report_problems(refused):
+        sys.exit(1)
+    for line in lines:
+        click.echo(line)
