@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from agent.formatting import format_duration
 from agent.series.exposition import escape_label_value
 
-if TYPE_CHECKING:  # the model names its defaults from here: no import at run time
+if TYPE_CHECKING:  # for annotations only
     from agent.kpi.model import Kpi, ServiceSpec
 
 # Labels every kpi:* series and alert carries, and the ones the compiler sets on some

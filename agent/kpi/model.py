@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from agent.kpi.conventions import NO_DATA_ALERT
 from agent.kpi.units import DEFAULT_UNIT
 from agent.series.exposition import escape_label_value
 
@@ -79,8 +78,8 @@ class Tier:
 class NoData:
     for_: float  # metrics absent: the KPI is blind
     no_traffic_for: float  # metrics present but no event counted
+    name: str  # of the alert (conventions.NO_DATA_ALERT unless the spec renames it)
     labels: dict[str, str] = field(default_factory=dict)
-    name: str = NO_DATA_ALERT
 
 
 @dataclass(frozen=True)

@@ -128,10 +128,10 @@ def _read_no_data(fields: Fields, no_traffic_for: float) -> NoData | None:
     if section is None:
         if raw not in (None, True):
             fields.error("no_data", "expected false, true or a mapping {for, no_traffic_for, labels, alert_name}")
-        return NoData(DEFAULT_NO_DATA_FOR, no_traffic_for)
+        return NoData(DEFAULT_NO_DATA_FOR, no_traffic_for, NO_DATA_ALERT)
     for_ = section.get("for", config_values.duration, DEFAULT_NO_DATA_FOR)
     quiet_for = section.get("no_traffic_for", config_values.duration, no_traffic_for)
     labels = section.get("labels", config_values.label_map, {}) or {}
     name = section.get("alert_name", values.alert_name, NO_DATA_ALERT)
     section.finish()
-    return NoData(for_ or DEFAULT_NO_DATA_FOR, quiet_for or no_traffic_for, labels, name or NO_DATA_ALERT)
+    return NoData(for_ or DEFAULT_NO_DATA_FOR, quiet_for or no_traffic_for, name or NO_DATA_ALERT, labels)
