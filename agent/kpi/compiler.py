@@ -114,8 +114,9 @@ def _same_group_reach(interval: float) -> Reach:
 
 def _other_group_reach(interval: float) -> Reach:
     """Terms read by the period group, whose evaluations fall between the other group's: the latest sample
-    within one of its intervals."""
-    return lambda offset: interval
+    within one of its intervals. The current term takes the latest sample, as any lookup does: the other
+    group's evaluation of this very moment may still be running (or, in promtool, come after)."""
+    return lambda offset: interval if offset else None
 
 
 def _sli_rules(spec: ServiceSpec, kpi: Kpi, plan: WindowPlan, interval: float) -> list[Rule]:
