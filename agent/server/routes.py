@@ -35,9 +35,10 @@ from agent.series.selfmetrics import (
     WEB_CONFIG_OK,
 )
 from agent.series.store import Group, Snapshot, Store
+from agent.server.access import Authenticator, TokenBucket
 from agent.server.listener import ConnectionGuard, ListenAddress, Listener, listen
 from agent.server.protocol import Handler, Request, Response
-from agent.server.webconfig import Authenticator, LiveWebConfig, TokenBucket
+from agent.server.webconfig import LiveWebConfig
 
 Route = tuple[str, str, Handler]  # method, path, handler
 
