@@ -86,8 +86,9 @@ class _Loader(Composer, _Parser, SafeConstructor, Resolver):
         finally:
             self._depth -= 1
 
-    def get_single_node(self) -> Any:
-        node = super().get_single_node()
+    def compose_document(self) -> Any:
+        """Every document, of a single- or a multi-document file, is sized before anything is built of it."""
+        node = super().compose_document()
         if node is not None:
             sizes: dict[int, int] = {}
             if _expanded_size(node, sizes) > MAX_VALUES:

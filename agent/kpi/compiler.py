@@ -154,8 +154,10 @@ def _bad(ratio: str, kpi: Kpi) -> str:
 
 def _constant_rules(spec: ServiceSpec, kpi: Kpi) -> list[Rule]:
     labels = rule_labels(spec, kpi)
-    info = rule_labels(spec, kpi, {"description": kpi.description, "objective": kpi.objective,
-                                   "owner": kpi.owner, "higher_is_better": str(kpi.higher_is_better).lower()})
+    # an empty field leaves a label of the same name alone: the service's owner label when the KPI names none
+    described = {"description": kpi.description, "objective": kpi.objective, "owner": kpi.owner}
+    info = rule_labels(spec, kpi, {**{k: v for k, v in described.items() if v},
+                                   "higher_is_better": str(kpi.higher_is_better).lower()})
     rules = [
         {"record": names.TARGET, "expr": f"vector({number(kpi.target)})", "labels": labels},
         {"record": names.WINDOW_SECONDS, "expr": f"vector({number(kpi.window)})", "labels": labels},

@@ -29,6 +29,11 @@ _SUM_OF_RATE_RES = [re.compile(pattern) for pattern in (
     rf"^\s*{_RATE}\s*$",
     rf"^\s*(?P<selector>{_SELECTOR})\s*$",
 )]
+# a sum of counter values: what OpenSLO queries with ratioMetric.counter: true return
+_SUM_OF_COUNTER_RES = [re.compile(pattern) for pattern in (
+    rf"^\s*sum\s*by\s*\((?P<labels>[^)]*)\)\s*\(\s*(?P<selector>{_SELECTOR})\s*\)\s*$",
+    rf"^\s*sum\s*\(\s*(?P<selector>{_SELECTOR})\s*\)\s*(?:by\s*\((?P<labels>[^)]*)\))?\s*$",
+)]
 
 
 def number(value: float) -> str:
@@ -88,10 +93,11 @@ def metric_names(expr: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def sum_of_rate(query: str) -> tuple[str, list[str]] | None:
+def sum_of_rate(query: str, counter: bool = False) -> tuple[str, list[str]] | None:
     """(selector, by-labels) when ``query`` is ``sum [by (labels)] (rate|increase(selector[window]))``, a bare
-    rate of a selector or a bare selector (a counter); None for anything else."""
-    for pattern in _SUM_OF_RATE_RES:
+    rate of a selector or a bare selector (a counter); with ``counter`` (the query returns counter values), also
+    ``sum [by (labels)] (selector)``. None for anything else."""
+    for pattern in _SUM_OF_RATE_RES + (_SUM_OF_COUNTER_RES if counter else []):
         match = pattern.match(query)
         if match:
             labels = match.groupdict().get("labels") or ""

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 from typing import Any
 
 from agent.formatting import format_duration
@@ -12,11 +11,13 @@ from agent.kpi.importer.translation import (
     Translation,
     disable_tiers_that_cannot_fire,
     first_of,
+    free_text,
     indicator,
     key_of,
     kpi_name,
     mappings,
     percent,
+    percent_value,
     read_labels,
     service_name,
 )
@@ -37,7 +38,7 @@ def sli_documents(documents: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _time_window(translation: Translation, file: str, spec: Any, path: str,
-                    default: tuple[float, str]) -> tuple[float, str]:
+                 default: tuple[float, str]) -> tuple[float, str]:
     windows = first_of(spec, "timeWindow", "timeWindows")
     key = key_of(spec, "timeWindow", "timeWindows")
     if not isinstance(windows, list) or not windows or not isinstance(windows[0], dict):
@@ -83,7 +84,7 @@ def _query(translation: Translation, file: str, node: Any, path: str) -> str | N
 
 
 def translate_openslo(translation: Translation, file: str, document: Any, slis: dict[str, Any],
-             window_default: tuple[float, str]) -> None:
+                      window_default: tuple[float, str]) -> None:
     metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
     spec = document.get("spec")
     if not isinstance(spec, dict):
@@ -117,11 +118,13 @@ def translate_openslo(translation: Translation, file: str, document: Any, slis: 
         if name != raw_name:
             translation.warn(file, metadata, "name", "metadata.name", f"{raw_name!r} becomes the KPI {name!r}")
         head: dict[str, Any] = {"name": name}
-        if spec.get("description"):
-            head["description"] = str(spec["description"])
-        title = objective.get("displayName") or metadata.get("displayName")
+        description = free_text(translation, file, spec, "description", "spec.description")
+        if description:
+            head["description"] = description
+        title = free_text(translation, file, objective, "displayName", f"{path}.displayName") or \
+            free_text(translation, file, metadata, "displayName", "metadata.displayName")
         if title:
-            head["objective"] = str(title)
+            head["objective"] = title
         kpi = _objective(translation, file, objective, path, indicator_spec, head, window, window_text)
         if kpi is None:
             continue
@@ -144,12 +147,12 @@ def _indicator_of(translation: Translation, file: str, spec: Any, slis: dict[str
 
 
 def _objective(translation: Translation, file: str, objective: Any, path: str, indicator_spec: Any,
-                       head: dict[str, Any], window: float, window_text: str) -> dict[str, Any] | None:
-    target_value = objective.get("target")
-    if target_value is None and objective.get("targetPercent") is not None:
-        target_value = Decimal(str(objective["targetPercent"])) / 100
-    target = percent(Decimal(str(target_value)) * 100) if target_value is not None else None
-    if target is None or not 0 < Decimal(target[:-1]) < 100:
+               head: dict[str, Any], window: float, window_text: str) -> dict[str, Any] | None:
+    if objective.get("target") is None and objective.get("targetPercent") is not None:
+        target = percent(objective["targetPercent"])
+    else:
+        target = percent(objective.get("target"), per=100)
+    if target is None or not 0 < percent_value(target) < 100:
         translation.error(file, objective, "target", f"{path}.target", "needs a target between 0 and 1")
         return None
     ratio = objective.get("ratioMetrics")
@@ -171,15 +174,18 @@ def _objective(translation: Translation, file: str, objective: Any, path: str, i
         return None
     counts_bad = "bad" in ratio and "good" not in ratio
     counted = _query(translation, file, ratio.get("bad" if counts_bad else "good"),
-                             f"{ratio_path}.{'bad' if counts_bad else 'good'}")
+                     f"{ratio_path}.{'bad' if counts_bad else 'good'}")
     total = _query(translation, file, ratio.get("total"), f"{ratio_path}.total")
     if counted is None or total is None:
         return None
-    found, reason = indicator(counted, total, counts_bad)
+    counter = ratio.get("counter") is True
+    found, reason = indicator(counted, total, counts_bad, counter)
+    if reason and not counter and indicator(counted, total, counts_bad, counter=True)[1] is None:
+        reason += " (with ratioMetric.counter: true, a sum of counters is read as one)"
     if reason:
         translation.error(file, ratio, "good" if not counts_bad else "bad", ratio_path, f"not translated: {reason}")
         return None
     kpi: dict[str, Any] = {**head, "window": window_text, "target": target, **found}
-    disable_tiers_that_cannot_fire(translation, file, objective, path, kpi, float(Decimal(target[:-1]) / 100),
-                                    window)
+    disable_tiers_that_cannot_fire(translation, file, objective, path, kpi, float(percent_value(target) / 100),
+                                   window)
     return kpi

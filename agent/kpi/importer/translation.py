@@ -12,11 +12,13 @@ from typing import Any
 from agent.config.problems import Problem
 from agent.config.validation import is_label_name
 from agent.kpi.conventions import RESERVED_LABELS
+from agent.kpi.model import BurnWindow
 from agent.kpi.promql import sum_of_rate
 from agent.kpi.selectors import make_selector, parse_selector
 from agent.kpi.windows import scaled_tiers, unfireable_window
 
 _WINDOW_PLACEHOLDER_RE = re.compile(r"\{\{\s*\.?window\s*\}\}")
+MAX_TEXT = 4096  # characters of a description or title
 
 
 @dataclass
@@ -78,12 +80,33 @@ def service_name(name: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_.-]+", "-", name).strip("-") or "service"
 
 
-def percent(value: Any) -> str | None:
+def percent(value: Any, per: int = 1) -> str | None:
+    """``value`` x ``per`` as our percentage text ("99.9%"), or None if it is not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        return None
     try:
-        number = Decimal(str(value))
+        number = Decimal(str(value).strip()) * per
     except InvalidOperation:
         return None
-    return f"{number.normalize():f}%"
+    return f"{number.normalize():f}%" if number.is_finite() else None
+
+
+def percent_value(text: str) -> Decimal:
+    """The number of a ``percent`` result ("99.9%" -> 99.9)."""
+    return Decimal(text[:-1])
+
+
+def free_text(translation: Translation, file: str, node: Any, key: str, path: str) -> str | None:
+    """A description or title, refused (with its line) past MAX_TEXT characters: it becomes a label value."""
+    value = node.get(key) if isinstance(node, dict) else None
+    if not value:
+        return None
+    text = str(value)
+    if len(text) > MAX_TEXT:
+        translation.error(file, node, key, path, f"{len(text)} characters, more than {MAX_TEXT}: left out (it would "
+                                                 "become a label of kpi_info and the alerts' descriptions)")
+        return None
+    return text
 
 
 def read_labels(translation: Translation, file: str, node: Any, key: str, path: str) -> dict[str, str]:
@@ -136,10 +159,10 @@ def as_template(query: str) -> str | None:
     return None
 
 
-def indicator(counted: str, total: str, counts_bad: bool) -> tuple[dict[str, Any], str | None]:
+def indicator(counted: str, total: str, counts_bad: bool, counter: bool = False) -> tuple[dict[str, Any], str | None]:
     """Our indicator for a ratio of ``counted`` (good, or failed events) over ``total`` queries, or a reason
-    it cannot be translated."""
-    simple_counted, simple_total = sum_of_rate(counted), sum_of_rate(total)
+    it cannot be translated. ``counter``: the queries return counter values (OpenSLO's ratioMetric.counter)."""
+    simple_counted, simple_total = sum_of_rate(counted, counter), sum_of_rate(total, counter)
     if simple_counted and simple_total and simple_counted[1] == simple_total[1]:
         try:
             good, all_events = parse_selector(simple_counted[0]), parse_selector(simple_total[0])
@@ -174,9 +197,12 @@ def indicator(counted: str, total: str, counts_bad: bool) -> tuple[dict[str, Any
 
 
 def disable_tiers_that_cannot_fire(translation: Translation, file: str, node: Any, path: str,
-                                    kpi: dict[str, Any], target: float, window: float) -> None:
+                                   kpi: dict[str, Any], target: float, window: float,
+                                   tiers: dict[str, tuple[BurnWindow, ...]] | None = None) -> None:
+    """A tier that needs over 100% bad events at ``target`` is disabled, with a warning. ``tiers``: the windows
+    the KPI's tiers use (default: ours, scaled to ``window``)."""
     alerting = kpi.setdefault("alerting", {})
-    for severity, windows in scaled_tiers(window).items():
+    for severity, windows in (tiers or scaled_tiers(window)).items():
         if alerting.get(severity) is False:
             continue
         hopeless = unfireable_window(windows, 1 - target)

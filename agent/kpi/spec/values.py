@@ -20,12 +20,16 @@ def target(value: Any) -> float:
     """``99.9%`` or ``0.999`` for ratios; any number for value KPIs (range checked by the caller)."""
     if isinstance(value, str) and value.strip().endswith("%"):
         try:  # Decimal, so "99.9%" is exactly the float 0.999 and not 0.9990000000000001
-            return float(Decimal(value.strip()[:-1]) / 100)
+            result = float(Decimal(value.strip()[:-1]) / 100)
         except InvalidOperation:
             raise ValueError(f"{value!r} is not a percentage") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{value!r} is not a target: use a number (0.999) or a percentage (\"99.9%\")")
-    return float(value)
+    else:
+        result = float(value)
+    if not math.isfinite(result):
+        raise ValueError(f"{value!r} is not a finite number")
+    return result
 
 
 def query_template(value: Any) -> str:
