@@ -127,3 +127,15 @@ def test_named_groups_in_a_pattern_with_a_scan_point():
     compiled = regex.compile(r"(?P<msg>.*) (?P<rt>\d+)$")
     assert compiled.runs_in_python
     assert compiled.line_scanner(["rt"]).findall("a b 12\nx\nq 7 8\n") == [("12", "\n"), ("", ""), ("8", "\n")]
+
+
+def test_text_with_a_lone_surrogate_is_searched_not_fatal():
+    """JSON's "\\ud800" in a log field or a discovered label is a lone surrogate, which RE2's UTF-8 cannot take:
+    it is read as U+FFFD, and positions still index the original text."""
+    text = "x\ud800500y"
+    found = regex.compile(r"\d+").search(text)
+    assert found is not None and text[found.start():found.end()] == "500"
+    assert regex.compile(r"x.500y").fullmatch(text) is not None
+    assert regex.compile(r"(?:a|x)").match(text) is not None
+    assert [m.start() for m in regex.compile("0").finditer(text)] == [3, 4]
+    assert regex.compile("5").sub(regex.template("$0$0", regex.compile("5")), text) == "x\ud8005500y"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.config.regex_python import translate
+from agent.text import encodable
 
 __all__ = ["Match", "Regex", "Template", "compile", "parse", "template"]
 
@@ -87,28 +88,40 @@ class Regex:
         """Whether ``match`` runs through Python's re (proven linear and equal) rather than RE2's binding."""
         return self._python is not None
 
+    # RE2 reads UTF-8, which cannot encode a lone surrogate (JSON's "\ud800" in a log line or a label): such a
+    # text is searched with U+FFFD in its place, one code point for one, so positions still index ``text``.
+
     def search(self, text: str) -> Match | None:
         """The leftmost match anywhere in ``text``."""
-        return self._re2.search(text)
+        try:
+            return self._re2.search(text)
+        except UnicodeEncodeError:
+            return self._re2.search(encodable(text))
 
     def match(self, text: str) -> Match | None:
         """A match that starts at the beginning of ``text`` (it may end anywhere)."""
         if self._python is not None:
             return self._python.match(text)
-        return self._re2.match(text)
+        try:
+            return self._re2.match(text)
+        except UnicodeEncodeError:
+            return self._re2.match(encodable(text))
 
     def fullmatch(self, text: str) -> Match | None:
         """A match of the whole of ``text`` (how Prometheus's relabelling anchors its regexes)."""
-        return self._re2.fullmatch(text)
+        try:
+            return self._re2.fullmatch(text)
+        except UnicodeEncodeError:
+            return self._re2.fullmatch(encodable(text))
 
     def finditer(self, text: str) -> Iterator[Match]:
-        return self._re2.finditer(text)
+        return self._re2.finditer(encodable(text))
 
     def sub(self, replacement: Template, text: str) -> str:
         """``text`` with every match replaced, as Go's ``ReplaceAllString`` does (an empty match right after
         a match is not replaced)."""
         pieces, position, previous_end = [], 0, -1
-        for found in self._re2.finditer(text):
+        for found in self.finditer(text):
             start, end = found.start(), found.end()
             if start == end == previous_end:
                 continue

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import bisect
 import functools
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
+
+from agent.text import encodable
 
 Kind = Literal["counter", "gauge", "histogram"]
 LabelValues = tuple[str, ...]
@@ -91,18 +92,6 @@ def describe(spec: FamilySpec) -> str:
     return f"{shown(spec)} is a {spec.kind}{labels}{buckets}"
 
 
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
-
-
-def repaired(value: str) -> str:
-    """A label value the exposition can encode: lone surrogates (from JSON ``"\\ud800"``) become U+FFFD."""
-    try:
-        value.encode("utf-8")
-        return value
-    except UnicodeEncodeError:
-        return _SURROGATE_RE.sub("\ufffd", value)
-
-
 V = TypeVar("V")
 
 
@@ -129,7 +118,7 @@ class _Family(Generic[V]):
         key = tuple(labels)
         for value in key:
             if not value.isascii():  # only non-ASCII text can hold a lone surrogate
-                return tuple(repaired(value) for value in labels)
+                return tuple(encodable(value) for value in labels)
         return key
 
     def _admit(self, labels: LabelValues, amount: float) -> LabelValues | None:

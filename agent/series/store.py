@@ -36,9 +36,9 @@ from agent.series.family import (
     SchemaError,
     counter,
     describe,
-    repaired,
     shown,
 )
+from agent.text import encodable
 
 Identity = tuple[tuple[str, str], ...]  # (label name, value) pairs, sorted by name
 
@@ -64,7 +64,7 @@ class Group:
     def __init__(self, owner: str, const_labels: dict[str, str] | None = None,
                  identity: str | tuple[str, ...] | None = None):
         self.owner = owner
-        self.const_labels = {name: repaired(value) for name, value in (const_labels or {}).items()}
+        self.const_labels = {name: encodable(value) for name, value in (const_labels or {}).items()}
         names = (identity,) if isinstance(identity, str) else tuple(sorted(identity or ()))
         for name in names:
             if name not in self.const_labels:
@@ -277,7 +277,7 @@ class Store:
 
     def __init__(self, const_labels: dict[str, str] | None = None, reserved: Iterable[FamilySpec] = ()):
         self.groups: dict[str, Group] = {}
-        self.const_labels: dict[str, str] = {k: repaired(v) for k, v in (const_labels or {}).items()}
+        self.const_labels: dict[str, str] = {k: encodable(v) for k, v in (const_labels or {}).items()}
         self._index = _Index()
         for spec in (*reserved, SERIES_DROPPED):
             self._index.insert(None, spec)
