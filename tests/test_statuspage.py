@@ -147,3 +147,41 @@ async def test_a_discovering_source_shows_its_targets_and_each_failing_one(tmp_p
         assert f'data-target="127.0.0.1:{closed_port}"' in page and "refused: " in page
     finally:
         await agent.stop()
+
+
+async def test_a_page_too_big_for_a_scrape_is_said_in_the_log_and_on_the_status_page(tmp_path, caplog):
+    """Issue 18.7: 100,000 targets were accepted silently, then no Prometheus with its default 10 s scrape
+    timeout could ever scrape the agent. The agent now says so, right after start and while it lasts: here a
+    Prometheus that gives a scrape 1 ms (global.scrape_timeout), and the same agent with the default."""
+    targets = tmp_path / "targets.json"
+    targets.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}" for port in range(1, 201)]}]))
+    pages = {}
+    for scrape_timeout in ("1ms", "10s"):
+        config = tmp_path / f"agent-{scrape_timeout}.yaml"
+        config.write_text(f"global: {{interval: 1h, scrape_timeout: {scrape_timeout}}}\nhttp:\n  - name: fleet\n"
+                          f"    file_sd_configs: [{{files: ['{targets}']}}]\n")
+        agent = Agent(lambda config=config: load_config(config)[0], "127.0.0.1:0")
+        await agent.start()
+        base = f"http://127.0.0.1:{agent.bound_port}"
+        try:
+            async with aiohttp.ClientSession() as session:
+                for _ in range(100):
+                    async with session.get(base + "/api/v1/status") as response:
+                        status = await response.json()
+                    if status["page_warning"] or scrape_timeout == "10s" and agent.page_cost.seconds_per_sample:
+                        break
+                    async with session.get(base + "/metrics") as response:  # a page measured, as a scrape would
+                        await response.read()
+                    await asyncio.sleep(0.2)
+                async with session.get(base + "/") as response:
+                    pages[scrape_timeout] = (status, await response.text())
+        finally:
+            await agent.stop()
+    status, page = pages["1ms"]
+    assert status["page_warning"].startswith("/metrics holds ")
+    assert "more than half of the 0.001 s a scrape may take (global.scrape_timeout)" in status["page_warning"]
+    assert "Shard the targets (--shard.count) or leave out series (omit_series)" in status["page_warning"]
+    assert f'<div class="banner" id="page-warning">{html.escape(status["page_warning"])}</div>' in page
+    assert any(r.getMessage() == "the /metrics page is too big for a scrape" for r in caplog.records)
+    status, page = pages["10s"]
+    assert status["page_warning"] is None and 'id="page-warning"' not in page

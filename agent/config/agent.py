@@ -35,6 +35,7 @@ class GlobalConfig:
     timeout: float = 10.0
     labels: dict[str, str] = field(default_factory=dict)
     max_concurrent_probes: int = 64
+    scrape_timeout: float = 10.0  # what the Prometheus scraping the agent gives a scrape (its default)
 
     def defaults(self) -> SourceDefaults:
         return SourceDefaults(self.interval, self.timeout)
@@ -68,8 +69,9 @@ def parse_global(section: Fields | None) -> GlobalConfig:
     timeout = section.get("timeout", values.duration, defaults.timeout)
     labels = section.get("labels", _global_labels, {})
     slots = section.get("max_concurrent_probes", values.positive_integer, defaults.max_concurrent_probes)
+    scrape_timeout = section.get("scrape_timeout", values.duration, defaults.scrape_timeout)
     section.finish()
-    return GlobalConfig(interval, timeout, labels, slots)
+    return GlobalConfig(interval, timeout, labels, slots, scrape_timeout)
 
 
 @dataclass

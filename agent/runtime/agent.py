@@ -26,6 +26,7 @@ from agent.runtime import heap
 from agent.runtime.logconfig import suppressed_records
 from agent.runtime.shard import UNSHARDED, Shard
 from agent.series.family import SchemaError
+from agent.series.pagesize import PageCost, samples
 from agent.series.selfmetrics import (
     BUILD_INFO,
     CRASHES,
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 _RESTART_BACKOFF = (1.0, 60.0)  # first and longest wait before restarting a crashed source
 _LAG_TICK = 0.1  # the event loop watchdog's timer
 _LAG_WINDOW = 60.0  # kpi_agent_event_loop_lag_max_seconds looks back this far
+_PAGE_CHECK = 10.0  # seconds between two looks at the size of /metrics (counting 400,000 series takes ~30 ms)
 
 class SourceKey(NamedTuple):
     """Which source: its kind and its name (unique within the kind)."""
@@ -91,11 +93,14 @@ class Agent:
         self.ready = False
         self.started_at = time.time()
         self.last_reload_error: str | None = None
+        self.page_cost = PageCost()  # the server records what writing /metrics took
+        self.page_warning: str | None = None  # set while /metrics would not fit a scrape
         self.sources: dict[SourceKey, _Running] = {}
         self._reload_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
         self.server: Server | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._page_watch: asyncio.Task[None] | None = None
         self._context: SourceContext | None = None
         own = self._own = self.store.group("agent")
         self._reload_ok = own.gauge(RELOAD_OK)
@@ -131,6 +136,7 @@ class Agent:
         self.server = Server(agent_routes(self), self._own, self.web_config, limit, self._header_timeout)
         await self.server.start(self.listen)
         self._watchdog = asyncio.create_task(self._watch_loop(), name="watchdog")
+        self._page_watch = asyncio.create_task(self._watch_page(), name="page size")
         self.ready = True
         log.info("agent started", extra={"listen": ",".join(map(str, self.listen)), "sources": len(self.sources),
                                           "config": self.config.file})
@@ -248,6 +254,21 @@ class Agent:
             if self.server is not None:
                 self.server.update_gauges()
 
+    async def _watch_page(self) -> None:
+        """Warn (log, status page) while the /metrics page would take more than half the scrape timeout, from
+        right after start and every reload on: ten thousand discovered targets must not pass unnoticed until
+        Prometheus drops every scrape."""
+        await asyncio.sleep(1.0)  # discovered targets attach in the first second
+        while True:
+            warning = self.page_cost.warning(samples(self.store), self.config.global_.scrape_timeout)
+            if warning != self.page_warning:
+                if warning is not None and self.page_warning is None:
+                    log.warning("the /metrics page is too big for a scrape", extra={"reason": warning})
+                elif warning is None:
+                    log.info("the /metrics page fits a scrape again")
+                self.page_warning = warning
+            await asyncio.sleep(_PAGE_CHECK)
+
     def source_status(self) -> list[dict[str, Any]]:
         """What the status page shows of every running source, in config order."""
         rows = []
@@ -275,9 +296,10 @@ class Agent:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.sources.clear()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            await asyncio.gather(self._watchdog, return_exceptions=True)
+        for background in (self._watchdog, self._page_watch):
+            if background is not None:
+                background.cancel()
+                await asyncio.gather(background, return_exceptions=True)
         if self.server:
             await self.server.stop()
         if self._context is not None:

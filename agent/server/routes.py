@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from agent import __version__
 from agent.series import exposition
+from agent.series.pagesize import PageCost
 from agent.series.selfmetrics import (
     CLOSE_REASONS,
     HTTP_CONNECTIONS,
@@ -50,6 +51,8 @@ class AgentView(Protocol):
     ready: bool
     started_at: float
     last_reload_error: str | None
+    page_cost: PageCost
+    page_warning: str | None
 
     @property
     def config(self) -> Any: ...
@@ -188,8 +191,10 @@ def _handler(agent: AgentView, func: Callable[[AgentView, Request], Awaitable[Re
 
 
 async def _metrics(agent: AgentView, request: Request) -> Response:
+    started = time.perf_counter()
     body, headers = await metrics_page(agent.store.snapshot(), request.header("Accept"),
                                        request.header("Accept-Encoding"))
+    agent.page_cost.written(time.perf_counter() - started)
     content_type = headers.pop("Content-Type")
     return Response(200, body, content_type, headers)
 
@@ -222,6 +227,7 @@ def _agent_facts(agent: AgentView) -> dict[str, Any]:
         "sources": [{"kind": kind, "count": count} for kind, count in sorted(counts.items())],
         "ready": agent.ready,
         "reload_error": agent.last_reload_error,
+        "page_warning": agent.page_warning,
     }
 
 

@@ -99,13 +99,16 @@ def _what(source: dict[str, Any]) -> str:
 
 
 def render(agent: dict[str, Any], sources: list[dict[str, Any]], now: float | None = None) -> str:
-    """``agent``: version, uptime_seconds, config_file, ready, reload_error; ``sources``: the runtime's rows."""
+    """``agent``: version, uptime_seconds, config_file, ready, reload_error, page_warning; ``sources``: the
+    runtime's rows."""
     now = time.time() if now is None else now
     failing = sum(1 for s in sources if s["last_result"] not in (None, "success"))
     banner = ""
     if agent.get("reload_error"):
         banner = ('<div class="banner"><b>The last reload failed; the previous config keeps running.</b>\n'
                   f'{html.escape(agent["reload_error"])}</div>')
+    if agent.get("page_warning"):
+        banner += f'<div class="banner" id="page-warning">{html.escape(agent["page_warning"])}</div>'
     rows = []
     for source in sources:
         what = _what(source)
