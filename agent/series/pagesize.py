@@ -9,7 +9,8 @@ status page, once a page would take more than half the scrape timeout.
 
 from __future__ import annotations
 
-from agent.series.store import HistogramFamily, Store
+from agent.series.family import HistogramFamily
+from agent.series.store import Store
 
 SECONDS_PER_SAMPLE = 10e-6
 SHARE_OF_TIMEOUT = 0.5  # warn with this share of the scrape timeout used: a page grows, machines get busy

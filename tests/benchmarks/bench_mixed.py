@@ -165,7 +165,9 @@ def test_five_thousand_mixed_targets_every_interval(tmp_path):
         try:
             wait_until(all_probed, timeout=6 * INTERVAL, interval=2, what="every target probed once")
         except AssertionError:
-            raise AssertionError(f"never probed: {waiting[:20]} ({len(waiting)})") from None
+            page = scrape(metrics)
+            skipped = {labels["source"]: value for labels, value in page.find("kpi_agent_probes_skipped_total")}
+            raise AssertionError(f"never probed: {waiting[:10]} ({len(waiting)}); skipped: {skipped}") from None
         time.sleep(INTERVAL / 2)
         asked = time.monotonic()
         before = scrape(metrics)
