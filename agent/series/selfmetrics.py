@@ -53,4 +53,46 @@ SERVER_FAMILIES = (HTTP_REQUESTS, HTTP_DURATION, HTTP_RESPONSE_SIZE, HTTP_CONNEC
 CLOSE_REASONS = ("limit", "evicted_idle", "evicted_waiting", "header_timeout", "idle_timeout", "tls_handshake",
                  "tls_san")
 
-AGENT_FAMILIES = (BUILD_INFO, RELOAD_OK, RELOAD_TIME, RELOADS, CRASHES, SOURCES, PROBE_DELAY, *SERVER_FAMILIES)
+
+# remote_write (agent/push): Prometheus's prometheus_remote_storage_* under our prefix, one group per endpoint
+# whose series carry remote_name and url (without credentials or query) as Prometheus's do.
+REMOTE_SAMPLES = counter("kpi_agent_remote_storage_samples_total", "Samples sent to the remote storage and "
+                         "acknowledged")
+REMOTE_SAMPLES_IN = counter("kpi_agent_remote_storage_samples_in_total", "Samples (stale markers included) "
+                            "taken from the store into the queue")
+REMOTE_FAILED = counter("kpi_agent_remote_storage_samples_failed_total", "Samples the remote storage refused for "
+                        "good (an HTTP 4xx other than 429): dropped, never retried")
+REMOTE_RETRIED = counter("kpi_agent_remote_storage_samples_retried_total", "Samples sent again after a "
+                         "recoverable error (5xx, 429, a timeout, no connection)")
+REMOTE_DROPPED = counter("kpi_agent_remote_storage_samples_dropped_total", "Samples never sent, by reason: "
+                         "write_relabel (dropped by write_relabel_configs), buffer_full (the oldest, when the "
+                         "buffer reached its size)", ["reason"])
+REMOTE_PENDING = gauge("kpi_agent_remote_storage_samples_pending", "Samples queued and not yet acknowledged")
+REMOTE_HIGHEST_IN = gauge("kpi_agent_remote_storage_highest_timestamp_in_seconds", "Timestamp of the newest "
+                          "sample queued")
+REMOTE_HIGHEST_SENT = gauge("kpi_agent_remote_storage_queue_highest_sent_timestamp_seconds", "Timestamp of the "
+                            "newest sample the remote storage acknowledged")
+REMOTE_BYTES = counter("kpi_agent_remote_storage_bytes_total", "Bytes of request bodies sent, after compression")
+REMOTE_DURATION = histogram("kpi_agent_remote_storage_sent_batch_duration_seconds", "Duration of send calls to "
+                            "the remote storage", [], (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+                                                       60))
+REMOTE_BUFFER_BYTES = gauge("kpi_agent_remote_storage_buffer_bytes", "Bytes of the on-disk buffer (unsent data "
+                            "and the segment being written)")
+REMOTE_BUFFER_MAX = gauge("kpi_agent_remote_storage_buffer_max_bytes", "Size the on-disk buffer may reach before "
+                          "its oldest data is dropped")
+REMOTE_BUFFER_ON_DISK = gauge("kpi_agent_remote_storage_buffer_on_disk", "1 while the buffer is on disk; 0 while "
+                              "the disk refuses (full, read-only, no directory) and samples wait in memory")
+REMOTE_BUFFER_ERRORS = counter("kpi_agent_remote_storage_buffer_errors_total", "Buffer operations that failed, by "
+                               "reason: disk (a write or read the disk refused), corrupted (a damaged record: "
+                               "the rest of its segment is given up)", ["reason"])
+REMOTE_ROUND_DURATION = gauge("kpi_agent_remote_storage_last_round_duration_seconds", "Time the last round took to "
+                              "read the store, encode and queue its samples")
+REMOTE_ROUNDS_SKIPPED = counter("kpi_agent_remote_storage_rounds_skipped_total", "Rounds not taken because the "
+                                "previous one was still running at their time")
+PUSH_FAMILIES = (REMOTE_SAMPLES, REMOTE_SAMPLES_IN, REMOTE_FAILED, REMOTE_RETRIED, REMOTE_DROPPED, REMOTE_PENDING,
+                 REMOTE_HIGHEST_IN, REMOTE_HIGHEST_SENT, REMOTE_BYTES, REMOTE_DURATION, REMOTE_BUFFER_BYTES,
+                 REMOTE_BUFFER_MAX, REMOTE_BUFFER_ON_DISK, REMOTE_BUFFER_ERRORS, REMOTE_ROUND_DURATION,
+                 REMOTE_ROUNDS_SKIPPED)
+
+AGENT_FAMILIES = (BUILD_INFO, RELOAD_OK, RELOAD_TIME, RELOADS, CRASHES, SOURCES, PROBE_DELAY, *SERVER_FAMILIES,
+                  *PUSH_FAMILIES)
