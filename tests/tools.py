@@ -26,6 +26,9 @@ PACKAGES = {
     "nft": "nftables",  # drops a share of ICMP packets in a test namespace
     "journalctl": "systemd",
     "systemd-journal-remote": "systemd-journal-remote",  # writes journal files from journal export format
+    "victoria-metrics": "victoria-metrics",  # single node: a remote_write receiver with an export API
+    "vmalert": "victoria-metrics",
+    "vmagent": "victoria-metrics",
 }
 # Debian installs some tools outside PATH (systemd's helpers)
 EXTRA_DIRS = ("/usr/lib/systemd", "/lib/systemd", "/usr/sbin", "/sbin")

@@ -24,6 +24,7 @@ from agent.sources.base import IDENTITY_LABEL, STATS_FAMILIES, SourceDefaults
 from agent.sources.kinds import KINDS
 
 EXAMPLE_CONFIG = "example.yaml"
+PUSH_KEYS = ("remote_write", "remote_write_buffer", "external_labels")
 # Global labels may not take a name that tells sources apart, nor a label the exposition format gives a meaning
 # (histogram buckets, summary quantiles).
 RESERVED_GLOBAL_LABELS = frozenset({"le", "quantile", IDENTITY_LABEL, *(kind.identity for kind in KINDS.values())})
@@ -47,6 +48,9 @@ class AgentConfig:
     global_: GlobalConfig
     sources: tuple[tuple[str, Any], ...] = ()  # (kind, source config), in the file's order
     positions_file: str | None = None
+    remote_write: tuple[Any, ...] = ()  # agent.push.config.RemoteWriteConfig, in the file's order
+    remote_write_buffer: str | None = None  # where each endpoint's unsent samples wait (a directory)
+    external_labels: dict[str, str] = field(default_factory=dict)  # added to every pushed series
 
     def of_kind(self, kind: str) -> list[Any]:
         return [config for source_kind, config in self.sources if source_kind == kind]
@@ -97,10 +101,15 @@ def parse_config(data: Any, file: str) -> tuple[AgentConfig, Report]:
             if config is not None:
                 parsed.append(_Parsed(kind.name, config, path, line))
     positions_file = top.get("positions_file", values.nonempty_string, None)
+    push: tuple[tuple[Any, ...], str | None, dict[str, str]] = ((), None, {})
+    if any(top.has(key) for key in PUSH_KEYS):
+        from agent.push.config import parse_push  # only an agent that pushes loads it
+
+        push = parse_push(top, global_.interval)
     top.finish()
     _check_series(_unique_names(parsed, report), global_, report)
     report.raise_if_errors()
-    config = AgentConfig(file, global_, tuple((p.kind, p.config) for p in parsed), positions_file)
+    config = AgentConfig(file, global_, tuple((p.kind, p.config) for p in parsed), positions_file, *push)
     return config, report
 
 

@@ -102,6 +102,7 @@ class Agent:
         self._watchdog: asyncio.Task[None] | None = None
         self._page_watch: asyncio.Task[None] | None = None
         self._context: SourceContext | None = None
+        self.remote_write: Any = None  # agent.push.endpoint.RemoteWrite, once a config has remote_write
         own = self._own = self.store.group("agent")
         self._reload_ok = own.gauge(RELOAD_OK)
         self._reload_ts = own.gauge(RELOAD_TIME)
@@ -137,6 +138,7 @@ class Agent:
         await self.server.start(self.listen)
         self._watchdog = asyncio.create_task(self._watch_loop(), name="watchdog")
         self._page_watch = asyncio.create_task(self._watch_page(), name="page size")
+        await self._apply_push(self.config)
         self.ready = True
         log.info("agent started", extra={"listen": ",".join(map(str, self.listen)), "sources": len(self.sources),
                                           "config": self.config.file})
@@ -147,6 +149,7 @@ class Agent:
             try:
                 config = await asyncio.get_running_loop().run_in_executor(None, self._load_config)
                 await self._apply(config)
+                await self._apply_push(config)
             except (ConfigError, StartError) as exc:
                 self._reload_ok.set((), 0)
                 self._reloads.inc(("failure",))
@@ -159,6 +162,26 @@ class Agent:
             self.last_reload_error = None
             log.info("config reloaded", extra={"sources": len(self.sources)})
             return None
+
+    def push_labels(self, config: AgentConfig) -> dict[str, str]:
+        """The labels every pushed series gets unless it has its own: what a scrape of this agent would add
+        (job, and instance as host:port, which tells replicas apart), then the config's external_labels."""
+        import socket
+
+        return {"job": "kpi-agent", "instance": f"{socket.gethostname()}:{self.bound_port}",
+                **config.external_labels}
+
+    async def _apply_push(self, config: AgentConfig) -> None:
+        if not config.remote_write and self.remote_write is None:
+            return  # an agent that only waits to be scraped never loads agent.push
+        from agent.push.endpoint import RemoteWrite
+
+        if self.remote_write is None:
+            self.remote_write = RemoteWrite(self.store)
+        try:
+            await self.remote_write.apply(config.remote_write, config.remote_write_buffer, self.push_labels(config))
+        except (OSError, ValueError) as exc:  # e.g. a CA file broken since the check
+            raise StartError(f"remote_write cannot start: {exc}") from None
 
     def _runs(self, kind: str, config: Any) -> bool:
         """Whether this replica runs the source (every source, unless the agent is sharded)."""
@@ -283,6 +306,10 @@ class Agent:
             })
         return rows
 
+    def remote_write_status(self) -> list[dict[str, Any]]:
+        """What the status page shows of every remote_write endpoint."""
+        return self.remote_write.status() if self.remote_write is not None else []
+
     def request_stop(self) -> None:
         self._stopped.set()
 
@@ -300,6 +327,8 @@ class Agent:
             if background is not None:
                 background.cancel()
                 await asyncio.gather(background, return_exceptions=True)
+        if self.remote_write is not None:
+            await self.remote_write.stop()
         if self.server:
             await self.server.stop()
         if self._context is not None:

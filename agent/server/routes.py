@@ -61,6 +61,8 @@ class AgentView(Protocol):
 
     def source_status(self) -> list[dict[str, Any]]: ...
 
+    def remote_write_status(self) -> list[dict[str, Any]]: ...
+
 
 # Below this size gzip costs more CPU than it saves on the wire.
 _GZIP_MIN_BYTES = 1024
@@ -89,6 +91,7 @@ def agent_routes(agent: AgentView) -> list[Route]:
         ("PUT", "/-/reload", _handler(agent, _reload)),
         ("GET", "/api/v1/status", _handler(agent, _status)),
         ("GET", "/api/v1/sources", _handler(agent, _sources)),
+        ("GET", "/api/v1/remote_write", _handler(agent, _remote_write)),
     ]
 
 
@@ -239,7 +242,12 @@ async def _sources(agent: AgentView, request: Request) -> Response:
     return Response.json(agent.source_status())
 
 
+async def _remote_write(agent: AgentView, request: Request) -> Response:
+    return Response.json(agent.remote_write_status())
+
+
 async def _index(agent: AgentView, request: Request) -> Response:
     from agent.server import statuspage  # here: most agents are scraped, not looked at
 
-    return Response.html(statuspage.render(_agent_facts(agent), agent.source_status()))
+    return Response.html(statuspage.render(_agent_facts(agent), agent.source_status(),
+                                           remote_write=agent.remote_write_status()))

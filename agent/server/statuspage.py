@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 REFRESH_SECONDS = 10
-_LINKS = ("/metrics", "/-/healthy", "/-/ready", "/api/v1/status", "/api/v1/sources")
+_LINKS = ("/metrics", "/-/healthy", "/-/ready", "/api/v1/status", "/api/v1/sources", "/api/v1/remote_write")
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1d1d1f}
 h1{font-size:1.4em;margin:0 0 .2em} .meta{color:#555;margin-bottom:1em} .meta span{margin-right:1.2em}
@@ -22,6 +22,7 @@ vertical-align:top} th{background:#f4f4f6;font-weight:600} td.num{text-align:rig
 .ok{color:#0a7d32;font-weight:600} .bad{color:#b3261e;font-weight:600} .none{color:#777}
 .error{color:#b3261e;font-family:ui-monospace,monospace;font-size:.9em;max-width:40em;overflow-wrap:anywhere}
 .files td{border:0;padding:.1em .6em;font-size:.9em;color:#333} tr.filerow td{border-top:0;padding-top:0}
+h2{font-size:1.15em;margin:1.4em 0 .4em}
 .banner{background:#fdecea;border:1px solid #f5c2c0;padding:.6em;margin-bottom:1em;white-space:pre-wrap}
 """
 
@@ -98,9 +99,41 @@ def _what(source: dict[str, Any]) -> str:
     return f"{probed:,} target{'' if probed == 1 else 's'} probed" + (f" ({others})" if others else "")
 
 
-def render(agent: dict[str, Any], sources: list[dict[str, Any]], now: float | None = None) -> str:
+def _bytes(value: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return ""
+
+
+def _remote_write(endpoints: list[dict[str, Any]], now: float) -> str:
+    """One row per remote_write endpoint: its state, why, and what waits in its buffer."""
+    if not endpoints:
+        return ""
+    rows = []
+    for e in endpoints:
+        css = {"up to date": "ok", "behind": "none"}.get(e["state"], "bad")
+        buffer = (f'{_bytes(e["buffer_bytes"])} of {_bytes(e["buffer_max_bytes"])} on disk' if e["buffer"]
+                  else "memory only")
+        if e["buffer_problem"]:
+            buffer += f' <span class="error">(in memory: {html.escape(e["buffer_problem"])})</span>'
+        rows.append(
+            f'<tr data-remote="{html.escape(e["name"])}"><td><b>{html.escape(e["name"])}</b>'
+            f'<div>{html.escape(e["url"])}</div></td><td><span class="{css}">{html.escape(e["state"])}</span></td>'
+            f'<td>{_ago(e["last_success"], now)}</td><td class="error">{html.escape(e["error"] or "")}</td>'
+            f'<td class=num>{e["pending_samples"]:,}</td><td>{buffer}</td>'
+            f'<td class=num>{e["samples_sent"]:,.0f}</td><td class=num>{e["samples_failed"]:,.0f}</td>'
+            f'<td class=num>{e["samples_dropped"]:,.0f}</td></tr>')
+    return ("<h2>Remote write</h2><table id=remote_write><thead><tr><th>Endpoint</th><th>State</th>"
+            "<th>Last success</th><th>Error</th><th>Pending samples</th><th>Buffer</th><th>Sent</th>"
+            f"<th>Refused</th><th>Dropped</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def render(agent: dict[str, Any], sources: list[dict[str, Any]], now: float | None = None,
+           remote_write: list[dict[str, Any]] | None = None) -> str:
     """``agent``: version, uptime_seconds, config_file, ready, reload_error, page_warning; ``sources``: the
-    runtime's rows."""
+    runtime's rows; ``remote_write``: the endpoints' rows."""
     now = time.time() if now is None else now
     failing = sum(1 for s in sources if s["last_result"] not in (None, "success"))
     banner = ""
@@ -132,4 +165,5 @@ def render(agent: dict[str, Any], sources: list[dict[str, Any]], now: float | No
         f'<span>config {html.escape(agent["config_file"])}</span><span>{len(sources)} sources, '
         f'<b class="{"bad" if failing else "ok"}">{failing} failing</b></span>'
         f'<span>{"ready" if agent["ready"] else "starting"}</span></div>{banner}{table}'
+        f'{_remote_write(remote_write or [], now)}'
         f'<p class="meta">{links}</p></body></html>')
