@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up kpi-agent in ./.venv on a fresh Debian machine with Python 3.11+.
 #   --with-tools   also install the tools the tests use (Debian: prometheus, prometheus-alertmanager, mtail, chromium,
-#                  and systemd-journal-remote, which writes the journal files the journal source tests read;
-#                  prometheus-blackbox-exporter, dnsmasq, unbound and nftables for the dns, icmp and grpc tests)
+#                  systemd-journal-remote, which writes the journal files the journal source tests read;
+#                  prometheus-blackbox-exporter, dnsmasq, unbound and nftables for the dns, icmp and grpc tests;
+#                  victoria-metrics: the remote_write receiver, vmagent and vmalert of the push tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,8 @@ if $with_tools; then
   command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
   command -v amtool >/dev/null && command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
   command -v mtail >/dev/null || missing+=(mtail)
+  command -v victoria-metrics >/dev/null && command -v vmalert >/dev/null && command -v vmagent >/dev/null \
+    || missing+=(victoria-metrics)
   command -v chromium >/dev/null || missing+=(chromium)
   command -v journalctl >/dev/null || missing+=(systemd)
   [ -x /lib/systemd/systemd-journal-remote ] || [ -x /usr/lib/systemd/systemd-journal-remote ] \

@@ -68,12 +68,17 @@ def _print_warnings(report) -> None:
               help="This replica's shard, 0 to --shard.count - 1 (a StatefulSet pod's ordinal).")
 @click.option("--shard.count", "shard_count", type=click.IntRange(min=1), default=1, show_default=True,
               help="Replicas sharing the HTTP targets: each probes its share (log sources run on every replica).")
+@click.option("--shard.index-from-hostname", "index_from_hostname", is_flag=True,
+              help="Take --shard.index from the host name's last '-N' (a StatefulSet pod is <name>-<ordinal>).")
 def run(config_file: str | None, listen: list[ListenAddress], web_config_file: str | None, max_connections: int,
-        header_timeout: float, log_level: str, log_format: str, shard_index: int, shard_count: int) -> None:
+        header_timeout: float, log_level: str, log_format: str, shard_index: int, shard_count: int,
+        index_from_hostname: bool) -> None:
     """Run the agent until SIGTERM or SIGINT; SIGHUP or POST /-/reload reloads the config."""
     from agent.runtime.agent import Agent, StartError, serve
     from agent.server.webconfig import LiveWebConfig
 
+    if index_from_hostname:
+        shard_index = _ordinal_of_hostname(click.get_current_context())
     if shard_index >= shard_count:
         raise click.BadParameter(f"{shard_index} is not below --shard.count {shard_count}",
                                  param_hint="'--shard.index'")
@@ -99,6 +104,22 @@ def run(config_file: str | None, listen: list[ListenAddress], web_config_file: s
     except (OSError, StartError) as exc:  # OSError: an address in use or not ours to bind
         click.echo(f"kpi-agent: {exc}", err=True)
         sys.exit(1)
+
+
+def _ordinal_of_hostname(ctx: click.Context) -> int:
+    """A StatefulSet pod's ordinal, from its host name (``kpi-agent-http-2`` -> 2)."""
+    import re
+    import socket
+
+    if ctx.get_parameter_source("shard_index") is not click.core.ParameterSource.DEFAULT:
+        raise click.BadParameter("give --shard.index or --shard.index-from-hostname, not both",
+                                 param_hint="'--shard.index-from-hostname'")
+    hostname = socket.gethostname()
+    found = re.search(r"-(\d+)$", hostname)
+    if found is None:
+        raise click.BadParameter(f"the host name {hostname!r} does not end in -<ordinal>",
+                                 param_hint="'--shard.index-from-hostname'")
+    return int(found.group(1))
 
 
 @click.command()
