@@ -26,16 +26,8 @@ from dataclasses import dataclass
 from agent.discovery.relabel import RelabelRule, apply
 from agent.push import wire
 from agent.series.exposition import go_float, process_samples
-from agent.series.store import (
-    SERIES_DROPPED,
-    AnyFamily,
-    Family,
-    FamilySpec,
-    Group,
-    HistogramFamily,
-    LabelValues,
-    Snapshot,
-)
+from agent.series.family import AnyFamily, Family, FamilySpec, HistogramFamily, LabelValues
+from agent.series.store import SERIES_DROPPED, Group, Snapshot
 
 Encode = Callable[["_Template", LabelValues], "bytes | None"]
 SLICE_SECONDS = 0.005

@@ -8,7 +8,8 @@ import math
 from agent.discovery.relabel import RelabelRule
 from agent.push.sampler import Sampler
 from agent.series.exposition import render
-from agent.series.store import Store, counter, gauge, histogram
+from agent.series.family import counter, gauge, histogram
+from agent.series.store import Store
 from tests.helpers import Exposition
 from tests.push.prompb import Pushed, decode
 
@@ -74,7 +75,7 @@ async def test_series_that_leave_get_one_stale_marker_each():
     assert [s.label_dict() for s in stale] == [{"__name__": "requests_total", "code": "500", "site": "eu-1",
                                                 "target": "shop", "team": "web"}]
     assert stale[0].timestamp_ms == NOW + 15_000
-    store.drop_group("http/shop")  # a removed source: every sample name of every series
+    store.swap(remove=["http/shop"])  # a removed source: every sample name of every series
     third = await pushed(sampler, store, NOW + 30_000)
     gone = sorted(s.name for s in third if s.stale)
     assert gone == sorted(["probe_success", "requests_total", *["latency_seconds_bucket"] * 3,
