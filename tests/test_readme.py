@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).parents[1]
-CONFIG_KEYS = {"global", "positions_file", "http", "logs", "journal", "remote_write"}
+CONFIG_KEYS = {"global", "positions_file", "http", "logs", "journal", "remote_write", "remote_write_buffer",
+               "external_labels"}
 # Paths of the user's machine (certificates, secrets, log files) that this one does not have
 MACHINE_SPECIFIC = re.compile(r"does not exist or is not a file")
 
