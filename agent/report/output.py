@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from agent.report.model import Report
@@ -34,7 +35,7 @@ def render_bytes(report: Report, kind: str, chromium: str = "") -> bytes:
     if kind in ("html", "pdf"):
         from agent.report.render import render
 
-        page = render(report)
+        page = render(report, workers=os.cpu_count() or 1)
         if kind == "html":
             return page.encode()
         from agent.report.pdf import PdfError, pdf_bytes

@@ -33,3 +33,21 @@ def test_the_axis_speaks_the_unit():
     svg = chart("latency", "seconds")
     assert "60 ms" in svg and "0 s" in svg
     assert "%" in chart("share", "ratio")
+
+
+def test_a_large_report_drawn_by_several_processes_is_the_same_page():
+    from agent.config.yaml import load_text
+    from agent.kpi.spec import parse_spec
+    from agent.report.model import KpiResult, Report, ratio_line
+    from agent.report.render import PARALLEL_FROM, render
+
+    text = "service: s\nkpis:\n" + "".join(
+        f"  - {{name: k{i}, window: 30d, target: 99%, ratio: {{numerator: good, denominator: all}}}}\n"
+        for i in range(PARALLEL_FROM))
+    spec, _ = parse_spec(load_text(text, "s.yaml"), "s.yaml")
+    assert spec is not None
+    results = tuple(KpiResult(spec, kpi, (ratio_line(kpi, {}, [0.99 * (i + 1)] * PERIOD.buckets,
+                                                     [1.0 * (i + 1)] * PERIOD.buckets),))
+                    for i, kpi in enumerate(spec.kpis))
+    report = Report(PERIOD, "http://prometheus", 1_800_000_000.0, results)
+    assert render(report, workers=2) == render(report, workers=1)
