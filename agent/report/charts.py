@@ -1,110 +1,38 @@
-"""A report's charts, drawn with matplotlib and returned as SVG to inline in the page.
+"""A report's charts, as SVG to inline in the page.
 
-matplotlib's object API (Figure, not pyplot) keeps no global state between charts, so the scoreboard can
-draw in a worker thread. Text stays text (``svg.fonttype: none``): the page's fonts render it, it can be
-searched and selected, and the SVG stays small. A fixed hash salt makes the output byte-for-byte stable; a
-prefix per chart keeps element ids unique across the charts of one page.
+The SVG is written here, element by element; matplotlib decides where the ticks go and how they read
+(``AutoDateLocator`` and ``ConciseDateFormatter`` for time in the report's zone, ``MaxNLocator`` for values),
+which is the part of plotting that is hard to get right. Drawing whole figures with matplotlib cost about 0.1 s
+a chart (laying out and measuring every text), so a review of 50 KPIs spent most of its time there; written
+directly, a chart costs about a millisecond. Text stays text (the page's fonts render it, it can be searched
+and selected); the same data gives the same bytes; a prefix per chart keeps element ids unique on the page.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import re
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from html import escape
-from typing import Any
+from zoneinfo import ZoneInfo
 
-import matplotlib
 from matplotlib import dates, ticker
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from agent.formatting import format_duration
 from agent.kpi.units import format_value
 from agent.report.model import Chart, KpiResult, Line, Period, format_kpi_value, target_text
 from agent.report.periods import short_label
 
-GOOD, BAD, NEUTRAL, INK, MUTED = "#1a7f37", "#cf222e", "#9ca3af", "#1f2328", "#59636e"
+GOOD, BAD, NEUTRAL, INK, MUTED, GRID = "#1a7f37", "#cf222e", "#9ca3af", "#1f2328", "#59636e", "#d8dee4"
 PALETTE = ("#0969da", "#8250df", "#bf8700", "#1b7c83", "#cf222e", "#57606a", "#bc4c00", "#4d2d00")
 MAX_SERIES = len(PALETTE)  # more lines than colours cannot be told apart
-
-STYLE: Any = {  # Any: matplotlib's stubs key rc parameters by a Literal of every name
-    "svg.fonttype": "none",
-    "text.parse_math": False,  # a title with two $ signs is text, not TeX
-    "svg.hashsalt": "kpi-agent",  # fixed, so the same data gives the same bytes
-    "font.family": "DejaVu Sans",
-    "font.size": 8,
-    "text.color": INK,
-    "axes.edgecolor": NEUTRAL,
-    "axes.labelcolor": MUTED,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "axes.titlesize": 9,
-    "axes.titleweight": "bold",
-    "axes.titlelocation": "left",
-    "grid.color": "#d8dee4",
-    "grid.linewidth": 0.6,
-    "xtick.color": MUTED,
-    "ytick.color": MUTED,
-    "legend.fontsize": 7,
-    "legend.frameon": False,
-}
-WIDE, NARROW, HEIGHT = 7.2, 3.6, 2.5  # inches; the page scales them to its columns
+WIDE, NARROW, HEIGHT = 720.0, 360.0, 250.0  # the viewBox; the page scales charts to its columns
+LEFT, RIGHT, TOP, BOTTOM = 68.0, 12.0, 42.0, 40.0  # room for "99.960%", a title and legend, two lines of dates
+CHAR = 0.6  # DejaVu Sans: a character is about 0.6 of the font size wide, enough to lay out a legend
 
 
-
-
-def _date(seconds: float) -> float:
-    """Unix seconds as matplotlib's date number (days since its epoch)."""
-    return float(dates.date2num(datetime.fromtimestamp(seconds, UTC)))
-
-
-def _times(period: Period) -> list[float]:
-    return [_date(period.bucket_end(i)) for i in range(period.buckets)]
-
-
-def _nan(values: Iterable[float | None]) -> list[float]:
-    return [math.nan if v is None else v for v in values]
-
-
-# Fixed margins (inches) instead of matplotlib's constrained layout, which measures every text twice and took
-# a third of a report's time: room for a y label like "99.960%", a title above, and the two-line date axis.
-MARGINS = {"left": 0.68, "right": 0.12, "top": 0.42, "bottom": 0.42}
-
-
-def _figure(width: float) -> tuple[Figure, Axes]:
-    figure = Figure(figsize=(width, HEIGHT))
-    figure.subplots_adjust(left=MARGINS["left"] / width, right=1 - MARGINS["right"] / width,
-                           top=1 - MARGINS["top"] / HEIGHT, bottom=MARGINS["bottom"] / HEIGHT)
-    return figure, figure.add_subplot()
-
-
-def _time_axis(axes: Axes, period: Period) -> None:
-    locator = dates.AutoDateLocator(tz=period.tz, minticks=3, maxticks=8)
-    axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(dates.ConciseDateFormatter(locator, tz=period.tz))
-    axes.set_xlim(_date(period.start), _date(period.end))
-
-
-def _shade_missing(axes: Axes, period: Period, lines: Sequence[Line]) -> None:
-    """Grey out the part of the period with no data at either end, and say so on the chart."""
-    firsts = [line.first for line in lines if line.first is not None]
-    lasts = [line.last for line in lines if line.last is not None]
-    if not firsts:
-        return
-    spans = []
-    if min(firsts) > 0:
-        spans.append((period.start, period.bucket_start(min(firsts))))
-    if max(lasts) < period.buckets - 1:
-        spans.append((period.bucket_end(max(lasts)), period.end))
-    for start, end in spans:
-        left, right = _date(start), _date(end)
-        axes.axvspan(left, right, color=NEUTRAL, alpha=0.18, linewidth=0)
-        axes.text(left + (right - left) / 2, 0.5, "no data", transform=axes.get_xaxis_transform(), ha="center",
-                  va="center", color=MUTED, fontsize=8, rotation=90 if (end - start) < period.length / 6 else 0)
+def _number(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def _limits(values: Iterable[float], *always: float) -> tuple[float, float]:
@@ -114,210 +42,354 @@ def _limits(values: Iterable[float], *always: float) -> tuple[float, float]:
     return low - pad, high + pad
 
 
+def _nan(values: Iterable[float | None]) -> list[float]:
+    return [math.nan if v is None else v for v in values]
+
+
 def _group_text(group: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in group.items())
 
 
-def _svg(figure: Figure, label: str, prefix: str) -> str:
-    """The figure as an <svg> element to inline: no XML prolog, sized by the page, and every id (and every
-    reference to one) prefixed, since matplotlib names elements figure_1, axes_1... in every chart."""
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
-    text = buffer.getvalue()
-    text = text[text.index("<svg"):]
-    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, count=1, flags=re.DOTALL)
-    # the page sizes the chart; the viewBox keeps its proportions
-    text = re.sub(r'^<svg([^>]*?) width="[^"]*" height="[^"]*"', r"<svg\1", text, count=1)
-    text = re.sub(r'(\sid="|url\(#|href="#)', lambda m: f"{m.group(1)}{prefix}-", text)
-    return text.replace("<svg", f'<svg class="chart" role="img" aria-label="{escape(label)}"', 1)
+def _percent_label(step: float) -> Callable[[float], str]:
+    """Tick labels of a ratio axis with as many decimals as the tick spacing needs: 99.90%, 99.95%."""
+    decimals = max(0, -math.floor(math.log10(step * 100))) if step > 0 else 0
+    return lambda value: f"{value * 100:.{decimals}f}%"
 
 
-def _legend(axes: Axes, above: bool) -> None:
-    """Above the plot, right of the title, where a wide chart has room (never over lines that sit near 100%);
-    inside, where the lines leave the most room, on a narrow chart whose title takes the width."""
-    if above:
-        axes.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=4, borderaxespad=0.1, handlelength=1.5)
-    else:
-        axes.legend(loc="best", handlelength=1.5, frameon=True, framealpha=0.85, edgecolor="none")
+class Plot:
+    """One chart: a time (or category) axis, a value axis, and elements added in drawing order."""
+
+    def __init__(self, width: float, start: float, end: float, low: float, high: float, prefix: str):
+        self.width, self.start, self.end, self.low, self.high = width, start, end, low, high
+        self.prefix = prefix
+        self.right = width - RIGHT
+        self.bottom = HEIGHT - BOTTOM
+        self.parts: list[str] = []
+        self.defs: list[str] = []
+        self.legend: list[tuple[str, str]] = []  # (swatch svg at 0,0, text)
+
+    def x(self, seconds: float) -> float:
+        return LEFT + (seconds - self.start) / ((self.end - self.start) or 1) * (self.right - LEFT)
+
+    def y(self, value: float) -> float:
+        return self.bottom - (value - self.low) / ((self.high - self.low) or 1) * (self.bottom - TOP)
+
+    def clip(self) -> str:
+        return f'clip-path="url(#{self.prefix}-plot)"'
+
+    def value_axis(self, label: Callable[[float], str] | None = None) -> None:
+        locator = ticker.MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10])
+        ticks = [t for t in locator.tick_values(self.low, self.high) if self.low <= t <= self.high]
+        step = ticks[1] - ticks[0] if len(ticks) > 1 else 0.0
+        text = label or _percent_label(step)
+        for tick in ticks:
+            y = _number(self.y(tick))
+            self.parts.append(f'<line x1="{LEFT}" x2="{_number(self.right)}" y1="{y}" y2="{y}" stroke="{GRID}" '
+                              'stroke-width="0.8"/>')
+            self.parts.append(f'<text x="{LEFT - 5}" y="{y}" dy="3.5" font-size="10" text-anchor="end" '
+                              f'fill="{MUTED}">{escape(text(tick))}</text>')
+
+    def time_axis(self, tz: ZoneInfo) -> None:
+        locator = dates.AutoDateLocator(tz=tz, minticks=3, maxticks=8)
+        formatter = dates.ConciseDateFormatter(locator, tz=tz)
+        first, last = (datetime.fromtimestamp(t, tz) for t in (self.start, self.end))
+        ticks = [t for t in locator.tick_values(first, last)
+                 if self.start - 1 <= dates.num2date(t).timestamp() <= self.end + 1]
+        labels = formatter.format_ticks(ticks)
+        for tick, label in zip(ticks, labels, strict=True):
+            x = _number(self.x(dates.num2date(tick).timestamp()))
+            self.parts.append(f'<line x1="{x}" x2="{x}" y1="{TOP}" y2="{_number(self.bottom)}" stroke="{GRID}" '
+                              'stroke-width="0.8"/>')
+            self.parts.append(f'<text x="{x}" y="{_number(self.bottom + 14)}" font-size="10" text-anchor="middle" '
+                              f'fill="{MUTED}">{escape(label)}</text>')
+        offset = formatter.get_offset()
+        if offset:
+            self.parts.append(f'<text x="{_number(self.right)}" y="{_number(self.bottom + 28)}" font-size="10" '
+                              f'text-anchor="end" fill="{MUTED}">{escape(offset)}</text>')
+
+    def band(self, low: float, high: float, colour: str, opacity: float) -> None:
+        """A horizontal band of values (the failing side of a target)."""
+        top, bottom = self.y(min(max(high, self.low), self.high)), self.y(min(max(low, self.low), self.high))
+        self.parts.append(f'<rect x="{LEFT}" y="{_number(top)}" width="{_number(self.right - LEFT)}" '
+                          f'height="{_number(bottom - top)}" fill="{colour}" fill-opacity="{opacity}"/>')
+
+    def span(self, start: float, end: float, fill: str, text: str = "") -> None:
+        """A stretch of time, full height: missing data (grey) or a planned exclusion (hatched)."""
+        left, right = self.x(max(start, self.start)), self.x(min(end, self.end))
+        if right <= left:
+            return
+        self.parts.append(f'<rect x="{_number(left)}" y="{TOP}" width="{_number(right - left)}" '
+                          f'height="{_number(self.bottom - TOP)}" {fill}/>')
+        if text and right - left > 30:
+            self.parts.append(f'<text x="{_number((left + right) / 2)}" y="{_number((TOP + self.bottom) / 2)}" '
+                              f'font-size="10" text-anchor="middle" fill="{MUTED}">{escape(text)}</text>')
+
+    def hatch(self) -> str:
+        pattern = f"{self.prefix}-hatch"
+        if not any(pattern in d for d in self.defs):
+            self.defs.append(f'<pattern id="{pattern}" width="6" height="6" patternUnits="userSpaceOnUse" '
+                             f'patternTransform="rotate(45)"><line x1="0" y1="0" x2="0" y2="6" stroke="{MUTED}" '
+                             'stroke-width="1.2" stroke-opacity="0.6"/></pattern>')
+        return f'fill="url(#{pattern})"'
+
+    def foot(self, start: float, end: float, colour: str) -> None:
+        """A bar along the foot of the plot: when an alert fired."""
+        left, right = self.x(max(start, self.start)), self.x(min(end, self.end))
+        if right > left:
+            self.parts.append(f'<rect x="{_number(left)}" y="{_number(self.bottom - 7)}" '
+                              f'width="{_number(max(right - left, 1.5))}" height="7" fill="{colour}" '
+                              'fill-opacity="0.85"/>')
+
+    def hline(self, value: float, colour: str, dashed: bool = False, width: float = 1.2) -> None:
+        y = _number(self.y(value))
+        dash = ' stroke-dasharray="5 3"' if dashed else ""
+        self.parts.append(f'<line x1="{LEFT}" x2="{_number(self.right)}" y1="{y}" y2="{y}" stroke="{colour}" '
+                          f'stroke-width="{width}"{dash}/>')
+
+    def _runs(self, times: Sequence[float], values: Sequence[float]) -> list[list[tuple[float, float]]]:
+        runs: list[list[tuple[float, float]]] = [[]]
+        for at, value in zip(times, values, strict=True):
+            if math.isfinite(value):
+                runs[-1].append((self.x(at), self.y(min(max(value, self.low), self.high))))
+            elif runs[-1]:
+                runs.append([])
+        return [run for run in runs if run]
+
+    def line(self, times: Sequence[float], values: Sequence[float], colour: str, width: float = 1.8,
+             opacity: float = 1.0, markers: bool = False) -> list[list[tuple[float, float]]]:
+        runs = self._runs(times, values)
+        for run in runs:
+            points = " ".join(f"{_number(x)},{_number(y)}" for x, y in run)
+            if len(run) > 1:
+                self.parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="{width}" '
+                                  f'stroke-opacity="{opacity}" stroke-linejoin="round" {self.clip()}/>')
+            if markers or len(run) == 1:
+                self.parts += [f'<circle cx="{_number(x)}" cy="{_number(y)}" r="2.5" fill="{colour}"/>'
+                               for x, y in run]
+        return runs
+
+    def steps(self, starts: Sequence[float], ends: Sequence[float], values: Sequence[float], colour: str,
+              opacity: float) -> None:
+        """Each bucket's value held across the bucket, joined to the next bucket's by a vertical step."""
+        path, joined = [], False
+        for start, end, value in zip(starts, ends, values, strict=True):
+            if not math.isfinite(value):
+                joined = False
+                continue
+            y = _number(self.y(min(max(value, self.low), self.high)))
+            across = f"H{_number(self.x(end))}"
+            path.append(f"V{y}{across}" if joined else f"M{_number(self.x(start))},{y}{across}")
+            joined = True
+        if path:
+            self.parts.append(f'<path d="{"".join(path)}" fill="none" stroke="{colour}" stroke-width="0.9" '
+                              f'stroke-opacity="{opacity}" {self.clip()}/>')
+
+    def below_zero(self, runs: list[list[tuple[float, float]]], colour: str) -> None:
+        """Tint the area between a curve and zero where the curve is below it (an overspent budget)."""
+        zero = self.y(0.0)
+        if zero >= self.bottom:
+            return
+        clip = f"{self.prefix}-below"
+        if not any(clip in d for d in self.defs):
+            self.defs.append(f'<clipPath id="{clip}"><rect x="{LEFT}" y="{_number(zero)}" '
+                             f'width="{_number(self.right - LEFT)}" height="{_number(self.bottom - zero)}"/>'
+                             "</clipPath>")
+        for run in runs:
+            if len(run) > 1:
+                points = " ".join(f"{_number(x)},{_number(y)}" for x, y in run)
+                self.parts.append(f'<polygon points="{_number(run[0][0])},{_number(zero)} {points} '
+                                  f'{_number(run[-1][0])},{_number(zero)}" fill="{colour}" fill-opacity="0.15" '
+                                  f'clip-path="url(#{clip})"/>')
+
+    def key(self, kind: str, colour: str, text: str) -> None:
+        swatches = {"line": f'<line x1="0" x2="16" y1="0" y2="0" stroke="{colour}" stroke-width="2"/>',
+                    "thin": f'<line x1="0" x2="16" y1="0" y2="0" stroke="{colour}" stroke-width="1" '
+                            'stroke-opacity="0.5"/>',
+                    "dashed": f'<line x1="0" x2="16" y1="0" y2="0" stroke="{colour}" stroke-width="1.2" '
+                              'stroke-dasharray="5 3"/>',
+                    "block": f'<rect x="2" y="-4" width="12" height="8" fill="{colour}"/>',
+                    "hatch": f'<rect x="2" y="-4" width="12" height="8" {self.hatch()} stroke="{MUTED}" '
+                             'stroke-width="0.5"/>'}
+        self.legend.append((swatches[kind], text))
+
+    def svg(self, title: str, label: str, legend_inside: bool = False) -> str:
+        header = [f'<text x="{LEFT - 52}" y="16" font-size="12" font-weight="bold" fill="{INK}">{escape(title)}</text>']
+        # the legend: right of the title on one line when it fits, else inside the plot's top right corner
+        widths = [24 + len(text) * 9.5 * CHAR for _, text in self.legend]
+        title_end = LEFT - 52 + len(title) * 12 * CHAR + 16
+        above = not legend_inside and sum(widths) <= self.right - title_end
+        x, y = (self.right - sum(widths), 16.0) if above else (self.right - max(widths, default=0) - 4, TOP + 12)
+        entries = []
+        for (swatch, text), width in zip(self.legend, widths, strict=True):
+            entries.append(f'<g transform="translate({_number(x)},{_number(y - 4)})">{swatch}'
+                           f'<text x="20" y="3.5" font-size="9.5" fill="{INK}">{escape(text)}</text></g>')
+            if above:
+                x += width
+            else:
+                y += 14
+        if entries and not above:
+            height = 14 * len(entries) + 4
+            entries.insert(0, f'<rect x="{_number(self.right - max(widths) - 8)}" y="{TOP + 1}" '
+                              f'width="{_number(max(widths) + 7)}" height="{height}" fill="#fff" '
+                              'fill-opacity="0.85"/>')
+        self.defs.append(f'<clipPath id="{self.prefix}-plot"><rect x="{LEFT}" y="{TOP}" '
+                         f'width="{_number(self.right - LEFT)}" height="{_number(self.bottom - TOP)}"/></clipPath>')
+        axes = (f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{_number(self.bottom)}" stroke="{NEUTRAL}"/>'
+                f'<line x1="{LEFT}" x2="{_number(self.right)}" y1="{_number(self.bottom)}" '
+                f'y2="{_number(self.bottom)}" stroke="{NEUTRAL}"/>')
+        return (f'<svg class="chart" role="img" aria-label="{escape(label)}" viewBox="0 0 {self.width:g} {HEIGHT:g}" '
+                f'font-family="DejaVu Sans, sans-serif"><defs>{"".join(self.defs)}</defs>'
+                + "".join(self.parts) + axes + "".join(header) + "".join(entries) + "</svg>")
 
 
-def _percent_axis(axes: Axes) -> None:
-    axes.yaxis.set_major_formatter(ticker.PercentFormatter(xmax=1.0, decimals=None))
+def _shade_missing(plot: Plot, period: Period, lines: Sequence[Line]) -> None:
+    """Grey out the part of the period with no data at either end, and say so on the chart."""
+    firsts = [line.first for line in lines if line.first is not None]
+    lasts = [line.last for line in lines if line.last is not None]
+    if not firsts:
+        return
+    grey = f'fill="{NEUTRAL}" fill-opacity="0.18"'
+    if min(firsts) > 0:
+        plot.span(period.start, period.bucket_start(min(firsts)), grey, "no data")
+    if max(lasts) < period.buckets - 1:
+        plot.span(period.bucket_end(max(lasts)), period.end, grey, "no data")
 
 
-def _unit_axis(axes: Axes, unit: str) -> None:
-    axes.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: format_value(value, unit)))
+def _marks(plot: Plot, result: KpiResult) -> None:
+    """Planned exclusions hatched; firing KPI alerts as red bars along the foot of the plot."""
+    for excluded in result.exclusions:
+        plot.span(excluded.start, excluded.end, plot.hatch())
+    if result.exclusions:
+        plot.key("hatch", MUTED, "excluded (planned)")
+    for alert in result.alerts:
+        plot.foot(alert.start, alert.end, BAD)
+    if result.alerts:
+        plot.key("block", BAD, "alert firing")
 
 
-def _marks(axes: Axes, result: KpiResult, period: Period) -> None:
-    """Planned exclusions as hatched spans; firing KPI alerts as red bars along the foot of the plot."""
-    for index, excluded in enumerate(result.exclusions):
-        axes.axvspan(_date(max(excluded.start, period.start)), _date(min(excluded.end, period.end)),
-                     facecolor="none", edgecolor=MUTED, hatch="////", linewidth=0, alpha=0.5,
-                     label="excluded (planned)" if index == 0 else None)
-    foot = axes.get_xaxis_transform()
-    for index, alert in enumerate(result.alerts):
-        axes.fill_between([_date(max(alert.start, period.start)), _date(min(alert.end, period.end))], 0, 0.035,
-                          transform=foot, color=BAD, alpha=0.85, linewidth=0,
-                          label="alert firing" if index == 0 else None)
+def _ratio_limits(kpi_is_ratio: bool, low: float, high: float) -> tuple[float, float]:
+    if kpi_is_ratio:  # no room below 0% or above 100%, but enough to see a line at 100%
+        margin = (high - low) * 0.03
+        return max(low, -margin), min(high, 1.0 + margin)
+    return low, high
 
 
 def kpi_chart(result: KpiResult, period: Period) -> str:
     """The KPI's value in each bucket and from the period's start, against its target, with the failing
     side of the target tinted (below it when higher is better, above it otherwise). The target is a legend
-    entry, not a label on its line: a label at the line's end met the legend whenever the target sat near the
-    top of the plot."""
+    entry, never a label on its line that could meet the legend."""
     kpi = result.kpi
-    with matplotlib.rc_context(STYLE):
-        figure, axes = _figure(WIDE)
-        times = _times(period)
-        drawn: list[float] = []
-        step = format_duration(period.step)
-        for index, line in enumerate(result.lines[:MAX_SERIES]):
-            color = PALETTE[index]
-            suffix = f" ({_group_text(line.group)})" if line.group else ""
-            per_bucket, cumulative = _nan(line.per_bucket), _nan(line.cumulative)
-            sparse = sum(1 for v in cumulative if math.isfinite(v)) <= 3  # a line needs points to be seen
-            axes.plot(times, per_bucket, drawstyle="steps-pre", color=color, alpha=0.45, linewidth=0.8,
-                      label=f"each {step}{suffix}")
-            axes.plot(times, cumulative, color=color, linewidth=1.8, marker="o" if sparse else None, markersize=4,
-                      label=f"since period start{suffix}")
-            drawn += per_bucket + cumulative
-        low, high = _limits(drawn, kpi.target)
-        if kpi.is_ratio:  # no room below 0% or above 100%, but enough to see a line at 100%
-            margin = (high - low) * 0.03
-            low, high = max(low, -margin), min(high, 1.0 + margin)
-            _percent_axis(axes)
-        else:
-            _unit_axis(axes, "short")
-        axes.set_ylim(low, high)
-        if kpi.higher_is_better:
-            axes.axhspan(low, kpi.target, color=BAD, alpha=0.07, linewidth=0)
-        else:
-            axes.axhspan(kpi.target, high, color=BAD, alpha=0.07, linewidth=0)
-        axes.axhline(kpi.target, color=INK, linestyle="--", linewidth=1, label=f"target {target_text(kpi)}")
-        _time_axis(axes, period)
-        _shade_missing(axes, period, result.lines)
-        _marks(axes, result, period)
-        axes.set_title("Value" + ("" if kpi.higher_is_better else " (lower is better)"))
-        _legend(axes, above=True)
-        return _svg(figure, f"{kpi.name}: value over the period against its target", f"{result.anchor}-value")
+    lines = result.lines[:MAX_SERIES]
+    drawn = [v for line in lines for v in _nan(line.per_bucket) + _nan(line.cumulative)]
+    low, high = _ratio_limits(kpi.is_ratio, *_limits(drawn, kpi.target))
+    plot = Plot(WIDE, period.start, period.end, low, high, f"{result.anchor}-value")
+    plot.value_axis(None if kpi.is_ratio else (lambda v: format_value(v, "short")))
+    plot.time_axis(period.tz)
+    if kpi.higher_is_better:
+        plot.band(low, kpi.target, BAD, 0.07)
+    else:
+        plot.band(kpi.target, high, BAD, 0.07)
+    _shade_missing(plot, period, lines)
+    ends = [period.bucket_end(i) for i in range(period.buckets)]
+    starts = [period.bucket_start(i) for i in range(period.buckets)]
+    step = format_duration(period.step)
+    for index, line in enumerate(lines):
+        colour = PALETTE[index]
+        suffix = f" ({_group_text(line.group)})" if line.group else ""
+        plot.steps(starts, ends, _nan(line.per_bucket), colour, 0.45)
+        cumulative = _nan(line.cumulative)
+        plot.line(ends, cumulative, colour, markers=sum(1 for v in cumulative if math.isfinite(v)) <= 3)
+        plot.key("thin", colour, f"each {step}{suffix}")
+        plot.key("line", colour, f"since period start{suffix}")
+    plot.hline(kpi.target, INK, dashed=True)
+    plot.key("dashed", INK, f"target {target_text(kpi)}")
+    _marks(plot, result)
+    title = "Value" + ("" if kpi.higher_is_better else " (lower is better)")
+    return plot.svg(title, f"{kpi.name}: value over the period against its target", legend_inside=len(lines) > 1)
+
+
+def budget_chart(result: KpiResult, period: Period) -> str:
+    """Error budget left from the period's start to each bucket; below zero is overspent."""
+    lines = result.lines[:MAX_SERIES]
+    curves = [_nan(line.budget_curve) for line in lines]
+    low, high = _limits([v for curve in curves for v in curve], 0.0)
+    plot = Plot(NARROW, period.start, period.end, low, high, f"{result.anchor}-budget")
+    plot.value_axis(lambda v: f"{v * 100:.0f}%")
+    plot.time_axis(period.tz)
+    _shade_missing(plot, period, lines)
+    ends = [period.bucket_end(i) for i in range(period.buckets)]
+    for index, (line, curve) in enumerate(zip(lines, curves, strict=True)):
+        runs = plot.line(ends, curve, PALETTE[index], width=1.6)
+        plot.below_zero(runs, BAD)
+        if len(lines) > 1:
+            plot.key("line", PALETTE[index], _group_text(line.group))
+    plot.hline(0.0, BAD, width=1.0)
+    _marks(plot, result)
+    return plot.svg("Error budget remaining", f"{result.kpi.name}: error budget remaining over the period",
+                    legend_inside=True)
+
+
+def supporting_chart(chart: Chart, period: Period, prefix: str) -> str:
+    """A supporting metric with its unit; at most MAX_SERIES lines, the rest counted in the title."""
+    title = chart.metric.title
+    values = [v for _, series in chart.series[:MAX_SERIES] for v in _nan(series)]
+    finite = [v for v in values if math.isfinite(v)]
+    if chart.error or not finite:
+        plot = Plot(NARROW, period.start, period.end, 0.0, 1.0, prefix)
+        message = f"query failed: {chart.error}" if chart.error else "no data in the period"
+        plot.parts.append(f'<text x="{NARROW / 2:g}" y="{HEIGHT / 2:g}" font-size="11" text-anchor="middle" '
+                          f'fill="{BAD if chart.error else MUTED}">{escape(message[:70])}</text>')
+        return plot.svg(title, chart.metric.title)
+    low, high = (0.0, max(finite) * 1.1 or 1.0) if min(finite) >= 0 else _limits(finite)
+    plot = Plot(NARROW, period.start, period.end, low, high, prefix)
+    plot.value_axis(lambda v: format_value(v, chart.metric.unit))
+    plot.time_axis(period.tz)
+    labels = [dict(labels) for labels, _ in chart.series]
+    varying = [k for k in sorted({k for labels_ in labels for k in labels_})
+               if len({labels_.get(k) for labels_ in labels}) > 1]
+    for index, (series_labels, series) in enumerate(chart.series[:MAX_SERIES]):
+        plot.line(chart.times, _nan(series), PALETTE[index], width=1.2)
+        if varying:
+            plot.key("line", PALETTE[index], ", ".join(f"{k}={series_labels.get(k, '')}" for k in varying))
+    hidden = len(chart.series) - MAX_SERIES
+    if hidden > 0:
+        title += f" (first {MAX_SERIES} of {len(chart.series)} series)"
+    return plot.svg(title, chart.metric.title, legend_inside=True)
 
 
 def history_chart(result: KpiResult) -> str:
     """The value in each of the last N periods as bars, green where the target was met, red where missed,
-    against the dashed target line. Drawn as SVG directly, not with matplotlib: bars and a few labels do not
-    need a plotting library, and a report of fifty KPIs draws fifty of them."""
+    against the dashed target line."""
     kpi = result.kpi
     lines = result.lines[:MAX_SERIES]
     spans = lines[0].history if lines else ()
     values = [j.value for line in lines for j in line.history if j.value is not None]
     low, high = _limits(values, kpi.target)
-    if kpi.is_ratio:
-        low, high = max(low, 0.0), min(high, 1.0)
-    else:
-        low = min(low, 0.0)
-    width, height, left, right, top, bottom = 360.0, 250.0, 58.0, 8.0, 28.0, 52.0
-    plot_w, plot_h = width - left - right, height - top - bottom
-
-    def y(value: float) -> float:
-        return round(top + plot_h - (value - low) / ((high - low) or 1) * plot_h, 2)
+    low, high = (max(low, 0.0), min(high, 1.0)) if kpi.is_ratio else (min(low, 0.0), high)
 
     def label(value: float) -> str:
         return format_kpi_value(kpi, value) if kpi.is_ratio else format_value(value, "short")
 
-    slot = plot_w / max(len(spans), 1)
+    plot = Plot(NARROW, 0.0, float(len(spans)), low, high, f"{result.anchor}-history")
+    plot.value_axis(label)
+    slot = (plot.right - LEFT) / max(len(spans), 1)
     bar = slot * 0.8 / max(len(lines), 1)
-    parts = [f'<text x="4" y="14" font-size="12" font-weight="bold" fill="{INK}">'
-             + escape(f"Met in {sum(1 for j in spans if j.met)} of the last {len(spans)} periods" if len(lines) == 1
-                      else "Each period") + "</text>"]
-    for value in (low, high):
-        parts.append(f'<text x="{left - 4}" y="{y(value) + 3}" font-size="9" text-anchor="end" fill="{MUTED}">'
-                     f"{escape(label(value))}</text>")
-    parts.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="{NEUTRAL}"/>')
     for index, line in enumerate(lines):
         for position, judged in enumerate(line.history):
-            x = left + slot * position + slot * 0.1 + bar * index
+            x = LEFT + slot * position + slot * 0.1 + bar * index
             if judged.value is None:
-                parts.append(f'<text x="{x + bar / 2:.1f}" y="{top + plot_h - 3}" font-size="8" '
-                             f'text-anchor="middle" fill="{MUTED}">–</text>')
                 continue
-            colour = GOOD if judged.met else BAD
-            top_y = y(judged.value)
+            top = plot.y(min(judged.value, high))
             verdict = "met" if judged.met else "missed"
-            parts.append(f'<rect x="{x:.1f}" y="{top_y}" width="{bar * 0.92:.1f}" '
-                         f'height="{max(top + plot_h - top_y, 0.5):.2f}" fill="{colour}"><title>'
-                         f"{escape(judged.span.label)}: {escape(label(judged.value))} ({verdict})</title></rect>")
-    target_y = y(kpi.target)
-    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{target_y}" y2="{target_y}" stroke="{INK}" '
-                 'stroke-dasharray="4 3"/>')
-    parts.append(f'<text x="{left - 4}" y="{target_y + 3}" font-size="9" text-anchor="end" fill="{INK}">'
-                 f"{escape(label(kpi.target))}</text>")
+            plot.parts.append(f'<rect x="{_number(x)}" y="{_number(top)}" width="{_number(bar * 0.92)}" '
+                              f'height="{_number(max(plot.bottom - top, 0.5))}" fill="{GOOD if judged.met else BAD}">'
+                              f"<title>{escape(judged.span.label)}: {escape(label(judged.value))} ({verdict})"
+                              "</title></rect>")
+    plot.hline(kpi.target, INK, dashed=True)
     for position, judged in enumerate(spans):
-        x, base = left + slot * (position + 0.5), top + plot_h + 8
-        parts.append(f'<text x="{x:.1f}" y="{base}" font-size="8.5" text-anchor="end" fill="{MUTED}" '
-                     f'transform="rotate(-45 {x:.1f} {base})">{escape(short_label(judged.span.label))}</text>')
-    return (f'<svg class="chart" role="img" aria-label="{escape(kpi.name)}: value in each of the last '
-            f'{len(spans)} periods" viewBox="0 0 {width:g} {height:g}" font-family="DejaVu Sans, sans-serif">'
-            + "".join(parts) + "</svg>")
-
-
-def budget_chart(result: KpiResult, period: Period) -> str:
-    """Error budget left from the period's start to each bucket; below zero is overspent."""
-    with matplotlib.rc_context(STYLE):
-        figure, axes = _figure(NARROW)
-        times = _times(period)
-        drawn: list[float] = []
-        for index, line in enumerate(result.lines[:MAX_SERIES]):
-            curve = _nan(line.budget_curve)
-            axes.plot(times, curve, color=PALETTE[index], linewidth=1.6,
-                      label=_group_text(line.group) or None)
-            axes.fill_between(times, curve, 0, where=[v < 0 for v in curve], color=BAD, alpha=0.15,
-                              linewidth=0, interpolate=True)
-            drawn += curve
-        axes.axhline(0, color=BAD, linewidth=1)
-        axes.set_ylim(*_limits(drawn, 0.0))
-        _percent_axis(axes)
-        _time_axis(axes, period)
-        _shade_missing(axes, period, result.lines)
-        _marks(axes, result, period)
-        axes.set_title("Error budget remaining")
-        if len(result.lines) > 1:
-            _legend(axes, above=False)
-        return _svg(figure, f"{result.kpi.name}: error budget remaining over the period",
-                    f"{result.anchor}-budget")
-
-
-def supporting_chart(chart: Chart, period: Period, prefix: str) -> str:
-    """A supporting metric with its unit; at most MAX_SERIES lines, the rest counted in the title."""
-    with matplotlib.rc_context(STYLE):
-        figure, axes = _figure(NARROW)
-        times = [_date(t) for t in chart.times]
-        title = chart.metric.title
-        if chart.error or not chart.series:
-            axes.text(0.5, 0.5, f"query failed:\n{chart.error}" if chart.error else "no data in the period",
-                      transform=axes.transAxes, ha="center", va="center", color=BAD if chart.error else MUTED,
-                      wrap=True)
-            axes.set_axis_off()
-        else:
-            labels = [dict(labels) for labels, _ in chart.series]
-            varying = [k for k in sorted({k for labels_ in labels for k in labels_})
-                       if len({labels_.get(k) for labels_ in labels}) > 1]
-            drawn: list[float] = []
-            for index, (series_labels, values) in enumerate(chart.series[:MAX_SERIES]):
-                curve = _nan(values)
-                name = ", ".join(f"{k}={series_labels.get(k, '')}" for k in varying)
-                axes.plot(times, curve, color=PALETTE[index], linewidth=1.2, label=name or None)
-                drawn += curve
-            finite = [v for v in drawn if math.isfinite(v)]
-            if finite and min(finite) >= 0:
-                axes.set_ylim(bottom=0, top=max(finite) * 1.1 or 1)
-            _unit_axis(axes, chart.metric.unit)
-            _time_axis(axes, period)
-            if varying:
-                _legend(axes, above=False)
-            hidden = len(chart.series) - MAX_SERIES
-            if hidden > 0:
-                title += f" (first {MAX_SERIES} of {len(chart.series)} series)"
-        axes.set_title(title)
-        return _svg(figure, chart.metric.title, prefix)
+        middle, base = _number(LEFT + slot * (position + 0.5)), _number(plot.bottom + 10)
+        plot.parts.append(f'<text x="{middle}" y="{base}" font-size="9" text-anchor="end" fill="{MUTED}" '
+                          f'transform="rotate(-40 {middle} {base})">{escape(short_label(judged.span.label))}</text>')
+    met = sum(1 for j in spans if j.met)
+    title = f"Met in {met} of the last {len(spans)} periods" if len(lines) == 1 else "Each period"
+    return plot.svg(title, f"{kpi.name}: value in each of the last {len(spans)} periods")

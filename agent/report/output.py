@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from agent.report.model import Report
@@ -35,7 +34,7 @@ def render_bytes(report: Report, kind: str, chromium: str = "") -> bytes:
     if kind in ("html", "pdf"):
         from agent.report.render import render
 
-        page = render(report, workers=os.cpu_count() or 1)
+        page = render(report)
         if kind == "html":
             return page.encode()
         from agent.report.pdf import PdfError, pdf_bytes

@@ -290,36 +290,8 @@ def page_head(page_title: str, refresh: float | None, css: str = CSS) -> list[st
     return head
 
 
-PARALLEL_FROM = 8  # KPIs: below this, starting worker processes costs more than it saves
-_rendering: Report | None = None  # the report forked workers draw sections of (inherited, never pickled)
-
-
-def _section_of(index: int) -> str:
-    assert _rendering is not None
-    return _section(_rendering, _rendering.results[index])
-
-
-def sections(report: Report, workers: int = 1) -> list[str]:
-    """Each KPI's section, charts included: drawing is most of a report's time, so a large report is drawn by
-    ``workers`` forked processes (matplotlib holds the GIL). Only a single-threaded caller may ask for more
-    than one: fork copies no other thread."""
-    global _rendering
-    if workers <= 1 or len(report.results) < PARALLEL_FROM:
-        return [_section(report, result) for result in report.results]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    _rendering = report
-    try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            return list(pool.map(_section_of, range(len(report.results)), chunksize=4))
-    finally:
-        _rendering = None
-
-
-def render(report: Report, refresh: float | None = None, workers: int = 1) -> str:
-    """The page. ``refresh``: seconds after which the browser reloads it (the live scoreboard); ``workers``:
-    processes that draw the charts (see ``sections``)."""
+def render(report: Report, refresh: float | None = None) -> str:
+    """The page. ``refresh``: seconds after which the browser reloads it (the live scoreboard)."""
     period = report.period
     span = period.span
     services = sorted({r.spec.service for r in report.results})
@@ -345,7 +317,7 @@ def render(report: Report, refresh: float | None = None, workers: int = 1) -> st
                     + "".join(f"<li>{escape(p)}</li>" for p in problems) + "</ul></section>")
     body.append(_summary(report))
     body.append(_history(report))
-    body.extend(sections(report, workers))
+    body.extend(_section(report, result) for result in report.results)
     body.append(
         "<footer>Ratio KPIs: good events over all events across the whole period (the sums of the "
         f"<code>{NUMERATOR_5M}</code> and <code>{DENOMINATOR_5M}</code> series the generated rules record, the "

@@ -35,19 +35,23 @@ def test_the_axis_speaks_the_unit():
     assert "%" in chart("share", "ratio")
 
 
-def test_a_large_report_drawn_by_several_processes_is_the_same_page():
+def test_the_target_is_a_legend_entry_that_cannot_meet_the_legend():
+    """Issue 19.6: the target's label sat at the end of its line and met the legend when the target was near the
+    top of the plot. It is an entry of the legend, laid out with the others on one row beside the title."""
     from agent.config.yaml import load_text
     from agent.kpi.spec import parse_spec
-    from agent.report.model import KpiResult, Report, ratio_line
-    from agent.report.render import PARALLEL_FROM, render
+    from agent.report.model import KpiResult, ratio_line
 
-    text = "service: s\nkpis:\n" + "".join(
-        f"  - {{name: k{i}, window: 30d, target: 99%, ratio: {{numerator: good, denominator: all}}}}\n"
-        for i in range(PARALLEL_FROM))
-    spec, _ = parse_spec(load_text(text, "s.yaml"), "s.yaml")
+    spec, _ = parse_spec(load_text("service: s\nkpis:\n  - {name: a, window: 30d, target: 99%, ratio: "
+                                   "{numerator: good, denominator: all}}\n", "s.yaml"), "s.yaml")
     assert spec is not None
-    results = tuple(KpiResult(spec, kpi, (ratio_line(kpi, {}, [0.99 * (i + 1)] * PERIOD.buckets,
-                                                     [1.0 * (i + 1)] * PERIOD.buckets),))
-                    for i, kpi in enumerate(spec.kpis))
-    report = Report(PERIOD, "http://prometheus", 1_800_000_000.0, results)
-    assert render(report, workers=2) == render(report, workers=1)
+    kpi = spec.kpis[0]
+    near_the_top = ratio_line(kpi, {}, [0.985] * PERIOD.buckets, [1.0] * PERIOD.buckets)
+    svg = charts.kpi_chart(KpiResult(spec, kpi, (near_the_top,)), PERIOD)
+    entries = re.findall(r'<g transform="translate\(([\d.]+),([\d.]+)\)">.*?<text[^>]*>([^<]*)</text></g>', svg)
+    assert [text for _, _, text in entries] == ["each 1m", "since period start", "target ≥ 99.00%"]
+    assert svg.count("target ≥ 99.00%") == 1
+    rows = {float(y) for _, y, _ in entries}
+    assert len(rows) == 1 and rows.pop() < charts.TOP  # one row, above the plot
+    lefts = [float(x) for x, _, _ in entries]
+    assert lefts == sorted(lefts) and lefts[-1] + 20 + 9.5 * charts.CHAR * len("target ≥ 99.00%") <= charts.WIDE
