@@ -181,3 +181,37 @@ def test_the_summary_and_history_export_as_csv_and_json(history, tmp_path):
     errors = next(k for k in data["kpis"] if k["kpi"] == "checkout_errors")
     assert errors["previous"]["label"] == "October 2026" and len(errors["history"]) == 12
     assert errors["history"][-1]["met"] is False
+
+
+async def test_a_planned_maintenance_left_out_turns_a_missed_month_into_a_met_one(history):
+    """September missed 99.9% only because of four hours of planned maintenance on Sunday the 13th: left out of
+    the values (its 5m rates, and those of the 5 minutes after it), September meets the target, and the value is
+    what the shape gives without those samples."""
+    import aiohttp
+
+    from agent.kpi.prometheus_api import PrometheusClient
+    from agent.kpi.spec import load_spec
+    from agent.report.exclusions import Exclusion, windows
+    from agent.report.model import collect
+    from tests.report.history import MAINTENANCE
+
+    start = datetime.fromtimestamp(MAINTENANCE[0], BERLIN)
+    planned = [Exclusion(start, MAINTENANCE[1] - MAINTENANCE[0], "database upgrade"),
+               Exclusion(start.replace(day=6), 3600, "weekly restart", rrule="FREQ=WEEKLY;BYDAY=SU")]
+    spec = load_spec(history.specs / "store.yaml")
+    choice = parse_period("2026-09", BERLIN)
+    september = choice.current(AT)
+    async with aiohttp.ClientSession() as session:
+        client = PrometheusClient(history.url, session)
+        plain = await collect([spec], client, choice, AT, 3)
+        excluded = await collect([spec], client, choice, AT, 3,
+                                 exclusions=lambda spec, kpi, a, b: windows(planned, a, b))
+    before = next(r for r in plain.results if r.kpi.name == "availability").lines[0]
+    after = next(r for r in excluded.results if r.kpi.name == "availability")
+    assert before.history[-1].met is False and after.lines[0].history[-1].met is True
+    sundays = tuple((w.start, w.end) for w in windows(planned, september.start, september.end))
+    assert len(sundays) == 4  # four Sundays, the 13th's hour inside the upgrade's window
+    assert after.lines[0].value == pytest.approx(
+        expected("availability", september.start, september.end, excluded=sundays), rel=1e-9)
+    assert after.lines[0].history[-1].value == after.lines[0].value
+    assert [e.text for e in after.exclusions][:2] == ["weekly restart", "database upgrade; weekly restart"]
