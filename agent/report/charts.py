@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from html import escape
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from matplotlib import dates, ticker
@@ -393,3 +394,31 @@ def history_chart(result: KpiResult) -> str:
     met = sum(1 for j in spans if j.met)
     title = f"Met in {met} of the last {len(spans)} periods" if len(lines) == 1 else "Each period"
     return plot.svg(title, f"{kpi.name}: value in each of the last {len(spans)} periods")
+
+
+def goal_chart(result: KpiResult, outlook: Any, tz: ZoneInfo, index: int) -> str:
+    """A goal's daily values, the fitted trend drawn on to the due date, the forecast's interval there, and the
+    target."""
+    kpi, goal = result.kpi, outlook.goal
+    days = outlook.days
+    now = days[-1][0]
+    intercept, slope = outlook.trend
+    values = [v for _, v in days] + [goal.target] + [v for v in (outlook.low, outlook.high) if v is not None]
+    low, high = _ratio_limits(kpi.is_ratio, *_limits(values))
+    plot = Plot(NARROW, days[0][0] - 86400, goal.due + 86400 * 3, low, high, f"{result.anchor}-goal{index}")
+    plot.value_axis(None if kpi.is_ratio else (lambda v: format_value(v, "short")))
+    plot.time_axis(tz)
+    plot.hline(goal.target, INK, dashed=True)
+    plot.line([t for t, _ in days], [v for _, v in days], PALETTE[0], width=0.9, opacity=0.5)
+    if outlook.forecast is not None:
+        first = days[0][0]
+        trend = [intercept + slope * (t - now) / 86400 for t in (first, goal.due)]
+        plot.line([first, goal.due], trend, GOOD if outlook.verdict == "on track" else BAD
+                  if outlook.verdict == "off track" else "#bf8700", width=1.6)
+        x = _number(plot.x(goal.due))
+        plot.parts.append(f'<line x1="{x}" x2="{x}" y1="{_number(plot.y(outlook.high))}" '
+                          f'y2="{_number(plot.y(outlook.low))}" stroke="{INK}" stroke-width="3"/>')
+        plot.key("line", GOOD if outlook.verdict == "on track" else "#bf8700", "trend")
+    plot.key("thin", PALETTE[0], "each day")
+    plot.key("dashed", INK, f"goal {format_kpi_value(kpi, goal.target)}")
+    return plot.svg(f"Goal: {outlook.verdict}", f"{kpi.name}: the goal's forecast", legend_inside=True)

@@ -4,6 +4,7 @@ for Slack-compatible incoming webhooks (Slack, Mattermost, Rocket.Chat all read 
 
 from __future__ import annotations
 
+from functools import partial
 from html import escape
 
 from agent.kpi.units import format_value
@@ -67,9 +68,27 @@ def text_table(report: Report) -> str:
                      for row in rows)
 
 
+def goal_lines(report: Report) -> list[str]:
+    from agent.report.goals import describe
+    from agent.report.periods import local_time_text
+
+    def day(seconds: float) -> str:
+        return local_time_text(seconds, report.period.tz)[:10]
+
+    found = []
+    for result, line in _rows(report):
+        for outlook in line.outlooks if line else ():
+            text = describe(outlook, partial(format_kpi_value, result.kpi), day)
+            found.append(f"{_name(result, line)}: {text}")
+    return found
+
+
 def text_body(report: Report, link: str = "") -> str:
     span = report.period.span
     lines = [f"KPI report: {span.label} ({report.period.tz.key})", headline(report), "", text_table(report)]
+    goals = goal_lines(report)
+    if goals:
+        lines += ["", "Goals:", *(f"- {goal}" for goal in goals)]
     problems = report.problems()
     if problems:
         lines += ["", "Incomplete:", *(f"- {problem}" for problem in problems)]
@@ -96,6 +115,10 @@ def html_body(report: Report, link: str = "") -> str:
             f'<td style="{number}color:{ARROW_COLOURS.get(good, "#59636e")}">{escape(moved)}</td>'
             f'<td style="{number}">{escape(_budget(result, line))}</td>'
             f'<td style="{number}">{escape(_history(line))}</td></tr>')
+    goals = goal_lines(report)
+    if goals:
+        rows.append(f'<tr><td colspan="7" style="{cell}"><b>Goals</b><br>'
+                    + "<br>".join(escape(goal) for goal in goals) + "</td></tr>")
     problems = report.problems()
     trouble = ("<p style=\"color:#a40e26\"><b>Incomplete:</b></p><ul>"
                + "".join(f"<li>{escape(p)}</li>" for p in problems) + "</ul>") if problems else ""

@@ -51,6 +51,14 @@ def _judged(judged: Judged | None, tz: ZoneInfo) -> dict[str, Any] | None:
             "error_budget_remaining": judged.budget_remaining}
 
 
+def _goal(outlook: Any, tz: ZoneInfo) -> dict[str, Any]:
+    goal = outlook.goal
+    return {"text": goal.text, "target": goal.target, "due": _time(goal.due, tz), "start": _time(goal.start, tz),
+            "baseline": outlook.baseline, "verdict": outlook.verdict, "current": outlook.current,
+            "progress": outlook.progress, "forecast": outlook.forecast, "forecast_low": outlook.low,
+            "forecast_high": outlook.high, "reaches": _time(outlook.reaches, tz) if outlook.reaches else None}
+
+
 def summary_rows(report: Report) -> list[dict[str, Any]]:
     tz, span = report.period.tz, report.period.span
     rows = []
@@ -127,6 +135,7 @@ def report_json(report: Report) -> str:
                 "previous": _judged(line.previous, tz) if line else None,
                 "year_before": _judged(line.year_ago, tz) if line else None,
                 "history": [_judged(j, tz) for j in line.history] if line else [],
+                "goals": [_goal(o, tz) for o in line.outlooks] if line else [],
                 "owner": result.kpi.owner, "objective": result.kpi.objective,
                 "description": result.kpi.description})
     document = {"generator": f"kpi-agent {__version__}", "generated_at": _time(report.generated_at, tz),

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.formatting import format_duration
@@ -187,6 +188,7 @@ class Line:
     year_ago: Judged | None = None  # the same period a year before
     history: tuple[Judged, ...] = ()  # the last N periods, oldest first, the judged one last
     exhaustion: float | None = None  # when the error budget runs out at the last day's burn (see budget_exhaustion)
+    outlooks: tuple[Any, ...] = ()  # agent.report.goals.Outlook of each of the KPI's goals
 
 
 def _coverage(present: Sequence[bool]) -> tuple[int | None, int | None]:
@@ -484,6 +486,23 @@ class Fetcher:
         return found
 
 
+async def daily(fetch: Fetcher, kpi: Kpi, selector: str, end: float, days: int) -> dict[GroupKey, list]:
+    """Each side's sum in each of the ``days`` days (24 hours) before ``end``: one range query."""
+    terms = [_part(f"{function}({series}[{fetch.range_of(86400)}])", side)
+             for side, (function, series) in sides(kpi, selector).items()]
+    result = await fetch.query_range(" or ".join(terms), end - 86400 * (days - 1), end, 86400)
+    found: dict[GroupKey, dict[str, dict[float, float]]] = {}
+    for series in result:
+        labels = series_labels(series)
+        part = labels.pop(PART, "")
+        found.setdefault(_key(labels), {})[part] = {round(float(t), 3): float(v) for t, v in series["values"]}
+    rows: dict[GroupKey, list] = {}
+    for key, parts in found.items():
+        tops, bottoms = parts.get("top", {}), parts.get("bottom", {})
+        rows[key] = [(t, (tops.get(t, 0.0) / bottom), bottom) for t, bottom in sorted(bottoms.items()) if bottom > 0]
+    return rows
+
+
 @dataclass(frozen=True)
 class Plan:
     """Everything one report asks for a KPI: the judged span, its chart, and the spans compared with it."""
@@ -525,11 +544,33 @@ def _exclusion_pieces(exclusions: Sequence[Interval], cuts: Iterable[float], fin
 
 
 async def _collect_kpi(fetch: Fetcher, plan: Plan, spec: ServiceSpec, kpi: Kpi,
-                       exclusions: Sequence[Interval], alerts: Sequence[Interval]) -> KpiResult:
+                       exclusions: Sequence[Interval], alerts: Sequence[Interval], goals: Sequence[Any]) -> KpiResult:
     try:
-        return await _collect_kpi_or_fail(fetch, plan, spec, kpi, exclusions, alerts)
+        result = await _collect_kpi_or_fail(fetch, plan, spec, kpi, exclusions, alerts)
+        if goals and result.lines:
+            result = await _with_outlooks(fetch, plan, result, goals)
+        return result
     except PrometheusError as exc:
         return KpiResult(spec, kpi, state=ERROR, note=f"query failed: {exc}")
+
+
+async def _with_outlooks(fetch: Fetcher, plan: Plan, result: KpiResult, goals: Sequence[Any]) -> KpiResult:
+    """Each goal's progress and forecast, per series, from the daily values of the recent trend."""
+    from agent.report.goals import FIT_DAYS, outlook
+
+    now = plan.span.end
+    rows = await daily(fetch, result.kpi, identity_selector(result.spec, result.kpi), now, FIT_DAYS)
+    lines = []
+    for line in result.lines:
+        days = rows.get(_match(line.group, rows), [])
+        outlooks = tuple(outlook(goal, result.kpi.higher_is_better, days, now) for goal in goals)
+        lines.append(_replace_line(line, outlooks=outlooks))
+    return _replace(result, lines=tuple(lines))
+
+
+def _replace_line(line: Line, **changes: object) -> Line:
+    from dataclasses import replace
+    return replace(line, **changes)  # type: ignore[arg-type]
 
 
 def _spans(plan: Plan) -> dict[str, Span]:
@@ -673,7 +714,7 @@ def _period_name(plan: Plan) -> str:
     return plan.span.label if plan.choice.is_calendar else f"the {format_duration(plan.span.length)} period"
 
 
-def _match(group: dict[str, str], buckets: dict[GroupKey, dict]) -> GroupKey:
+def _match(group: dict[str, str], buckets: dict[GroupKey, Any]) -> GroupKey:
     return next((key for key in buckets if all(dict(key).get(k) == v for k, v in group.items())), ())
 
 
@@ -787,14 +828,20 @@ def _major_version(buildinfo: dict[str, str]) -> int:
 
 
 ExclusionSource = Callable[[ServiceSpec, Kpi, float, float], Sequence["Interval"]]
+GoalSource = Callable[[ServiceSpec, Kpi], Sequence[Any]]  # agent.report.goals.Goal
 
 
 def _no_exclusions(spec: ServiceSpec, kpi: Kpi, start: float, end: float) -> Sequence[Interval]:
     return ()
 
 
+def _no_goals(spec: ServiceSpec, kpi: Kpi) -> Sequence[Any]:
+    return ()
+
+
 async def collect(specs: Sequence[ServiceSpec], client: PrometheusClient, period: float | PeriodChoice,
-                  at: float, history: int = 0, exclusions: ExclusionSource = _no_exclusions) -> Report:
+                  at: float, history: int = 0, exclusions: ExclusionSource = _no_exclusions,
+                  goals: GoalSource = _no_goals) -> Report:
     """Ask Prometheus for every KPI of every spec over the period (a rolling length in seconds, or a choice
     from --period) that ends at, or holds, ``at``; with the last ``history`` periods when above 1."""
     generated = time.time()
@@ -826,7 +873,7 @@ async def collect(specs: Sequence[ServiceSpec], client: PrometheusClient, period
     except PrometheusError:
         alerts = []
     collected = await asyncio.gather(*(
-        _collect_kpi(fetch, plan, spec, kpi, exclusions(spec, kpi, earliest, plan.span.end), alerts)
+        _collect_kpi(fetch, plan, spec, kpi, exclusions(spec, kpi, earliest, plan.span.end), alerts, goals(spec, kpi))
         for spec in specs for kpi in spec.kpis))
     return Report(plan.period, client.url, generated, tuple(collected), evaluation_interval=interval, choice=choice,
                   queries=fetch.requests)

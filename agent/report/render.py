@@ -30,7 +30,7 @@ from agent.report.model import (
     meets,
     target_text,
 )
-from agent.report.periods import short_label
+from agent.report.periods import local_time_text, short_label
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
@@ -89,6 +89,9 @@ table.history { border-collapse: collapse; margin: 8px 0 8px; font-size: 12px; }
 .history td.missed { background: #ffebe9; color: #a40e26; font-weight: bold; }
 .history td.none { color: #8c959f; }
 h2.part { font-size: 17px; margin: 22px 0 4px; }
+.goal { border-left: 4px solid #d4a72c; background: #fff8c5; padding: 4px 10px; margin: 6px 0; font-size: 13px; }
+.goal.good { border-color: #1a7f37; background: #dafbe1; }
+.goal.bad { border-color: #cf222e; background: #ffebe9; }
 footer { border-top: 1px solid #d1d9e0; margin-top: 24px; padding-top: 8px; color: #59636e; font-size: 12px; }
 @media print { body { padding: 0; max-width: none; } }
 """
@@ -225,6 +228,26 @@ def _facts(result: KpiResult, period: Period) -> str:
                                           for k, v in facts) + "</dl>"
 
 
+def _goals(result: KpiResult, period: Period) -> list[str]:
+    """A sentence per goal of the KPI's (first) series, coloured by its verdict."""
+    from agent.report.goals import describe
+
+    if not result.lines:
+        return []
+    kpi = result.kpi
+
+    def day(seconds: float) -> str:
+        return local_time_text(seconds, period.tz)[:10]
+
+    found = []
+    for outlook in result.lines[0].outlooks:
+        verdict = {"on track": "good", "reached": "good", "off track": "bad", "missed": "bad"}.get(
+            outlook.verdict, "")
+        found.append(f'<p class="goal {verdict}"><strong>Goal</strong> '
+                     f"{escape(describe(outlook, lambda v: format_kpi_value(kpi, v), day))}</p>")
+    return found
+
+
 def _section(report: Report, result: KpiResult) -> str:
     kpi = result.kpi
     period = result.period or report.period
@@ -236,6 +259,7 @@ def _section(report: Report, result: KpiResult) -> str:
     if kpi.description:
         parts.append(f'<p class="description">{escape(kpi.description)}</p>')
     parts.append(_facts(result, report.period))
+    parts.extend(_goals(result, report.period))
     if result.note:
         alarming = result.state in (ERROR, NO_DATA)
         parts.append(f'<p class="note{" error" if alarming else ""}">{escape(result.note)}</p>')
@@ -246,6 +270,9 @@ def _section(report: Report, result: KpiResult) -> str:
             figures.append(f"<figure>{charts.budget_chart(result, period)}</figure>")
         if any(line.history for line in result.lines):
             figures.append(f"<figure>{charts.history_chart(result)}</figure>")
+        for index, outlook in enumerate(result.lines[0].outlooks):
+            if outlook.days:
+                figures.append(f"<figure>{charts.goal_chart(result, outlook, period.tz, index)}</figure>")
     if result.state != ERROR:
         for index, chart in enumerate(result.charts):
             figures.append("<figure>" + charts.supporting_chart(chart, period, f"{result.anchor}-{index}")

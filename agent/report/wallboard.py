@@ -29,6 +29,7 @@ from agent.report.model import (
     meets,
     target_text,
 )
+from agent.report.periods import local_time_text
 from agent.report.render import page_head, verdict_counts
 
 CSS = """
@@ -119,9 +120,14 @@ def _tile(result: KpiResult, line: Line | None, report_path: str, period: Period
     if kpi.is_ratio and line is not None and line.budget_remaining is not None:
         overspent = ' class="overspent"' if line.budget_remaining < 0 else ""
         facts.append(f"budget left <b{overspent}>{escape(format_value(line.budget_remaining, 'ratio'))}</b>")
-        outlook = exhaustion_text(line, period)
-        if outlook and outlook != "spent":
-            facts.append(escape(outlook.replace(" at the last day's burn", "")))
+        budget = exhaustion_text(line, period)
+        if budget and budget != "spent":
+            facts.append(escape(budget.replace(" at the last day's burn", "")))
+    for outlook in line.outlooks if line else ():
+        tone = {"on track": "good", "reached": "good", "off track": "bad", "missed": "bad"}.get(outlook.verdict, "same")
+        facts.append(f"goal <b>{escape(format_kpi_value(kpi, outlook.goal.target))}</b> by "
+                     f"{escape(local_time_text(outlook.goal.due, period.tz)[:10])}: "
+                     f'<span class="{tone}">{escape(outlook.verdict)}</span>')
     history = [j for j in (line.history if line else ()) if j.met is not None]
     if history:
         facts.append(f"met {sum(1 for j in history if j.met)} of last {len(history)}")

@@ -95,7 +95,7 @@ def _inside(t: float, span: tuple[float, float]) -> bool:
 
 def _day_noise(t: float) -> float:
     """A fixed pseudo-random number in [-1, 1] per day: conversion's day-to-day wobble."""
-    return random.Random(int(t // 86400)).uniform(-1, 1)
+    return random.Random(f"day {int(t // 86400)}").uniform(-1, 1)  # a str seed is hashed: days do not correlate
 
 
 def shape(t: float) -> dict[str, tuple[float, float]]:

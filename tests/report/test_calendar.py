@@ -215,3 +215,34 @@ async def test_a_planned_maintenance_left_out_turns_a_missed_month_into_a_met_on
         expected("availability", september.start, september.end, excluded=sundays), rel=1e-9)
     assert after.lines[0].history[-1].value == after.lines[0].value
     assert [e.text for e in after.exclusions][:2] == ["weekly restart", "database upgrade; weekly restart"]
+
+
+async def test_a_goal_whose_forecast_crosses_its_target(history):
+    """Conversion creeps up from 2.4% (0.04 points a month, a day-to-day wobble of up to 0.12 points) and is at
+    about 3% on 6 December: the goal "2.5% to 3.1% by 31 March 2027", set on 1 September, is forecast to be met,
+    the trend crossing 3.1% before the due date, and the forecast's interval holds where the shape's own line
+    will be; "3.3%" is off track."""
+    import aiohttp
+
+    from agent.kpi.prometheus_api import PrometheusClient
+    from agent.kpi.spec import load_spec
+    from agent.report.goals import DAY, Goal
+    from agent.report.model import collect
+    from tests.report.history import FIRST
+
+    due = datetime(2027, 4, 1, tzinfo=BERLIN).timestamp()
+    goal = Goal(0.031, due, datetime(2026, 9, 1, tzinfo=BERLIN).timestamp(), 0.025, "2.5% -> 3.1% by 2027-03-31")
+    late = Goal(0.033, due, goal.start, 0.025, "3.3% by 2027-03-31")
+    spec = load_spec(history.specs / "store.yaml")
+    async with aiohttp.ClientSession() as session:
+        report = await collect([spec], PrometheusClient(history.url, session), parse_period("month-to-date", BERLIN),
+                               AT, 0, goals=lambda spec, kpi: (goal, late) if kpi.name == "conversion" else ())
+    conversion = next(r for r in report.results if r.kpi.name == "conversion")
+    reaching, missing = conversion.lines[0].outlooks
+    assert reaching.verdict == "on track" and missing.verdict == "off track"
+    assert reaching.reaches is not None and AT < reaching.reaches < due
+    assert reaching.low < reaching.forecast < reaching.high
+    true_line = 0.024 + 0.0004 * (due - FIRST) / (30.44 * DAY)  # the shape's trend at the due date
+    assert reaching.low - 0.001 < true_line < reaching.high + 0.001
+    assert 0.75 < reaching.progress < 0.95  # from 2.5% most of the way to 3.1%
+    assert len(reaching.days) == 90
