@@ -213,13 +213,16 @@ class Plot:
                              'stroke-width="0.5"/>'}
         self.legend.append((swatches[kind], text))
 
-    def svg(self, title: str, label: str, legend_inside: bool = False) -> str:
+    def svg(self, title: str, label: str, legend_inside: bool = False, legend_left: bool = False) -> str:
         header = [f'<text x="{LEFT - 52}" y="16" font-size="12" font-weight="bold" fill="{INK}">{escape(title)}</text>']
         # the legend: right of the title on one line when it fits, else inside the plot's top right corner
         widths = [24 + len(text) * 9.5 * CHAR for _, text in self.legend]
         title_end = LEFT - 52 + len(title) * 12 * CHAR + 16
         above = not legend_inside and sum(widths) <= self.right - title_end
-        x, y = (self.right - sum(widths), 16.0) if above else (self.right - max(widths, default=0) - 4, TOP + 12)
+        if above:
+            x, y = self.right - sum(widths), 16.0
+        else:
+            x, y = (LEFT + 8 if legend_left else self.right - max(widths, default=0) - 4), TOP + 12
         entries = []
         for (swatch, text), width in zip(self.legend, widths, strict=True):
             entries.append(f'<g transform="translate({_number(x)},{_number(y - 4)})">{swatch}'
@@ -230,7 +233,8 @@ class Plot:
                 y += 14
         if entries and not above:
             height = 14 * len(entries) + 4
-            entries.insert(0, f'<rect x="{_number(self.right - max(widths) - 8)}" y="{TOP + 1}" '
+            entries.insert(0, f'<rect x="{_number((LEFT + 4) if legend_left else self.right - max(widths) - 8)}" '
+                              f'y="{TOP + 1}" '
                               f'width="{_number(max(widths) + 7)}" height="{height}" fill="#fff" '
                               'fill-opacity="0.85"/>')
         self.defs.append(f'<clipPath id="{self.prefix}-plot"><rect x="{LEFT}" y="{TOP}" '
@@ -315,7 +319,7 @@ def budget_chart(result: KpiResult, period: Period) -> str:
     curves = [_nan(line.budget_curve) for line in lines]
     low, high = _limits([v for curve in curves for v in curve], 0.0)
     plot = Plot(NARROW, period.start, period.end, low, high, f"{result.anchor}-budget")
-    plot.value_axis(lambda v: f"{v * 100:.0f}%")
+    plot.value_axis()
     plot.time_axis(period.tz)
     _shade_missing(plot, period, lines)
     ends = [period.bucket_end(i) for i in range(period.buckets)]
@@ -421,4 +425,5 @@ def goal_chart(result: KpiResult, outlook: Any, tz: ZoneInfo, index: int) -> str
         plot.key("line", GOOD if outlook.verdict == "on track" else "#bf8700", "trend")
     plot.key("thin", PALETTE[0], "each day")
     plot.key("dashed", INK, f"goal {format_kpi_value(kpi, goal.target)}")
-    return plot.svg(f"Goal: {outlook.verdict}", f"{kpi.name}: the goal's forecast", legend_inside=True)
+    return plot.svg(f"Goal: {outlook.verdict}", f"{kpi.name}: the goal's forecast", legend_inside=True,
+                    legend_left=True)

@@ -101,11 +101,12 @@ def outlook(goal: Goal, higher_is_better: bool, daily: Sequence[tuple[float, flo
 def describe(outlook: Outlook, fmt: Callable[[float], str], day: Callable[[float], str]) -> str:
     """The goal's outlook in one sentence: "on track: forecast 3.16% (3.14% to 3.18%) on 2027-03-31, ..."."""
     goal = outlook.goal
-    head = f"{goal.text or f'{fmt(goal.target)} by {day(goal.due)}'}: {outlook.verdict}"
+    due = day(goal.due - 1)  # the due day, not the midnight that ends it
+    head = f"{goal.text or f'{fmt(goal.target)} by {due}'}: {outlook.verdict}"
     parts = []
     if outlook.forecast is not None and outlook.low is not None and outlook.high is not None:
         parts.append(f"forecast {fmt(outlook.forecast)} ({fmt(outlook.low)} to {fmt(outlook.high)}, "
-                     f"{CONFIDENCE:.0%} interval) on {day(goal.due)}")
+                     f"{CONFIDENCE:.0%} interval) on {due}")
     if outlook.reaches is not None:
         parts.append(f"the trend reaches {fmt(goal.target)} around {day(outlook.reaches)}")
     if outlook.progress is not None and outlook.baseline is not None:

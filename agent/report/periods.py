@@ -285,7 +285,9 @@ def _divisors(number: int) -> Iterator[int]:
 
 
 def short_label(label: str) -> str:
-    """A history column's heading: "Nov 2026" for "November 2026", "2026 Q4", "W47"."""
+    """A history column's heading: "Nov 2026" for "November 2026", "2026 Q4", "W47"; "so far" when to date."""
+    if label.endswith(" to date"):
+        return f"{short_label(label[:-len(' to date')])} so far"
     words = label.split()
     if len(words) == 2 and words[1].isdigit() and len(words[0]) > 3:
         return f"{words[0][:3]} {words[1]}"

@@ -126,7 +126,7 @@ def _tile(result: KpiResult, line: Line | None, report_path: str, period: Period
     for outlook in line.outlooks if line else ():
         tone = {"on track": "good", "reached": "good", "off track": "bad", "missed": "bad"}.get(outlook.verdict, "same")
         facts.append(f"goal <b>{escape(format_kpi_value(kpi, outlook.goal.target))}</b> by "
-                     f"{escape(local_time_text(outlook.goal.due, period.tz)[:10])}: "
+                     f"{escape(local_time_text(outlook.goal.due - 1, period.tz)[:10])}: "
                      f'<span class="{tone}">{escape(outlook.verdict)}</span>')
     history = [j for j in (line.history if line else ()) if j.met is not None]
     if history:

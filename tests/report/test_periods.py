@@ -101,5 +101,5 @@ def test_the_grid_step_lands_on_every_instant():
 
 def test_history_columns_have_short_names():
     assert [short_label(text) for text in ("November 2026", "2026 Q4", "2026-W47 (Nov 16 – Nov 22)", "2026",
-                                           "2026-11-24 (Tue)")] == ["Nov 2026", "2026 Q4", "W47", "2026",
-                                                                    "2026-11-24"]
+                                           "2026-11-24 (Tue)", "December 2026 to date")] == [
+        "Nov 2026", "2026 Q4", "W47", "2026", "2026-11-24", "Dec 2026 so far"]
