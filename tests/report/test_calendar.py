@@ -189,8 +189,8 @@ async def test_a_planned_maintenance_left_out_turns_a_missed_month_into_a_met_on
     what the shape gives without those samples."""
     import aiohttp
 
+    from agent.kpi.loading import load_spec
     from agent.kpi.prometheus_api import PrometheusClient
-    from agent.kpi.spec import load_spec
     from agent.report.exclusions import Exclusion, windows
     from agent.report.model import collect
     from tests.report.history import MAINTENANCE
@@ -224,8 +224,8 @@ async def test_a_goal_whose_forecast_crosses_its_target(history):
     will be; "3.3%" is off track."""
     import aiohttp
 
+    from agent.kpi.loading import load_spec
     from agent.kpi.prometheus_api import PrometheusClient
-    from agent.kpi.spec import load_spec
     from agent.report.goals import DAY, Goal
     from agent.report.model import collect
     from tests.report.history import FIRST

@@ -39,7 +39,7 @@ def test_the_target_is_a_legend_entry_that_cannot_meet_the_legend():
     """Issue 19.6: the target's label sat at the end of its line and met the legend when the target was near the
     top of the plot. It is an entry of the legend, laid out with the others on one row beside the title."""
     from agent.config.yaml import load_text
-    from agent.kpi.spec import parse_spec
+    from agent.kpi.spec.document import parse_spec
     from agent.report.model import KpiResult, ratio_line
 
     spec, _ = parse_spec(load_text("service: s\nkpis:\n  - {name: a, window: 30d, target: 99%, ratio: "
