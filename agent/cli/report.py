@@ -24,7 +24,7 @@ from agent.kpi.loading import load_specs
 from agent.kpi.model import ServiceSpec
 from agent.kpi.prometheus_api import PrometheusClient
 from agent.report.model import Report, collect
-from agent.report.periods import PERIOD_HELP, PeriodChoice, parse_period, zone
+from agent.report.periods import PERIOD_HELP, PeriodChoice, choose_period, parse_period, zone
 from agent.runtime.logconfig import LEVELS, setup_logging
 
 DEFAULT_UI_LISTEN = ":9911"
@@ -64,30 +64,32 @@ def _specs(paths: tuple[str, ...]) -> list[ServiceSpec]:
 _SPECS = click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
 _PROMETHEUS = click.option("--prometheus.url", "prometheus_url", required=True,
                            help="Prometheus (or another server of its HTTP API) holding the kpi:* series.")
-def _period(ctx: click.Context, param: click.Parameter, value: str) -> PeriodChoice:
-    try:
-        tz = zone(ctx.params.get("time_zone") or "UTC")
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--time-zone'") from None
-    try:
-        return parse_period(value, tz)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _zone(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    try:
-        zone(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+def _period(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Checked here, so a mistake stops the command before anything runs; read in its zone later."""
+    if value is not None:
+        try:
+            parse_period(value, zone("UTC"))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
     return value
 
 
-# --time-zone is eager: --period is read in its zone whatever the order of the flags
-_TIME_ZONE = click.option("--time-zone", "time_zone", default="UTC", show_default=True, callback=_zone,
-                          is_eager=True, help="IANA time zone of calendar periods and of the times shown.")
-_PERIOD = click.option("--period", default="30d", show_default=True, callback=_period,
-                       help=f"What the report judges: {PERIOD_HELP}.")
+def _zone(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            zone(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
+_TIME_ZONE = click.option("--time-zone", "time_zone", callback=_zone,
+                          help="IANA time zone of calendar periods and of the times shown. Default: the specs' "
+                               "time_zone when they share one, else UTC.")
+_PERIOD = click.option("--period", callback=_period,
+                       help=f"What the report judges: {PERIOD_HELP}. Default: the calendar period the specs' KPIs "
+                            "are judged over (their calendar field) when they share one (the last complete one; "
+                            "for ui, the one to date), else 30d.")
 _HISTORY = click.option("--history", type=click.IntRange(min=0, max=60), default=None,
                         help="How many periods the compliance history shows, the judged one last. Default: 12 "
                              "for calendar periods, 0 (none) for rolling ones.")
@@ -118,8 +120,8 @@ async def _collect(specs: list[ServiceSpec], url: str, period: PeriodChoice, at:
                    ".json), else html.")
 @click.option("--chromium", help="Chromium or Chrome for PDF output. Default: chromium, chromium-browser or "
                                  "google-chrome from PATH.")
-def report(specs: tuple[str, ...], prometheus_url: str, period: PeriodChoice, time_zone: str, history: int | None,
-           at: float, out: str, output_format: str | None, chromium: str | None) -> None:
+def report(specs: tuple[str, ...], prometheus_url: str, period: str | None, time_zone: str | None,
+           history: int | None, at: float, out: str, output_format: str | None, chromium: str | None) -> None:
     """Write a self-contained KPI report (one file that opens with no network): every KPI of every spec
     with its value over the period against its target, its error budget and charts; or its tables as CSV or
     JSON.
@@ -130,6 +132,7 @@ def report(specs: tuple[str, ...], prometheus_url: str, period: PeriodChoice, ti
     from agent.report.output import OutputError, output_kind, prepare, write
 
     loaded = _specs(specs)
+    choice = choose_period(period, time_zone, loaded, running=False)
     kind = output_format or output_kind(out)
     try:
         browser = prepare(kind, chromium)
@@ -137,7 +140,7 @@ def report(specs: tuple[str, ...], prometheus_url: str, period: PeriodChoice, ti
         click.echo(f"kpi-agent report: {exc}", err=True)
         sys.exit(1)
     started = time.monotonic()
-    result = asyncio.run(_collect(loaded, prometheus_url, period, at, _history_count(period, history)))
+    result = asyncio.run(_collect(loaded, prometheus_url, choice, at, _history_count(choice, history)))
     path = Path(out)
     try:
         write(result, path, kind, browser)
@@ -147,7 +150,7 @@ def report(specs: tuple[str, ...], prometheus_url: str, period: PeriodChoice, ti
     for problem in result.problems():
         click.echo(problem, err=True)
     span = result.period.span
-    over = span.label if period.is_calendar else format_duration(span.length)
+    over = span.label if choice.is_calendar else format_duration(span.length)
     click.echo(f"wrote {path} ({path.stat().st_size:,} bytes, {len(result.results)} KPIs over {over}) in "
                f"{time.monotonic() - started:.1f}s")
     sys.exit(result.exit_code)
@@ -173,7 +176,7 @@ def report(specs: tuple[str, ...], prometheus_url: str, period: PeriodChoice, ti
 @click.option("--log.level", "log_level", type=click.Choice(list(LEVELS)), default="info", show_default=True)
 @click.option("--log.format", "log_format", type=click.Choice(["logfmt", "json"]), default="logfmt",
               show_default=True)
-def ui(specs: tuple[str, ...], prometheus_url: str, period: PeriodChoice, time_zone: str, history: int | None,
+def ui(specs: tuple[str, ...], prometheus_url: str, period: str | None, time_zone: str | None, history: int | None,
        refresh: float, group_by: str, reports_file: str | None, chromium: str | None, listen: str,
        web_config_file: str | None, log_level: str, log_format: str) -> None:
     """Serve a wallboard at / (a tile per KPI), the full report at /report and its exports (/summary.csv,
@@ -205,7 +208,8 @@ def ui(specs: tuple[str, ...], prometheus_url: str, period: PeriodChoice, time_z
         except PdfError as exc:
             click.echo(f"kpi-agent ui: {exc}", err=True)
             sys.exit(1)
-    board = Scoreboard(loaded, prometheus_url, period, refresh, _history_count(period, history), group_by)
+    choice = choose_period(period, time_zone, loaded, running=True)
+    board = Scoreboard(loaded, prometheus_url, choice, refresh, _history_count(choice, history), group_by)
     try:
         web_config = LiveWebConfig(web_config_file) if web_config_file else None
         asyncio.run(serve(board, address, web_config, reports, browser))

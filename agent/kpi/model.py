@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from agent.kpi.units import DEFAULT_UNIT
 from agent.series.exposition import escape_label_value
@@ -104,6 +105,27 @@ class SupportingMetric:
 
 
 @dataclass(frozen=True)
+class Goal:
+    """A target to reach by a due date, from a baseline: "conversion 2.5% -> 3% by 2027-03-31"."""
+
+    target: float
+    due: float  # Unix seconds: the end of the due day in the spec's time zone
+    start: float  # when the goal was set: the baseline's time, and the earliest day of the trend
+    baseline: float | None = None  # the value then; None: the first week's value
+    text: str = ""  # how people say it
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """A planned window left out of a KPI's values and budgets: one, or recurring by an RFC 5545 rule."""
+
+    start: datetime  # aware: the first (or only) window's start
+    duration: float  # seconds of elapsed time
+    reason: str = ""
+    rrule: str = ""  # FREQ=WEEKLY;BYDAY=SU; empty: one window
+
+
+@dataclass(frozen=True)
 class Kpi:
     name: str
     window: float
@@ -127,6 +149,9 @@ class Kpi:
     expressions: tuple[Expression, ...] = field(default=(), compare=False)
     # what the indicator reads (selectors and value), checked against live series
     indicator_expressions: tuple[Expression, ...] = field(default=(), compare=False)
+    calendar: str = ""  # day | week | month | quarter | year: judged per calendar period; "": rolling window
+    goals: tuple[Goal, ...] = ()
+    exclusions: tuple[Exclusion, ...] = ()  # its own and its spec's
 
     @property
     def is_ratio(self) -> bool:
@@ -150,3 +175,4 @@ class ServiceSpec:
     service: str
     kpis: tuple[Kpi, ...]
     labels: dict[str, str] = field(default_factory=dict)
+    time_zone: str = "UTC"  # of calendar periods, goal dates and exclusion times written without an offset

@@ -14,20 +14,13 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from agent.kpi.model import Goal
+
 DAY = 86400.0
 FIT_DAYS = 90  # the recent trend: a longer history would fit last year's trend
 MIN_DAYS = 7  # fewer daily values give an interval too wide to say anything
 RECENT_DAYS = 7  # "now": the value of the last week (a single day is noise)
 CONFIDENCE = 0.8
-
-
-@dataclass(frozen=True)
-class Goal:
-    target: float
-    due: float  # Unix seconds: the end of the due day
-    start: float  # when the goal was set: the baseline's time and the trend's earliest day
-    baseline: float | None = None  # the value when it was set; None: the first week's value
-    text: str = ""  # how the spec says it, for people
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 from agent.formatting import format_duration
 from agent.kpi import conventions as names
 from agent.kpi.conventions import DENOMINATOR, NUMERATOR, SERVICE_LABEL, identity_selector, side_rate
-from agent.kpi.model import Kpi, ServiceSpec, SupportingMetric
+from agent.kpi.model import Goal, Kpi, ServiceSpec, SupportingMetric
 from agent.kpi.prometheus_api import PrometheusClient, PrometheusError, PrometheusUnreachable, series_labels
 from agent.kpi.units import significant
 from agent.kpi.windows import BASE_RATE_WINDOW
@@ -544,7 +544,7 @@ def _exclusion_pieces(exclusions: Sequence[Interval], cuts: Iterable[float], fin
 
 
 async def _collect_kpi(fetch: Fetcher, plan: Plan, spec: ServiceSpec, kpi: Kpi,
-                       exclusions: Sequence[Interval], alerts: Sequence[Interval], goals: Sequence[Any]) -> KpiResult:
+                       exclusions: Sequence[Interval], alerts: Sequence[Interval], goals: Sequence[Goal]) -> KpiResult:
     try:
         result = await _collect_kpi_or_fail(fetch, plan, spec, kpi, exclusions, alerts)
         if goals and result.lines:
@@ -554,7 +554,7 @@ async def _collect_kpi(fetch: Fetcher, plan: Plan, spec: ServiceSpec, kpi: Kpi,
         return KpiResult(spec, kpi, state=ERROR, note=f"query failed: {exc}")
 
 
-async def _with_outlooks(fetch: Fetcher, plan: Plan, result: KpiResult, goals: Sequence[Any]) -> KpiResult:
+async def _with_outlooks(fetch: Fetcher, plan: Plan, result: KpiResult, goals: Sequence[Goal]) -> KpiResult:
     """Each goal's progress and forecast, per series, from the daily values of the recent trend."""
     from agent.report.goals import FIT_DAYS, outlook
 
@@ -820,6 +820,14 @@ async def firing_alerts(fetch: Fetcher, specs: Sequence[ServiceSpec], period: Pe
     return found
 
 
+def _excluded(kpi: Kpi, start: float, end: float) -> list[Interval]:
+    if not kpi.exclusions:
+        return []
+    from agent.report.exclusions import windows
+
+    return windows(kpi.exclusions, start, end)
+
+
 def _major_version(buildinfo: dict[str, str]) -> int:
     try:
         return int(str(buildinfo.get("version", "")).lstrip("v").split(".")[0])
@@ -827,21 +835,8 @@ def _major_version(buildinfo: dict[str, str]) -> int:
         return 2
 
 
-ExclusionSource = Callable[[ServiceSpec, Kpi, float, float], Sequence["Interval"]]
-GoalSource = Callable[[ServiceSpec, Kpi], Sequence[Any]]  # agent.report.goals.Goal
-
-
-def _no_exclusions(spec: ServiceSpec, kpi: Kpi, start: float, end: float) -> Sequence[Interval]:
-    return ()
-
-
-def _no_goals(spec: ServiceSpec, kpi: Kpi) -> Sequence[Any]:
-    return ()
-
-
 async def collect(specs: Sequence[ServiceSpec], client: PrometheusClient, period: float | PeriodChoice,
-                  at: float, history: int = 0, exclusions: ExclusionSource = _no_exclusions,
-                  goals: GoalSource = _no_goals) -> Report:
+                  at: float, history: int = 0) -> Report:
     """Ask Prometheus for every KPI of every spec over the period (a rolling length in seconds, or a choice
     from --period) that ends at, or holds, ``at``; with the last ``history`` periods when above 1."""
     generated = time.time()
@@ -873,7 +868,7 @@ async def collect(specs: Sequence[ServiceSpec], client: PrometheusClient, period
     except PrometheusError:
         alerts = []
     collected = await asyncio.gather(*(
-        _collect_kpi(fetch, plan, spec, kpi, exclusions(spec, kpi, earliest, plan.span.end), alerts, goals(spec, kpi))
+        _collect_kpi(fetch, plan, spec, kpi, _excluded(kpi, earliest, plan.span.end), alerts, kpi.goals)
         for spec in specs for kpi in spec.kpis))
     return Report(plan.period, client.url, generated, tuple(collected), evaluation_interval=interval, choice=choice,
                   queries=fetch.requests)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent.config.values import duration
 from agent.formatting import format_duration
+from agent.kpi.model import ServiceSpec
 
 UNITS = ("day", "week", "month", "quarter", "year")
 MONTHS_PER = {"month": 1, "quarter": 3, "year": 12}
@@ -254,6 +255,19 @@ def _named(value: str) -> tuple[str, date] | None:
     except ValueError as exc:  # 2026-W54, 2026-02-30
         raise ValueError(f"{value!r} is not a date: {exc}") from None
     return None
+
+
+def choose_period(text: str | None, tz_name: str | None, specs: Sequence[ServiceSpec], running: bool) -> PeriodChoice:
+    """``--period`` in ``--time-zone``; without them, what the specs say: the calendar period their KPIs are
+    judged over when they share one (the last complete one, or with ``running`` the one to date), in the time
+    zone they share; else 30 days, in UTC."""
+    zones = {spec.time_zone for spec in specs}
+    tz = zone(tz_name or (zones.pop() if len(zones) == 1 else "UTC"))
+    if text is None:
+        units = {kpi.calendar for spec in specs for kpi in spec.kpis}
+        unit = units.pop() if len(units) == 1 else ""
+        text = (f"{unit}-to-date" if running else f"last-{unit}") if unit else "30d"
+    return parse_period(text, tz)
 
 
 def grid_step(instants: list[float], at_most: float) -> float:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.parse
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from agent.report.periods import parse_period
 from tests.browser import Browser
 from tests.helpers import fetch
-from tests.report.history import AT, BERLIN, History, expected
+from tests.report.history import AT, BERLIN, MAINTENANCE, SPEC, History, expected
 
 pytestmark = pytest.mark.slow  # fifteen months backfilled with promtool into a real Prometheus, and Chromium
 
@@ -183,66 +184,79 @@ def test_the_summary_and_history_export_as_csv_and_json(history, tmp_path):
     assert errors["history"][-1]["met"] is False
 
 
-async def test_a_planned_maintenance_left_out_turns_a_missed_month_into_a_met_one(history):
-    """September missed 99.9% only because of four hours of planned maintenance on Sunday the 13th: left out of
-    the values (its 5m rates, and those of the 5 minutes after it), September meets the target, and the value is
-    what the shape gives without those samples."""
-    import aiohttp
-
-    from agent.kpi.loading import load_spec
-    from agent.kpi.prometheus_api import PrometheusClient
-    from agent.report.exclusions import Exclusion, windows
-    from agent.report.model import collect
-    from tests.report.history import MAINTENANCE
-
-    start = datetime.fromtimestamp(MAINTENANCE[0], BERLIN)
-    planned = [Exclusion(start, MAINTENANCE[1] - MAINTENANCE[0], "database upgrade"),
-               Exclusion(start.replace(day=6), 3600, "weekly restart", rrule="FREQ=WEEKLY;BYDAY=SU")]
-    spec = load_spec(history.specs / "store.yaml")
-    choice = parse_period("2026-09", BERLIN)
-    september = choice.current(AT)
-    async with aiohttp.ClientSession() as session:
-        client = PrometheusClient(history.url, session)
-        plain = await collect([spec], client, choice, AT, 3)
-        excluded = await collect([spec], client, choice, AT, 3,
-                                 exclusions=lambda spec, kpi, a, b: windows(planned, a, b))
-    before = next(r for r in plain.results if r.kpi.name == "availability").lines[0]
-    after = next(r for r in excluded.results if r.kpi.name == "availability")
-    assert before.history[-1].met is False and after.lines[0].history[-1].met is True
-    sundays = tuple((w.start, w.end) for w in windows(planned, september.start, september.end))
-    assert len(sundays) == 4  # four Sundays, the 13th's hour inside the upgrade's window
-    assert after.lines[0].value == pytest.approx(
-        expected("availability", september.start, september.end, excluded=sundays), rel=1e-9)
-    assert after.lines[0].history[-1].value == after.lines[0].value
-    assert [e.text for e in after.exclusions][:2] == ["weekly restart", "database upgrade; weekly restart"]
+REVIEWED = SPEC.replace("service: store\n", "service: store\ntime_zone: Europe/Berlin\n").replace(
+    "    window: 30d\n", "    window: 30d\n    calendar: month\n").replace(
+    "    objective: The shop is always open\n", """    objective: The shop is always open
+    exclusions:
+      - {start: 2026-09-13T02:00, end: 2026-09-13T06:00, reason: database upgrade}
+      - {start: 2026-09-06T02:00, duration: 1h, every: FREQ=WEEKLY;BYDAY=SU, reason: weekly restart}
+""").replace("    objective: Grow sales\n", """    objective: Grow sales
+    goals:
+      - {target: 3.1%, by: 2027-03-31, from: 2026-09-01, baseline: 2.5%}
+      - {target: 3.3%, by: 2027-03-31, from: 2026-09-01, description: the stretch goal}
+""")
 
 
-async def test_a_goal_whose_forecast_crosses_its_target(history):
+def reviewed_specs(tmp_path: Path) -> Path:
+    """The store's spec as a team reviewing it monthly writes it: judged per calendar month in Berlin, its
+    planned maintenance windows, and goals for conversion."""
+    directory = tmp_path / "reviewed"
+    directory.mkdir()
+    (directory / "store.yaml").write_text(REVIEWED)
+    return directory
+
+
+async def test_a_planned_maintenance_left_out_turns_a_missed_month_into_a_met_one(history, chromium, tmp_path):
+    """September missed 99.9% only because of four hours of planned maintenance on Sunday the 13th: with the
+    maintenance (and a weekly restart) in the spec, their 5m rates and those of the 5 minutes after are left out,
+    September meets the target, and its value is what the shape gives without those samples."""
+    specs = reviewed_specs(tmp_path)
+    september = parse_period("2026-09", BERLIN).current(AT)
+    out = tmp_path / "september.json"
+    result = subprocess.run([sys.executable, "-m", "agent", "report", str(specs), "--prometheus.url", history.url,
+                             "--at", rfc3339(AT), "--period", "2026-09", "--history", "3", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    availability = next(k for k in json.loads(out.read_text())["kpis"] if k["kpi"] == "availability")
+    sundays = tuple((start, start + 3600.0) for start in (datetime(2026, 9, day, 2, tzinfo=BERLIN).timestamp()
+                                                         for day in (6, 20, 27)))
+    assert availability["met"] is True and availability["history"][-1]["met"] is True
+    assert availability["value"] == pytest.approx(
+        expected("availability", september.start, september.end, excluded=(MAINTENANCE, *sundays)), rel=1e-9)
+    html = tmp_path / "september.html"
+    assert subprocess.run([sys.executable, "-m", "agent", "report", str(specs), "--prometheus.url", history.url,
+                           "--at", rfc3339(AT), "--period", "2026-09", "--out", str(html)],
+                          capture_output=True, timeout=300).returncode == 0
+    page = await read_page(chromium, html.as_uri())
+    assert page["errors"] == [] and "excluded (planned)" in html.read_text()  # drawn hatched, with its key
+
+
+async def test_a_goal_whose_forecast_crosses_its_target(history, chromium, tmp_path):
     """Conversion creeps up from 2.4% (0.04 points a month, a day-to-day wobble of up to 0.12 points) and is at
     about 3% on 6 December: the goal "2.5% to 3.1% by 31 March 2027", set on 1 September, is forecast to be met,
     the trend crossing 3.1% before the due date, and the forecast's interval holds where the shape's own line
-    will be; "3.3%" is off track."""
-    import aiohttp
-
-    from agent.kpi.loading import load_spec
-    from agent.kpi.prometheus_api import PrometheusClient
-    from agent.report.goals import DAY, Goal
-    from agent.report.model import collect
+    will be; the stretch goal of 3.3% is off track. The spec's calendar makes the report monthly by itself."""
     from tests.report.history import FIRST
 
+    specs = reviewed_specs(tmp_path)
+    out = tmp_path / "review.json"
+    result = subprocess.run([sys.executable, "-m", "agent", "report", str(specs), "--prometheus.url", history.url,
+                             "--at", rfc3339(AT), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "4 KPIs over November 2026" in result.stdout  # calendar: month, time_zone: Europe/Berlin
+    conversion = next(k for k in json.loads(out.read_text())["kpis"] if k["kpi"] == "conversion")
+    reaching, stretch = conversion["goals"]
+    assert (reaching["text"], reaching["verdict"]) == ("2.5% -> 3.1% by 2027-03-31", "on track")
+    assert (stretch["text"], stretch["verdict"]) == ("the stretch goal", "off track")
     due = datetime(2027, 4, 1, tzinfo=BERLIN).timestamp()
-    goal = Goal(0.031, due, datetime(2026, 9, 1, tzinfo=BERLIN).timestamp(), 0.025, "2.5% -> 3.1% by 2027-03-31")
-    late = Goal(0.033, due, goal.start, 0.025, "3.3% by 2027-03-31")
-    spec = load_spec(history.specs / "store.yaml")
-    async with aiohttp.ClientSession() as session:
-        report = await collect([spec], PrometheusClient(history.url, session), parse_period("month-to-date", BERLIN),
-                               AT, 0, goals=lambda spec, kpi: (goal, late) if kpi.name == "conversion" else ())
-    conversion = next(r for r in report.results if r.kpi.name == "conversion")
-    reaching, missing = conversion.lines[0].outlooks
-    assert reaching.verdict == "on track" and missing.verdict == "off track"
-    assert reaching.reaches is not None and AT < reaching.reaches < due
-    assert reaching.low < reaching.forecast < reaching.high
-    true_line = 0.024 + 0.0004 * (due - FIRST) / (30.44 * DAY)  # the shape's trend at the due date
-    assert reaching.low - 0.001 < true_line < reaching.high + 0.001
-    assert 0.75 < reaching.progress < 0.95  # from 2.5% most of the way to 3.1%
-    assert len(reaching.days) == 90
+    assert AT < datetime.fromisoformat(reaching["reaches"]).timestamp() < due
+    true_line = 0.024 + 0.0004 * (due - FIRST) / (30.44 * 86400)  # the shape's trend at the due date
+    assert reaching["forecast_low"] - 0.001 < true_line < reaching["forecast_high"] + 0.001
+    assert 0.75 < reaching["progress"] < 0.95  # from 2.5% most of the way to 3.1%
+    html = tmp_path / "review.html"
+    assert subprocess.run([sys.executable, "-m", "agent", "report", str(specs), "--prometheus.url", history.url,
+                           "--at", rfc3339(AT), "--out", str(html)], capture_output=True, timeout=300).returncode == 0
+    page = await read_page(chromium, html.as_uri())
+    assert page["errors"] == []
+    assert "Goal 2.5% -> 3.1% by 2027-03-31: on track: forecast" in page["text"]
+    assert "the stretch goal: off track" in page["text"]

@@ -12,6 +12,7 @@ from agent.kpi.conventions import RESERVED_LABELS
 from agent.kpi.model import Kpi, ServiceSpec
 from agent.kpi.spec import values
 from agent.kpi.spec.kpi import read_kpi
+from agent.kpi.spec.review import read_exclusions, read_time_zone
 
 
 def parse_spec(data: Any, file: str) -> tuple[ServiceSpec | None, Report]:
@@ -26,10 +27,12 @@ def parse_spec(data: Any, file: str) -> tuple[ServiceSpec | None, Report]:
     for reserved in RESERVED_LABELS:
         if reserved in labels:
             top.error("labels", f"{reserved!r} is set by the compiler")
+    tz = read_time_zone(top)
+    exclusions = read_exclusions(top, tz)
     kpis: list[Kpi] = []
     seen: dict[str, int | None] = {}
     for item, path, line in top.items("kpis"):
-        kpi = read_kpi(Fields(item, path, report, line), line, labels)
+        kpi = read_kpi(Fields(item, path, report, line), line, labels, tz, exclusions)
         if kpi is None:
             continue
         if kpi.name in seen:
@@ -42,4 +45,4 @@ def parse_spec(data: Any, file: str) -> tuple[ServiceSpec | None, Report]:
     top.finish()
     if report.errors or not service:
         return None, report
-    return ServiceSpec(file, service, tuple(kpis), labels), report
+    return ServiceSpec(file, service, tuple(kpis), labels, tz.key), report

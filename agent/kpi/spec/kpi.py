@@ -3,20 +3,25 @@ indicator (agent.kpi.spec.indicator), alerting (agent.kpi.spec.alerting) and sup
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 from agent.config import values as config_values
 from agent.config.fields import Fields
 from agent.config.validation import label_name
 from agent.kpi.conventions import RESERVED_GROUP_BY, RESERVED_LABELS
-from agent.kpi.model import Expression, Kpi, SupportingMetric
+from agent.kpi.model import Exclusion, Expression, Kpi, SupportingMetric
 from agent.kpi.spec import values
 from agent.kpi.spec.alerting import read_alerting
 from agent.kpi.spec.indicator import read_indicator
+from agent.kpi.spec.review import read_calendar, read_exclusions, read_goals
 from agent.kpi.units import DEFAULT_UNIT, UNITS
 from agent.kpi.windows import BASE_RATE_WINDOW, BASE_WINDOW, MIN_KPI_WINDOW
 
 
-def read_kpi(fields: Fields, line: int | None, spec_labels: dict[str, str]) -> Kpi | None:
-    """The KPI, or None if it has errors (all reported)."""
+def read_kpi(fields: Fields, line: int | None, spec_labels: dict[str, str], tz: ZoneInfo | None = None,
+             spec_exclusions: tuple[Exclusion, ...] = ()) -> Kpi | None:
+    """The KPI, or None if it has errors (all reported). ``tz``: the spec's time zone; ``spec_exclusions``: the
+    planned exclusions of every KPI of the spec."""
     name = _read_name(fields)
     description = fields.get("description", config_values.string, "")
     objective = fields.get("objective", config_values.string, "")
@@ -37,13 +42,17 @@ def read_kpi(fields: Fields, line: int | None, spec_labels: dict[str, str]) -> K
         budget = 1 - target if higher else target
     alerting = read_alerting(fields.section("alerting"), fields, is_ratio, window or BASE_WINDOW, budget)
     supporting = _read_supporting_metrics(fields, expressions)
+    zone = tz or ZoneInfo("UTC")
+    calendar = read_calendar(fields)
+    goals = read_goals(fields, zone, is_ratio, higher if higher is not None else True)
+    exclusions = spec_exclusions + read_exclusions(fields, zone)
     fields.finish()
     if name is None or window is None or target is None or indicator is None:
         return None
     return Kpi(name, window, target, higher, alerting, description or "", objective or "", owner or "",
                indicator.kind, indicator.numerator, indicator.bad, indicator.denominator, indicator.gauge,
                indicator.value, labels, group_by, supporting, line or 0, tuple(expressions),
-               tuple(indicator_expressions))
+               tuple(indicator_expressions), calendar, goals, exclusions)
 
 
 def _read_name(fields: Fields) -> str | None:
