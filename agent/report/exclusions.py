@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from agent.kpi.model import Exclusion
-from agent.report.model import Interval
+from agent.report.periods import Interval
 
 MAX_OCCURRENCES = 10_000  # a rule that fires every minute for years is a mistake, not a maintenance plan
 

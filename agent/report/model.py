@@ -33,7 +33,7 @@ from agent.kpi.model import Goal, Kpi, ServiceSpec, SupportingMetric
 from agent.kpi.prometheus_api import PrometheusClient, PrometheusError, PrometheusUnreachable, series_labels
 from agent.kpi.units import significant
 from agent.kpi.windows import BASE_RATE_WINDOW
-from agent.report.periods import PeriodChoice, Span, grid_step, local_time_text, parse_period
+from agent.report.periods import Interval, PeriodChoice, Span, grid_step, local_time_text, parse_period
 
 NUMERATOR_5M, DENOMINATOR_5M = side_rate(NUMERATOR, BASE_RATE_WINDOW), side_rate(DENOMINATOR, BASE_RATE_WINDOW)
 TARGET_BUCKETS = 240  # enough for a smooth chart; a 30d period gets 3h buckets
@@ -296,15 +296,6 @@ class Chart:
     series: tuple[tuple[dict[str, str], Values], ...] = ()
     error: str = ""
     times: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A stretch of time drawn on a KPI's charts: a planned exclusion or a firing alert."""
-
-    start: float
-    end: float
-    text: str  # the exclusion's reason, or the alert's name and severity
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,15 @@ def _instant(moment: datetime) -> float:
     return moment.timestamp()
 
 
+@dataclass(frozen=True)
+class Interval:
+    """A stretch of time drawn on a KPI's charts: a planned exclusion or a firing alert."""
+
+    start: float
+    end: float
+    text: str  # the exclusion's reason, or the alert's name and severity
+
+
 def _local(seconds: float, tz: ZoneInfo) -> datetime:
     return datetime.fromtimestamp(seconds, tz)
 
