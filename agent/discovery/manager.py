@@ -1,7 +1,10 @@
 """Runs the discoverers of one source and keeps, per origin (the static groups, each target file, each
 endpoint), its last good target groups and how its last look went: a file that stops parsing or an endpoint
 that stops answering changes no target, and says so (``kpi_agent_sd_refresh_failures_total``, a warning when
-it starts failing and an info line when it recovers, the status page and ``/api/v1/sources``)."""
+it starts failing and an info line when it recovers, the status page and ``/api/v1/sources``).
+
+A look that changes an origin's targets is counted in ``kpi_agent_sd_refreshes_total`` only once the targets it
+gave are in place (``counted``): a scrape that sees the count go up sees them in ``kpi_agent_sd_targets`` too."""
 
 from __future__ import annotations
 
@@ -59,6 +62,9 @@ class SourceDiscovery:
         self.config = config
         self.on_change = on_change
         self.origins: dict[tuple[str, str], OriginState] = {}
+        self._uncounted: list[tuple[str, bool]] = []  # looks whose targets are not in place yet, oldest first:
+        # (mechanism, whether the look changed its origin's groups)
+        self._resolving = 0  # how many of them the resolution under way includes
         self.states = own.gauge(SD_TARGETS)
         for state in STATES:
             self.states.set((state,), 0)
@@ -69,6 +75,8 @@ class SourceDiscovery:
             self.failures.ensure((mechanism,))
 
     def groups(self) -> list[TargetGroup]:
+        """Every origin's last good groups, to resolve; ``counted`` is then told what they resolved to."""
+        self._resolving = len(self._uncounted)
         return [group for state in self.origins.values() for group in state.groups]
 
     def tasks(self) -> list[asyncio.Task[None]]:
@@ -83,13 +91,13 @@ class SourceDiscovery:
             if self.origins.pop(key, None) is not None:
                 self.on_change()
             return
-        self.refreshes.inc((update.mechanism,))
         now = time.time()
         if state is None:
             state = self.origins[key] = OriginState([])
         state.last_refresh = now
         where = {update.mechanism: update.origin} if update.origin else {}
         if update.error is not None:
+            self.refreshes.inc((update.mechanism,))
             self.failures.inc((update.mechanism,))
             if state.error is None:
                 state.failing_since = now
@@ -102,11 +110,24 @@ class SourceDiscovery:
         state.error, state.failing_since = None, None
         if state.groups != update.groups:
             state.groups = update.groups or []
+            self._uncounted.append((update.mechanism, True))
             self.on_change()
+        elif self._uncounted:  # after an earlier look still being resolved, not before it
+            self._uncounted.append((update.mechanism, False))
+        else:
+            self.refreshes.inc((update.mechanism,))
 
     def counted(self, result: Resolution) -> None:
+        """The targets of the last ``groups()`` are in place: their states, and the looks that gave them."""
         for state, count in result.counts.items():
             self.states.set((state,), count)
+        done = self._resolving
+        while done < len(self._uncounted) and not self._uncounted[done][1]:
+            done += 1  # a look since then that changed nothing: its targets are these too
+        for mechanism, _ in self._uncounted[:done]:
+            self.refreshes.inc((mechanism,))
+        del self._uncounted[:done]
+        self._resolving = 0
 
     def failing(self) -> list[dict[str, Any]]:
         """The origins whose last look failed, for the status page and /api/v1/sources."""

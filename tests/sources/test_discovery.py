@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -243,6 +244,44 @@ async def test_an_http_sd_response_arriving_in_pieces_is_read_whole(agent_at):
         assert page.value("kpi_agent_sd_targets", source="fleet", state="dropped") == 3000
     finally:
         await runner.cleanup()
+
+
+async def test_a_counted_refresh_has_its_targets_in_place(target, agent_at, sd_endpoint, monkeypatch):
+    """Targets are resolved (relabelling, sharding) in a worker thread after a look. A scrape in between used to
+    see kpi_agent_sd_refreshes_total go up while kpi_agent_sd_targets still counted the targets before that look,
+    so whoever waits for a refresh (a person, a script, a test) read stale target counts."""
+    import agent.sources.probe.source as probe_source
+
+    address, _ = target
+    url, answer = sd_endpoint
+    answer["now"] = (200, "application/json", json.dumps([{"targets": [address, f"http://{address}/b"]}]))
+    gate = threading.Event()
+
+    def held_resolve(*args):
+        gate.wait(timeout=30)
+        return resolve(*args)
+
+    monkeypatch.setattr(probe_source, "resolve", held_resolve)
+    _, metrics = await agent_at("global: {interval: 200ms, timeout: 150ms}\nhttp:\n  - name: fleet\n"
+                                f"    http_sd_configs: [{{url: '{url}', refresh_interval: 100ms}}]\n")
+
+    def refreshes(page: Exposition) -> float:
+        return page.value("kpi_agent_sd_refreshes_total", source="fleet", mechanism="http")
+
+    try:  # the endpoint answers several times while the first resolution is held: nothing is counted yet
+        await asyncio.sleep(0.5)
+        page = await ascrape(metrics)
+        assert refreshes(page) == 0
+        assert page.value("kpi_agent_sd_targets", source="fleet", state="probed") == 0
+    finally:
+        gate.set()
+
+    async def counted():
+        page = await ascrape(metrics)
+        return page if refreshes(page) else None
+
+    page = await until(counted, what="a counted refresh")
+    assert page.value("kpi_agent_sd_targets", source="fleet", state="probed") == 2
 
 
 async def test_discovered_series_are_unique_and_clashing_labels_are_exported(target, agent_at):
