@@ -6,6 +6,7 @@ or a series exposed twice fails the test (Prometheus would silently keep one of 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -64,6 +65,104 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+REFERENCE_ROUND = 100e-6  # CPU seconds one _round of work takes on the 2-core machine the margins were set on
+
+
+def _round() -> int:
+    total = 0
+    for i in range(2000):
+        total += i * i % 7
+    return total
+
+
+@dataclass
+class Pace:
+    """How many times longer work takes on this machine right now than on a quiet reference machine (never less
+    than 1), measured, so that a timing test's margins follow the machine instead of being guessed on a quiet one.
+
+    Two things make a test's work slower: a slower CPU (the CPU time of a fixed piece of work) and other work on
+    the machine (the share of a core a busy thread gets: about 1 when the machine is idle, 0.1 when ten busy
+    processes share two cores). Use: ``pace = Pace.measure()`` before the timed part (while the test's own
+    threads are idle: they share the GIL with the measurement), then ``pace.check(elapsed, quiet=...)``.
+    Lower bounds (a timeout fires no earlier than set) need no pace: load only makes things later.
+    """
+
+    slowdown: float
+    share: float
+    cpu_speed: float  # reference CPU seconds per CPU second here (below 1: a slower CPU)
+
+    @classmethod
+    def measure(cls, cpu: float = 0.02, wall: float = 0.1) -> Pace:
+        """Busy-loop until ``cpu`` seconds of this thread's CPU time or ``wall`` seconds have passed."""
+        rounds, started, started_cpu = 0, time.perf_counter(), time.thread_time()
+        while True:
+            _round()
+            rounds += 1
+            elapsed, used = time.perf_counter() - started, time.thread_time() - started_cpu
+            if used >= cpu or elapsed >= wall:
+                break
+        used = max(used, 1e-6)
+        share, cpu_speed = min(1.0, used / elapsed), rounds * REFERENCE_ROUND / used
+        return cls(max(1.0, 1 / (share * min(cpu_speed, 1.0))), share, cpu_speed)
+
+    def seconds(self, quiet: float) -> float:
+        """A limit of ``quiet`` seconds on a quiet reference machine, stretched to this machine now."""
+        return quiet * self.slowdown
+
+    def check(self, elapsed: float, quiet: float, what: str = "it") -> None:
+        """Assert that ``elapsed`` seconds is within ``quiet`` seconds stretched by the slowdown. On a miss the
+        pace is measured again and the worse of the two kept: load that came during the test counts too."""
+        if elapsed >= self.seconds(quiet):
+            again = Pace.measure()
+            if again.slowdown > self.slowdown:
+                self.slowdown, self.share, self.cpu_speed = again.slowdown, again.share, again.cpu_speed
+        assert elapsed < self.seconds(quiet), (
+            f"{what} took {elapsed:.3f} s, more than {quiet} s on a quiet machine x {self.slowdown:.1f} here now "
+            f"(a busy thread gets {self.share:.0%} of a core; CPU speed {self.cpu_speed:.2f} of the reference)")
+
+
+def cpu_time_of(work: Callable[[], object], repeat: int = 3) -> float:
+    """The least CPU time of this thread that ``work()`` took over ``repeat`` runs: what the work costs, not how
+    long the machine's other work kept it waiting (for tests that compare two costs measured alike)."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.thread_time()
+        work()
+        best = min(best, time.thread_time() - started)
+    return best
+
+
+class LoopWatch:
+    """``async with LoopWatch() as watch:`` watches the running event loop from a task that wakes every
+    ``tick`` seconds; ``watch.longest`` is the most CPU time the process spent between two of its turns: how long
+    some code held the loop (or a worker thread the GIL) without letting other tasks run. CPU time, not wall
+    time: when the machine is busy the whole process waits for a core, which says nothing about how the code
+    shares the loop; an idle loop spends none."""
+
+    def __init__(self, tick: float = 0.005):
+        self.tick = tick
+        self.longest = 0.0
+        self.turns = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        last = time.process_time()
+        while True:
+            await asyncio.sleep(self.tick)
+            now = time.process_time()
+            self.longest, self.turns, last = max(self.longest, now - last), self.turns + 1, now
+
+    async def __aenter__(self) -> LoopWatch:
+        self._task = asyncio.create_task(self._watch())
+        await asyncio.sleep(0)  # its first turn: the clock starts now
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
 
 
 def free_port() -> int:

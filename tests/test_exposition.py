@@ -1,7 +1,6 @@
 """The exposition writer held to the reference: prometheus_client's encoders write the same series for the same
 families, its parsers read back every label value and number we write (hypothesis), and promtool agrees."""
 
-import asyncio
 import math
 import subprocess
 
@@ -18,6 +17,7 @@ from prometheus_client.samples import Sample
 from agent.series.exposition import go_float, render, render_cooperatively, wants_openmetrics
 from agent.series.family import counter, gauge, histogram
 from agent.series.store import Store
+from tests.helpers import LoopWatch, cpu_time_of
 
 
 def _store() -> Store:
@@ -115,18 +115,10 @@ async def test_the_served_page_is_the_same_page_written_in_slices_that_leave_the
         for path in range(100):
             hits.inc((f"/p/{path}",))
         group.histogram(histogram("latency_seconds", "Latency", [], [0.1, 1])).observe((), 0.5)
-    loop = asyncio.get_running_loop()
-    turns: list[float] = []
-
-    async def ticker() -> None:
-        while True:
-            turns.append(loop.time())
-            await asyncio.sleep(0)
-
-    tick = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    served = await render_cooperatively(store.snapshot(), process=False)
-    tick.cancel()
+    whole = cpu_time_of(lambda: render(store.snapshot(), process=False), repeat=1)
+    async with LoopWatch(tick=0) as loop:
+        served = await render_cooperatively(store.snapshot(), process=False)
     assert served == render(store.snapshot(), process=False)
-    assert len(turns) > 5  # the loop ran other tasks while the page was written
-    assert max(b - a for a, b in zip(turns, turns[1:], strict=False)) < 0.1
+    assert loop.turns > 5  # the loop ran other tasks while the page was written
+    assert loop.longest < whole / 4, f"a slice held the loop for {loop.longest * 1000:.1f} ms of CPU, the whole " \
+        f"page takes {whole * 1000:.1f} ms"
