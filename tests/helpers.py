@@ -14,7 +14,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -31,8 +31,9 @@ OPENMETRICS = "application/openmetrics-text;version=1.0.0"
 
 async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0,
                 ssl_context=None) -> tuple[web.AppRunner, int]:  # noqa: ANN001 - ssl.SSLContext or None
-    """Serve ``app`` on a real socket (port 0: any free one): the runner, to clean up, and the port."""
-    runner = web.AppRunner(app, access_log=None)
+    """Serve ``app`` on a real socket (port 0: any free one): the runner, to clean up, and the port. A clean-up
+    cancels the requests still being answered (a hanging target's) instead of waiting for them."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.05)
     await runner.setup()
     await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     return runner, runner.addresses[0][1]
@@ -183,6 +184,20 @@ def wait_until(check: Callable[[], T], timeout: float = 10.0, interval: float = 
             last_error = exc
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}; last error: {last_error}")
+
+
+async def until(check: Callable[[], Awaitable[T | None]], timeout: float = 30.0, interval: float = 0.05,
+                what: str = "condition") -> T:
+    """Poll an async check until it returns something truthy (an agent on the test's own event loop). The
+    timeout only bounds a failing test: a passing one returns as soon as the check holds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last}")
 
 
 def fetch(url: str, data: bytes | None = None, timeout: float = 5.0) -> tuple[int, str]:

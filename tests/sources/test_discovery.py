@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from agent.discovery.targets import resolve
 from agent.runtime.agent import Agent
 from agent.runtime.shard import Shard
 from agent.sources.http import KIND
-from tests.helpers import Exposition, ascrape, fetch, free_port, serve, wait_until
+from tests.helpers import Exposition, ascrape, fetch, free_port, serve, until, wait_until
 from tests.tools import require_tool
 
 
@@ -56,18 +55,6 @@ async def agent_at(tmp_path):
     yield start
     for agent in agents:
         await agent.stop()
-
-
-async def until(check, timeout: float = 15.0, what: str = "condition"):
-    """Poll an async check until it returns something truthy (the agent runs on this test's event loop)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {last}")
 
 
 def probed(page: Exposition, source: str) -> dict[str, dict[str, str]]:
