@@ -19,7 +19,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from tests.helpers import Exposition, fetch, free_port, wait_until
+from tests.helpers import Exposition, Pace, fetch, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -38,11 +38,24 @@ def healthy_target():
     process.wait()
 
 
-def agent_config(tmp_path: Path, target: str) -> Path:
+def probe_interval(pace: Pace) -> float:
+    """The probes' interval and timeout: a probe of a healthy target on loopback takes a few milliseconds, but a
+    loaded machine delays some by a hundred or more; 200 ms on a quiet machine, never under a second."""
+    return max(1.0, pace.seconds(0.2))
+
+
+def agent_config(tmp_path: Path, target: str, interval: float) -> Path:
     config = tmp_path / "agent.yaml"
-    config.write_text("global: {interval: 500ms, timeout: 500ms}\nhttp:\n" + "".join(
+    every = f"{round(interval * 1000)}ms"
+    config.write_text(f"global: {{interval: {every}, timeout: {every}}}\nhttp:\n" + "".join(
         f"  - {{name: p{i}, url: '{target}'}}\n" for i in range(PROBES)))
     return config
+
+
+def probed_once(port: int, auth: str | None = None) -> Exposition | None:
+    """The agent's page once every source has finished a probe."""
+    page = Exposition(get(port, "/metrics", auth)[1])
+    return page if len(page.find("probe_success")) == PROBES else None
 
 
 def start_agent(*args: str, port: int, descriptors: int | None = None,
@@ -81,13 +94,29 @@ def probe_failures(page: Exposition, before: Exposition) -> dict[str, float]:
     return failed
 
 
+def closed_by_agent(sockets: list[socket.socket]) -> int:
+    """How many of ``sockets`` the other end has closed (read without waiting)."""
+    closed = 0
+    for sock in sockets:
+        sock.setblocking(False)
+        try:
+            closed += sock.recv(1, socket.MSG_PEEK) == b""
+        except ConnectionResetError:
+            closed += 1
+        except BlockingIOError:
+            pass
+    return closed
+
+
 def test_wrong_passwords_in_a_loop_neither_stall_probes_nor_reveal_user_names(tmp_path, healthy_target):
+    pace = Pace.measure()
+    interval = probe_interval(pace)
     hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=10)).decode()  # htpasswd -B's default cost
     web = tmp_path / "web.yml"
     web.write_text(f"basic_auth_users:\n  prometheus: {hashed}\n")
     port = free_port()
-    agent = start_agent("--config.file", str(agent_config(tmp_path, healthy_target)), "--web.config.file", str(web),
-                        port=port)
+    agent = start_agent("--config.file", str(agent_config(tmp_path, healthy_target, interval)),
+                        "--web.config.file", str(web), port=port)
     good = basic("prometheus", "right")
     try:
         wait_until(lambda: get(port, "/-/ready", good)[0] == 200, what="agent ready")
@@ -115,14 +144,13 @@ def test_wrong_passwords_in_a_loop_neither_stall_probes_nor_reveal_user_names(tm
                 except OSError:
                     pass
 
-        time.sleep(1.5)  # every probe has succeeded once
-        before = Exposition(get(port, "/metrics", good)[1])
+        before = wait_until(lambda: probed_once(port, good), timeout=30, what="every source probed once")
         attackers = [threading.Thread(target=attacker, args=(n,), daemon=True) for n in range(12)]
         for thread in attackers:
             thread.start()
         latencies = []
-        for _ in range(10):
-            time.sleep(0.5)
+        for _ in range(10):  # five intervals: every source is due five times
+            time.sleep(interval / 2)
             started = time.perf_counter()
             status, body = get(port, "/metrics", good)
             latencies.append(time.perf_counter() - started)
@@ -132,13 +160,15 @@ def test_wrong_passwords_in_a_loop_neither_stall_probes_nor_reveal_user_names(tm
             thread.join()
         page = Exposition(get(port, "/metrics", good)[1])
         probes = page.total("probes_total") - before.total("probes_total")
-        print(f"\n12 bad-password clients for 5 s: {probes:.0f} probes, failures "
+        print(f"\n12 bad-password clients for {interval * 5:.0f} s: {probes:.0f} probes, failures "
               f"{probe_failures(page, before)}, authorised scrape max {max(latencies) * 1000:.0f} ms, median "
               f"{statistics.median(latencies) * 1000:.0f} ms; unknown user {unknown * 1000:.0f} ms, wrong password "
-              f"{wrong * 1000:.0f} ms")
-        assert probes >= PROBES * 8  # probing went on (2 a second each)
+              f"{wrong * 1000:.0f} ms; {pace}")
+        assert probes >= PROBES * 4  # probing went on (one probe an interval each)
         assert probe_failures(page, before) == {}  # not one fake outage
-        assert max(latencies) < 0.5, latencies
+        # an authorised scrape is answered from the cache, never queued behind the attackers' bcrypt checks
+        pace.check(statistics.median(latencies), quiet=0.1, what="the median authorised scrape")
+        pace.check(max(latencies), quiet=0.5, what="the slowest authorised scrape")
         assert page.value("kpi_agent_http_requests_total", handler="/metrics", code="401") > 12
     finally:
         agent.terminate()
@@ -146,15 +176,16 @@ def test_wrong_passwords_in_a_loop_neither_stall_probes_nor_reveal_user_names(tm
 
 
 def test_half_open_connections_cannot_starve_scrapes_probes_or_the_log(tmp_path, healthy_target):
+    pace = Pace.measure()
+    interval = probe_interval(pace)
     port = free_port()
     log = tmp_path / "agent.log"
     with open(log, "w") as stderr:
-        agent = start_agent("--config.file", str(agent_config(tmp_path, healthy_target)),
+        agent = start_agent("--config.file", str(agent_config(tmp_path, healthy_target, interval)),
                             "--web.read-header-timeout", "2", port=port, descriptors=256, stderr=stderr)
         try:
             wait_until(lambda: get(port, "/-/ready")[0] == 200, what="agent ready")
-            time.sleep(1.5)
-            before = Exposition(get(port)[1])
+            before = wait_until(lambda: probed_once(port), timeout=30, what="every source probed once")
             half_open = []
             for _ in range(500):  # each sends half a request head and then nothing
                 sock = socket.create_connection(("127.0.0.1", port))
@@ -168,17 +199,10 @@ def test_half_open_connections_cannot_starve_scrapes_probes_or_the_log(tmp_path,
                 latencies.append(time.perf_counter() - started)
                 assert status == 200
                 descriptors.append(len(os.listdir(f"/proc/{agent.pid}/fd")))
-                time.sleep(0.3)
-            time.sleep(2.5)  # past the head deadline: whatever still holds a slot is closed
-            closed = 0
+                time.sleep(interval / 2)  # ten scrapes over five intervals (and past the 2 s head deadline)
+            # whatever still held a slot after the head deadline is closed
+            closed = wait_until(lambda: closed_by_agent(half_open) == 500 and 500, timeout=30, what="all 500 closed")
             for sock in half_open:
-                sock.settimeout(0.01)
-                try:
-                    closed += sock.recv(1) == b""
-                except ConnectionResetError:
-                    closed += 1
-                except TimeoutError:
-                    pass
                 sock.close()
             page = Exposition(get(port)[1])
             logged = log.read_text()
@@ -187,11 +211,11 @@ def test_half_open_connections_cannot_starve_scrapes_probes_or_the_log(tmp_path,
                   f"{statistics.median(latencies) * 1000:.0f} ms; descriptors in use at most {max(descriptors)}; "
                   f"{closed} of 500 closed by the agent; failures {probe_failures(page, before)}; {lines} log lines; "
                   f"closed by reason {page.by('kpi_agent_http_connections_closed_total', 'reason')}")
-            assert max(latencies) < 1.0, latencies
+            pace.check(max(latencies), quiet=1.0, what="the slowest scrape")
             assert max(descriptors) < 256
             assert closed == 500
             assert probe_failures(page, before) == {}
-            assert page.total("probes_total") - before.total("probes_total") >= PROBES * 6
+            assert page.total("probes_total") - before.total("probes_total") >= PROBES * 4
             assert lines < 50
             # descriptors are sampled between scrapes; the log tells whether the burst ever ran the agent out
             assert "Too many open files" not in logged and "out of file descriptors" not in logged, logged
