@@ -18,6 +18,7 @@ import pytest
 from agent.config.agent import AgentConfig, GlobalConfig
 from agent.config.problems import ConfigError
 from agent.runtime.agent import Agent
+from agent.runtime.logconfig import LogfmtFormatter
 from agent.server import tlsctl
 from agent.server.webconfig import LiveWebConfig, load_web_config
 from tests.helpers import ascrape
@@ -296,5 +297,63 @@ async def test_rate_limit_answers_429_beyond_the_burst(tmp_path):
         assert codes == [200, 200, 429, 429]
         await asyncio.sleep(1.1)
         assert await status(f"http://{address}/-/healthy") == 200  # a token came back
+    finally:
+        await agent.stop()
+
+
+def logged(caplog) -> str:
+    """The log lines as the agent writes them (logfmt, with their fields)."""
+    return "\n".join(LogfmtFormatter().format(record) for record in caplog.records)
+
+
+def _curl(url: str, pki) -> tuple[int, str]:
+    """curl, a TLS client that is not ours: its exit code (0: served; 28: timed out) and what it printed."""
+    result = subprocess.run(["curl", "-sS", "--max-time", "3", "--cacert", str(pki["ca.pem"]), url],
+                            capture_output=True, text=True)
+    return result.returncode, result.stdout + result.stderr
+
+
+async def test_a_change_that_cannot_be_applied_live_is_refused_and_the_last_good_config_serves(tmp_path, pki,
+                                                                                                  caplog):
+    """An editor saving the file truncates it first: an empty file would turn TLS off, which a running listener
+    cannot do. It is refused like an invalid file (and so is an empty file, which would also drop basic auth
+    for a moment); handshakes go on with the last good config, and the reload-failure metric says so."""
+    path = tls_file(tmp_path, pki)
+    agent, address = await start_agent(path)
+    url = f"https://{address}/metrics"
+    try:
+        assert (await asyncio.to_thread(_curl, url, pki))[0] == 0
+        path.write_text("")  # truncate-then-write, caught between the two
+        await asyncio.sleep(0.2)
+        code, output = await asyncio.to_thread(_curl, url, pki)
+        assert code == 0, output  # not 28, a handshake that hangs until curl gives up
+        assert "kpi_agent_web_config_last_reload_successful 0" in output
+        assert 'msg="web config file invalid; keeping the last good one"' in logged(caplog)
+        assert "web.yml: is empty (being written?); to set nothing, write {}" in logged(caplog)
+        path.write_text("# TLS off, on purpose\n{}\n")  # a real change that needs a restart: refused too
+        await asyncio.sleep(0.2)
+        code, output = await asyncio.to_thread(_curl, url, pki)
+        assert code == 0, output
+        assert "kpi_agent_web_config_last_reload_successful 0" in output
+        assert "web.yml: tls_server_config: turning TLS off needs a restart" in logged(caplog)
+        tls_file(tmp_path, pki, cert="server2")  # the editor's write lands: applied, the metric says so
+        await asyncio.sleep(0.2)
+        code, output = await asyncio.to_thread(_curl, url, pki)
+        assert code == 0 and "kpi_agent_web_config_last_reload_successful 1" in output, output
+    finally:
+        await agent.stop()
+
+
+async def test_turning_tls_on_in_a_running_agent_is_refused(tmp_path, pki, caplog):
+    path = tmp_path / "web.yml"
+    path.write_text("http_server_config:\n  headers: {X-Frame-Options: deny}\n")
+    agent, address = await start_agent(path)
+    try:
+        tls_file(tmp_path, pki, "http_server_config:\n  headers: {X-Frame-Options: sameorigin}\n")
+        await asyncio.sleep(0.2)
+        async with aiohttp.ClientSession() as session, session.get(f"http://{address}/metrics") as response:
+            assert response.headers["X-Frame-Options"] == "deny"  # nothing of the refused file applies
+            assert "kpi_agent_web_config_last_reload_successful 0" in await response.text()
+        assert "tls_server_config: turning TLS on needs a restart" in logged(caplog)
     finally:
         await agent.stop()

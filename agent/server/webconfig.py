@@ -23,7 +23,7 @@ from typing import Any
 from agent.config import values
 from agent.config.fields import Fields
 from agent.config.files import file_stamp
-from agent.config.problems import ConfigError, Report
+from agent.config.problems import ConfigError, Problem, Report
 from agent.config.yaml import LocatedMap, load_file
 from agent.formatting import cut, excerpt
 
@@ -297,16 +297,29 @@ class LiveWebConfig:
         if stamp != self._stamp:
             self._stamp = stamp
             try:
-                config = load_web_config(self.path)
+                config = self._load_applicable(stamp)
             except ConfigError as exc:
                 log.error("web config file invalid; keeping the last good one", extra={"error": str(exc)})
                 self.on_reload(False, str(exc))
                 return self.config
-            if (config.tls is not None) != self.tls_enabled:
-                log.warning("turning TLS on or off needs a restart; the rest of the web config is reloaded")
             self.config = config
             self.on_reload(True, None)
         return self.config
+
+    def _load_applicable(self, stamp: tuple[int, int, int, int] | None) -> WebConfig:
+        """The file as it is now, if it can replace the running config without a restart; else a ConfigError,
+        so that it is refused like an invalid file and the last good config keeps serving."""
+        if stamp is not None and stamp[2] == 0:
+            # An editor saving the file truncates it, then writes: caught in between, an empty file would drop
+            # TLS and basic auth. Read as "being written"; a config that wants nothing set says `{}`.
+            raise ConfigError([Problem(self.path, None, "", "is empty (being written?); to set nothing, write {}")])
+        config = load_web_config(self.path)
+        if (config.tls is not None) != self.tls_enabled:
+            # The listening sockets were made with TLS or without: a handshake cannot be added or removed.
+            change = "on" if config.tls is not None else "off"
+            raise ConfigError([Problem(self.path, None, "tls_server_config",
+                                       f"turning TLS {change} needs a restart")])
+        return config
 
     def tls_context(self) -> ssl.SSLContext:
         tls = self.current().tls
