@@ -1,7 +1,8 @@
 """Read offsets of log files and journal cursors, persisted so a restart neither loses nor re-reads lines.
 
 Only offsets of lines (and cursors of journal entries) already counted into the store are recorded. The file
-is written atomically (temp file, fsync, rename), every few seconds when something changed and on shutdown. A
+is written atomically and privately (``write_atomically``: an exclusive temp file no planted link can redirect,
+readable by the owner only, fsync, rename), every few seconds when something changed and on shutdown. A
 corrupt or unreadable file is a warning, never a crash (promtail once crash-looped on a truncated one: loki #1457).
 """
 
@@ -10,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.config.files import write_atomically
 from agent.sources.base import Shared, SourceContext
 
 log = logging.getLogger(__name__)
@@ -91,17 +92,7 @@ class Positions:
             for source, files in sorted(self._files.items())}, "cursors": dict(sorted(self._cursors.items()))}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")  # one writer per process
-            with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(document, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-            directory = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            write_atomically(self.path, json.dumps(document).encode())
             self._dirty = False
         except OSError as exc:
             log.warning("cannot write positions file; will retry", extra={"path": str(self.path),
