@@ -6,10 +6,12 @@ import json
 import socket
 
 import aiohttp
+from aiohttp import web
 
 from agent.config.agent import load_config
 from agent.runtime.agent import Agent
 from tests.browser import Browser
+from tests.helpers import serve
 from tests.report.test_report import blank_share, colour_pixels
 
 
@@ -185,3 +187,41 @@ async def test_a_page_too_big_for_a_scrape_is_said_in_the_log_and_on_the_status_
     assert any(r.getMessage() == "the /metrics page is too big for a scrape" for r in caplog.records)
     status, page = pages["10s"]
     assert status["page_warning"] is None and 'id="page-warning"' not in page
+
+
+async def test_the_page_carries_a_content_security_policy_a_browser_enforces(tmp_path, chromium):
+    """If an escaping bug ever let markup into the page, the browser would run no script and fetch nothing:
+    markup with an inline handler and requests to another server are tried in the page, in Chromium."""
+    requests: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        requests.append(request.path_qs)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", record)
+    runner, other = await serve(app)
+    config = tmp_path / "agent.yaml"
+    config.write_text("global: {}\n")
+    agent = Agent(lambda: load_config(config)[0], "127.0.0.1:0")
+    await agent.start()
+    url = f"http://127.0.0.1:{agent.bound_port}/"
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            policy = response.headers.get("Content-Security-Policy", "")
+        assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy, policy
+        async with Browser(chromium) as browser:
+            page = await browser.new_page()
+            await page.goto(url)
+            await page.evaluate(
+                "document.body.insertAdjacentHTML('beforeend', '<img src=\"x\" onerror=\"window.ran = 1\">"
+                f"<img src=\"http://127.0.0.1:{other}/image\">');"
+                f"fetch('http://127.0.0.1:{other}/fetch').catch(() => null); 1")
+            await asyncio.sleep(1)
+            ran = await page.evaluate("window.ran === undefined ? 'no' : 'yes'")
+        assert ran == "no"
+        assert requests == []
+        assert any("Content Security Policy" in error for error in page.errors), page.errors
+    finally:
+        await agent.stop()
+        await runner.cleanup()

@@ -64,6 +64,13 @@ class AgentView(Protocol):
     def remote_write_status(self) -> list[dict[str, Any]]: ...
 
 
+# Every HTML page we serve (the status page, the scoreboard, the report) is self-contained: inline styles, images
+# as data: URIs, no script, nothing fetched, no form. The policy says so, so that if an escaping bug ever let
+# markup through, a browser would still run and load nothing; frame-ancestors (a header-only directive) keeps the
+# pages out of other sites' frames.
+PAGE_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
+               "form-action 'none'; frame-ancestors 'none'")
+
 # Below this size gzip costs more CPU than it saves on the wire.
 _GZIP_MIN_BYTES = 1024
 
@@ -165,8 +172,10 @@ class Server:
             response = Response.text("405: Method Not Allowed\n", 405, Allow=allowed)
         else:
             response = await handler(request)
+        if response.content_type.startswith("text/html"):
+            response.headers["Content-Security-Policy"] = PAGE_POLICY
         if config is not None:
-            response.headers.update(config.headers)
+            response.headers.update(config.headers)  # the web config's own policy, if it sets one, wins
         name = request.path if methods is not None else "other"
         self._requests.inc((name, str(response.status)))
         self._duration.observe((name,), time.perf_counter() - started)
