@@ -1,9 +1,13 @@
 """The kpi-agent command as a user runs it: a real process, real signals, real HTTP."""
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +184,82 @@ def test_readme_commands_are_the_scripts_ci_runs():
     ci = Path(__file__).parents[1].joinpath(".ci", "run").read_text()
     assert "bash scripts/test.sh" in readme and "bash scripts/test.sh" in ci
     assert "bash scripts/setup.sh && .venv/bin/kpi-agent run" in readme
+
+
+def _answers(url: str) -> bool:
+    try:
+        return fetch(url, timeout=0.5)[0] == 200
+    except OSError:  # not listening yet
+        return False
+
+
+def test_sighup_during_start_up_is_one_reload_never_a_death(tmp_path):
+    """`systemctl reload` right after `systemctl start`: SIGHUP from the moment the agent's own code runs (the
+    command's first import, `agent.config`, seen on stderr through python -X importtime) and every 10 ms until
+    the agent is ready. The agent survives, then reloads once, with what the config says by then."""
+    port = free_port()
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"http:\n  - name: before\n    url: http://127.0.0.1:{port}/-/healthy\n    interval: 1s\n")
+    process = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "agent", "run", "--config.file",
+                                str(config), "--web.listen-address", f"127.0.0.1:{port}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    sent = 0
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # (the marker is read before any SIGHUP, so it cannot be missed)
+            if line.startswith("import time:") and line.split("|")[-1].strip() == "agent.config":
+                break
+        rest: list[str] = []  # read on, or the pipe fills and the agent blocks writing to it
+        reader = threading.Thread(target=lambda: rest.extend(process.stderr), daemon=True)  # type: ignore[arg-type]
+        reader.start()
+        config.write_text(f"http:\n  - name: after\n    url: http://127.0.0.1:{port}/-/healthy\n    interval: 1s\n")
+        deadline = time.monotonic() + 60
+        while not _answers(base + "/-/ready"):
+            assert process.poll() is None, f"the agent died of SIGHUP number {sent}: {process.returncode}"
+            assert time.monotonic() < deadline, "the agent never became ready"
+            process.send_signal(signal.SIGHUP)
+            sent += 1
+            time.sleep(0.01)
+        for _ in range(5):
+            process.send_signal(signal.SIGHUP)
+            time.sleep(0.01)
+        page = wait_until(lambda: (page := scrape(base + "/metrics")).value("probe_success", target="after") == 1
+                          and page, what="the config as it was changed during start-up")
+        assert page.value("probe_success", target="before") is None
+        assert page.value("kpi_agent_config_reloads_total", result="failure") == 0
+        assert sent > 10, sent  # start-up was caught, not missed
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        reader.join(timeout=15)
+        stderr = "".join(rest)
+        assert process.returncode == 0, stderr
+        assert 'msg="reloading: SIGHUP arrived while the agent was starting"' in stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_systemd_hears_ready_once_the_agent_serves_and_stopping_as_it_stops(tmp_path):
+    """Type=notify (deploy/systemd): systemd holds `systemctl reload` until READY=1, read here from the
+    datagram socket systemd would give the agent in NOTIFY_SOCKET."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(30)
+    port = free_port()
+    process = subprocess.Popen([*AGENT, "run", "--web.listen-address", f"127.0.0.1:{port}"],
+                               env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert notify.recv(100) == b"READY=1"
+        assert _answers(f"http://127.0.0.1:{port}/-/ready")  # ready when it says so
+        process.send_signal(signal.SIGTERM)
+        assert notify.recv(100) == b"STOPPING=1"
+        _, stderr = process.communicate(timeout=15)
+        assert process.returncode == 0 and "cannot notify systemd" not in stderr, stderr
+    finally:
+        notify.close()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()

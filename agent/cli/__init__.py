@@ -21,6 +21,10 @@ class _LazyGroup(click.Group):
         return sorted([*super().list_commands(ctx), *self.LAZY])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "run":  # before the imports, the config and the sources, which take seconds
+            from agent.runtime import hangup
+
+            hangup.hold()
         if cmd_name in self.LAZY:
             module = importlib.import_module(self.LAZY[cmd_name])
             command: click.Command = getattr(module, cmd_name.replace("-", "_"))

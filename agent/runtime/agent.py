@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from agent import __version__
 from agent.config.agent import AgentConfig, ConfigError
-from agent.runtime import heap
+from agent.runtime import hangup, heap, systemd
 from agent.runtime.logconfig import suppressed_records
 from agent.runtime.shard import UNSHARDED, Shard
 from agent.series.family import SchemaError
@@ -337,13 +337,29 @@ class Agent:
 
 
 async def serve(agent: Agent) -> None:
-    """Run until SIGTERM or SIGINT; SIGHUP reloads."""
+    """Run until SIGTERM or SIGINT; SIGHUP reloads. A SIGHUP while the agent starts (here, or before, see
+    agent.runtime.hangup) is one reload once it has started."""
     loop = asyncio.get_running_loop()
+    reload_requested = False
+
+    def hangup_received() -> None:
+        nonlocal reload_requested
+        if agent.ready:
+            asyncio.ensure_future(agent.reload())
+        else:
+            reload_requested = True
+
+    loop.add_signal_handler(signal.SIGHUP, hangup_received)  # first: no SIGHUP falls between the two handlers
+    reload_requested = reload_requested or hangup.take()
     try:
         await agent.start()
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(agent.reload()))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.request_stop)
+        if reload_requested:
+            log.info("reloading: SIGHUP arrived while the agent was starting")
+            await agent.reload()
+        systemd.notify("READY=1")
         await agent.wait_stopped()
     finally:
+        systemd.notify("STOPPING=1")
         await agent.stop()

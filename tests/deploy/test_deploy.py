@@ -261,7 +261,8 @@ def test_systemd_unit_is_sandboxed(tmp_path):
     unit.read(DEPLOY / "systemd" / "kpi-agent.service")
     service = unit["Service"]
     for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("DynamicUser", "yes"),
-                       ("StateDirectory", "kpi-agent"), ("ReadOnlyPaths", "/var/log")):
+                       ("StateDirectory", "kpi-agent"), ("ReadOnlyPaths", "/var/log"),
+                       ("Type", "notify")):  # a reload right after start waits until the agent is ready
         assert service[key] == value
     assert "--config.file /etc/kpi-agent/agent.yaml" in service["ExecStart"]
     config, _ = load_config(DEPLOY / "agent.yaml")
