@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Sets up kpi-agent in ./.venv on a fresh Debian machine with Python 3.11+.
-#   --with-tools   also install the tools the tests use (Debian: prometheus, prometheus-alertmanager, mtail, chromium,
-#                  systemd-journal-remote, which writes the journal files the journal source tests read;
-#                  prometheus-blackbox-exporter, dnsmasq, unbound and nftables for the dns, icmp and grpc tests;
-#                  victoria-metrics: the remote_write receiver, vmagent and vmalert of the push tests)
+# Without flags: what running the agent needs, nothing else.
+#   --with-tools   also install what the tests and linters use (pytest, hypothesis, ruff, mypy...: the package's
+#                  test and lint extras) and the tools the tests run (Debian: prometheus, prometheus-alertmanager,
+#                  mtail, chromium, systemd-journal-remote, which writes the journal files the journal source tests
+#                  read; prometheus-blackbox-exporter, dnsmasq, unbound and nftables for the dns, icmp and grpc
+#                  tests; victoria-metrics: the remote_write receiver, vmagent and vmalert of the push tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,5 +54,9 @@ fi
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+if $with_tools; then
+  .venv/bin/python -m pip install -q -e '.[test,lint]'
+else
+  .venv/bin/python -m pip install -q -e .
+fi
 echo "kpi-agent is set up: .venv/bin/kpi-agent"
