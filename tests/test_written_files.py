@@ -10,10 +10,12 @@ import signal
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 from agent.config.files import write_atomically
 from tests.helpers import fetch, free_port, scrape, wait_until
 
+ROOT = Path(__file__).resolve().parent.parent
 LOG_CONFIG = """\
 positions_file: {positions}
 logs:
@@ -90,3 +92,28 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path, monk
         raise AssertionError("the write should have failed")
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+def test_rules_generate_replaces_a_planted_symlink_and_leaves_its_target_alone(tmp_path):
+    """The rule files Prometheus reads: written as the umask allows (Prometheus may run as another user), but
+    through the same exclusive temporary file, so a symlink planted at the output name is replaced, not
+    followed to another generated file elsewhere."""
+    elsewhere, out = tmp_path / "elsewhere", tmp_path / "out"
+
+    def generate(directory, *flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "agent", "rules", "generate", str(ROOT / "rules"), "--out",
+                               str(directory), *flags], capture_output=True, text=True, timeout=120)
+
+    assert generate(elsewhere).returncode == 0
+    (victim,) = elsewhere.glob("*.rules.yml")
+    before = victim.read_text()
+    out.mkdir()
+    (out / victim.name).symlink_to(victim)
+    result = generate(out, "--interval", "1m")
+    assert result.returncode == 0, result.stderr
+    assert victim.read_text() == before
+    written = out / victim.name
+    assert not written.is_symlink() and "interval: 1m" in written.read_text()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~umask

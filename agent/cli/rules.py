@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from agent.cli.problems import report_problems
+from agent.config.files import SHARED, write_atomically
 from agent.config.problems import ConfigError, Problem
 from agent.config.values import duration
 from agent.kpi import importer, output
@@ -186,7 +187,7 @@ def import_(source_format: str, files: tuple[str, ...], out_dir: str, window: st
     out.mkdir(parents=True, exist_ok=True)
     for service, spec in translation.specs.items():
         path = out / f"{service}.yaml"
-        path.write_text(importer.render(spec, translation.sources[service], source_format))
+        write_atomically(path, importer.render(spec, translation.sources[service], source_format).encode(), SHARED)
         click.echo(f"wrote {path} ({len(spec['kpis'])} KPI(s))")
     if not translation.specs:
         click.echo("nothing to write: no SLO could be translated", err=True)

@@ -1,6 +1,6 @@
 """Reading config files: UTF-8 text, or a clear ``file:line`` problem; a file's stamp, to tell when it changed;
-and writing the files the agent keeps (positions, delivery state) so that nobody else can redirect or read
-them."""
+and writing files so that nobody else can redirect them (the ones the agent keeps, positions and delivery state,
+nobody else can read either)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ def file_stamp(path: str | None, regular_only: bool = False) -> tuple[int, int, 
 
 
 PRIVATE = 0o600  # the agent's own state: offsets and cursors tell what the logs hold
+SHARED = 0o666  # files other programs read (rules for Prometheus, dashboards for Grafana): the umask decides
 _ATTEMPTS = 16  # names tried for a temporary file before giving up (someone keeps planting files there)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.config.files import SHARED, write_atomically
 from agent.config.problems import Problem
 from agent.kpi.loading import spec_files
 
@@ -119,7 +120,7 @@ def apply(out: Path, plan: Plan) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     lines = []
     for file in plan.write:
-        (out / file.name).write_text(file.text)
+        write_atomically(out / file.name, file.text.encode(), SHARED)  # never through a link planted there
         lines.append(f"wrote {out / file.name}")
     for path, why in plan.remove:
         path.unlink(missing_ok=True)

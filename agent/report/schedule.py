@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +39,7 @@ from zoneinfo import ZoneInfo
 
 from agent.config import values
 from agent.config.fields import Fields
+from agent.config.files import write_atomically
 from agent.config.problems import Report
 from agent.config.yaml import LocatedMap, load_file
 from agent.report.periods import PERIOD_HELP, PeriodChoice, parse_period, zone
@@ -304,13 +304,8 @@ class State:
         return cls(path, float(data["since"]), periods)
 
     def save(self) -> None:
-        """Atomically (a new file renamed over the old, synced): a crash leaves the old state or the new."""
+        """Atomically and privately (``write_atomically``): a crash leaves the old state or the new."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         recent = dict(sorted(self.periods.items(), key=lambda item: item[1].due)[-100:])
         data = {"since": self.since, "periods": {key: vars(value) for key, value in recent.items()}}
-        fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        with os.fdopen(fd, "w") as file:
-            json.dump(data, file, indent=1)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, self.path)
+        write_atomically(self.path, json.dumps(data, indent=1).encode())
