@@ -121,12 +121,24 @@ class DiscoveringProbeSource(Source[ProbeConfig[Any]]):
                     crash, self._crash = self._crash, None
                     raise crash
                 await self._update()
+        except asyncio.CancelledError:
+            # stopped for good (a reload replaced or removed the source): let its targets go now. The source was
+            # built frozen (agent.runtime.heap) and holds reference cycles (its discovery calls it back), which
+            # the collector never frees: kept, ten thousand targets per reload stayed in memory for good.
+            self._forget(schedule)
+            raise
         finally:
             for _, prober in self._targets.values():
                 schedule.remove(prober)
             for watcher in watchers:
                 watcher.cancel()
             await asyncio.gather(*watchers, return_exceptions=True)
+
+    def _forget(self, schedule: Any) -> None:
+        for _, prober in self._targets.values():
+            schedule.remove(prober)
+        self._targets.clear()
+        self.discovery.origins.clear()
 
     def _wake(self) -> None:
         self._changed.set()
