@@ -223,11 +223,14 @@ async def test_an_http_sd_response_arriving_in_pieces_is_read_whole(agent_at):
             f"    http_sd_configs: [{{url: 'http://127.0.0.1:{port}/targets', refresh_interval: 1s}}]\n"
             "    relabel_configs: [{source_labels: [__address__], regex: '.*', action: drop}]\n")
 
-        async def discovered():
+        async def discovered():  # a refresh is counted when the answer is read, its targets once resolved
             page = await ascrape(metrics)
-            return page if page.value("kpi_agent_sd_refreshes_total", source="fleet", mechanism="http") else None
+            done = page.value("kpi_agent_sd_refreshes_total", source="fleet", mechanism="http") and (
+                page.value("kpi_agent_sd_targets", source="fleet", state="dropped")
+                or page.value("kpi_agent_sd_refresh_failures_total", source="fleet", mechanism="http"))
+            return page if done else None
 
-        page = await until(discovered, what="a refresh")
+        page = await until(discovered, what="a refresh and its targets")
         assert page.value("kpi_agent_sd_refresh_failures_total", source="fleet", mechanism="http") == 0
         assert page.value("kpi_agent_sd_targets", source="fleet", state="dropped") == 3000
     finally:
