@@ -56,11 +56,17 @@ SERVERS = textwrap.dedent("""
             self.transport.sendto(answer.to_wire(), address)
 
     async def main():
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         loop = asyncio.get_running_loop()
         http, tcp, dns_port = map(int, sys.argv[1:4])
         servers = [await loop.create_server(Http, "0.0.0.0", http, backlog=4096),
                    await loop.create_server(Tcp, "0.0.0.0", tcp, backlog=4096)]
-        await loop.create_datagram_endpoint(Dns, local_addr=("0.0.0.0", dns_port))
+        # one socket per DNS target address: an answer from a socket bound to 0.0.0.0 leaves from 127.0.0.1,
+        # not from the address asked, and the client rightly ignores it
+        for address in sys.argv[4].split(","):
+            await loop.create_datagram_endpoint(Dns, local_addr=(address, dns_port))
         print("ready", flush=True)
         await asyncio.Event().wait()
 
@@ -140,7 +146,9 @@ def delays(page: Page) -> dict[float, float]:
 def test_five_thousand_mixed_targets_every_interval(tmp_path):
     counts = {kind: int(TOTAL * share) for kind, share in SHARE.items()}
     http, tcp, dns_port = free_port(), free_port(), free_port()
-    helpers = subprocess.Popen([sys.executable, "-c", SERVERS, str(http), str(tcp), str(dns_port)],
+    first_dns = counts["http"] + counts["tcp"]  # the order of SHARE, as config() numbers them
+    dns_addresses = ",".join(address(first_dns + i) for i in range(counts["dns"]))
+    helpers = subprocess.Popen([sys.executable, "-c", SERVERS, str(http), str(tcp), str(dns_port), dns_addresses],
                                stdout=subprocess.PIPE)
     assert helpers.stdout is not None and helpers.stdout.readline() == b"ready\n"
     (tmp_path / "agent.yaml").write_text(config(counts, http, tcp, dns_port))
