@@ -19,7 +19,8 @@ def test_retry_after_in_seconds_or_as_an_http_date_and_capped():
 
 
 async def test_each_status_gets_the_verdict_the_spec_gives_it(tmp_path):
-    answers = iter([(204, {}), (503, {}), (429, {"Retry-After": "2"}), (400, {}), (401, {}), (413, {}), (429, {}), (204, {})])
+    answers = iter([(204, {}), (503, {}), (429, {"Retry-After": "2"}), (400, {}), (401, {}), (413, {}), (429, {}),
+                    (204, {})])
     seen: list[dict] = []
 
     async def write(request: web.Request) -> web.Response:
