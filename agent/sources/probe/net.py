@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import time
@@ -83,23 +84,33 @@ def _fnv32a(data: bytes) -> int:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
+def _ip_facts(text: str) -> tuple[float, float] | None:
+    """(IP version, blackbox's hash of the address: FNV-32a of its 4 bytes for IPv4, 16 for IPv6) of an IP
+    address, or None for a host name. Kept for the addresses probed lately: the same targets every interval."""
+    try:
+        ip = ipaddress.ip_address(text.split("%")[0])
+    except ValueError:
+        return None
+    return float(ip.version), float(_fnv32a(ip.packed))
+
+
 def record_resolution(result: ProbeResult, address: str, seconds: float) -> None:
-    ip = ipaddress.ip_address(address.split("%")[0])
+    facts = _ip_facts(address)
+    if facts is None:
+        raise ValueError(f"{excerpt(address)} is not an IP address")
     result.set(DNS_LOOKUP, seconds)
-    result.set(IP_PROTOCOL, float(ip.version))
-    result.set(IP_ADDR_HASH, float(_fnv32a(ip.packed)))  # blackbox hashes 4 bytes for IPv4, 16 for IPv6
+    result.set(IP_PROTOCOL, facts[0])
+    result.set(IP_ADDR_HASH, facts[1])
 
 
 async def resolve(host: str, config: IpConfig, result: ProbeResult) -> str:
     """The IP address to probe ``host`` at, of the preferred protocol if it has one (else the other, when
     fallback is on); records the resolution. Raises ProbeFailed("dns_error", ...)."""
     started = time.perf_counter()
-    try:
-        literal = ipaddress.ip_address(host.split("%")[0])
-    except ValueError:
-        literal = None
+    literal = _ip_facts(host)
     if literal is not None:
-        if not config.fallback and f"ip{literal.version}" != config.preferred:
+        if not config.fallback and f"ip{literal[0]:.0f}" != config.preferred:
             raise ProbeFailed("dns_error", f"{host} is not an {config.preferred} address and ip_protocol_fallback "
                                            "is off")
         record_resolution(result, host, time.perf_counter() - started)
