@@ -5,6 +5,12 @@ Run: .venv/bin/python -m pytest tests/benchmarks/bench_probers.py -s  (-k dns or
 Our probes run in this process (CPU = this process's CPU time during the run); blackbox_exporter runs in its own
 (CPU from /proc), driven through /probe by a client here. The DNS target is Debian's dnsmasq in its own process;
 the ICMP target is this machine's kernel answering on 127.0.0.1.
+
+Three DNS cases. dnsmasq answering for its zone sends the same bytes to every query. A caching resolver's
+answers differ in their TTLs, counting down (a server of ours in its own process does that), and here a
+validate_answer_rrs regexp reads the records, TTLs included. Our prober parses an answer once and remembers the
+verdict for answers equal to it but for the id and the TTLs, so in both it parses once. The third case is the
+worst for us: a server whose every answer has another address, so every answer is parsed by dnspython.
 """
 
 import asyncio
@@ -19,7 +25,7 @@ from agent.series.store import Store
 from agent.sources.base import SourceContext
 from tests.helpers import build_source, cpu_seconds
 from tests.sources.blackbox import blackbox  # noqa: F401 - the fixture
-from tests.sources.dns_servers import dnsmasq  # noqa: F401 - the fixture
+from tests.sources.dns_servers import changing_dns, dnsmasq, ticking_dns  # noqa: F401 - the fixtures
 from tests.sources.probers import blackbox_module, source_config
 
 PROBES = 2000
@@ -60,7 +66,7 @@ async def run_blackbox(probe_url: str, pid: int) -> float:
         return cpu_seconds(pid) - cpu
 
 
-def compare(kind: str, target: str, module: dict, blackbox) -> None:  # noqa: ANN001, F811
+def compare(kind: str, target: str, module: dict, blackbox, case: str = "") -> None:  # noqa: ANN001, F811
     exporter = blackbox(blackbox_module("bench", kind, module))
     probe_url = f"{exporter.base}/probe?" + urllib.parse.urlencode({"module": "bench", "target": target})
     ours, theirs = [], []
@@ -68,8 +74,8 @@ def compare(kind: str, target: str, module: dict, blackbox) -> None:  # noqa: AN
         ours.append(asyncio.run(run_ours(kind, target, module)))
         theirs.append(asyncio.run(run_blackbox(probe_url, exporter.process.pid)))
     ours_cpu, bb_cpu = statistics.median(ours), statistics.median(theirs)
-    print(f"\n{kind}: {PROBES} probes of {target}, {CONCURRENCY} at a time; median of {ROUNDS} alternating rounds; "
-          f"load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    print(f"\n{kind}{case}: {PROBES} probes of {target}, {CONCURRENCY} at a time; median of {ROUNDS} alternating "
+          f"rounds; load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     print(f"  blackbox_exporter: {bb_cpu / PROBES * 1e6:6.0f} us CPU per probe "
           f"(rounds: {[round(c / PROBES * 1e6) for c in theirs]})")
     print(f"  kpi-agent:         {ours_cpu / PROBES * 1e6:6.0f} us CPU per probe "
@@ -80,6 +86,19 @@ def compare(kind: str, target: str, module: dict, blackbox) -> None:  # noqa: AN
 def test_dns_probe_cost_against_blackbox(dnsmasq, blackbox):  # noqa: F811
     compare("dns", f"127.0.0.1:{dnsmasq}", {"query_name": "www.example.test", "query_type": "A",
                                              "preferred_ip_protocol": "ip4"}, blackbox)
+
+
+def test_dns_probe_cost_when_ttls_count_down(ticking_dns, blackbox):  # noqa: F811
+    compare("dns", f"127.0.0.1:{ticking_dns}", {
+        "query_name": "www.example.test", "query_type": "A", "preferred_ip_protocol": "ip4",
+        "validate_answer_rrs": {"fail_if_not_matches_regexp": ["\\tIN\\tA\\t192\\.0\\.2\\.10$"]}}, blackbox,
+        " (TTLs counting down, a regexp reads the records)")
+
+
+def test_dns_probe_cost_when_every_answer_is_new(changing_dns, blackbox):  # noqa: F811
+    compare("dns", f"127.0.0.1:{changing_dns}", {"query_name": "www.example.test", "query_type": "A",
+                                                 "preferred_ip_protocol": "ip4"}, blackbox,
+            " (every answer new: every one parsed)")
 
 
 def test_icmp_probe_cost_against_blackbox(blackbox):  # noqa: F811

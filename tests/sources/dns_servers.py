@@ -224,3 +224,70 @@ def bad_dns() -> Iterator:
     yield start
     for server in servers:
         server.close()
+
+
+def ticking_answer(query: bytes, ttl: int, address: bytes = bytes([192, 0, 2, 10])) -> bytes:
+    """dnsmasq's answer to ``www.example.test A`` (the A record, and the zone's NS record in the authority
+    section), with every TTL set to ``ttl`` (what a caching resolver sends as its TTLs count down) and the A
+    record's ``address``."""
+    question_end = 12
+    while query[question_end]:
+        question_end += query[question_end] + 1
+    question = query[12:question_end + 5]
+    flags = 0x8400 | (struct.unpack("!H", query[2:4])[0] & 0x0100)  # QR, AA, the query's RD
+    zone = b"\x07example\x04test\x00"
+    ns = b"\x02ns" + zone
+    return (query[:2] + struct.pack("!HHHHH", flags, 1, 1, 1, 0) + question
+            + b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, ttl, 4) + address
+            + zone + struct.pack("!HHIH", 2, 1, ttl, len(ns)) + ns)
+
+
+def serve_ticking(port: int, changing: str) -> None:
+    """Answers every UDP query on 127.0.0.1:port with ``ticking_answer``, ``changing`` the TTLs (one lower each
+    time) or the address (the next of 10.0.0.0/8 each time): no two answers have the same bytes. Run in a
+    process of its own (the benchmark does not count its CPU): ``python -m tests.sources.dns_servers PORT ttl``.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sock.bind(("127.0.0.1", port))
+    count = 0
+    print("ready", flush=True)
+    while True:
+        query, client = sock.recvfrom(4096)
+        count = (count + 1) % (1 << 24)
+        if changing == "ttl":
+            answer = ticking_answer(query, 0x7FFFFFFF - count)
+        else:
+            answer = ticking_answer(query, 600, (10 << 24 | count).to_bytes(4, "big"))
+        sock.sendto(answer, client)
+
+
+def _ticking(changing: str) -> Iterator[int]:
+    import sys
+
+    port = _free_port_both()
+    process = subprocess.Popen([sys.executable, "-m", "tests.sources.dns_servers", str(port), changing],
+                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    yield port
+    stop_processes([process])
+
+
+@pytest.fixture
+def ticking_dns() -> Iterator[int]:
+    """A DNS server (a process of its own) whose answers differ in their TTLs, counting down as a caching
+    resolver's do; yields its port."""
+    yield from _ticking("ttl")
+
+
+@pytest.fixture
+def changing_dns() -> Iterator[int]:
+    """A DNS server (a process of its own) whose every answer has another address: no answer is ever seen twice;
+    yields its port."""
+    yield from _ticking("address")
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve_ticking(int(sys.argv[1]), sys.argv[2])

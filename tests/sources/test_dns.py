@@ -11,7 +11,7 @@ from agent.sources.dns import KIND
 from agent.sources.dns.config import RESULTS
 from agent.sources.probe.families import COMMON_RESULTS
 from tests.sources.blackbox import blackbox, compare  # noqa: F401 - the fixture
-from tests.sources.dns_servers import SERIAL, bad_dns, dnsmasq, unbound_tls  # noqa: F401 - fixtures
+from tests.sources.dns_servers import SERIAL, bad_dns, dnsmasq, ticking_dns, unbound_tls  # noqa: F401 - fixtures
 from tests.sources.probers import Probed, blackbox_module, source_config
 
 OURS_ONLY = ("probes_total", "probe_last_result", "probe_latency_seconds_bucket", "probe_latency_seconds_sum",
@@ -168,3 +168,103 @@ def test_the_kind_declares_what_a_probe_writes():
     names = {name for spec in KIND.builtin for name in spec.sample_names}
     assert {"probe_dns_answer_rrs", "probe_dns_serial", "probe_dns_duration_seconds", "probe_ip_protocol",
             "probe_success", "probes_total"} <= names
+
+
+def _response(query_name: str, rdtype: str, records: list[str], authority: list[str] = (), edns: bool = False,
+              ) -> bytes:
+    """An answer to our query for (query_name, rdtype), as a server would write it (dnspython builds it)."""
+    import dns.message
+    import dns.rrset
+
+    query = dns.message.make_query(query_name, rdtype, use_edns=False)
+    response = dns.message.make_response(query)
+    for text in records:
+        response.answer.append(dns.rrset.from_text(query_name, 300, "IN", rdtype, text))
+    for text in authority:
+        response.authority.append(dns.rrset.from_text("example.test.", 300, "IN", "NS", text))
+    if edns:
+        response.use_edns(0, payload=1232)
+    return response.to_wire()
+
+
+# answers that a prober may see again, each with its query (name, type)
+BASES = {
+    "a": ("www.example.test.", "A", _response("www.example.test.", "A", ["192.0.2.10", "192.0.2.11"],
+                                              ["ns.example.test."])),
+    "soa": ("example.test.", "SOA", _response("example.test.", "SOA", [
+        "ns.example.test. hostmaster.example.test. 2024010101 1200 180 1209600 600"])),
+    "mx_edns": ("example.test.", "MX", _response("example.test.", "MX", ["10 mail.example.test."], edns=True)),
+}
+
+
+def outcome(verdict) -> tuple:  # noqa: ANN001
+    """What a verdict shows on /metrics: counts, serial, the failure and its reason."""
+    return (verdict.not_a_message, verdict.answers_query, verdict.question, verdict.counts, verdict.serial,
+            verdict.failure)
+
+
+@pytest.mark.parametrize("validated", [False, True])
+@pytest.mark.parametrize("base", sorted(BASES))
+def test_a_remembered_verdict_is_the_verdict_a_fresh_parse_gives(base, validated):
+    """The prober remembers the verdicts of answers it parsed (keyed without the id and, unless a regexp reads
+    them, the TTLs): whatever bytes arrive after an answer it remembers (TTLs counted down, a record changed,
+    truncation, garbage), its verdict is the one dnspython's parse of those bytes gives."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from agent.sources.dns.prober import DnsProber
+
+    name, rdtype, answer = BASES[base]
+    module = source_config("dns", "d", "127.0.0.1", {
+        "query_name": name, "query_type": rdtype,
+        **({"validate_answer_rrs": {"fail_if_not_matches_regexp": ["\t300\t"]}} if validated else {})}).module
+    edits = st.lists(st.tuples(st.integers(0, len(answer) - 1), st.integers(0, 255)), max_size=4)
+    # the TTL fields: the records' (300) and an OPT record's (its extended rcode, EDNS version and flags)
+    ttl_fields = [i for i in range(len(answer) - 3) if answer[i:i + 4] == (300).to_bytes(4, "big")]
+    opt = answer.find(b"\x00\x00\x29\x04\xd0")  # root name, type OPT, payload 1232
+    ttl_fields += [opt + 5] if opt > 0 else []
+    ttl_edits = st.lists(st.tuples(st.sampled_from([field + i for field in ttl_fields for i in range(4)]),
+                                   st.integers(0, 255)), max_size=3)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(edits=edits, ttl_edits=ttl_edits, cut=st.integers(0, 8), tail=st.binary(max_size=3))
+    def check(edits, ttl_edits, cut, tail):  # noqa: ANN001
+        seen = DnsProber(module)
+        seen.verdict(answer)
+        changed = bytearray(answer)
+        for position, value in edits + ttl_edits:  # anywhere, and in the TTLs (the likely change: counting down)
+            changed[position] = value
+        arrived = bytes(changed[:len(changed) - cut]) + tail
+        remembered, parsed = seen.verdict(arrived), DnsProber(module).parse(arrived)
+        assert outcome(remembered) == outcome(parsed)
+
+    check()
+
+
+@pytest.mark.parametrize(("validate", "results"), [
+    ({}, ["success", "success"]),  # the TTL is no part of the verdict
+    ({"validate_answer_rrs": {"fail_if_matches_regexp": ["\t2147483645\t"]}}, ["success", "validation"]),
+])
+async def test_answers_that_differ_only_in_their_ttls(ticking_dns, context, validate, results):  # noqa: F811
+    """A resolver's answers differ in their TTLs from one probe to the next: the record counts and the verdict
+    are the same, unless a validation regexp reads the TTL, which then sees each answer's own."""
+    ours = Probed(context, "dns", f"127.0.0.1:{ticking_dns}", {"query_name": "www.example.test",
+                                                               "query_type": "A", **validate})
+    for expected in results:
+        assert await ours.probe() == expected, ours.reason
+        page = ours.page()
+        assert (page.value("probe_dns_answer_rrs"), page.value("probe_dns_authority_rrs")) == (1, 1)
+
+
+def test_remembered_verdicts_are_bounded():
+    """A server whose answers never repeat costs a bounded memory: the oldest verdicts are forgotten."""
+    from agent.sources.dns.prober import VERDICTS_KEPT, DnsProber
+    from tests.sources.dns_servers import ticking_answer
+
+    module = source_config("dns", "d", "127.0.0.1", {"query_name": "www.example.test", "query_type": "A"}).module
+    prober = DnsProber(module)
+    query = prober._wire
+    for number in range(VERDICTS_KEPT + 500):
+        verdict = prober.verdict(ticking_answer(query, 600, (10 << 24 | number).to_bytes(4, "big")))
+        assert verdict.failure is None and verdict.counts == (1, 1, 0)
+    assert len(prober._verdicts) == VERDICTS_KEPT
