@@ -15,7 +15,7 @@ from tests.sources.netns import NO_RAW_SOCKETS, netns  # noqa: F401 - the fixtur
 from tests.sources.probers import Probed, blackbox_module, source_config
 
 OURS_ONLY = ("probes_total", "probe_last_result", "probe_latency_seconds_bucket", "probe_latency_seconds_sum",
-             "probe_latency_seconds_count", "probe_icmp_packets_sent", "probe_icmp_packets_received",
+             "probe_latency_seconds_count", "probe_icmp_packets_sent_total", "probe_icmp_packets_received_total",
              "probe_icmp_packet_loss_ratio", "probe_icmp_rtt_seconds", "probe_icmp_rtt_jitter_seconds")
 
 
@@ -31,7 +31,7 @@ async def test_loopback_as_blackbox_sees_it(target, blackbox, context):  # noqa:
     compare(page, theirs, ours_only=OURS_ONLY,
             values=["probe_success", "probe_ip_protocol", "probe_icmp_reply_hop_limit", "probe_ip_addr_hash"])
     assert page.value("probe_icmp_reply_hop_limit") == 64  # the kernel's own replies leave with hop limit 64
-    assert page.value("probe_icmp_packets_sent") == page.value("probe_icmp_packets_received") == 1
+    assert page.value("probe_icmp_packets_sent_total") == page.value("probe_icmp_packets_received_total") == 1
     assert page.value("probe_icmp_packet_loss_ratio") == 0
     rtt = page.value("probe_icmp_duration_seconds", phase="rtt")
     assert 0 < rtt < 0.5 and rtt == page.value("probe_icmp_rtt_seconds", stat="avg")
@@ -43,27 +43,61 @@ async def test_several_requests_give_min_avg_max_and_jitter(context):
     assert await ours.probe() == "success", ours.reason
     assert 0.08 <= time.perf_counter() - started < 1.0  # four gaps of 20 ms, not the whole timeout
     page = ours.page()
-    assert page.value("probe_icmp_packets_sent") == page.value("probe_icmp_packets_received") == 5
+    assert page.value("probe_icmp_packets_sent_total") == page.value("probe_icmp_packets_received_total") == 5
     low, mean, high = (page.value("probe_icmp_rtt_seconds", stat=stat) for stat in ("min", "avg", "max"))
     assert 0 < low <= mean <= high < 0.5
     assert 0 <= page.value("probe_icmp_rtt_jitter_seconds") <= high - low
 
 
+async def test_packet_counters_are_born_at_zero_and_grow_across_probes(context):
+    ours = Probed(context, "icmp", "127.0.0.1", {"packets": 3, "packet_interval": "10ms"})
+    before = ours.page()  # increase() over the first probe needs the counters before it
+    assert before.value("probe_icmp_packets_sent_total") == before.value("probe_icmp_packets_received_total") == 0
+    for probes in (1, 2):
+        assert await ours.probe() == "success", ours.reason
+        page = ours.page()
+        assert page.value("probe_icmp_packets_sent_total") == page.value("probe_icmp_packets_received_total") == \
+            3 * probes
+    assert "# TYPE probe_icmp_packets_sent_total counter" in page.text
+
+
+def _probes(page) -> float:  # noqa: ANN001
+    return page.total("probes_total")
+
+
 @pytest.mark.slow
-def test_packet_loss_is_measured(netns, tmp_path):  # noqa: F811
+def test_loss_over_several_probes_from_the_counters(netns, tmp_path):  # noqa: F811
+    """With 30% of ICMP packets dropped both ways, the counters read from /metrics across several probes give the
+    loss of any window (1 - increase(received) / increase(sent)), and each probe adds what its own gauge says."""
     namespace = netns(icmp_loss=30)
     config = tmp_path / "agent.yaml"
-    config.write_text("icmp:\n  - {name: lossy, target: 127.0.0.1, packets: 40, packet_interval: 10ms, "
-                      "timeout: 2s, interval: 3s}\n")
+    config.write_text("icmp:\n  - {name: lossy, target: 127.0.0.1, packets: 20, packet_interval: 10ms, "
+                      "timeout: 1s, interval: 2s}\n")
     base = namespace.start_agent(config)
-    page = wait_until(lambda: (p := namespace.scrape(base)).value("probes_total", result="success") and p,
-                      timeout=15, what="a probe through the lossy namespace")
-    sent, received = page.value("probe_icmp_packets_sent"), page.value("probe_icmp_packets_received")
-    assert sent == 40
-    # each request and each reply is lost with 30%: about half the round trips come back
-    assert 5 <= received <= 35, received
-    assert page.value("probe_icmp_packet_loss_ratio") == pytest.approx(1 - received / sent)
-    assert page.value("probe_success") == 1
+    pages = [namespace.scrape(base)]
+
+    def next_probe():  # noqa: ANN202
+        page = namespace.scrape(base)
+        return page if _probes(page) > _probes(pages[-1]) else None
+
+    while _probes(pages[-1]) < 6:
+        pages.append(wait_until(next_probe, timeout=15, interval=0.2, what="the next probe through the lossy netns"))
+    single_steps = 0
+    for earlier, later in zip(pages, pages[1:], strict=False):
+        probes = _probes(later) - _probes(earlier)
+        sent = later.value("probe_icmp_packets_sent_total") - earlier.value("probe_icmp_packets_sent_total")
+        received = later.value("probe_icmp_packets_received_total") - \
+            earlier.value("probe_icmp_packets_received_total")
+        assert sent == 20 * probes and 0 <= received <= sent
+        if probes == 1:  # one probe between the scrapes: its own loss gauge says what it added
+            single_steps += 1
+            assert received == round(20 * (1 - later.value("probe_icmp_packet_loss_ratio")))
+    assert single_steps >= 2
+    first, last = pages[0], pages[-1]
+    sent = last.value("probe_icmp_packets_sent_total") - first.value("probe_icmp_packets_sent_total")
+    received = last.value("probe_icmp_packets_received_total") - first.value("probe_icmp_packets_received_total")
+    # a round trip survives with 0.7 * 0.7 = 49%: over 100 requests or more, the loss is about half
+    assert sent >= 100 and 0.25 < 1 - received / sent < 0.77, (sent, received)
 
 
 @pytest.mark.slow
@@ -76,6 +110,9 @@ def test_all_lost_is_a_timeout_like_blackbox(netns, tmp_path):  # noqa: F811
                       timeout=15, what="a timed out probe")
     assert page.value("probe_success") == 0
     assert page.value("probe_icmp_packet_loss_ratio") == 1
+    # a failed probe's requests count as sent and lost: the counters never hide a dead host
+    assert page.value("probe_icmp_packets_sent_total") == 3 * page.total("probes_total")
+    assert page.value("probe_icmp_packets_received_total") == 0
     (row,) = namespace.sources(base)
     assert row["last_error_text"] == "no echo reply from 127.0.0.1 to 3 requests within 1s"
 
@@ -91,8 +128,8 @@ def test_ping_sockets_serve_a_process_without_cap_net_raw(netns, tmp_path):  # n
     base = namespace.start_agent(config, wrapper=NO_RAW_SOCKETS)
     page = wait_until(lambda: (p := namespace.scrape(base)).total("probes_total", result="success") == 2 and p,
                       timeout=15, what="both probes")
-    assert page.value("probe_icmp_packets_received", target="v4") == 2
-    assert page.value("probe_icmp_packets_received", target="v6") == 2
+    assert page.value("probe_icmp_packets_received_total", target="v4") == 2
+    assert page.value("probe_icmp_packets_received_total", target="v6") == 2
 
 
 @pytest.mark.slow

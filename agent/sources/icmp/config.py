@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from agent.config import values
 from agent.config.fields import Fields
 from agent.formatting import format_duration
-from agent.series.family import gauge
+from agent.series.family import counter, gauge
 from agent.sources.probe.net import IpConfig, parse_ip_config
 
 PHASES = ("resolve", "setup", "rtt")
@@ -30,8 +30,10 @@ LOSS = gauge("probe_icmp_packet_loss_ratio", "Share of the last probe's echo req
 RTT = gauge("probe_icmp_rtt_seconds", "Round trip of the last probe's replies: min, avg or max", ["stat"])
 JITTER = gauge("probe_icmp_rtt_jitter_seconds", "Mean difference between the round trips of consecutive replies "
                "of the last probe (needs two replies)")
-SENT = gauge("probe_icmp_packets_sent", "Echo requests the last probe sent")
-RECEIVED = gauge("probe_icmp_packets_received", "Echo replies the last probe received")
+# Kept across probes, so loss over any window is 1 - increase(received) / increase(sent) (smokeping_prober's
+# smokeping_requests_total and smokeping_response_duration_seconds_count)
+SENT = counter("probe_icmp_packets_sent_total", "Echo requests sent, over every probe")
+RECEIVED = counter("probe_icmp_packets_received_total", "Echo replies received in time, over every probe")
 FAMILIES = (DURATION, HOP_LIMIT, SENT, RECEIVED, LOSS, RTT, JITTER)
 
 

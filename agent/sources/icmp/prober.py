@@ -1,8 +1,9 @@
 """ICMP probes: ``packets`` echo requests ``packet_interval`` apart, blackbox_exporter's series for the probe and
 what smokeping users want besides (sent, received, loss, min/avg/max round trip, jitter).
 
-A probe succeeds when at least one request got its reply; the loss is reported, not judged (alert on
-``probe_icmp_packet_loss_ratio``). With ``packets: 1`` (the default) a probe is blackbox's: one request, success
+A probe succeeds when at least one request got its reply; the loss is reported, not judged: the last probe's
+in ``probe_icmp_packet_loss_ratio``, any window's from the counters kept across probes,
+``1 - increase(probe_icmp_packets_received_total[1h]) / increase(probe_icmp_packets_sent_total[1h])``. With ``packets: 1`` (the default) a probe is blackbox's: one request, success
 if its reply comes back within the timeout. Replies are awaited until just before the timeout, so a probe that
 lost some packets ends with its counts rather than being cancelled.
 """
@@ -72,8 +73,6 @@ class IcmpProber:
             raise ProbeFailed("no_socket", str(exc)) from None
         payload = self._payload()
         result.add(DURATION, time.perf_counter() - setup_started, _PHASE_KEYS["setup"])
-        result.set(SENT, 0)
-        result.set(RECEIVED, 0)
         result.set(LOSS, 1.0)
         echoes: list[Echo] = []
         refused: OSError | None = None
@@ -83,11 +82,11 @@ class IcmpProber:
             for number in range(module.packets):
                 if number:
                     await asyncio.sleep(max(0.0, first + number * module.packet_interval - loop.time()))
+                result.count(SENT)  # a request the kernel refuses is sent and lost, as on the wire
                 try:
                     echoes.append(sock.send(address, payload, module.ttl))
                 except OSError as exc:  # refused by the kernel (no route, a firewall): this request is lost
                     refused = exc
-                result.set(SENT, number + 1)
             if refused is not None and not echoes:
                 raise refused  # nothing went out: the reason is the kernel's, not a timeout
             wait = result.deadline - reply_wait_margin(result.timeout) - loop.time()
@@ -99,7 +98,7 @@ class IcmpProber:
 
     def _record(self, address: str, sent: int, echoes: list[Echo], result: ProbeResult) -> None:
         replies = [echo.reply.result() for echo in echoes if echo.reply.done() and not echo.reply.cancelled()]
-        result.set(RECEIVED, len(replies))
+        result.count(RECEIVED, len(replies))
         result.set(LOSS, 1 - len(replies) / sent)
         if not replies:
             raise ProbeFailed("timeout", f"no echo reply from {address} to {sent} request"
