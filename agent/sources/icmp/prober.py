@@ -3,8 +3,9 @@ what smokeping users want besides (sent, received, loss, min/avg/max round trip,
 
 A probe succeeds when at least one request got its reply; the loss is reported, not judged: the last probe's
 in ``probe_icmp_packet_loss_ratio``, any window's from the counters kept across probes,
-``1 - increase(probe_icmp_packets_received_total[1h]) / increase(probe_icmp_packets_sent_total[1h])``. With ``packets: 1`` (the default) a probe is blackbox's: one request, success
-if its reply comes back within the timeout. Replies are awaited until just before the timeout, so a probe that
+``1 - increase(probe_icmp_packets_received_total[1h]) / increase(probe_icmp_packets_sent_total[1h])``.
+With ``packets: 1`` (the default) a probe is blackbox's: one request, success if its reply comes back within the
+timeout. Replies are awaited until just before the timeout, so a probe that
 lost some packets ends with its counts rather than being cancelled.
 """
 
