@@ -3,8 +3,11 @@ durations written the way Prometheus writes them."""
 
 from __future__ import annotations
 
+import re
 import reprlib
 from typing import Any
+
+_USERINFO_RE = re.compile(r"(?<=//)[^/?#@\s]*@")  # user:password@ after a URL's scheme
 
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple = 2, 4, 4, 4
@@ -50,3 +53,9 @@ def format_duration(seconds: float) -> str:
             parts.append(f"{ms // size}{unit}")
             ms %= size
     return "".join(parts)
+
+
+def without_credentials(text: str) -> str:
+    """``text`` (a URL, or a message holding URLs) with every ``user:password@`` cut out: what logs, errors and
+    pages show of a URL that may carry basic auth."""
+    return _USERINFO_RE.sub("", text)

@@ -14,7 +14,7 @@ from agent.config.fields import Fields
 from agent.discovery import relabel
 from agent.discovery.relabel import RelabelRule
 from agent.discovery.targetgroup import TargetGroup, parse_target_group
-from agent.formatting import excerpt
+from agent.formatting import excerpt, without_credentials
 from agent.sources.probe.client import BasicAuth, TlsConfig, parse_client
 
 DEFAULT_FILE_SD_REFRESH = 300.0  # Prometheus's defaults
@@ -58,16 +58,17 @@ class DiscoveryConfig:
 def http_url(value: Any) -> str:
     """An http:// or https:// URL with a host, as the probes' own URL parser (yarl) reads it."""
     text = values.nonempty_string(value)
+    shown = excerpt(without_credentials(text))  # errors reach logs and the status page: never the password
     if not text.startswith(("http://", "https://")):
-        raise ValueError(f"{excerpt(text)} is not an http:// or https:// URL")
+        raise ValueError(f"{shown} is not an http:// or https:// URL")
     from yarl import URL  # here: an agent without HTTP sources never loads it
 
     try:
         host = URL(text).host
     except ValueError as exc:
-        raise ValueError(f"{excerpt(text)} is not a URL: {exc}") from None
+        raise ValueError(f"{shown} is not a URL: {exc}") from None
     if not host:
-        raise ValueError(f"{excerpt(text)} has no host")
+        raise ValueError(f"{shown} has no host")
     return text
 
 

@@ -12,6 +12,7 @@ from agent.config.problems import ConfigError
 from agent.discovery.config import HttpSdConfig
 from agent.discovery.discoverer import Up, Update
 from agent.discovery.targetgroup import TargetGroup, parse_target_groups
+from agent.formatting import without_credentials
 from agent.sources.probe.client import credentials, make_ssl_context
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ class HttpDiscoverer:
 
     def __init__(self, config: HttpSdConfig):
         self.config = config
+        self.shown_url = without_credentials(config.url)  # the endpoint as logs and pages name it
 
     async def run(self, up: Up) -> None:
         import aiohttp
@@ -40,11 +42,12 @@ class HttpDiscoverer:
                         ssl_context = await asyncio.to_thread(make_ssl_context, sd.tls)
                     groups = await self._fetch(session, ssl_context)
                 except ConfigError as exc:
-                    up(Update(self.mechanism, sd.url, error="; ".join(map(str, exc.problems[:3]))[:500]))
+                    up(Update(self.mechanism, self.shown_url, error="; ".join(map(str, exc.problems[:3]))[:500]))
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-                    up(Update(self.mechanism, sd.url, error=f"{type(exc).__name__}: {exc}"[:500]))
+                    error = without_credentials(f"{type(exc).__name__}: {exc}")
+                    up(Update(self.mechanism, self.shown_url, error=error[:500]))
                 else:
-                    up(Update(self.mechanism, sd.url, groups))
+                    up(Update(self.mechanism, self.shown_url, groups))
                 await asyncio.sleep(sd.refresh_interval)
 
     async def _fetch(self, session: aiohttp.ClientSession, ssl_context: Any) -> list[TargetGroup]:
@@ -65,7 +68,7 @@ class HttpDiscoverer:
                     if size > MAX_RESPONSE:
                         raise ValueError(f"response longer than {MAX_RESPONSE} bytes")
                     chunks.append(chunk)
-        return await asyncio.to_thread(_parse_body, b"".join(chunks), sd.url)
+        return await asyncio.to_thread(_parse_body, b"".join(chunks), self.shown_url)
 
 
 def _parse_body(body: bytes, url: str) -> list[TargetGroup]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from agent.formatting import without_credentials
 from agent.kpi.model import ServiceSpec
 from agent.kpi.prometheus_api import PrometheusClient
 from agent.report.model import collect
@@ -157,8 +158,8 @@ async def serve(board: Scoreboard, listen: ListenAddress, web_config: LiveWebCon
         background.append(deliveries.run())
     server = Server(routes(board, [metrics_route(store)]), store.group("scoreboard"), web_config)
     await server.start([listen])
-    log.info("scoreboard listening", extra={"listen": str(listen), "prometheus": board.prometheus_url,
-                                            "kpis": sum(len(s.kpis) for s in board.specs)})
+    log.info("scoreboard listening", extra={"listen": str(listen), "kpis": sum(len(s.kpis) for s in board.specs),
+                                            "prometheus": without_credentials(board.prometheus_url)})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
