@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from agent.cli import flags
 from agent.cli.problems import report_problems
 from agent.kpi import grafana, output
 from agent.kpi.loading import load_specs
@@ -19,9 +20,9 @@ def dashboards() -> None:
 
 
 @dashboards.command("generate")
-@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to write to.")
-@click.option("--alert-datasource-uid", default="prometheus", show_default=True,
+@click.argument("specs", nargs=-1, required=True, type=flags.SPECS)
+@click.option("--out", "out_dir", required=True, type=flags.OUTPUT_DIRECTORY, help="Directory to write to.")
+@click.option("--alert-datasource-uid", default="prometheus", show_default=True, type=flags.GRAFANA_UID,
               help="uid of the Prometheus datasource the Grafana-managed alert rules query.")
 def generate(specs: tuple[str, ...], out_dir: str, alert_datasource_uid: str) -> None:
     """Write kpi-overview.json, kpi-agent-health.json, kpi-<service>.json for each spec, and

@@ -10,48 +10,24 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import aiohttp
 import click
 
+from agent.cli import flags
 from agent.cli.problems import report_problems
 from agent.config.problems import ConfigError
-from agent.config.values import duration
 from agent.formatting import format_duration
 from agent.kpi.loading import load_specs
 from agent.kpi.model import ServiceSpec
 from agent.kpi.prometheus_api import PrometheusClient
 from agent.report.model import Report, collect
-from agent.report.periods import PERIOD_HELP, PeriodChoice, choose_period, parse_period, zone
-from agent.runtime.logconfig import LEVELS, setup_logging
+from agent.report.periods import PERIOD_HELP, PeriodChoice, choose_period
+from agent.runtime.logconfig import setup_logging
+from agent.server.listener import ListenAddress
 
 DEFAULT_UI_LISTEN = ":9911"
-
-
-def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
-    try:
-        return duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _moment(ctx: click.Context, param: click.Parameter, value: str | None) -> float:
-    """RFC 3339 or Unix seconds, as Prometheus's API takes them; now when absent."""
-    if value is None:
-        return time.time()
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither RFC 3339 (2026-11-01T00:00:00Z) nor Unix seconds") from None
-    if moment.tzinfo is None:
-        raise click.BadParameter(f"{value!r} has no time zone: add Z for UTC or an offset like +02:00")
-    return moment.timestamp()
 
 
 def _specs(paths: tuple[str, ...]) -> list[ServiceSpec]:
@@ -61,32 +37,14 @@ def _specs(paths: tuple[str, ...]) -> list[ServiceSpec]:
     return loaded
 
 
-_SPECS = click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
-_PROMETHEUS = click.option("--prometheus.url", "prometheus_url", required=True,
-                           help="Prometheus (or another server of its HTTP API) holding the kpi:* series.")
-def _period(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """Checked here, so a mistake stops the command before anything runs; read in its zone later."""
-    if value is not None:
-        try:
-            parse_period(value, zone("UTC"))
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return value
-
-
-def _zone(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None:
-        try:
-            zone(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return value
-
-
-_TIME_ZONE = click.option("--time-zone", "time_zone", callback=_zone,
+_SPECS = click.argument("specs", nargs=-1, required=True, type=flags.SPECS)
+_PROMETHEUS = click.option("--prometheus.url", "prometheus_url", required=True, type=flags.PROMETHEUS_URL,
+                           help="Prometheus (or another server of its HTTP API) holding the kpi:* series: "
+                                "http(s)://host:port, with a path prefix and user:password if it needs them.")
+_TIME_ZONE = click.option("--time-zone", "time_zone", type=flags.TIME_ZONE,
                           help="IANA time zone of calendar periods and of the times shown. Default: the specs' "
                                "time_zone when they share one, else UTC.")
-_PERIOD = click.option("--period", callback=_period,
+_PERIOD = click.option("--period", type=flags.PERIOD,
                        help=f"What the report judges: {PERIOD_HELP}. Default: the calendar period the specs' KPIs "
                             "are judged over (their calendar field) when they share one (the last complete one; "
                             "for ui, the one to date), else 30d.")
@@ -110,10 +68,10 @@ async def _collect(specs: list[ServiceSpec], url: str, period: PeriodChoice, at:
 @_PERIOD
 @_TIME_ZONE
 @_HISTORY
-@click.option("--at", callback=_moment, help="When the report is made (the end of a rolling period; calendar "
+@click.option("--at", type=flags.MOMENT, help="When the report is made (the end of a rolling period; calendar "
                                              "periods are the ones running or last complete then): RFC 3339 or "
                                              "Unix seconds. Default: now.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@click.option("--out", required=True, type=flags.OUTPUT_FILE, help="File to write (in an existing directory).")
 @click.option("--format", "output_format", type=click.Choice(["html", "pdf", "csv", "history-csv", "json"]),
               help="html or pdf: the report; csv: the summary table; history-csv: each KPI's value in each period "
                    "of the compliance history; json: all of it. Default: from --out's extension (.pdf, .csv, "
@@ -121,7 +79,7 @@ async def _collect(specs: list[ServiceSpec], url: str, period: PeriodChoice, at:
 @click.option("--chromium", help="Chromium or Chrome for PDF output. Default: chromium, chromium-browser or "
                                  "google-chrome from PATH.")
 def report(specs: tuple[str, ...], prometheus_url: str, period: str | None, time_zone: str | None,
-           history: int | None, at: float, out: str, output_format: str | None, chromium: str | None) -> None:
+           history: int | None, at: float | None, out: str, output_format: str | None, chromium: str | None) -> None:
     """Write a self-contained KPI report (one file that opens with no network): every KPI of every spec
     with its value over the period against its target, its error budget and charts; or its tables as CSV or
     JSON.
@@ -140,7 +98,8 @@ def report(specs: tuple[str, ...], prometheus_url: str, period: str | None, time
         click.echo(f"kpi-agent report: {exc}", err=True)
         sys.exit(1)
     started = time.monotonic()
-    result = asyncio.run(_collect(loaded, prometheus_url, choice, at, _history_count(choice, history)))
+    moment = time.time() if at is None else at
+    result = asyncio.run(_collect(loaded, prometheus_url, choice, moment, _history_count(choice, history)))
     path = Path(out)
     try:
         write(result, path, kind, browser)
@@ -162,36 +121,29 @@ def report(specs: tuple[str, ...], prometheus_url: str, period: str | None, time
 @_PERIOD
 @_TIME_ZONE
 @_HISTORY
-@click.option("--refresh", default="1m", show_default=True, callback=_duration,
+@click.option("--refresh", default="1m", show_default=True, type=flags.DURATION,
               help="How often the pages reload themselves.")
 @click.option("--group-by", "group_by", type=click.Choice(["service", "owner"]), default="service", show_default=True,
               help="How the wallboard groups its tiles.")
-@click.option("--reports.file", "reports_file", type=click.Path(exists=True, dir_okay=False),
+@click.option("--reports.file", "reports_file", type=flags.EXISTING_FILE,
               help="Scheduled reports to deliver by e-mail and webhook (see the README).")
 @click.option("--chromium", help="Chromium or Chrome to print scheduled reports' PDFs. Default: from PATH.")
 @click.option("--web.listen-address", "listen", default=DEFAULT_UI_LISTEN, show_default=True,
-              help="Address to serve the wallboard on, host:port.")
-@click.option("--web.config.file", "web_config_file", type=click.Path(exists=True, dir_okay=False),
-              help="exporter-toolkit web config: TLS, basic auth, headers, rate limit (as for the agent).")
-@click.option("--log.level", "log_level", type=click.Choice(list(LEVELS)), default="info", show_default=True)
-@click.option("--log.format", "log_format", type=click.Choice(["logfmt", "json"]), default="logfmt",
-              show_default=True)
+              type=flags.LISTEN_ADDRESS, help="Address to serve the wallboard on, host:port.")
+@flags.web_config_file
+@flags.log_level
+@flags.log_format
 def ui(specs: tuple[str, ...], prometheus_url: str, period: str | None, time_zone: str | None, history: int | None,
-       refresh: float, group_by: str, reports_file: str | None, chromium: str | None, listen: str,
+       refresh: float, group_by: str, reports_file: str | None, chromium: str | None, listen: ListenAddress,
        web_config_file: str | None, log_level: str, log_format: str) -> None:
     """Serve a wallboard at / (a tile per KPI), the full report at /report and its exports (/summary.csv,
     /history.csv, /report.json), reloading themselves every --refresh; read from Prometheus when viewed, never
     more often than every half --refresh whatever the number of viewers. With --reports.file, deliver the
     scheduled reports it describes."""
     from agent.report.server import Scoreboard, serve
-    from agent.server.listener import ListenAddress
     from agent.server.webconfig import LiveWebConfig
 
     setup_logging(log_level, log_format)
-    try:
-        address = ListenAddress.parse(listen)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--web.listen-address") from None
     loaded = _specs(specs)
     reports, browser = None, ""
     if reports_file:
@@ -212,7 +164,7 @@ def ui(specs: tuple[str, ...], prometheus_url: str, period: str | None, time_zon
     board = Scoreboard(loaded, prometheus_url, choice, refresh, _history_count(choice, history), group_by)
     try:
         web_config = LiveWebConfig(web_config_file) if web_config_file else None
-        asyncio.run(serve(board, address, web_config, reports, browser))
+        asyncio.run(serve(board, listen, web_config, reports, browser))
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import click
 
+from agent.cli import flags
 from agent.cli.problems import report_problems
 from agent.config.files import SHARED, write_atomically
 from agent.config.problems import ConfigError, Problem
-from agent.config.values import duration
 from agent.kpi import importer, output
 from agent.kpi.checks import check_metric_names, promtool_problems
 from agent.kpi.loading import load_specs, spec_files
@@ -23,7 +23,6 @@ from agent.kpi.output import OutputFile
 from agent.kpi.promtest import GeneratedTest, write_tests
 from agent.kpi.promtool import PromtoolMissing, run_unit_tests
 from agent.kpi.render import render_operator, render_prometheus
-from agent.kpi.windows import check_evaluation_interval
 
 
 @click.group("rules")
@@ -32,29 +31,25 @@ def rules() -> None:
 
 
 @rules.command("check")
-@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--config.file", "config_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+@click.argument("specs", nargs=-1, required=True, type=flags.SPECS)
+@click.option("--config.file", "config_files", multiple=True, type=flags.EXISTING_FILE,
               help="Agent config: warn about metrics a KPI reads that it does not produce. Repeat it for "
                    "several agents (e.g. the HTTP shards' and the log DaemonSet's configs).")
-@click.option("--prometheus.url", "prometheus_url",
+@click.option("--prometheus.url", "prometheus_url", type=flags.PROMETHEUS_URL,
               help="Ask this Prometheus whether every selector and value expression matches series (pint-style).")
-@click.option("--prometheus.lookback", "lookback", default="1d", show_default=True,
+@click.option("--prometheus.lookback", "lookback", default="1d", show_default=True, type=flags.DURATION,
               help="How far back a series counts as existing for --prometheus.url.")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1), for CI.")
-def check(specs: tuple[str, ...], config_files: tuple[str, ...], prometheus_url: str | None, lookback: str,
+def check(specs: tuple[str, ...], config_files: tuple[str, ...], prometheus_url: str | None, lookback: float,
           strict: bool) -> None:
     """Validate specs: every problem as file:line: field: message; exit 1 on errors."""
-    try:
-        lookback_seconds = duration(lookback)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--prometheus.lookback") from None
     try:
         loaded, problems = load_specs(specs)
         problems += promtool_problems(loaded, problems)
         if config_files:
             problems += check_metric_names(loaded, config_files)
         if prometheus_url:
-            problems += _live_problems(loaded, prometheus_url, lookback_seconds)
+            problems += _live_problems(loaded, prometheus_url, lookback)
         failed = report_problems(problems, strict)
     except (PromtoolMissing, ConfigError) as exc:
         click.echo(str(exc), err=True)
@@ -76,23 +71,19 @@ def _live_problems(specs: list[ServiceSpec], url: str, lookback: float) -> list[
 
 
 @rules.command("generate")
-@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to write to.")
+@click.argument("specs", nargs=-1, required=True, type=flags.SPECS)
+@click.option("--out", "out_dir", required=True, type=flags.OUTPUT_DIRECTORY, help="Directory to write to.")
 @click.option("--format", "output_format", type=click.Choice(["prometheus", "prometheus-operator"]),
               default="prometheus", show_default=True)
-@click.option("--namespace", help="metadata.namespace of PrometheusRule objects (prometheus-operator format).")
-@click.option("--interval", type=str, default=None,
+@click.option("--namespace", type=flags.KUBERNETES_NAME,
+              help="metadata.namespace of PrometheusRule objects (prometheus-operator format).")
+@click.option("--interval", type=flags.EVALUATION_INTERVAL, default=None,
               help="Evaluation interval of both rule groups (default 30s for rates and alerts, 5m for the period).")
 def generate(specs: tuple[str, ...], out_dir: str, output_format: str, namespace: str | None,
              interval: str | None) -> None:
     """Write one rule file per spec: <service>.rules.yml, or a PrometheusRule <service>.prometheusrule.yml,
     after the checks of `rules check`. Files it generated earlier that no spec produces any more are removed;
     a file a person wrote is never overwritten or removed."""
-    if interval is not None:
-        try:
-            check_evaluation_interval(duration(interval))
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--interval") from None
     try:
         loaded, problems = load_specs(specs)
         problems += promtool_problems(loaded, problems)
@@ -121,8 +112,8 @@ def _write(out_dir: str, files: list[OutputFile], owned: str, specs: tuple[str, 
 
 
 @rules.command("test")
-@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+@click.argument("specs", nargs=-1, required=True, type=flags.SPECS)
+@click.option("--out", "out_dir", type=flags.OUTPUT_DIRECTORY,
               help="Keep the rules and generated promtool tests here (default: a temporary directory).")
 def test(specs: tuple[str, ...], out_dir: str | None) -> None:
     """Generate promtool unit tests for every KPI (burn just above and below each tier's factor, zero
@@ -171,17 +162,13 @@ def _run_tests(tests: list[GeneratedTest]) -> int:
 @click.option("--from", "source_format", type=click.Choice(["sloth", "openslo"]), required=True,
               help="sloth: prometheus/v1 specs and PrometheusServiceLevel objects; openslo: v1alpha and v1 SLOs.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to write to.")
-@click.option("--window", default="30d", show_default=True,
+@click.option("--out", "out_dir", required=True, type=flags.OUTPUT_DIRECTORY, help="Directory to write to.")
+@click.option("--window", default="30d", show_default=True, type=flags.DURATION,
               help="The SLO period where the source does not state one (Sloth's is a command-line flag).")
-def import_(source_format: str, files: tuple[str, ...], out_dir: str, window: str) -> None:
+def import_(source_format: str, files: tuple[str, ...], out_dir: str, window: float) -> None:
     """Translate Sloth or OpenSLO SLO specs into KPI specs, one <service>.yaml per service. What cannot be
     translated is reported as file:line: field: message (exit 1); everything else is still written."""
-    try:
-        seconds = duration(window)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--window") from None
-    translation = importer.import_files(source_format, spec_files(files), seconds)
+    translation = importer.import_files(source_format, spec_files(files), window)
     failed = report_problems(translation.problems)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,9 @@ import sys
 
 import click
 
+from agent.cli import flags
 from agent.config.agent import AgentConfig, ConfigError, example_config_text, load_config, load_example_config
-from agent.runtime.logconfig import LEVELS, setup_logging
+from agent.runtime.logconfig import setup_logging
 from agent.runtime.shard import Shard
 from agent.server.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress
 from agent.sources.kinds import KINDS
@@ -28,15 +29,11 @@ def _self_address(listen: ListenAddress) -> str:
     return str(listen)
 
 
-def _listen_addresses(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[ListenAddress]:
-    addresses = []
-    for value in values:
-        try:
-            address = ListenAddress.parse(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
+def _distinct(ctx: click.Context, param: click.Parameter, values: tuple[ListenAddress, ...]) -> list[ListenAddress]:
+    addresses: list[ListenAddress] = []
+    for address in values:
         if address in addresses:
-            raise click.BadParameter(f"{value!r} is given twice")
+            raise click.BadParameter(f"'{address}' is given twice")
         addresses.append(address)
     return addresses
 
@@ -50,20 +47,18 @@ def _print_warnings(report) -> None:
 @click.option("--config.file", "config_file", type=click.Path(dir_okay=False),
               help="Agent config (YAML). Without it the built-in example runs: the agent probes itself.")
 @click.option("--web.listen-address", "listen", multiple=True, default=[DEFAULT_LISTEN], show_default=True,
-              callback=_listen_addresses,
+              type=flags.LISTEN_ADDRESS, callback=_distinct,
               help="Address to serve /metrics on, host:port (':9910' means every interface, [::1]:9910 an IPv6 "
                    "one); repeat to serve on several.")
-@click.option("--web.config.file", "web_config_file", type=click.Path(exists=True, dir_okay=False),
-              help="exporter-toolkit web config: TLS, client certificates, basic auth, headers, rate limit.")
+@flags.web_config_file
 @click.option("--web.max-connections", "max_connections", type=click.IntRange(min=1),
               default=DEFAULT_MAX_CONNECTIONS, show_default=True,
               help="Most connections served at once (capped to leave file descriptors for probes).")
-@click.option("--web.read-header-timeout", "header_timeout", type=click.FloatRange(min=0.1),
+@click.option("--web.read-header-timeout", "header_timeout", type=flags.Seconds(0.1),
               default=DEFAULT_HEADER_TIMEOUT, show_default=True,
               help="Seconds a client has to send a request's head before its connection is closed.")
-@click.option("--log.level", "log_level", type=click.Choice(list(LEVELS)), default="info", show_default=True)
-@click.option("--log.format", "log_format", type=click.Choice(["logfmt", "json"]), default="logfmt",
-              show_default=True)
+@flags.log_level
+@flags.log_format
 @click.option("--shard.index", "shard_index", type=click.IntRange(min=0), default=0, show_default=True,
               help="This replica's shard, 0 to --shard.count - 1 (a StatefulSet pod's ordinal).")
 @click.option("--shard.count", "shard_count", type=click.IntRange(min=1), default=1, show_default=True,
