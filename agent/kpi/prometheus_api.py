@@ -8,6 +8,7 @@ reached at all, or it answered with an error.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,12 @@ from yarl import URL
 
 QUERY_TIMEOUT = 60.0  # seconds per request: a 30d range over many series can take a while
 CONCURRENCY = 4  # requests in flight at once; enough to overlap latency without crowding Prometheus
+# The most of one answer that is read (after decompression). A report's chart asks for about 240 points per
+# series (7 KB of JSON) and at most the 11,000 Prometheus allows (300 KB); the largest answer of the report
+# tests' monthly reviews is 16 KB. Parsed, a matrix answer takes about eight times its size in memory (131 MiB
+# for 16 MiB, measured), so one answer at the limit costs about 150 MiB, where an unbounded one cost 490 MB
+# for 200 MB and more without end.
+MAX_ANSWER_BYTES = 16 * 2**20
 
 
 class PrometheusError(Exception):
@@ -40,8 +47,9 @@ class PrometheusClient:
                 method = "POST" if form is not None else "GET"
                 async with self._session.request(method, URL(f"{self._base}{path}"), data=form,
                                                  timeout=self._timeout) as response:
+                    text = await _read_bounded(response, url)
                     try:
-                        body = await response.json(content_type=None)
+                        body = json.loads(text)
                     except ValueError:
                         raise PrometheusUnreachable(
                             f"{url} answered HTTP {response.status} with something that is not Prometheus's "
@@ -70,6 +78,24 @@ class PrometheusClient:
         data = await self._call("/api/v1/query_range", {"query": expr, "start": _time(start), "end": _time(end),
                                                         "step": f"{step:.3f}"})
         return data["result"]
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, url: str) -> bytes:
+    """The answer's body (decompressed), refused past MAX_ANSWER_BYTES before it is read whole or parsed."""
+    if response.content_length is not None and response.content_length > MAX_ANSWER_BYTES:
+        raise PrometheusError(_too_large(url))
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise PrometheusError(_too_large(url))
+    return bytes(body)
+
+
+def _too_large(url: str) -> str:
+    return (f"{url} answered with more than {MAX_ANSWER_BYTES // 2**20} MiB, the most kpi-agent reads of one "
+            "answer (reports need a few MiB at most); is --prometheus.url a Prometheus API, and does the query "
+            "select only the KPI's series?")
 
 
 def _time(seconds: float) -> str:
