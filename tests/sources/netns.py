@@ -84,17 +84,21 @@ class Namespace:
 
 @pytest.fixture
 def netns() -> Iterator:
-    """``netns(ping_group_range=None, icmp_loss=None, lo_only_host=False) -> Namespace``: a new namespace with its
-    loopback up; ``ping_group_range`` ("0 0": root's group may open ping sockets, "1 0": nobody may);
-    ``icmp_loss`` the percentage of ICMP packets dropped (requests and replies alike); ``lo_only_host``: 127.0.0.1
-    is the only loopback address (any other 127.x address has no route: an unreachable host, no packet sent)."""
+    """``netns(ping_group_range=None, icmp_loss=None, lo_only_host=False, hosts=None) -> Namespace``: a new
+    namespace with its loopback up; ``ping_group_range`` ("0 0": root's group may open ping sockets, "1 0": nobody
+    may); ``icmp_loss`` the percentage of ICMP packets dropped (requests and replies alike); ``lo_only_host``:
+    127.0.0.1 is the only loopback address (any other 127.x address has no route: an unreachable host, no packet
+    sent); ``hosts``: the /etc/hosts its processes read (names of the test's own)."""
     _require("root", os.geteuid() == 0)
     _require("ip (Debian's iproute2)", bool(shutil.which("ip")))
     made: list[Namespace] = []
 
     def make(ping_group_range: str | None = None, icmp_loss: int | None = None,
-             lo_only_host: bool = False) -> Namespace:
+             lo_only_host: bool = False, hosts: str | None = None) -> Namespace:
         name = f"kpi-test-{os.getpid()}-{len(made)}"
+        if hosts is not None:  # `ip netns exec` mounts /etc/netns/NAME/hosts over /etc/hosts for what it runs
+            Path(f"/etc/netns/{name}").mkdir(parents=True, exist_ok=True)
+            Path(f"/etc/netns/{name}/hosts").write_text(hosts)
         subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
         namespace = Namespace(name)
         made.append(namespace)
@@ -120,3 +124,4 @@ def netns() -> Iterator:
     for namespace in made:
         stop_processes(namespace.processes)
         subprocess.run(["ip", "netns", "delete", namespace.name], capture_output=True)
+        shutil.rmtree(f"/etc/netns/{namespace.name}", ignore_errors=True)

@@ -50,3 +50,10 @@ def blackbox_module(name: str, prober: str, module: dict[str, Any], timeout: str
     """A ``modules:`` entry for blackbox_exporter with the same settings (our extra keys left out)."""
     settings = {key: value for key, value in module.items() if key not in OURS_ONLY_KEYS}
     return yaml.safe_dump({name: {"prober": prober, "timeout": timeout, prober: settings}}, sort_keys=False)
+
+
+def one_target(page: Exposition, target: str) -> Exposition:
+    """The series of one target of a page (``target="..."``), as blackbox's page of that probe would hold them."""
+    label = f'target="{target}"'
+    return Exposition("\n".join(line for line in page.text.splitlines()
+                                 if line.startswith("#") or label in line).encode() + b"\n")

@@ -12,10 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import free_port, wait_until
+from tests.helpers import Exposition, free_port, wait_until
 from tests.sources.blackbox import blackbox, compare  # noqa: F401 - the fixture
 from tests.sources.dns_servers import make_certificate
-from tests.sources.probers import Probed, blackbox_module
+from tests.sources.netns import netns  # noqa: F401 - the fixture
+from tests.sources.probers import Probed, blackbox_module, one_target
+from tests.tools import require_tool
 
 OURS_ONLY = ("probes_total", "probe_last_result", "probe_latency_seconds_bucket", "probe_latency_seconds_sum",
              "probe_latency_seconds_count")
@@ -27,10 +29,10 @@ VALUES = ("probe_success", "probe_grpc_status_code", "probe_grpc_healthcheck_res
 
 
 class HealthServer:
-    def __init__(self, process: subprocess.Popen, port: int):
+    def __init__(self, process: subprocess.Popen, host: str, port: int):
         self.process = process
         self.port = port
-        self.target = f"127.0.0.1:{port}"
+        self.target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def set(self, service: str, status: str) -> None:
         self.process.stdin.write(f"{service or '-'} {status}\n")
@@ -40,19 +42,21 @@ class HealthServer:
 
 @pytest.fixture
 def grpc_server() -> Iterator:
-    """``grpc_server(cert=None, key=None, env=None) -> HealthServer``: a real gRPC server on 127.0.0.1."""
+    """``grpc_server(cert=None, key=None, env=None, host="127.0.0.1", prefix=()) -> HealthServer``: a real gRPC
+    server on ``host`` (``::1``: IPv6 only), run behind ``prefix`` (a namespace's ``ip netns exec``)."""
     started: list[subprocess.Popen] = []
 
-    def start(cert=None, key=None, env=None) -> HealthServer:  # noqa: ANN001
+    def start(cert=None, key=None, env=None, host="127.0.0.1", prefix=()) -> HealthServer:  # noqa: ANN001
         pytest.importorskip("grpc_health", reason="grpcio-health-checking (a test dependency)")
         port = free_port()
-        argv = [sys.executable, "-m", "tests.sources.grpc_server", f"127.0.0.1:{port}",
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        argv = [*prefix, sys.executable, "-m", "tests.sources.grpc_server", address,
                 *([str(cert), str(key)] if cert else [])]
         process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                    env={**os.environ, **(env or {})})
         started.append(process)
         assert process.stdout.readline().strip() == "ready"
-        return HealthServer(process, port)
+        return HealthServer(process, host, port)
 
     yield start
     for process in started:
@@ -86,6 +90,72 @@ async def test_serving_then_not_serving_as_blackbox_sees_it(grpc_server, blackbo
     assert unknown.reason == "the health check failed with status NOT_FOUND"
     compare(unknown.page(), exporter.probe("grpc_nope", server.target), ours_only=OURS_ONLY, values=VALUES, **PLAIN)
     assert unknown.page().value("probe_grpc_status_code") == 5
+
+
+async def test_an_ipv6_server_address(grpc_server, blackbox, context):  # noqa: F811
+    server = grpc_server(host="::1")  # listening on IPv6 only
+    exporter = blackbox(blackbox_module("grpc6", "grpc", {}))
+    ours = Probed(context, "grpc", server.target, {})
+    assert await ours.probe() == "success", ours.reason
+    page = ours.page()
+    assert page.value("probe_ip_protocol") == 6
+    assert page.value("probe_grpc_healthcheck_response", serving_status="SERVING") == 1
+    theirs = exporter.probe("grpc6", server.target)
+    # blackbox_exporter (0.23 here, and still 0.28) dials "::1:PORT", which Go refuses ("too many colons in
+    # address"): its grpc prober cannot probe an IPv6 address literal (blackbox_exporter #1171). The series and
+    # the resolution agree; the verdict is ours.
+    assert theirs.value("probe_success") == 0 and theirs.value("probe_grpc_status_code") == 14
+    assert "too many colons" in exporter.debug("grpc6", server.target)
+    compare(page, theirs, ours_only=OURS_ONLY, values=["probe_ip_protocol", "probe_ip_addr_hash"], **PLAIN)
+
+
+@pytest.mark.slow
+def test_preferred_ip_protocol_chooses_the_address_blackbox_only_reports(netns, grpc_server, tmp_path):  # noqa: F811
+    """A name with an IPv4 and an IPv6 address (the namespace's /etc/hosts) and a server on IPv6 alone. With the
+    default preference (ip6) we and blackbox_exporter connect over IPv6 and agree on every series. With
+    ``preferred_ip_protocol: ip4`` and no fallback, we connect to the IPv4 address and fail (its IPv4 path is
+    down, which is what such a module asks); blackbox reports IPv4 but lets its gRPC client dial the name, which
+    reaches the IPv6 address: a success that hides the broken IPv4 path."""
+    namespace = netns(hosts="127.0.0.1 localhost\n127.0.0.1 grpc.test\n::1 grpc.test\n")
+    server = grpc_server(host="::1", prefix=namespace.prefix())
+    target = f"grpc.test:{server.port}"
+    ip4_only = {"preferred_ip_protocol": "ip4", "ip_protocol_fallback": False}
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"grpc:\n  - {{name: v6, target: '{target}'}}\n"
+                      f"  - {{name: v4, target: '{target}', preferred_ip_protocol: ip4,\n"
+                      "     ip_protocol_fallback: false}\n")
+    base = namespace.start_agent(config)
+    page = wait_until(lambda: (p := namespace.scrape(base)).total("probes_total") >= 2 and p, timeout=20,
+                      what="both sources probed")
+
+    exporter_config = tmp_path / "blackbox.yml"
+    exporter_config.write_text("modules:\n" + "".join(f"  {line}\n" for line in (
+        blackbox_module("g6", "grpc", {}) + blackbox_module("g4", "grpc", ip4_only)).splitlines()))
+    port = free_port()
+    namespace.processes.append(subprocess.Popen(
+        [*namespace.prefix(), require_tool("prometheus-blackbox-exporter"), f"--config.file={exporter_config}",
+         f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    exporter = f"http://127.0.0.1:{port}"
+    wait_until(lambda: namespace.fetch(exporter + "/-/healthy")[0] == 200, what="blackbox_exporter up")
+
+    def theirs(module: str) -> Exposition:
+        status, body = namespace.fetch(f"{exporter}/probe?module={module}&target={target}")
+        assert status == 200
+        return Exposition(body.encode(), ours=False)
+
+    v6 = one_target(page, "v6")
+    assert v6.value("probe_success") == 1 and v6.value("probe_ip_protocol") == 6
+    compare(v6, theirs("g6"), ours_only=OURS_ONLY, values=[*VALUES, "probe_ip_protocol", "probe_ip_addr_hash"],
+            **PLAIN)
+
+    v4 = one_target(page, "v4")
+    assert v4.value("probe_success") == 0 and v4.value("probe_ip_protocol") == 4
+    assert v4.value("probes_total", result="connection_refused") >= 1
+    assert v4.value("probe_grpc_status_code") == 14  # UNAVAILABLE
+    g4 = theirs("g4")
+    assert g4.value("probe_ip_protocol") == 4 and g4.value("probe_success") == 1  # reported IPv4, went over IPv6
+    rows = {row["name"]: row for row in namespace.sources(base)}
+    assert "refused" in rows["v4"]["last_error_text"].lower()
 
 
 async def test_tls_with_a_certificate_the_test_made(grpc_server, blackbox, context, tmp_path):  # noqa: F811
