@@ -92,6 +92,17 @@ def test_every_kind_is_covered():
     assert set(SOURCES) == set(KINDS) == set(DATA)
 
 
+def test_what_the_kinds_table_knows_without_loading_a_kind_holds_for_every_kind():
+    """The table answers the config's questions about kinds it has no source of without importing them: their
+    identity labels (reserved for global labels) and the prefixes of their builtin families (a family a source
+    declares itself can clash with one only if it has such a prefix)."""
+    from agent.sources.kinds import BUILTIN_PREFIXES, IDENTITY_LABELS
+
+    for kind in KINDS.values():
+        assert kind.identity in IDENTITY_LABELS, kind.name
+        assert all(spec.name.startswith(BUILTIN_PREFIXES) for spec in kind.builtin), kind.name
+
+
 @pytest.fixture
 async def target():
     async def orders(request: web.Request) -> web.Response:

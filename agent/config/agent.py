@@ -21,13 +21,13 @@ from agent.series.family import SchemaError
 from agent.series.selfmetrics import AGENT_FAMILIES, PROCESS_FAMILIES
 from agent.series.store import Group, Store
 from agent.sources.base import IDENTITY_LABEL, STATS_FAMILIES, SourceDefaults
-from agent.sources.kinds import KINDS
+from agent.sources.kinds import BUILTIN_PREFIXES, IDENTITY_LABELS, KINDS
 
 EXAMPLE_CONFIG = "example.yaml"
 PUSH_KEYS = ("remote_write", "remote_write_buffer", "external_labels")
 # Global labels may not take a name that tells sources apart, nor a label the exposition format gives a meaning
 # (histogram buckets, summary quantiles).
-RESERVED_GLOBAL_LABELS = frozenset({"le", "quantile", IDENTITY_LABEL, *(kind.identity for kind in KINDS.values())})
+RESERVED_GLOBAL_LABELS = frozenset({"le", "quantile", IDENTITY_LABEL, *IDENTITY_LABELS})
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,10 @@ def parse_config(data: Any, file: str) -> tuple[AgentConfig, Report]:
     top = Fields(data if data is not None else LocatedMap(), "", report, 1)
     global_ = parse_global(top.section("global"))
     parsed: list[_Parsed] = []
-    for kind in KINDS.values():
+    for name in KINDS:
+        if not top.has(name):
+            continue  # the kinds the config has no section of are never loaded
+        kind = KINDS[name]
         for item, path, line in top.items(kind.name):
             fields = Fields(item, path, report, line)
             if not fields.ok:  # already reported: expected a mapping
@@ -137,11 +140,9 @@ def _check_series(parsed: list[_Parsed], global_: GlobalConfig, report: Report) 
     for spec in AGENT_FAMILIES:
         agent.register(spec)
     store.swap(add=[agent])
-    builtin: dict[str, list[str]] = {}  # family name -> the kinds whose every source exports it
-    for kind in KINDS.values():
-        for spec in kind.builtin:
-            builtin.setdefault(spec.name, []).append(kind.name)
-    own_builtin = {kind.name: frozenset(kind.builtin) for kind in KINDS.values()}
+    # family name -> the kinds whose every source exports it: loads every kind, so it is filled only for a family a
+    # source declares itself whose name has a builtin prefix
+    builtin: dict[str, list[str]] = {}
     # A source declaring exactly what a checked one declared (kind, families, constant label names) can clash
     # only where that one would, except through its identity labels, which its unique name makes unique: ten
     # thousand targets with the same settings are checked once, not ten thousand times.
@@ -160,9 +161,13 @@ def _check_series(parsed: list[_Parsed], global_: GlobalConfig, report: Report) 
         store.swap(add=[data, stats])
         for spec in self_families:
             stats.register(spec)
+        own_builtin = frozenset(kind.builtin)
         for declared in declarations:
-            owner = builtin.get(declared.spec.name)
-            if owner is not None and declared.spec not in own_builtin[kind.name]:
+            owner = None
+            if declared.spec not in own_builtin and declared.spec.name.startswith(BUILTIN_PREFIXES):
+                builtin = builtin or _builtin_owners()
+                owner = builtin.get(declared.spec.name)
+            if owner is not None:
                 report.error(declared.line, declared.field, f"{declared.spec.name} is a name every "
                                                             f"{', '.join(owner)} source exports")
                 continue
@@ -172,6 +177,15 @@ def _check_series(parsed: list[_Parsed], global_: GlobalConfig, report: Report) 
                 report.error(declared.line, declared.field, str(exc))
         if len(report.problems) == problems:  # a shape with problems is checked again: each source gets its lines
             checked.add(shape)
+
+
+def _builtin_owners() -> dict[str, list[str]]:
+    """Family name -> the kinds whose every source exports it."""
+    owners: dict[str, list[str]] = {}
+    for kind in KINDS.values():
+        for spec in kind.builtin:
+            owners.setdefault(spec.name, []).append(kind.name)
+    return owners
 
 
 def load_config(path: str | Path) -> tuple[AgentConfig, Report]:
