@@ -20,7 +20,10 @@ def test_global_defaults_and_values():
     assert config.global_.interval == 60
     assert config.global_.timeout == 0.5
     assert config.global_.labels == {"site": "eu-1"}
-    assert config.sources == () and report.problems == []
+    assert config.sources == ()
+    assert [str(p) for p in report.problems] == ["a.yaml: warning: no source is configured: the agent collects "
+                                                 "nothing and serves only its own metrics (see `kpi-agent "
+                                                 "example-config` for a start)"]
 
 
 def test_every_error_names_file_line_and_field():

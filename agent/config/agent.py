@@ -112,6 +112,10 @@ def parse_config(data: Any, file: str) -> tuple[AgentConfig, Report]:
     top.finish()
     _check_series(_unique_names(parsed, report), global_, report)
     report.raise_if_errors()
+    if not parsed and not push[0]:  # an empty file is valid YAML and a valid config: say what it does
+        what = "the file is empty" if data is None else "no source is configured"
+        report.warn(None, "", f"{what}: the agent collects nothing and serves only its own metrics (see `kpi-agent "
+                              "example-config` for a start)")
     config = AgentConfig(file, global_, tuple((p.kind, p.config) for p in parsed), positions_file, *push)
     return config, report
 

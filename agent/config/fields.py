@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, overload
 
@@ -98,4 +99,10 @@ class Fields:
     def finish(self) -> None:
         for key in self.node:
             if key not in self._seen:
-                self.report.error(self.line_of(key), self.field(str(key)), "unknown field")
+                self.report.error(self.line_of(key), self.field(str(key)), "unknown field" + self._suggestion(key))
+
+    def _suggestion(self, key: Any) -> str:
+        """"; did you mean 'x'?" when a key this mapping knows (one its reader asked for) is close to ``key``."""
+        known = sorted(str(k) for k in self._seen if k not in self.node)
+        close = difflib.get_close_matches(str(key), known, n=1)
+        return f"; did you mean {close[0]!r}?" if close else ""

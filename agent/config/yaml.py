@@ -191,6 +191,8 @@ def _parsed(text: str, file: str, parse: Callable[[_Loader], T]) -> T:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = _LIBYAML_PROBLEMS.get(exc.problem or "", exc.problem or str(exc))
+        if mark is not None and _indented_with_a_tab(text, mark.line):  # YAML's own words for it are cryptic
+            problem = "this line is indented with a tab; YAML indents with spaces only"
         raise ConfigError([Problem(file, line, "", f"invalid YAML: {cut(problem)}")]) from None
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow: it has a position, not a line
         line = text.count("\n", 0, exc.position) + 1
@@ -205,6 +207,14 @@ def _parsed(text: str, file: str, parse: Callable[[_Loader], T]) -> T:
     finally:
         if loader is not None:
             loader.dispose()
+
+
+def _indented_with_a_tab(text: str, index: int) -> bool:
+    lines = text.split("\n")
+    if index >= len(lines):
+        return False
+    line = lines[index]
+    return "\t" in line[:len(line) - len(line.lstrip(" \t"))]
 
 
 # libyaml refuses these itself, before the composer's bounds see them: the same bound, the same words.

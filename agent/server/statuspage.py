@@ -44,6 +44,17 @@ def _result(result: str | None) -> str:
     return f'<span class="{css}">{html.escape(result)}</span>'
 
 
+def _reads_no_file(source: dict[str, Any]) -> bool:
+    """A log source none of whose paths matches a file: most often a typo in a path, so counted as failing."""
+    return source.get("files") == []
+
+
+def _source_result(source: dict[str, Any]) -> str:
+    if _reads_no_file(source) and source["last_result"] in (None, "success"):
+        return '<span class="bad">no file</span>'
+    return _result(source["last_result"])
+
+
 def _size(value: int | None) -> str:
     return "?" if value is None else f"{value:,}"
 
@@ -135,7 +146,7 @@ def render(agent: dict[str, Any], sources: list[dict[str, Any]], now: float | No
     """``agent``: version, uptime_seconds, config_file, ready, reload_error, page_warning; ``sources``: the
     runtime's rows; ``remote_write``: the endpoints' rows."""
     now = time.time() if now is None else now
-    failing = sum(1 for s in sources if s["last_result"] not in (None, "success"))
+    failing = sum(1 for s in sources if s["last_result"] not in (None, "success") or _reads_no_file(s))
     banner = ""
     if agent.get("reload_error"):
         banner = ('<div class="banner"><b>The last reload failed; the previous config keeps running.</b>\n'
@@ -147,7 +158,7 @@ def render(agent: dict[str, Any], sources: list[dict[str, Any]], now: float | No
         what = _what(source)
         rows.append(
             f'<tr data-source="{html.escape(source["name"])}"><td><b>{html.escape(source["name"])}</b>'
-            f'<div>{what}</div></td><td>{html.escape(source["kind"])}</td><td>{_result(source["last_result"])}</td>'
+            f'<div>{what}</div></td><td>{html.escape(source["kind"])}</td><td>{_source_result(source)}</td>'
             f'<td>{_ago(source["last_success"], now)}</td><td>{_ago(source["last_error"], now)}</td>'
             f'<td class="error">{html.escape(source["last_error_text"] or "")}</td>'
             f'<td class=num>{source["series"]:,}</td><td class=num>{source["collections"]:,.0f}</td></tr>'

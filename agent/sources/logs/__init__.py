@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from agent.config.fields import Fields
+from agent.config.problems import Problem
+from agent.runtime.shard import UNSHARDED, Shard
 from agent.series.family import FamilySpec
 from agent.series.store import Group
 from agent.sources.base import DeclaredFamily, SourceContext, SourceDefaults, SourceKind, SourceStats
@@ -13,7 +15,7 @@ from agent.sources.logs.config import (
     declared_families,
     parse_log_source,
 )
-from agent.sources.logs.source import LogSource
+from agent.sources.logs.source import LogSource, matches_a_file
 
 
 class LogKind(SourceKind[LogSourceConfig]):
@@ -28,6 +30,15 @@ class LogKind(SourceKind[LogSourceConfig]):
 
     def self_families(self, config: LogSourceConfig) -> list[FamilySpec]:
         return list(SELF_FAMILIES)
+
+    def check(self, config: LogSourceConfig, file: str, shard: Shard = UNSHARDED) -> tuple[list[Problem], int | None]:
+        """A path that matches no file now is valid (the file may come later) but is most often a typo: said."""
+        line, name_field = config.where
+        field = name_field.rsplit(".", 1)[0] + ".paths"
+        problems = [Problem(file, line, field, f"{pattern!r} matches no file now; the agent reads it once one "
+                                               "exists", warning=True)
+                    for pattern in config.paths if not matches_a_file(pattern)]
+        return problems, None
 
     def build(self, config: LogSourceConfig, group: Group, stats: SourceStats,
               context: SourceContext) -> LogSource:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import logging
+import os
 import re
 import time
 from typing import Any
@@ -65,6 +66,11 @@ def _may_hold_a_line_over(data: bytes, limit: int) -> bool:
     return any(data.find(b"\n", start, start + step) < 0 for start in range(0, len(data) - step + 1, step))
 
 
+def matches_a_file(pattern: str) -> bool:
+    """Whether a log path (a glob, or a plain path) matches anything now."""
+    return bool(glob.glob(pattern)) if glob.has_magic(pattern) else os.path.lexists(pattern)
+
+
 class LogSource(Source[LogSourceConfig]):
     kind = "logs"
 
@@ -85,6 +91,7 @@ class LogSource(Source[LogSourceConfig]):
         self._file_labels: dict[str, tuple[str, ...]] = {}  # label values of each followed path
         self._first_discovery = True  # start_at applies to files found when the source first starts
         self._refused: set[str] = set()  # paths already warned about, so a bad glob match logs once
+        self._never_matched = set(config.paths)  # patterns no file has matched yet: warned about once, at start
         self._retry_at: dict[str, float] = {}  # files that failed to read, and when to try them again
 
     async def run(self) -> None:
@@ -147,7 +154,14 @@ class LogSource(Source[LogSourceConfig]):
     def _discover(self) -> None:
         """Start following paths the globs match now; at the very start, honour start_at and saved offsets."""
         for pattern in self.config.paths:
-            for path in sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]:
+            paths = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+            if pattern in self._never_matched:
+                if paths if glob.has_magic(pattern) else os.path.lexists(pattern):
+                    self._never_matched.discard(pattern)
+                elif self._first_discovery:
+                    log.warning("no file matches the path; reading it once one does", extra={"source": self.name,
+                                                                                              "path": pattern})
+            for path in paths:
                 if path in self.tails or path in self._refused or self._retry_at.get(path, 0) > time.monotonic():
                     continue
                 saved = self.positions.get(self.name, path)
