@@ -185,3 +185,32 @@ def test_the_receiver_prints_each_alert_firing_and_resolved(tmp_path):
         "page RESOLVED KPIErrorBudgetBurn shop/checkout_availability: checkouts fail",
         "  runbook: https://runbooks.example.com/shop/checkout",
     ], output.lines
+
+
+def test_the_shipped_page_holds_about_30_minutes_after_healing(tmp_path):
+    """What the README says after the block, on the rules deploy/ ships, under promtool: checkouts failing at
+    25% for an hour page; once they heal, the page's 6h/30m tier holds it until the failures have left the
+    30-minute window (firing 28 minutes after, gone 32 minutes after)."""
+    firing = ("          - labels: 'ALERTS{alertname=\"KPIErrorBudgetBurn\",alertstate=\"firing\","
+              "kpi=\"checkout_availability\",kpi_service=\"shop\",kpi_severity=\"page\",severity=\"critical\","
+              "team=\"payments\"}'\n            value: 1\n")
+    checks = "".join(
+        f"      - expr: ALERTS{{kpi_severity=\"page\"}}\n        eval_time: {minutes}m\n        exp_samples:"
+        + ("\n" + firing if paging else " []\n")
+        for minutes, paging in ((61, True), (88, True), (92, False)))
+    test = tmp_path / "page.test.yml"
+    shutil.copy(ROOT / "deploy" / "prometheus" / "rules" / "shop.rules.yml", tmp_path)
+    test.write_text(f"""rule_files: [shop.rules.yml]
+evaluation_interval: 30s
+tests:
+  - interval: 30s
+    input_series:  # 200 checkouts a minute; a quarter fail for an hour, then none
+      - series: 'http_requests_total{{job="kpi-agent",path="/api/checkout",status="200"}}'
+        values: '0+75x120 9000+100x200'
+      - series: 'http_requests_total{{job="kpi-agent",path="/api/checkout",status="500"}}'
+        values: '0+25x120 3000+0x200'
+    promql_expr_test:  # the page only: the ticket of the same KPI stays for hours
+{checks}""")
+    result = subprocess.run([require_tool("promtool"), "test", "rules", str(test)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
