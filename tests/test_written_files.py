@@ -117,3 +117,35 @@ def test_rules_generate_replaces_a_planted_symlink_and_leaves_its_target_alone(t
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~umask
+
+
+def test_the_remote_write_buffer_follows_no_link_planted_in_its_directory(tmp_path):
+    """The buffer's directory (remote_write_buffer) with links planted at the names the buffer writes and reads:
+    the writability probe and the cursor (then replaced), and, in a second directory, the segments (then the
+    buffer says it cannot use the disk and keeps the records in memory). No target is written, truncated, or
+    read into a record that would be sent."""
+    from agent.push.buffer import Buffer, Record
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"root's precious file\n")
+    records = [Record(bytes([n]) * 100, 10, 1000 * n) for n in range(1, 4)]
+    for planted in ((".writable", "cursor", f".cursor.{os.getpid()}.tmp", "cursor.tmp"),
+                    tuple(f"{number:020d}.seg" for number in range(3))):
+        directory = tmp_path / planted[0].strip(".")
+        directory.mkdir()
+        for name in planted:
+            (directory / name).symlink_to(victim)
+        buffer = Buffer(directory, 10 << 20, 1000)
+        buffer.open()
+        for record in records:
+            buffer.append(record)
+        sent = buffer.read(100)
+        buffer.ack(sent)
+        buffer.close()
+        assert victim.read_bytes() == b"root's precious file\n"
+        assert [record for _, record in sent] == records  # ours, and only ours
+        if "cursor" in planted:
+            cursor = directory / "cursor"
+            assert not cursor.is_symlink() and stat.S_IMODE(cursor.stat().st_mode) == 0o600
+        else:
+            assert "Too many levels of symbolic links" in (buffer.disk_problem or ""), buffer.disk_problem

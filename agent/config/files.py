@@ -44,7 +44,7 @@ SHARED = 0o666  # files other programs read (rules for Prometheus, dashboards fo
 _ATTEMPTS = 16  # names tried for a temporary file before giving up (someone keeps planting files there)
 
 
-def write_atomically(path: str | Path, data: bytes, mode: int = PRIVATE) -> None:
+def write_atomically(path: str | Path, data: bytes, mode: int = PRIVATE, sync: bool = True) -> None:
     """Replace ``path`` by a file holding ``data``: a reader sees the old file or the new one, never part of one,
     and whoever can write the directory cannot make the agent (often root) write anywhere else.
 
@@ -52,7 +52,8 @@ def write_atomically(path: str | Path, data: bytes, mode: int = PRIVATE) -> None
     (O_CREAT | O_EXCL | O_NOFOLLOW), so a symlink or file planted at its name is never opened: another name is
     tried. It gets ``mode`` (the owner only by default; the umask can only narrow it), is written and fsynced,
     then renamed over ``path`` (a rename replaces a link at ``path`` itself, never its target), and the directory
-    is fsynced so that the rename survives a crash. Raises OSError; the temporary file is removed on failure."""
+    is fsynced so that the rename survives a crash (without ``sync``, for a file that is cheap to lose, nothing
+    is fsynced). Raises OSError; the temporary file is removed on failure."""
     path = Path(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     for attempt in range(_ATTEMPTS):
@@ -68,8 +69,9 @@ def write_atomically(path: str | Path, data: bytes, mode: int = PRIVATE) -> None
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         try:
@@ -77,8 +79,15 @@ def write_atomically(path: str | Path, data: bytes, mode: int = PRIVATE) -> None
         except OSError:
             pass
         raise
+    if not sync:
+        return
     directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def open_no_follow(path: str, flags: int) -> int:
+    """An ``opener`` for open(): a symlink at ``path`` is refused (ELOOP), never followed."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)

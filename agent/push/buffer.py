@@ -32,6 +32,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.config.files import open_no_follow, write_atomically
+
 _HEADER = struct.Struct("<IIIq")  # payload length, CRC-32 of the rest of the header and the payload, samples, ms
 _SUFFIX = ".seg"
 _CURSOR = "cursor"
@@ -140,7 +142,8 @@ class Buffer:
             self._drop_empty_acked()
             self._recount()
             probe = self.directory / ".writable"
-            probe.write_bytes(b"")
+            probe.unlink(missing_ok=True)  # a leftover, or a link planted there: removed, never followed
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
             probe.unlink()
             self._opened = True
         except OSError as exc:
@@ -150,7 +153,7 @@ class Buffer:
     def _scan(self, number: int) -> _Segment:
         """A segment's whole records; a torn or corrupt tail is cut off (counted)."""
         segment = _Segment(number, self._path(number))
-        with open(segment.path, "rb") as file:
+        with open(segment.path, "rb", opener=open_no_follow) as file:
             data = file.read()
         offset = 0
         while offset + _HEADER.size <= len(data):
@@ -165,7 +168,7 @@ class Buffer:
             offset = end
         if offset < len(data):
             self.losses.corrupted += 1
-            with open(segment.path, "r+b") as file:
+            with open(segment.path, "r+b", opener=open_no_follow) as file:
                 file.truncate(offset)
         segment.size = offset
         return segment
@@ -174,7 +177,8 @@ class Buffer:
         assert self.directory is not None
         first = (self._segments[0].number, 0) if self._segments else (0, 0)
         try:
-            data = (self.directory / _CURSOR).read_bytes()
+            with open(self.directory / _CURSOR, "rb", opener=open_no_follow) as file:
+                data = file.read()
             number, offset = _CURSOR_FORMAT.unpack(data)
         except (OSError, struct.error):
             return first  # no cursor (first run) or a broken one: everything left is sent again
@@ -198,7 +202,7 @@ class Buffer:
 
     def _samples_after(self, segment: _Segment, offset: int) -> int:
         samples = 0
-        with contextlib.suppress(OSError), open(segment.path, "rb") as file:
+        with contextlib.suppress(OSError), open(segment.path, "rb", opener=open_no_follow) as file:
             file.seek(offset)
             while offset < segment.size:
                 header = file.read(_HEADER.size)
@@ -263,7 +267,8 @@ class Buffer:
             self._write_file = None
         number = self._segments[-1].number + 1 if self._segments else self._acked[0] + 1
         segment = _Segment(number, self._path(number))
-        self._write_file = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._write_file = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW,
+                                   0o600)  # a link planted at the next segment's name is refused, never followed
         os.ftruncate(self._write_file, 0)
         self._segments.append(segment)
         return segment
@@ -371,7 +376,7 @@ class Buffer:
             return Position(segment.number, offset + record.size), record
 
     def _record_at(self, segment: _Segment, offset: int) -> Record | None:
-        with open(segment.path, "rb") as file:
+        with open(segment.path, "rb", opener=open_no_follow) as file:
             file.seek(offset)
             header = file.read(_HEADER.size)
             if len(header) < _HEADER.size:
@@ -403,10 +408,8 @@ class Buffer:
 
     def _save_cursor(self) -> None:
         assert self.directory is not None
-        temporary = self.directory / (_CURSOR + ".tmp")
-        try:
-            temporary.write_bytes(_CURSOR_FORMAT.pack(*self._acked))
-            os.replace(temporary, self.directory / _CURSOR)
+        try:  # cheap to lose (the records after it are sent again), so not fsynced
+            write_atomically(self.directory / _CURSOR, _CURSOR_FORMAT.pack(*self._acked), sync=False)
         except OSError as exc:  # a full disk: the records are sent; a restart sends them again
             self.losses.disk_errors += 1
             self.disk_problem = self.disk_problem or f"cannot save the cursor: {exc.strerror or exc}"
