@@ -165,8 +165,8 @@ def _numerator_absent_alert(spec: ServiceSpec, kpi: Kpi) -> Rule:
 def _selectors(kpi: Kpi) -> list[tuple[Selector, bool]]:
     """(selector, whether it counts failed events) for every selector the KPI reads."""
     failures = kpi.bad if kpi.bad is not None else None if kpi.higher_is_better else kpi.numerator
-    found = [(source.selector, source is failures) for source in (kpi.bad, kpi.numerator, kpi.denominator)
-             if source is not None and source.selector is not None]
+    found = [(events.selector, events is failures) for events in (kpi.bad, kpi.numerator, kpi.denominator)
+             if events is not None and events.selector is not None]
     return found + ([(kpi.gauge, False)] if kpi.gauge is not None else [])
 
 

@@ -16,7 +16,7 @@ from agent.config.values import duration
 from agent.kpi import conventions as names
 from agent.kpi.alerts import alert_rules, selector_alert
 from agent.kpi.conventions import DENOMINATOR, NUMERATOR, identity_selector, rule_labels, side_rate, window_name
-from agent.kpi.model import Kpi, ServiceSpec, Source
+from agent.kpi.model import Events, Kpi, ServiceSpec
 from agent.kpi.promql import number
 from agent.kpi.windows import BASE_RATE_WINDOW, Terms, WindowPlan, alert_windows
 
@@ -36,12 +36,12 @@ def _on(kpi: Kpi) -> str:
     return f"on ({', '.join(kpi.group_by)}) group_left ()"
 
 
-def _raw(kpi: Kpi, source: Source, window: float) -> str:
-    """The per-second rate of a side over ``window``, read from raw series."""
+def _raw(kpi: Kpi, events: Events, window: float) -> str:
+    """The per-second rate of a side's events over ``window``, read from raw series."""
     name = window_name(window)
-    if source.selector is not None:
-        return f"sum{_by(kpi)} (rate({source.selector.text}[{name}]))"
-    return str(source.query).replace("{{window}}", name)
+    if events.selector is not None:
+        return f"sum{_by(kpi)} (rate({events.selector.text}[{name}]))"
+    return str(events.query).replace("{{window}}", name)
 
 
 def _gauge_raw(kpi: Kpi, function: str, window: float) -> str:

@@ -46,8 +46,9 @@ class Selector:
 
 
 @dataclass(frozen=True)
-class Source:
-    """One side of a ratio as written: a selector (read as a counter) or a PromQL template with {{window}}."""
+class Events:
+    """The events one side of a ratio counts, as written: a selector (read as a counter) or a PromQL template
+    with {{window}} (its per-second rate over that window)."""
 
     selector: Selector | None = None
     query: str | None = None
@@ -136,9 +137,9 @@ class Kpi:
     objective: str = ""
     owner: str = ""
     indicator: str = "ratio"  # ratio | latency | bool_gauge | value
-    numerator: Source | None = None  # good events (bad events when lower is better)
-    bad: Source | None = None  # ratio.bad: good events are the denominator's minus these
-    denominator: Source | None = None
+    numerator: Events | None = None  # good events (bad events when lower is better)
+    bad: Events | None = None  # ratio.bad: good events are the denominator's minus these
+    denominator: Events | None = None
     gauge: Selector | None = None  # bool_gauge: each sample is 1 (good) or 0 (bad)
     value: str | None = None
     labels: dict[str, str] = field(default_factory=dict)  # on every rule of this KPI

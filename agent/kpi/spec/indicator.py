@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from agent.config import values as config_values
 from agent.config.fields import Fields
-from agent.kpi.model import Expression, Selector, Source
+from agent.kpi.model import Events, Expression, Selector
 from agent.kpi.selectors import bound_matcher, make_selector, parse_selector
 from agent.kpi.spec import values
 
@@ -18,9 +18,9 @@ RATIO_SIDES = ("numerator", "bad", "denominator")
 @dataclass
 class Indicator:
     kind: str
-    numerator: Source | None = None
-    bad: Source | None = None
-    denominator: Source | None = None
+    numerator: Events | None = None
+    bad: Events | None = None
+    denominator: Events | None = None
     gauge: Selector | None = None
     value: str | None = None
 
@@ -50,7 +50,7 @@ def read_indicator(fields: Fields, higher: bool, expressions: list[Expression]) 
     return found if len(given) == 1 else None
 
 
-def _read_side(ratio: Fields, side: str, expressions: list[Expression]) -> Source | None:
+def _read_side(ratio: Fields, side: str, expressions: list[Expression]) -> Events | None:
     """``numerator`` (a selector) or ``numerator_query`` (PromQL with {{window}}), likewise bad, denominator."""
     selector = ratio.get(side, parse_selector, None)
     query = ratio.get(f"{side}_query", values.query_template, None)
@@ -61,7 +61,7 @@ def _read_side(ratio: Fields, side: str, expressions: list[Expression]) -> Sourc
     if ratio.has(side) and ratio.has(f"{side}_query"):
         ratio.report.error(ratio.line, f"{ratio.path}.{side}",
                            f"give {side} (a selector) or {side}_query (PromQL), not both")
-    return Source(selector, query) if selector or query else None
+    return Events(selector, query) if selector or query else None
 
 
 def _read_ratio(ratio: Fields, higher: bool, found: Indicator, expressions: list[Expression]) -> None:
@@ -102,4 +102,4 @@ def _read_latency(latency: Fields, higher: bool, found: Indicator, expressions: 
     total = make_selector(f"{histogram.metric}_count", histogram.matchers)
     line = latency.line_of("histogram") or 0
     expressions.extend([(latency.field("histogram"), line, good.text), (latency.field("histogram"), line, total.text)])
-    found.numerator, found.denominator = Source(good), Source(total)
+    found.numerator, found.denominator = Events(good), Events(total)
