@@ -9,7 +9,7 @@ agent.kpi.render.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from agent.config.values import duration
@@ -220,10 +220,3 @@ def compile_groups(spec: ServiceSpec, interval: str | None = None) -> list[dict[
         {"name": names.period_rule_group(spec.service), "interval": interval or PERIOD_GROUP_INTERVAL,
          "rules": period + checks},
     ]
-
-
-def raw_reading_rules(groups: list[dict[str, Any]], metrics: Iterable[str]) -> list[str]:
-    """The names of the rules whose expressions read any of ``metrics`` directly (for cost reports)."""
-    metric_names = tuple(metrics)
-    return [rule.get("record") or rule["alert"] for group in groups for rule in group["rules"]
-            if any(name in rule["expr"] for name in metric_names)]

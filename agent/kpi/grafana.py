@@ -264,13 +264,6 @@ def agent_dashboard() -> str:
     return _encode(board)
 
 
-def panel_queries(dashboard_json: str) -> list[str]:
-    """Every PromQL expression of a dashboard's panels (used to prove each returns data)."""
-    document = json.loads(dashboard_json)
-    return [target["expr"] for panel in document.get("panels", []) for target in panel.get("targets", [])
-            if target.get("expr")]
-
-
 def grafana_alert_rules(specs: list[ServiceSpec], datasource_uid: str = "prometheus",
                         folder_uid: str = "kpi") -> str:
     """The KPI alerts as Grafana-managed alert rules (a provisioning file). They read the kpi:* recording

@@ -25,14 +25,6 @@ def spec_files(paths: Iterable[str]) -> list[Path]:
     return files
 
 
-def load_spec(path: str | Path) -> ServiceSpec:
-    """Load and validate one spec file; raises ConfigError with every problem."""
-    spec, report = parse_spec(load_file(path), str(path))
-    report.raise_if_errors()
-    assert spec is not None
-    return spec
-
-
 def load_specs(paths: Iterable[str]) -> tuple[list[ServiceSpec], list[Problem]]:
     """Every spec that validates, and every problem (errors and warnings) of all files: a directory without
     a spec, and two files for one service, are problems too."""

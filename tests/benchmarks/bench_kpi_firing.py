@@ -16,10 +16,11 @@ import yaml
 
 from agent.config import values
 from agent.config.yaml import load_text
-from agent.kpi.compiler import compile_groups, raw_reading_rules
+from agent.kpi.compiler import compile_groups
 from agent.kpi.render import render_prometheus
 from agent.kpi.spec.document import parse_spec
 from tests.kpi.firing import BAD, GOOD, SPEC, WORKBOOK, first_firing, workbook_seconds
+from tests.kpi.helpers import raw_reading_rules
 from tests.tools import require_tool
 
 BEFORE = Path(__file__).parent / "data" / "kpi-rules-before.yml"

@@ -32,10 +32,10 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from agent.kpi.loading import load_spec
 from agent.kpi.render import render_prometheus
 from tests.browser import Browser
 from tests.helpers import fetch, free_port, wait_until
+from tests.kpi.helpers import load_spec
 from tests.tools import require_tool
 
 ROOT = Path(__file__).parents[2]

@@ -27,11 +27,11 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 
-from agent.kpi.loading import load_spec
 from agent.kpi.prometheus_api import PrometheusClient
 from agent.report.model import collect
 from agent.report.periods import parse_period
 from tests.helpers import fetch, free_port, wait_until
+from tests.kpi.helpers import load_spec
 from tests.tools import require_tool
 
 BERLIN = ZoneInfo("Europe/Berlin")

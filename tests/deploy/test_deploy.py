@@ -14,9 +14,9 @@ from agent.config.agent import load_config, parse_config
 from agent.config.yaml import load_text
 from agent.kpi.compiler import compile_groups
 from agent.kpi.grafana import agent_dashboard, grafana_alert_rules, overview_dashboard, service_dashboard
-from agent.kpi.loading import load_spec
 from agent.kpi.render import render_operator, render_prometheus
 from agent.kpi.spec.document import parse_spec
+from tests.kpi.helpers import load_spec
 from tests.tools import require_tool
 
 ROOT = Path(__file__).parents[2]

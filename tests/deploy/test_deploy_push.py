@@ -12,8 +12,8 @@ import yaml
 from agent.config import values
 from agent.config.agent import parse_config
 from agent.config.yaml import load_text
-from agent.kpi.loading import load_spec
 from agent.kpi.render import render_prometheus
+from tests.kpi.helpers import load_spec
 
 ROOT = Path(__file__).parents[2]
 PUSH = ROOT / "deploy" / "push"

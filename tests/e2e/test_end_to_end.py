@@ -22,8 +22,8 @@ import yaml
 from aiohttp import web
 
 from agent.kpi import grafana
-from agent.kpi.loading import load_spec
 from tests.helpers import free_port, serve, stop_processes
+from tests.kpi.helpers import load_spec, panel_queries
 from tests.tools import require_tool
 
 pytestmark = pytest.mark.slow  # the shipped files through a real Prometheus and Alertmanager to a page
@@ -238,7 +238,7 @@ async def test_zero_to_paged_and_back(tmp_path):
                       *(grafana.service_dashboard(spec) for spec in specs)]
             empty = []
             for board in boards:
-                for expr in grafana.panel_queries(board):
+                for expr in panel_queries(board):
                     concrete = expr.replace("$service", ".*")
                     for variable in re.findall(r"\$(\w+)", concrete):
                         concrete = concrete.replace(f"${variable}", ".*")

@@ -6,10 +6,10 @@ from pathlib import Path
 import yaml
 
 from agent.config.yaml import load_text
-from agent.kpi.compiler import compile_groups, raw_reading_rules
-from agent.kpi.loading import load_spec
+from agent.kpi.compiler import compile_groups
 from agent.kpi.render import render_operator, render_prometheus, to_yaml
 from agent.kpi.spec.document import parse_spec
+from tests.kpi.helpers import load_spec, raw_reading_rules
 
 ROOT = Path(__file__).parents[2]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agent.kpi import conventions
 from agent.kpi.compiler import compile_groups
-from agent.kpi.loading import load_spec
+from tests.kpi.helpers import load_spec
 
 ROOT = Path(__file__).parents[2]
 

@@ -10,8 +10,8 @@ import yaml
 
 from agent.config.yaml import load_text
 from agent.kpi import grafana
-from agent.kpi.loading import load_spec
 from agent.kpi.spec.document import parse_spec
+from tests.kpi.helpers import load_spec, panel_queries
 
 ROOT = Path(__file__).parents[2]
 GROUPED = """\
@@ -49,7 +49,7 @@ def test_service_dashboard_reads_only_kpi_series_and_the_specs_supporting_metric
     spec = load_spec(ROOT / "rules" / "shop.yaml")
     document = json.loads(grafana.service_dashboard(spec))
     supporting = {m.query for kpi in spec.kpis for m in kpi.supporting_metrics}
-    for expr in grafana.panel_queries(grafana.service_dashboard(spec)):
+    for expr in panel_queries(grafana.service_dashboard(spec)):
         if expr not in supporting:
             assert re.match(r'^(\{__name__=~"kpi:|kpi:)', expr), expr
     assert document["uid"] == "kpi-shop"
@@ -65,13 +65,13 @@ def test_group_by_labels_become_template_variables_and_filters():
     document = json.loads(grafana.service_dashboard(spec_from(GROUPED)))
     names = [v["name"] for v in document["templating"]["list"]]
     assert names == ["datasource", "region"]
-    assert all('region=~"$region"' in e for e in grafana.panel_queries(json.dumps(document)) if e.startswith("kpi:"))
+    assert all('region=~"$region"' in e for e in panel_queries(json.dumps(document)) if e.startswith("kpi:"))
 
 
 def test_overview_covers_every_service_through_a_variable():
     document = json.loads(grafana.overview_dashboard())
     assert [v["name"] for v in document["templating"]["list"]] == ["datasource", "service"]
-    assert all('kpi_service=~"$service"' in e for e in grafana.panel_queries(grafana.overview_dashboard()))
+    assert all('kpi_service=~"$service"' in e for e in panel_queries(grafana.overview_dashboard()))
 
 
 def test_grafana_alert_rules_mirror_the_prometheus_alerts():

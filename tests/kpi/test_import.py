@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.kpi.loading import load_spec
 from agent.kpi.render import render_prometheus
 from tests.kpi.firing import WORKBOOK, first_firing, workbook_seconds
+from tests.kpi.helpers import load_spec
 
 DATA = Path(__file__).parent / "data" / "import"
 

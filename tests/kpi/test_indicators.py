@@ -6,8 +6,9 @@ import subprocess
 
 import yaml
 
-from agent.kpi.compiler import compile_groups, raw_reading_rules
+from agent.kpi.compiler import compile_groups
 from agent.kpi.render import render_prometheus
+from tests.kpi.helpers import raw_reading_rules
 from tests.kpi.test_compiler import near, run_promtool_test, spec_from
 
 PAGE = 'count(ALERTS{alertname="KPIErrorBudgetBurn",alertstate="firing",kpi_severity="page"})'

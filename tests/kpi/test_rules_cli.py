@@ -100,8 +100,8 @@ def test_generated_tests_cost_less_than_half_of_what_they_did():
     examples' 40 cases cost 1,041,188 rule evaluations when they took 4-9 minutes (each loaded its KPI's whole
     rule file, page tiers were evaluated every minute, every burn followed a healthy history as long as the
     tier's longest window); the same cases now cost less than half of that."""
-    from agent.kpi.loading import load_spec
     from agent.kpi.promtest import kpi_cases, kpi_rules
+    from tests.kpi.helpers import load_spec
 
     spec = load_spec(ROOT / "rules" / "shop.yaml")
     cost = cases = 0
@@ -118,10 +118,10 @@ def test_generated_tests_cost_less_than_half_of_what_they_did():
 @pytest.mark.slow
 def test_generated_tests_catch_each_broken_burn_threshold(promtool, tmp_path):
     """Break one window pair's threshold at a time: the generated page-tier tests must notice each."""
-    from agent.kpi.loading import load_spec
     from agent.kpi.model import ServiceSpec
     from agent.kpi.promtest import generate_tests
     from agent.kpi.render import render_prometheus
+    from tests.kpi.helpers import load_spec
 
     shop = load_spec(ROOT / "rules" / "shop.yaml")
     spec = ServiceSpec(shop.file, shop.service, tuple(k for k in shop.kpis if k.name == "checkout_availability"))

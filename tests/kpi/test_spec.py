@@ -4,10 +4,10 @@ import pytest
 
 from agent.config.problems import ConfigError
 from agent.config.yaml import load_text
-from agent.kpi.loading import load_spec
 from agent.kpi.selectors import parse_selector
 from agent.kpi.spec.document import parse_spec
 from agent.kpi.windows import scaled_tiers
+from tests.kpi.helpers import load_spec
 
 GOOD = """\
 service: shop

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from agent.kpi.loading import load_spec
 from agent.kpi.render import render_prometheus
 from tests.helpers import fetch, free_port, stop_processes, wait_until
+from tests.kpi.helpers import load_spec
 
 FAIL_EVERY = 50  # request i fails when i % 50 == 0: 2% of checkouts, spread evenly
 MRR = 123456

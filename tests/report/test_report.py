@@ -15,9 +15,9 @@ import bcrypt
 import pytest
 from PIL import Image
 
-from agent.kpi.loading import load_spec
 from tests.browser import Browser
 from tests.helpers import fetch, free_port, wait_until
+from tests.kpi.helpers import load_spec
 from tests.report.stack import MRR, Stack
 
 pytestmark = pytest.mark.slow  # a real shop, agent and Prometheus with recorded history, and Chromium

@@ -1,0 +1,36 @@
+"""What the KPI tests need of the KPI side that the agent itself does not: one spec file loaded (or a failure),
+a dashboard's queries, the rules that read raw series."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from agent.config.yaml import load_file
+from agent.kpi.model import ServiceSpec
+from agent.kpi.spec.document import parse_spec
+
+
+def load_spec(path: str | Path) -> ServiceSpec:
+    """Load and validate one spec file; raises ConfigError with every problem."""
+    spec, report = parse_spec(load_file(path), str(path))
+    report.raise_if_errors()
+    assert spec is not None
+    return spec
+
+
+def panel_queries(dashboard_json: str) -> list[str]:
+    """Every PromQL expression of a dashboard's panels (used to prove each returns data)."""
+    document = json.loads(dashboard_json)
+    return [target["expr"] for panel in document.get("panels", []) for target in panel.get("targets", [])
+            if target.get("expr")]
+
+
+def raw_reading_rules(groups: list[dict[str, Any]], metrics: Iterable[str]) -> list[str]:
+    """The names of the rules whose expressions read any of ``metrics`` directly (for cost reports)."""
+    metric_names = tuple(metrics)
+    return [rule.get("record") or rule["alert"] for group in groups for rule in group["rules"]
+            if any(name in rule["expr"] for name in metric_names)]
+
