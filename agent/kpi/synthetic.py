@@ -93,11 +93,21 @@ def _exact(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
 
 
+def written_share(series: Series, share: float) -> float:
+    """The failed share input_series really writes for ``share``: whole failed events per step for counters,
+    a gauge value of 9 decimals."""
+    if series.gauge:
+        return 1 - round(1 - share, 9)
+    per_step = EVENTS_PER_MINUTE * STEP / 60
+    return round(per_step * share) / per_step
+
+
 def input_series(series: Series, segments: list[tuple[float, int]], rate: float = EVENTS_PER_MINUTE,
-           step: float = STEP, omit: tuple[str, ...] = ()) -> list[dict[str, str]]:
+                 step: float = STEP, omit: tuple[str, ...] = ()) -> list[dict[str, str]]:
     """input_series for consecutive segments of (failed share, steps) at ``rate`` events per minute: counters
-    continue where the previous segment left off; gauges average the good share. ``omit`` lists kinds of
-    series (good, bad, total, gauge) left out entirely."""
+    continue where the previous segment left off (a segment of n steps holds the events of its n steps);
+    gauges average the good share. ``omit`` lists kinds of series (good, bad, total, gauge) left out
+    entirely."""
     per_step = rate * step / 60
     result = []
     for kind, names in (("good", series.good), ("bad", series.bad), ("total", series.total),

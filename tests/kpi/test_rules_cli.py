@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.kpi.helpers import generate_tests, load_spec
+
 ROOT = Path(__file__).parents[2]
 CLI = [sys.executable, "-m", "agent", "rules"]
 
@@ -90,65 +92,145 @@ def test_rules_test_passes_on_every_example_and_shows_each_result(promtool, tmp_
     assert [line.split("]")[0] for line in progress] == [f"[{i:{len(str(len(generated)))}}/{len(generated)}"
                                                           for i in range(1, len(generated) + 1)]
     assert all(" ok " in line for line in progress)
-    assert any("checkout_availability: ticket tier, burn 1.1x for 3d5m against 1x over 3d/6h" in line
-               for line in progress)
+    assert any("checkout_availability: ticket tier, 1x over 3d/6h: a 2x burn after 3d healthy: no ticket at 1d6h, "
+               "ticket at 1d18h, no ticket 6h after it ends (rules every 6h)" in line for line in progress)
     assert re.fullmatch(rf"{len(generated)} passed, 0 failed in [0-9.]+s", lines[-1])
 
 
-def test_generated_tests_cost_less_than_half_of_what_they_did():
-    """promtool evaluates every loaded rule at every step: rules x evaluations is what `rules test` costs. The
-    examples' 40 cases cost 1,041,188 rule evaluations when they took 4-9 minutes (each loaded its KPI's whole
-    rule file, page tiers were evaluated every minute, every burn followed a healthy history as long as the
-    tier's longest window); the same cases now cost less than half of that."""
-    from agent.kpi.promtest import kpi_cases, kpi_rules
-    from tests.kpi.helpers import load_spec
-
-    spec = load_spec(ROOT / "rules" / "shop.yaml")
-    cost = cases = 0
-    for kpi in spec.kpis:
-        loaded = yaml.safe_load(kpi_rules(spec, kpi))
-        rules_loaded = sum(len(group["rules"]) for group in loaded["groups"])
-        for case in kpi_cases(spec, kpi)[0]:
-            cost += case.evaluations * rules_loaded
-            cases += 1
-    assert cases == 40
-    assert cost < 1_041_188 / 2, cost
+SHAPES = """\
+service: shapes
+kpis:
+  - name: errors_7d              # lower is better, a scaled 7d tier with 'for', every window evaluated every 5m
+    window: 7d
+    target: 2%
+    higher_is_better: false
+    ratio: {numerator: rpc_errors_total, denominator: rpc_calls_total}
+    alerting: {page: {for: 10m}}
+  - name: custom_pairs           # windows read from raw series (2m, 7m), min_bad_events, failed events counted
+    window: 30d
+    target: 99%
+    ratio: {bad: 'jobs_total{result="failed"}', denominator: jobs_total}
+    alerting:
+      min_bad_events: 20
+      page: {windows: [{long: 10m, short: 2m, factor: 20}, {long: 2h, short: 7m, factor: 8}]}
+      ticket: false
+  - name: probe_up               # a 0/1 gauge, by instance, with min_bad_events
+    window: 30d
+    target: 99%
+    bool_gauge: probe_success{job="probe"}
+    group_by: [instance]
+    alerting: {min_bad_events: 3, ticket: false}
+  - name: error_ratio            # threshold, lower is better, with 'for'
+    window: 7d
+    target: 5%
+    higher_is_better: false
+    ratio: {numerator: rpc_errors_total, denominator: rpc_calls_total}
+    alerting: {strategy: threshold, window: 30m, for: 15m}
+  - name: success_ratio          # threshold, a high target
+    window: 30d
+    target: 99.5%
+    ratio: {numerator: 'jobs_total{result="ok"}', denominator: jobs_total}
+    alerting: {strategy: threshold, window: 2h}
+"""
 
 
 @pytest.mark.slow
-def test_generated_tests_catch_each_broken_burn_threshold(promtool, tmp_path):
-    """Break one window pair's threshold at a time: the generated page-tier tests must notice each."""
+def test_rules_test_passes_on_kpis_of_every_shape(promtool, tmp_path):
+    """The generated tests hold for windows evaluated every 5m or every minute, raw windows, `for`, guards,
+    gauges and thresholds, not only for the examples' shapes."""
+    (tmp_path / "shapes.yaml").write_text(SHAPES)
+    result = rules("test", str(tmp_path / "shapes.yaml"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    progress = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert any("custom_pairs: page tier, 20x over 10m/2m: a 40x burn after 2h healthy: no page at 4m, page at 6m, "
+               "no page 2m after it ends (rules every 1m)" in line for line in progress)
+    assert any("error_ratio: threshold, at most 5% over 30m for 15m: the ratio from 4.5% to 5.5% after 30m: "
+               "no KPIAboveTarget at 25m, KPIAboveTarget at 35m (rules every 5m)" in line for line in progress)
+    assert "note:" not in result.stderr
+
+
+def test_generated_tests_cost_a_fifteenth_of_what_they_did():
+    """promtool evaluates every loaded rule at every evaluation: rules x evaluations is what `rules test` costs.
+    The examples' cases cost 1,041,188 rule evaluations when they took 4-9 minutes, then 438,525 (each loaded
+    only its KPI's rates and alerts; 3-day histories evaluated every 5m), now 24,596: each window pair has one
+    history, evaluated once per short window where that counts every window exactly (a 3-day window in 20
+    evaluations)."""
+    from agent.kpi.promtest import kpi_cases, kpi_rules
+
+    spec = load_spec(ROOT / "rules" / "shop.yaml")
+    cost = 0
+    for kpi in spec.kpis:
+        loaded = yaml.safe_load(kpi_rules(spec, kpi))
+        rules_loaded = sum(len(group["rules"]) for group in loaded["groups"])
+        cases = kpi_cases(spec, kpi)[0]
+        cost += sum(case.evaluations for case in cases) * rules_loaded
+        pairs = [f"{tier.severity} tier, {w.factor:g}x over" for tier in kpi.alerting.tiers for w in tier.windows]
+        assert [case.name.split(": ")[1].split(" over")[0] + " over" for case in cases if " tier, " in case.name] \
+            == pairs, kpi.name
+        assert all(case.evaluations <= 100 for case in cases), kpi.name
+    assert cost < 438_525 / 15, cost
+
+
+# Rules a compiler with one mistake would write, as edits of the right ones (checkout_availability): each must
+# fail at least one generated test. A ticket 1d/2h factor set too high cannot be seen from outside: whenever that
+# pair would fire, the 3d/6h pair (1x) fires too, as the Workbook's factors make it.
+BROKEN = {
+    "page 1h factor 144": ("> 14.4", "> 144"),
+    "page 1h factor 1.44": ("> 14.4", "> 1.44"),
+    "page 6h factor 60": ("> 6 ", "> 60 "),
+    "ticket 1d factor 0.3": ("> 3 ", "> 0.3 "),
+    "ticket 3d factor 10": ("> 1 ", "> 10 "),
+    "ticket 3d factor 0.1": ("> 1 ", "> 0.1 "),
+    "page 1h pair reads 30m": ("kpi:burn_rate:rate1h{{{id}}} > 14.4", "kpi:burn_rate:rate30m{{{id}}} > 14.4"),
+    "page 6h pair reads 1h": ("kpi:burn_rate:rate6h{{{id}}} > 6", "kpi:burn_rate:rate1h{{{id}}} > 6"),
+    "ticket 1d pair reads 6h": ("kpi:burn_rate:rate1d{{{id}}} > 3", "kpi:burn_rate:rate6h{{{id}}} > 3"),
+    "ticket 3d pair reads 1d": ("kpi:burn_rate:rate3d{{{id}}} > 1", "kpi:burn_rate:rate1d{{{id}}} > 1"),
+    "page 6h pair without its 30m window": (" and kpi:burn_rate:rate30m{{{id}}} > 6", ""),
+    "ticket 3d pair without its 6h window": (" and kpi:burn_rate:rate6h{{{id}}} > 1", ""),
+    "3d window one day short": ("\n        or\n          label_replace(last_over_time("
+                                "kpi:{side}:rate1d{{{id}}}[29s999ms] offset 2d), \"kpi_term\", \"2\", \"\", \"\")", ""),
+}
+
+
+@pytest.mark.slow
+def test_generated_tests_catch_each_broken_threshold_and_window(promtool, tmp_path):
+    """Break one window pair's factor or window at a time: the generated tests of its tier must notice each."""
     from agent.kpi.model import ServiceSpec
-    from agent.kpi.promtest import generate_tests
     from agent.kpi.render import render_prometheus
-    from tests.kpi.helpers import load_spec
 
     shop = load_spec(ROOT / "rules" / "shop.yaml")
     spec = ServiceSpec(shop.file, shop.service, tuple(k for k in shop.kpis if k.name == "checkout_availability"))
     files, _ = generate_tests(spec, "rules.yml")
-    page_cases = [text for text in files.values() if "page tier, burn" in text]
-    assert len(page_cases) == 4
+    tier_cases = [text for text in files.values() if " tier, " in text]
+    assert len(tier_cases) == 4
     rules_text = render_prometheus(spec, "shop.yaml")
-    variants = {"intact": rules_text, "page 1h at 144": rules_text.replace("> 14.4", "> 144"),
-                "page 6h at 60": rules_text.replace("> 6 ", "> 60 "),
-                "page 1h at 1.44": rules_text.replace("> 14.4", "> 1.44")}
+    identity = 'kpi="checkout_availability",kpi_service="shop"'
+    variants = {"intact": rules_text}
+    for name, (old, new) in BROKEN.items():
+        broken = rules_text
+        for side in ("numerator", "denominator") if "{side}" in old else ("",):
+            old_text, new_text = old.format(id=identity, side=side), new.format(id=identity, side=side)
+            assert old_text in broken, name
+            broken = broken.replace(old_text, new_text)
+        variants[name] = broken
     assert len(set(variants.values())) == len(variants)
 
     def run(name: str) -> subprocess.CompletedProcess:
         directory = tmp_path / name.replace(" ", "-")
         directory.mkdir()
-        for index, text in enumerate(page_cases):
-            (directory / f"page{index}.test.yml").write_text(text)
+        for index, text in enumerate(tier_cases):
+            (directory / f"tier{index}.test.yml").write_text(text)
         (directory / "rules.yml").write_text(variants[name])
-        return subprocess.run([promtool, "test", "rules", *(f"page{i}.test.yml" for i in range(len(page_cases)))],
+        return subprocess.run([promtool, "test", "rules", *(f"tier{i}.test.yml" for i in range(len(tier_cases)))],
                               cwd=directory, capture_output=True, text=True)
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # independent promtool runs, at once
         results = dict(zip(variants, pool.map(run, variants), strict=True))
     intact = results.pop("intact")
     assert intact.returncode == 0, intact.stdout + intact.stderr
-    for name, result in results.items():
-        assert result.returncode == 1 and "FAILED" in result.stdout + result.stderr, name
+    missed = [name for name, result in results.items()
+              if result.returncode != 1 or "FAILED" not in result.stdout + result.stderr]
+    assert not missed
 
 
 def test_strict_turns_warnings_into_errors_and_value_kpis_are_cross_checked(promtool, tmp_path):
