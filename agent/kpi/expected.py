@@ -77,7 +77,7 @@ def exact_interval(plan: WindowPlan, windows: Iterable[float], interval: float) 
             if [offset for offset, _ in found] != [0.0]:
                 return False
         elif window % interval or sorted(offset for offset, _ in found) != [
-                k * interval for k in range(int(window // interval))] or len({w for _, w in found}) != 1:
+                k * interval for k in range(int(window // interval))] or len({round(w, 12) for _, w in found}) != 1:
             return False
     return True
 
@@ -132,11 +132,12 @@ class History:
     def _failed_events(self, window: float, at: float) -> tuple[float, float]:
         """(fewest, most) failed events the min_bad_events guard may count in ``window``."""
         counted = 1.0 if self.count_every_slice else coverage(self.plan, window, self.interval)
-        seconds = self.share(at - window, at) * window * counted
+        failing = self.share(at - window, at) * window * counted  # seconds of traffic, had it all failed
         if not self.gauge:
-            return (seconds * EVENTS_PER_MINUTE / 60,) * 2
+            events = failing * EVENTS_PER_MINUTE / 60
+            return events * (1 - FLOAT_NOISE), events * (1 + FLOAT_NOISE)
         shared = len(self.phases) - 1
-        samples = seconds / STEP
+        samples = failing / STEP
         return samples - shared, samples * GAUGE_SAMPLES_PER_RATE / 5 + shared
 
     def _active(self, alert: Alert, at: float, most: bool) -> bool:

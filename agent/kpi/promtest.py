@@ -13,9 +13,10 @@ alert must do is agent.kpi.expected's, worked out from what the spec says.
 
 promtool evaluates every rule at every evaluation, so a test costs (rules x evaluations). Each test loads only
 its KPI's group of rates and alerts (the period group's judgements feed no alert), and a pair's history is
-evaluated once per short window where that still counts every window exactly (agent.kpi.expected): 12
-evaluations cover a long window, and the 5m slices below are proven by the pair whose short window is 5m. Each
-case is its own file, so cases run in parallel and report as they finish.
+evaluated once per short window where that still counts every window exactly (agent.kpi.expected): the
+default tiers' long windows are 12 short ones, so 12 evaluations cover one, and the 5m slices below are proven
+by the pair whose short window is 5m. Each case is its own file, so cases run in parallel and report as they
+finish.
 """
 
 from __future__ import annotations
