@@ -5,7 +5,6 @@ identity label and exactly the static labels configured for it, every source rep
 series once, and promtool accepts the page. A new source kind is added to KINDS and to SOURCES below.
 """
 
-import asyncio
 import subprocess
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from agent.config.agent import load_config
 from agent.runtime.agent import Agent
 from agent.sources.base import STATS_FAMILIES
 from agent.sources.kinds import KINDS
-from tests.helpers import Exposition, ascrape, serve
+from tests.helpers import Exposition, ascrape, serve, until
 from tests.sources.journal.conftest import Journal, entry
 from tests.tools import require_tool
 
@@ -38,38 +37,38 @@ def _journal(log: Path) -> str:
 SOURCES = {
     "http": lambda target, log: (
         f"http:\n"
-        f"  - {{name: probe-labelled, url: '{target}/json', interval: 200ms, timeout: 150ms, labels: {{team: shop}},"
+        f"  - {{name: probe-labelled, url: '{target}/json', interval: 300ms, timeout: 250ms, labels: {{team: shop}},"
         f" json_metrics: [{{name: shop_orders_total, type: counter, path: $.orders}}]}}\n"
-        f"  - {{name: probe-plain, url: '{target}/json', interval: 200ms, timeout: 150ms,"
+        f"  - {{name: probe-plain, url: '{target}/json', interval: 300ms, timeout: 250ms,"
         f" json_metrics: [{{name: shop_orders_total, type: counter, path: $.orders}}]}}\n"
         # a discovering source probing the same URL: its series differ by source, and by target (the address)
-        f"  - {{name: probe-discovered, interval: 200ms, timeout: 150ms, labels: {{team: shop}},"
+        f"  - {{name: probe-discovered, interval: 300ms, timeout: 250ms, labels: {{team: shop}},"
         f" static_configs: [{{targets: ['{target}/json'], labels: {{le: clash}}}}],"
         f" json_metrics: [{{name: shop_orders_total, type: counter, path: $.orders}}]}}\n"),
     "tcp": lambda target, log: (
         f"tcp:\n"
-        f"  - {{name: tcp-labelled, target: '{target.removeprefix('http://')}', interval: 200ms, timeout: 150ms,"
+        f"  - {{name: tcp-labelled, target: '{target.removeprefix('http://')}', interval: 300ms, timeout: 250ms,"
         f" labels: {{team: shop}}, preferred_ip_protocol: ip4}}\n"
-        f"  - {{name: tcp-plain, target: '{target.removeprefix('http://')}', interval: 200ms, timeout: 150ms,"
+        f"  - {{name: tcp-plain, target: '{target.removeprefix('http://')}', interval: 300ms, timeout: 250ms,"
         f" query_response: [{{send: 'GET /json HTTP/1.0\\r'}}, {{send: '\\r'}},"
         f" {{expect: 'HTTP/1.. ([0-9]+)', labels: [{{name: status, value: '$1'}}]}}]}}\n"),
     # the other prober kinds need no server of their own here: a failed probe writes its series too
     "dns": lambda target, log: (
         f"dns:\n"
         f"  - {{name: dns-labelled, target: '{target.removeprefix('http://')}', query_name: example.test,"
-        f" transport_protocol: tcp, preferred_ip_protocol: ip4, interval: 200ms, timeout: 150ms,"
+        f" transport_protocol: tcp, preferred_ip_protocol: ip4, interval: 300ms, timeout: 250ms,"
         f" labels: {{team: shop}}}}\n"
         f"  - {{name: dns-plain, target: '{target.removeprefix('http://')}', query_name: example.test,"
-        f" transport_protocol: tcp, preferred_ip_protocol: ip4, interval: 200ms, timeout: 150ms}}\n"),
+        f" transport_protocol: tcp, preferred_ip_protocol: ip4, interval: 300ms, timeout: 250ms}}\n"),
     "icmp": lambda target, log: (
         "icmp:\n"
-        "  - {name: icmp-labelled, target: 127.0.0.1, interval: 200ms, timeout: 150ms, labels: {team: shop}}\n"
-        "  - {name: icmp-plain, target: 127.0.0.1, interval: 200ms, timeout: 150ms}\n"),
+        "  - {name: icmp-labelled, target: 127.0.0.1, interval: 300ms, timeout: 250ms, labels: {team: shop}}\n"
+        "  - {name: icmp-plain, target: 127.0.0.1, interval: 300ms, timeout: 250ms}\n"),
     "grpc": lambda target, log: (
         f"grpc:\n"
-        f"  - {{name: grpc-labelled, target: '{target.removeprefix('http://')}', interval: 200ms, timeout: 150ms,"
+        f"  - {{name: grpc-labelled, target: '{target.removeprefix('http://')}', interval: 300ms, timeout: 250ms,"
         f" preferred_ip_protocol: ip4, labels: {{team: shop}}}}\n"
-        f"  - {{name: grpc-plain, target: '{target.removeprefix('http://')}', interval: 200ms, timeout: 150ms,"
+        f"  - {{name: grpc-plain, target: '{target.removeprefix('http://')}', interval: 300ms, timeout: 250ms,"
         f" preferred_ip_protocol: ip4}}\n"),
     "logs": lambda target, log: (
         f"logs:\n"
@@ -126,22 +125,21 @@ async def test_every_series_is_unique_labelled_and_reported_per_kind(tmp_path, t
     await agent.start()
     base = f"http://127.0.0.1:{agent.bound_port}/metrics"
     try:
-        for _ in range(100):
-            page = await ascrape(base)
-            if all(page.find(metric, **{KINDS[kind].identity: name}) for kind, name in _names()
-                   for metric in DATA[kind]):
-                break
-            await asyncio.sleep(0.05)
         declared = {sample: {*spec.labelnames, *(["le"] if sample.endswith("_bucket") else [])}
                     for kind, source in agent.config.sources for family in KINDS[kind].families(source)
                     for spec in [family.spec] for sample in spec.sample_names}
-        for _ in range(100):
-            if (await ascrape(base)).find("shop_orders_total", source="probe-discovered"):
-                break
-            await asyncio.sleep(0.05)
-        for openmetrics in (False, True):
-            page = await ascrape(base, openmetrics=openmetrics)  # duplicates fail inside the parser
-            _check(page, global_labels, declared)
+
+        async def collected() -> list[Exposition] | None:
+            """Both formats, once every source has collected (a probe that timed out on a busy machine takes its
+            json_metrics series away until the next one: then both are scraped again)."""
+            pages = [await ascrape(base, openmetrics=openmetrics) for openmetrics in (False, True)]
+            complete = all(page.find(metric, **{KINDS[kind].identity: name}) for page in pages
+                           for kind, name in _names() for metric in DATA[kind])
+            discovered = all(page.find("shop_orders_total", source="probe-discovered") for page in pages)
+            return pages if complete and discovered else None
+
+        for page in await until(collected, what="every source's series in both formats"):
+            _check(page, global_labels, declared)  # duplicates failed inside the parser already
             (discovered,) = page.find("shop_orders_total", source="probe-discovered")
             assert discovered.labels == {**global_labels, "team": "shop", "source": "probe-discovered",
                                          "target": f"{target}/json", "exported_le": "clash"}, discovered
