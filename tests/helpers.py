@@ -26,6 +26,16 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 T = TypeVar("T")
 
+# Examples per property test (hypothesis): few in the quick loop, 150 in CI (scripts/test.sh), thousands for a
+# long campaign: KPI_FUZZ_EXAMPLES=5000 .venv/bin/python -m pytest tests/test_fuzz.py
+FUZZ_EXAMPLES = int(os.environ.get("KPI_FUZZ_EXAMPLES", "50"))
+
+
+def examples(share: float = 1.0) -> int:
+    """How many examples a property test tries: ``share`` of KPI_FUZZ_EXAMPLES (more for a cheap example, less for
+    a costly one), never under 10."""
+    return max(10, round(FUZZ_EXAMPLES * share))
+
 OPENMETRICS = "application/openmetrics-text;version=1.0.0"
 
 

@@ -17,7 +17,7 @@ from prometheus_client.samples import Sample
 from agent.series.exposition import go_float, render, render_cooperatively, wants_openmetrics
 from agent.series.family import counter, gauge, histogram
 from agent.series.store import Store
-from tests.helpers import LoopWatch, cpu_time_of
+from tests.helpers import LoopWatch, cpu_time_of, examples
 
 
 def _store() -> Store:
@@ -92,7 +92,7 @@ def test_process_families_and_negotiation():
     assert not wants_openmetrics("text/plain;version=0.0.4;q=0.5,*/*;q=0.1") and not wants_openmetrics("")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(4 / 3), deadline=None)
 @given(st.lists(st.tuples(st.text(max_size=20), st.floats(allow_nan=False)), min_size=1, max_size=10))
 def test_every_label_value_and_number_reads_back(pairs):
     store = Store()

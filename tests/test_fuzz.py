@@ -5,13 +5,12 @@ one either loads or is refused with problems shaped ``file:line: field: message`
 bounded time; nothing else may escape. Lines: random text, JSON and logfmt into every parser: no exception,
 every line accounted for, and the rendered exposition parses strictly with sane counters and histograms.
 
-Examples per test: 150 by default; KPI_FUZZ_EXAMPLES=5000 for a long run.
+Examples per test: KPI_FUZZ_EXAMPLES (tests/helpers.py: 50 in the quick loop, 150 in CI, 5000 for a long run).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 
@@ -26,11 +25,10 @@ from agent.series.store import Store
 from agent.sources.logs.config import EXPIRED, SKIPPED
 from agent.sources.logs.fields import BatchResult, json_object
 from agent.sources.logs.pipeline import Pipeline
-from tests.helpers import render_store
+from tests.helpers import examples, render_store
 from tests.sources.logs.conftest import NGINX_PATTERN, parse
 
-EXAMPLES = int(os.environ.get("KPI_FUZZ_EXAMPLES", "150"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=examples(), deadline=None, suppress_health_check=list(HealthCheck))
 PROBLEM_RE = re.compile(r"^agent\.yaml:\d+: \S")  # every problem names its line
 MAX_SECONDS = 2.0  # CPU time per config or batch: the quadratic regex took 42 s on one 40,000-character line
 

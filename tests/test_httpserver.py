@@ -2,7 +2,6 @@
 whatever else arrives gets a clear status or a closed connection, never a stuck or crashed server."""
 
 import asyncio
-import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -10,6 +9,7 @@ from hypothesis import strategies as st
 
 from agent.server.listener import ConnectionGuard, ListenAddress, listen
 from agent.server.protocol import MAX_BODY, MAX_HEAD, Request, Response
+from tests.helpers import examples
 
 
 async def _server(handler=None):  # noqa: ANN001, ANN202
@@ -103,7 +103,7 @@ async def test_a_slow_head_and_an_idle_connection_are_closed_on_time():
         server.close()
 
 
-@settings(max_examples=int(os.environ.get("KPI_FUZZ_EXAMPLES", "150")) // 3, deadline=None,
+@settings(max_examples=examples(1 / 3), deadline=None,
           suppress_health_check=list(HealthCheck))
 @given(st.lists(st.one_of(st.binary(max_size=200), st.sampled_from([
     b"GET / HTTP/1.1\r\n", b"\r\n", b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n", b": x\r\n",

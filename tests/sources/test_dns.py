@@ -10,6 +10,7 @@ from agent.config.problems import ConfigError
 from agent.sources.dns import KIND
 from agent.sources.dns.config import RESULTS
 from agent.sources.probe.families import COMMON_RESULTS
+from tests.helpers import examples
 from tests.sources.blackbox import blackbox, compare  # noqa: F401 - the fixture
 from tests.sources.dns_servers import SERIAL, bad_dns, dnsmasq, ticking_dns, unbound_tls  # noqa: F401 - fixtures
 from tests.sources.probers import Probed, blackbox_module, source_config
@@ -226,7 +227,7 @@ def test_a_remembered_verdict_is_the_verdict_a_fresh_parse_gives(base, validated
     ttl_edits = st.lists(st.tuples(st.sampled_from([field + i for field in ttl_fields for i in range(4)]),
                                    st.integers(0, 255)), max_size=3)
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=examples(), deadline=None, suppress_health_check=list(HealthCheck))
     @given(edits=edits, ttl_edits=ttl_edits, cut=st.integers(0, 8), tail=st.binary(max_size=3))
     def check(edits, ttl_edits, cut, tail):  # noqa: ANN001
         seen = DnsProber(module)
