@@ -49,6 +49,7 @@ if $with_tools; then
   command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing+=(iproute2)
   command -v setpriv >/dev/null || missing+=(util-linux)
   command -v openssl >/dev/null || missing+=(openssl)
+  command -v tinyproxy >/dev/null || missing+=(tinyproxy)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 fi
 

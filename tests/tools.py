@@ -29,6 +29,7 @@ PACKAGES = {
     "victoria-metrics": "victoria-metrics",  # single node: a remote_write receiver with an export API
     "vmalert": "victoria-metrics",
     "vmagent": "victoria-metrics",
+    "tinyproxy": "tinyproxy",  # the forward proxy HTTP probes go through (proxy_url, CONNECT)
 }
 # Debian installs some tools outside PATH (systemd's helpers)
 EXTRA_DIRS = ("/usr/lib/systemd", "/lib/systemd", "/usr/sbin", "/sbin")

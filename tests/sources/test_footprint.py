@@ -1,6 +1,6 @@
-"""What a log-only agent loads: aiohttp (about 19 MiB resident) only when an HTTP source exists, RE2 (2.5 MiB)
-only when a regex needs it, read from the real process (its mapped files, and process_resident_memory_bytes on
-its /metrics)."""
+"""What an agent loads: aiohttp (about 19 MiB resident) only for HTTP service discovery, never for a log-only
+agent nor for HTTP probes; RE2 (2.5 MiB) only when a regex needs it. Read from the real process (its mapped
+files, and process_resident_memory_bytes on its /metrics)."""
 
 from pathlib import Path
 
@@ -19,7 +19,10 @@ def _mapped_packages(pid: int, packages: tuple[str, ...]) -> set[str]:
 
 
 @pytest.mark.slow
-def test_a_log_only_agent_never_loads_aiohttp_and_an_http_source_does(start_agent, tmp_path):
+def test_neither_a_log_only_agent_nor_http_probes_load_aiohttp_and_http_sd_does(start_agent, tmp_path):
+    """HTTP probes speak HTTP/1.1 themselves (agent.sources.http.connection): an agent that probes URLs loads no
+    client library, and its resident memory grows by a few MiB over a log-only agent (aiohttp alone was 19 MiB).
+    HTTP service discovery still fetches its target lists with aiohttp, loaded when such a source exists."""
     log = tmp_path / "app.log"
     log.write_text("status=200\n" * 5)
     logs_only = tmp_path / "logs.yaml"
@@ -31,12 +34,21 @@ def test_a_log_only_agent_never_loads_aiohttp_and_an_http_source_does(start_agen
     small = _page(base).value("process_resident_memory_bytes")
 
     with_http = tmp_path / "http.yaml"
-    with_http.write_text(logs_only.read_text() + f"http:\n  - {{name: self, url: '{base}/-/healthy'}}\n")
+    with_http.write_text(logs_only.read_text() + f"http:\n  - {{name: self, url: '{base}/-/healthy'}}\n"
+                         f"  - {{name: tls, url: 'https://127.0.0.1:1/', timeout: 1s}}\n")
     process, base = start_agent(with_http)
-    wait_until(lambda: _page(base).value("probes_total", result="success") >= 1)
-    assert "aiohttp" in _mapped_packages(process.pid, ("aiohttp",))
+    wait_until(lambda: _page(base).value("probes_total", target="self", result="success") >= 1)
+    wait_until(lambda: _page(base).value("probes_total", target="tls", result="connection_refused") >= 1)
+    assert _mapped_packages(process.pid, ("aiohttp", "yarl", "multidict")) == set()
     large = _page(base).value("process_resident_memory_bytes")
-    assert large - small > 10 * 2**20, (small, large)
+    assert large - small < 8 * 2**20, (small, large)
+
+    with_sd = tmp_path / "sd.yaml"
+    with_sd.write_text(logs_only.read_text()
+                       + f"http:\n  - name: fleet\n    http_sd_configs: [{{url: '{base}/-/x'}}]\n")
+    process, base = start_agent(with_sd)
+    wait_until(lambda: _page(base).value("kpi_agent_sd_refreshes_total", mechanism="http") is not None)
+    assert "aiohttp" in _mapped_packages(process.pid, ("aiohttp",))
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from agent.series.store import Store
 from agent.sources.base import SourceContext, SourceDefaults
 from agent.sources.http import ALL_RESULTS as RESULTS
 from agent.sources.http import EXPORTED_SERIES, KIND
+from agent.sources.probe.families import TLS_FAMILIES
 from agent.sources.probe.resources import probe_resources
 from agent.sources.probe.schedule import offset
 from agent.sources.probe.source import ProbeSource
@@ -142,7 +143,9 @@ async def test_exported_series_list_matches_what_a_probe_writes(server, context)
     source = source_for(context, store, f"  - name: web\n    url: {server}/ok\n")
     await source.probe()
     names = {s.name for s in render_store(store).series if not s.name.startswith(("kpi_agent_", "process_"))}
-    assert names == set(EXPORTED_SERIES) - {"probe_ssl_earliest_cert_expiry", "probe_tls_version_info"}
+    over_tls = {name for spec in TLS_FAMILIES for name in spec.sample_names}
+    with_last_modified = {"probe_http_last_modified_timestamp_seconds"}
+    assert names == set(EXPORTED_SERIES) - over_tls - with_last_modified
 
 
 async def test_redirects_are_followed_and_counted(server, context):

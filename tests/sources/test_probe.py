@@ -117,7 +117,8 @@ def test_common_keys_are_checked_with_file_line_and_field():
     assert "agent.yaml:7: http[0].omit_series: 'probe_success' is what every probe reports: it cannot be " \
            "omitted" in problems
     assert any(p.startswith("agent.yaml:7: http[0].omit_series: 'probe_nonsense' is not a family of http sources; "
-                            "one of: probe_attempts_total, probe_duration_seconds") for p in problems)
+                            "one of: probe_attempts_total, probe_dns_lookup_time_seconds, probe_duration_seconds")
+               for p in problems)
     assert "agent.yaml:7: http[0].omit_series: 'probes_total' is what every probe reports: it cannot be " \
            "omitted" in problems
     assert "agent.yaml:8: http[1].retries: -1 is not between 0 and 10" in problems

@@ -1,7 +1,8 @@
 """HTTP sources: blackbox_exporter-style probes and json_exporter-style metrics from a response body, of one URL
 or of targets discovered Prometheus's way. A prober kind (agent.sources.probe): config (the module keys and the
-families) -> prober (one attempt: aiohttp, timing from its hooks, JSON from the body); client (the session and
-SSL contexts every HTTP source shares)."""
+families) -> prober (one attempt, redirects followed) on an HTTP/1.1 client of its own (request, connection,
+head, body, proxy) -> checks (what decides the probe, JSON metrics); client (the SSL contexts every HTTP source
+shares)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from agent.config.fields import Fields
-from agent.discovery.config import http_url
 from agent.formatting import excerpt
 from agent.series.family import FamilySpec
 from agent.series.store import Group
@@ -43,7 +43,9 @@ class HttpKind(ProberKind[HttpModule, "HttpShared"]):
     always = ALWAYS
 
     def parse_target(self, value: Any, module: HttpModule) -> str:
-        return http_url(value)
+        from agent.config import values
+
+        return _probe_url(values.nonempty_string(value))
 
     def parse_module(self, fields: Fields, settings: ProbeSettings) -> HttpModule:
         return parse_module(fields, settings, _RESERVED)
@@ -55,7 +57,7 @@ class HttpKind(ProberKind[HttpModule, "HttpShared"]):
         return [JSON_ERRORS]
 
     def open_shared(self, context: SourceContext) -> HttpShared:
-        from agent.sources.http.client import HttpShared  # here: it loads aiohttp's pieces only HTTP needs
+        from agent.sources.http.client import HttpShared
 
         return HttpShared(context)
 
@@ -63,7 +65,7 @@ class HttpKind(ProberKind[HttpModule, "HttpShared"]):
         return shared.tls.prepare(module.tls for module in modules)
 
     def prober(self, module: HttpModule, shared: HttpShared, own: Group) -> Prober:
-        from agent.sources.http.prober import HttpProber  # here: it loads aiohttp (19 MiB)
+        from agent.sources.http.prober import HttpProber  # here: an agent without HTTP sources never loads it
 
         return HttpProber(module, shared, own)
 
@@ -82,30 +84,27 @@ class HttpKind(ProberKind[HttpModule, "HttpShared"]):
         return _probe_url(url)
 
     def describe_target(self, target: str) -> str:
-        from yarl import URL
+        from agent.sources.http.request import without_credentials
 
-        return str(URL(target).with_user(None))  # no user:password@
+        return without_credentials(target)
 
 
 def _probe_url(url: str) -> str:
+    """``url`` if a probe can request it (read by the probe's own URL parser), else ValueError saying why."""
     import ipaddress
     import re
 
-    from yarl import URL
+    from agent.sources.http.request import parse_url
 
-    try:
-        parsed = URL(url)
-    except ValueError as exc:
-        raise ValueError(f"{excerpt(url)} is not a URL: {exc}") from None
-    host = parsed.raw_host or ""
+    host = parse_url(url).host
     valid = re.match(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$", host) is not None
     if not valid:
         try:
-            ipaddress.ip_address(host)
+            ipaddress.ip_address(host.split("%")[0])
             valid = True
         except ValueError:
             pass
-    if parsed.scheme not in ("http", "https") or not valid:
+    if not valid:
         raise ValueError(f"{excerpt(url)} is not an http:// or https:// URL with a host")
     return url
 
