@@ -1,6 +1,7 @@
 """Per-probe cost: our HttpSource vs blackbox_exporter's http prober, same target, same number of probes.
 
 Run: .venv/bin/python -m pytest tests/benchmarks/bench_http.py -s
+(two benchmarks: CPU per probe, and an HTTP-only agent's start-up and memory)
 (tests/benchmarks/bench_scale.py measures 10,000 targets on their schedule against blackbox_exporter.)
 The target runs in its own process. Our probes run in this process (CPU = this process's CPU time during
 the run); blackbox_exporter runs in its own (CPU from /proc), driven through /probe by a client here. Both
@@ -91,3 +92,68 @@ def test_probe_cost_against_blackbox(tmp_path):
     print(f"  kpi-agent:         {PROBES / ours_wall:7.0f} probes/s, {ours_cpu / PROBES * 1e6:6.0f} us CPU per probe "
           f"(rounds: {[round(run[1] / PROBES * 1e6) for run in ours]})")
     print(f"  ratio: {bb_cpu / ours_cpu:.2f}x blackbox's CPU per probe (above 1 = we use less)")
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_an_http_only_agent_starts_and_weighs_against_blackbox(tmp_path):
+    """Start-up (process start to the first probe's result) and resident memory after 20 probes, of an agent with
+    one HTTP source and of blackbox_exporter asked for the same probe: alternating, medians of 3."""
+    blackbox = require_tool("prometheus-blackbox-exporter")
+    target_port = free_port()
+    target = subprocess.Popen([sys.executable, "-c", OK_TARGET, str(target_port)])
+    url = f"http://127.0.0.1:{target_port}/ok"
+    (tmp_path / "blackbox.yml").write_text("modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n")
+    ours, theirs = [], []
+    try:
+        wait_until(lambda: fetch(url)[0] == 200)
+        for _ in range(3):
+            port = free_port()
+            config = tmp_path / "agent.yaml"
+            config.write_text(f"http:\n  - {{name: web, url: '{url}', interval: 100ms}}\n")
+            started = time.perf_counter()
+            agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config.file", str(config),
+                                      "--web.listen-address", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
+            metrics = f"http://127.0.0.1:{port}/metrics"
+            try:
+                wait_until(lambda m=metrics: _probes(fetch(m)[1]) >= 1, interval=0.01)
+                first = time.perf_counter() - started
+                wait_until(lambda m=metrics: _probes(fetch(m)[1]) >= 20)
+                ours.append((first, _rss_mib(agent.pid)))
+            finally:
+                agent.terminate()
+                agent.wait(timeout=10)
+            port = free_port()
+            started = time.perf_counter()
+            exporter = subprocess.Popen([blackbox, f"--config.file={tmp_path / 'blackbox.yml'}",
+                                         f"--web.listen-address=127.0.0.1:{port}"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            probe = f"http://127.0.0.1:{port}/probe?module=http_2xx&target={url}"
+            try:
+                wait_until(lambda p=probe: "probe_success 1" in fetch(p)[1], interval=0.01)
+                first = time.perf_counter() - started
+                for _ in range(19):
+                    fetch(probe)
+                theirs.append((first, _rss_mib(exporter.pid)))
+            finally:
+                exporter.terminate()
+                exporter.wait(timeout=10)
+    finally:
+        target.terminate()
+        target.wait(timeout=10)
+    our_start, our_rss = (statistics.median(run[i] for run in ours) for i in (0, 1))
+    bb_start, bb_rss = (statistics.median(run[i] for run in theirs) for i in (0, 1))
+    print(f"\nOne HTTP target, process start to first probe result, RSS after 20 probes; median of 3 alternating; "
+          f"load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    print(f"  blackbox_exporter: {bb_start:5.2f} s to the first probe, {bb_rss:5.1f} MiB")
+    print(f"  kpi-agent:         {our_start:5.2f} s to the first probe, {our_rss:5.1f} MiB")
+    print(f"  ratio: start-up {our_start / bb_start:.2f}x, RSS {our_rss / bb_rss:.2f}x blackbox's (below 1 = less)")
+
+
+def _probes(page: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in page.splitlines() if line.startswith("probes_total{"))
