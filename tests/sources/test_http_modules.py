@@ -46,6 +46,12 @@ async def gzipped(request: web.Request) -> web.Response:
     return web.Response(body=gzip.compress(BODY.encode() * 20), headers={"Content-Encoding": "gzip"})
 
 
+async def brotli_body(request: web.Request) -> web.Response:
+    import brotli
+
+    return web.Response(body=brotli.compress(BODY.encode() * 20), headers={"Content-Encoding": "br"})
+
+
 async def redirect(request: web.Request) -> web.Response:
     raise web.HTTPFound(request.query.get("to", "/ok"))
 
@@ -68,8 +74,8 @@ async def home(request: web.Request) -> web.Response:
 
 def app() -> web.Application:
     application = web.Application()
-    for path, handler in (("/ok", ok), ("/cookies", cookies), ("/gzip", gzipped), ("/redirect", redirect),
-                          ("/login", login), ("/home", home)):
+    for path, handler in (("/ok", ok), ("/cookies", cookies), ("/gzip", gzipped), ("/br", brotli_body),
+                          ("/redirect", redirect), ("/login", login), ("/home", home)):
         application.router.add_get(path, handler)
     application.router.add_post("/auth", auth)
     return application
@@ -198,6 +204,11 @@ async def test_compression_decodes_as_blackbox(servers, context, blackbox):  # n
     outcome, page, theirs = await both(context, blackbox, f"{plain}/gzip", keys)
     assert outcome == "success"
     assert page.value("probe_http_uncompressed_body_length", target="t") == len(BODY) * 20
+    compare(page, theirs, ours_only=OURS_ONLY, values=("probe_http_content_length",
+                                                        "probe_http_uncompressed_body_length"))
+    keys = "compression: br\nheaders: {Accept-Encoding: br}\nfail_if_body_not_matches_regexp: ['version 1\\.2']"
+    outcome, page, theirs = await both(context, blackbox, f"{plain}/br", keys)
+    assert outcome == "success"
     compare(page, theirs, ours_only=OURS_ONLY, values=("probe_http_content_length",
                                                         "probe_http_uncompressed_body_length"))
     outcome, _, _ = await both(context, blackbox, f"{plain}/gzip", "compression: deflate\n"

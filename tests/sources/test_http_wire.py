@@ -125,7 +125,10 @@ async def test_a_body_over_the_limit_is_refused_as_it_arrives_however_it_is_fram
     """Content-Length over the limit fails before the body is read; a chunked or unframed body fails as soon as
     it passes the limit, though the server would send forever; a small gzip body that unpacks to 100 MiB fails
     at the limit too (the limit counts decoded bytes, as blackbox's)."""
+    import brotli
+
     bomb = gzip.compress(b"\0" * (100 * 1024 * 1024))
+    br_bomb = brotli.compress(b"\0" * (100 * 1024 * 1024), quality=1)
     cases = {
         "announced": sends(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n", forever=b"x" * 65536),
         "chunked": sends(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", forever=b"10000\r\n" + b"x" * 65536
@@ -133,11 +136,13 @@ async def test_a_body_over_the_limit_is_refused_as_it_arrives_however_it_is_fram
         "until close": sends(b"HTTP/1.1 200 OK\r\n\r\n", forever=b"x" * 65536, pause=0.001),
         "gzip bomb": sends(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(bomb),
                            bomb),
+        "br bomb": sends(b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: %d\r\n\r\n" % len(br_bomb),
+                         br_bomb),
     }
     for name, answer in cases.items():
         server, url = await raw_server(answer)
         try:
-            extra = "    body_size_limit: 1MiB\n" + ("    compression: gzip\n" if name == "gzip bomb" else "")
+            extra = "    body_size_limit: 1MiB\n" + (f"    compression: {name.split()[0]}\n" if "bomb" in name else "")
             outcome, error = await probe(context, url, extra, timeout="5s")
             assert outcome == "body_too_large", (name, error)
             assert error is not None and error.startswith("body longer than 1048576 bytes"), (name, error)

@@ -74,7 +74,9 @@ class Sink:
         room = self.limit - self.length + 1  # one byte past the limit is enough to know it is exceeded
         try:
             if self.compression == "br":
-                out = self.decoder.process(bytes(data))
+                out = self.decoder.process(bytes(data), output_buffer_limit=room)
+                while len(out) < room and not self.decoder.can_accept_more_data():
+                    out += self.decoder.process(b"", output_buffer_limit=room - len(out))
             else:
                 out = self.decoder.decompress(data, room)
                 while self.decoder.eof and self.decoder.unused_data and self.compression == "gzip":
