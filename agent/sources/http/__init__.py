@@ -94,7 +94,7 @@ def _probe_url(url: str) -> str:
     import ipaddress
     import re
 
-    from agent.sources.http.request import parse_url
+    from agent.sources.http.request import parse_url, without_credentials
 
     host = parse_url(url).host
     valid = re.match(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$", host) is not None
@@ -105,7 +105,7 @@ def _probe_url(url: str) -> str:
         except ValueError:
             pass
     if not valid:
-        raise ValueError(f"{excerpt(url)} is not an http:// or https:// URL with a host")
+        raise ValueError(f"{excerpt(without_credentials(url))} is not an http:// or https:// URL with a host")
     return url
 
 

@@ -61,20 +61,21 @@ def parse_url(text: str, error: type[ValueError] = ValueError) -> Url:
         port = int(port_text)
         if 0 < port < 65536:
             return Url(text, scheme, host, port, f"{host}:{port}", target or "/", None, None)
+    shown = excerpt(without_credentials(text))  # messages never quote a password
     try:
         parts = urlsplit(text)
         given_port = parts.port
     except ValueError as exc:
-        raise error(f"{excerpt(text)} is not a URL: {exc}") from None
+        raise error(f"{shown} is not a URL: {exc}") from None
     scheme = parts.scheme.lower()
     host = parts.hostname or ""
     if scheme not in DEFAULT_PORTS or not host:
-        raise error(f"{excerpt(text)} is not an http:// or https:// URL with a host")
+        raise error(f"{shown} is not an http:// or https:// URL with a host")
     if not host.isascii():
         try:
             host = host.encode("idna").decode("ascii")
         except UnicodeError:
-            raise error(f"{excerpt(text)}: the host is not a valid international domain name") from None
+            raise error(f"{shown}: the host is not a valid international domain name") from None
     shown_host = f"[{host}]" if ":" in host else host
     authority = shown_host if given_port is None else f"{shown_host}:{given_port}"
     target = parts.path or "/"
