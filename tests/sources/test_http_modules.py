@@ -370,6 +370,8 @@ def test_proxy_and_authorization_secrets_stay_out_of_reprs_and_errors():
 
 def test_every_blackbox_http_key_is_read_or_refused_with_a_reason():
     """blackbox_exporter 0.28's HTTPProbe keys (and http_config's): none is an "unknown field"."""
+    with pytest.raises(ConfigError, match="unknown field"):  # what a key nobody reads gets
+        config_from("http:\n  - {name: a, url: 'http://127.0.0.1/', not_a_blackbox_key: 1}\n")
     source = Path(__file__).with_name("blackbox_http_keys.txt")
     keys = [line.split("#")[0].strip() for line in source.read_text().splitlines()]
     for key in filter(None, keys):
