@@ -245,6 +245,7 @@ def test_only_an_agent_with_a_grpc_source_loads_grpclib(tmp_path, start_agent):
     assert not _loaded(http_only, "grpclib", "google.protobuf", "dns", "h2")
     # nor the kinds' own packages: the kinds table loads a kind the config has a section of
     assert not _loaded(http_only, "agent.sources.dns", "agent.sources.icmp", "agent.sources.grpc")
-    assert _loaded(http_only, "aiohttp") == {"aiohttp"}  # the log is complete: what the agent loads is in it
+    # the log is complete: what the agent loads is in it (aiohttp no more: HTTP probes have their own client)
+    assert _loaded(http_only, "agent.sources.http", "aiohttp") == {"agent.sources.http"}
     with_grpc = _imported("grpc:\n  - {name: app, target: '127.0.0.1:9'}\n", tmp_path, start_agent)
     assert _loaded(with_grpc, "grpclib", "google.protobuf", "grpc") == {"grpclib", "google.protobuf"}  # no grpcio
