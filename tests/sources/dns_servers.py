@@ -143,6 +143,7 @@ class BadDnsServer:
     - ``wrong_id``: a well-formed answer with another id
     - ``silent``: never answers (TCP: accepts the connection and reads, never writes)
     - ``short``: TCP only: announces a 512-byte message and closes after 3 bytes
+    - ``flaky``: silent to the first query, a well-formed answer (no records) to every other
     """
 
     def __init__(self, mode: str):
@@ -163,7 +164,7 @@ class BadDnsServer:
 
     def answer(self, query: bytes) -> bytes | None:
         self.queries += 1
-        if self.mode == "silent":
+        if self.mode == "silent" or (self.mode == "flaky" and self.queries == 1):
             return None
         if self.mode == "garbage":
             return b"\x13\x37 this is not DNS \xff\xfe"

@@ -1,7 +1,8 @@
 """A real gRPC server for the tests: grpcio's server with the standard health service (grpcio-health-checking).
 
 Run as ``python -m tests.sources.grpc_server ADDRESS [CERT KEY]`` (ADDRESS: ``127.0.0.1:PORT``, ``[::1]:PORT``);
-it prints ``ready`` once serving, then reads
+it prints ``ready`` once serving (``GRPC_FAIL_FIRST=1``: its first call fails with UNAVAILABLE;
+``GRPC_REQUIRE_METADATA=key=value``: calls without it fail with UNAUTHENTICATED), then reads
 ``<service> <SERVING|NOT_SERVING|SERVICE_UNKNOWN>`` lines on stdin to flip a service's status ("" is the whole
 server: write ``- SERVING``), answering ``ok`` to each.
 """
@@ -28,12 +29,30 @@ class _RequireMetadata(grpc.ServerInterceptor):
         return grpc.unary_unary_rpc_method_handler(refuse)
 
 
+class _FailFirst(grpc.ServerInterceptor):
+    """The first call fails with UNAVAILABLE (a server still starting), every other is served."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def intercept_service(self, continuation, details):  # noqa: ANN001, ANN201 - grpcio's interface
+        self.calls += 1
+        if self.calls > 1:
+            return continuation(details)
+
+        def refuse(request, context):  # noqa: ANN001, ANN202
+            context.abort(grpc.StatusCode.UNAVAILABLE, "starting")
+
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
 def _interceptors() -> list:
+    interceptors: list = [_FailFirst()] if os.environ.get("GRPC_FAIL_FIRST") else []
     required = os.environ.get("GRPC_REQUIRE_METADATA")
-    if not required:
-        return []
-    key, _, value = required.partition("=")
-    return [_RequireMetadata(key, value)]
+    if required:
+        key, _, value = required.partition("=")
+        interceptors.append(_RequireMetadata(key, value))
+    return interceptors
 
 
 def main() -> None:

@@ -88,13 +88,15 @@ def netns() -> Iterator:
     namespace with its loopback up; ``ping_group_range`` ("0 0": root's group may open ping sockets, "1 0": nobody
     may); ``icmp_loss`` the percentage of ICMP packets dropped (requests and replies alike); ``lo_only_host``:
     127.0.0.1 is the only loopback address (any other 127.x address has no route: an unreachable host, no packet
-    sent); ``hosts``: the /etc/hosts its processes read (names of the test's own)."""
+    sent); ``hosts``: the /etc/hosts its processes read (names of the test's own); ``icmp_drop_first_of``: N drops
+    the first of every N ICMP packets (3: a request lost, then a request and its reply through, and again)."""
     _require("root", os.geteuid() == 0)
     _require("ip (Debian's iproute2)", bool(shutil.which("ip")))
     made: list[Namespace] = []
 
     def make(ping_group_range: str | None = None, icmp_loss: int | None = None,
-             lo_only_host: bool = False, hosts: str | None = None) -> Namespace:
+             lo_only_host: bool = False, hosts: str | None = None, icmp_drop_first_of: int | None = None
+             ) -> Namespace:
         name = f"kpi-test-{os.getpid()}-{len(made)}"
         if hosts is not None:  # `ip netns exec` mounts /etc/netns/NAME/hosts over /etc/hosts for what it runs
             Path(f"/etc/netns/{name}").mkdir(parents=True, exist_ok=True)
@@ -115,6 +117,12 @@ def netns() -> Iterator:
                          [nft, "add", "rule", "inet", "loss", "in", "meta", "l4proto", "{ icmp, ipv6-icmp }",
                           *(["numgen", "random", "mod", "100", "lt", str(icmp_loss)] if icmp_loss < 100 else []),
                           "drop"]]
+        if icmp_drop_first_of is not None:  # the 1st, N+1st, 2N+1st... ICMP packet: a pattern, not chance
+            nft = require_tool("nft")
+            commands += [[nft, "add", "table", "inet", "drops"],
+                         [nft, "add", "chain", "inet", "drops", "in", "{ type filter hook input priority 0; }"],
+                         [nft, "add", "rule", "inet", "drops", "in", "meta", "l4proto", "{ icmp, ipv6-icmp }",
+                          "numgen", "inc", "mod", str(icmp_drop_first_of), "lt", "1", "drop"]]
         for command in commands:
             done = namespace.run(*command)
             assert done.returncode == 0, f"{' '.join(command)}: {done.stderr}"

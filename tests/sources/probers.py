@@ -57,3 +57,18 @@ def one_target(page: Exposition, target: str) -> Exposition:
     label = f'target="{target}"'
     return Exposition("\n".join(line for line in page.text.splitlines()
                                  if line.startswith("#") or label in line).encode() + b"\n")
+
+
+def assert_retried(page: Exposition, kind: str, failed: str, probes: int = 1) -> None:
+    """What ``probes`` probes with ``retries: 1``, each failing once (``failed``) then succeeding, show on
+    /metrics: every result of the kind from the start; the probes succeeded, but every failed attempt is counted,
+    and the last probe needed a retry."""
+    from agent.sources.kinds import KINDS
+
+    results = KINDS[kind].result_labels  # type: ignore[attr-defined]
+    assert page.by("probes_total", "result") == {result: float(probes) if result == "success" else 0.0
+                                                 for result in results}
+    assert page.by("probe_attempts_total", "result") == {
+        result: float(probes) if result in ("success", failed) else 0.0 for result in results}
+    assert page.value("probe_retries") == 1 and page.value("probe_success") == 1
+    assert page.value("probe_latency_seconds_count") == probes

@@ -13,7 +13,7 @@ from agent.sources.probe.families import COMMON_RESULTS
 from tests.helpers import examples
 from tests.sources.blackbox import blackbox, compare  # noqa: F401 - the fixture
 from tests.sources.dns_servers import SERIAL, bad_dns, dnsmasq, ticking_dns, unbound_tls  # noqa: F401 - fixtures
-from tests.sources.probers import Probed, blackbox_module, source_config
+from tests.sources.probers import Probed, assert_retried, blackbox_module, source_config
 
 OURS_ONLY = ("probes_total", "probe_last_result", "probe_latency_seconds_bucket", "probe_latency_seconds_sum",
              "probe_latency_seconds_count")
@@ -130,19 +130,30 @@ async def test_a_server_that_misbehaves(bad_dns, context, mode, transport, resul
     assert ours.page().value("probe_success") == 0
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
 async def test_a_silent_server_times_out_on_time(bad_dns, context, transport):  # noqa: F811
-    server = bad_dns("silent")
+    server = bad_dns("silent")  # over TLS: the connection is accepted, the handshake never answered
+    keys = {"dns_over_tls": True, "tls_config": {"insecure_skip_verify": True}} if transport == "tls" else \
+        {"transport_protocol": transport}
     ours = Probed(context, "dns", f"127.0.0.1:{server.port}",
-                  {"query_name": "www.example.test", "query_type": "A", "transport_protocol": transport},
-                  timeout="500ms")
+                  {"query_name": "www.example.test", "query_type": "A", **keys}, timeout="500ms")
     started = time.perf_counter()
     assert await ours.probe() == "timeout"
     assert 0.45 < time.perf_counter() - started < 1.5
-    assert server.queries == 1
+    if transport != "tls":  # over TLS the server reads the client's hello as a query and stays silent
+        assert server.queries == 1
     page = ours.page()
     assert page.value("probe_dns_query_succeeded") == 0
     assert page.value("probe_dns_answer_rrs") == 0
+
+
+async def test_a_failure_a_retry_papered_over_is_still_counted(bad_dns, context):  # noqa: F811
+    server = bad_dns("flaky")  # silent to the first query, answers the next
+    ours = Probed(context, "dns", f"127.0.0.1:{server.port}",
+                  {"query_name": "www.example.test", "query_type": "A", "retries": 1}, timeout="300ms")
+    assert await ours.probe() == "success", ours.reason
+    assert server.queries == 2
+    assert_retried(ours.page(), "dns", failed="timeout")
 
 
 async def test_nothing_listening(context):

@@ -12,11 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from agent.config.problems import ConfigError
 from tests.helpers import Exposition, free_port, wait_until
 from tests.sources.blackbox import blackbox, compare  # noqa: F401 - the fixture
 from tests.sources.dns_servers import make_certificate
 from tests.sources.netns import netns  # noqa: F401 - the fixture
-from tests.sources.probers import Probed, blackbox_module, one_target
+from tests.sources.probers import Probed, assert_retried, blackbox_module, one_target, source_config
 from tests.tools import require_tool
 
 OURS_ONLY = ("probes_total", "probe_last_result", "probe_latency_seconds_bucket", "probe_latency_seconds_sum",
@@ -189,7 +190,15 @@ async def test_metadata_reaches_the_server(grpc_server, context):
     assert await allowed.probe() == "success", allowed.reason
 
 
-async def test_a_server_that_accepts_and_never_answers(context):
+async def test_a_failure_a_retry_papered_over_is_still_counted(grpc_server, context):
+    server = grpc_server(env={"GRPC_FAIL_FIRST": "1"})  # the first call fails with UNAVAILABLE
+    ours = Probed(context, "grpc", server.target, {"retries": 1})
+    assert await ours.probe() == "success", ours.reason
+    assert_retried(ours.page(), "grpc", failed="grpc_status")
+
+
+@pytest.mark.parametrize("tls", [False, True])
+async def test_a_server_that_accepts_and_never_answers(context, tls):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -197,7 +206,8 @@ async def test_a_server_that_accepts_and_never_answers(context):
     accepting = threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True)
     accepting.start()
     try:
-        ours = Probed(context, "grpc", f"127.0.0.1:{listener.getsockname()[1]}", {}, timeout="500ms")
+        module = {"tls": True, "tls_config": {"insecure_skip_verify": True}} if tls else {}  # TLS: no handshake
+        ours = Probed(context, "grpc", f"127.0.0.1:{listener.getsockname()[1]}", module, timeout="500ms")
         started = time.perf_counter()
         assert await ours.probe() == "timeout"
         assert 0.4 < time.perf_counter() - started < 1.5
@@ -249,3 +259,19 @@ def test_only_an_agent_with_a_grpc_source_loads_grpclib(tmp_path, start_agent):
     assert _loaded(http_only, "agent.sources.http", "aiohttp") == {"agent.sources.http"}
     with_grpc = _imported("grpc:\n  - {name: app, target: '127.0.0.1:9'}\n", tmp_path, start_agent)
     assert _loaded(with_grpc, "grpclib", "google.protobuf", "grpc") == {"grpclib", "google.protobuf"}  # no grpcio
+
+
+def test_config_keys_blackbox_has_and_one_it_has_not():
+    config = source_config("grpc", "g", "https://orders.internal:50051", {
+        "service": "orders.v1.Orders", "tls": True, "tls_config": {"server_name": "orders.internal"},
+        "metadata": {"authorization": "Bearer s3cret", "x-team": ["a", "b"]},
+        "preferred_ip_protocol": "ip4", "ip_protocol_fallback": False})
+    module = config.module
+    assert (module.service, module.tls, module.tls_config.server_name) == ("orders.v1.Orders", True, "orders.internal")
+    assert module.metadata == (("authorization", "Bearer s3cret"), ("x-team", "a"), ("x-team", "b"))
+    assert (module.ip.preferred, module.ip.fallback) == ("ip4", False)
+    assert config.target == "orders.internal:50051"
+    with pytest.raises(ConfigError) as error:  # accepted and ignored before: say so instead
+        source_config("grpc", "g", "127.0.0.1:50051", {"source_ip_address": "127.0.0.2"})
+    assert "agent.yaml:6: grpc[0].source_ip_address: a gRPC source cannot choose the address it connects from" \
+        in str(error.value)

@@ -12,7 +12,7 @@ from agent.sources.icmp import KIND
 from tests.helpers import wait_until
 from tests.sources.blackbox import blackbox, compare  # noqa: F401 - the fixture
 from tests.sources.netns import NO_RAW_SOCKETS, netns  # noqa: F401 - the fixture
-from tests.sources.probers import Probed, blackbox_module, source_config
+from tests.sources.probers import Probed, assert_retried, blackbox_module, source_config
 
 OURS_ONLY = ("probes_total", "probe_last_result", "probe_latency_seconds_bucket", "probe_latency_seconds_sum",
              "probe_latency_seconds_count", "probe_icmp_packets_sent_total", "probe_icmp_packets_received_total",
@@ -35,6 +35,14 @@ async def test_loopback_as_blackbox_sees_it(target, blackbox, context):  # noqa:
     assert page.value("probe_icmp_packet_loss_ratio") == 0
     rtt = page.value("probe_icmp_duration_seconds", phase="rtt")
     assert 0 < rtt < 0.5 and rtt == page.value("probe_icmp_rtt_seconds", stat="avg")
+
+
+async def test_ttl_0_is_the_systems_default_as_in_blackbox(blackbox, context):  # noqa: F811
+    module = {"preferred_ip_protocol": "ip4", "ttl": 0}
+    exporter = blackbox(blackbox_module("icmp_ttl0", "icmp", module))
+    ours = Probed(context, "icmp", "127.0.0.1", module)
+    assert await ours.probe() == "success", ours.reason
+    assert exporter.probe("icmp_ttl0", "127.0.0.1").value("probe_success") == 1
 
 
 async def test_several_requests_give_min_avg_max_and_jitter(context):
@@ -98,6 +106,22 @@ def test_loss_over_several_probes_from_the_counters(netns, tmp_path):  # noqa: F
     received = last.value("probe_icmp_packets_received_total") - first.value("probe_icmp_packets_received_total")
     # a round trip survives with 0.7 * 0.7 = 49%: over 100 requests or more, the loss is about half
     assert sent >= 100 and 0.25 < 1 - received / sent < 0.77, (sent, received)
+
+
+@pytest.mark.slow
+def test_a_failure_a_retry_papered_over_is_still_counted(netns, tmp_path):  # noqa: F811
+    """Every third ICMP packet dropped, from the first: each probe's first request is lost (a timeout), its retry
+    and the reply get through. The probes succeed, the failed attempts and their packets are counted."""
+    namespace = netns(icmp_drop_first_of=3)
+    config = tmp_path / "agent.yaml"
+    config.write_text("icmp:\n  - {name: flaky, target: 127.0.0.1, timeout: 300ms, retries: 1, interval: 1s}\n")
+    base = namespace.start_agent(config)
+    page = wait_until(lambda: (p := namespace.scrape(base)).total("probes_total") >= 2 and p, timeout=15,
+                      what="two probes")
+    probes = page.total("probes_total")
+    assert_retried(page, "icmp", failed="timeout", probes=probes)
+    assert page.value("probe_icmp_packets_sent_total") == 2 * probes  # both attempts' requests
+    assert page.value("probe_icmp_packets_received_total") == probes
 
 
 @pytest.mark.slow
@@ -181,7 +205,7 @@ def test_config_keys_and_their_errors():
         source_config("icmp", "r", "127.0.0.1", {"packets": 5, "packet_interval": "1s", "ttl": 300}, timeout="2s")
     text = str(error.value)
     assert "icmp[0].packet_interval: 5 requests 1s apart take 4s, not less than the timeout 2s" in text
-    assert "icmp[0].ttl: 300 is not a TTL from 1 to 255" in text
+    assert "icmp[0].ttl: 300 is not a TTL from 1 to 255 (or 0: the system's default)" in text
     with pytest.raises(ConfigError, match="ICMP has no port"):
         source_config("icmp", "r", "127.0.0.1:80", {})
 

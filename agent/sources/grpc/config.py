@@ -62,4 +62,8 @@ def parse_module(fields: Fields) -> GrpcModule:
     if fields.has("tls_config") and not tls and not fields.invalid & {"tls"}:
         fields.warn("tls_config", "is ignored without tls: true (as blackbox_exporter ignores it)")
     metadata = fields.get("metadata", _metadata, ())
-    return GrpcModule(service, tls, tls_config, metadata, parse_ip_config(fields))
+    ip = parse_ip_config(fields)
+    if ip.source_ip is not None:
+        fields.error("source_ip_address", "a gRPC source cannot choose the address it connects from (its client, "
+                     "grpclib, has no such setting; nor has blackbox_exporter's grpc prober)")
+    return GrpcModule(service, tls, tls_config, metadata, ip)

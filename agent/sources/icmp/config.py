@@ -42,7 +42,7 @@ class IcmpModule:
     packets: int = 1  # echo requests per probe; 1 is blackbox's probe
     packet_interval: float = 1.0  # between two requests of a probe
     payload_size: int = DEFAULT_PAYLOAD_SIZE
-    ttl: int = DEFAULT_TTL
+    ttl: int = DEFAULT_TTL  # 0: the system's default
     dont_fragment: bool = False
     ip: IpConfig = field(default_factory=IpConfig)
 
@@ -55,9 +55,10 @@ def _payload_size(value: object) -> int:
 
 
 def _ttl(value: object) -> int:
+    """1 to 255, or 0: the system's default hop limit (blackbox_exporter's meaning of 0)."""
     ttl = values.integer(value)
-    if not 1 <= ttl <= 255:
-        raise ValueError(f"{ttl} is not a TTL from 1 to 255")
+    if not 0 <= ttl <= 255:
+        raise ValueError(f"{ttl} is not a TTL from 1 to 255 (or 0: the system's default)")
     return ttl
 
 

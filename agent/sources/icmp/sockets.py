@@ -140,15 +140,16 @@ class EchoSocket:
         self._in_flight.clear()
 
     def send(self, address: str, payload: bytes, ttl: int) -> Echo:
-        """Sends one echo request to ``address``; raises OSError when the kernel refuses it (no route)."""
+        """Sends one echo request to ``address`` with hop limit ``ttl`` (0: the socket's, the system's default);
+        raises OSError when the kernel refuses it (no route)."""
         sequence = self._next_sequence()
         header = _HEADER.pack(ECHO_REQUEST[self.family], 0, 0, self.ident, sequence)
         packet = header[:2] + checksum(header + payload).to_bytes(2, "big") + header[4:] + payload
         if self.family == socket.AF_INET6:
-            ancillary = [(socket.IPPROTO_IPV6, IPV6_HOPLIMIT, _INT.pack(ttl))]
+            ancillary = [(socket.IPPROTO_IPV6, IPV6_HOPLIMIT, _INT.pack(ttl))] if ttl else []
             destination: tuple = (address, 0, 0, 0)
         else:
-            ancillary = [(socket.IPPROTO_IP, socket.IP_TTL, _INT.pack(ttl))]
+            ancillary = [(socket.IPPROTO_IP, socket.IP_TTL, _INT.pack(ttl))] if ttl else []
             destination = (address, 0)
         echo = Echo(address, payload, time.time_ns(), self._loop.create_future())
         self.sock.sendmsg([packet], ancillary, 0, destination)
