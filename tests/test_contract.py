@@ -102,6 +102,17 @@ def test_what_the_kinds_table_knows_without_loading_a_kind_holds_for_every_kind(
         assert all(spec.name.startswith(BUILTIN_PREFIXES) for spec in kind.builtin), kind.name
 
 
+def test_a_misspelt_kind_is_told_the_nearest_though_no_kind_is_loaded_for_it():
+    from agent.config.agent import parse_config
+    from agent.config.problems import ConfigError
+    from agent.config.yaml import load_text
+
+    with pytest.raises(ConfigError) as error:
+        parse_config(load_text("dsn:\n  - {name: zone, target: 127.0.0.1, query_name: example.com}\n", "agent.yaml"),
+                     "agent.yaml")
+    assert "agent.yaml:1: dsn: unknown field; did you mean 'dns'?" in str(error.value)
+
+
 @pytest.fixture
 async def target():
     async def orders(request: web.Request) -> web.Response:

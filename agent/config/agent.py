@@ -92,11 +92,9 @@ def parse_config(data: Any, file: str) -> tuple[AgentConfig, Report]:
     top = Fields(data if data is not None else LocatedMap(), "", report, 1)
     global_ = parse_global(top.section("global"))
     parsed: list[_Parsed] = []
-    for name in KINDS:
-        if not top.has(name):
-            continue  # the kinds the config has no section of are never loaded
-        kind = KINDS[name]
-        for item, path, line in top.items(kind.name):
+    for name in KINDS:  # every kind's section is asked for (a misspelt one is told the nearest)
+        for item, path, line in top.items(name):
+            kind = KINDS[name]  # a kind the config has no source of is never loaded
             fields = Fields(item, path, report, line)
             if not fields.ok:  # already reported: expected a mapping
                 continue
