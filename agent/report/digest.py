@@ -48,10 +48,6 @@ def _history(line: Line | None) -> str:
     return f"{sum(1 for j in judged if j.met)}/{len(judged)}" if judged else ""
 
 
-def subject_period(report: Report) -> str:
-    return report.period.span.label
-
-
 def text_table(report: Report) -> str:
     """The summary in aligned columns (mail clients show text/plain in a fixed-width font or not at all, so
     each row also stands alone)."""

@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent.config.values import duration
@@ -318,6 +318,3 @@ def short_label(label: str) -> str:
         return label[5:8]
     return label.split(" (")[0]
 
-
-def as_utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)

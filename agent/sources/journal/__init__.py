@@ -5,10 +5,10 @@ from __future__ import annotations
 from agent.config.fields import Fields
 from agent.series.family import FamilySpec
 from agent.series.store import Group
-from agent.sources.base import DeclaredFamily, SourceContext, SourceDefaults, SourceKind, SourceStats
+from agent.sources.base import IDENTITY_LABEL, DeclaredFamily, SourceContext, SourceDefaults, SourceKind, SourceStats
 from agent.sources.journal.config import JournalSourceConfig, parse_journal_source
 from agent.sources.journal.source import JournalSource
-from agent.sources.logs.config import IDENTITY_LABEL, PIPELINE_FAMILIES, declared_families
+from agent.sources.logs.config import PIPELINE_FAMILIES, declared_families
 
 
 class JournalKind(SourceKind[JournalSourceConfig]):

@@ -14,11 +14,10 @@ from agent.config.regex import Regex, Template
 from agent.config.validation import family_problems, label_name, metric_name
 from agent.formatting import excerpt
 from agent.series.family import DEFAULT_BUCKETS, DEFAULT_MAX_SERIES, FamilySpec, counter, gauge, histogram
-from agent.sources.base import DeclaredFamily
+from agent.sources.base import IDENTITY_LABEL, DeclaredFamily
 
 FORMATS = ("regex", "json", "logfmt")
 CONTAINER_FORMATS = ("cri", "docker")
-IDENTITY_LABEL = "source"
 DEFAULT_MAX_LINE_BYTES = 100 * 1024  # Vector's default; a line longer than this is counted and skipped
 FILENAME_LABEL = "filename"
 KUBERNETES_LABELS = ("namespace", "pod", "container")
