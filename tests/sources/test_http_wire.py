@@ -156,21 +156,25 @@ async def test_slow_servers_hit_the_timeout_and_leave_a_healthy_source_alone(con
     never held."""
     slow_head = sends(b"HTTP/1.1 200 OK\r\n", forever=b"X-Again: and again\r\n")
     slow_body = sends(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", forever=b"x", pause=0.1)
+    # sources are built before the watch: a test builds one on the loop, with its TLS context (the CA bundle,
+    # 20-40 ms), where the agent builds contexts in a worker thread first (probe/tls.py); the watch is on probes
+    beside = source_for(context, Store(), f"  - name: t\n    url: {healthy}\n")
     pace = Pace.measure()
     alone = time.perf_counter()
-    assert (await probe(context, healthy))[0] == "success"
+    assert await beside.probe() == "success"
     alone = time.perf_counter() - alone
     for answer in (slow_head, slow_body):
         server, url = await raw_server(answer)
+        slow_source = source_for(context, Store(), f"  - name: t\n    url: {url}\n    timeout: 600ms\n")
         try:
             async with LoopWatch() as watch:
                 started = time.perf_counter()
-                slow = asyncio.create_task(probe(context, url, timeout="600ms"))
+                slow = asyncio.create_task(slow_source.probe())
                 await asyncio.sleep(0.1)
                 meanwhile = time.perf_counter()
-                assert (await probe(context, healthy))[0] == "success"
+                assert await beside.probe() == "success"
                 meanwhile = time.perf_counter() - meanwhile
-                outcome, error = await slow
+                outcome, error = await slow, slow_source.prober.last_error
                 took = time.perf_counter() - started
             assert (outcome, error) == ("timeout", "no complete answer within 0.6s")
             assert took >= 0.6
