@@ -158,7 +158,8 @@ def _check_series(parsed: list[_Parsed], global_: GlobalConfig, report: Report) 
         if shape in checked:
             continue
         problems = len(report.problems)  # only errors are added below
-        data = kind.data_group(item.config, item.path)
+        # the same checks a running store makes of a group, a prober's table or row alike: the lines come here
+        data = Group(item.path, kind.data_labels(item.config), kind.identity_of(item.config))
         stats = kind.stats_group(item.config, f"{item.path} (self-metrics)")
         store.swap(add=[data, stats])
         for spec in self_families:

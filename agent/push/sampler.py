@@ -9,33 +9,28 @@ sample of a round carries the round's timestamp, taken when it starts.
 A series' labels are the ones /metrics shows (its family's, the global labels it does not have, its source's
 constant labels), then the ``external_labels`` and the labels a scrape would add (``job``, ``instance``)
 wherever the series has no label of that name, then ``write_relabel_configs``. Without relabelling, the labels
-every series of a family shares are encoded once per family and source (``_Template``); only the family's own
+every series of a family shares are encoded once per family and source (``Template``); only the family's own
 label values are encoded per series.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import math
+import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from agent.discovery.relabel import RelabelRule, apply
 from agent.push import wire
-from agent.series.exposition import go_float, process_samples
+from agent.push.tables import TableSamples
+from agent.push.template import Encode, Template, le_values
+from agent.series.exposition import process_samples
 from agent.series.family import AnyFamily, Family, FamilySpec, HistogramFamily, LabelValues
 from agent.series.store import SERIES_DROPPED, Group, Snapshot
 
-Encode = Callable[["_Template", LabelValues], "bytes | None"]
 SLICE_SECONDS = 0.005
-
-
-@functools.lru_cache(maxsize=256)
-def _le_values(bounds: tuple[float, ...]) -> tuple[str, ...]:
-    return tuple(go_float(bound) for bound in (*bounds, math.inf))
 
 
 @dataclass
@@ -54,71 +49,6 @@ class RoundStats:
     dropped_by_relabel: int = 0
 
 
-class _Template:
-    """The labels of one sample name of one family in one group, sorted: constant pieces pre-encoded, and the
-    places where the series' own label values go (index into its label values; ``le`` last for buckets).
-
-    Kept small (there is one per sample name per family, 170,000 for 10,000 targets): the constant labels are
-    a dict shared by every template of the group, a template without varying labels holds only its bytes, and
-    a template's cache of encoded label sets exists once it is used."""
-
-    __slots__ = ("pieces", "constant", "const_labels", "sample_name", "names", "one")
-
-    def __init__(self, names: tuple[str, ...], const_labels: dict[str, str], sample_name: str):
-        self.names = names
-        self.const_labels = const_labels  # shared: without __name__
-        self.sample_name = sample_name
-        entries: list[tuple[str, str | int]] = [*const_labels.items(), ("__name__", sample_name),
-                                                *((n, i) for i, n in enumerate(names))]
-        entries.sort(key=lambda entry: entry[0])
-        pieces: list[bytes | tuple[int, str]] = []
-        for name, source in entries:
-            if isinstance(source, int):
-                pieces.append((source, name))
-            elif source:
-                encoded = wire.label(name, source)
-                if pieces and isinstance(pieces[-1], bytes):
-                    pieces[-1] += encoded
-                else:
-                    pieces.append(encoded)
-        # the whole label set when no label value varies (most families of a probe have no labels of their own)
-        self.constant: bytes | None = None
-        self.pieces: tuple[bytes | tuple[int, str], ...] = ()
-        # one varying label (a bucket's le, a probe's phase): the bytes before it, where it is, the bytes after
-        self.one: tuple[bytes, int, str, bytes] | None = None
-        slots = [piece for piece in pieces if isinstance(piece, tuple)]
-        if not slots:
-            self.constant = b"".join(piece for piece in pieces if isinstance(piece, bytes))
-        elif len(slots) == 1:
-            at = pieces.index(slots[0])
-            # pieces alternate: constant runs were merged, so at most one bytes piece on each side
-            before = b"".join(piece for piece in pieces[:at] if isinstance(piece, bytes))
-            after = b"".join(piece for piece in pieces[at + 1:] if isinstance(piece, bytes))
-            self.one = (before, slots[0][0], slots[0][1], after)
-        else:
-            self.pieces = tuple(pieces)
-
-    def encode(self, values: LabelValues) -> bytes:
-        """The label set of the series with these label values. Label sets are not kept between rounds (one
-        per series would cost as much memory as the store); each label pair is (``wire.label``)."""
-        if self.constant is not None:
-            return self.constant
-        if self.one is not None:
-            before, index, name, after = self.one
-            value = values[index]
-            return before + wire.label(name, value) + after if value else before + after
-        label = wire.label
-        return b"".join([piece if isinstance(piece, bytes) else (label(piece[1], values[piece[0]])
-                                                                   if values[piece[0]] else b"")
-                         for piece in self.pieces])
-
-    def as_dict(self, values: LabelValues) -> dict[str, str]:
-        labels = dict(self.const_labels)
-        labels["__name__"] = self.sample_name
-        labels.update(zip(self.names, values, strict=True))
-        return labels
-
-
 _NO_LABELS: AbstractSet[LabelValues] = frozenset({()})  # the keys of a family without labels: one shared object
 
 
@@ -128,7 +58,7 @@ class _Seen:
 
     __slots__ = ("group", "global_key", "spec", "templates", "keys", "round")
 
-    def __init__(self, group: Group, global_key: tuple, spec: FamilySpec, templates: tuple[_Template, ...]):
+    def __init__(self, group: Group, global_key: tuple, spec: FamilySpec, templates: tuple[Template, ...]):
         self.group = group
         self.global_key = global_key
         self.spec = spec
@@ -140,11 +70,11 @@ class _Seen:
         """The encoded label sets of every sample of one series (a histogram's buckets, count and sum)."""
         if self.spec.kind == "histogram":
             bucket = self.templates[0]
-            for le in _le_values(self.spec.bounds):
+            for le in le_values(self.spec.bounds):
                 encoded = encode(bucket, (*labels, le))
                 if encoded is not None:
                     yield encoded
-            templates: tuple[_Template, ...] = self.templates[1:]
+            templates: tuple[Template, ...] = self.templates[1:]
         else:
             templates = self.templates
         for template in templates:
@@ -167,8 +97,9 @@ class Sampler:
         self._global_key: tuple = ()
         self._consts: dict[tuple[Group, tuple[str, ...]], dict[str, str]] = {}
         self._consts_global: tuple | None = None
-        self._relabelled: dict[tuple[_Template, LabelValues], bytes | None] = {}
+        self._relabelled: dict[tuple[Template, LabelValues], bytes | None] = {}
         self._own = Group("\0process")  # the families /metrics writes besides the store's groups
+        self._tables = TableSamples(self.extra_labels)
 
     async def round(self, snap: Snapshot, timestamp_ms: int, stats: RoundStats | None = None,
                     ) -> AsyncIterator[Batch]:
@@ -183,13 +114,40 @@ class Sampler:
         if global_key == self._global_key:
             global_key = self._global_key  # the same object: entries compare it by identity
         self._global_key = global_key
+        relabelled: dict[tuple[Template, LabelValues], bytes | None] = {}
+        encode = self._encoder(relabelled, stats)
+        prefix, tail, double = samples.prefix, samples.tail, wire.double
+
+        def emit(label_bytes: bytes, value: float | None) -> None:
+            if value is None:
+                parts.append(samples.stale(label_bytes))
+                stats.stale += 1
+            else:
+                parts.append(prefix(label_bytes) + double(value) + tail)
+
+        deadline = time.perf_counter() + SLICE_SECONDS
+        for _ in itertools.chain(self._groups(snap, global_key, this_round, encode, samples, stats, parts),
+                                 self._tables.write(snap.tables, snap.const_labels, global_key, this_round, encode,
+                                                    emit)):
+            if len(parts) >= out.limit:
+                for batch in out.full():
+                    yield batch
+            if time.perf_counter() >= deadline:
+                await asyncio.sleep(0)
+                deadline = time.perf_counter() + SLICE_SECONDS
+        self._relabelled = relabelled
+        for batch in out.rest():
+            yield batch
+        stats.samples += out.total
+
+    def _groups(self, snap: Snapshot, global_key: tuple, this_round: int, encode: Encode, samples: wire.Samples,
+                stats: RoundStats, parts: list[bytes]) -> Iterator[None]:
+        """The groups' part of a round, yielding after each family: every series, and a stale marker for each
+        one gone since the last round."""
         seen = self._seen
         replaced: list[_Seen] = []  # entries whose labels changed (a reload changed the global labels)
-        relabelled: dict[tuple[_Template, LabelValues], bytes | None] = {}
-        encode = self._encoder(relabelled, stats)
         relabelling = bool(self.rules)
         prefix, tail, double = samples.prefix, samples.tail, wire.double
-        deadline = time.perf_counter() + SLICE_SECONDS
         for group, family in self._families(snap):
             # entries are kept per family object (alive while its group is attached, so never reused), and
             # reused round after round: no allocation per family and round but the copy of its series
@@ -203,7 +161,7 @@ class Sampler:
             if isinstance(family, HistogramFamily):
                 states = family.snapshot()
                 entry.keys = _NO_LABELS if len(states) == 1 and () in states else set(states)
-                self._histogram(states, entry, encode, samples, out)
+                self._histogram(states, entry, encode, samples, parts)
             else:
                 values = family.snapshot()
                 # keeps the copy (keys and floats) until the next round compares; most families hold one series
@@ -220,12 +178,7 @@ class Sampler:
                             parts.append(prefix(label_bytes) + double(value) + tail)
             if not previous <= entry.keys:  # label sets that left: an expired log label set, a lost target
                 self._stale(entry, previous - entry.keys, set(), encode, samples, stats, parts)
-            if len(parts) >= out.limit:
-                for batch in out.full():
-                    yield batch
-            if time.perf_counter() >= deadline:
-                await asyncio.sleep(0)
-                deadline = time.perf_counter() + SLICE_SECONDS
+            yield
         gone = [family for family, entry in seen.items() if entry.round != this_round]
         if gone or replaced:  # removed sources and targets, reloads: their series end, unless they live on
             current = {(entry.group.owner, entry.spec.name): entry for entry in seen.values()
@@ -237,10 +190,7 @@ class Sampler:
                 self._stale(entry, entry.keys, still, encode, samples, stats, parts)
             live = {entry.group for entry in seen.values()}
             self._consts = {key: const for key, const in self._consts.items() if key[0] in live}
-        self._relabelled = relabelled
-        for batch in out.rest():
-            yield batch
-        stats.samples += out.total
+            yield
 
     def _families(self, snap: Snapshot) -> Iterable[tuple[Group, AnyFamily]]:
         """Every family /metrics writes: the groups', then the series-limit drops and the process families."""
@@ -250,6 +200,10 @@ class Sampler:
                 if family.dropped:
                     dropped[family.spec.name] = dropped.get(family.spec.name, 0.0) + family.dropped
                 yield group, family
+        for table in snap.tables:
+            for cells in table.ordered:
+                if cells.dropped:
+                    dropped[cells.spec.name] = dropped.get(cells.spec.name, 0.0) + cells.dropped
         own = self._own
         if dropped:
             family = own.counter(SERIES_DROPPED)
@@ -267,7 +221,7 @@ class Sampler:
         templates = []
         for sample_name in spec.sample_names:
             bucket = spec.kind == "histogram" and sample_name.endswith("_bucket")
-            templates.append(_Template(spec.labelnames + ("le",) if bucket else spec.labelnames, const, sample_name))
+            templates.append(Template(spec.labelnames + ("le",) if bucket else spec.labelnames, const, sample_name))
         return _Seen(group, global_key, spec, tuple(templates))
 
     def _const_labels(self, group: Group, labelnames: tuple[str, ...], global_labels: dict[str, str],
@@ -289,14 +243,14 @@ class Sampler:
             self._consts[key] = const
         return const
 
-    def _encoder(self, cache: dict[tuple[_Template, LabelValues], bytes | None], stats: RoundStats) -> Encode:
+    def _encoder(self, cache: dict[tuple[Template, LabelValues], bytes | None], stats: RoundStats) -> Encode:
         """How a series' labels are encoded: by its template, or through write_relabel_configs (cached per
         series across rounds: a label set relabels the same way every time)."""
         rules, previous = self.rules, self._relabelled
         if not rules:
-            return _Template.encode
+            return Template.encode
 
-        def relabel(template: _Template, values: LabelValues) -> bytes | None:
+        def relabel(template: Template, values: LabelValues) -> bytes | None:
             key = (template, values)  # the template in the key keeps it alive as long as its entries
             if key in cache:
                 encoded = cache[key]
@@ -313,13 +267,13 @@ class Sampler:
 
     @staticmethod
     def _histogram(values: dict[LabelValues, list[float]], entry: _Seen, encode: Encode, samples: wire.Samples,
-                   out: _Batches) -> None:
+                   parts: list[bytes]) -> None:
         bucket_template, count_template, sum_template = entry.templates
-        le_values = _le_values(entry.spec.bounds)
-        parts, prefix, tail, double = out.parts, samples.prefix, samples.tail, wire.double
+        les = le_values(entry.spec.bounds)
+        prefix, tail, double = samples.prefix, samples.tail, wire.double
         for labels, state in values.items():
             cumulative = 0.0
-            for le, count in zip(le_values, state[:-1], strict=True):
+            for le, count in zip(les, state[:-1], strict=True):
                 cumulative += count
                 encoded = encode(bucket_template, (*labels, le))
                 if encoded is not None:

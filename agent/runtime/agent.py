@@ -39,7 +39,7 @@ from agent.series.selfmetrics import (
     RELOADS,
     SOURCES,
 )
-from agent.series.store import Group, Store
+from agent.series.store import Member, Store, series_count
 from agent.server.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress, descriptor_budget
 from agent.server.routes import Server, agent_routes
 from agent.server.webconfig import LiveWebConfig
@@ -217,7 +217,7 @@ class Agent:
         no longer ``wanted``) out, start and stop their tasks. Raises StartError having changed nothing."""
         stale = [key for key in self.sources if key not in wanted or key in changed]
         built: dict[SourceKey, _Running] = {}
-        groups: list[Group] = []
+        groups: list[Member] = []
         for key, source_config in changed.items():
             kind = KINDS[key.kind]
             data_owner, stats_owner = _owners(key)
@@ -228,7 +228,7 @@ class Agent:
                 raise StartError(f"{key.kind} source {key.name!r} cannot start: {exc}") from None
             built[key] = _Running(source_config, source)
             groups += [data, own]
-        detach = [owner for key in stale for owner in (*_owners(key), *self.sources[key].source.attached_groups())]
+        detach = [owner for key in stale for owner in _owners(key)]
         try:
             self.store.swap(remove=detach, add=groups)
         except SchemaError as exc:  # config checks refuse every clash first: reaching this is a bug
@@ -301,7 +301,7 @@ class Agent:
                 "name": name, "kind": kind, "last_result": stats.last_result, "collections": stats.collections,
                 "last_success": stats.last_success, "last_error": stats.last_error,
                 "last_error_text": stats.last_error_text,
-                "series": sum(len(family.values) for family in source.group.families.values()),
+                "series": series_count(source.group),
                 "crashes": self._crashes.values.get((name, kind), 0.0), **source.details(),
             })
         return rows

@@ -21,9 +21,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from agent.series.family import AnyFamily, FamilySpec
+from agent.series.family import AnyFamily, Family, FamilySpec, HistogramFamily
 from agent.series.selfmetrics import PROCESS_FAMILIES
 from agent.series.store import SERIES_DROPPED, Snapshot
+from agent.series.table import AnyTableFamily, Row, Table, TableHistogram
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -100,26 +101,34 @@ def _write(snap: Snapshot, openmetrics: bool, process: bool, write: Write) -> It
     """Writes the page through ``write``, yielding after each family it lists or writes (where a cooperative
     caller may pause). Families are listed first (to merge those of one name), and each is copied only as it is
     written, so one copy of the series at most is alive beside the store."""
-    merged: dict[str, tuple[FamilySpec, list[tuple[dict[str, str], AnyFamily]]]] = {}
+    merged: dict[str, tuple[FamilySpec, list[tuple[dict[str, str] | Table, AnyFamily | AnyTableFamily]]]] = {}
     dropped: dict[str, float] = {}
-    for group_labels, family in snap.families():
-        spec = family.spec
-        merged.setdefault(spec.name, (spec, []))[1].append((group_labels, family))
-        if family.dropped:
-            dropped[spec.name] = dropped.get(spec.name, 0.0) + family.dropped
-        yield
+    for holder in snap.holders:  # in the order they were attached: families are listed as first met
+        owner = holder if isinstance(holder, Table) else holder.const_labels
+        for family in list(holder.families.values()):
+            spec = family.spec
+            merged.setdefault(spec.name, (spec, []))[1].append((owner, family))
+            if family.dropped:
+                dropped[spec.name] = dropped.get(spec.name, 0.0) + family.dropped
+            yield
     # a group's constant labels as text, per set of label names they yield to: worked out once per group, not
-    # once per family of it (ten thousand targets are 150,000 families, but 10,000 groups)
+    # once per family of it; a table's, once per row
     texts: dict[tuple[int, tuple[str, ...]], str] = {}
+    rows = _RowTexts(snap.const_labels)
     for spec, parts in merged.values():
         _header(write, spec, openmetrics)
-        for group_labels, family in parts:
-            values = family.snapshot()  # copied whole just before it is written: one copy alive at a time
-            key = (id(group_labels), spec.labelnames)  # the snapshot's groups keep each dict alive
+        for owner, member in parts:
+            if isinstance(owner, Table):
+                assert not isinstance(member, (Family, HistogramFamily))
+                yield from _table_family(write, spec, owner, member, rows)
+                continue
+            assert isinstance(member, (Family, HistogramFamily))
+            values = member.snapshot()  # copied whole just before it is written: one copy alive at a time
+            key = (id(owner), spec.labelnames)  # the snapshot's groups keep each dict alive
             labels = texts.get(key)
             if labels is None:
                 constant = {k: v for k, v in snap.const_labels.items() if k not in spec.labelnames}
-                constant.update(group_labels)
+                constant.update(owner)
                 labels = texts[key] = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in sorted(constant.items()))
             if len(values) <= _SERIES_PER_STEP:
                 _series(write, spec, values.items(), labels)
@@ -143,6 +152,90 @@ def _write(snap: Snapshot, openmetrics: bool, process: bool, write: Write) -> It
     if openmetrics:
         write("# EOF\n")
 
+
+_ROWS_PER_STEP = 400  # a table's family is written in steps of this many rows (about 2 ms each)
+
+
+class _RowTexts:
+    """The constant labels of each row of a table as text (the global labels it does not override, the
+    table's and the row's own, sorted), worked out once per scrape for the families of every row; per set
+    of global labels a family's own label names override (usually none)."""
+
+    def __init__(self, global_labels: dict[str, str]):
+        self.global_labels = global_labels
+        self.cache: dict[tuple[int, frozenset[str]], tuple[dict[str, str], list[tuple[Row, str] | None]]] = {}
+
+    def of(self, table: Table, labelnames: tuple[str, ...], rows: list[Row | None], start: int, stop: int
+           ) -> list[str | None]:
+        """The texts of ``rows[start:stop]`` (None for a free slot)."""
+        overridden = frozenset(self.global_labels.keys() & set(labelnames))
+        key = (id(table), overridden)  # the snapshot keeps the table alive
+        found = self.cache.get(key)
+        if found is None:
+            base = {k: v for k, v in self.global_labels.items() if k not in overridden}
+            base.update(table.const_labels)
+            found = self.cache[key] = (base, [])
+        base, cache = found
+        if len(cache) < stop:
+            cache.extend([None] * (stop - len(cache)))
+        texts: list[str | None] = []
+        for slot in range(start, stop):
+            row = rows[slot]
+            if row is None:
+                texts.append(None)
+                continue
+            cached = cache[slot]
+            if cached is None or cached[0] is not row:  # a slot reused by another row since
+                labels = dict(base)
+                labels.update(zip(*row, strict=True))
+                cached = cache[slot] = (row, ",".join(f'{k}="{escape_label_value(v)}"'
+                                                      for k, v in sorted(labels.items())))
+            texts.append(cached[1])
+        return texts
+
+
+def _table_family(write: Write, spec: FamilySpec, table: Table, family: AnyTableFamily,
+                  row_texts: _RowTexts) -> Iterator[None]:
+    """A family of a table, copied whole with the table's rows, then written in steps of rows."""
+    rows = table.rows[:]
+    cells = family.copy()
+    names = spec.labelnames
+    columns = sorted(family.columns, key=family.columns.__getitem__)
+    width = family.width
+    values, present = cells.values, cells.present
+    histogram = isinstance(family, TableHistogram)
+    name = spec.sample_names[0]
+    heads = [f"{name}{{" + "".join(f'{n}="{escape_label_value(v)}",' for n, v in zip(names, labels, strict=True))
+             for labels in columns]
+    sparse = cells.sparse
+    for start in range(0, len(rows), _ROWS_PER_STEP):
+        stop = min(start + _ROWS_PER_STEP, len(rows))
+        texts = row_texts.of(table, names, rows, start, stop)
+        if histogram:
+            stride = family.stride
+            for slot, text in enumerate(texts, start):
+                if text is not None:
+                    cell = slot * width
+                    _series(write, spec, [(labels, values[(cell + column) * stride:(cell + column + 1) * stride])
+                                          for column, labels in enumerate(columns) if present[cell + column]], text)
+        elif width == 1:
+            head = heads[0]
+            for text, here, value in zip(texts, present[start:stop], values[start:stop], strict=True):
+                if here and text is not None:
+                    write(f"{head}{text}}} {go_float(value)}\n")
+        else:
+            for slot, text in enumerate(texts, start):
+                if text is not None:
+                    cell = slot * width
+                    for column in range(width):
+                        if present[cell + column]:
+                            write(f"{heads[column]}{text}}} {go_float(values[cell + column])}\n")
+        if sparse is not None:
+            for slot, text in enumerate(texts, start):
+                series = sparse[slot]
+                if series and text is not None:
+                    _series(write, spec, series.items(), text)
+        yield
 
 
 def _header(write: Write, spec: FamilySpec, openmetrics: bool) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from agent.series.family import HistogramFamily
 from agent.series.store import Store
+from agent.series.table import TableHistogram
 
 SECONDS_PER_SAMPLE = 10e-6
 SHARE_OF_TIMEOUT = 0.5  # warn with this share of the scrape timeout used: a page grows, machines get busy
@@ -25,6 +26,10 @@ def samples(store: Store) -> int:
                 total += len(family.values) * (len(family.spec.bounds) + 3)
             else:
                 total += len(family.values)
+    for table in list(store.tables.values()):
+        for cells in table.ordered:
+            samples_per_series = len(cells.spec.bounds) + 3 if isinstance(cells, TableHistogram) else 1
+            total += cells.count() * samples_per_series
     return total
 
 

@@ -5,260 +5,66 @@ metric objects: an update is one dict operation, with no lock and no per-call ob
 log lines, a probe) stay cheap. A scrape lists the attached groups on the event loop (``Store.snapshot``) and
 ``agent.series.exposition`` writes the page in slices, copying each family whole as it goes (see ``Snapshot``).
 
-Every check sits where a series or a family enters, never on the update path:
+Probed targets keep their series in tables instead (``agent.series.table``: one row per target, a family's
+series in columns), under the same guarantees. Every check sits where a series, a family or a row enters, never
+on the update path:
 
 - a family is declared by a ``FamilySpec`` (name, kind, label names, buckets) before any sample;
 - a new label set must have one value per label name (a mismatch is a bug: it raises), label values that
   cannot be encoded (lone surrogates from a hostile log line) are repaired, and a family refuses label sets
   beyond its series limit (counted, never stored): ``agent.series.family``;
 - a group (one source's series, or the agent's own) has constant labels, among them identity labels whose
-  values no other group holding the same family shares (``target="shop"``, ``source="nginx"``); families of
-  one name in several groups agree on kind, label names and buckets, and no two families expose a sample name
-  twice.
+  values no other holder of the same family shares (``source="nginx"``); a table's row has the table's and
+  its own (``source="fleet", target="web-1"``), and no other holder has a series it could have; families of
+  one name in several holders agree on kind, label names and buckets, and no two families expose a sample
+  name twice (``agent.series.index``).
 
-Together these make a duplicate series impossible: within a family, label sets are dict keys; across groups,
-every series carries its group's identity labels. ``Store.swap`` checks a set of new groups against what stays
-before anything changes, so a reload can refuse a bad set and keep the running one.
+Together these make a duplicate series impossible: within a family, label sets are dict keys or columns; across
+holders, every series carries its owner's identity labels. ``Store.swap`` checks a set of new groups, tables
+and rows against what stays before anything changes, so a reload can refuse a bad set and keep the running
+one.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from agent.series.family import (
-    DEFAULT_MAX_SERIES,
-    AnyFamily,
-    Family,
-    FamilySpec,
-    HistogramFamily,
-    Kind,
-    SchemaError,
-    counter,
-    describe,
-    shown,
-)
+from agent.series.family import AnyFamily, FamilySpec, SchemaError, counter
+from agent.series.group import Group
+from agent.series.index import Index
+from agent.series.table import RowSchema, Table, TableRow
 from agent.text import encodable
 
-Identity = tuple[tuple[str, str], ...]  # (label name, value) pairs, sorted by name
+Member = Group | Table | TableRow  # what Store.swap attaches: a group, a table, or a row of a shared table
 
-
-def _both_expose(spec: FamilySpec, name: str, other: FamilySpec) -> str:
-    return f"{shown(spec)} would expose {name}, which the {other.kind} {shown(other)} exposes too"
-
-
-def _disagree(spec: FamilySpec, other: FamilySpec, where: str) -> str:
-    return (f"{describe(spec)} here, but {describe(other)} in {where}: one name has one type, one label set and "
-            "one set of buckets")
-
-
-class Group:
-    """The families one owner writes, and the constant labels on every one of its series.
-
-    ``identity`` names the labels of ``const_labels`` that tell this group's series from every other group's
-    (``target`` for an HTTP source's probes, ``source`` and ``target`` for a target an HTTP source discovered,
-    ``source`` for a log source's data and every source's self-metrics). A group is usually built detached, then
-    attached by ``Store.swap``, which checks it against the attached ones.
-    """
-
-    def __init__(self, owner: str, const_labels: dict[str, str] | None = None,
-                 identity: str | tuple[str, ...] | None = None):
-        self.owner = owner
-        self.const_labels = {name: encodable(value) for name, value in (const_labels or {}).items()}
-        names = (identity,) if isinstance(identity, str) else tuple(sorted(identity or ()))
-        for name in names:
-            if name not in self.const_labels:
-                raise SchemaError(f"group {owner}: identity label {name!r} is not one of its constant labels")
-        self.identity_names = names
-        self.identity_values = tuple(self.const_labels[name] for name in names)
-        self.identity: Identity | None = tuple(zip(names, self.identity_values, strict=True)) or None
-        self._keys: dict[tuple[str, ...], tuple[str | None, ...]] = {}
-        self.families: dict[str, AnyFamily] = {}
-        self._exposed: dict[str, str] = {}  # family and sample names of this group's families -> family name
-        self.store: Store | None = None
-
-    def register(self, spec: FamilySpec, max_series: int = DEFAULT_MAX_SERIES) -> AnyFamily:
-        """The family of ``spec`` (the existing one if registered before with the same schema)."""
-        existing = self.families.get(spec.name)
-        if existing is not None:
-            if existing.spec.schema() != spec.schema():
-                raise SchemaError(_disagree(spec, existing.spec, self.owner))
-            return existing
-        if spec.labelnames and not self.const_labels.keys().isdisjoint(spec.labelnames):
-            clash = sorted(set(spec.labelnames) & set(self.const_labels))
-            raise SchemaError(f"{shown(spec)}: labels {clash} are also set on every series of {self.owner}")
-        # two families of one group never expose one name (a histogram ``h`` beside a gauge ``h_count``)
-        if not self._exposed.keys().isdisjoint(spec.exposed):
-            shared = sorted(name for name in spec.exposed if name in self._exposed)
-            raise SchemaError(_both_expose(spec, shared[0], self.families[self._exposed[shared[0]]].spec))
-        if self.store is not None:
-            self.store._index.check(self, spec)
-            self.store._index.insert(self, spec)
-        family: AnyFamily = HistogramFamily(spec, max_series) if spec.kind == "histogram" else \
-            Family(spec, max_series)
-        self.families[spec.name] = family
-        for name in spec.exposed:
-            self._exposed[name] = spec.name
-        return family
-
-    def key(self, names: tuple[str, ...]) -> tuple[str | None, ...]:
-        """This group's values of ``names`` (None where it has no such constant label)."""
-        key = self._keys.get(names)
-        if key is None:
-            key = self._keys[names] = tuple(self.const_labels.get(name) for name in names)
-        return key
-
-    def counter(self, spec: FamilySpec, max_series: int = DEFAULT_MAX_SERIES) -> Family:
-        return self._scalar(spec, "counter", max_series)
-
-    def gauge(self, spec: FamilySpec, max_series: int = DEFAULT_MAX_SERIES) -> Family:
-        return self._scalar(spec, "gauge", max_series)
-
-    def histogram(self, spec: FamilySpec, max_series: int = DEFAULT_MAX_SERIES) -> HistogramFamily:
-        if spec.kind != "histogram":
-            raise SchemaError(f"{spec.name} is a {spec.kind}, not a histogram")
-        family = self.register(spec, max_series)
-        assert isinstance(family, HistogramFamily)
-        return family
-
-    def _scalar(self, spec: FamilySpec, kind: Kind, max_series: int) -> Family:
-        if spec.kind != kind:
-            raise SchemaError(f"{spec.name} is a {spec.kind}, not a {kind}")
-        family = self.register(spec, max_series)
-        assert isinstance(family, Family)
-        return family
-
-
-def _some(owners: Iterable[str], limit: int = 3) -> str:
-    """A few owners for a message (there can be ten thousand)."""
-    listed = sorted(owners)
-    more = f" and {len(listed) - limit} more" if len(listed) > limit else ""
-    return ", ".join(listed[:limit]) + more
-
-
-_RESERVED = "<reserved>"
-
-
-class _Holders:
-    """The groups that hold one family name, indexed so that checking a new one costs the same with ten
-    thousand holders as with one.
-
-    Two groups can only expose the same series if they agree on the value of every identity label either of
-    them has (identity labels are never family labels nor global labels). Groups with the same identity label
-    names never share their values, so per set of names one lookup finds the only candidate.
-    """
-
-    __slots__ = ("groups", "anonymous", "by_identity")
-
-    def __init__(self) -> None:
-        self.groups: dict[str, Group | None] = {}  # owner -> group (None: a family the agent exposes itself)
-        self.anonymous: set[str] = set()  # owners whose group has no identity
-        self.by_identity: dict[tuple[str, ...], dict[tuple[str | None, ...], Group]] = {}  # names -> values -> group
-
-    def clash(self, group: Group) -> str | None:
-        """The owner of a holder whose series could be ``group``'s, if any."""
-        if group.identity is None or self.anonymous:
-            others = self.groups if group.identity is None else self.anonymous
-            return next((owner for owner in others if owner != group.owner), None)
-        for names, holders in self.by_identity.items():
-            other = holders.get(group.identity_values if names == group.identity_names else group.key(names))
-            if other is not None and other.owner != group.owner and \
-                    all(other.const_labels.get(name) == value for name, value in group.identity):
-                return other.owner
-        return None
-
-    def insert(self, owner: str, group: Group | None) -> None:
-        self.groups[owner] = group
-        if group is None or group.identity is None:
-            self.anonymous.add(owner)
-        else:
-            holders = self.by_identity.get(group.identity_names)
-            if holders is None:
-                holders = self.by_identity[group.identity_names] = {}
-            holders[group.identity_values] = group
-
-    def remove(self, group: Group) -> None:
-        self.groups.pop(group.owner, None)
-        self.anonymous.discard(group.owner)
-        if group.identity is not None:
-            holders = self.by_identity.get(group.identity_names, {})
-            if holders.get(group.identity_values) is group:
-                del holders[group.identity_values]
-                if not holders:
-                    del self.by_identity[group.identity_names]
-
-
-class _Index:
-    """Which groups hold which family names, for the checks that span groups. Updated per group, so a reload
-    that swaps one source costs that source's families, not every family of the agent."""
-
-    def __init__(self) -> None:
-        self.specs: dict[str, FamilySpec] = {}  # family name -> the spec its holders agree on
-        self.holders: dict[str, _Holders] = {}  # family name -> the groups holding it
-        self.names: dict[str, str] = {}  # family and sample names -> the family exposing them
-
-    def check(self, group: Group, spec: FamilySpec) -> None:
-        known = self.specs.get(spec.name)
-        holders = self.holders.get(spec.name)
-        if holders is not None:
-            if _RESERVED in holders.groups:
-                raise SchemaError(f"{shown(spec)} is a name the agent exposes itself")
-            if known is not None and known is not spec and known.schema() != spec.schema():
-                raise SchemaError(_disagree(spec, known, _some(o for o in holders.groups if o != group.owner)))
-            other = holders.clash(group)
-            if other is not None:
-                raise SchemaError(f"{shown(spec)}: {group.owner} and {other} would expose the same series")
-        if known is spec:
-            return  # its names were checked when it was first indexed, and are still its own
-        for name in spec.exposed:
-            family = self.names.get(name)
-            if family is not None and family != spec.name:
-                raise SchemaError(_both_expose(spec, name, self.specs[family]))
-
-    def insert(self, group: Group | None, spec: FamilySpec) -> None:
-        holders = self.holders.get(spec.name)
-        if holders is None:
-            holders = self.holders[spec.name] = _Holders()
-            self.specs[spec.name] = spec
-            for name in spec.exposed:
-                self.names[name] = spec.name
-        holders.insert(group.owner if group else _RESERVED, group)
-
-    def add(self, group: Group) -> None:
-        """Index every family of ``group``, or raise SchemaError having indexed none."""
-        for family in group.families.values():
-            self.check(group, family.spec)
-        for family in group.families.values():
-            self.insert(group, family.spec)
-
-    def remove(self, group: Group) -> None:
-        for name, family in group.families.items():
-            holders = self.holders.get(name)
-            if holders is None or holders.groups.get(group.owner) is not group:
-                continue
-            holders.remove(group)
-            if not holders.groups:
-                del self.holders[name]
-                self.specs.pop(name, None)
-                for exposed in family.spec.exposed:
-                    if self.names.get(exposed) == name:
-                        del self.names[exposed]
+__all__ = ["SERIES_DROPPED", "Group", "Member", "Snapshot", "Store", "series_count"]
 
 
 @dataclass
 class Snapshot:
-    """The groups attached at one moment and the global labels: one list copy, no series copied.
+    """The groups and tables attached at one moment and the global labels: list copies, no series copied.
 
     The series themselves are copied as they are written, one family at a time, between which other tasks run:
     copying the 150,000 families of ten thousand targets in one go blocked the event loop for up to 0.8 s per
-    scrape, and every probe due meanwhile started late. Each family is copied with one C-level operation (so
-    even from another thread it is never seen half written: the GIL), and sets of series that change are
-    replaced in one step (``Family.replace``), so a family is never written half updated. Families are not
+    scrape, and every probe due meanwhile started late. A group's family is copied with one C-level operation
+    (so even from another thread it is never seen half written: the GIL), a table's family in one synchronous
+    step on the event loop, where its writers run; sets of series that change are replaced in one step
+    (``Family.replace``, ``TableFamily.replace``), so a family is never written half updated. Families are not
     read at one instant with each other, as in every Prometheus client library.
     """
 
-    groups: list[Group] = field(default_factory=list)
+    holders: list[Group | Table] = field(default_factory=list)  # in the order they were attached
     const_labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def groups(self) -> list[Group]:
+        return [holder for holder in self.holders if isinstance(holder, Group)]
+
+    @property
+    def tables(self) -> list[Table]:
+        return [holder for holder in self.holders if isinstance(holder, Table)]
 
     def families(self) -> Iterator[tuple[dict[str, str], AnyFamily]]:
         """Each family of each group, with its group's constant labels; the caller copies a family's series
@@ -269,16 +75,22 @@ class Snapshot:
 
 
 class Store:
-    """All attached groups, plus the labels added to every exported series (the global labels).
+    """All attached groups and tables, plus the labels added to every exported series (the global labels).
 
     ``reserved`` are families exposed by other means (the process collector, ``kpi_agent_series_dropped``):
-    no group may take their names.
+    no group may take their names. The rows of one-target sources (``TableRow``) live in one table per schema,
+    which the store makes when the first row comes and lets go with the last.
     """
 
     def __init__(self, const_labels: dict[str, str] | None = None, reserved: Iterable[FamilySpec] = ()):
         self.groups: dict[str, Group] = {}
+        self.tables: dict[str, Table] = {}
+        self.rows: dict[str, TableRow] = {}
+        self.holders: dict[str, Group | Table] = {}  # the groups and tables, in the order they were attached
         self.const_labels: dict[str, str] = {k: encodable(v) for k, v in (const_labels or {}).items()}
-        self._index = _Index()
+        self._index = Index()
+        self._shared: dict[RowSchema, Table] = {}
+        self._numbers = itertools.count(1)
         for spec in (*reserved, SERIES_DROPPED):
             self._index.insert(None, spec)
 
@@ -291,36 +103,123 @@ class Store:
             self.swap(add=[group])
         return group
 
-    def swap(self, remove: Iterable[str] = (), add: Iterable[Group] = ()) -> None:
-        """Detach the groups named in ``remove`` and attach the groups of ``add`` at once, or raise SchemaError
+    def attached(self, owner: str) -> bool:
+        return owner in self.groups or owner in self.tables or owner in self.rows
+
+    def swap(self, remove: Iterable[str] = (), add: Iterable[Member] = ()) -> None:
+        """Detach the members named in ``remove`` and attach those of ``add`` at once, or raise SchemaError
         and change nothing."""
-        removed = [self.groups[owner] for owner in dict.fromkeys(remove) if owner in self.groups]
-        removed_owners = {group.owner for group in removed}
-        for group in removed:
-            self._index.remove(group)
-        added: list[Group] = []
+        owners = [owner for owner in dict.fromkeys(remove) if self.attached(owner)]
+        holders: list[Group | Table] = [self.groups[owner] if owner in self.groups else self.tables[owner]
+                                        for owner in owners if owner not in self.rows]
+        rows = [self.rows[owner] for owner in owners if owner in self.rows]
+        for holder in holders:
+            self._index.remove(holder)
+        for row in rows:
+            assert row.table is not None
+            row.table.forget(row.slot)
+        added: list[Group | Table] = []
+        placed: list[tuple[TableRow, Table, int]] = []
+        shared: list[Table] = []
+        # the groups and tables this swap attaches, in the order of ``add`` (and whether it made the table already)
+        sequence: list[tuple[Group | Table, bool]] = []
         try:
-            for group in add:
-                if group.owner in self.groups and group.owner not in removed_owners:
-                    raise SchemaError(f"group {group.owner} is already attached")
-                self._index.add(group)
-                added.append(group)
+            for member in add:
+                if self.attached(member.owner) and member.owner not in owners:
+                    raise SchemaError(f"group {member.owner} is already attached")
+                if isinstance(member, TableRow):
+                    made = member.schema not in self._shared
+                    table = self._shared_table(member.schema)
+                    shared.append(table)
+                    if made:
+                        sequence.append((table, True))
+                    assert member.labels is not None, "a row the store places has its labels"
+                    placed.append((member, table, table.add(member.labels)))
+                else:
+                    self._index.add(member)
+                    added.append(member)
+                    sequence.append((member, False))
         except SchemaError:
-            for group in added:
-                self._index.remove(group)
-            for group in removed:
-                self._index.add(group)
+            for _, table, slot in placed:
+                table.remove(slot)
+            for table in shared:
+                self._let_go(table)
+            for holder in added:
+                self._index.remove(holder)
+            for row in rows:
+                assert row.table is not None
+                row.table.restore(row.slot)
+            for holder in holders:
+                self._index.add(holder)
             raise
-        for group in removed:
-            del self.groups[group.owner]
-            group.store = None
-        for group in added:
-            self.groups[group.owner] = group
-            group.store = self
+        for holder in holders:
+            self._detached(holder)
+        for row in rows:
+            assert row.table is not None
+            table, row.table = row.table, None
+            table.free(row.slot)
+            del self.rows[row.owner]
+            self._let_go(table)
+        for holder, made in sequence:
+            if made:  # a shared table for new rows, attached at once for their checks: moved to its place
+                self.holders[holder.owner] = self.holders.pop(holder.owner)
+            else:
+                self._attached(holder)
+        for row, table, slot in placed:
+            row.table, row.slot = table, slot
+            self.rows[row.owner] = row
+
+    def _attached(self, holder: Group | Table) -> None:
+        self.holders[holder.owner] = holder
+        if isinstance(holder, Table):
+            self.tables[holder.owner] = holder
+            holder.checker = self._index.check_row
+        else:
+            self.groups[holder.owner] = holder
+            holder.checker = self._add_family
+
+    def _detached(self, holder: Group | Table) -> None:
+        del self.holders[holder.owner]
+        if isinstance(holder, Table):
+            del self.tables[holder.owner]
+        else:
+            del self.groups[holder.owner]
+        holder.checker = None
+
+    def _add_family(self, group: Group, spec: FamilySpec) -> None:
+        self._index.check(group, spec)
+        self._index.insert(group, spec)
+
+    def _shared_table(self, schema: RowSchema) -> Table:
+        """The table holding the rows of ``schema``, made and attached if new (raises SchemaError when its
+        families cannot be held beside the attached ones)."""
+        table = self._shared.get(schema)
+        if table is None:
+            table = Table(f"{schema.name} #{next(self._numbers)}", schema)
+            self._index.add(table)
+            self._attached(table)
+            self._shared[schema] = table
+        return table
+
+    def _let_go(self, table: Table) -> None:
+        """Detach a shared table once its last row has gone."""
+        if not len(table) and self._shared.get(table.schema) is table and not any(table.rows):
+            del self._shared[table.schema]
+            self._index.remove(table)
+            self._detached(table)
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(list(self.groups.values()), dict(self.const_labels))
+        return Snapshot(list(self.holders.values()), dict(self.const_labels))
 
 
 SERIES_DROPPED = counter("kpi_agent_series_dropped_total",
                          "New label sets refused because a metric reached its series limit", ["metric"])
+
+
+def series_count(member: Member) -> int:
+    """The series a group, a table or a row holds now (a histogram series counts once)."""
+    if isinstance(member, TableRow):
+        return member.table.row_series(member.slot) if member.table is not None else 0
+    if isinstance(member, Table):
+        return member.series_count()
+    return sum(len(family.values) for family in member.families.values())

@@ -25,7 +25,7 @@ from agent.config.fields import Fields
 from agent.config.problems import Problem
 from agent.runtime.shard import UNSHARDED, Shard
 from agent.series.family import FamilySpec, counter, gauge
-from agent.series.store import Group, Store
+from agent.series.store import Group, Member, Store
 
 if TYPE_CHECKING:
     from agent.config.agent import AgentConfig
@@ -148,10 +148,10 @@ ConfigT = TypeVar("ConfigT")
 class Source(ABC, Generic[ConfigT]):
     kind: str  # the kind's name (a class attribute of most kinds' sources)
 
-    def __init__(self, config: ConfigT, group: Group, stats: SourceStats, context: SourceContext):
+    def __init__(self, config: ConfigT, group: Member, stats: SourceStats, context: SourceContext):
         self.config = config
         self.name: str = config.name  # type: ignore[attr-defined]
-        self.group = group  # the source's data series
+        self.group = group  # the source's data series (a group; a prober's: a table, or a row of one)
         self.stats = stats  # the source's self-metrics (group: stats.group)
         self.context = context
 
@@ -162,11 +162,6 @@ class Source(ABC, Generic[ConfigT]):
     def details(self) -> dict[str, Any]:
         """Kind-specific facts for the status page (what is collected from, how it is going); no secrets."""
         return {}
-
-    def attached_groups(self) -> list[str]:
-        """Owners of the store groups the source attached itself (the targets it discovered): the runtime
-        detaches them with the source's own."""
-        return []
 
 
 class SourceKind(ABC, Generic[ConfigT]):
@@ -213,11 +208,11 @@ class SourceKind(ABC, Generic[ConfigT]):
         return [], None
 
     @abstractmethod
-    def build(self, config: ConfigT, group: Group, stats: SourceStats, context: SourceContext) -> Source[ConfigT]:
+    def build(self, config: ConfigT, group: Member, stats: SourceStats, context: SourceContext) -> Source[ConfigT]:
         """A ready source writing to ``group`` (data) and ``stats``; raises only for what changed on disk
         since the config was checked."""
 
-    def data_group(self, config: Any, owner: str) -> Group:
+    def data_group(self, config: Any, owner: str) -> Member:
         """The detached, empty data group of one source."""
         return Group(owner, self.data_labels(config), self.identity_of(config))
 

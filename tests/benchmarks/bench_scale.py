@@ -154,16 +154,21 @@ def test_ready_time_and_memory_per_target(tmp_path, target, kind):
     agent.stop()
     print(f"\n{kind}: load {load()}; an agent without sources: {baseline:.1f} MiB RSS")
     for count in (1000, 5000, 10000):
-        config = write_config(tmp_path, kind, count, target, f"{kind}{count}")
-        agent = AgentProcess(config, tmp_path / f"{kind}{count}.log")
+        prefix = f"{kind}{count}"
+        config = write_config(tmp_path, kind, count, target, prefix)
+        agent = AgentProcess(config, tmp_path / f"{prefix}.log")
         try:
             ready = agent.ready_after()
             attached = agent.targets_attached_after(count) if kind == "sd" else ready
             rss = rss_mib(agent.process.pid)
+            # then once every target has been probed (each has a tick in the next interval): its series all exist
+            time.sleep(INTERVAL + 5)
+            probed = rss_mib(agent.process.pid)
         finally:
             agent.stop()
         print(f"  {count:6d} targets: ready in {ready:5.2f} s, every target attached in {attached:5.2f} s; "
-              f"RSS {rss:6.1f} MiB = {(rss - baseline) * 1024 / count:5.1f} KiB per target")
+              f"RSS {rss:6.1f} MiB = {(rss - baseline) * 1024 / count:5.1f} KiB per target; once each is probed "
+              f"{probed:6.1f} MiB = {(probed - baseline) * 1024 / count:5.1f} KiB per target")
 
 
 async def test_a_reload_that_changes_one_target_rebuilds_one_source(tmp_path, target):

@@ -532,8 +532,9 @@ async def test_reloads_between_two_target_lists_do_not_grow_memory(tmp_path, age
 
     async def settled(name: str) -> bool:  # read from the agent: a 120,000-series page parses slowly under load
         (running,) = agent.sources.values()
-        owners = running.source.attached_groups()
-        return len(owners) == 3000 and all(f"/{name}" in owner for owner in owners[:5])
+        table = running.source.table  # the source's targets are its table's rows
+        targets = [table.key_of(row) for row in table.rows if row is not None]
+        return len(targets) == 3000 and all(f"/{name}" in target for target in targets[:5])
 
     sizes = []
     for round_ in range(6):

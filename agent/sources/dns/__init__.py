@@ -13,7 +13,9 @@ from agent.sources.dns.config import (
     ADDITIONAL_RRS,
     ANSWER_RRS,
     AUTHORITY_RRS,
+    DURATION,
     FAMILIES,
+    PHASES,
     QUERY_SUCCEEDED,
     RESULTS,
     DnsModule,
@@ -47,6 +49,7 @@ class DnsKind(ProberKind[DnsModule, DnsShared]):
     results = RESULTS
     probe_families = (*FAMILIES, *NET_FAMILIES, *TLS_FAMILIES)
     # blackbox registers these before it queries: a failed probe shows them at 0
+    known_labels = {DURATION: tuple((phase,) for phase in PHASES)}
     always = {ANSWER_RRS: 0.0, AUTHORITY_RRS: 0.0, ADDITIONAL_RRS: 0.0, QUERY_SUCCEEDED: 0.0}
 
     def parse_target(self, value: Any, module: DnsModule) -> str:

@@ -11,7 +11,16 @@ from agent.config.fields import Fields
 from agent.formatting import excerpt
 from agent.series.store import Group
 from agent.sources.base import Shared, SourceContext
-from agent.sources.grpc.config import FAMILIES, RESULTS, GrpcModule, parse_module
+from agent.sources.grpc.config import (
+    DURATION,
+    FAMILIES,
+    HEALTH,
+    PHASES,
+    RESULTS,
+    SERVING_STATUSES,
+    GrpcModule,
+    parse_module,
+)
 from agent.sources.probe.config import ProbeSettings
 from agent.sources.probe.families import NET_FAMILIES, TLS_FAMILIES
 from agent.sources.probe.kind import Prober, ProberKind
@@ -39,6 +48,8 @@ def grpc_target(value: Any) -> str:
 
 class GrpcKind(ProberKind[GrpcModule, GrpcShared]):
     name = "grpc"
+    known_labels = {DURATION: tuple((phase,) for phase in PHASES),
+                    HEALTH: tuple((status,) for status in SERVING_STATUSES)}
     results = RESULTS
     probe_families = (*FAMILIES, *NET_FAMILIES, *TLS_FAMILIES)
 

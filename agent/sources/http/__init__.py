@@ -18,6 +18,8 @@ from agent.sources.http.config import (
     ALWAYS,
     HTTP_FAMILIES,
     JSON_ERRORS,
+    PHASE_DURATION,
+    PHASES,
     RESULTS,
     HttpModule,
     json_families,
@@ -41,6 +43,7 @@ class HttpKind(ProberKind[HttpModule, "HttpShared"]):
     results = RESULTS
     probe_families = HTTP_FAMILIES
     always = ALWAYS
+    known_labels = {PHASE_DURATION: tuple((phase,) for phase in PHASES)}
 
     def parse_target(self, value: Any, module: HttpModule) -> str:
         from agent.config import values

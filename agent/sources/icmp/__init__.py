@@ -12,7 +12,7 @@ from agent.config.fields import Fields
 from agent.formatting import excerpt
 from agent.series.store import Group
 from agent.sources.base import Shared, SourceContext
-from agent.sources.icmp.config import FAMILIES, RESULTS, IcmpModule, parse_module
+from agent.sources.icmp.config import DURATION, FAMILIES, PHASES, RESULTS, RTT, STATS, IcmpModule, parse_module
 from agent.sources.probe.config import ProbeSettings
 from agent.sources.probe.families import NET_FAMILIES
 from agent.sources.probe.kind import Prober, ProberKind
@@ -44,6 +44,7 @@ def icmp_target(value: Any) -> str:
 
 class IcmpKind(ProberKind[IcmpModule, IcmpShared]):
     name = "icmp"
+    known_labels = {DURATION: tuple((phase,) for phase in PHASES), RTT: tuple((stat,) for stat in STATS)}
     results = RESULTS
     probe_families = (*FAMILIES, *NET_FAMILIES)
 

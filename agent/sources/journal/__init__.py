@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agent.config.fields import Fields
 from agent.series.family import FamilySpec
-from agent.series.store import Group
+from agent.series.store import Group, Member
 from agent.sources.base import IDENTITY_LABEL, DeclaredFamily, SourceContext, SourceDefaults, SourceKind, SourceStats
 from agent.sources.journal.config import JournalSourceConfig, parse_journal_source
 from agent.sources.journal.source import JournalSource
@@ -24,8 +24,9 @@ class JournalKind(SourceKind[JournalSourceConfig]):
     def self_families(self, config: JournalSourceConfig) -> list[FamilySpec]:
         return list(PIPELINE_FAMILIES)
 
-    def build(self, config: JournalSourceConfig, group: Group, stats: SourceStats,
+    def build(self, config: JournalSourceConfig, group: Member, stats: SourceStats,
               context: SourceContext) -> JournalSource:
+        assert isinstance(group, Group)  # data_group's
         return JournalSource(config, group, stats, context)
 
 

@@ -6,7 +6,7 @@ from agent.config.fields import Fields
 from agent.config.problems import Problem
 from agent.runtime.shard import UNSHARDED, Shard
 from agent.series.family import FamilySpec
-from agent.series.store import Group
+from agent.series.store import Group, Member
 from agent.sources.base import DeclaredFamily, SourceContext, SourceDefaults, SourceKind, SourceStats
 from agent.sources.logs.config import (
     IDENTITY_LABEL,
@@ -40,8 +40,9 @@ class LogKind(SourceKind[LogSourceConfig]):
                     for pattern in config.paths if not matches_a_file(pattern)]
         return problems, None
 
-    def build(self, config: LogSourceConfig, group: Group, stats: SourceStats,
+    def build(self, config: LogSourceConfig, group: Member, stats: SourceStats,
               context: SourceContext) -> LogSource:
+        assert isinstance(group, Group)  # data_group's
         return LogSource(config, group, stats, context)
 
 

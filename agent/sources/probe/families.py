@@ -45,6 +45,7 @@ CHAIN_INFO = gauge("probe_ssl_last_chain_info", "The server certificate of the v
 TLS_VERSION = gauge("probe_tls_version_info", "TLS version of the connection", ["version"])
 TLS_CIPHER = gauge("probe_tls_cipher_info", "TLS cipher of the connection", ["cipher"])
 TLS_FAMILIES = (CERT_EXPIRY, CHAIN_EXPIRY, CHAIN_INFO, TLS_VERSION, TLS_CIPHER)
+TLS_VERSIONS = ("TLS 1.0", "TLS 1.1", "TLS 1.2", "TLS 1.3")  # the probe_tls_version_info values we name
 
 # What decided a probe that reads what the target says (HTTP bodies, TCP lines and bytes).
 FAILED_DUE_TO_REGEX = gauge("probe_failed_due_to_regex", "Whether a regexp failed the probe")

@@ -18,7 +18,8 @@ from agent.config.fields import Fields
 from agent.config.problems import Problem
 from agent.runtime.shard import UNSHARDED, Shard
 from agent.series.family import FamilySpec
-from agent.series.store import Group
+from agent.series.store import Group, Member
+from agent.series.table import Table, TableRow
 from agent.sources.base import IDENTITY_LABEL as SOURCE_LABEL
 from agent.sources.base import (
     DeclaredFamily,
@@ -56,6 +57,9 @@ class ProberKind(SourceKind[ProbeConfig[ModuleT]], Generic[ModuleT, SharedT]):
     results: ClassVar[tuple[str, ...]] = ()  # probes_total{result} values beyond COMMON_RESULTS
     probe_families: ClassVar[tuple[FamilySpec, ...]] = ()  # every family the kind may write
     always: ClassVar[Mapping[FamilySpec, float]] = {}  # unlabelled gauges always present, at this value unless set
+    # label sets of the kind's labelled families known in advance (phases): kept in 8-byte cells of the target's
+    # row; others (TLS versions, a JSON body's labels) take a small dict per target
+    known_labels: ClassVar[Mapping[FamilySpec, tuple[tuple[str, ...], ...]]] = {}
 
     # --- what a kind provides ------------------------------------------------------------------------------
 
@@ -156,6 +160,16 @@ class ProberKind(SourceKind[ProbeConfig[ModuleT]], Generic[ModuleT, SharedT]):
         return [*self.module_self_families(config.module), PROBES_SKIPPED,
                 *(SD_FAMILIES if config.discovery is not None else ())]
 
+    def data_group(self, config: ProbeConfig[ModuleT], owner: str) -> Member:
+        """A discovering source's targets are the rows of its table (``source="<name>"`` on every row); a
+        one-target source is a row of the store's table for its layout (``target="<name>"``)."""
+        from agent.sources.probe.target import layout
+
+        schema = layout(self, tuple(declared.spec for declared in self.families(config))).schema
+        if config.discovery is not None:
+            return Table(owner, schema, {SOURCE_LABEL: config.name}, SOURCE_LABEL)
+        return TableRow(owner, schema, self.data_labels(config))
+
     def shard_key(self, config: ProbeConfig[ModuleT]) -> str | None:
         """A source of one target runs on one replica; a discovering source runs on all and shards its
         targets."""
@@ -164,7 +178,7 @@ class ProberKind(SourceKind[ProbeConfig[ModuleT]], Generic[ModuleT, SharedT]):
     def prepare(self, configs: list[ProbeConfig[ModuleT]], context: SourceContext) -> list[Any]:
         return self.prepare_modules([config.module for config in configs], self.shared(context))
 
-    def build(self, config: ProbeConfig[ModuleT], group: Group, stats: SourceStats,
+    def build(self, config: ProbeConfig[ModuleT], group: Member, stats: SourceStats,
               context: SourceContext) -> Source[ProbeConfig[ModuleT]]:
         from agent.sources.probe.source import DiscoveringProbeSource, ProbeSource
 

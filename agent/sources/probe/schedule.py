@@ -39,8 +39,10 @@ def offset(key: str, interval: float) -> float:
 class Scheduled(Protocol):
     """What the scheduler needs of a target."""
 
-    key: str
     interval: float
+
+    @property
+    def key(self) -> str: ...  # its hash places the target in the interval
 
     def probe(self, due: float) -> Coroutine[Any, Any, object]: ...
 

@@ -5,8 +5,8 @@ runs the source's discoverers (agent.discovery) and keeps one ``ProbeTarget`` pe
 and disappear without a reload. After any change the targets are resolved again (relabelling, checks,
 sharding: a pure function, run in a worker thread) and the difference applied: a target whose address and
 labels did not change keeps its place in the schedule and its counters; a vanished one leaves the schedule
-and its series leave /metrics with its store group; new ones are attached in batches, so ten thousand new
-targets never block the event loop for long.
+and its series leave /metrics with its row of the source's table; new ones are attached in batches, so ten
+thousand new targets never block the event loop for long.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from agent.discovery.manager import SourceDiscovery
 from agent.discovery.targets import Resolution, Target, resolve
 from agent.runtime import heap
 from agent.series.family import SchemaError
-from agent.series.store import Group
-from agent.sources.base import IDENTITY_LABEL as SOURCE_LABEL
+from agent.series.store import Member
+from agent.series.table import Table, TableRow
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.probe.config import TARGET_LABEL, ProbeConfig
 from agent.sources.probe.target import ProbeTarget, SourceProbe
@@ -37,14 +37,14 @@ FAILING_SHOWN = 20  # the status page lists this many failing targets and refusa
 class ProbeSource(Source[ProbeConfig[Any]]):
     """A source that probes its one target."""
 
-    def __init__(self, kind: ProberKind[Any, Any], config: ProbeConfig[Any], group: Group, stats: SourceStats,
+    def __init__(self, kind: ProberKind[Any, Any], config: ProbeConfig[Any], group: Member, stats: SourceStats,
                  context: SourceContext):
         super().__init__(config, group, stats, context)
         self.kind = kind.name
         self.prober_kind = kind
         assert config.target is not None, "a source without a target discovers its targets"
-        self.prober = ProbeTarget(SourceProbe(kind, config, stats, context), config.target, group, config.name,
-                                  config.name)
+        assert isinstance(group, TableRow), "a one-target source's series are a row of the store's table"
+        self.prober = ProbeTarget(SourceProbe(kind, config, stats, context), config.target, group, config.name)
 
     def details(self) -> dict[str, Any]:
         return {self.prober_kind.target_key: self.prober_kind.describe_target(self.prober.target),
@@ -66,13 +66,14 @@ class ProbeSource(Source[ProbeConfig[Any]]):
 
 
 class DiscoveringProbeSource(Source[ProbeConfig[Any]]):
-    def __init__(self, kind: ProberKind[Any, Any], config: ProbeConfig[Any], group: Group, stats: SourceStats,
+    def __init__(self, kind: ProberKind[Any, Any], config: ProbeConfig[Any], group: Member, stats: SourceStats,
                  context: SourceContext):
         super().__init__(config, group, stats, context)
-        assert config.discovery is not None and context.store is not None
+        assert config.discovery is not None
+        assert isinstance(group, Table), "a discovering source's targets are the rows of its table"
         self.kind = kind.name
         self.prober_kind = kind
-        self.store = context.store
+        self.table = group
         self.probe_source = SourceProbe(kind, config, stats, context)
         self.rules = kind.target_rules(config)
         self.discovery = SourceDiscovery(config.name, config.discovery, stats.group, self._wake)
@@ -81,9 +82,6 @@ class DiscoveringProbeSource(Source[ProbeConfig[Any]]):
         self._crash: BaseException | None = None
         self._refusals: list[str] = []
         self._counts: dict[str, int] = {}
-
-    def attached_groups(self) -> list[str]:
-        return [prober.group.owner for _, prober in self._targets.values()]
 
     def details(self) -> dict[str, Any]:
         """The targets by state, the first failing ones with their error, and failing discovery: the
@@ -102,7 +100,7 @@ class DiscoveringProbeSource(Source[ProbeConfig[Any]]):
             "failing_targets_total": len(failing),
             "refusals": self._refusals[:FAILING_SHOWN],
             "discovery_failures": self.discovery.failing(),
-            "series": sum(len(family.values) for prober in probers for family in prober.group.families.values()),
+            "series": self.table.series_count(),
         }
 
     async def run(self) -> None:
@@ -158,10 +156,10 @@ class DiscoveringProbeSource(Source[ProbeConfig[Any]]):
         wanted = result.targets
         schedule = self.probe_source.resources.schedule
         stale = [name for name, (target, _) in self._targets.items() if wanted.get(name) != target]
-        if stale:
-            self.store.swap(remove=[self._targets[name][1].group.owner for name in stale])
-            for name in stale:
-                schedule.remove(self._targets.pop(name)[1])
+        for name in stale:
+            prober = self._targets.pop(name)[1]
+            schedule.remove(prober)
+            self._detach(prober.row)
         new = [target for name, target in wanted.items() if name not in self._targets]
         with heap.building_long_lived():
             for start in range(0, len(new), ATTACH_BATCH):
@@ -177,26 +175,22 @@ class DiscoveringProbeSource(Source[ProbeConfig[Any]]):
                                            "removed": len(stale)})
 
     def _attach(self, targets: list[Target], result: Resolution) -> None:
-        built = [(target, self._build(target)) for target in targets]
-        try:
-            self.store.swap(add=[prober.group for _, prober in built])
-            accepted = built
-        except SchemaError:  # one of them clashes with another source's series: find it, keep the rest
-            accepted = []
-            for target, prober in built:
-                try:
-                    self.store.swap(add=[prober.group])
-                    accepted.append((target, prober))
-                except SchemaError as exc:
-                    result.counts["probed"] -= 1
-                    result.refuse(f"{target.name!r}: {exc}")
         schedule = self.probe_source.resources.schedule
-        for target, prober in accepted:
+        schema = self.probe_source.layout.schema
+        for target in targets:
+            row = TableRow(target.name, schema)
+            try:
+                row.slot = self.table.add({TARGET_LABEL: target.name, **dict(target.labels)})
+            except SchemaError as exc:  # it clashes with another source's series: refuse it, keep the rest
+                result.counts["probed"] -= 1
+                result.refuse(f"{target.name!r}: {exc}")
+                continue
+            row.table = self.table
+            prober = ProbeTarget(self.probe_source, target.address, row, target.name)
             self._targets[target.name] = (target, prober)
             schedule.add(prober, self._crashed)
 
-    def _build(self, target: Target) -> ProbeTarget:
-        labels = {SOURCE_LABEL: self.name, TARGET_LABEL: target.name, **dict(target.labels)}
-        group = Group(f"{self.kind} target {target.name!r} of {self.name!r}", labels,
-                      (SOURCE_LABEL, TARGET_LABEL))
-        return ProbeTarget(self.probe_source, target.address, group, target.name, f"{self.name}/{target.name}")
+    def _detach(self, row: TableRow) -> None:
+        if row.table is not None:
+            row.table.remove(row.slot)
+            row.table = None

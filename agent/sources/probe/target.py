@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from agent.series.family import FamilySpec, HistogramFamily
-from agent.series.store import Group
+from agent.series.family import FamilySpec
+from agent.series.table import AnyTableFamily, Declared, RowSchema, TableFamily, TableHistogram, TableRow
 from agent.sources.probe.failures import TARGET_FAULTS, explain
 from agent.sources.probe.families import (
     ATTEMPTS_TOTAL,
@@ -30,6 +30,8 @@ from agent.sources.probe.families import (
     PROBES_SKIPPED,
     RETRIES,
     SUCCESS,
+    TLS_VERSION,
+    TLS_VERSIONS,
 )
 from agent.sources.probe.resources import probe_resources
 from agent.sources.probe.result import ProbeFailed, ProbeResult
@@ -42,16 +44,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("agent.sources.probe")
 
 REASON_LIMIT = 300
-_COMMON = frozenset({SUCCESS.name, DURATION.name, PROBES.name, LAST_RESULT.name, LATENCY.name, RETRIES.name,
-                     ATTEMPTS_TOTAL.name})
+_COMMON_ORDER = (SUCCESS, PROBES, DURATION, LAST_RESULT, LATENCY, RETRIES, ATTEMPTS_TOTAL)
+_COMMON = frozenset(spec.name for spec in _COMMON_ORDER)
 
 
 class Layout:
     """How a target's series are laid out, decided once per kind and set of exported families and shared by
     every target of every source with that layout (ten thousand one-URL sources share one): which families the
-    kind writes and with which default, which grow across probes, and the label tuples of each result."""
+    kind writes and with which default, which grow across probes, the label tuples of each result, and the
+    table schema (``RowSchema``): a target is one row of its source's table (or, for a one-target source, of
+    the store's table for the schema), the families' label sets known in advance its columns."""
 
-    __slots__ = ("wanted", "kind_specs", "entries", "index", "result_keys", "last_result_series")
+    __slots__ = ("wanted", "kind_specs", "entries", "index", "result_keys", "last_result_series", "schema",
+                 "positions", "success", "probes", "duration", "last", "latency", "retries", "attempts")
 
     def __init__(self, kind: ProberKind[Any, Any], specs: tuple[FamilySpec, ...]):
         self.wanted = frozenset(spec.name for spec in specs)
@@ -63,6 +68,30 @@ class Layout:
         self.index = {spec.name: position for position, spec in enumerate(self.kind_specs)}
         self.result_keys: dict[str, tuple[str, ...]] = {result: (result,) for result in kind.result_labels}
         self.last_result_series = {result: {key: 1.0} for result, key in self.result_keys.items()}
+        results = tuple(self.result_keys.values())
+        known = {TLS_VERSION.name: tuple((version,) for version in TLS_VERSIONS),
+                 **{spec.name: labels for spec, labels in kind.known_labels.items()}}
+        # the kind's families first, then the common ones in the order a target's group registered them before
+        # tables: /metrics lists families in the order it first meets them, and keeps that order
+        by_name = {spec.name: spec for spec in specs}
+        ordered = (*self.kind_specs, *(by_name[spec.name] for spec in _COMMON_ORDER if spec.name in by_name))
+        declared = []
+        for spec in ordered:
+            if spec.name in (PROBES.name, ATTEMPTS_TOTAL.name):  # every result at 0 from the start
+                declared.append(Declared(spec, results, results))
+            elif spec.name == LAST_RESULT.name:
+                declared.append(Declared(spec, results))
+            elif not spec.labelnames:  # a kind's counters are born at 0, so increase() sees the first packets
+                born = ((),) if spec.name in counted or spec.name == LATENCY.name else ()
+                declared.append(Declared(spec, ((),), born))
+            else:
+                declared.append(Declared(spec, known.get(spec.name, ())))
+        self.schema = RowSchema(f"{kind.name} targets", tuple(declared))
+        position = {spec.name: index for index, spec in enumerate(ordered)}
+        self.positions = tuple(position[spec.name] for spec in self.kind_specs)  # of the kind's, in the table
+        self.success, self.probes = position[SUCCESS.name], position[PROBES.name]
+        self.duration, self.last, self.latency, self.retries, self.attempts = (
+            position.get(spec.name) for spec in (DURATION, LAST_RESULT, LATENCY, RETRIES, ATTEMPTS_TOTAL))
 
 
 @functools.lru_cache(maxsize=64)
@@ -95,42 +124,24 @@ class SourceProbe:
 
 
 class ProbeTarget:
-    """One target of a source: probes it and keeps its series in its own data group."""
+    """One target of a source: probes it and keeps its series in its row of a table."""
 
-    __slots__ = ("source", "target", "group", "name", "key", "interval", "_families", "_success", "_duration",
-                 "_probes", "_last", "_latency", "_retries", "_attempts_total", "last_result", "last_error")
+    __slots__ = ("source", "target", "row", "name", "interval", "last_result", "last_error")
 
-    def __init__(self, source: SourceProbe, target: str, group: Group, name: str, key: str):
+    def __init__(self, source: SourceProbe, target: str, row: TableRow, name: str):
         self.source = source
         self.target = target  # what the prober is given
-        self.group = group
+        self.row = row  # its place in a table, once attached (row.table is None before and after)
         self.name = name  # the target label
-        self.key = key  # its hash places the target in the interval
         self.interval = source.config.interval
-        layout = source.layout
-        wanted = layout.wanted
-        # the kind's families, in the order of layout.entries
-        self._families = tuple(group.gauge(spec) if spec.kind == "gauge" else group.counter(spec)
-                               for spec in layout.kind_specs)
-        for (_, _, counted), family in zip(layout.entries, self._families, strict=True):
-            if counted and not family.spec.labelnames:
-                family.ensure(())  # born at 0, so increase() sees the first packets
-        self._success = group.gauge(SUCCESS)
-        self._probes = group.counter(PROBES)
-        for labels in layout.result_keys.values():
-            self._probes.ensure(labels)
-        self._duration = group.gauge(DURATION) if DURATION.name in wanted else None
-        self._last = group.gauge(LAST_RESULT) if LAST_RESULT.name in wanted else None
-        self._latency: HistogramFamily | None = group.histogram(LATENCY) if LATENCY.name in wanted else None
-        if self._latency is not None:
-            self._latency.ensure(())
-        self._retries = group.gauge(RETRIES) if RETRIES.name in wanted else None
-        self._attempts_total = group.counter(ATTEMPTS_TOTAL) if ATTEMPTS_TOTAL.name in wanted else None
-        if self._attempts_total is not None:
-            for labels in layout.result_keys.values():
-                self._attempts_total.ensure(labels)
         self.last_result: str | None = None  # for the status page, and to log result changes
         self.last_error: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Its hash places the target in the interval: the source's name, and the target's for a discovered
+        one (not kept: ten thousand strings)."""
+        return self.name if self.source.config.discovery is None else f"{self.source.name}/{self.name}"
 
     def skipped(self, ticks: int) -> None:
         """Ticks the schedule could not start: the agent's problem, counted apart from the target's results."""
@@ -158,8 +169,9 @@ class ProbeTarget:
                 outcome, error = await self._attempt(result)
                 if result.counts:
                     self._count(result.counts)
-                if self._attempts_total is not None:
-                    self._attempts_total.inc(source.layout.result_keys[outcome])
+                layout = source.layout
+                if layout.attempts is not None and (table := self.row.table) is not None:
+                    _scalar(table.ordered[layout.attempts]).inc(self.row.slot, layout.result_keys[outcome])
                 if outcome == "success" or attempts > source.config.retries:
                     break
         finally:
@@ -189,36 +201,52 @@ class ProbeTarget:
         return "success", None
 
     def _count(self, counts: dict[str, dict[tuple[str, ...], float]]) -> None:
-        index = self.source.layout.index
+        table = self.row.table
+        if table is None:  # the target left while its probe ran
+            return
+        layout, slot = self.source.layout, self.row.slot
         for name, series in counts.items():
-            family = self._families[index[name]]
+            family = table.ordered[layout.positions[layout.index[name]]]
+            assert isinstance(family, TableFamily)
             for labels, amount in series.items():
-                family.inc(labels, amount)
+                family.inc(slot, labels, amount)
 
     def _record(self, result: ProbeResult, outcome: str, duration: float, attempts: int) -> None:
-        layout = self.source.layout
+        table = self.row.table
+        if table is None:  # the target left while its probe ran
+            return
+        layout, slot, families = self.source.layout, self.row.slot, table.ordered
         values = result.values
-        for (name, default, counted), family in zip(layout.entries, self._families, strict=True):
+        for (name, default, counted), position in zip(layout.entries, layout.positions, strict=True):
             if counted:
                 continue
+            family = families[position]
+            assert isinstance(family, TableFamily)
             series = values.get(name)
             if series is None:
                 if default is not None:
-                    family.set((), default)
-                elif family.values:
-                    family.replace({})
+                    family.set(slot, (), default)
+                else:
+                    family.clear(slot)
             elif len(series) == 1 and () in series:
-                family.set((), series[()])
+                family.set(slot, (), series[()])
             else:
-                family.replace(series)
+                family.replace(slot, series)
         key = layout.result_keys[outcome]
-        self._success.set((), 1.0 if outcome == "success" else 0.0)
-        self._probes.inc(key)
-        if self._duration is not None:
-            self._duration.set((), duration)
-        if self._last is not None:
-            self._last.replace(layout.last_result_series[outcome])
-        if self._latency is not None:
-            self._latency.observe((), duration)
-        if self._retries is not None:
-            self._retries.set((), attempts - 1)
+        _scalar(families[layout.success]).set(slot, (), 1.0 if outcome == "success" else 0.0)
+        _scalar(families[layout.probes]).inc(slot, key)
+        if layout.duration is not None:
+            _scalar(families[layout.duration]).set(slot, (), duration)
+        if layout.last is not None:
+            _scalar(families[layout.last]).replace(slot, layout.last_result_series[outcome])
+        if layout.latency is not None:
+            latency = families[layout.latency]
+            assert isinstance(latency, TableHistogram)
+            latency.observe(slot, (), duration)
+        if layout.retries is not None:
+            _scalar(families[layout.retries]).set(slot, (), attempts - 1)
+
+
+def _scalar(family: AnyTableFamily) -> TableFamily:
+    assert isinstance(family, TableFamily)
+    return family

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from agent.config.files import file_stamp
 from agent.sources.probe.client import TlsConfig, make_ssl_context
-from agent.sources.probe.families import CERT_EXPIRY, CHAIN_EXPIRY, CHAIN_INFO, TLS_CIPHER, TLS_VERSION
+from agent.sources.probe.families import CERT_EXPIRY, CHAIN_EXPIRY, CHAIN_INFO, TLS_CIPHER, TLS_VERSION, TLS_VERSIONS
 
 if TYPE_CHECKING:
     from agent.sources.probe.result import ProbeResult
 
-TLS_NAMES = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2", "TLSv1.3": "TLS 1.3"}
+TLS_NAMES = dict(zip(("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"), TLS_VERSIONS, strict=True))
 
 
 class TlsContexts:
