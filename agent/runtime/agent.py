@@ -140,8 +140,6 @@ class Agent:
         self._page_watch = asyncio.create_task(self._watch_page(), name="page size")
         await self._apply_push(self.config)
         self.ready = True
-        log.info("agent started", extra={"listen": ",".join(map(str, self.listen)), "sources": len(self.sources),
-                                          "config": self.config.file})
 
     async def reload(self) -> str | None:
         """Load and apply the config again; returns None on success or the error text."""
@@ -355,6 +353,10 @@ async def serve(agent: Agent) -> None:
         await agent.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.request_stop)
+        # said once SIGTERM stops the agent cleanly: a supervisor that stops it on reading this line never kills it
+        # before its positions are written
+        log.info("agent started", extra={"listen": ",".join(map(str, agent.listen)), "sources": len(agent.sources),
+                                          "config": agent.config.file})
         if reload_requested:
             log.info("reloading: SIGHUP arrived while the agent was starting")
             await agent.reload()
