@@ -70,7 +70,6 @@ def run(config_file: str | None, listen: list[ListenAddress], web_config_file: s
         index_from_hostname: bool) -> None:
     """Run the agent until SIGTERM or SIGINT; SIGHUP or POST /-/reload reloads the config."""
     from agent.runtime.agent import Agent, StartError, serve
-    from agent.server.webconfig import LiveWebConfig
 
     if index_from_hostname:
         shard_index = _ordinal_of_hostname(click.get_current_context())
@@ -86,7 +85,11 @@ def run(config_file: str | None, listen: list[ListenAddress], web_config_file: s
         return config
 
     try:
-        web_config = LiveWebConfig(web_config_file) if web_config_file else None
+        web_config = None
+        if web_config_file:
+            from agent.server.webconfig import LiveWebConfig  # here: most agents have none
+
+            web_config = LiveWebConfig(web_config_file)
         agent = Agent(load, [str(address) for address in listen], web_config, max_connections, header_timeout,
                       Shard(shard_index, shard_count))
     except ConfigError as exc:

@@ -18,7 +18,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agent import __version__
 from agent.config.agent import AgentConfig, ConfigError
@@ -42,9 +42,11 @@ from agent.series.selfmetrics import (
 from agent.series.store import Member, Store, series_count
 from agent.server.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress, descriptor_budget
 from agent.server.routes import Server, agent_routes
-from agent.server.webconfig import LiveWebConfig
 from agent.sources.base import Source, SourceContext, SourceStats
 from agent.sources.kinds import KINDS
+
+if TYPE_CHECKING:  # only an agent run with --web.config.file loads it
+    from agent.server.webconfig import LiveWebConfig
 
 log = logging.getLogger(__name__)
 

@@ -177,11 +177,27 @@ class Listener:
             self._loop.add_reader(self._sock.fileno(), self._accept)
 
 
+def _numeric_addresses(address: ListenAddress) -> list[tuple] | None:
+    """What getaddrinfo says of every interface (no host) or an IP address, answered without a resolver, so
+    without a worker thread, and with the host as bytes (a str goes through the IDNA codec and its Unicode
+    tables); None for a host name."""
+    host = address.host
+    if host is not None:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return None
+    return socket.getaddrinfo(host.encode() if host else None, address.port, type=socket.SOCK_STREAM,
+                              flags=socket.AI_PASSIVE | socket.AI_NUMERICHOST)
+
+
 async def _bind(address: ListenAddress) -> list[socket.socket]:
     """Listening sockets for ``address``: one per address the host resolves to (every interface, IPv4 and IPv6,
     for an empty host), with the backlog the system allows, as Go's net.Listen does."""
-    infos = await asyncio.get_running_loop().getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
-                                                         flags=socket.AI_PASSIVE)
+    infos = _numeric_addresses(address)
+    if infos is None:  # a host name: the resolver may block, so it runs in a worker thread
+        infos = await asyncio.get_running_loop().getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, sockaddr in dict.fromkeys(infos):

@@ -16,11 +16,10 @@ handler in the agent's own metrics.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent import __version__
 from agent.series import exposition
@@ -36,10 +35,12 @@ from agent.series.selfmetrics import (
     WEB_CONFIG_OK,
 )
 from agent.series.store import Group, Snapshot, Store
-from agent.server.access import Authenticator, TokenBucket
 from agent.server.listener import ConnectionGuard, ListenAddress, Listener, listen
 from agent.server.protocol import Handler, Request, Response
-from agent.server.webconfig import LiveWebConfig
+
+if TYPE_CHECKING:  # a server without --web.config.file never loads the web config, bcrypt and TLS control
+    from agent.server.access import Authenticator, TokenBucket
+    from agent.server.webconfig import LiveWebConfig, WebConfig
 
 Route = tuple[str, str, Handler]  # method, path, handler
 
@@ -82,6 +83,8 @@ async def metrics_page(snap: Snapshot, accept: str, accept_encoding: str) -> tup
     body = await exposition.render_cooperatively(snap, openmetrics)
     headers = {"Content-Type": exposition.OPENMETRICS if openmetrics else exposition.TEXT}
     if "gzip" in accept_encoding and len(body) >= _GZIP_MIN_BYTES:
+        import gzip  # here: a page nobody asks gzipped for never loads zlib
+
         body = await asyncio.to_thread(gzip.compress, body, compresslevel=1)
         headers["Content-Encoding"] = "gzip"
     return body, headers
@@ -130,8 +133,11 @@ class Server:
             max_connections, header_timeout, on_close=lambda reason: self._closed.inc((reason,)),
             allowed_sans=lambda: (list(tls.client_allowed_sans) if web_config and (tls := web_config.current().tls)
                                   and tls.client_allowed_sans is not None else None))
-        self._authenticator = Authenticator()
-        self._bucket = TokenBucket()
+        self._access: tuple[Authenticator, TokenBucket] | None = None
+        if web_config is not None:
+            from agent.server.access import Authenticator, TokenBucket
+
+            self._access = Authenticator(), TokenBucket()
         self._listeners: list[Listener] = []
 
     async def start(self, addresses: list[ListenAddress]) -> None:
@@ -150,7 +156,19 @@ class Server:
             listener.close()
         for connection in list(self.guard.open):
             connection.close(None)
-        self._authenticator.close()
+        if self._access is not None:
+            self._access[0].close()
+
+    async def _refusal(self, request: Request, config: WebConfig) -> Response | None:
+        """What the web config answers a request it turns away (rate limit, basic auth), or None."""
+        assert self._access is not None, "made with the web config"
+        authenticator, bucket = self._access
+        if not bucket.allow(config.rate_limit):
+            return Response.text("Too Many Requests\n", 429)
+        if config.basic_auth_users and not await authenticator.authorized(request.header("Authorization"),
+                                                                          config.basic_auth_users):
+            return Response.text("Unauthorized\n", 401, **{"WWW-Authenticate": 'Basic realm="kpi-agent"'})
+        return None
 
     async def _answer(self, request: Request) -> Response:
         """Every request: rate limit, auth, the same-origin check, the route; then headers and metrics."""
@@ -158,11 +176,9 @@ class Server:
         config = self.web_config.current() if self.web_config else None
         methods = self._routes.get(request.path)
         handler = methods.get("GET" if request.method == "HEAD" else request.method) if methods else None
-        if config is not None and not self._bucket.allow(config.rate_limit):
-            response = Response.text("Too Many Requests\n", 429)
-        elif config is not None and config.basic_auth_users and not await self._authenticator.authorized(
-                request.header("Authorization"), config.basic_auth_users):
-            response = Response.text("Unauthorized\n", 401, **{"WWW-Authenticate": 'Basic realm="kpi-agent"'})
+        refusal = await self._refusal(request, config) if config is not None else None
+        if refusal is not None:
+            response = refusal
         elif request.method not in ("GET", "HEAD", "OPTIONS") and not _same_origin(request):
             response = Response.text("Cross-origin requests may not change the agent's state\n", 403)
         elif methods is None:
