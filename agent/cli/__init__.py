@@ -22,9 +22,10 @@ class _LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "run":  # before the imports, the config and the sources, which take seconds
-            from agent.runtime import hangup
+            from agent.runtime import hangup, lazyssl
 
             hangup.hold()
+            lazyssl.import_asyncio()  # OpenSSL (4 MiB) only once something speaks TLS
         if cmd_name in self.LAZY:
             module = importlib.import_module(self.LAZY[cmd_name])
             command: click.Command = getattr(module, cmd_name.replace("-", "_"))

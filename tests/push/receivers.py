@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import ssl
 import subprocess
 import time
 import urllib.parse
@@ -28,13 +29,14 @@ class Receiver:
     log: Path = field(init=False)
     extra_args: list[str] = field(default_factory=list)
     auth: tuple[str, str] | None = None  # basic auth the receiver's API asks for
+    context: ssl.SSLContext | None = None  # the receiver serves over TLS (its extra_args say how), trusted so
 
     def __post_init__(self) -> None:
         self.log = self.directory / f"{self.name}.log"
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'http' if self.context is None else 'https'}://127.0.0.1:{self.port}"
 
     @property
     def write_url(self) -> str:
@@ -46,7 +48,7 @@ class Receiver:
         if self.auth is not None:
             token = base64.b64encode(":".join(self.auth).encode()).decode()
             request.add_header("Authorization", f"Basic {token}")
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=self.context) as response:
             return response.read()
 
     def stop(self) -> None:

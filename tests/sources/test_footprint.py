@@ -1,16 +1,20 @@
 """What an agent loads: aiohttp (about 19 MiB resident) only for HTTP service discovery, never for a log-only
-agent nor for HTTP probes; RE2 (2.5 MiB) only when a regex needs it; a log-only agent no other kind's package,
-discovery, web config or TLS control. Read from the real process (its mapped files, the modules it imported, and
-process_resident_memory_bytes on its /metrics)."""
+agent nor for HTTP probes; RE2 (2.5 MiB) only when a regex needs it; OpenSSL (4 MiB) only once something speaks
+TLS; a log-only agent no other kind's package, discovery, web config or TLS control. Read from the real process
+(its mapped files, the modules it imported, and process_resident_memory_bytes on its /metrics)."""
 
 import signal
+import ssl
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import Exposition, fetch, free_port, wait_until
+from tests.push.receivers import PrometheusReceiver
+from tests.test_lazyssl import self_signed
 
 # What a log-only agent has no use for: every other kind's package and the probers' shared code, target discovery
 # and relabelling, the web config (and bcrypt, TLS control) without --web.config.file, the status page nobody
@@ -18,7 +22,7 @@ from tests.helpers import Exposition, fetch, free_port, wait_until
 UNUSED_BY_A_LOG_AGENT = ("agent.sources.http", "agent.sources.tcp", "agent.sources.dns", "agent.sources.icmp",
                          "agent.sources.grpc", "agent.sources.journal", "agent.sources.probe", "agent.discovery",
                          "agent.server.webconfig", "agent.server.access", "agent.server.tlsctl",
-                         "agent.server.statuspage", "bcrypt", "encodings.idna", "stringprep", "unicodedata")
+                         "agent.server.statuspage", "bcrypt", "encodings.idna", "stringprep", "unicodedata", "difflib")
 
 
 def _page(base: str) -> Exposition:
@@ -30,11 +34,17 @@ def _mapped_packages(pid: int, packages: tuple[str, ...]) -> set[str]:
     return {package for package in packages if f"/{package}/" in maps}
 
 
+def _mapped_libraries(pid: int, libraries: tuple[str, ...]) -> set[str]:
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return {library for library in libraries if f"/{library}.so" in maps}
+
+
 @pytest.mark.slow
 def test_neither_a_log_only_agent_nor_http_probes_load_aiohttp_and_http_sd_does(start_agent, tmp_path):
     """HTTP probes speak HTTP/1.1 themselves (agent.sources.http.connection): an agent that probes URLs loads no
-    client library, and its resident memory grows by a few MiB over a log-only agent (aiohttp alone was 19 MiB).
-    HTTP service discovery still fetches its target lists with aiohttp, loaded when such a source exists."""
+    client library, and its resident memory grows by a few MiB over a log-only agent (aiohttp alone was 19 MiB),
+    4 of them OpenSSL's, which the log-only agent does without. HTTP service discovery still fetches its target
+    lists with aiohttp, loaded when such a source exists."""
     log = tmp_path / "app.log"
     log.write_text("status=200\n" * 5)
     logs_only = tmp_path / "logs.yaml"
@@ -43,6 +53,7 @@ def test_neither_a_log_only_agent_nor_http_probes_load_aiohttp_and_http_sd_does(
     process, base = start_agent(logs_only)
     wait_until(lambda: _page(base).value("lines_total", status="200") == 5)
     assert _mapped_packages(process.pid, ("aiohttp", "jsonpath_ng", "prometheus_client")) == set()
+    assert _mapped_libraries(process.pid, ("libssl", "libcrypto")) == set()
     small = _page(base).value("process_resident_memory_bytes")
 
     with_http = tmp_path / "http.yaml"
@@ -52,8 +63,9 @@ def test_neither_a_log_only_agent_nor_http_probes_load_aiohttp_and_http_sd_does(
     wait_until(lambda: _page(base).value("probes_total", target="self", result="success") >= 1)
     wait_until(lambda: _page(base).value("probes_total", target="tls", result="connection_refused") >= 1)
     assert _mapped_packages(process.pid, ("aiohttp", "yarl", "multidict")) == set()
+    assert _mapped_libraries(process.pid, ("libssl", "libcrypto")) == {"libssl", "libcrypto"}
     large = _page(base).value("process_resident_memory_bytes")
-    assert large - small < 8 * 2**20, (small, large)
+    assert large - small < 12 * 2**20, (small, large)
 
     with_sd = tmp_path / "sd.yaml"
     with_sd.write_text(logs_only.read_text()
@@ -90,34 +102,102 @@ def _imported(stderr: Path) -> set[str]:
             if line.startswith("import time:")}
 
 
+# A TLS server answering 200 to GET / (a directory listing): python -c TLS_TARGET CERT KEY prints its port
+TLS_TARGET = """
+import http.server, ssl, sys
+server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+context.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
 @pytest.mark.slow
-def test_a_log_only_agent_loads_no_other_kind_and_a_reload_that_adds_one_does(tmp_path):
+def test_a_log_only_agent_loads_no_other_kind_nor_openssl_and_a_reload_that_adds_https_does(tmp_path):
     log = tmp_path / "app.log"
     log.write_text("GET 200\n" * 5)
     config = tmp_path / "agent.yaml"
     config.write_text(f"logs:\n  - {{name: app, paths: ['{log}'], start_at: beginning,\n"
                       "     pattern: '^(?P<method>[A-Z]+) (?P<status>\\d+)',\n"
                       "     metrics: [{name: lines_total, type: counter, labels: [status]}]}\n")
+    cert, key = self_signed(tmp_path)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     stderr = tmp_path / "stderr"
     with stderr.open("w") as errors:
         process = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "agent", "run", "--config.file",
                                     str(config), "--web.listen-address", f"127.0.0.1:{port}"], stderr=errors)
+    target = subprocess.Popen([sys.executable, "-c", TLS_TARGET, str(cert), str(key)], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         wait_until(lambda: fetch(base + "/-/ready")[0] == 200 and _page(base).value("lines_total", status="200") == 5,
                    timeout=30, what="the log counted")
         loaded = _imported(stderr)
         assert "agent.sources.logs.source" in loaded
         assert {name for name in loaded if name.startswith(UNUSED_BY_A_LOG_AGENT)} == set()
+        assert _mapped_libraries(process.pid, ("libssl", "libcrypto")) == set()
 
-        config.write_text(config.read_text() + f"http:\n  - {{name: self, url: '{base}/-/healthy'}}\n")
+        assert target.stdout is not None
+        config.write_text(config.read_text() + f"http:\n  - name: tls\n    url: https://127.0.0.1:{target.stdout.readline().strip()}/\n"
+                          f"    tls_config: {{ca_file: '{cert}'}}\n")
         process.send_signal(signal.SIGHUP)
-        wait_until(lambda: _page(base).value("probe_success", target="self") == 1, timeout=30,
-                   what="the HTTP source a reload added probing")
+        wait_until(lambda: _page(base).value("probe_success", target="tls") == 1, timeout=30,
+                   what="the HTTPS source a reload added probing")
+        assert _page(base).value("probe_http_ssl", target="tls") == 1
         assert {"agent.sources.http.config", "agent.sources.probe.source"} <= _imported(stderr)
+        assert _mapped_libraries(process.pid, ("libssl", "libcrypto")) == {"libssl", "libcrypto"}
         assert _page(base).value("kpi_agent_config_reloads_total", result="success") == 1
     finally:
-        process.terminate()
-        process.wait(timeout=15)
+        for started in (process, target):
+            started.terminate()
+            started.wait(timeout=15)
 
+
+@pytest.mark.slow
+@pytest.mark.tools
+def test_an_agent_started_without_openssl_serves_probes_and_pushes_over_tls(tmp_path):
+    """OpenSSL loaded as the config is read, at start: /metrics over TLS (web config), an https probe with a
+    tls_config, and remote_write over https into Prometheus serving TLS."""
+    cert, key = self_signed(tmp_path)
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config: {{cert_file: '{cert}', key_file: '{key}'}}\n")
+    context = ssl.create_default_context(cafile=str(cert))
+    (tmp_path / "prometheus").mkdir()
+    receiver = PrometheusReceiver(tmp_path / "prometheus")
+    receiver.extra_args, receiver.context = [f"--web.config.file={web}"], context
+    receiver.start()
+    target = subprocess.Popen([sys.executable, "-c", TLS_TARGET, str(cert), str(key)], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert target.stdout is not None
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"http:\n  - name: tls\n    url: https://127.0.0.1:{target.stdout.readline().strip()}/\n"
+                      f"    tls_config: {{ca_file: '{cert}'}}\n"
+                      f"remote_write:\n  - url: {receiver.write_url}\n    interval: 300ms\n"
+                      f"    tls_config: {{ca_file: '{cert}'}}\n")
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config.file", str(config),
+                                "--web.config.file", str(web), "--web.listen-address", f"127.0.0.1:{port}"],
+                               stderr=subprocess.DEVNULL)
+    try:
+        page = wait_until(lambda: (p := _https_page(f"https://127.0.0.1:{port}/metrics", context))
+                          and p.value("probe_success", target="tls") == 1 and p, timeout=30,
+                          what="/metrics over TLS showing the https probe")
+        assert page.value("probe_http_ssl", target="tls") == 1
+        pushed = wait_until(lambda: receiver.latest('{__name__="probe_http_ssl", target="tls"}'), timeout=30,
+                            what="Prometheus to hold the pushed probe_http_ssl")
+        assert list(pushed.values()) == [1]
+    finally:
+        for started in (process, target):
+            started.terminate()
+            started.wait(timeout=15)
+        receiver.stop()
+
+
+def _https_page(url: str, context: ssl.SSLContext) -> Exposition | None:
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=5) as response:
+            return Exposition(response.read())
+    except OSError:
+        return None
