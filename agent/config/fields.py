@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, overload
 
@@ -103,6 +102,8 @@ class Fields:
 
     def _suggestion(self, key: Any) -> str:
         """"; did you mean 'x'?" when a key this mapping knows (one its reader asked for) is close to ``key``."""
+        import difflib  # only for a config with a mistake in it (80 KiB of bytecode a running agent never uses)
+
         known = sorted(str(k) for k in self._seen if k not in self.node)
         close = difflib.get_close_matches(str(key), known, n=1)
         return f"; did you mean {close[0]!r}?" if close else ""
