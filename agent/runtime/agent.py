@@ -356,7 +356,9 @@ async def serve(agent: Agent) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.request_stop)
         # said once SIGTERM stops the agent cleanly: a supervisor that stops it on reading this line never kills it
-        # before its positions are written
+        # before its positions are written; and once every source has taken its first step (a log source's first
+        # look at its paths, with its "no file matches" warnings), which nothing in start() waited for
+        await asyncio.sleep(0)
         log.info("agent started", extra={"listen": ",".join(map(str, agent.listen)), "sources": len(agent.sources),
                                           "config": agent.config.file})
         if reload_requested:
