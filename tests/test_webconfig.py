@@ -15,7 +15,7 @@ import aiohttp
 import bcrypt
 import pytest
 
-from agent.config.agent import AgentConfig, GlobalConfig
+from agent.config.model import AgentConfig, GlobalConfig
 from agent.config.problems import ConfigError
 from agent.runtime.agent import Agent
 from agent.runtime.logconfig import LogfmtFormatter

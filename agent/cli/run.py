@@ -9,7 +9,8 @@ import sys
 import click
 
 from agent.cli import flags
-from agent.config.agent import AgentConfig, ConfigError, example_config_text, load_config, load_example_config
+from agent.config.agent import ConfigError, example_config_text, load_config, load_example_config
+from agent.config.model import AgentConfig
 from agent.runtime.logconfig import setup_logging
 from agent.runtime.shard import Shard
 from agent.server.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress

@@ -8,19 +8,20 @@ own by the store's rules, so what passes ``check`` can always be built and never
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.config import values
 from agent.config.fields import Fields
+from agent.config.model import AgentConfig, GlobalConfig
 from agent.config.problems import ConfigError, Report
 from agent.config.yaml import LocatedMap, load_file, load_text
 from agent.formatting import excerpt
 from agent.series.family import SchemaError
 from agent.series.selfmetrics import AGENT_FAMILIES, PROCESS_FAMILIES
 from agent.series.store import Group, Store
-from agent.sources.base import IDENTITY_LABEL, STATS_FAMILIES, SourceDefaults
+from agent.sources.base import IDENTITY_LABEL, STATS_FAMILIES
 from agent.sources.kinds import BUILTIN_PREFIXES, IDENTITY_LABELS, KINDS
 
 EXAMPLE_CONFIG = "example.yaml"
@@ -28,32 +29,6 @@ PUSH_KEYS = ("remote_write", "remote_write_buffer", "external_labels")
 # Global labels may not take a name that tells sources apart, nor a label the exposition format gives a meaning
 # (histogram buckets, summary quantiles).
 RESERVED_GLOBAL_LABELS = frozenset({"le", "quantile", IDENTITY_LABEL, *IDENTITY_LABELS})
-
-
-@dataclass(frozen=True)
-class GlobalConfig:
-    interval: float = 15.0
-    timeout: float = 10.0
-    labels: dict[str, str] = field(default_factory=dict)
-    max_concurrent_probes: int = 64
-    scrape_timeout: float = 10.0  # what the Prometheus scraping the agent gives a scrape (its default)
-
-    def defaults(self) -> SourceDefaults:
-        return SourceDefaults(self.interval, self.timeout)
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    file: str
-    global_: GlobalConfig
-    sources: tuple[tuple[str, Any], ...] = ()  # (kind, source config), in the file's order
-    positions_file: str | None = None
-    remote_write: tuple[Any, ...] = ()  # agent.push.config.RemoteWriteConfig, in the file's order
-    remote_write_buffer: str | None = None  # where each endpoint's unsent samples wait (a directory)
-    external_labels: dict[str, str] = field(default_factory=dict)  # added to every pushed series
-
-    def of_kind(self, kind: str) -> list[Any]:
-        return [config for source_kind, config in self.sources if source_kind == kind]
 
 
 def _global_labels(value: Any) -> dict[str, str]:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agent import __version__
-from agent.config.agent import AgentConfig, ConfigError
+from agent.config.agent import ConfigError
+from agent.config.model import AgentConfig
 from agent.runtime import hangup, heap, systemd
 from agent.runtime.logconfig import suppressed_records
 from agent.runtime.shard import UNSHARDED, Shard

@@ -19,16 +19,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from agent.config.fields import Fields
+from agent.config.model import AgentConfig, SourceDefaults
 from agent.config.problems import Problem
 from agent.runtime.shard import UNSHARDED, Shard
 from agent.series.family import FamilySpec, counter, gauge
 from agent.series.store import Group, Member, Store
-
-if TYPE_CHECKING:
-    from agent.config.agent import AgentConfig
 
 
 class Shared:
@@ -74,14 +72,6 @@ class SourceContext:
         resources, self.resources = list(self.resources.values()), {}
         for shared in reversed(resources):
             await shared.close()
-
-
-@dataclass(frozen=True)
-class SourceDefaults:
-    """What the top-level ``global`` block lends every source."""
-
-    interval: float = 15.0
-    timeout: float = 10.0
 
 
 @dataclass(frozen=True)

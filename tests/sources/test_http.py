@@ -12,10 +12,11 @@ from aiohttp import web
 
 from agent.config.agent import parse_config
 from agent.config.fields import Fields
+from agent.config.model import SourceDefaults
 from agent.config.problems import ConfigError, Report
 from agent.config.yaml import load_text
 from agent.series.store import Store
-from agent.sources.base import SourceContext, SourceDefaults
+from agent.sources.base import SourceContext
 from agent.sources.http import ALL_RESULTS as RESULTS
 from agent.sources.http import EXPORTED_SERIES, KIND
 from agent.sources.probe.families import TLS_FAMILIES

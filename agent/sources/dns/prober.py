@@ -51,6 +51,7 @@ from agent.sources.dns.config import (
 )
 from agent.sources.probe.net import resolve, split_host_port
 from agent.sources.probe.result import ProbeFailed
+from agent.sources.probe.tls import record_tls
 
 if TYPE_CHECKING:
     from agent.sources.probe.result import ProbeResult
@@ -206,7 +207,7 @@ class DnsProber:
                                                                 0.001))
         try:
             if tls is not None:
-                result.tls(writer.get_extra_info("ssl_object"))
+                record_tls(result, writer.get_extra_info("ssl_object"))
             sent = time.perf_counter()
             result.add(DURATION, sent - started, _PHASE_KEYS["connect"])
             try:

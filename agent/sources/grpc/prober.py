@@ -24,6 +24,7 @@ from grpclib.health.v1.health_pb2 import HealthCheckRequest
 from agent.sources.grpc.config import DURATION, HEALTH, PHASES, SERVING_STATUSES, SSL, STATUS_CODE, GrpcModule
 from agent.sources.probe.net import resolve, split_host_port
 from agent.sources.probe.result import ProbeFailed
+from agent.sources.probe.tls import record_tls
 
 if TYPE_CHECKING:
     from agent.sources.probe.result import ProbeResult
@@ -102,7 +103,7 @@ class GrpcProber:
                 tls_object = _ssl_object(channel) if self.ssl_context else None
                 if tls_object is not None:
                     result.set(SSL, 1)
-                    result.tls(tls_object)
+                    record_tls(result, tls_object)
         finally:
             channel.close()
         status = SERVING_STATUSES[response.status] if 0 <= response.status < len(SERVING_STATUSES) else "UNKNOWN"

@@ -39,6 +39,7 @@ from agent.sources.probe.client import credentials
 from agent.sources.probe.failures import TARGET_FAULTS
 from agent.sources.probe.net import resolve
 from agent.sources.probe.result import ProbeFailed, ProbeResult
+from agent.sources.probe.tls import record_tls
 
 _PHASE_KEYS = tuple((phase, (phase,)) for phase in PHASES)  # label tuples made once, shared by every target
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})  # what Go's client follows
@@ -123,7 +124,7 @@ class HttpProber:
             for phase, key in _PHASE_KEYS:
                 result.set(PHASE_DURATION, getattr(phases, phase), key)
             if phases.tls_object is not None:
-                result.tls(phases.tls_object)
+                record_tls(result, phases.tls_object)
 
     async def _exchange(self, url: Url, phases: Phases, result: ProbeResult) -> None:
         """Request ``url``, follow redirects, judge the final response."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from agent.config.fields import Fields
+from agent.config.model import SourceDefaults
 from agent.series.family import FamilySpec
 from agent.series.store import Group, Member
-from agent.sources.base import IDENTITY_LABEL, DeclaredFamily, SourceContext, SourceDefaults, SourceKind, SourceStats
+from agent.sources.base import IDENTITY_LABEL, DeclaredFamily, SourceContext, SourceKind, SourceStats
 from agent.sources.journal.config import JournalSourceConfig, parse_journal_source
 from agent.sources.journal.source import JournalSource
 from agent.sources.logs.config import PIPELINE_FAMILIES, declared_families

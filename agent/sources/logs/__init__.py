@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from agent.config.fields import Fields
+from agent.config.model import SourceDefaults
 from agent.config.problems import Problem
 from agent.runtime.shard import UNSHARDED, Shard
 from agent.series.family import FamilySpec
 from agent.series.store import Group, Member
-from agent.sources.base import DeclaredFamily, SourceContext, SourceDefaults, SourceKind, SourceStats
+from agent.sources.base import DeclaredFamily, SourceContext, SourceKind, SourceStats
 from agent.sources.logs.config import (
     IDENTITY_LABEL,
     SELF_FAMILIES,

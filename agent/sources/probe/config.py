@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from agent.config import values
 from agent.config.fields import Fields
+from agent.config.model import SourceDefaults
 from agent.discovery.config import DiscoveryConfig, parse_discovery
 from agent.formatting import excerpt, format_duration
 from agent.series.family import shown
 from agent.sources.base import IDENTITY_LABEL as SOURCE_LABEL
-from agent.sources.base import SourceDefaults
 from agent.sources.probe.families import NEVER_OMITTED
 
 if TYPE_CHECKING:

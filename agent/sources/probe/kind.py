@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from agent.config.fields import Fields
+from agent.config.model import SourceDefaults
 from agent.config.problems import Problem
 from agent.runtime.shard import UNSHARDED, Shard
 from agent.series.family import FamilySpec
@@ -26,7 +27,6 @@ from agent.sources.base import (
     Shared,
     Source,
     SourceContext,
-    SourceDefaults,
     SourceKind,
     SourceStats,
 )

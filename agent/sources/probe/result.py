@@ -8,12 +8,7 @@ dropped here, so they cost nothing further.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from agent.series.family import FamilySpec
-
-if TYPE_CHECKING:
-    import ssl
 
 Series = dict[tuple[str, ...], float]
 
@@ -78,15 +73,3 @@ class ProbeResult:
     def wants(self, spec: FamilySpec) -> bool:
         """Whether the target exports the family: skip work whose only use is a family nobody exports."""
         return spec.name in self.wanted
-
-    def tls(self, connection: ssl.SSLObject | ssl.SSLSocket | Any) -> None:
-        """Every TLS series of a completed handshake (see agent.sources.probe.tls)."""
-        from agent.sources.probe.tls import record_tls
-
-        record_tls(self, connection)
-
-    def resolved(self, address: str, seconds: float) -> None:
-        """Name resolution: how long it took, and the IP address it gave."""
-        from agent.sources.probe.net import record_resolution
-
-        record_resolution(self, address, seconds)

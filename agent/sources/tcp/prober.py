@@ -16,6 +16,7 @@ from agent.sources.probe.failures import TARGET_FAULTS
 from agent.sources.probe.families import FAILED_DUE_TO_BYTES, FAILED_DUE_TO_REGEX
 from agent.sources.probe.net import resolve, split_host_port
 from agent.sources.probe.result import ProbeFailed, ProbeResult
+from agent.sources.probe.tls import record_tls
 from agent.sources.tcp.config import QueryStep, TcpModule, expect_info
 
 MAX_LINE = 64 * 1024  # what Go's bufio.Scanner, so blackbox, reads as one line at most
@@ -42,7 +43,7 @@ class TcpProber:
             local_addr=(module.ip.source_ip, 0) if module.ip.source_ip else None)
         try:
             if module.tls:
-                result.tls(writer.get_extra_info("ssl_object"))
+                record_tls(result, writer.get_extra_info("ssl_object"))
             for step, pattern in self.steps:
                 await self._step(step, pattern, reader, writer, result, server_name)
         finally:
@@ -77,7 +78,7 @@ class TcpProber:
         if step.starttls:
             assert self.ssl_context is not None, "a module with starttls has an SSL context"
             await writer.start_tls(self.ssl_context, server_hostname=server_name)
-            result.tls(writer.get_extra_info("ssl_object"))
+            record_tls(result, writer.get_extra_info("ssl_object"))
 
     def explain(self, exc: BaseException, target: str, timeout: float) -> tuple[str, str] | None:
         if isinstance(exc, ValueError) and "limit" in str(exc):  # StreamReader: a line beyond MAX_LINE
