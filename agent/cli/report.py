@@ -22,7 +22,8 @@ from agent.formatting import format_duration
 from agent.kpi.loading import load_specs
 from agent.kpi.model import ServiceSpec
 from agent.kpi.prometheus_api import PrometheusClient
-from agent.report.model import Report, collect
+from agent.report.collect import collect
+from agent.report.model import Report
 from agent.report.periods import PERIOD_HELP, PeriodChoice, choose_period
 from agent.runtime.logconfig import setup_logging
 from agent.server.listener import ListenAddress

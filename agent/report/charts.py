@@ -21,7 +21,9 @@ from matplotlib import dates, ticker
 
 from agent.formatting import format_duration
 from agent.kpi.units import format_value
-from agent.report.model import Chart, KpiResult, Line, Period, format_kpi_value, target_text
+from agent.report.grid import Period
+from agent.report.judging import Line
+from agent.report.model import Chart, KpiResult, format_kpi_value, target_text
 from agent.report.periods import short_label
 
 GOOD, BAD, NEUTRAL, INK, MUTED, GRID = "#1a7f37", "#cf222e", "#9ca3af", "#1f2328", "#59636e", "#d8dee4"

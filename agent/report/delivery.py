@@ -31,7 +31,8 @@ import aiohttp
 
 from agent.kpi.model import ServiceSpec
 from agent.kpi.prometheus_api import PrometheusClient
-from agent.report.model import Report, collect
+from agent.report.collect import collect
+from agent.report.model import Report
 from agent.report.periods import local_time_text
 from agent.report.schedule import RETRY_LAST, Delivered, ReportsConfig, Scheduled, Smtp, State
 from agent.series.family import counter, gauge

@@ -8,7 +8,8 @@ from functools import partial
 from html import escape
 
 from agent.kpi.units import format_value
-from agent.report.model import KpiResult, Line, Report, change, format_kpi_value, meets, target_text
+from agent.report.judging import Line, change, meets
+from agent.report.model import KpiResult, Report, format_kpi_value, target_text
 from agent.report.render import headline
 
 STATUS = {True: "met", False: "MISSED", None: "no data"}

@@ -15,7 +15,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent import __version__
-from agent.report.model import Judged, KpiResult, Line, Report, meets
+from agent.report.judging import Judged, Line, meets
+from agent.report.model import KpiResult, Report
 from agent.report.periods import Span
 
 SUMMARY_COLUMNS = ("service", "kpi", "group", "status", "period", "start", "end", "value", "target",

@@ -12,24 +12,10 @@ from agent.formatting import format_duration
 from agent.kpi import conventions as names
 from agent.kpi.units import format_value
 from agent.report import charts
-from agent.report.model import (
-    DENOMINATOR_5M,
-    ERROR,
-    NO_DATA,
-    NUMERATOR_5M,
-    PARTIAL,
-    Judged,
-    KpiResult,
-    Line,
-    Period,
-    Report,
-    change,
-    exhaustion_text,
-    format_kpi_value,
-    format_time,
-    meets,
-    target_text,
-)
+from agent.report.collect import DENOMINATOR_5M, NUMERATOR_5M
+from agent.report.grid import Period, format_time
+from agent.report.judging import ERROR, NO_DATA, PARTIAL, Judged, Line, change, exhaustion_text, meets
+from agent.report.model import KpiResult, Report, format_kpi_value, target_text
 from agent.report.periods import local_time_text, short_label
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"

@@ -22,7 +22,7 @@ import aiohttp
 from agent.formatting import without_credentials
 from agent.kpi.model import ServiceSpec
 from agent.kpi.prometheus_api import PrometheusClient
-from agent.report.model import collect
+from agent.report.collect import collect
 from agent.report.periods import PeriodChoice
 from agent.report.schedule import ReportsConfig
 from agent.series.store import Store

@@ -16,19 +16,9 @@ from html import escape
 
 from agent.formatting import format_duration
 from agent.kpi.units import format_value
-from agent.report.model import (
-    NO_DATA,
-    KpiResult,
-    Line,
-    Period,
-    Report,
-    change,
-    exhaustion_text,
-    format_kpi_value,
-    format_time,
-    meets,
-    target_text,
-)
+from agent.report.grid import Period, format_time
+from agent.report.judging import NO_DATA, Line, change, exhaustion_text, meets
+from agent.report.model import KpiResult, Report, format_kpi_value, target_text
 from agent.report.periods import local_time_text
 from agent.report.render import page_head, verdict_counts
 

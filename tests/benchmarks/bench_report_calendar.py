@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 
 from agent.kpi.prometheus_api import PrometheusClient
-from agent.report.model import collect
+from agent.report.collect import collect
 from agent.report.periods import parse_period
 from tests.helpers import fetch, free_port, wait_until
 from tests.kpi.helpers import load_spec

@@ -4,7 +4,8 @@ import math
 
 from agent.config.yaml import load_text
 from agent.kpi.spec.document import parse_spec
-from agent.report.model import budget_exhaustion, plan_period
+from agent.report.grid import plan_period
+from agent.report.judging import budget_exhaustion
 
 SPEC, _ = parse_spec(load_text(
     "service: s\nkpis:\n  - {name: a, window: 30d, target: 99%, ratio: {numerator: good, denominator: all}}\n"

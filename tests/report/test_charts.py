@@ -4,7 +4,8 @@ import re
 
 from agent.kpi.model import SupportingMetric
 from agent.report import charts
-from agent.report.model import Chart, plan_period
+from agent.report.grid import plan_period
+from agent.report.model import Chart
 
 PERIOD = plan_period(3600, 1_800_000_000.0, 60)
 
@@ -40,7 +41,8 @@ def test_the_target_is_a_legend_entry_that_cannot_meet_the_legend():
     top of the plot. It is an entry of the legend, laid out with the others on one row beside the title."""
     from agent.config.yaml import load_text
     from agent.kpi.spec.document import parse_spec
-    from agent.report.model import KpiResult, ratio_line
+    from agent.report.judging import ratio_line
+    from agent.report.model import KpiResult
 
     spec, _ = parse_spec(load_text("service: s\nkpis:\n  - {name: a, window: 30d, target: 99%, ratio: "
                                    "{numerator: good, denominator: all}}\n", "s.yaml"), "s.yaml")

@@ -2,18 +2,9 @@
 
 from agent.config.yaml import load_text
 from agent.kpi.spec.document import parse_spec
-from agent.report.model import (
-    NO_DATA,
-    OK,
-    PARTIAL,
-    bucketed,
-    format_kpi_value,
-    judge,
-    meets,
-    plan_period,
-    ratio_line,
-    value_line,
-)
+from agent.report.grid import bucketed, plan_period
+from agent.report.judging import NO_DATA, OK, PARTIAL, judge, meets, ratio_line, value_line
+from agent.report.model import format_kpi_value
 
 SPEC = """\
 service: shop

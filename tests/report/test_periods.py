@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.report.model import plan_calendar
+from agent.report.grid import plan_calendar
 from agent.report.periods import grid_step, parse_period, short_label, zone
 
 BERLIN = ZoneInfo("Europe/Berlin")
