@@ -76,11 +76,24 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def test_once_ssl_is_imported_asyncio_holds_what_a_plain_import_gives_it():
-    lazy = json.loads(_python(ASYNCIO_GLOBALS.format(prelude=WITHOUT_SSL)))
-    plain = json.loads(_python(ASYNCIO_GLOBALS.format(prelude="import asyncio")))
+# A library asking whether ssl exists before anything imports it: the hand-over still happens at the import
+ASKED_FIRST = "import importlib.util\nassert importlib.util.find_spec('ssl') is not None\n"
+
+
+@pytest.mark.parametrize("asked_first", [False, True])
+def test_once_ssl_is_imported_asyncio_holds_what_a_plain_import_gives_it(asked_first):
+    prelude = WITHOUT_SSL + (ASKED_FIRST if asked_first else "")
+    lazy = json.loads(_python(ASYNCIO_GLOBALS.format(prelude=prelude)))
+    plain = json.loads(_python(ASYNCIO_GLOBALS.format(prelude="import asyncio" + ("\n" + ASKED_FIRST if asked_first
+                                                                                  else ""))))
     assert lazy["asyncio.sslproto"]["ssl"] == "module ssl"
     assert lazy == plain
+
+
+def test_the_finder_steps_aside_once_ssl_is_imported():
+    code = "import sys\n" + WITHOUT_SSL
+    code += "finders = len(sys.meta_path)\nimport ssl\nprint(finders - len(sys.meta_path))"
+    assert _python(code).strip() == "1"
 
 
 def test_tls_serves_and_connects_after_asyncio_was_imported_without_ssl(tmp_path):

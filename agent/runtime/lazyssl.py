@@ -44,18 +44,18 @@ def _give_asyncio(ssl: ModuleType) -> None:
 
 
 class _SslFinder:
-    """Finds nothing itself: when ``ssl`` is imported, it wraps the real loader so that asyncio gets the module
-    right after it is executed, then steps aside."""
+    """Finds nothing itself: for ``ssl`` it asks the finders after it and wraps the real loader, so that asyncio
+    gets the module right after it is executed. The loader then takes the finder out of ``sys.meta_path``; a
+    ``find_spec("ssl")`` that loads nothing (a library asking whether ssl exists) leaves it in place."""
 
     def find_spec(self, fullname: str, path: Sequence[str] | None,
                   target: ModuleType | None = None) -> ModuleSpec | None:
         if fullname != "ssl":
             return None
-        sys.meta_path.remove(self)
-        for finder in sys.meta_path:
+        for finder in sys.meta_path[sys.meta_path.index(self) + 1:]:
             spec = finder.find_spec(fullname, path, target) if hasattr(finder, "find_spec") else None
             if spec is not None and spec.loader is not None:
-                spec.loader = _GivingLoader(spec.loader)  # type: ignore[assignment]  # a Loader by its methods
+                spec.loader = _GivingLoader(spec.loader, self)  # type: ignore[assignment]  # a Loader by its methods
                 return spec
         return None
 
@@ -63,8 +63,9 @@ class _SslFinder:
 class _GivingLoader:
     """The real loader's work, then asyncio gets the module; the module keeps the real loader as its own."""
 
-    def __init__(self, loader: Loader):
+    def __init__(self, loader: Loader, finder: _SslFinder):
         self._loader = loader
+        self._finder = finder
 
     def create_module(self, spec: ModuleSpec) -> ModuleType | None:
         return self._loader.create_module(spec)
@@ -75,3 +76,5 @@ class _GivingLoader:
             module.__spec__.loader = self._loader
         self._loader.exec_module(module)
         _give_asyncio(module)
+        if self._finder in sys.meta_path:
+            sys.meta_path.remove(self._finder)
