@@ -6,10 +6,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.config.validation import label_name
 from agent.formatting import excerpt, kind_of
+
+if TYPE_CHECKING:
+    import ssl
 
 T = TypeVar("T")
 
@@ -140,3 +143,20 @@ def string_map(value: Any) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(v, (str, int, float)) for v in value.values()):
         raise ValueError("expected a mapping of names to string values")
     return {str(k): str(v) for k, v in value.items()}
+
+
+# TLS versions as Prometheus's tls_config and exporter-toolkit's web config name them, oldest first: one list for
+# the agent's server, its probes and remote_write.
+TLS_VERSIONS = ("TLS10", "TLS11", "TLS12", "TLS13")
+tls_version = one_of(*TLS_VERSIONS)
+
+
+def tls_versions_out_of_order(min_version: str | None, max_version: str | None) -> bool:
+    return bool(min_version and max_version) and TLS_VERSIONS.index(min_version) > TLS_VERSIONS.index(max_version)
+
+
+def ssl_version(name: str) -> ssl.TLSVersion:
+    import ssl  # here, not at the top: an agent without TLS never loads OpenSSL
+
+    return (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1, ssl.TLSVersion.TLSv1_2,
+            ssl.TLSVersion.TLSv1_3)[TLS_VERSIONS.index(name)]

@@ -29,8 +29,6 @@ from agent.formatting import cut, excerpt
 
 log = logging.getLogger(__name__)
 
-TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
-                "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 CLIENT_AUTH_TYPES = ("NoClientCert", "RequestClientCert", "RequireAnyClientCert", "RequireClientCert",
                      "VerifyClientCertIfGiven", "RequireAndVerifyClientCert")
 _VERIFYING = ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert")
@@ -145,8 +143,8 @@ def _parse_tls(section: Fields) -> TlsServerConfig | None:
         client_auth_type=get("client_auth_type", values.one_of(*CLIENT_AUTH_TYPES), "NoClientCert"),
         client_allowed_sans=(tuple(get("client_allowed_sans", values.list_of(values.nonempty_string), []))
                              if section.has("client_allowed_sans") else None),
-        min_version=get("min_version", values.one_of(*TLS_VERSIONS), "TLS12"),
-        max_version=get("max_version", values.one_of(*TLS_VERSIONS), "TLS13"),
+        min_version=get("min_version", values.tls_version, "TLS12"),
+        max_version=get("max_version", values.tls_version, "TLS13"),
         cipher_suites=get("cipher_suites", _names(CIPHER_SUITES, "cipher suite", "Go's tls.CipherSuites()"), ()),
         prefer_server_cipher_suites=get("prefer_server_cipher_suites", values.boolean, True),
         curve_preferences=get("curve_preferences", _names(CURVES, "curve", ", ".join(CURVES)), ()),
@@ -171,7 +169,7 @@ def _parse_tls(section: Fields) -> TlsServerConfig | None:
     if tls.client_allowed_sans is not None and tls.client_auth_type not in _VERIFYING:
         section.error("client_allowed_sans", "needs a verified client certificate: client_auth_type "
                                              "RequireAndVerifyClientCert or VerifyClientCertIfGiven")
-    if TLS_VERSIONS[tls.min_version] > TLS_VERSIONS[tls.max_version]:
+    if values.tls_versions_out_of_order(tls.min_version, tls.max_version):
         section.error("max_version", f"{tls.max_version} is below min_version {tls.min_version}")
     section.finish()
     if section.report.errors:
@@ -222,8 +220,8 @@ def server_context(tls: TlsServerConfig) -> ssl.SSLContext:
     from agent.server import tlsctl
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = TLS_VERSIONS[tls.min_version]
-    context.maximum_version = TLS_VERSIONS[tls.max_version]
+    context.minimum_version = values.ssl_version(tls.min_version)
+    context.maximum_version = values.ssl_version(tls.max_version)
     _load_pair(context, tls)
     if tls.client_ca_file or tls.client_ca:
         context.load_verify_locations(cafile=tls.client_ca_file, cadata=tls.client_ca)

@@ -18,9 +18,6 @@ from agent.config.fields import Fields
 from agent.config.files import file_stamp
 from agent.formatting import cut, excerpt
 
-TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1, "TLS12": ssl.TLSVersion.TLSv1_2,
-                "TLS13": ssl.TLSVersion.TLSv1_3}
-
 
 @dataclass(frozen=True)
 class TlsConfig:
@@ -79,9 +76,9 @@ def make_ssl_context(tls: TlsConfig, factory: type[ssl.SSLContext] = ssl.SSLCont
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if tls.min_version:
-        context.minimum_version = TLS_VERSIONS[tls.min_version]
+        context.minimum_version = values.ssl_version(tls.min_version)
     if tls.max_version:
-        context.maximum_version = TLS_VERSIONS[tls.max_version]
+        context.maximum_version = values.ssl_version(tls.max_version)
     return context
 
 
@@ -174,8 +171,8 @@ def parse_tls_config(section: Fields | None) -> TlsConfig:
         key_file=section.get("key_file", existing_file, None),
         server_name=section.get("server_name", values.nonempty_string, None),
         insecure_skip_verify=section.get("insecure_skip_verify", values.boolean, False),
-        min_version=section.get("min_version", values.one_of(*TLS_VERSIONS), None),
-        max_version=section.get("max_version", values.one_of(*TLS_VERSIONS), None),
+        min_version=section.get("min_version", values.tls_version, None),
+        max_version=section.get("max_version", values.tls_version, None),
         ca=section.get("ca", values.nonempty_string, None),
     )
     if section.has("cert_file") != section.has("key_file"):
@@ -184,8 +181,7 @@ def parse_tls_config(section: Fields | None) -> TlsConfig:
         problem = tls_problem(tls)
         if problem:
             section.error(*problem)
-    if tls.min_version and tls.max_version and \
-            TLS_VERSIONS[tls.min_version] > TLS_VERSIONS[tls.max_version]:
+    if values.tls_versions_out_of_order(tls.min_version, tls.max_version):
         section.error("max_version", f"{tls.max_version} is below min_version {tls.min_version}")
     section.finish()
     return tls
