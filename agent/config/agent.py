@@ -15,7 +15,7 @@ from typing import Any
 from agent.config import values
 from agent.config.fields import Fields
 from agent.config.model import AgentConfig, GlobalConfig
-from agent.config.problems import ConfigError, Report
+from agent.config.problems import ConfigError, FileProblems
 from agent.config.yaml import LocatedMap, load_file, load_text
 from agent.formatting import excerpt
 from agent.series.family import SchemaError
@@ -61,9 +61,9 @@ class _Parsed:
     line: int | None
 
 
-def parse_config(data: Any, file: str) -> tuple[AgentConfig, Report]:
+def parse_config(data: Any, file: str) -> tuple[AgentConfig, FileProblems]:
     """Validate parsed YAML; returns the config and the report (warnings), or raises ConfigError."""
-    report = Report(file)
+    report = FileProblems(file)
     top = Fields(data if data is not None else LocatedMap(), "", report, 1)
     global_ = parse_global(top.section("global"))
     parsed: list[_Parsed] = []
@@ -93,7 +93,7 @@ def parse_config(data: Any, file: str) -> tuple[AgentConfig, Report]:
     return config, report
 
 
-def _unique_names(parsed: list[_Parsed], report: Report) -> list[_Parsed]:
+def _unique_names(parsed: list[_Parsed], report: FileProblems) -> list[_Parsed]:
     """Source names are unique across kinds: they name series (target=, source=) and positions entries.
     Returns the sources whose name came first."""
     seen: dict[str, str] = {}
@@ -109,7 +109,7 @@ def _unique_names(parsed: list[_Parsed], report: Report) -> list[_Parsed]:
     return unique
 
 
-def _check_series(parsed: list[_Parsed], global_: GlobalConfig, report: Report) -> None:
+def _check_series(parsed: list[_Parsed], global_: GlobalConfig, report: FileProblems) -> None:
     """Build every source's groups with its declared families in a scratch store, by the same rules the running
     store enforces: a clash becomes an error at the line that declared the family."""
     store = Store(global_.labels, reserved=PROCESS_FAMILIES)
@@ -166,7 +166,7 @@ def _builtin_owners() -> dict[str, list[str]]:
     return owners
 
 
-def load_config(path: str | Path) -> tuple[AgentConfig, Report]:
+def load_config(path: str | Path) -> tuple[AgentConfig, FileProblems]:
     return parse_config(load_file(path), str(path))
 
 
@@ -178,7 +178,7 @@ def example_config_text(self_address: str = "127.0.0.1:9910") -> str:
     return text.replace("${SELF}", self_address)
 
 
-def load_example_config(self_address: str = "127.0.0.1:9910") -> tuple[AgentConfig, Report]:
+def load_example_config(self_address: str = "127.0.0.1:9910") -> tuple[AgentConfig, FileProblems]:
     text = example_config_text(self_address)
     name = f"<built-in {EXAMPLE_CONFIG}>"
     return parse_config(load_text(text, name), name)

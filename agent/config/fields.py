@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, overload
 
-from agent.config.problems import Report
+from agent.config.problems import FileProblems
 from agent.config.yaml import LocatedMap
 from agent.formatting import kind_of
 
@@ -18,7 +18,7 @@ class Fields:
     """Reads one YAML mapping field by field. Every key read is marked known; ``finish`` reports the rest
     as unknown so typos never pass silently. Parse functions raise ValueError with a message for the user."""
 
-    def __init__(self, node: Any, path: str, report: Report, line: int | None = None):
+    def __init__(self, node: Any, path: str, report: FileProblems, line: int | None = None):
         self.path = path
         self.report = report
         self.ok = isinstance(node, dict)

@@ -1,4 +1,4 @@
-"""The error model of every config and spec file: a ``Problem`` is ``file:line: field: message``, a ``Report``
+"""The error model of every config and spec file: a ``Problem`` is ``file:line: field: message``, a ``FileProblems``
 collects them for one file, and ``ConfigError`` carries every problem found, not just the first."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-class Report:
+class FileProblems:
     """Collects problems for one file."""
 
     def __init__(self, file: str):

@@ -10,7 +10,7 @@ from typing import Any
 
 from agent.config import values
 from agent.config.fields import Fields
-from agent.config.problems import ConfigError, Problem, Report
+from agent.config.problems import ConfigError, FileProblems, Problem
 from agent.config.yaml import load_text
 from agent.discovery import relabel
 from agent.formatting import excerpt
@@ -68,7 +68,7 @@ def parse_target_groups(text: str, name: str, meta: dict[str, str], is_json: boo
     document = load_text(json_surrogates_decoded(text) if is_json else text, name)
     if document is None:
         return []
-    report = Report(name)
+    report = FileProblems(name)
     groups = []
     if not isinstance(document, list):
         report.error(getattr(document, "line", None), "", "expected a list of target groups "

@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo
 from agent.config import values
 from agent.config.fields import Fields
 from agent.config.files import write_atomically
-from agent.config.problems import Report
+from agent.config.problems import FileProblems
 from agent.config.yaml import LocatedMap, load_file
 from agent.report.periods import PERIOD_HELP, PeriodChoice, parse_period, zone
 
@@ -236,8 +236,8 @@ def _scheduled(fields: Fields, services: set[str], has_smtp: bool) -> Scheduled 
     return Scheduled(name, schedule, tz, period, count, tuple(wanted), email, webhook)
 
 
-def parse_reports(data: Any, file: str, services: set[str]) -> tuple[ReportsConfig | None, Report]:
-    report = Report(file)
+def parse_reports(data: Any, file: str, services: set[str]) -> tuple[ReportsConfig | None, FileProblems]:
+    report = FileProblems(file)
     top = Fields(data if data is not None else LocatedMap(), "", report, 1)
     smtp_fields = top.section("smtp")
     smtp = _smtp(smtp_fields) if smtp_fields is not None else None

@@ -23,7 +23,7 @@ from typing import Any
 from agent.config import values
 from agent.config.fields import Fields
 from agent.config.files import file_stamp
-from agent.config.problems import ConfigError, Problem, Report
+from agent.config.problems import ConfigError, FileProblems, Problem
 from agent.config.yaml import LocatedMap, load_file
 from agent.formatting import cut, excerpt
 
@@ -190,7 +190,7 @@ def _rate_limit(section: Fields) -> RateLimit | None:
 
 
 def parse_web_config(data: Any, file: str) -> WebConfig:
-    report = Report(file)
+    report = FileProblems(file)
     top = Fields(data if data is not None else LocatedMap(), "", report, 1)
     tls_section = top.section("tls_server_config")
     tls = _parse_tls(tls_section) if tls_section else None

@@ -13,7 +13,7 @@ from aiohttp import web
 from agent.config.agent import parse_config
 from agent.config.fields import Fields
 from agent.config.model import SourceDefaults
-from agent.config.problems import ConfigError, Report
+from agent.config.problems import ConfigError, FileProblems
 from agent.config.yaml import load_text
 from agent.series.store import Store
 from agent.sources.base import SourceContext
@@ -372,7 +372,7 @@ def test_config_errors_name_file_line_and_field():
 
 
 def test_timeout_defaults_to_global_but_never_past_the_interval():
-    report = Report("x.yaml")
+    report = FileProblems("x.yaml")
     node = load_text("name: a\nurl: http://127.0.0.1/\ninterval: 2s\n", "x.yaml")
     config = KIND.parse(Fields(node, "http[0]", report), SourceDefaults(interval=15, timeout=10))
     assert (config.interval, config.timeout) == (2, 2) and report.problems == []

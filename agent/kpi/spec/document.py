@@ -6,7 +6,7 @@ from typing import Any
 
 from agent.config import values as config_values
 from agent.config.fields import Fields
-from agent.config.problems import Report
+from agent.config.problems import FileProblems
 from agent.config.yaml import LocatedMap
 from agent.kpi.conventions import RESERVED_LABELS
 from agent.kpi.model import Kpi, ServiceSpec
@@ -15,9 +15,9 @@ from agent.kpi.spec.kpi import read_kpi
 from agent.kpi.spec.review import read_exclusions, read_time_zone
 
 
-def parse_spec(data: Any, file: str) -> tuple[ServiceSpec | None, Report]:
+def parse_spec(data: Any, file: str) -> tuple[ServiceSpec | None, FileProblems]:
     """The spec of a loaded YAML document (None if it has errors) and every problem found in it."""
-    report = Report(file)
+    report = FileProblems(file)
     top = Fields(data if data is not None else LocatedMap(), "", report, 1)
     service = top.get("service", config_values.nonempty_string)
     if service and not values.SERVICE_NAME_RE.match(service):
