@@ -1,10 +1,12 @@
-"""CPU per probe of our dns and icmp sources against blackbox_exporter's dns and icmp probers, same targets, same
-number of probes, in the same run (alternating rounds, medians).
+"""CPU per probe of our dns, icmp, tcp and grpc sources against blackbox_exporter's probers of the same names,
+same targets, same number of probes, in the same run (alternating rounds, medians).
 
-Run: .venv/bin/python -m pytest tests/benchmarks/bench_probers.py -s  (-k dns or -k icmp for one)
+Run: .venv/bin/python -m pytest tests/benchmarks/bench_probers.py -s  (-k dns, -k icmp, -k tcp, -k grpc for one)
 Our probes run in this process (CPU = this process's CPU time during the run); blackbox_exporter runs in its own
-(CPU from /proc), driven through /probe by a client here. The DNS target is Debian's dnsmasq in its own process;
-the ICMP target is this machine's kernel answering on 127.0.0.1.
+(CPU from /proc), driven through /probe by a client here. Every target runs in a process of its own: the DNS
+target is Debian's dnsmasq; the ICMP target is this machine's kernel answering on 127.0.0.1; the TCP target
+sends an SSH banner and waits for the client to hang up; the gRPC target is grpcio's health server
+(tests/sources/grpc_server.py). HTTP has its own benchmark (bench_http.py).
 
 Three DNS cases. dnsmasq answering for its zone sends the same bytes to every query. A caching resolver's
 answers differ in their TTLs, counting down (a server of ours in its own process does that), and here a
@@ -15,6 +17,8 @@ worst for us: a server whose every answer has another address, so every answer i
 
 import asyncio
 import statistics
+import subprocess
+import sys
 import time
 import urllib.parse
 from pathlib import Path
@@ -23,7 +27,7 @@ import aiohttp
 
 from agent.series.store import Store
 from agent.sources.base import SourceContext
-from tests.helpers import build_source, cpu_seconds
+from tests.helpers import build_source, cpu_seconds, free_port
 from tests.sources.blackbox import blackbox  # noqa: F401 - the fixture
 from tests.sources.dns_servers import changing_dns, dnsmasq, ticking_dns  # noqa: F401 - the fixtures
 from tests.sources.probers import blackbox_module, source_config
@@ -103,3 +107,47 @@ def test_dns_probe_cost_when_every_answer_is_new(changing_dns, blackbox):  # noq
 
 def test_icmp_probe_cost_against_blackbox(blackbox):  # noqa: F811
     compare("icmp", "127.0.0.1", {"preferred_ip_protocol": "ip4"}, blackbox)
+
+
+# The TCP target: a banner on connect (as sshd, SMTP or IMAP servers send one), then waits for the client to go.
+BANNER_SERVER = """import asyncio, sys
+async def serve(reader, writer):
+    writer.write(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\\r\\n")
+    await reader.read()
+    writer.close()
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]), backlog=256)
+    print("ready", flush=True)
+    await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+def _serving(argv: list[str]) -> subprocess.Popen:
+    # stdin stays open: the gRPC server reads status changes from it and stops at its end
+    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    return process
+
+
+def test_tcp_probe_cost_against_blackbox(blackbox):  # noqa: F811
+    port = free_port()
+    server = _serving([sys.executable, "-c", BANNER_SERVER, str(port)])
+    try:
+        compare("tcp", f"127.0.0.1:{port}", {"preferred_ip_protocol": "ip4"}, blackbox, " (connect only)")
+        compare("tcp", f"127.0.0.1:{port}", {"preferred_ip_protocol": "ip4",
+                                             "query_response": [{"expect": "^SSH-2.0-"}]}, blackbox,
+                " (the banner read and matched, as blackbox's ssh_banner module)")
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_grpc_probe_cost_against_blackbox(blackbox):  # noqa: F811
+    port = free_port()
+    server = _serving([sys.executable, "-m", "tests.sources.grpc_server", f"127.0.0.1:{port}"])
+    try:
+        compare("grpc", f"127.0.0.1:{port}", {"preferred_ip_protocol": "ip4"}, blackbox, " (health check)")
+    finally:
+        server.kill()
+        server.wait()
