@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --with-tools
 .venv/bin/ruff check agent tests
 .venv/bin/mypy
-# every test, the slow ones too (a bare `pytest` skips them: pyproject.toml's addopts); property tests try 150
-# examples each here, 50 in the quick loop (tests/helpers.py)
+# every test, the slow ones too (a bare `pytest` skips them), on every core (pyproject.toml's addopts: -n auto
+# --dist loadgroup); property tests try 150 examples each here, 50 in the quick loop (tests/helpers.py)
 export KPI_FUZZ_EXAMPLES="${KPI_FUZZ_EXAMPLES:-150}"
 exec .venv/bin/python -m pytest -q -m "slow or not slow" "$@"
