@@ -250,15 +250,17 @@ def _loaded(log: str, *packages: str) -> set[str]:
 
 
 @pytest.mark.slow
-def test_only_an_agent_with_a_grpc_source_loads_grpclib(tmp_path, start_agent):
+def test_only_an_agent_with_a_grpc_source_loads_its_client(tmp_path, start_agent):
     http_only = _imported("http:\n  - {name: self, url: 'http://127.0.0.1:9/'}\n", tmp_path, start_agent)
-    assert not _loaded(http_only, "grpclib", "google.protobuf", "dns", "h2")
+    assert not _loaded(http_only, "hpack", "dns", "agent.sources.grpc.wire")
     # nor the kinds' own packages: the kinds table loads a kind the config has a section of
     assert not _loaded(http_only, "agent.sources.dns", "agent.sources.icmp", "agent.sources.grpc")
     # the log is complete: what the agent loads is in it (aiohttp no more: HTTP probes have their own client)
     assert _loaded(http_only, "agent.sources.http", "aiohttp") == {"agent.sources.http"}
     with_grpc = _imported("grpc:\n  - {name: app, target: '127.0.0.1:9'}\n", tmp_path, start_agent)
-    assert _loaded(with_grpc, "grpclib", "google.protobuf", "grpc") == {"grpclib", "google.protobuf"}  # no grpcio
+    # the own HTTP/2 client and hpack; no grpcio, grpclib, h2 or protobuf
+    assert _loaded(with_grpc, "agent.sources.grpc.wire", "hpack", "grpc", "grpclib", "h2", "google.protobuf") == {
+        "agent.sources.grpc.wire", "hpack"}
 
 
 def test_config_keys_blackbox_has_and_one_it_has_not():

@@ -1,6 +1,6 @@
 """gRPC sources: the standard health check (``grpc.health.v1.Health/Check``) per probe, blackbox_exporter's grpc
-prober (a prober kind, agent.sources.probe). config (blackbox's module keys, the families) -> prober (grpclib,
-loaded only when a gRPC source is built)."""
+prober (a prober kind, agent.sources.probe). config (blackbox's module keys, the families) -> prober (its own HTTP/2
+client, wire; loaded only when a gRPC source is built)"""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ class GrpcKind(ProberKind[GrpcModule, GrpcShared]):
         return shared.tls.prepare(module.tls_config for module in modules if module.tls)
 
     def prober(self, module: GrpcModule, shared: GrpcShared, own: Group) -> Prober:
-        from agent.sources.grpc.prober import GrpcProber  # here: it loads grpclib, h2 and protobuf
+        from agent.sources.grpc.prober import GrpcProber  # here: it loads hpack
 
         return GrpcProber(module, shared.tls.get(module.tls_config) if module.tls else None)
 

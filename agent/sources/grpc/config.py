@@ -64,6 +64,6 @@ def parse_module(fields: Fields) -> GrpcModule:
     metadata = fields.get("metadata", _metadata, ())
     ip = parse_ip_config(fields)
     if ip.source_ip is not None:
-        fields.error("source_ip_address", "a gRPC source cannot choose the address it connects from (its client, "
-                     "grpclib, has no such setting; nor has blackbox_exporter's grpc prober)")
+        fields.error("source_ip_address", "a gRPC source cannot choose the address it connects from "
+                     "(blackbox_exporter's grpc prober has no such setting)")
     return GrpcModule(service, tls, tls_config, metadata, ip)

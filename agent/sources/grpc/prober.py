@@ -1,9 +1,10 @@
 """gRPC health checks: ``grpc.health.v1.Health/Check`` with ``service``, as blackbox_exporter's grpc prober makes
 it, over a new connection per probe.
 
-The client is grpclib (pure asyncio over h2, with protobuf for the messages): it runs on the agent's own event
-loop, and costs about 6 MiB when loaded, against 19 MiB and C-core threads for grpcio's asyncio API. This module
-is imported only when a gRPC source is built, so an agent without one never loads either.
+The client is the agent's own (agent/sources/grpc/wire.py): one HTTP/2 stream on an asyncio connection, the
+request written in one piece and the response read frame by frame, with ALPN ``h2`` under TLS. A general HTTP/2
+stack (grpclib over h2, as before) cost as much CPU per probe as blackbox_exporter's Go client; a health check
+needs one stream and no flow control. This module is imported only when a gRPC source is built.
 """
 
 from __future__ import annotations
@@ -11,17 +12,10 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from typing import TYPE_CHECKING, Any
-
-import h2.exceptions
-from grpclib.client import Channel
-from grpclib.config import Configuration
-from grpclib.const import Status
-from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
-from grpclib.health.v1.health_grpc import HealthStub
-from grpclib.health.v1.health_pb2 import HealthCheckRequest
+from typing import TYPE_CHECKING
 
 from agent.sources.grpc.config import DURATION, HEALTH, PHASES, SERVING_STATUSES, SSL, STATUS_CODE, GrpcModule
+from agent.sources.grpc.wire import DEADLINE_EXCEEDED, MAX_FRAME, UNAVAILABLE, Broken, CallFailed, Request, Response
 from agent.sources.probe.net import resolve, split_host_port
 from agent.sources.probe.result import ProbeFailed
 from agent.sources.probe.tls import record_tls
@@ -31,16 +25,80 @@ if TYPE_CHECKING:
 
 _PHASE_KEYS = {phase: (phase,) for phase in PHASES}
 _STATUS_KEYS = {status: (status,) for status in SERVING_STATUSES}
-_BROKEN = (StreamTerminatedError, ProtocolError, h2.exceptions.ProtocolError)
+_REQUESTS_KEPT = 256  # per source: the request bytes of this many targets are kept made
 
 
-def _ssl_object(channel: Channel) -> Any:
-    """The TLS state of the channel's connection. grpclib keeps the transport on its protocol's connection
-    object and has no public accessor; the TLS test reads every series this feeds, so a grpclib that moves it
-    fails there, not silently."""
-    protocol = getattr(channel, "_protocol", None)
-    transport = getattr(getattr(protocol, "connection", None), "_transport", None)
-    return transport.get_extra_info("ssl_object") if transport is not None else None
+class _Connection(asyncio.Protocol):
+    """The receiving side of a probe's connection: a buffer and a way to wait for more."""
+
+    __slots__ = ("transport", "buffer", "closed", "error", "_waiter")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.closed = False
+        self.error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a stream transport: create_connection's
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.closed = True
+        self.error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def more(self) -> None:
+        """Wait for more bytes; raises when the server closed the connection."""
+        if self.closed:
+            if isinstance(self.error, OSError):
+                raise self.error
+            raise Broken("the server closed the connection before the call ended")
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
+async def _call(connection: _Connection, response: Response) -> None:
+    """Read frames until the call ended."""
+    buffer = connection.buffer
+    at = 0
+    while True:
+        while len(buffer) - at >= 9:
+            length = int.from_bytes(buffer[at:at + 3], "big")
+            if length > MAX_FRAME:
+                raise Broken("a frame longer than the 16 KiB allowed" if response.settled
+                             else "the server did not start with HTTP/2 SETTINGS (not an HTTP/2 server?)")
+            end = at + 9 + length
+            if len(buffer) < end:
+                break
+            reply = response.receive(buffer[at + 3], buffer[at + 4],
+                                     int.from_bytes(buffer[at + 5:at + 9], "big") & 0x7FFFFFFF,
+                                     bytes(buffer[at + 9:end]))
+            at = end
+            if reply and connection.transport is not None:
+                connection.transport.write(reply)
+            if response.done:
+                return
+        del buffer[:at]
+        at = 0
+        await connection.more()
 
 
 class GrpcProber:
@@ -52,7 +110,16 @@ class GrpcProber:
         if self.ssl_context is not None:
             self.ssl_context.set_alpn_protocols(["h2"])
         self.default_port = 443 if module.tls else 80
-        self.request = HealthCheckRequest(service=module.service)
+        self.requests: dict[str, Request] = {}
+
+    def request(self, authority: str) -> Request:
+        request = self.requests.get(authority)
+        if request is None:
+            if len(self.requests) >= _REQUESTS_KEPT:
+                self.requests.clear()
+            request = self.requests[authority] = Request(authority, self.ssl_context is not None,
+                                                         self.module.metadata, self.module.service)
+        return request
 
     async def probe(self, target: str, result: ProbeResult) -> None:
         module = self.module
@@ -68,44 +135,45 @@ class GrpcProber:
         address = await resolve(host, module.ip, result)
         checking = time.perf_counter()
         result.add(DURATION, checking - started, _PHASE_KEYS["resolve"])
-        config = Configuration(ssl_target_name_override=module.tls_config.server_name or host) \
-            if self.ssl_context else None
-        channel = Channel(address, port, ssl=self.ssl_context, config=config)
-        channel._authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # the name, not the address
+        request = self.request(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")  # the name, not the address
+        loop = asyncio.get_running_loop()
+        # the call's own deadline ends it just before ours, so its status (DEADLINE_EXCEEDED) is recorded
+        remaining = max(result.deadline - loop.time() - min(0.05, result.timeout * 0.1), 0.001)
+        connection = _Connection()
+        response = Response()
         try:
-            # grpclib's own deadline ends the call just before ours, so its status (DEADLINE_EXCEEDED) is recorded
-            remaining = result.deadline - asyncio.get_running_loop().time() - min(0.05, result.timeout * 0.1)
-            try:
-                response = await HealthStub(channel).Check(self.request, timeout=max(remaining, 0.001),
-                                                           metadata=module.metadata)
-            except GRPCError as exc:
-                result.set(STATUS_CODE, exc.status.value)
-                if exc.status is Status.DEADLINE_EXCEEDED:
-                    raise ProbeFailed("timeout", f"no answer to the health check within {result.timeout:g}s"
-                                      ) from None
-                if exc.status is Status.UNAVAILABLE and isinstance(exc.__cause__, OSError):
-                    raise exc.__cause__ from None
-                message = f": {exc.message}" if exc.message else ""
-                raise ProbeFailed("grpc_status", f"the health check failed with status {exc.status.name}"
-                                  f"{message}"[:300]) from None
-            except TimeoutError:  # grpclib's deadline (before ours): Go's client says DEADLINE_EXCEEDED
-                result.set(STATUS_CODE, Status.DEADLINE_EXCEEDED.value)
+            async with asyncio.timeout(remaining):
+                await loop.create_connection(
+                    lambda: connection, address, port, ssl=self.ssl_context,
+                    server_hostname=(module.tls_config.server_name or host) if self.ssl_context else None)
+                assert connection.transport is not None
+                connection.transport.write(request.bytes(remaining))
+                await _call(connection, response)
+        except CallFailed as exc:
+            result.set(STATUS_CODE, exc.code)
+            if exc.code == DEADLINE_EXCEEDED:
                 raise ProbeFailed("timeout", f"no answer to the health check within {result.timeout:g}s") from None
-            except OSError:  # refused, reset, TLS refused: what Go's client reports as UNAVAILABLE
-                result.set(STATUS_CODE, Status.UNAVAILABLE.value)
-                raise
-            except _BROKEN as exc:
-                result.set(STATUS_CODE, Status.UNAVAILABLE.value)
-                raise ProbeFailed("connection_error", f"the connection broke: {type(exc).__name__}: {exc}"[:300]
-                                  ) from None
-            finally:
-                result.add(DURATION, time.perf_counter() - checking, ("check",))
-                tls_object = _ssl_object(channel) if self.ssl_context else None
+            message = f": {exc.message}" if exc.message else ""
+            raise ProbeFailed("grpc_status", f"the health check failed with status {exc.name}{message}"[:300]
+                              ) from None
+        except TimeoutError:  # the call's deadline (before ours): Go's client says DEADLINE_EXCEEDED
+            result.set(STATUS_CODE, DEADLINE_EXCEEDED)
+            raise ProbeFailed("timeout", f"no answer to the health check within {result.timeout:g}s") from None
+        except OSError:  # refused, reset, TLS refused: what Go's client reports as UNAVAILABLE
+            result.set(STATUS_CODE, UNAVAILABLE)
+            raise
+        except Broken as exc:
+            result.set(STATUS_CODE, UNAVAILABLE)
+            raise ProbeFailed("connection_error", f"the connection broke: {exc}"[:300]) from None
+        finally:
+            result.add(DURATION, time.perf_counter() - checking, ("check",))
+            transport = connection.transport
+            if transport is not None:
+                tls_object = transport.get_extra_info("ssl_object") if self.ssl_context else None
                 if tls_object is not None:
                     result.set(SSL, 1)
                     record_tls(result, tls_object)
-        finally:
-            channel.close()
+                transport.close()
         status = SERVING_STATUSES[response.status] if 0 <= response.status < len(SERVING_STATUSES) else "UNKNOWN"
         result.set(HEALTH, 1, _STATUS_KEYS[status])
         if status != "SERVING":
