@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import hpack
 import pytest
 
-from agent.sources.grpc.wire import Request
+from agent.sources.grpc.wire import Broken, HeaderBlocks, Request
 from tests.sources.probers import Probed
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -187,3 +187,23 @@ def test_metadata_beyond_a_frame_goes_in_continuation_frames():
     fields = dict(hpack.Decoder(max_header_list_size=1 << 20).decode(b"".join(p for *_, p in frames[1:4])))
     assert fields["x-big"] == "v" * 40000 and fields["grpc-timeout"] == "1000m"
     assert frames[4][3] == b"\x00\x00\x00\x00\x00"  # HealthCheckRequest{} for the whole server
+
+
+def test_header_blocks_decode_by_what_came_before_on_the_connection():
+    """A server's second block may name a field its first one put in the HPACK table; the same second block
+    after another first one means something else. The shared decoded blocks keep them apart."""
+    blocks = HeaderBlocks()
+
+    def connection(first: list[tuple[str, str]], second: list[tuple[str, str]]) -> tuple[bytes, bytes]:
+        encoder = hpack.Encoder()
+        return encoder.encode(first), encoder.encode(second)
+
+    a1, a2 = connection([("grpc-status", "0")], [("grpc-status", "0")])
+    b1, b2 = connection([("grpc-status", "5")], [("grpc-status", "5")])
+    assert a2 == b2  # both an index into the dynamic table
+    for _ in range(2):  # decoded, then known
+        assert blocks.decode((), a1) == {"grpc-status": "0"}
+        assert blocks.decode((a1,), a2) == {"grpc-status": "0"}
+        assert blocks.decode((b1,), b2) == {"grpc-status": "5"}
+    with pytest.raises(Broken, match="undecodable header block"):
+        blocks.decode((), a2)  # an index into a table that is empty on a new connection

@@ -15,7 +15,16 @@ import time
 from typing import TYPE_CHECKING
 
 from agent.sources.grpc.config import DURATION, HEALTH, PHASES, SERVING_STATUSES, SSL, STATUS_CODE, GrpcModule
-from agent.sources.grpc.wire import DEADLINE_EXCEEDED, MAX_FRAME, UNAVAILABLE, Broken, CallFailed, Request, Response
+from agent.sources.grpc.wire import (
+    DEADLINE_EXCEEDED,
+    MAX_FRAME,
+    UNAVAILABLE,
+    Broken,
+    CallFailed,
+    HeaderBlocks,
+    Request,
+    Response,
+)
 from agent.sources.probe.net import resolve, split_host_port
 from agent.sources.probe.result import ProbeFailed
 from agent.sources.probe.tls import record_tls
@@ -111,6 +120,7 @@ class GrpcProber:
             self.ssl_context.set_alpn_protocols(["h2"])
         self.default_port = 443 if module.tls else 80
         self.requests: dict[str, Request] = {}
+        self.header_blocks = HeaderBlocks()
 
     def request(self, authority: str) -> Request:
         request = self.requests.get(authority)
@@ -140,7 +150,7 @@ class GrpcProber:
         # the call's own deadline ends it just before ours, so its status (DEADLINE_EXCEEDED) is recorded
         remaining = max(result.deadline - loop.time() - min(0.05, result.timeout * 0.1), 0.001)
         connection = _Connection()
-        response = Response()
+        response = Response(self.header_blocks)
         try:
             async with asyncio.timeout(remaining):
                 await loop.create_connection(

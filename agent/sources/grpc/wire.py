@@ -7,8 +7,9 @@ Header fields are HPACK literals without indexing and without Huffman coding, wh
 What comes back is read frame by frame (RFC 9113): the response HEADERS (with CONTINUATION, padding and priority
 fields), the DATA with the HealthCheckResponse, the trailers with ``grpc-status`` and ``grpc-message``; a
 RST_STREAM or a GOAWAY that leaves our stream unanswered ends the call. Header blocks are decoded with the
-hpack package. Flow control does not matter for a response of a few bytes: nothing is sent after the request
-but the SETTINGS acknowledgement.
+hpack package, once for each sequence of blocks a server sends (HeaderBlocks): it answers every probe alike.
+Flow control does not matter for a response of a few bytes: nothing is sent after the request but the SETTINGS
+acknowledgement.
 """
 
 from __future__ import annotations
@@ -121,15 +122,44 @@ class Request:
         return self.start + headers + self.data
 
 
+class HeaderBlocks:
+    """Decoded header blocks, by the blocks of the connection so far: a connection's HPACK state starts empty, so
+    the same blocks in the same order always decode to the same fields, and a server answers every probe with
+    the same few blocks. Shared by the probes of a source; a block seen for the first time is decoded by hpack."""
+
+    __slots__ = ("known",)
+    KEPT = 256
+
+    def __init__(self) -> None:
+        self.known: dict[tuple[bytes, ...], dict[str, str]] = {}
+
+    def decode(self, earlier: tuple[bytes, ...], block: bytes) -> dict[str, str]:
+        key = (*earlier, block)
+        fields = self.known.get(key)
+        if fields is None:
+            decoder = hpack.Decoder()
+            decoder.max_allowed_table_size = 4096
+            try:
+                for seen in earlier:
+                    decoder.decode(seen)
+                fields = {str(name): str(value) for name, value in decoder.decode(block)}
+            except (hpack.HPACKError, UnicodeDecodeError, IndexError, ValueError) as exc:
+                raise Broken(f"an undecodable header block ({type(exc).__name__}: {exc})") from None
+            if len(self.known) >= self.KEPT:
+                self.known.clear()
+            self.known[key] = fields
+        return fields
+
+
 class Response:
     """The server's side of a probe's connection, fed frame by frame; ``done`` once the call ended (or raises
     Broken / CallFailed). ``status`` is the HealthCheckResponse's serving status."""
 
-    __slots__ = ("decoder", "headers", "message", "block", "block_flags", "settled", "done", "status")
+    __slots__ = ("blocks", "decoded", "headers", "message", "block", "block_flags", "settled", "done", "status")
 
-    def __init__(self) -> None:
-        self.decoder = hpack.Decoder()
-        self.decoder.max_allowed_table_size = 4096
+    def __init__(self, blocks: HeaderBlocks) -> None:
+        self.blocks = blocks
+        self.decoded: tuple[bytes, ...] = ()  # the header blocks so far
         self.headers: dict[str, str] | None = None
         self.message = bytearray()
         self.block: bytearray | None = None  # a header block awaiting its CONTINUATION frames
@@ -191,11 +221,8 @@ class Response:
             self.block, self.block_flags = bytearray(payload), flags
 
     def _header_block(self, block: bytes, flags: int) -> None:
-        try:
-            fields = self.decoder.decode(block)
-        except (hpack.HPACKError, UnicodeDecodeError, IndexError, ValueError) as exc:
-            raise Broken(f"an undecodable header block ({type(exc).__name__}: {exc})") from None
-        decoded = {str(name): str(value) for name, value in fields}
+        decoded = self.blocks.decode(self.decoded, block)
+        self.decoded += (block,)
         if self.headers is None:  # the response headers (or trailers-only)
             self.headers = decoded
             http_status = decoded.get(":status", "")
