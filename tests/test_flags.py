@@ -85,8 +85,12 @@ CASES = [
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory) -> dict[int, tuple[subprocess.CompletedProcess, Path]]:
     """Every case run once, four at a time (each is a process start: about a second)."""
+    # made here, not in the pool: pytest makes its base directory on first use, which is not thread-safe (four
+    # threads racing on a fresh xdist worker: FileExistsError)
+    directories = [tmp_path_factory.mktemp(f"case{index}") for index in range(len(CASES))]
+
     def run(index: int) -> tuple[subprocess.CompletedProcess, Path]:
-        tmp = tmp_path_factory.mktemp(f"case{index}")
+        tmp = directories[index]
         args = [arg.replace("{tmp}", str(tmp)) for arg in CASES[index][0]]
         command = [sys.executable, "-m", "agent", *args]
         try:
