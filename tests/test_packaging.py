@@ -55,8 +55,8 @@ def test_setup_without_tools_installs_what_running_needs_and_nothing_of_the_test
                                capture_output=True, text=True, check=True).stdout
     names = {line.split("==")[0].lower().replace("_", "-") for line in installed.splitlines()}
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    tools = {"pytest", "pytest-asyncio", "hypothesis", "aiosmtpd", "ruff", "mypy", "types-pyyaml", "grpcio",
-             "grpcio-health-checking", "prometheus-client", "pypdf"}
+    tools = {"pytest", "pytest-asyncio", "pytest-xdist", "hypothesis", "aiosmtpd", "ruff", "mypy", "types-pyyaml",
+             "grpcio", "grpcio-health-checking", "prometheus-client", "pypdf"}
     declared = {req.split(">")[0].split("=")[0].strip().lower() for reqs in extras.values() for req in reqs}
     assert tools <= declared  # the list above is what the extras hold (pillow also comes with matplotlib)
     assert not tools & names, sorted(tools & names)
