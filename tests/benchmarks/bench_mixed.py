@@ -2,7 +2,7 @@
 Every target must be probed every interval, none skipped, and probes must start less than 100 ms late at the
 99th percentile.
 
-Run: .venv/bin/python -m pytest tests/benchmarks/bench_mixed.py -s   (KPI_BENCH_MIXED=1000 for a shorter run)
+Run: .venv/bin/python -m pytest tests/benchmarks/bench_mixed.py -s -m slow   (KPI_BENCH_MIXED=1000 for a shorter run)
 
 One real `kpi-agent run` process. The targets are on loopback: an HTTP server, a TCP port and a DNS server
 (dnspython answering every A query) in one helper process, bound to every 127.x.y.z address, and the kernel
