@@ -21,9 +21,9 @@ from agent.sources.dns.config import (
     DnsModule,
     parse_module,
 )
-from agent.sources.probe.config import ProbeSettings
 from agent.sources.probe.families import NET_FAMILIES, TLS_FAMILIES
-from agent.sources.probe.kind import Prober, ProberKind
+from agent.sources.probe.kind import ProberKind
+from agent.sources.probe.model import Prober, ProbeSettings
 from agent.sources.probe.net import split_host_port
 from agent.sources.probe.tls import TlsContexts
 

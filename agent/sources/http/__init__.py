@@ -25,9 +25,9 @@ from agent.sources.http.config import (
     json_families,
     parse_module,
 )
-from agent.sources.probe.config import ProbeSettings
 from agent.sources.probe.families import COMMON_FAMILIES, COMMON_RESULTS, RETRY_FAMILIES
-from agent.sources.probe.kind import Prober, ProberKind
+from agent.sources.probe.kind import ProberKind
+from agent.sources.probe.model import Prober, ProbeSettings
 
 if TYPE_CHECKING:
     from agent.sources.http.client import HttpShared

@@ -25,8 +25,8 @@ from agent.sources.probe.client import (
     parse_client,
     parse_proxy,
 )
-from agent.sources.probe.config import ProbeSettings
 from agent.sources.probe.families import FAILED_DUE_TO_REGEX, NET_FAMILIES, TLS_FAMILIES
+from agent.sources.probe.model import ProbeSettings
 from agent.sources.probe.net import IpConfig, parse_ip_config
 
 # probes_total{result} values of HTTP probes beyond the common ones (success, timeout, dns_error,

@@ -13,9 +13,9 @@ from agent.formatting import excerpt
 from agent.series.store import Group
 from agent.sources.base import Shared, SourceContext
 from agent.sources.icmp.config import DURATION, FAMILIES, PHASES, RESULTS, RTT, STATS, IcmpModule, parse_module
-from agent.sources.probe.config import ProbeSettings
 from agent.sources.probe.families import NET_FAMILIES
-from agent.sources.probe.kind import Prober, ProberKind
+from agent.sources.probe.kind import ProberKind
+from agent.sources.probe.model import Prober, ProbeSettings
 
 if TYPE_CHECKING:
     from agent.sources.icmp.sockets import EchoSockets

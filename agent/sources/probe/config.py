@@ -1,54 +1,26 @@
-"""The config of a prober source: the keys every kind shares (what to probe, how often, retries, labels,
-series to omit, discovery), read here once, and the kind's own module keys, read by the kind."""
+"""Reading a prober source's config: the keys every kind shares (what to probe, how often, retries, labels,
+series to omit, discovery), read here once, and the kind's own module keys, read by the kind (into
+``agent.sources.probe.model.ProbeConfig``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any
 
 from agent.config import values
 from agent.config.fields import Fields
 from agent.config.model import SourceDefaults
-from agent.discovery.config import DiscoveryConfig, parse_discovery
+from agent.discovery.config import parse_discovery
 from agent.formatting import excerpt, format_duration
 from agent.series.family import shown
 from agent.sources.base import IDENTITY_LABEL as SOURCE_LABEL
 from agent.sources.probe.families import NEVER_OMITTED
+from agent.sources.probe.model import TARGET_LABEL, ProbeConfig, ProberPlugin, ProbeSettings
 
-if TYPE_CHECKING:
-    from agent.sources.probe.kind import ProberKind
-
-ModuleT = TypeVar("ModuleT")
-
-TARGET_LABEL = "target"  # names a target on its series: the source's name, or a discovered target's address
 MAX_RETRIES = 10
 
 
-@dataclass(frozen=True)
-class ProbeSettings:
-    """The common keys of a source, as its kind's ``parse_module`` may need them (to refuse a label clash)."""
-
-    name: str | None
-    interval: float
-    timeout: float
-    labels: dict[str, str]
-
-
-@dataclass(frozen=True)
-class ProbeConfig(Generic[ModuleT]):
-    name: str
-    target: str | None  # one target (http: its url); or, with discovery, none and the discovered targets
-    interval: float
-    timeout: float  # per attempt
-    module: ModuleT  # the kind's own settings (blackbox's module), shared by every target of the source
-    retries: int = 0
-    labels: dict[str, str] = field(default_factory=dict)
-    omit_series: frozenset[str] = frozenset()  # family names this source does not export
-    discovery: DiscoveryConfig | None = None
-    where: tuple[int | None, str] = field(default=(None, ""), compare=False)  # (line, field path) for errors
-
-
-def parse_probe_source(kind: ProberKind[Any, Any], fields: Fields, defaults: SourceDefaults) -> ProbeConfig[Any] | None:
+def parse_probe_source(kind: ProberPlugin[Any, Any], fields: Fields,
+                       defaults: SourceDefaults) -> ProbeConfig[Any] | None:
     name = fields.get("name", values.nonempty_string)
     discovery = parse_discovery(fields)
     key = kind.target_key
@@ -92,7 +64,7 @@ def _retries(value: Any) -> int:
     return count
 
 
-def _omitted(fields: Fields, kind: ProberKind[Any, Any], module: Any, names: list[str]) -> list[str]:
+def _omitted(fields: Fields, kind: ProberPlugin[Any, Any], module: Any, names: list[str]) -> list[str]:
     """The family names of ``omit_series`` (a counter may be named with its _total); each name that is not a
     family the source may omit is reported."""
     known = {spec.name: spec for spec in kind.all_families(module)}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent.discovery.manager import SourceDiscovery
 from agent.discovery.targets import Resolution, Target, resolve
@@ -22,11 +22,8 @@ from agent.series.family import SchemaError
 from agent.series.store import Member
 from agent.series.table import Table, TableRow
 from agent.sources.base import Source, SourceContext, SourceStats
-from agent.sources.probe.config import TARGET_LABEL, ProbeConfig
+from agent.sources.probe.model import TARGET_LABEL, ProbeConfig, ProberPlugin
 from agent.sources.probe.target import ProbeTarget, SourceProbe
-
-if TYPE_CHECKING:
-    from agent.sources.probe.kind import ProberKind
 
 log = logging.getLogger("agent.sources.probe")
 
@@ -37,7 +34,7 @@ FAILING_SHOWN = 20  # the status page lists this many failing targets and refusa
 class ProbeSource(Source[ProbeConfig[Any]]):
     """A source that probes its one target."""
 
-    def __init__(self, kind: ProberKind[Any, Any], config: ProbeConfig[Any], group: Member, stats: SourceStats,
+    def __init__(self, kind: ProberPlugin[Any, Any], config: ProbeConfig[Any], group: Member, stats: SourceStats,
                  context: SourceContext):
         super().__init__(config, group, stats, context)
         self.kind = kind.name
@@ -66,7 +63,7 @@ class ProbeSource(Source[ProbeConfig[Any]]):
 
 
 class DiscoveringProbeSource(Source[ProbeConfig[Any]]):
-    def __init__(self, kind: ProberKind[Any, Any], config: ProbeConfig[Any], group: Member, stats: SourceStats,
+    def __init__(self, kind: ProberPlugin[Any, Any], config: ProbeConfig[Any], group: Member, stats: SourceStats,
                  context: SourceContext):
         super().__init__(config, group, stats, context)
         assert config.discovery is not None

@@ -33,13 +33,12 @@ from agent.sources.probe.families import (
     TLS_VERSION,
     TLS_VERSIONS,
 )
+from agent.sources.probe.model import ProbeConfig, Prober, ProberPlugin
 from agent.sources.probe.resources import probe_resources
 from agent.sources.probe.result import ProbeFailed, ProbeResult
 
 if TYPE_CHECKING:
     from agent.sources.base import SourceContext, SourceStats
-    from agent.sources.probe.config import ProbeConfig
-    from agent.sources.probe.kind import Prober, ProberKind
 
 log = logging.getLogger("agent.sources.probe")
 
@@ -58,7 +57,7 @@ class Layout:
     __slots__ = ("wanted", "kind_specs", "entries", "index", "result_keys", "last_result_series", "schema",
                  "positions", "success", "probes", "duration", "last", "latency", "retries", "attempts")
 
-    def __init__(self, kind: ProberKind[Any, Any], specs: tuple[FamilySpec, ...]):
+    def __init__(self, kind: ProberPlugin[Any, Any], specs: tuple[FamilySpec, ...]):
         self.wanted = frozenset(spec.name for spec in specs)
         self.kind_specs = tuple(spec for spec in specs if spec.name not in _COMMON)
         counted = frozenset(spec.name for spec in kind.probe_families if spec.kind == "counter")
@@ -95,7 +94,7 @@ class Layout:
 
 
 @functools.lru_cache(maxsize=64)
-def layout(kind: ProberKind[Any, Any], specs: tuple[FamilySpec, ...]) -> Layout:
+def layout(kind: ProberPlugin[Any, Any], specs: tuple[FamilySpec, ...]) -> Layout:
     return Layout(kind, specs)
 
 
@@ -103,7 +102,7 @@ class SourceProbe:
     """What every target of one source shares: its kind and config, its compiled prober, the agent's probe
     resources, and the layout of a target's families."""
 
-    def __init__(self, kind: ProberKind[Any, Any], config: ProbeConfig[Any], stats: SourceStats,
+    def __init__(self, kind: ProberPlugin[Any, Any], config: ProbeConfig[Any], stats: SourceStats,
                  context: SourceContext):
         self.kind = kind
         self.config = config

@@ -9,9 +9,9 @@ from typing import Any
 from agent.config import values
 from agent.series.store import Group
 from agent.sources.base import DeclaredFamily, Shared, SourceContext
-from agent.sources.probe.config import ProbeSettings
 from agent.sources.probe.families import COMMON_FAMILIES, RETRY_FAMILIES
-from agent.sources.probe.kind import Prober, ProberKind
+from agent.sources.probe.kind import ProberKind
+from agent.sources.probe.model import Prober, ProbeSettings
 from agent.sources.probe.net import split_host_port
 from agent.sources.probe.tls import TlsContexts
 from agent.sources.tcp.config import ALWAYS, RESULTS, TCP_FAMILIES, TcpModule, module_families, parse_module

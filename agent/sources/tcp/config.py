@@ -14,7 +14,6 @@ from agent.formatting import excerpt
 from agent.series.family import FamilySpec, gauge
 from agent.sources.base import DeclaredFamily
 from agent.sources.probe.client import TlsConfig, parse_tls_config
-from agent.sources.probe.config import ProbeSettings
 from agent.sources.probe.families import (
     DNS_LOOKUP,
     FAILED_DUE_TO_BYTES,
@@ -24,6 +23,7 @@ from agent.sources.probe.families import (
     NET_FAMILIES,
     TLS_FAMILIES,
 )
+from agent.sources.probe.model import ProbeSettings
 from agent.sources.probe.net import IpConfig, parse_ip_config
 
 # probes_total{result} values of TCP probes beyond the common ones
