@@ -84,7 +84,10 @@ def test_replicas_probe_every_target_exactly_once_and_prometheus_sees_one_series
     owned = [{(s.labels.get("source", ""), s.labels["target"]) for s in page.find("probe_success")}
              for page in found]
     assert sum(map(len, owned)) == len(set().union(*owned)) == 69  # disjoint, and every target
-    assert all(len(share) >= 10 for share in owned)  # each replica has a fair share
+    # each replica has a fair share: 23 of the 69 expected, but the discovered targets' addresses hold a random port,
+    # so the shares vary from run to run; under 10 happened once in about a thousand runs (seen in CI), under 5
+    # has a probability of about 1e-6
+    assert all(len(share) >= 5 for share in owned), [len(share) for share in owned]
     for page, share in zip(found, owned, strict=True):
         mine = sum(1 for source, _ in share if source == "fleet")
         assert page.by("kpi_agent_sd_targets", "state", source="fleet") == {
