@@ -38,8 +38,8 @@ def chromium() -> str:
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto`` (pyproject.toml's addopts): two workers per core, at most 4 (each may run a Prometheus or a
     Chromium; most tests wait on servers and subprocesses, so a core runs two: the full suite took 239 s with 4
-    workers on 2 quiet cores, 358 s with 2); none with ``-s`` (what a test prints is wanted: workers' output is not shown) or for the
-    benchmarks, which time themselves alone and print their ratios."""
+    workers on 2 quiet cores, 358 s with 2); none with ``-s`` (what a test prints is wanted: workers' output is
+    not shown) or for the benchmarks, which time themselves alone and print their ratios."""
     if config.getoption("capture") == "no":
         return 0
     if config.args and all("benchmarks" in Path(arg.split("::")[0]).parts for arg in config.args):
