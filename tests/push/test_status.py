@@ -14,7 +14,7 @@ from tests.helpers import ascrape, free_port, serve
 from tests.push.prompb import decode
 
 
-async def _wait(check, timeout: float = 10.0):
+async def _wait(check, timeout: float = 60.0):  # a deadline only: a passing run waits no longer
     import asyncio
     import time
 
