@@ -203,7 +203,6 @@ class Agent:
                 held += await loop.run_in_executor(None, KINDS[kind_name].prepare, configs, context)
             except Exception as exc:  # e.g. a CA file broken since the check; nothing has changed yet
                 raise StartError(f"{kind_name} sources cannot start: {exc}") from None
-        heap.collect_replaced()  # what earlier reloads replaced and left frozen in reference cycles
         with heap.building_long_lived():
             self._swap_sources(wanted, changed, context)
         del held

@@ -289,7 +289,7 @@ class Table(Identified):
     sources of one schema (no constant labels; a row per source, ``target="<source name>"``)."""
 
     __slots__ = ("schema", "row_label", "families", "ordered", "rows", "_slots", "_free", "_names", "_taken",
-                 "checker")
+                 "checker", "__weakref__")
 
     def __init__(self, owner: str, schema: RowSchema, const_labels: dict[str, str] | None = None,
                  identity: str | tuple[str, ...] | None = None, max_series: int = DEFAULT_MAX_SERIES):

@@ -73,9 +73,11 @@ class DiscoveringProbeSource(Source[ProbeConfig[Any]]):
         self.table = group
         self.probe_source = SourceProbe(kind, config, stats, context)
         self.rules = kind.target_rules(config)
-        self.discovery = SourceDiscovery(config.name, config.discovery, stats.group, self._wake)
-        self._targets: dict[str, tuple[Target, ProbeTarget]] = {}
         self._changed = asyncio.Event()
+        # woken through the event, not a method of the source: a source in a reference cycle with its discovery
+        # would outlive a reload (its objects are frozen: agent.runtime.heap)
+        self.discovery = SourceDiscovery(config.name, config.discovery, stats.group, self._changed.set)
+        self._targets: dict[str, tuple[Target, ProbeTarget]] = {}
         self._crash: BaseException | None = None
         self._refusals: list[str] = []
         self._counts: dict[str, int] = {}
@@ -116,27 +118,12 @@ class DiscoveringProbeSource(Source[ProbeConfig[Any]]):
                     crash, self._crash = self._crash, None
                     raise crash
                 await self._update()
-        except asyncio.CancelledError:
-            # stopped for good (a reload replaced or removed the source): let its targets go now. The source was
-            # built frozen (agent.runtime.heap) and holds reference cycles (its discovery calls it back), which
-            # the collector never frees: kept, ten thousand targets per reload stayed in memory for good.
-            self._forget(schedule)
-            raise
         finally:
             for _, prober in self._targets.values():
                 schedule.remove(prober)
             for watcher in watchers:
                 watcher.cancel()
             await asyncio.gather(*watchers, return_exceptions=True)
-
-    def _forget(self, schedule: Any) -> None:
-        for _, prober in self._targets.values():
-            schedule.remove(prober)
-        self._targets.clear()
-        self.discovery.origins.clear()
-
-    def _wake(self) -> None:
-        self._changed.set()
 
     def _watcher_done(self, task: asyncio.Task[None]) -> None:
         crash = None if task.cancelled() else task.exception()
