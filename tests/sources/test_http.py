@@ -537,7 +537,8 @@ async def test_a_reload_that_changes_max_concurrent_probes_takes_effect(server, 
         assert starved.value("probes_total", target="fine", result="timeout") == 0
         assert starved.value("kpi_agent_source_collection_errors_total", source="fine") == 0
         ok, skips = (now - then for now, then in zip(fine(starved), fine(start), strict=True))
-        assert skips / (ok + skips) > 0.5, (ok, skips)  # one slot: most of fine's probes skipped
+        starved_share = skips / (ok + skips)
+        assert starved_share > 0.5, (ok, skips)  # one slot: most of fine's probes skipped
         source = agent.sources[("http", "fine")].source
         config.write_text("global: {max_concurrent_probes: 4}\n" + sources)
         assert await agent.reload() is None
@@ -546,7 +547,9 @@ async def test_a_reload_that_changes_max_concurrent_probes_takes_effect(server, 
         before = await until(lambda: grown(starved, successes=2), what="probes through")
         after = await until(lambda: grown(before, successes=10), what="10 more probes through")
         ok, skips = (now - then for now, then in zip(fine(after), fine(before), strict=True))
-        assert skips / (ok + skips) < 0.1, (ok, skips)
+        # quiet, none is skipped now; a machine so busy that ticks come late skips some (3 of 13 at load 12),
+        # but far fewer than one slot held by hang skips: the share at least halves
+        assert skips / (ok + skips) < starved_share / 2, (ok, skips, starved_share)
         assert after.value("probes_total", target="fine", result="timeout") == 0
     finally:
         await agent.stop()
