@@ -36,16 +36,15 @@ def chromium() -> str:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto`` (pyproject.toml's addopts): a worker per core, at most 4 (each may run a Prometheus or a
-    Chromium); none with ``-s`` (what a test prints is wanted: workers' output is not shown) or for the
-    benchmarks, which time themselves alone and print their ratios. Two workers per core ran the full suite in
-    239 s instead of 358 s on 2 quiet cores, but test_discovery's reload-memory test then read 3 MiB more per
-    reload: not yet understood, so one per core."""
+    """``-n auto`` (pyproject.toml's addopts): two workers per core, at most 4 (each may run a Prometheus or a
+    Chromium; most tests wait on servers and subprocesses: the full suite took 239 s with 4 workers on 2 quiet
+    cores, 358 s with 2); none with ``-s`` (what a test prints is wanted: workers' output is not shown) or for
+    the benchmarks, which time themselves alone and print their ratios."""
     if config.getoption("capture") == "no":
         return 0
     if config.args and all("benchmarks" in Path(arg.split("::")[0]).parts for arg in config.args):
         return 0
-    return min(len(os.sched_getaffinity(0)), 4)
+    return min(2 * len(os.sched_getaffinity(0)), 4)
 
 
 def pytest_configure(config: pytest.Config) -> None:
