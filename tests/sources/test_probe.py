@@ -13,7 +13,8 @@ from agent.config.problems import ConfigError
 from agent.config.yaml import load_text
 from agent.series.store import Store
 from agent.sources.base import SourceContext
-from tests.helpers import build_source, render_store, serve
+from agent.sources.probe.stream import READ_PAUSE_BYTES, Stream
+from tests.helpers import build_source, render_store, serve, until
 
 
 @pytest.fixture
@@ -223,3 +224,42 @@ async def test_a_discovered_target_costs_under_two_and_a_half_kilobytes(tmp_path
 async def _all_probed(source, count: int) -> bool:  # noqa: ANN001 - a DiscoveringProbeSource
     probers = [prober for _, prober in source._targets.values()]
     return len(probers) == count and all(prober.last_result is not None for prober in probers)
+
+
+async def test_a_probe_stream_stops_reading_while_its_unread_bytes_are_over_the_limit():
+    """The connection every HTTP and gRPC probe reads (agent.sources.probe.stream): a target that sends faster than
+    its prober reads (8 MiB at once, nobody reading) fills at most READ_PAUSE_BYTES and one read more; reading on,
+    every byte arrives, in order."""
+    payload = bytes(range(256)) * (8 * 4096)
+
+    async def send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(payload)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(send, "127.0.0.1", 0)
+    stream = Stream()
+    try:
+        await asyncio.get_running_loop().create_connection(lambda: stream, *server.sockets[0].getsockname()[:2])
+        assert stream.transport is not None
+        await until(lambda: _async(len(stream.buffer) > READ_PAUSE_BYTES), what="the first MiB")
+        await asyncio.sleep(0.2)  # time for the rest to arrive, were the socket still read
+        unread = len(stream.buffer)
+        assert unread <= READ_PAUSE_BYTES + 256 * 1024  # asyncio reads 256 KiB at a time
+        assert not stream.transport.is_reading()
+        received = bytearray()
+        while not stream.closed or stream.buffer:
+            received += stream.buffer
+            stream.buffer.clear()
+            if not stream.closed:
+                await stream.more()
+        assert received == payload
+        with pytest.raises(ConnectionResetError, match="the target closed the connection"):
+            await stream.more()
+    finally:
+        stream.close()
+        server.close()
+
+
+async def _async(value: bool) -> bool:
+    return value

@@ -27,6 +27,7 @@ from agent.sources.grpc.wire import (
 )
 from agent.sources.probe.net import resolve, split_host_port
 from agent.sources.probe.result import ProbeFailed
+from agent.sources.probe.stream import Stream
 from agent.sources.probe.tls import record_tls
 
 if TYPE_CHECKING:
@@ -37,51 +38,13 @@ _STATUS_KEYS = {status: (status,) for status in SERVING_STATUSES}
 _REQUESTS_KEPT = 256  # per source: the request bytes of this many targets are kept made
 
 
-class _Connection(asyncio.Protocol):
-    """The receiving side of a probe's connection: a buffer and a way to wait for more."""
+class _Connection(Stream):
+    """A probe's HTTP/2 connection: the stream; a close before the call ended is the connection breaking."""
 
-    __slots__ = ("transport", "buffer", "closed", "error", "_waiter")
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.closed = False
-        self.error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # a stream transport: create_connection's
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        self._wake()
-
-    def eof_received(self) -> bool:
-        self.closed = True
-        self._wake()
-        return False
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.closed = True
-        self.error = exc
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def more(self) -> None:
-        """Wait for more bytes; raises when the server closed the connection."""
-        if self.closed:
-            if isinstance(self.error, OSError):
-                raise self.error
-            raise Broken("the server closed the connection before the call ended")
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
+    def closed_early(self) -> Exception:
+        return Broken("the server closed the connection before the call ended")
 
 
 async def _call(connection: _Connection, response: Response) -> None:
@@ -101,8 +64,8 @@ async def _call(connection: _Connection, response: Response) -> None:
                                      int.from_bytes(buffer[at + 5:at + 9], "big") & 0x7FFFFFFF,
                                      bytes(buffer[at + 9:end]))
             at = end
-            if reply and connection.transport is not None:
-                connection.transport.write(reply)
+            if reply:
+                connection.write(reply)
             if response.done:
                 return
         del buffer[:at]
@@ -156,8 +119,7 @@ class GrpcProber:
                 await loop.create_connection(
                     lambda: connection, address, port, ssl=self.ssl_context,
                     server_hostname=(module.tls_config.server_name or host) if self.ssl_context else None)
-                assert connection.transport is not None
-                connection.transport.write(request.bytes(remaining))
+                connection.write(request.bytes(remaining))
                 await _call(connection, response)
         except CallFailed as exc:
             result.set(STATUS_CODE, exc.code)

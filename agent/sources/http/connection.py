@@ -1,5 +1,5 @@
-"""One probe's connection: an asyncio protocol that buffers what the target sends and lets the prober wait for
-more, with the moments blackbox_exporter's phases need (connection made, TLS done, first response byte).
+"""One probe's connection: the stream every probe client reads (agent.sources.probe.stream), with the moments
+blackbox_exporter's phases need (connection made, TLS done, first response byte).
 
 Every probe opens its own connection (as blackbox does), so connect and TLS are measured and a stale
 keep-alive connection cannot hide a dead target; the request asks the server to close it after the response
@@ -17,73 +17,22 @@ from typing import Any
 
 from agent.sources.http.head import MAX_HEAD_BYTES, Head, InvalidResponse, head_end, parse_head
 from agent.sources.probe.result import ProbeFailed
+from agent.sources.probe.stream import Stream
 
-READ_PAUSE_BYTES = 1024 * 1024  # unread bytes beyond which the socket is not read until the prober catches up
 
+class Connection(Stream):
+    """A probe's HTTP/1.1 connection: the stream, and when the first byte of a response arrived."""
 
-class Connection(asyncio.Protocol):
-    """The receiving side of one connection; ``transport`` is where requests are written."""
-
-    __slots__ = ("transport", "buffer", "closed", "error", "first_byte", "_waiter", "_paused")
+    __slots__ = ("first_byte",)
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.closed = False  # the target closed its side (or the connection was lost)
-        self.error: BaseException | None = None
+        super().__init__()
         self.first_byte = 0.0  # perf_counter when the first byte of a response arrived (0: none yet)
-        self._waiter: asyncio.Future[None] | None = None
-        self._paused = False
-
-    # --- asyncio.Protocol ----------------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # a stream transport: create_connection's
 
     def data_received(self, data: bytes) -> None:
         if not self.first_byte:
             self.first_byte = time.perf_counter()
-        self.buffer += data
-        if len(self.buffer) > READ_PAUSE_BYTES and not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
-        self._wake()
-
-    def eof_received(self) -> bool:
-        self.closed = True
-        self._wake()
-        return False  # close our side too
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.closed = True
-        self.error = exc
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # --- what the prober uses ------------------------------------------------------------------------------
-
-    async def more(self) -> None:
-        """Wait until more bytes arrived or the connection closed; raises when it closed with nothing left."""
-        if self.closed:
-            raise self.closed_error()
-        if self._paused and self.transport is not None:
-            self._paused = False
-            self.transport.resume_reading()
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-
-    def closed_error(self) -> OSError:
-        """What to raise when more was needed and the target had closed."""
-        if isinstance(self.error, OSError):
-            return self.error
-        return ConnectionResetError(0, "the target closed the connection")
+        super().data_received(data)
 
     async def read_head(self) -> Head:
         """The next response head (whatever follows it stays in the buffer)."""
@@ -106,18 +55,6 @@ class Connection(asyncio.Protocol):
         head = parse_head(bytes(self.buffer[:end]))
         del self.buffer[:end]
         return head
-
-    def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
 
 
 def shown_address(host: str, port: int) -> str:

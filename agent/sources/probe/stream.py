@@ -1,0 +1,91 @@
+"""The receiving side of a probe's connection, for the clients that read a stream themselves (HTTP/1.1 and the
+gRPC health check's HTTP/2): an asyncio protocol that buffers what the target sends and lets the prober wait
+for more.
+
+The prober parses ``buffer`` in place and deletes what it has read. While more than ``READ_PAUSE_BYTES`` sit
+unread the socket is not read (``pause_reading``), so a target sending faster than the prober parses cannot
+fill the agent's memory; ``more`` reads on again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+READ_PAUSE_BYTES = 1024 * 1024  # unread bytes beyond which the socket is not read until the prober catches up
+
+
+class Stream(asyncio.Protocol):
+    """A connection's received bytes (``buffer``) and state; ``transport`` is where requests are written."""
+
+    __slots__ = ("transport", "buffer", "closed", "error", "_waiter", "_paused")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.closed = False  # the target closed its side (or the connection was lost)
+        self.error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+
+    # --- asyncio.Protocol ----------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a stream transport: create_connection's
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > READ_PAUSE_BYTES and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        self._wake()
+        return False  # close our side too
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.closed = True
+        self.error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- what the prober uses ------------------------------------------------------------------------------
+
+    async def more(self) -> None:
+        """Wait until more bytes arrived or the connection closed; raises ``closed_error()`` when it had closed."""
+        if self.closed:
+            raise self.closed_error()
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def closed_error(self) -> Exception:
+        """What to raise when more was needed and the target had closed: the connection's error if it broke, else
+        ``closed_early()``."""
+        return self.error if isinstance(self.error, OSError) else self.closed_early()
+
+    def closed_early(self) -> Exception:
+        """The target closed its side while more was needed (a client that knows what that means says so)."""
+        return ConnectionResetError(0, "the target closed the connection")
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
