@@ -1,4 +1,4 @@
-"""Shared by the dns, icmp and grpc tests: one source built from its module keys, probed once and rendered as
+"""Shared by the prober kinds' tests: one source built from its module keys, probed once and rendered as
 /metrics renders it, and the same module written for blackbox_exporter."""
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ OURS_ONLY_KEYS = frozenset({"packets", "packet_interval", "retries", "labels", "
 
 def source_config(kind: str, name: str, target: str, module: dict[str, Any], timeout: str = "2s",
                   interval: str = "15s") -> Any:
-    """The parsed config of one ``kind`` source probing ``target`` with these module keys."""
-    item = {"name": name, "target": target, "interval": interval, "timeout": timeout, **module}
+    """The parsed config of one ``kind`` source probing ``target`` (an http source's ``url``) with these module
+    keys."""
+    from agent.sources.kinds import KINDS
+
+    item = {"name": name, KINDS[kind].target_key: target, "interval": interval, "timeout": timeout, **module}
     text = yaml.safe_dump({kind: [item]}, sort_keys=False)
     config, _ = parse_config(load_text(text, "agent.yaml"), "agent.yaml")
     (source,) = config.of_kind(kind)

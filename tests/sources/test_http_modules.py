@@ -7,18 +7,19 @@ from __future__ import annotations
 import asyncio
 import gzip
 import subprocess
-import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 
 from agent.config.problems import ConfigError
-from agent.series.store import Store
 from agent.sources.base import SourceContext
-from tests.helpers import Exposition, free_port, render_store, serve, stop_processes, wait_until
+from tests.helpers import Exposition, free_port, serve, stop_processes, wait_until
 from tests.sources.blackbox import blackbox, compare  # noqa: F401 - blackbox is a fixture
-from tests.sources.test_http import config_from, source_for
+from tests.sources.probers import Probed, blackbox_module
+from tests.sources.test_http import config_from
 from tests.sources.test_http_wire import raw_server, sends
 from tests.sources.test_tcp import pki, server_context  # noqa: F401 - pki is a fixture
 from tests.tools import require_tool
@@ -99,21 +100,21 @@ async def context():
     await context.close()
 
 
-def indented(keys: str) -> str:
-    return textwrap.indent(textwrap.dedent(keys).strip("\n") + "\n", "    ") if keys.strip() else ""
+def module(keys: str) -> dict[str, Any]:
+    """A test's module keys, written as in agent.yaml."""
+    return yaml.safe_load(keys) or {}
 
 
-async def ours(context: SourceContext, url: str, keys: str = "") -> tuple[str, Exposition, str | None]:
-    store = Store()
-    source = source_for(context, store, f"  - name: t\n    url: {url}\n    timeout: 5s\n" + indented(keys))
-    outcome = await source.probe()
-    return outcome, render_store(store), source.prober.last_error
+async def ours(context: SourceContext, url: str, keys: str = "") -> tuple[str | None, Exposition, str | None]:
+    probed = Probed(context, "http", url, module(keys), timeout="5s", name="t")
+    outcome = await probed.probe()
+    return outcome, probed.page(), probed.reason
 
 
 async def both(context: SourceContext, blackbox, url: str, keys: str = ""):  # noqa: ANN001, ANN202, F811
     """Our probe and blackbox's of ``url`` with the same module keys: (our result, our page, blackbox's page)."""
     outcome, page, error = await ours(context, url, keys)
-    exporter = blackbox("m:\n  prober: http\n  timeout: 5s\n  http:\n" + indented(keys))
+    exporter = blackbox(blackbox_module("m", "http", module(keys), timeout="5s"))
     theirs = await asyncio.to_thread(exporter.probe, "m", url)
     verdict = (page.value("probe_success", target="t"), theirs.value("probe_success"))
     assert verdict[0] == verdict[1], (outcome, error, exporter.debug("m", url)[-1500:])
