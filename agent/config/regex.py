@@ -7,9 +7,11 @@ matches are the ones Prometheus's relabelling and Go programs (mtail) give. A re
 time (lookarounds, backreferences, possessive quantifiers, atomic groups, conditionals) is refused with the
 reason, and the config error names its file and line.
 
-A call into RE2 costs about a microsecond more than Python's ``re`` per log line. For the hot path (a log
-``pattern`` applied to every line) a regex is also translated to Python's ``re`` when that provably gives the
-same match in linear time (``agent.config.agent.regex_python``). Anything outside that proof runs in RE2.
+A call into RE2 costs about a microsecond more than Python's ``re`` per log line, and its library 2.5 MiB of
+memory. A regex is also translated to Python's ``re`` when that provably gives the same match in linear time:
+for ``match`` (a log ``pattern`` applied to every line; ``agent.config.regex_python``) and for ``search``,
+``finditer`` and ``sub`` (a log label's ``rewrite``; ``agent.config.regex_search``). Anything outside those
+proofs runs in RE2, which is loaded by the first regex that needs it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.config.regex_python import translate
+from agent.config.regex_search import searches_linearly
 from agent.text import encodable
 
 __all__ = ["Match", "Regex", "Template", "compile", "parse", "template"]
@@ -53,7 +56,7 @@ def _re2(pattern: str, dot_matches_newline: bool) -> Any:
 class Regex:
     """A user's regular expression, RE2 syntax and semantics, linear time whatever the text."""
 
-    __slots__ = ("pattern", "dot_matches_newline", "groups", "groupindex", "_compiled", "_python")
+    __slots__ = ("pattern", "dot_matches_newline", "groups", "groupindex", "_compiled", "_python", "_searcher")
 
     def __init__(self, pattern: str, *, dot_matches_newline: bool = False):
         self.pattern = pattern
@@ -66,6 +69,9 @@ class Regex:
         numbered: Any = self._python if self._python is not None else self._compiled
         self.groups: int = numbered.groups
         self.groupindex: dict[str, int] = dict(numbered.groupindex)
+        # The same form searches (search, finditer, sub) when the tries from successive positions provably
+        # read separate stretches of the text: linear in all, and RE2 is not loaded for a rewrite either.
+        self._searcher = self._python if self._python is not None and searches_linearly(pattern) else None
 
     @property
     def _re2(self) -> Any:
@@ -88,11 +94,19 @@ class Regex:
         """Whether ``match`` runs through Python's re (proven linear and equal) rather than RE2's binding."""
         return self._python is not None
 
+    @property
+    def searches_in_python(self) -> bool:
+        """Whether ``search``, ``finditer`` and ``sub`` run through Python's re (proven linear and equal)."""
+        return self._searcher is not None
+
     # RE2 reads UTF-8, which cannot encode a lone surrogate (JSON's "\ud800" in a log line or a label): such a
     # text is searched with U+FFFD in its place, one code point for one, so positions still index ``text``.
+    # The Python form of a search is given the same text, so it finds what RE2 would.
 
     def search(self, text: str) -> Match | None:
         """The leftmost match anywhere in ``text``."""
+        if self._searcher is not None:
+            return self._searcher.search(encodable(text))
         try:
             return self._re2.search(text)
         except UnicodeEncodeError:
@@ -115,6 +129,8 @@ class Regex:
             return self._re2.fullmatch(encodable(text))
 
     def finditer(self, text: str) -> Iterator[Match]:
+        if self._searcher is not None:
+            return self._searcher.finditer(encodable(text))
         return self._re2.finditer(encodable(text))
 
     def sub(self, replacement: Template, text: str) -> str:

@@ -33,7 +33,7 @@ _NEWLINE: _Ranges = ((10, 10),)
 _ESCAPES_SAFE = set("dDsSwWbBAtnrfv") | {chr(c) for c in range(33, 127) if not chr(c).isalnum()}
 
 
-class _NotLinear(Exception):
+class NotLinear(Exception):
     """The pattern is outside what the translation proves."""
 
 
@@ -58,7 +58,7 @@ def _complement(ranges: _Ranges) -> _Ranges:
     return tuple(result)
 
 
-def _intersects(a: _Ranges, b: _Ranges) -> bool:
+def intersects(a: _Ranges, b: _Ranges) -> bool:
     i = j = 0
     while i < len(a) and j < len(b):
         if a[i][1] < b[j][0]:
@@ -116,7 +116,7 @@ class _Info:
 _ALWAYS = _Info(_NONE, True, True)
 
 
-class _Translation:
+class Translation:
     """Python source for one pattern, built from Python's parse of it (``re._parser``)."""
 
     def __init__(self, parsed: Any, *, lines: bool, capture: set[str] | None):
@@ -168,7 +168,7 @@ class _Translation:
             elif op is sre.CATEGORY and av in categories:
                 ranges += categories[av]
             else:
-                raise _NotLinear
+                raise NotLinear
         merged = _merge(ranges)
         return _complement(merged) if negate else merged
 
@@ -215,7 +215,7 @@ class _Translation:
             # zero width; "$" passes where a newline follows (per line), or at the end, where nothing does
             return _Info(_NEWLINE if av is sre.AT_END and self.lines else _NONE if av is sre.AT_END else _ALL,
                          True, False)
-        raise _NotLinear
+        raise NotLinear
 
     def follow(self, rest: tuple[Any, ...]) -> _Info:
         """What may come after a point: ``rest`` is a chain of (items, start) and _Info, inner first."""
@@ -240,7 +240,7 @@ class _Translation:
         ranges = self.single(op, av)
         if ranges is not None:
             if not ranges:
-                raise _NotLinear  # only "\n", which no line holds
+                raise NotLinear  # only "\n", which no line holds
             return self.set_text(ranges, self.written(op, av) if scan_allowed else ranges)
         if op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
             low, high, sub = av
@@ -248,7 +248,7 @@ class _Translation:
         if op is sre.SUBPATTERN:
             group, add_flags, del_flags, sub = av
             if add_flags or del_flags:
-                raise _NotLinear
+                raise NotLinear
             inner = self.sequence(sub.data, rest, scan_allowed)
             if group is None:
                 return f"(?:{inner})"
@@ -263,9 +263,9 @@ class _Translation:
                     else r"\A", sre.AT_END: "$" if self.lines else r"\Z", sre.AT_BOUNDARY: r"\b",
                     sre.AT_NON_BOUNDARY: r"\B"}.get(av)
             if text is None:
-                raise _NotLinear
+                raise NotLinear
             return text
-        raise _NotLinear
+        raise NotLinear
 
     def repeat(self, greedy: bool, low: int, high: int, sub: Any, rest: tuple[Any, ...], scan_allowed: bool) -> str:
         unbounded = high is self.sre.MAXREPEAT
@@ -276,45 +276,45 @@ class _Translation:
         one = self.single(*sub.data[0]) if len(sub.data) == 1 else None
         if one is not None:
             if not one:
-                raise _NotLinear
-            crossing = scan_allowed and not after.always and not _intersects(after.first, _NEWLINE)
+                raise NotLinear
+            crossing = scan_allowed and not after.always and not intersects(after.first, _NEWLINE)
             text = self.set_text(one, self.written(*sub.data[0]) if crossing else one)
             if low == high:
                 return text + count
             if after.always:  # what follows succeeds at once: greedy keeps its longest try, lazy its shortest
                 return text + count + "+" if greedy else f"{text}{{{low}}}"
-            if not _intersects(one, after.first):  # giving back a character could never let the rest match
+            if not intersects(one, after.first):  # giving back a character could never let the rest match
                 return text + count + "+"
             if scan_allowed and not self.scan_used and self.scan_tail(one, rest):
                 self.scan_used = True
                 return self.set_text(one, one) + count + ("" if greedy else "?")
-            raise _NotLinear
+            raise NotLinear
         inner_info = self.info(sub.data)
         if inner_info.nullable:
-            raise _NotLinear
+            raise NotLinear
         loop = _Info(_merge([*inner_info.first, *after.first]), False, False) if high != 1 else after
         inner = self.sequence(sub.data, (loop,), scan_allowed=False)
         if low == high:
             return f"(?:{inner}){count}"
         if after.always:
             return f"(?:{inner}){count}+" if greedy else f"(?:{inner}){{{low}}}"
-        if _intersects(inner_info.first, after.first):
-            raise _NotLinear
+        if intersects(inner_info.first, after.first):
+            raise NotLinear
         return f"(?:{inner}){count}+"
 
     def branch(self, branches: list[Any], rest: tuple[Any, ...]) -> str:
         """An alternation of which at most one branch can match at any point: atomic changes nothing."""
         infos = [self.info(branch.data) for branch in branches]
         if any(info.nullable for info in infos):
-            raise _NotLinear
+            raise NotLinear
         literals = [text for branch in branches if (text := self.literal_text(branch.data)) is not None]
         if len(literals) == len(branches):  # literal strings of which none is a prefix of another
             disjoint = not any(i != j and b.startswith(a) for i, a in enumerate(literals)
                                for j, b in enumerate(literals))
         else:
-            disjoint = all(not _intersects(a.first, b.first) for i, a in enumerate(infos) for b in infos[i + 1:])
+            disjoint = all(not intersects(a.first, b.first) for i, a in enumerate(infos) for b in infos[i + 1:])
         if not disjoint:
-            raise _NotLinear
+            raise NotLinear
         return "(?>" + "|".join(self.sequence(branch.data, rest, scan_allowed=False) for branch in branches) + ")"
 
     def literal_text(self, items: list[tuple[Any, Any]]) -> str | None:
@@ -338,7 +338,7 @@ class _Translation:
         if not items or items[0][0] is not self.sre.LITERAL:
             return False
         stop = ((items[0][1], items[0][1]),)
-        return all(not _intersects(ranges, stop) for ranges in self.consumed(items[1:]))
+        return all(not intersects(ranges, stop) for ranges in self.consumed(items[1:]))
 
     def consumed(self, items: list[tuple[Any, Any]]) -> Iterator[_Ranges]:
         """Every set of characters ``items`` may consume, at any depth."""
@@ -383,11 +383,10 @@ def _size(items: Any, sre: Any) -> int:
     return total
 
 
-def translate(pattern: str, *, lines: bool, capture: set[str] | None = None) -> str | None:
-    """The proven-linear Python source equal to RE2's ``match`` of ``pattern`` (``lines``: on one line of a
-    text of lines), or None. Only syntax that RE2 and Python's parser read alike is translated: escapes
-    outside a known set, "{,n}" (a literal in RE2, a repeat in Python), inline flags and POSIX classes (a
-    warning in Python) are left to RE2."""
+def parse_shared_syntax(pattern: str) -> Any | None:
+    """Python's parse of ``pattern`` when RE2 and Python's parser read it alike, or None: escapes outside a
+    known set, "{,n}" (a literal in RE2, a repeat in Python), inline flags and POSIX classes (a warning in
+    Python) are left to RE2."""
     import re._constants as sre
     import re._parser as sre_parse
 
@@ -403,8 +402,17 @@ def translate(pattern: str, *, lines: bool, capture: set[str] | None = None) -> 
     if parsed.state.flags & ~re.UNICODE or not all(map(_GROUP_NAME_RE.fullmatch, parsed.state.groupdict)) \
             or _size(parsed.data, sre) > 10_000:  # RE2 refuses programs past its memory budget
         return None
+    return parsed
+
+
+def translate(pattern: str, *, lines: bool, capture: set[str] | None = None) -> str | None:
+    """The proven-linear Python source equal to RE2's ``match`` of ``pattern`` (``lines``: on one line of a
+    text of lines), or None (outside the syntax both read alike, or outside the proof)."""
+    parsed = parse_shared_syntax(pattern)
+    if parsed is None:
+        return None
     try:
-        return _Translation(parsed, lines=lines, capture=capture).source
-    except (_NotLinear, RecursionError):
+        return Translation(parsed, lines=lines, capture=capture).source
+    except (NotLinear, RecursionError):
         return None
 
