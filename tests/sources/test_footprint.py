@@ -124,6 +124,23 @@ def test_a_rewrite_loads_re2_only_when_its_pattern_has_no_proven_python_search(s
     assert _mapped_packages(process.pid, ("re2",)) == {"re2"}
 
 
+JSON_READER = """
+import sys
+from agent.sources.logs.fields import JsonColumns
+columns, lines = JsonColumns(("path", "status")).read(b'{"path": "/a", "status": 200}\\n{"status": 404}\\n')
+print(columns, lines, "typing_extensions" in sys.modules)
+import typing_extensions
+print(typing_extensions.__name__)
+"""
+
+
+def test_a_json_source_reads_without_typing_extensions_which_others_still_import():
+    """msgspec reads type hints through typing_extensions (240 KiB resident) only for typing_extensions' own
+    types, and through typing without it: the first JSON source imports msgspec without it."""
+    shown = subprocess.run([sys.executable, "-c", JSON_READER], capture_output=True, text=True, timeout=60)
+    assert shown.stdout.splitlines() == ["[['/a', None], [200, 404]] 2 False", "typing_extensions"], shown.stderr
+
+
 def _imported(stderr: Path) -> set[str]:
     """The modules a process started with ``python -X importtime`` has imported so far (its stderr), but for
     those imported by name (importlib.import_module: a kind's package), which importtime does not list."""

@@ -7,6 +7,7 @@ import json
 import math
 import operator
 import re
+import sys
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,8 +145,7 @@ class JsonColumns:
     less time than whole dicts on access logs. Values are what json gives; a missing field is None."""
 
     def __init__(self, names: tuple[str, ...]):
-        import msgspec  # only sources reading JSON load it
-
+        msgspec = _msgspec()
         attributes = [f"field{index}" for index in range(len(names))]
         record = msgspec.defstruct("Record", [(name, Any, None) for name in attributes],
                                    rename=dict(zip(attributes, names, strict=True)))
@@ -167,12 +167,26 @@ class JsonColumns:
         return [list(map(get, records)) for get in self._getters], len(records)
 
 
+def _msgspec() -> types.ModuleType:
+    """msgspec, imported by the first source reading JSON, without typing_extensions (240 KiB resident) when
+    nothing has imported that yet: msgspec reads type hints through it only to know typing_extensions' own
+    TypedDict and Required, and uses typing's without it; the records here are Structs of Any fields."""
+    if "msgspec" not in sys.modules and "typing_extensions" not in sys.modules:
+        sys.modules["typing_extensions"] = None  # type: ignore[assignment]  # its import raises ImportError
+        try:
+            import msgspec
+        finally:
+            del sys.modules["typing_extensions"]
+    import msgspec
+
+    return msgspec
+
+
 def _document(text: str | bytes, lines: int) -> list[dict] | None:
     """``text``, a JSON array, when it holds ``lines`` objects. Read by msgspec (2.2x json's speed here), which
     gives json's values wherever it accepts the text (big integers too); what it refuses that json reads (NaN,
     1e400, lone surrogates) goes to json."""
-    import msgspec  # only sources reading JSON load it
-
+    msgspec = _msgspec()
     try:
         document = msgspec.json.decode(text)
     except (msgspec.DecodeError, RecursionError):

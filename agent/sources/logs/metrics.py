@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -91,7 +92,7 @@ class LogMetricShape:
             text = label_text(value)
             for rule in self.rewrites[index]:
                 text = rule.regex.sub(rule.template, text)
-            done[value] = text
+            done[value] = sys.intern(text)  # many raw values, few texts: one copy of each, not one per value
         return list(map(done.__getitem__, column))
 
     def kept(self, columns: list[list]) -> list[bool] | None:

@@ -3,11 +3,14 @@ values, nested JSON fields, the filename label, and label sets that expire."""
 
 import asyncio
 import json
+import sys
 import time
+import tracemalloc
 
 import pytest
 
 from agent.config.problems import ConfigError
+from agent.sources.logs.metrics import LogMetricShape
 from tests.sources.logs.conftest import log_config, parse
 from tests.sources.logs.test_logs import Running, append
 
@@ -39,6 +42,26 @@ async def test_rewrite_rules_apply_in_order_and_merge_label_sets(tmp_path, conte
     assert run.series("http_bytes_total", "path") == {
         ("/user/1/orders",): 10, ("/user/22/orders",): 20, ("/api/v2/user/3",): 1, ("/search",): 11}
     await run.stop()
+
+
+def test_a_rewrite_remembers_each_raw_value_but_keeps_one_copy_of_each_text():
+    """20,000 raw paths rewritten to one: each raw value is remembered (rewritten once), pointing at the one
+    rewritten text, not at 20,000 copies of it (about 60 bytes each, 1.2 MB here; 6 MB at the cache's 100,000)."""
+    (source,) = parse("logs:\n  - name: app\n    paths: [/var/log/app.log]\n    format: json\n    metrics:\n"
+                      "      - {name: requests_total, type: counter, labels: [path],"
+                      " rewrite: [{label: path, regex: '/item/\\d+', replacement: '/item/:id'}]}\n").of_kind("logs")
+    shape = LogMetricShape(source.metrics[0], {"path": 0})
+    column = [f"/item/{number}" for number in range(20_000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        texts = shape.label_texts([column])
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert set(texts[0]) == {"/item/:id"}
+    containers = sum(map(sys.getsizeof, (shape.rewritten[0], texts, texts[0])))
+    assert held - containers < 20_000 * 8, (held, containers)
 
 
 async def test_rewrite_runs_once_per_distinct_value_not_per_line(tmp_path, context):
