@@ -5,11 +5,17 @@ collector running, each of its full collections scans all that were built so far
 twice as long as building them with it paused. Once running, a full collection over that heap would block the
 event loop for about half a second, delaying every probe due meanwhile. So long-lived objects are built with
 the collector paused, then frozen (``gc.freeze``: moved out of its view); collections scan only what probes
-allocate. The young generations are collected before each freeze, so short-lived garbage is not frozen with
-them. The collector never looks at a frozen object again, so what a reload replaces must be freed by reference
-counting alone: a source and its parts hold no reference cycle (a discovering source and its discovery held each
-other, which kept every replaced source's table and probers: 2.7 MiB per reload of 3,000 targets).
-tests/sources/test_discovery.py replaces a source of every prober kind with the collector off and checks this.
+allocate. Before each freeze, one full collection of what is not frozen yet (what was just built, and what probes
+left since the last freeze: it never scans the frozen heap) frees the garbage waiting there, so it is not frozen
+with them; a collection of the young generations only left what had reached the oldest (half of the probe
+connections found frozen after reloads under load).
+
+The collector never looks at a frozen object again, so what becomes garbage after a freeze must be freed by
+reference counting alone. What a reload replaces: a source and its parts hold no reference cycle (a discovering
+source and its discovery held each other, which kept every replaced source's table and probers: 2.7 MiB per
+reload of 3,000 targets; tests/sources/test_discovery.py replaces a source of every prober kind with the
+collector off). What was in flight at a freeze: a probe's connection (agent.sources.probe.stream breaks the
+cycle Python 3.11 leaves in a closed socket transport).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from contextlib import contextmanager
 
 @contextmanager
 def building_long_lived() -> Iterator[None]:
-    """Pause the collector while long-lived objects are built; freeze them once built."""
+    """Pause the collector while long-lived objects are built; collect what is garbage, then freeze the rest."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -29,6 +35,6 @@ def building_long_lived() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-        gc.collect(1)
+        gc.collect()
         gc.freeze()
 

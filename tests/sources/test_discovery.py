@@ -568,10 +568,9 @@ async def test_a_reload_frees_the_sources_it_replaces_by_reference_counting(tmp_
     agent freezes long-lived objects (agent.runtime.heap), so an object of a reference cycle, once frozen, would
     stay for good (a discovering source and its discovery held each other: 2.7 MiB per reload of 3,000 targets)."""
     address, _ = target
-    collections = []
     collect = gc.collect
     gc.disable()
-    gc.collect = lambda generation=2: collections.append(generation) or 0
+    gc.collect = lambda generation=2: 0  # the agent's own calls (before each freeze) collect nothing either
     try:
         agent, _ = await agent_at(_every_prober_kind(address, "150ms"))
 
@@ -606,7 +605,6 @@ async def test_a_reload_frees_the_sources_it_replaces_by_reference_counting(tmp_
         with contextlib.suppress(AssertionError):  # probes in flight end first
             await until(freed, timeout=10, what="the replaced sources to be freed")
         assert [name for name, ref in kept.items() if ref() is not None] == []
-        assert collections == [1] * len(collections)  # only heap.building_long_lived's young collections ran
     finally:
         gc.collect = collect
         gc.enable()

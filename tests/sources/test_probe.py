@@ -3,7 +3,10 @@ against real servers: retries that never hide a failure, series a source omits, 
 logged, and the common keys' config errors."""
 
 import asyncio
+import gc
 import logging
+import ssl
+import weakref
 
 import pytest
 from aiohttp import web
@@ -15,6 +18,7 @@ from agent.series.store import Store
 from agent.sources.base import SourceContext
 from agent.sources.probe.stream import READ_PAUSE_BYTES, Stream
 from tests.helpers import build_source, render_store, serve, until
+from tests.sources.test_tcp import pki, server_context  # noqa: F401 - pki is a fixture
 
 
 @pytest.fixture
@@ -263,3 +267,36 @@ async def test_a_probe_stream_stops_reading_while_its_unread_bytes_are_over_the_
 
 async def _async(value: bool) -> bool:
     return value
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+async def test_a_probe_streams_socket_transport_is_freed_by_reference_counting(tls, pki):  # noqa: F811
+    """Python 3.11 leaves a closed socket transport in a reference cycle; a probe's is freed without the collector,
+    which never sees a transport frozen while its probe was in flight (agent.runtime.heap). Under TLS the stream
+    reads through a TLS transport over the socket's, as the HTTP client's start_tls makes it."""
+    directory, _ = pki
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"done")
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=server_context(directory, "server") if tls
+                                        else None)
+    loop = asyncio.get_running_loop()
+    gc.disable()
+    try:
+        socket_transport, stream = await loop.create_connection(Stream, *server.sockets[0].getsockname()[:2])
+        if tls:
+            trust = ssl.create_default_context(cafile=directory / "ca.pem")
+            stream.transport = await loop.start_tls(socket_transport, stream, trust, server_hostname="127.0.0.1")
+        freed = weakref.ref(socket_transport)
+        del socket_transport
+        while not stream.closed:
+            await stream.more()
+        assert stream.buffer == b"done"
+        stream.close()
+        del stream
+        await until(lambda: _async(freed() is None), timeout=5, what="the socket's transport to be freed")
+    finally:
+        gc.enable()
+        server.close()

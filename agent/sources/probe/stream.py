@@ -17,7 +17,7 @@ READ_PAUSE_BYTES = 1024 * 1024  # unread bytes beyond which the socket is not re
 class Stream(asyncio.Protocol):
     """A connection's received bytes (``buffer``) and state; ``transport`` is where requests are written."""
 
-    __slots__ = ("transport", "buffer", "closed", "error", "_waiter", "_paused")
+    __slots__ = ("transport", "buffer", "closed", "error", "_waiter", "_paused", "_socket_transport")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -26,11 +26,13 @@ class Stream(asyncio.Protocol):
         self.error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self._socket_transport: asyncio.BaseTransport | None = None  # the first (TLS may wrap it: start_tls)
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream transport: create_connection's
+        self._socket_transport = transport
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -48,6 +50,13 @@ class Stream(asyncio.Protocol):
         self.closed = True
         self.error = exc
         self._wake()
+        # Python 3.11's socket transports keep a reference cycle once closed (their _read_ready_cb: CPython
+        # gh-100348, fixed in 3.12): broken here, so a probe's socket transport (under TLS too) is freed by
+        # reference counting. The collector would free it too, unless the agent froze it while the probe was in
+        # flight (agent.runtime.heap)
+        transport = self._socket_transport
+        if transport is not None and getattr(transport, "_read_ready_cb", None) is not None:
+            transport._read_ready_cb = None  # type: ignore[attr-defined]
 
     def _wake(self) -> None:
         waiter = self._waiter
