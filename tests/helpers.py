@@ -299,7 +299,7 @@ def build_source(store, context, config, kind_name: str):  # noqa: ANN001, ANN20
 
     kind = KINDS[kind_name]
     owner = f"{kind.name}/{config.name}"
-    data, own = kind.data_group(config, owner), kind.stats_group(config, f"{owner}/self")
+    data, own = kind.data_group(config, owner), kind.stats_member(config, f"{owner}/self")
     source = kind.build(config, data, SourceStats(own, kind.name), context)
     store.swap(add=[data, own])
     return source

@@ -151,6 +151,33 @@ async def test_reload_keeps_unchanged_sources_and_rejects_bad_config(agent_facto
     assert value(await scrape(base), "kpi_agent_config_last_reload_successful") == 1
 
 
+async def test_one_url_sources_self_metrics_are_rows_of_one_table(agent_factory, target):
+    """A one-URL source's kpi_agent_source_* and kpi_agent_probes_skipped_total series are a row of one table
+    shared by such sources (no store group and four families per source: issue 23), read on /metrics as
+    before; a source whose prober counts series of its own (json_metrics errors) keeps its group."""
+    agent, base, config_file = await agent_factory(["a", "b"], target)
+    config_file.write_text(config_file.read_text() + f"  - name: c\n    url: {target}/ok\n    json_metrics:\n"
+                           "      - {name: c_value, help: v, type: gauge, path: $.v}\n")
+    assert await agent.reload() is None
+    await wait_for(lambda: _probed(base, "a"))
+
+    async def c_failed() -> bool:  # its body is not JSON
+        return (value(await scrape(base), "kpi_agent_source_collection_errors_total", source="c", kind="http") or 0) > 0
+
+    await wait_for(c_failed)
+    page = await scrape(base)
+    for name in ("a", "b"):
+        assert value(page, "kpi_agent_source_collections_total", source=name, kind="http", site="test") >= 1
+        assert value(page, "kpi_agent_source_collection_errors_total", source=name, kind="http") == 0
+        assert value(page, "kpi_agent_source_last_collection_duration_seconds", source=name, kind="http") > 0
+        assert value(page, "kpi_agent_probes_skipped_total", source=name, site="test") == 0
+    assert page.find("kpi_agent_json_extract_errors_total", source="c")  # its own family, in its group
+    assert page.find("kpi_agent_json_extract_errors_total", source="a") == []
+    assert [owner for owner in agent.store.groups if owner.startswith("http/")] == ["http/c/self"]
+    rows = [row for owner, row in agent.store.rows.items() if owner.endswith("/self")]
+    assert len(rows) == 2 and rows[0].table is rows[1].table is not None
+
+
 class _CrashingSource(Source):
     kind = "http"
     runs = 0

@@ -222,7 +222,7 @@ class Agent:
         for key, source_config in changed.items():
             kind = KINDS[key.kind]
             data_owner, stats_owner = _owners(key)
-            data, own = kind.data_group(source_config, data_owner), kind.stats_group(source_config, stats_owner)
+            data, own = kind.data_group(source_config, data_owner), kind.stats_member(source_config, stats_owner)
             try:
                 source = kind.build(source_config, data, SourceStats(own, kind.name), context)
             except Exception as exc:  # e.g. a CA file broken since the check; nothing has changed yet

@@ -64,7 +64,7 @@ class DnsKind(ProberKind[DnsModule, DnsShared]):
     def prepare_modules(self, modules: list[DnsModule], shared: DnsShared) -> list[Any]:
         return shared.tls.prepare(module.tls for module in modules if module.dns_over_tls)
 
-    def prober(self, module: DnsModule, shared: DnsShared, own: Group) -> Prober:
+    def prober(self, module: DnsModule, shared: DnsShared, own: Group | None) -> Prober:
         from agent.sources.dns.prober import DnsProber  # here: it loads dnspython
 
         return DnsProber(module, shared.tls.get(module.tls) if module.dns_over_tls else None)

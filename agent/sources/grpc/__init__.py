@@ -65,7 +65,7 @@ class GrpcKind(ProberKind[GrpcModule, GrpcShared]):
     def prepare_modules(self, modules: list[GrpcModule], shared: GrpcShared) -> list[Any]:
         return shared.tls.prepare(module.tls_config for module in modules if module.tls)
 
-    def prober(self, module: GrpcModule, shared: GrpcShared, own: Group) -> Prober:
+    def prober(self, module: GrpcModule, shared: GrpcShared, own: Group | None) -> Prober:
         from agent.sources.grpc.prober import GrpcProber  # here: it loads hpack
 
         return GrpcProber(module, shared.tls.get(module.tls_config) if module.tls else None)

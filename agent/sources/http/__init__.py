@@ -57,7 +57,7 @@ class HttpKind(ProberKind[HttpModule, "HttpShared"]):
         return json_families(module)
 
     def module_self_families(self, module: HttpModule) -> list[FamilySpec]:
-        return [JSON_ERRORS]
+        return [JSON_ERRORS] if module.json_metrics else []
 
     def open_shared(self, context: SourceContext) -> HttpShared:
         from agent.sources.http.client import HttpShared
@@ -67,7 +67,7 @@ class HttpKind(ProberKind[HttpModule, "HttpShared"]):
     def prepare_modules(self, modules: list[HttpModule], shared: HttpShared) -> list[Any]:
         return shared.tls.prepare(module.tls for module in modules)
 
-    def prober(self, module: HttpModule, shared: HttpShared, own: Group) -> Prober:
+    def prober(self, module: HttpModule, shared: HttpShared, own: Group | None) -> Prober:
         from agent.sources.http.prober import HttpProber  # here: an agent without HTTP sources never loads it
 
         return HttpProber(module, shared, own)

@@ -22,7 +22,7 @@ _REASON = 200
 class Checks:
     """A module's checks, compiled once per source."""
 
-    def __init__(self, module: HttpModule, own: Group):
+    def __init__(self, module: HttpModule, own: Group | None):
         self.module = module
         self.valid = frozenset(module.valid_status_codes)
         self.expected = ", ".join(map(str, module.valid_status_codes)) if module.valid_status_codes else "2xx"
@@ -33,9 +33,12 @@ class Checks:
         self.regexes_fail = [user_regex.compile(p) for p in module.fail_if_body_matches_regexp]
         self.regexes_need = [user_regex.compile(p) for p in module.fail_if_body_not_matches_regexp]
         self.json = [CompiledJsonMetric(spec) for spec in module.json_metrics]
-        self.json_errors = own.counter(JSON_ERRORS) if self.json else None
-        for metric in self.json:
-            own.counter(JSON_ERRORS).ensure(metric.error_labels)
+        self.json_errors = None
+        if self.json:
+            assert own is not None, "a module with json_metrics counts its errors in the source's own group"
+            self.json_errors = own.counter(JSON_ERRORS)
+            for metric in self.json:
+                self.json_errors.ensure(metric.error_labels)
         self.reads_body = bool(self.regexes_fail or self.regexes_need or self.json)
 
     def head_verdict(self, head: Head, result: ProbeResult) -> ProbeFailed | None:

@@ -70,7 +70,7 @@ class HttpProber:
 
     faults = (*TARGET_FAULTS, InvalidResponse)
 
-    def __init__(self, module: HttpModule, shared: HttpShared, own: Group):
+    def __init__(self, module: HttpModule, shared: HttpShared, own: Group | None):
         self.module = module
         self.shared = shared
         self.ssl_context = shared.tls.get(module.tls)

@@ -68,7 +68,7 @@ class IcmpKind(ProberKind[IcmpModule, IcmpShared]):
             return []
         return [problems[0] or ""]
 
-    def prober(self, module: IcmpModule, shared: IcmpShared, own: Group) -> Prober:
+    def prober(self, module: IcmpModule, shared: IcmpShared, own: Group | None) -> Prober:
         from agent.sources.icmp.prober import IcmpProber
 
         return IcmpProber(module, shared.sockets)

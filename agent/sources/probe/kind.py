@@ -10,14 +10,14 @@ failure reasons, the status page. /work/plan/PROBER_API.md (and the README's "Pr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent.config.fields import Fields
 from agent.config.model import SourceDefaults
 from agent.config.problems import Problem
 from agent.runtime.shard import UNSHARDED, Shard
 from agent.series.family import FamilySpec
-from agent.series.store import Member
+from agent.series.store import Group, Member
 from agent.series.table import Table, TableRow
 from agent.sources.base import IDENTITY_LABEL as SOURCE_LABEL
 from agent.sources.base import (
@@ -25,13 +25,12 @@ from agent.sources.base import (
     SourceContext,
     SourceKind,
     SourceStats,
+    stats_schema,
 )
 from agent.sources.probe.config import parse_probe_source
 from agent.sources.probe.families import COMMON_FAMILIES, PROBES_SKIPPED, RETRY_FAMILIES
 from agent.sources.probe.model import TARGET_LABEL, ModuleT, ProbeConfig, ProberPlugin, SharedT
 
-if TYPE_CHECKING:
-    pass
 
 class ProberKind(ProberPlugin[ModuleT, SharedT], SourceKind[ProbeConfig[ModuleT]]):
     """A prober kind as the agent runs every kind of source: its sources parsed, checked and built."""
@@ -65,6 +64,13 @@ class ProberKind(ProberPlugin[ModuleT, SharedT], SourceKind[ProbeConfig[ModuleT]
         if config.discovery is not None:
             return Table(owner, schema, {SOURCE_LABEL: config.name}, SOURCE_LABEL)
         return TableRow(owner, schema, self.data_labels(config))
+
+    def stats_member(self, config: ProbeConfig[ModuleT], owner: str) -> Group | TableRow:
+        """A one-target source whose prober writes no self family of its own (http without json_metrics) keeps
+        its self-metrics in a row of the store's table of this kind's such sources; other sources, a group."""
+        if config.discovery is None and not self.module_self_families(config.module):
+            return TableRow(owner, stats_schema(self.name, (PROBES_SKIPPED,)), {SOURCE_LABEL: config.name})
+        return self.stats_group(config, owner)
 
     def shard_key(self, config: ProbeConfig[ModuleT]) -> str | None:
         """A source of one target runs on one replica; a discovering source runs on all and shards its

@@ -96,9 +96,11 @@ class ProberPlugin(Generic[ModuleT, SharedT]):
         return []
 
     @abstractmethod
-    def prober(self, module: ModuleT, shared: SharedT, own: Group) -> Prober:
-        """The module compiled once per source (may import heavy libraries; on the event loop, no blocking I/O).
-        ``own`` is the source's self-metrics group, for the families of ``module_self_families``."""
+    def prober(self, module: ModuleT, shared: SharedT, own: Group | None) -> Prober:
+        """The module compiled (may import heavy libraries; on the event loop, no blocking I/O). ``own`` is the
+        source's self-metrics group, for the families of ``module_self_families``; a module without any gets
+        None and one prober serves every source of that module (it must keep ``module`` referenced and allow
+        weak references: no ``__slots__`` without ``__weakref__``)."""
 
     def open_shared(self, context: SourceContext) -> SharedT:
         """The kind's resources in a running agent (see Shared); made when its first source is built."""

@@ -102,6 +102,8 @@ class SourceProbe:
     """What every target of one source shares: its kind and config, its compiled prober, the agent's probe
     resources, and the layout of a target's families."""
 
+    __slots__ = ("kind", "config", "name", "stats", "resources", "prober", "faults", "explain", "layout")
+
     def __init__(self, kind: ProberPlugin[Any, Any], config: ProbeConfig[Any], stats: SourceStats,
                  context: SourceContext):
         self.kind = kind
@@ -109,13 +111,15 @@ class SourceProbe:
         self.name = config.name
         self.stats = stats
         self.resources = probe_resources(context)
-        self.prober: Prober = kind.prober(config.module, kind.shared(context), stats.group)
+        if kind.module_self_families(config.module):  # it writes this source's own series: a prober of its own
+            self.prober: Prober = kind.prober(config.module, kind.shared(context), stats.group)
+        else:  # one per module: sources configured alike share their module (probe.config), so their prober
+            self.prober = self.resources.prober(kind, config.module, context)
         self.faults: tuple[type[BaseException], ...] = getattr(self.prober, "faults", TARGET_FAULTS)
         self.explain: Callable[[BaseException, str, float], tuple[str, str] | None] | None = \
             getattr(self.prober, "explain", None)
         self.layout = layout(kind, tuple(declared.spec for declared in kind.families(config)))
-        self.skipped = stats.group.counter(PROBES_SKIPPED)
-        self.skipped.ensure(())
+        stats.ensure(PROBES_SKIPPED)
 
     def reason(self, exc: BaseException, target: str) -> tuple[str, str]:
         worded = self.explain(exc, target, self.config.timeout) if self.explain is not None else None
@@ -144,7 +148,7 @@ class ProbeTarget:
 
     def skipped(self, ticks: int) -> None:
         """Ticks the schedule could not start: the agent's problem, counted apart from the target's results."""
-        self.source.skipped.inc((), ticks)
+        self.source.stats.count(PROBES_SKIPPED, ticks)
 
     async def probe(self, due: float | None = None) -> str | None:
         """One probe, due at ``due`` (loop time; None: now). Records every series and returns the result label,
@@ -153,7 +157,7 @@ class ProbeTarget:
         resources = source.resources
         timeout = source.config.timeout
         if not await resources.slots.acquire(timeout):
-            source.skipped.inc(())
+            source.stats.count(PROBES_SKIPPED)
             log.debug("probe skipped: every probe slot is busy", extra={"source": source.name, "target": self.name})
             return None
         loop = asyncio.get_running_loop()

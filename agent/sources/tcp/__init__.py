@@ -51,7 +51,7 @@ class TcpKind(ProberKind[TcpModule, TcpShared]):
     def prepare_modules(self, modules: list[TcpModule], shared: TcpShared) -> list[Any]:
         return shared.tls.prepare(module.tls_config for module in modules if module.uses_tls)
 
-    def prober(self, module: TcpModule, shared: TcpShared, own: Group) -> Prober:
+    def prober(self, module: TcpModule, shared: TcpShared, own: Group | None) -> Prober:
         from agent.sources.tcp.prober import TcpProber
 
         return TcpProber(module, shared.tls.get(module.tls_config) if module.uses_tls else None)
