@@ -178,6 +178,25 @@ async def test_one_url_sources_self_metrics_are_rows_of_one_table(agent_factory,
     assert len(rows) == 2 and rows[0].table is rows[1].table is not None
 
 
+async def test_sources_configured_alike_share_one_module_and_one_prober(agent_factory, target):
+    """Ten thousand one-URL sources with the same settings hold one module object and one compiled prober, also
+    across a reload; a source with other settings has its own."""
+    agent, _, config_file = await agent_factory(["a", "b"], target)
+    config_file.write_text(config_file.read_text() + f"  - name: c\n    url: {target}/ok\n    method: HEAD\n")
+    assert await agent.reload() is None
+
+    def probe_of(name: str):  # noqa: ANN202 - a SourceProbe
+        return agent.sources[("http", name)].source.prober.source  # type: ignore[attr-defined]
+
+    a, b, c = (probe_of(name) for name in "abc")
+    assert a.config.module is b.config.module and a.prober is b.prober
+    assert c.config.module is not a.config.module and c.prober is not a.prober
+    assert c.config.module.method == "HEAD" and a.config.module.method == "GET"
+    config_file.write_text(config_file.read_text().replace("name: a\n", "name: a2\n"))
+    assert await agent.reload() is None
+    assert probe_of("a2").prober is probe_of("b").prober is b.prober  # the reloaded source joins the running one
+
+
 class _CrashingSource(Source):
     kind = "http"
     runs = 0

@@ -4,6 +4,10 @@ series to omit, discovery), read here once, and the kind's own module keys, read
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import weakref
+from collections.abc import Hashable
 from typing import Any
 
 from agent.config import values
@@ -14,7 +18,7 @@ from agent.formatting import excerpt, format_duration
 from agent.series.family import shown
 from agent.sources.base import IDENTITY_LABEL as SOURCE_LABEL
 from agent.sources.probe.families import NEVER_OMITTED
-from agent.sources.probe.model import TARGET_LABEL, ProbeConfig, ProberPlugin, ProbeSettings
+from agent.sources.probe.model import TARGET_LABEL, ModuleT, ProbeConfig, ProberPlugin, ProbeSettings
 
 MAX_RETRIES = 10
 
@@ -38,6 +42,8 @@ def parse_probe_source(kind: ProberPlugin[Any, Any], fields: Fields,
                                     f"{format_duration(interval)}")
     labels = fields.get("labels", values.label_map, {})
     module = kind.parse_module(fields, ProbeSettings(name, interval, timeout, labels))
+    if module is not None:
+        module = shared_module(module)
     target = None
     if discovery is None:  # read after the module: a default port may depend on it (dns_over_tls: 853)
         parse = values.nonempty_string if module is None else lambda value: kind.parse_target(value, module)
@@ -55,6 +61,50 @@ def parse_probe_source(kind: ProberPlugin[Any, Any], fields: Fields,
         return None
     return ProbeConfig(name, target, interval, timeout, module, retries, labels, frozenset(omit), discovery,
                        (fields.line_of("name"), fields.field("name")))
+
+
+# Modules in use, by value: a source whose module equals one parsed before (by every field, lines included) gets
+# that object, so ten thousand sources configured alike hold one module and share its prober (probe.resources);
+# a module leaves once no config holds it.
+_MODULES: weakref.WeakValueDictionary[Hashable, Any] = weakref.WeakValueDictionary()
+_MODULES_LOCK = threading.Lock()  # configs are parsed in worker threads
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def shared_module(module: ModuleT) -> ModuleT:
+    """The module equal to ``module`` that a config parsed before holds, or ``module`` (now the one others get)."""
+    try:
+        key = _frozen(module)
+        hash(key)
+    except TypeError:  # a value the key cannot hold: not shared
+        return module
+    with _MODULES_LOCK:
+        found = _MODULES.get(key)
+        if found is None:
+            _MODULES[key] = found = module
+    return found  # equal to module, so of its type
+
+
+def _frozen(value: Any) -> Hashable:
+    """A hashable value equal for equal modules (dataclasses of plain values), with types: 1, 1.0 and True
+    differ."""
+    kind = type(value)
+    if kind is str or value is None:
+        return value
+    if dataclasses.is_dataclass(value):
+        names = _FIELDS.get(kind)
+        if names is None:
+            names = _FIELDS[kind] = tuple(field.name for field in dataclasses.fields(value))
+        return (kind, *(_frozen(getattr(value, name)) for name in names))
+    if kind is dict:
+        return (dict, *((key, _frozen(item)) for key, item in value.items()))
+    if kind in (tuple, list):
+        return (kind, *(_frozen(item) for item in value))
+    if kind in (frozenset, set):
+        return (kind, frozenset(_frozen(item) for item in value))
+    if kind in (int, float, bool, bytes):
+        return (kind, value)
+    raise TypeError(f"{kind.__name__} is not a module value")
 
 
 def _retries(value: Any) -> int:

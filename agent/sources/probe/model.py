@@ -41,7 +41,7 @@ class ProbeSettings:
     labels: dict[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # ten thousand one-URL sources hold ten thousand
 class ProbeConfig(Generic[ModuleT]):
     name: str
     target: str | None  # one target (http: its url); or, with discovery, none and the discovered targets
