@@ -219,6 +219,47 @@ async def test_crashing_source_is_restarted_and_counted_without_stopping_others(
         assert response.status == 200
 
 
+async def test_a_one_url_source_has_no_task_and_a_bug_in_its_probe_restarts_it_with_backoff(agent_factory, target,
+                                                                                            monkeypatch, caplog):
+    """The agent's schedule starts a one-URL source's probes: the source holds no task between them. A probe
+    that raises (a bug, not a target's fault) is logged with its traceback and counted; the source stops and is
+    started again after the backoff, while the others go on; a reload that removes it meanwhile cancels the
+    restart."""
+    from agent.sources.probe.target import ProbeTarget
+
+    monkeypatch.setattr(runtime, "_RESTART_BACKOFF", (0.05, 0.1))
+    attempts = {"buggy": 0}
+    real_attempt = ProbeTarget._attempt
+
+    async def attempt(self, result):
+        if self.name == "buggy":
+            attempts["buggy"] += 1
+            raise RuntimeError("injected bug")
+        return await real_attempt(self, result)
+
+    monkeypatch.setattr(ProbeTarget, "_attempt", attempt)
+    agent, base, config_file = await agent_factory(["buggy", "fine"], target)
+    assert all(running.task is None and running.running for running in agent.sources.values())
+    assert not {task.get_name() for task in asyncio.all_tasks()} & {"http/buggy", "http/fine"}
+    await wait_for(lambda: _async(attempts["buggy"] >= 3))
+    page = await scrape(base)
+    assert value(page, "kpi_agent_source_crashes_total", source="buggy", kind="http") >= 2
+    assert value(page, "kpi_agent_source_crashes_total", source="fine", kind="http") is None
+    fine = value(page, "probes_total", target="fine", result="success")
+    assert fine is not None and fine >= 1
+    crashes = [r for r in caplog.records if r.getMessage() == "source crashed; restarting"]
+    assert crashes and crashes[0].exc_info is not None and "injected bug" in str(crashes[0].exc_info[1])
+    await wait_for(lambda: _async(not agent.sources[("http", "buggy")].running))  # waiting for its restart
+    write_config(config_file, target, ["fine"])
+    assert await agent.reload() is None
+    seen = attempts["buggy"]
+    await asyncio.sleep(0.3)  # longer than the backoff: a restart would have probed it again
+    assert attempts["buggy"] == seen
+    page = await scrape(base)
+    assert value(page, "kpi_agent_source_crashes_total", source="buggy", kind="http") is None
+    assert value(page, "probes_total", target="fine", result="success") > fine  # never stopped
+
+
 async def _async(result):
     return result
 
@@ -254,7 +295,7 @@ async def test_a_reload_that_cannot_build_its_sources_keeps_the_old_ones_and_say
     monkeypatch.setattr(KINDS["http"], "build", build)
     error = await agent.reload()
     assert error is not None and "'new' cannot start" in error
-    assert agent.sources == old and all(not r.task.done() for r in old.values())
+    assert agent.sources == old and all(r.running for r in old.values())
     page = await scrape(base)
     assert value(page, "kpi_agent_config_last_reload_successful") == 0
     assert value(page, "kpi_agent_config_reloads_total", result="failure") == 1
@@ -278,5 +319,5 @@ async def test_a_reload_with_a_broken_ca_file_or_clashing_metrics_is_refused_wit
     assert "http[0].tls_config.ca_file" in error and "logs[0].metrics[1].name: req is a gauge" in error
     page = await scrape(base)
     assert value(page, "kpi_agent_config_last_reload_successful") == 0
-    assert agent.sources[("http", "keep")].task is not None and not agent.sources[("http", "keep")].task.done()
+    assert agent.sources[("http", "keep")].running
 

@@ -1,4 +1,5 @@
-"""Runs the agent: starts one task per source, serves HTTP, reloads and shuts down cleanly.
+"""Runs the agent: starts every source (in a task of its own, unless its probes are started by the agent's one
+probe schedule), serves HTTP, reloads and shuts down cleanly.
 
 A reload swaps the config only when the new one validates and every new or changed source has been built:
 sources are built first, into groups not yet attached to the store, then the store swaps the groups of the
@@ -12,12 +13,12 @@ it never takes the agent or another source down.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import platform
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agent import __version__
@@ -67,11 +68,23 @@ class StartError(Exception):
     """The sources of a valid config could not be built (a file changed since it was checked)."""
 
 
-@dataclass
 class _Running:
-    config: Any
-    source: Source[Any]
-    task: asyncio.Task[None] | None = None
+    """A running source: its config, and how it runs (its own task, or started without one)."""
+
+    __slots__ = ("config", "source", "task", "started", "restart", "delay")
+
+    def __init__(self, config: Any, source: Source[Any]):
+        self.config = config
+        self.source = source
+        self.task: asyncio.Task[None] | None = None  # ``run`` in a task, unless the source started without one
+        self.started = False  # started without a task, and not stopped since
+        self.restart: asyncio.TimerHandle | None = None  # a crashed task-less source waits for this to start again
+        self.delay = _RESTART_BACKOFF[0]  # before the next restart of a task-less source
+
+    @property
+    def running(self) -> bool:
+        """Collecting: not stopped, not waiting to be restarted after a crash."""
+        return not self.task.done() if self.task is not None else self.started
 
 
 def _owners(key: SourceKey) -> tuple[str, str]:
@@ -236,12 +249,43 @@ class Agent:
             raise StartError(f"the new sources would break /metrics: {exc}") from None
         for key in stale:
             running = self.sources.pop(key)
-            if running.task is not None:
-                running.task.cancel()
+            self._halt(running)
             self._crashes.remove((key.name, key.kind))  # the counter's labels: source, kind
         for key, running in built.items():
-            running.task = asyncio.create_task(self._supervise(running.source), name=_owners(key)[0])
+            running.started = running.source.start(functools.partial(self._crashed, running))
+            if not running.started:
+                running.task = asyncio.create_task(self._supervise(running.source), name=_owners(key)[0])
             self.sources[key] = running
+
+    @staticmethod
+    def _halt(running: _Running) -> None:
+        """Stop a source: cancel its task, or stop what it started (and a pending restart)."""
+        if running.task is not None:
+            running.task.cancel()
+            return
+        if running.restart is not None:
+            running.restart.cancel()
+            running.restart = None
+        running.started = False
+        running.source.stop()
+
+    def _crashed(self, running: _Running, exc: BaseException) -> None:
+        """A task-less source raised (a bug): logged, counted, stopped, and started again after a backoff, as
+        ``_supervise`` does for a source with a task."""
+        source = running.source
+        if not running.started or self.sources.get(SourceKey(source.kind, source.name)) is not running:
+            return  # already waiting to restart, or stopped meanwhile
+        running.started = False
+        source.stop()
+        log.error("source crashed; restarting", exc_info=exc, extra={"source": source.name, "kind": source.kind,
+                                                                      "retry_in_seconds": running.delay})
+        self._crashes.inc((source.name, source.kind))
+        running.restart = asyncio.get_running_loop().call_later(running.delay, self._restart, running)
+        running.delay = min(running.delay * 2, _RESTART_BACKOFF[1])
+
+    def _restart(self, running: _Running) -> None:
+        running.restart = None
+        running.started = running.source.start(functools.partial(self._crashed, running))
 
     async def _supervise(self, source: Source[Any]) -> None:
         delay = _RESTART_BACKOFF[0]
@@ -320,8 +364,8 @@ class Agent:
     async def stop(self) -> None:
         self.ready = False
         tasks = [r.task for r in self.sources.values() if r.task is not None]
-        for task in tasks:
-            task.cancel()
+        for running in self.sources.values():
+            self._halt(running)
         await asyncio.gather(*tasks, return_exceptions=True)
         self.sources.clear()
         for background in (self._watchdog, self._page_watch):

@@ -210,6 +210,15 @@ class Source(ABC, Generic[ConfigT]):
     async def run(self) -> None:
         """Collect until cancelled. Must not raise for faults of the target or the data."""
 
+    def start(self, crashed: Callable[[BaseException], None]) -> bool:
+        """Start collecting without a task of its own, if the source has nothing to do between collections that
+        something else starts (a one-target prober: the agent's probe schedule); ``crashed`` gets what a
+        collection raised (a bug). False: the runtime runs ``run`` in a task instead."""
+        return False
+
+    def stop(self) -> None:
+        """Stop what ``start`` started (collections in flight are cancelled)."""
+
     def details(self) -> dict[str, Any]:
         """Kind-specific facts for the status page (what is collected from, how it is going); no secrets."""
         return {}
