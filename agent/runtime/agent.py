@@ -13,7 +13,6 @@ it never takes the agent or another source down.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import platform
 import signal
@@ -42,6 +41,7 @@ from agent.series.selfmetrics import (
     SOURCES,
 )
 from agent.series.store import Member, Store, series_count
+from agent.series.table import TableRow
 from agent.server.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress, descriptor_budget
 from agent.server.routes import Server, agent_routes
 from agent.sources.base import Source, SourceContext, SourceStats
@@ -69,11 +69,13 @@ class StartError(Exception):
 
 
 class _Running:
-    """A running source: its config, and how it runs (its own task, or started without one)."""
+    """A running source: its config, and how it runs (its own task, or started without one). Called with what
+    a task-less source raised (a bug): it is the ``crashed`` callback the source was started with."""
 
-    __slots__ = ("config", "source", "task", "started", "restart", "delay")
+    __slots__ = ("agent", "config", "source", "task", "started", "restart", "delay")
 
-    def __init__(self, config: Any, source: Source[Any]):
+    def __init__(self, agent: Agent, config: Any, source: Source[Any]):
+        self.agent = agent
         self.config = config
         self.source = source
         self.task: asyncio.Task[None] | None = None  # ``run`` in a task, unless the source started without one
@@ -85,6 +87,9 @@ class _Running:
     def running(self) -> bool:
         """Collecting: not stopped, not waiting to be restarted after a crash."""
         return not self.task.done() if self.task is not None else self.started
+
+    def __call__(self, exc: BaseException) -> None:
+        self.agent._crashed(self, exc)
 
 
 def _owners(key: SourceKey) -> tuple[str, str]:
@@ -240,19 +245,22 @@ class Agent:
                 source = kind.build(source_config, data, SourceStats(own, kind.name), context)
             except Exception as exc:  # e.g. a CA file broken since the check; nothing has changed yet
                 raise StartError(f"{key.kind} source {key.name!r} cannot start: {exc}") from None
-            built[key] = _Running(source_config, source)
+            built[key] = _Running(self, source_config, source)
             groups += [data, own]
         detach = [owner for key in stale for owner in _owners(key)]
         try:
             self.store.swap(remove=detach, add=groups)
         except SchemaError as exc:  # config checks refuse every clash first: reaching this is a bug
             raise StartError(f"the new sources would break /metrics: {exc}") from None
+        for member in groups:
+            if isinstance(member, TableRow):
+                member.labels = None  # placed: its table holds them (ten thousand dicts otherwise)
         for key in stale:
             running = self.sources.pop(key)
             self._halt(running)
             self._crashes.remove((key.name, key.kind))  # the counter's labels: source, kind
         for key, running in built.items():
-            running.started = running.source.start(functools.partial(self._crashed, running))
+            running.started = running.source.start(running)
             if not running.started:
                 running.task = asyncio.create_task(self._supervise(running.source), name=_owners(key)[0])
             self.sources[key] = running
@@ -285,7 +293,7 @@ class Agent:
 
     def _restart(self, running: _Running) -> None:
         running.restart = None
-        running.started = running.source.start(functools.partial(self._crashed, running))
+        running.started = running.source.start(running)
 
     async def _supervise(self, source: Source[Any]) -> None:
         delay = _RESTART_BACKOFF[0]

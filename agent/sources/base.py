@@ -121,7 +121,7 @@ class SourceStats:
                  "last_error", "last_error_text")
 
     def __init__(self, own: Group | TableRow, kind: str):
-        self._labels = (kind,)
+        self._labels = _kind_labels(kind)
         self._group: Group | None = None
         self.row: TableRow | None = None
         if isinstance(own, TableRow):
@@ -188,6 +188,11 @@ class SourceStats:
         return found or 0.0
 
 
+@functools.lru_cache(maxsize=32)
+def _kind_labels(kind: str) -> tuple[str]:
+    return (kind,)  # one tuple per kind, not per source
+
+
 def _cells(family: AnyTableFamily) -> TableFamily:
     assert isinstance(family, TableFamily)
     return family
@@ -197,6 +202,8 @@ ConfigT = TypeVar("ConfigT")
 
 
 class Source(ABC, Generic[ConfigT]):
+    __slots__ = ("config", "name", "group", "stats", "context")  # a kind's sources may add theirs (or a __dict__)
+
     kind: str  # the kind's name (a class attribute of most kinds' sources)
 
     def __init__(self, config: ConfigT, group: Member, stats: SourceStats, context: SourceContext):

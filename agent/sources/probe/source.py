@@ -35,6 +35,8 @@ FAILING_SHOWN = 20  # the status page lists this many failing targets and refusa
 class ProbeSource(Source[ProbeConfig[Any]]):
     """A source that probes its one target."""
 
+    __slots__ = ("kind", "prober_kind", "prober")  # ten thousand one-URL sources: no __dict__ each
+
     def __init__(self, kind: ProberPlugin[Any, Any], config: ProbeConfig[Any], group: Member, stats: SourceStats,
                  context: SourceContext):
         super().__init__(config, group, stats, context)

@@ -102,7 +102,7 @@ class SourceProbe:
     """What every target of one source shares: its kind and config, its compiled prober, the agent's probe
     resources, and the layout of a target's families."""
 
-    __slots__ = ("kind", "config", "name", "stats", "resources", "prober", "faults", "explain", "layout")
+    __slots__ = ("kind", "config", "name", "stats", "resources", "prober", "faults", "layout")
 
     def __init__(self, kind: ProberPlugin[Any, Any], config: ProbeConfig[Any], stats: SourceStats,
                  context: SourceContext):
@@ -116,13 +116,13 @@ class SourceProbe:
         else:  # one per module: sources configured alike share their module (probe.config), so their prober
             self.prober = self.resources.prober(kind, config.module, context)
         self.faults: tuple[type[BaseException], ...] = getattr(self.prober, "faults", TARGET_FAULTS)
-        self.explain: Callable[[BaseException, str, float], tuple[str, str] | None] | None = \
-            getattr(self.prober, "explain", None)
         self.layout = layout(kind, tuple(declared.spec for declared in kind.families(config)))
         stats.ensure(PROBES_SKIPPED)
 
     def reason(self, exc: BaseException, target: str) -> tuple[str, str]:
-        worded = self.explain(exc, target, self.config.timeout) if self.explain is not None else None
+        words: Callable[[BaseException, str, float], tuple[str, str] | None] | None = \
+            getattr(self.prober, "explain", None)  # looked up on failures only: no bound method kept per source
+        worded = words(exc, target, self.config.timeout) if words is not None else None
         return worded or explain(exc, self.config.timeout)
 
 
