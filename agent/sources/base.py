@@ -202,7 +202,7 @@ ConfigT = TypeVar("ConfigT")
 
 
 class Source(ABC, Generic[ConfigT]):
-    __slots__ = ("config", "name", "group", "stats", "context")  # a kind's sources may add theirs (or a __dict__)
+    __slots__ = ("config", "name", "group", "stats", "context", "__weakref__")  # kinds may add theirs (or a __dict__)
 
     kind: str  # the kind's name (a class attribute of most kinds' sources)
 

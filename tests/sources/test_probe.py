@@ -225,6 +225,52 @@ async def test_a_discovered_target_costs_under_two_and_a_half_kilobytes(tmp_path
     assert per_target < 2560, f"{per_target:.0f} bytes per discovered target"
 
 
+@pytest.mark.slow
+async def test_a_one_url_source_costs_under_three_and_a_half_kilobytes(tmp_path):
+    """Issue 23: a source of one URL took about 9 KB (its self-metrics group of four families, a task waiting
+    between probes, its own copy of the module and a prober compiled from it, its config); now its series are
+    rows of shared tables, its probes start from the agent's schedule and sources configured alike share one
+    module and prober: about 2.8 KB, series included. Measured as the memory that 1,000 more one-URL sources
+    of a running agent hold once each has been probed."""
+    import tracemalloc
+
+    from agent.config.agent import load_config
+    from agent.runtime.agent import Agent
+    from tests.helpers import free_port, until
+
+    port = free_port()  # nothing listens: each probe fails fast, connection refused, and writes its series
+    config = tmp_path / "agent.yaml"
+
+    def write(count: int) -> None:
+        config.write_text("global: {interval: 5s, timeout: 1s}\nhttp:\n" + "".join(
+            f"  - name: t{i}\n    url: http://127.0.0.1:{port}/{i}\n" for i in range(count)))
+
+    write(200)
+    tracemalloc.start()
+    agent = Agent(lambda: load_config(config)[0], "127.0.0.1:0")
+    await agent.start()
+    try:
+        async def probed(count: int) -> None:
+            async def each_probed() -> bool:
+                return len(agent.sources) == count and all(
+                    running.source.stats.last_result is not None for running in agent.sources.values())
+
+            await until(each_probed, timeout=120, what=f"{count} sources probed")
+
+        async def grow() -> None:
+            write(1200)
+            assert await agent.reload() is None
+            await probed(1200)
+
+        await probed(200)
+        grown = await _traced_growth(agent, grow)
+    finally:
+        await agent.stop()
+        tracemalloc.stop()
+    per_source = grown / 1000
+    assert per_source < 3584, f"{per_source:.0f} bytes per one-URL source"
+
+
 async def _all_probed(source, count: int) -> bool:  # noqa: ANN001 - a DiscoveringProbeSource
     probers = [prober for _, prober in source._targets.values()]
     return len(probers) == count and all(prober.last_result is not None for prober in probers)

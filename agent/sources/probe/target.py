@@ -102,7 +102,7 @@ class SourceProbe:
     """What every target of one source shares: its kind and config, its compiled prober, the agent's probe
     resources, and the layout of a target's families."""
 
-    __slots__ = ("kind", "config", "name", "stats", "resources", "prober", "faults", "layout")
+    __slots__ = ("kind", "config", "name", "stats", "resources", "prober", "faults", "layout", "__weakref__")
 
     def __init__(self, kind: ProberPlugin[Any, Any], config: ProbeConfig[Any], stats: SourceStats,
                  context: SourceContext):
