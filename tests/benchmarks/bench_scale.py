@@ -2,7 +2,9 @@
 target costs, and 10,000 targets at a 15 s interval against blackbox_exporter, side by side in one run.
 
 Run: .venv/bin/python -m pytest tests/benchmarks/bench_scale.py -s
-(KPI_BENCH_TARGETS=2000 for a shorter run of the last part.)
+(KPI_BENCH_TARGETS=2000 for a shorter run of the last part. Memory per target: KPI_BENCH_RUNS=3 for medians of
+three runs, KPI_BENCH_COUNTS=10000 for one size, KPI_BENCH_BEFORE=<a checkout of the agent as it was> to measure
+that one too, alternating with this one, in the same run.)
 
 Every agent is a real `kpi-agent run` process; the targets are paths of one small HTTP server in its own
 process, which notes when each path is asked for: a probe's start jitter is how late each request of a target
@@ -37,6 +39,9 @@ from tests.tools import require_tool
 
 INTERVAL = 15.0
 TARGETS = int(os.environ.get("KPI_BENCH_TARGETS", "10000"))
+RUNS = int(os.environ.get("KPI_BENCH_RUNS", "1"))
+COUNTS = tuple(int(count) for count in os.environ.get("KPI_BENCH_COUNTS", "1000,5000,10000").split(","))
+BEFORE = os.environ.get("KPI_BENCH_BEFORE")  # `python -m agent` run in that directory imports its agent/
 
 # A minimal HTTP/1.1 server (no framework: it must stay cheaper than what it serves) that notes the arrival
 # time (CLOCK_MONOTONIC, shared by every process) of each path; GET /__arrivals returns them as JSON.
@@ -111,13 +116,13 @@ def write_config(directory: Path, kind: str, count: int, base: str, prefix: str)
 class AgentProcess:
     """`kpi-agent run` in its own process, logging JSON to a file we read."""
 
-    def __init__(self, config: Path, log: Path):
+    def __init__(self, config: Path, log: Path, checkout: str | None = None):
         self.port = free_port()
         self.log = log
         self.spawned = time.time()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config.file", str(config), "--web.listen-address",
-             f"127.0.0.1:{self.port}", "--log.format", "json"], stderr=log.open("w"))
+             f"127.0.0.1:{self.port}", "--log.format", "json"], stderr=log.open("w"), cwd=checkout)
         self.base = f"http://127.0.0.1:{self.port}"
 
     def ready_after(self) -> float:
@@ -145,30 +150,43 @@ class AgentProcess:
 @pytest.mark.parametrize("kind", ["static", "sd"])
 def test_ready_time_and_memory_per_target(tmp_path, target, kind):
     """Time from `kpi-agent run` to ready (and, for a discovering source, to every target attached), and the
-    RSS a target adds."""
+    RSS a target adds (over an agent without sources), once every target has been probed."""
+    checkouts = {"this": None, **({"before": BEFORE} if BEFORE else {})}
     empty = tmp_path / "empty.yaml"
     empty.write_text("global: {}\n")
-    agent = AgentProcess(empty, tmp_path / "empty.log")
-    agent.ready_after()
-    baseline = rss_mib(agent.process.pid)
-    agent.stop()
-    print(f"\n{kind}: load {load()}; an agent without sources: {baseline:.1f} MiB RSS")
-    for count in (1000, 5000, 10000):
+    baseline = {}
+    for name, checkout in checkouts.items():
+        agent = AgentProcess(empty, tmp_path / "empty.log", checkout)
+        agent.ready_after()
+        baseline[name] = rss_mib(agent.process.pid)
+        agent.stop()
+    print(f"\n{kind}: load {load()}; an agent without sources: " +
+          ", ".join(f"{name} {rss:.1f} MiB" for name, rss in baseline.items()) + " RSS")
+    for count in COUNTS:
         prefix = f"{kind}{count}"
         config = write_config(tmp_path, kind, count, target, prefix)
-        agent = AgentProcess(config, tmp_path / f"{prefix}.log")
-        try:
-            ready = agent.ready_after()
-            attached = agent.targets_attached_after(count) if kind == "sd" else ready
-            rss = rss_mib(agent.process.pid)
-            # then once every target has been probed (each has a tick in the next interval): its series all exist
-            time.sleep(INTERVAL + 5)
-            probed = rss_mib(agent.process.pid)
-        finally:
-            agent.stop()
-        print(f"  {count:6d} targets: ready in {ready:5.2f} s, every target attached in {attached:5.2f} s; "
-              f"RSS {rss:6.1f} MiB = {(rss - baseline) * 1024 / count:5.1f} KiB per target; once each is probed "
-              f"{probed:6.1f} MiB = {(probed - baseline) * 1024 / count:5.1f} KiB per target")
+        runs: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in checkouts}
+        for _ in range(RUNS):
+            for name, checkout in checkouts.items():  # alternating: the machine's load weighs on both alike
+                agent = AgentProcess(config, tmp_path / f"{prefix}.log", checkout)
+                try:
+                    ready = agent.ready_after()
+                    attached = agent.targets_attached_after(count) if kind == "sd" else ready
+                    rss = rss_mib(agent.process.pid)
+                    # then once every target has been probed (each has a tick in the next interval): its series
+                    # all exist
+                    time.sleep(INTERVAL + 5)
+                    probed = rss_mib(agent.process.pid)
+                finally:
+                    agent.stop()
+                runs[name].append((ready, attached, rss, probed))
+        for name, measured in runs.items():
+            ready, attached, rss, probed = (statistics.median(column) for column in zip(*measured, strict=True))
+            per_target = (probed - baseline[name]) * 1024 / count
+            print(f"  {name:6s} {count:6d} targets: ready in {ready:5.2f} s, every target attached in {attached:5.2f} "
+                  f"s; RSS {rss:6.1f} MiB = {(rss - baseline[name]) * 1024 / count:5.1f} KiB per target; once each "
+                  f"is probed {probed:6.1f} MiB = {per_target:5.1f} KiB per target (median of "
+                  f"{[round((m[3] - baseline[name]) * 1024 / count, 1) for m in measured]}); load {load()}")
 
 
 async def test_a_reload_that_changes_one_target_rebuilds_one_source(tmp_path, target):
