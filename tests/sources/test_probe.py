@@ -4,8 +4,10 @@ logged, and the common keys' config errors."""
 
 import asyncio
 import gc
+import http.server
 import logging
 import ssl
+import threading
 import weakref
 
 import pytest
@@ -18,6 +20,9 @@ from agent.series.store import Store
 from agent.sources.base import SourceContext
 from agent.sources.probe.stream import READ_PAUSE_BYTES, Stream
 from tests.helpers import build_source, render_store, serve, until
+from tests.sources.dns_servers import ZONE, dnsmasq  # noqa: F401 - dnsmasq is a fixture
+from tests.sources.probers import Probed
+from tests.sources.test_grpc import grpc_server  # noqa: F401 - a fixture
 from tests.sources.test_tcp import pki, server_context  # noqa: F401 - pki is a fixture
 
 
@@ -346,3 +351,55 @@ async def test_a_probe_streams_socket_transport_is_freed_by_reference_counting(t
     finally:
         gc.enable()
         server.close()
+
+
+class _Fine(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
+        pass
+
+
+@pytest.fixture
+def threaded_server():
+    """An HTTP server in a thread: it has no asyncio transports, so every one left in this process is a probe's."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Fine)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("kind", ["http", "tcp", "dns", "grpc"])
+async def test_no_probe_leaves_its_connection_to_the_collector(kind, context, threaded_server, request):
+    """Each kind's connections (dns: over TCP) are freed by reference counting once a probe ends: one in flight when
+    the agent froze its heap (agent.runtime.heap) would otherwise stay for good. Its servers run in other processes
+    or threads, so every asyncio transport the collector finds is a probe's."""
+    if kind == "dns":
+        target, module = f"127.0.0.1:{request.getfixturevalue('dnsmasq')}", {
+            "query_name": ZONE, "query_type": "SOA", "transport_protocol": "tcp"}
+    elif kind == "grpc":
+        target, module = request.getfixturevalue("grpc_server")().target, {}
+    else:
+        target, module = (f"http://{threaded_server}/" if kind == "http" else threaded_server), {}
+    probed = Probed(context, kind, target, module)
+    assert await probed.probe() == "success", probed.reason  # the first loads what every probe then shares
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            assert await probed.probe() == "success", probed.reason
+        await asyncio.sleep(0.05)  # the transports' connection_lost, called soon after they close
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = [type(garbage).__name__ for garbage in gc.garbage if isinstance(garbage, asyncio.BaseTransport)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []

@@ -51,6 +51,7 @@ from agent.sources.dns.config import (
 )
 from agent.sources.probe.net import resolve, split_host_port
 from agent.sources.probe.result import ProbeFailed
+from agent.sources.probe.stream import release
 from agent.sources.probe.tls import record_tls
 
 if TYPE_CHECKING:
@@ -218,6 +219,7 @@ class DnsProber:
                 result.add(DURATION, time.perf_counter() - sent, _PHASE_KEYS["request"])
         finally:
             writer.transport.abort()  # no close_notify wait on a server that stopped reading
+            release(writer.transport)
 
     def _judge(self, answer: bytes, query_id: int, result: ProbeResult) -> None:
         verdict = self.verdict(answer)

@@ -50,13 +50,8 @@ class Stream(asyncio.Protocol):
         self.closed = True
         self.error = exc
         self._wake()
-        # Python 3.11's socket transports keep a reference cycle once closed (their _read_ready_cb: CPython
-        # gh-100348, fixed in 3.12): broken here, so a probe's socket transport (under TLS too) is freed by
-        # reference counting. The collector would free it too, unless the agent froze it while the probe was in
-        # flight (agent.runtime.heap)
-        transport = self._socket_transport
-        if transport is not None and getattr(transport, "_read_ready_cb", None) is not None:
-            transport._read_ready_cb = None  # type: ignore[attr-defined]
+        if self._socket_transport is not None:
+            release(self._socket_transport)  # under TLS too: the socket's, not the TLS one over it
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -98,3 +93,12 @@ class Stream(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+
+def release(transport: asyncio.BaseTransport) -> None:
+    """Break the reference cycle Python 3.11 leaves in a closed socket transport (its ``_read_ready_cb``: CPython
+    gh-100348, fixed in 3.12), so a probe's connection is freed by reference counting once closed. The collector
+    would free it too, unless the agent froze it while the probe was in flight (agent.runtime.heap). Call it once
+    the transport is closed: it reads nothing more."""
+    if getattr(transport, "_read_ready_cb", None) is not None:
+        transport._read_ready_cb = None  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from agent.sources.probe.failures import TARGET_FAULTS
 from agent.sources.probe.families import FAILED_DUE_TO_BYTES, FAILED_DUE_TO_REGEX
 from agent.sources.probe.net import resolve, split_host_port
 from agent.sources.probe.result import ProbeFailed, ProbeResult
+from agent.sources.probe.stream import release
 from agent.sources.probe.tls import record_tls
 from agent.sources.tcp.config import QueryStep, TcpModule, expect_info
 
@@ -48,6 +49,7 @@ class TcpProber:
                 await self._step(step, pattern, reader, writer, result, server_name)
         finally:
             writer.transport.abort()  # nothing more to say: no lingering close on a dead or silent target
+            release(writer.transport)
 
     async def _step(self, step: QueryStep, pattern: Regex | None, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter, result: ProbeResult, server_name: str) -> None:
