@@ -22,7 +22,7 @@ import operator
 import sys
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import compress, repeat
 from typing import Any
 
@@ -33,6 +33,8 @@ from agent.sources.logs.fields import label_text, parse_value
 
 MANY_LABEL_SETS = 8  # above this many in a batch, values are grouped by one dict pass, not compress() per set
 CACHE_LIMIT = 100_000  # cached label translations and filter verdicts per metric; cleared when reached
+KNOWN_LIMIT = 4096  # distinct value texts whose numbers a metric remembers (about 130 bytes each)
+WHOLE_LIMIT = 2**53  # whole numbers read by int() add up to at most this: floats hold every sum on the way
 
 # A batch's record positions by label set, shared by the metrics of the batch whose labels read the same
 # columns of every record: {label columns: {key: [record has key, ...]}}
@@ -60,7 +62,7 @@ class LogMetricShape:
         self.verdicts: dict[Any, bool] = {}
         self.touched: dict[tuple[str, ...], float] | None = {} if metric.expire_after else None
 
-    def update(self, columns: list[list], count: int, file_labels: tuple[str, ...],
+    def update(self, columns: Sequence[Sequence], count: int, file_labels: tuple[str, ...],
                skipped: Counter[tuple[str, str]], now: float, partitions: Partitions) -> None:
         """Add one batch of ``count`` records."""
         raise NotImplementedError
@@ -75,12 +77,12 @@ class LogMetricShape:
             labels = self.label_cache[key] = tuple(map(label_text, raw))
         return labels
 
-    def label_texts(self, columns: list[list]) -> list[list]:
+    def label_texts(self, columns: Sequence[Sequence]) -> list[Sequence]:
         """The columns of the metric's labels, rewritten where it has rules."""
         return [self._rewrite(index, columns[i]) if index in self.rewrites else columns[i]
                 for index, i in enumerate(self.label_columns)]
 
-    def _rewrite(self, index: int, column: list) -> list[str]:
+    def _rewrite(self, index: int, column: Sequence) -> list[str]:
         """A label's column rewritten, each distinct value once: many raw values (paths with ids) become few,
         and the records are counted by the few."""
         done = self.rewritten[index]
@@ -95,7 +97,7 @@ class LogMetricShape:
             done[value] = sys.intern(text)  # many raw values, few texts: one copy of each, not one per value
         return list(map(done.__getitem__, column))
 
-    def kept(self, columns: list[list]) -> list[bool] | None:
+    def kept(self, columns: Sequence[Sequence]) -> list[bool] | None:
         """Which records pass the filters; None when all do."""
         keys = columns[self.filter_columns[0]] if len(self.filter_columns) == 1 else \
             list(zip(*(columns[i] for i in self.filter_columns), strict=True))
@@ -134,11 +136,12 @@ class CountMetric(LogMetricShape):
         super().__init__(metric, columns)
         self.family: Family = family
 
-    def update(self, columns: list[list], count: int, file_labels: tuple[str, ...],
+    def update(self, columns: Sequence[Sequence], count: int, file_labels: tuple[str, ...],
                skipped: Counter[tuple[str, str]], now: float, partitions: Partitions) -> None:
         if not count:
             return
         texts = self.label_texts(columns)
+        kept = None
         if self.filters:
             kept = self.kept(columns)
             if kept is not None:
@@ -146,8 +149,10 @@ class CountMetric(LogMetricShape):
                 count = kept.count(True)
                 if not count:
                     return
-        counts: dict[Any, int] = Counter(texts[0] if len(texts) == 1 else zip(*texts, strict=True)) if texts \
-            else {(): count}
+        shared = None
+        if len(texts) > 1 and 0 not in self.rewrites and not (self.filters and kept is not None):
+            shared = partitions.setdefault(self.label_columns[:1], {})
+        counts = _counts(texts, count, shared)
         totals: dict[tuple[str, ...], int] = {}
         for key, times in counts.items():
             labels = self.labels_of(key) + file_labels
@@ -167,14 +172,19 @@ class _ValueShape(LogMetricShape):
         self.value_column = columns[metric.value]
         self.words = metric.values
         self.rejects_negative = metric.type == "counter"
+        # The number of each value text seen so far while there are few (latencies in milliseconds: a dict lookup
+        # costs a quarter of float()); None once a metric's values take more than KNOWN_LIMIT texts. A gauge reads
+        # each value anew: its last value is shown as read (-0.0 is not 0).
+        self.known: dict[Any, float] | None = None if metric.type == "gauge" else {}
+        self.whole_numbers = metric.type != "gauge"
 
-    def selected(self, columns: list[list], count: int,
-                 skipped: Counter[tuple[str, str]]) -> tuple[list | None, list[float], bool]:
+    def selected(self, columns: Sequence[Sequence], count: int,
+                 skipped: Counter[tuple[str, str]]) -> tuple[Sequence | None, list[float], bool]:
         """The keys (None: the metric has no labels of its own) and numbers of the records counted, and whether
         they are every record of the batch with keys straight from the columns (``Partitions`` then apply)."""
         texts = self.label_texts(columns)
-        keys: list | None = (texts[0] if len(texts) == 1 else list(zip(*texts, strict=True))) if texts else None
-        raw = columns[self.value_column]
+        keys: Sequence | None = (texts[0] if len(texts) == 1 else list(zip(*texts, strict=True))) if texts else None
+        raw: Sequence = columns[self.value_column]
         every_record = not self.rewrites
         if self.filters and count:
             kept = self.kept(columns)
@@ -190,23 +200,51 @@ class _ValueShape(LogMetricShape):
             keys = list(compress(keys, usable)) if keys is not None else None
         return keys, numbers, every_record
 
-    def _numbers(self, raw: list, skipped: Counter[tuple[str, str]]) -> tuple[list[float], list[bool] | None]:
+    def _numbers(self, raw: Sequence, skipped: Counter[tuple[str, str]]) -> tuple[list[float], list[bool] | None]:
         """The usable numbers of the value column, and which records had one (None: all did)."""
-        words = self.words
-        try:
-            numbers = list(map(float, map(words.get, raw, raw) if words else raw))
-            total = sum(numbers)
-        except (TypeError, ValueError, OverflowError):
-            pass
-        else:
-            if math.isfinite(total) and not (self.rejects_negative and numbers and min(numbers) < 0):
-                return numbers, None
+        known = self.known
+        if known is not None:
+            try:
+                return list(map(known.__getitem__, raw)), None
+            except KeyError:
+                pass
+        numbers = self._all_usable(raw)
+        if numbers is not None:
+            if known is not None and raw[0].__class__ is str:
+                known.update(zip(raw, numbers, strict=True))
+                if len(known) > KNOWN_LIMIT:
+                    self.known = None
+            return numbers, None
         judged = {value: self._judge(value) for value in dict.fromkeys(raw)}
         results = list(map(judged.__getitem__, raw))
         usable = [result.__class__ is float for result in results]
         for reason, count in Counter(result for result in results if result.__class__ is str).items():
             skipped[(self.name, reason)] += count
         return [result for result in results if isinstance(result, float)], usable
+
+    def _all_usable(self, raw: Sequence) -> list[float] | None:
+        """The number of every value, or None when one is not usable (its reason is then worked out per value).
+        Whole numbers written in text are read by int(), twice as fast as float(), when the metric adds them up
+        (a sum or a histogram) and they are not negative: while their total stays within WHOLE_LIMIT, every sum
+        on the way is a float exactly, so they add up and compare with bounds as float() would read them."""
+        words = self.words
+        if self.whole_numbers:
+            try:
+                whole = list(map(int, map(words.get, raw, raw) if words else raw, repeat(10)))  # text only
+                negative = "-" in "".join(raw)  # int() reads no other minus sign
+            except (TypeError, ValueError):
+                pass
+            else:
+                if not negative and sum(whole) <= WHOLE_LIMIT:
+                    return whole  # type: ignore[return-value]  # ints add and compare as the floats they are
+        try:
+            numbers = list(map(float, map(words.get, raw, raw) if words else raw))
+            total = sum(numbers)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if math.isfinite(total) and not (self.rejects_negative and min(numbers) < 0):
+            return numbers
+        return None
 
     def _judge(self, raw: object) -> float | str:
         word = self.words.get(raw) if self.words and raw.__class__ is str else None
@@ -215,7 +253,7 @@ class _ValueShape(LogMetricShape):
             return "negative"
         return value
 
-    def grouped(self, keys: list | None, numbers: list[float], every_record: bool,
+    def grouped(self, keys: Sequence | None, numbers: list[float], every_record: bool,
                 partitions: Partitions) -> dict[Any, list[float]]:
         return _groups(keys, numbers, partitions.setdefault(self.label_columns, {}) if every_record else None)
 
@@ -227,7 +265,7 @@ class SumMetric(_ValueShape):
         super().__init__(metric, columns)
         self.family: Family = family
 
-    def update(self, columns: list[list], count: int, file_labels: tuple[str, ...],
+    def update(self, columns: Sequence[Sequence], count: int, file_labels: tuple[str, ...],
                skipped: Counter[tuple[str, str]], now: float, partitions: Partitions) -> None:
         keys, numbers, every_record = self.selected(columns, count, skipped)
         if not numbers:
@@ -248,7 +286,7 @@ class GaugeMetric(_ValueShape):
         super().__init__(metric, columns)
         self.family: Family = family
 
-    def update(self, columns: list[list], count: int, file_labels: tuple[str, ...],
+    def update(self, columns: Sequence[Sequence], count: int, file_labels: tuple[str, ...],
                skipped: Counter[tuple[str, str]], now: float, partitions: Partitions) -> None:
         keys, numbers, _ = self.selected(columns, count, skipped)
         if not numbers:
@@ -271,7 +309,7 @@ class HistogramMetric(_ValueShape):
         self.family: HistogramFamily = family
         self.bounds = family.spec.bounds
 
-    def update(self, columns: list[list], count: int, file_labels: tuple[str, ...],
+    def update(self, columns: Sequence[Sequence], count: int, file_labels: tuple[str, ...],
                skipped: Counter[tuple[str, str]], now: float, partitions: Partitions) -> None:
         keys, numbers, every_record = self.selected(columns, count, skipped)
         if not numbers:
@@ -308,23 +346,53 @@ def shape_of(metric: LogMetric, group: Group, file_labels: tuple[str, ...], max_
     return SumMetric(metric, family, columns) if metric.value else CountMetric(metric, family, columns)
 
 
-def _groups(keys: list | None, numbers: list[float], partition: dict[Any, list[bool]] | None) -> dict[Any, list[float]]:
+def _partition(keys: Sequence, shared: dict[Any, list[bool]] | None) -> dict[Any, list[bool]] | None:
+    """Which records hold each key, when the keys take at most MANY_LABEL_SETS values (None when more):
+    {key: [record has key, ...]}. ``shared``, when given, holds (or receives) it for the other metrics of the
+    batch whose keys are the same column."""
+    if shared:
+        return shared
+    distinct = dict.fromkeys(keys)
+    if len(distinct) > MANY_LABEL_SETS or not all(key == key for key in distinct):  # a NaN equals nothing
+        return None
+    found = {key: list(map(operator.eq, keys, repeat(key))) for key in distinct}
+    if shared is not None:
+        shared.update(found)
+    return found
+
+
+def _counts(texts: Sequence[Sequence], count: int, shared: dict[Any, list[bool]] | None) -> dict[Any, int]:
+    """How many records hold each key (a label column, or a tuple of several). With several columns and few
+    values in the first, records are split by it and the rest counted per part: counting strings costs half of
+    counting tuples of them."""
+    if not texts:
+        return {(): count}
+    if len(texts) == 1:
+        return Counter(texts[0])
+    parts = _partition(texts[0], shared)
+    if parts is None:
+        return Counter(zip(*texts, strict=True))
+    rest = texts[1] if len(texts) == 2 else list(zip(*texts[1:], strict=True))
+    counts: dict[Any, int] = {}
+    for first, records in parts.items():
+        for others, times in Counter(compress(rest, records)).items():
+            counts[(first, others) if len(texts) == 2 else (first, *others)] = times
+    return counts
+
+
+def _groups(keys: Sequence | None, numbers: list[float],
+            partition: dict[Any, list[bool]] | None) -> dict[Any, list[float]]:
     """The numbers of each key, in record order. ``partition``, when given, holds (or receives) which records
     have each key, for other metrics of the batch with the same keys."""
     if keys is None:
         return {(): numbers}
-    if partition:
-        return {key: list(compress(numbers, records)) for key, records in partition.items()}
-    distinct = dict.fromkeys(keys)
-    if len(distinct) == 1:
-        return {keys[0]: numbers}
-    if len(distinct) <= MANY_LABEL_SETS:
-        found = {key: list(map(operator.eq, keys, repeat(key))) for key in distinct}
-        groups = {key: list(compress(numbers, records)) for key, records in found.items()}
-        if sum(map(len, groups.values())) == len(numbers):  # a NaN key equals nothing, itself included
-            if partition is not None:
-                partition.update(found)
-            return groups
+    if not partition:
+        distinct = dict.fromkeys(keys)
+        if len(distinct) == 1:
+            return {keys[0]: numbers}
+    found = _partition(keys, partition)
+    if found is not None:
+        return {key: list(compress(numbers, records)) for key, records in found.items()}
     by_key: defaultdict[Any, list[float]] = defaultdict(list)
     for key, number in zip(keys, numbers, strict=True):
         by_key[key].append(number)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import operator
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import compress, repeat
 from typing import Any
 
@@ -146,20 +146,29 @@ class Pipeline:
         """Complete lines, each ending in a newline."""
         if self._buffer is not None and "\r" not in text:
             found = self._buffer.findall(text)
-            if len(found) == text.count("\n"):  # one tuple per line: no match ran past a newline
-                markers = list(map(operator.itemgetter(-1), found)) if self._buffer_columns else found
-                matched = len(found) - markers.count("")
-                if matched < len(found):
-                    found = list(compress(found, markers))
-                columns = [list(map(operator.itemgetter(index), found)) for index in self._buffer_columns]
-                if not any("" in column for column in columns):
+            total = len(found)
+            if total == text.count("\n") and total:  # one tuple per line: no match ran past a newline
+                columns = self._transposed(found)
+                matched = total
+                if not columns or not all(map(all, columns)):  # an unmatched line has "" in every field
+                    markers = list(map(operator.itemgetter(-1), found)) if columns else found
+                    matched -= markers.count("")
+                    if matched < total:
+                        found = list(compress(found, markers))
+                        columns = self._transposed(found) if found else [() for _ in self._buffer_columns]
+                if all(map(all, columns)):  # an empty field may be a group that did not take part: not proven
                     self._aggregate(columns, matched, file_labels)
-                    return BatchResult(lines=len(markers), unmatched=len(markers) - matched)
+                    return BatchResult(lines=total, unmatched=total - matched)
         lines = text.split("\n")
         lines.pop()
         if "\r" in text:
             lines = [line.rstrip("\r") for line in lines]
         return self.process(lines, file_labels)
+
+    def _transposed(self, found: list) -> list[tuple[str, ...]]:
+        """The field columns of findall()'s tuples (one zip() call; every tuple ends with the marker)."""
+        transposed = list(zip(*found, strict=True)) if self._buffer_columns else []
+        return [transposed[index] for index in self._buffer_columns]
 
     def process_json_chunk(self, data: bytes, file_labels: tuple[str, ...] = ()) -> BatchResult | None:
         """Complete JSON lines as read (bytes, each ending in a newline), parsed at once; None when they must
@@ -240,7 +249,7 @@ class Pipeline:
                 columns[index] = list(map(hashable, column))
         return columns
 
-    def _aggregate(self, columns: list[list], count: int, file_labels: tuple[str, ...]) -> None:
+    def _aggregate(self, columns: Sequence[Sequence], count: int, file_labels: tuple[str, ...]) -> None:
         skipped: Counter[tuple[str, str]] = Counter()
         now = time.monotonic()
         partitions: Partitions = {}
