@@ -15,7 +15,7 @@ import re
 import time
 
 import yaml
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from agent.config.agent import parse_config
@@ -193,7 +193,7 @@ PATTERNS = [NGINX_PATTERN.replace("(?P<method>", "(?P<a>").replace("(?P<rt>", "(
             r"(?P<a>\w+)(?P<b>\s\w*)", r"(?s)(?P<a>.)(?P<b>.*)", r"\A(?P<a>\w)(?P<b>\w*)\z",
             r"^(?P<a>x|y)?(?P<b>\d+)$", r"(?P<a>\w+)\s+(?P<b>\S+)", r"(?P<x>\w)(?P<a>\w*) (?P<b>\S*)",
             r"(?P<u>[ab])?(?P<a>\w+)(\s)(?P<b>\w+)\s?", r"(?P<a>.*) (?P<b>[0-9.]+)$", r"(?P<a>[^x]*)x(?P<b>\d*)",
-            r"(?P<a>(?:a+)+)(?P<b>\d*)$"]
+            r"(?P<a>(?:a+)+)(?P<b>\d*)$", r"(?P<a>\w+)(?: (?P<b>\d+))?$", r"(?P<a>x|(?P<b>\d)\d)"]
 FIELD_LINES = st.lists(st.one_of(st.text(alphabet="ab xy-019\"\t\r[]{},:", max_size=20), REGEX_LINES,
                                  st.sampled_from(["", "\r", "x\r", "get /a", "POST /b c", "a-", "-1", "x1", "y22"])),
                        max_size=30).map(lambda lines: [line.replace("\n", " ") for line in lines])
@@ -219,6 +219,7 @@ def _both(pattern: str, fmt: str = "regex") -> tuple[tuple[Store, Pipeline], tup
 
 
 @FUZZ
+@example(r"(?P<a>\w+)(?: (?P<b>\d+))?$", [["x1", "ab 12", "zz"]])  # b takes no part in 2 of 3: not ""
 @given(st.sampled_from(PATTERNS), st.lists(FIELD_LINES, min_size=1, max_size=3))
 def test_a_chunk_matched_at_once_counts_what_line_by_line_counts(pattern, batches):
     (chunked_store, chunked), (lines_store, by_line) = _both(pattern)

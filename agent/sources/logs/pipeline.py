@@ -16,6 +16,7 @@ totals (KPI denominators) never undercount because an unrelated field was absent
 from __future__ import annotations
 
 import operator
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -41,6 +42,29 @@ from agent.sources.logs.fields import (
 from agent.sources.logs.metrics import CountMetric, LogMetricShape, Partitions, shape_of
 
 EXPIRY_EVERY = 1.0  # seconds between sweeps for label sets past their expire_after
+
+
+def _taken_groups(scanner: re.Pattern[str]) -> dict[int, int]:
+    """The groups of a line scanner (``Regex.line_scanner``) that take part in every match of a line, with the
+    fewest characters each captures: those outside any alternation, repetition or optional part of the
+    pattern, which is the first alternative of the scanner's top-level alternation."""
+    import re._constants as sre
+    import re._parser as sre_parse
+
+    items = sre_parse.parse(scanner.pattern, scanner.flags).data
+    branches = [av for op, av in items if op is sre.BRANCH]
+    if not branches:
+        return {}
+    taken: dict[int, int] = {}
+    sequences = [branches[0][1][0]]
+    while sequences:
+        for op, av in sequences.pop():
+            if op is sre.SUBPATTERN:  # (group, flags added, flags removed, pattern): taken whenever it is reached
+                group, _, _, pattern = av
+                if group is not None:
+                    taken[group] = pattern.getwidth()[0]
+                sequences.append(pattern.data)
+    return taken
 
 
 def drop_too_long(lines: list[str], limit: int) -> tuple[list[str], int]:
@@ -122,6 +146,12 @@ class Pipeline:
         reads_groups_only = all(name in groups for name in fields)
         self._buffer = pattern.line_scanner(fields) if pattern is not None and reads_groups_only else None
         self._buffer_columns = tuple(self._buffer.groupindex[name] - 1 for name in fields) if self._buffer else ()
+        # findall() gives "" for a group that did not take part (match() gives None) and for every group of an
+        # unmatched line. Only the columns of groups that may not take part are searched for "", and one column
+        # whose group always captures something tells whether every line matched (else markers are counted).
+        taken = _taken_groups(self._buffer) if self._buffer else {}
+        self._maybe_absent = tuple(i for i, group in enumerate(self._buffer_columns) if group + 1 not in taken)
+        self._witness = next((i for i, group in enumerate(self._buffer_columns) if taken.get(group + 1)), None)
         self._from_match: list[tuple[int, Callable[[Any], Any]]] = [
             (index, operator.methodcaller("group", name)) for index, name in enumerate(fields) if name in groups]
         self._from_record: list[tuple[int, Callable[[Any], Any]]] = [
@@ -150,13 +180,15 @@ class Pipeline:
             if total == text.count("\n") and total:  # one tuple per line: no match ran past a newline
                 columns = self._transposed(found)
                 matched = total
-                if not columns or not all(map(all, columns)):  # an unmatched line has "" in every field
+                absent = self._maybe_absent
+                if self._witness is None or not all(columns[self._witness]) or \
+                        not all(map(all, map(columns.__getitem__, absent))):
                     markers = list(map(operator.itemgetter(-1), found)) if columns else found
-                    matched -= markers.count("")
+                    matched -= markers.count("")  # an unmatched line has "" in every field
                     if matched < total:
                         found = list(compress(found, markers))
                         columns = self._transposed(found) if found else [() for _ in self._buffer_columns]
-                if all(map(all, columns)):  # an empty field may be a group that did not take part: not proven
+                if all(map(all, map(columns.__getitem__, absent))):  # else not proven: matched line by line
                     self._aggregate(columns, matched, file_labels)
                     return BatchResult(lines=total, unmatched=total - matched)
         lines = text.split("\n")
