@@ -172,12 +172,18 @@ class Pipeline:
             if metric.family in self._counters_without_labels:
                 metric.touch([file_labels], now)
 
-    def process_text(self, text: str, file_labels: tuple[str, ...] = ()) -> BatchResult:
-        """Complete lines, each ending in a newline."""
+    @property
+    def scans_chunks(self) -> bool:
+        """Whether ``process_text`` matches a whole chunk at once (it then counts the chunk's lines)."""
+        return self._buffer is not None
+
+    def process_text(self, text: str, file_labels: tuple[str, ...] = (), *,
+                     newlines: int | None = None) -> BatchResult:
+        """Complete lines, each ending in a newline; ``newlines``: how many, when the caller has counted them."""
         if self._buffer is not None and "\r" not in text:
             found = self._buffer.findall(text)
             total = len(found)
-            if total == text.count("\n") and total:  # one tuple per line: no match ran past a newline
+            if total == (text.count("\n") if newlines is None else newlines) and total:  # no match ran past a newline
                 columns = self._transposed(found)
                 matched = total
                 absent = self._maybe_absent

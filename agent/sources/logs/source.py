@@ -224,7 +224,9 @@ class LogSource(Source[LogSourceConfig]):
             text = None
         malformed = too_long = 0
         if text is not None and not _may_hold_a_line_over(data, limit):
-            result = self.pipeline.process_text(text, labels)
+            # lines counted in the bytes: bytes.replace() finds them with memchr(), str.count() tests every character
+            newlines = len(data) - len(data.replace(b"\n", b"")) if self.pipeline.scans_chunks else None
+            result = self.pipeline.process_text(text, labels, newlines=newlines)
         else:
             if text is not None:
                 lines = text.split("\n")

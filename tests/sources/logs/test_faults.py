@@ -162,11 +162,11 @@ async def test_a_crashed_log_source_resumes_from_its_offsets(tmp_path, monkeypat
         real_process = source.pipeline.process_text
         crashes = {"left": 5}
 
-        def flaky(*batch):
+        def flaky(*batch, **options):
             if crashes["left"]:
                 crashes["left"] -= 1
                 raise RuntimeError("injected bug")
-            return real_process(*batch)
+            return real_process(*batch, **options)
 
         monkeypatch.setattr(source.pipeline, "process_text", flaky)
         deadline = time.monotonic() + 10
