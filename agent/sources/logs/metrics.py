@@ -150,7 +150,7 @@ class CountMetric(LogMetricShape):
                 if not count:
                     return
         shared = None
-        if len(texts) > 1 and 0 not in self.rewrites and not (self.filters and kept is not None):
+        if len(texts) == 2 and 0 not in self.rewrites and not (self.filters and kept is not None):
             shared = partitions.setdefault(self.label_columns[:1], {})
         counts = _counts(texts, count, shared)
         totals: dict[tuple[str, ...], int] = {}
@@ -202,15 +202,16 @@ class _ValueShape(LogMetricShape):
 
     def _numbers(self, raw: Sequence, skipped: Counter[tuple[str, str]]) -> tuple[list[float], list[bool] | None]:
         """The usable numbers of the value column, and which records had one (None: all did)."""
-        known = self.known
+        text = raw[0].__class__ is str  # else numbers already (JSON): nothing to remember, no int() to try
+        known = self.known if text else None
         if known is not None:
             try:
                 return list(map(known.__getitem__, raw)), None
             except KeyError:
                 pass
-        numbers = self._all_usable(raw)
+        numbers = self._all_usable(raw, text)
         if numbers is not None:
-            if known is not None and raw[0].__class__ is str:
+            if known is not None:
                 known.update(zip(raw, numbers, strict=True))
                 if len(known) > KNOWN_LIMIT:
                     self.known = None
@@ -222,13 +223,13 @@ class _ValueShape(LogMetricShape):
             skipped[(self.name, reason)] += count
         return [result for result in results if isinstance(result, float)], usable
 
-    def _all_usable(self, raw: Sequence) -> list[float] | None:
+    def _all_usable(self, raw: Sequence, text: bool) -> list[float] | None:
         """The number of every value, or None when one is not usable (its reason is then worked out per value).
         Whole numbers written in text are read by int(), twice as fast as float(), when the metric adds them up
         (a sum or a histogram) and they are not negative: while their total stays within WHOLE_LIMIT, every sum
         on the way is a float exactly, so they add up and compare with bounds as float() would read them."""
         words = self.words
-        if self.whole_numbers:
+        if self.whole_numbers and text:
             try:
                 whole = list(map(int, map(words.get, raw, raw) if words else raw, repeat(10)))  # text only
                 negative = "-" in "".join(raw)  # int() reads no other minus sign
@@ -346,13 +347,15 @@ def shape_of(metric: LogMetric, group: Group, file_labels: tuple[str, ...], max_
     return SumMetric(metric, family, columns) if metric.value else CountMetric(metric, family, columns)
 
 
-def _partition(keys: Sequence, shared: dict[Any, list[bool]] | None) -> dict[Any, list[bool]] | None:
+def _partition(keys: Sequence, shared: dict[Any, list[bool]] | None,
+               distinct: dict[Any, None] | None = None) -> dict[Any, list[bool]] | None:
     """Which records hold each key, when the keys take at most MANY_LABEL_SETS values (None when more):
     {key: [record has key, ...]}. ``shared``, when given, holds (or receives) it for the other metrics of the
-    batch whose keys are the same column."""
+    batch whose keys are the same column; ``distinct``: the keys, when the caller has them."""
     if shared:
         return shared
-    distinct = dict.fromkeys(keys)
+    if distinct is None:
+        distinct = dict.fromkeys(keys)
     if len(distinct) > MANY_LABEL_SETS or not all(key == key for key in distinct):  # a NaN equals nothing
         return None
     found = {key: list(map(operator.eq, keys, repeat(key))) for key in distinct}
@@ -362,21 +365,20 @@ def _partition(keys: Sequence, shared: dict[Any, list[bool]] | None) -> dict[Any
 
 
 def _counts(texts: Sequence[Sequence], count: int, shared: dict[Any, list[bool]] | None) -> dict[Any, int]:
-    """How many records hold each key (a label column, or a tuple of several). With several columns and few
-    values in the first, records are split by it and the rest counted per part: counting strings costs half of
-    counting tuples of them."""
+    """How many records hold each key (a label column, or a tuple of several). With two columns and few values
+    in the first, records are split by it and the second counted per part: counting strings costs half of
+    counting pairs of them."""
     if not texts:
         return {(): count}
     if len(texts) == 1:
         return Counter(texts[0])
-    parts = _partition(texts[0], shared)
+    parts = _partition(texts[0], shared) if len(texts) == 2 else None
     if parts is None:
         return Counter(zip(*texts, strict=True))
-    rest = texts[1] if len(texts) == 2 else list(zip(*texts[1:], strict=True))
     counts: dict[Any, int] = {}
     for first, records in parts.items():
-        for others, times in Counter(compress(rest, records)).items():
-            counts[(first, others) if len(texts) == 2 else (first, *others)] = times
+        for second, times in Counter(compress(texts[1], records)).items():
+            counts[(first, second)] = times
     return counts
 
 
@@ -386,11 +388,12 @@ def _groups(keys: Sequence | None, numbers: list[float],
     have each key, for other metrics of the batch with the same keys."""
     if keys is None:
         return {(): numbers}
+    distinct = None
     if not partition:
         distinct = dict.fromkeys(keys)
         if len(distinct) == 1:
             return {keys[0]: numbers}
-    found = _partition(keys, partition)
+    found = _partition(keys, partition, distinct)
     if found is not None:
         return {key: list(compress(numbers, records)) for key, records in found.items()}
     by_key: defaultdict[Any, list[float]] = defaultdict(list)
