@@ -37,11 +37,17 @@ def test_re2_syntax_is_accepted_and_bad_syntax_says_why():
 
 
 @pytest.mark.parametrize("pattern", [r"[\b]x", "x{1001}", "(x{1000}){1000}", "(?P<\u00e9>a)", "[[:alpha:]]",
-                                     r"a{,3}", r"\Z", r"(?P<a>x)(?P<a>y)", r"\8"])
+                                     r"a{,3}", r"\Z", r"(?P<a>x)(?P<a>y)", r"\8", "(?#x)a", "(?u)a", "(?a)a"])
 def test_patterns_python_reads_otherwise_than_re2_never_get_a_python_form(pattern):
     """RE2 is compiled only when a search needs it, so a Python form must only exist for RE2's syntax."""
     assert _translate(pattern, lines=False) is None
     assert _translate(pattern, lines=True) is None
+
+
+@pytest.mark.parametrize("pattern", ["(?#x)a", "a(?#x)", "(?u)a", "(?a)a", "(?L)a"])
+def test_what_python_reads_without_a_trace_and_re2_refuses_is_refused(pattern):
+    with pytest.raises(ValueError, match="does not compile"):
+        regex.compile(pattern)
 
 
 def test_a_catastrophic_pattern_runs_in_linear_time():

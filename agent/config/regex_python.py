@@ -360,6 +360,9 @@ class Translation:
 
 _ESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
 _BACKSPACE_IN_CLASS_RE = re.compile(r"\[[^\]]*\\[bBA]")  # [\b] is a backspace in Python, an error in RE2
+# A comment group and the flags RE2 does not have ((?u), (?a), (?L), (?x)) leave no trace in Python's parse, and
+# RE2 refuses them (refusing a flag RE2 has here too only sends the pattern to RE2)
+_PYTHON_ONLY_GROUP_RE = re.compile(r"\(\?[#aiLmsux-]")
 _GROUP_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_REPEAT = 1000  # RE2's largest repetition count
 
@@ -391,7 +394,7 @@ def parse_shared_syntax(pattern: str) -> Any | None:
     import re._parser as sre_parse
 
     if any(escape not in _ESCAPES_SAFE for escape in _ESCAPE_RE.findall(pattern)) or "{," in pattern \
-            or _BACKSPACE_IN_CLASS_RE.search(pattern) or len(pattern) > 5000:
+            or _BACKSPACE_IN_CLASS_RE.search(pattern) or _PYTHON_ONLY_GROUP_RE.search(pattern) or len(pattern) > 5000:
         return None
     try:
         with warnings.catch_warnings():
