@@ -70,6 +70,13 @@ def test_the_nginx_pattern_runs_in_python_possessively():
     assert compiled.match(line)["rt"] == "0.042"
 
 
+@pytest.mark.parametrize("pattern", ["5..", r"\d+", "GET|POST", "/api/.*", "(?P<code>[45])\\d\\d", "a.*b"])
+def test_log_match_filters_fullmatch_in_python(pattern):
+    """A log metric's ``match`` filters are whole-value matches: RE2's fullmatch is its match of the pattern
+    followed by the end of the text, which the match form's proof covers."""
+    assert regex.compile(pattern).fullmatches_in_python
+
+
 def test_replacement_templates_expand_like_go():
     path = regex.compile(r"/item/(?P<id>\d+)")
     assert path.sub(regex.template("/item/:id${id}x$$", path), "/item/12/item/3") == "/item/:id12x$/item/:id3x$"
@@ -115,6 +122,8 @@ def test_python_form_matches_exactly_what_re2_matches(pattern, lines):
     for line in lines:
         assert _spans(compiled.match(line), compiled.groups) == _spans(reference.match(line), compiled.groups), \
             (pattern, _translate(pattern, lines=False), line)
+        assert _spans(compiled.fullmatch(line), compiled.groups) == \
+            _spans(reference.fullmatch(line), compiled.groups), (pattern, compiled.fullmatches_in_python, line)
     names = list(compiled.groupindex)
     scanner = compiled.line_scanner(names)
     if scanner is None:

@@ -56,7 +56,8 @@ def _re2(pattern: str, dot_matches_newline: bool) -> Any:
 class Regex:
     """A user's regular expression, RE2 syntax and semantics, linear time whatever the text."""
 
-    __slots__ = ("pattern", "dot_matches_newline", "groups", "groupindex", "_compiled", "_python", "_searcher")
+    __slots__ = ("pattern", "dot_matches_newline", "groups", "groupindex", "_compiled", "_python", "_searcher",
+                 "_whole")
 
     def __init__(self, pattern: str, *, dot_matches_newline: bool = False):
         self.pattern = pattern
@@ -72,6 +73,10 @@ class Regex:
         # The same form searches (search, finditer, sub) when the tries from successive positions provably
         # read separate stretches of the text: linear in all, and RE2 is not loaded for a rewrite either.
         self._searcher = self._python if self._python is not None and searches_linearly(pattern) else None
+        # RE2's fullmatch is its match of the pattern followed by the end of the text ("$" without (?m)): the
+        # same proof gives the Python form of that (a log metric's ``match`` filters).
+        whole = translate(f"(?:{pattern})$", lines=False) if self._python is not None else None
+        self._whole = re.compile(whole, re.ASCII) if whole is not None else None
 
     @property
     def _re2(self) -> Any:
@@ -93,6 +98,11 @@ class Regex:
     def runs_in_python(self) -> bool:
         """Whether ``match`` runs through Python's re (proven linear and equal) rather than RE2's binding."""
         return self._python is not None
+
+    @property
+    def fullmatches_in_python(self) -> bool:
+        """Whether ``fullmatch`` runs through Python's re (proven linear and equal)."""
+        return self._whole is not None
 
     @property
     def searches_in_python(self) -> bool:
@@ -123,6 +133,8 @@ class Regex:
 
     def fullmatch(self, text: str) -> Match | None:
         """A match of the whole of ``text`` (how Prometheus's relabelling anchors its regexes)."""
+        if self._whole is not None:
+            return self._whole.match(encodable(text))
         try:
             return self._re2.fullmatch(text)
         except UnicodeEncodeError:

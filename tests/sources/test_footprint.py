@@ -98,8 +98,9 @@ def test_re2_is_loaded_only_by_a_regex_that_needs_it(start_agent, tmp_path):
 @pytest.mark.slow
 def test_a_rewrite_loads_re2_only_when_its_pattern_has_no_proven_python_search(start_agent, tmp_path):
     """A JSON source's label rewrite with a pattern proven to search linearly in Python's re (a bounded head,
-    then a run) is applied without RE2's library; one outside the proof (every try from a digit of ``(\\d+)/x``
-    would read the rest of the digits) is applied by RE2, which is then loaded."""
+    then a run), and a match filter with a proven whole-value form, are applied without RE2's library; a rewrite
+    outside the proof (every try from a digit of ``(\\d+)/x`` would read the rest of the digits) is applied by
+    RE2, which is then loaded."""
     log = tmp_path / "app.json.log"
     log.write_text('{"path": "/api/item/12"}\n{"path": "/api/item/7/x"}\n{"path": "/health"}\n')
 
@@ -108,13 +109,15 @@ def test_a_rewrite_loads_re2_only_when_its_pattern_has_no_proven_python_search(s
         written.write_text(f"logs:\n  - {{name: app, paths: ['{log}'], format: json, start_at: beginning,\n"
                            "     metrics: [{name: requests_total, type: counter, labels: [path],\n"
                            f"                rewrite: [{{label: path, regex: '{pattern}',\n"
-                           f"                            replacement: '{replacement}'}}]}}]}}\n")
+                           f"                            replacement: '{replacement}'}}]}},\n"
+                           "               {name: api_requests_total, type: counter, match: {path: '/api/.*'}}]}\n")
         return written
 
     process, base = start_agent(config(r"/api/item/\d+", "/api/item/:id"))
     wait_until(lambda: _page(base).value("requests_total", path="/api/item/:id") == 1)
     page = _page(base)
     assert page.value("requests_total", path="/api/item/:id/x") == page.value("requests_total", path="/health") == 1
+    assert page.value("api_requests_total") == 2  # a match filter: whole values, in Python's re too
     assert _mapped_packages(process.pid, ("re2",)) == set()
 
     process, base = start_agent(config(r"(\d+)/x", "${1}/y"))
