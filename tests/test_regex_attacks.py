@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.helpers import fetch, free_port, scrape, wait_until
@@ -35,23 +34,23 @@ def _relabel_config(tmp_path: Path) -> Path:
 
 def test_the_relabel_and_log_pattern_attack_neither_freezes_the_agent_nor_check(tmp_path):
     config = _relabel_config(tmp_path)
-    started = time.monotonic()
+    # Python's re: hours. The deadlines here are minutes, so that a machine busy with other work (load 18 ran out
+    # of 30 s once) never fails a passing agent; a passing run waits no longer.
     checked = subprocess.run([*AGENT, "check", "--config.file", str(config)], capture_output=True, text=True,
                              timeout=120)
     assert checked.returncode == 0, checked.stderr
-    assert time.monotonic() - started < 30  # Python's re: hours
 
     port = free_port()
     agent = subprocess.Popen([*AGENT, "run", "--config.file", str(config), "--web.listen-address",
                               f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: fetch(f"http://127.0.0.1:{port}/-/healthy")[0] == 200, timeout=30, what="healthy")
+        wait_until(lambda: fetch(f"http://127.0.0.1:{port}/-/healthy")[0] == 200, timeout=120, what="healthy")
 
         def counted():
             page = scrape(f"http://127.0.0.1:{port}/metrics")
             return page if page.value("kpi_agent_log_lines_total", source="app") == 2 else None
 
-        page = wait_until(counted, timeout=30, what="both lines read")
+        page = wait_until(counted, timeout=120, what="both lines read")
         assert page.value("words_total", source="app", word="aaa") == 1
         assert page.value("kpi_agent_log_lines_unmatched_total", source="app") == 1
         assert page.value("kpi_agent_sd_targets", source="fleet", state="dropped") == 1
@@ -73,9 +72,10 @@ def test_a_python_only_regex_feature_is_refused_with_file_and_line(tmp_path):
                       "    fail_if_body_matches_regexp: ['(a)\\1']\n"
                       "  - name: fleet\n    static_configs: [{targets: ['127.0.0.1:9']}]\n"
                       f"    relabel_configs: [{{target_label: {'b' * 30}!, replacement: x}}]\n")
-    started = time.monotonic()
+    # Python's re took 20 s for 20 letters and a "!" in target_label, so about 2^10 times that for these 30: a
+    # check that backtracks runs out of the two minutes given here, and a busy machine does not fail a passing one
     checked = subprocess.run([*AGENT, "check", "--config.file", str(config)], capture_output=True, text=True,
-                             timeout=60)
+                             timeout=120)
     assert checked.returncode != 0
     assert f"{config}:4: logs[0].pattern: regular expression '(?P<user>\\\\w+)(?=@)': a lookaround" in checked.stderr
     assert "linear" in checked.stderr
@@ -84,4 +84,3 @@ def test_a_python_only_regex_feature_is_refused_with_file_and_line(tmp_path):
     assert f"{config}:12: http[1].relabel_configs[0].target_label: '{'b' * 30}!' is not a label name" \
         in checked.stderr
     assert "Traceback" not in checked.stderr
-    assert time.monotonic() - started < 30  # Python's re took 20 s for 20 letters and a "!" in target_label
