@@ -46,11 +46,13 @@ def test_the_relabel_and_log_pattern_attack_neither_freezes_the_agent_nor_check(
     try:
         wait_until(lambda: fetch(f"http://127.0.0.1:{port}/-/healthy")[0] == 200, timeout=120, what="healthy")
 
-        def counted():
+        def counted():  # the log source and the discovery run apart: either may come first
             page = scrape(f"http://127.0.0.1:{port}/metrics")
-            return page if page.value("kpi_agent_log_lines_total", source="app") == 2 else None
+            discovered = sum(page.value("kpi_agent_sd_targets", source="fleet", state=state)
+                             for state in ("probed", "other_shard", "dropped", "refused"))
+            return page if page.value("kpi_agent_log_lines_total", source="app") == 2 and discovered else None
 
-        page = wait_until(counted, timeout=120, what="both lines read")
+        page = wait_until(counted, timeout=120, what="both lines read and the target discovered")
         assert page.value("words_total", source="app", word="aaa") == 1
         assert page.value("kpi_agent_log_lines_unmatched_total", source="app") == 1
         assert page.value("kpi_agent_sd_targets", source="fleet", state="dropped") == 1
