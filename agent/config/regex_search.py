@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.config.regex_python import NotLinear, Translation, intersects, parse_shared_syntax
+from agent.config.regex_python import NotLinear, Translation, intersects
+from agent.config.regex_syntax import parse_shared_syntax
 
 __all__ = ["MAX_HEAD", "searches_linearly"]
 
