@@ -172,9 +172,9 @@ class _ValueShape(LogMetricShape):
         self.value_column = columns[metric.value]
         self.words = metric.values
         self.rejects_negative = metric.type == "counter"
-        # The number of each value text seen so far while there are few (latencies in milliseconds: a dict lookup
-        # costs a quarter of float()); None once a metric's values take more than KNOWN_LIMIT texts. A gauge reads
-        # each value anew: its last value is shown as read (-0.0 is not 0).
+        # The number of each value text that float() read, while there are few (latencies in milliseconds: a dict
+        # lookup costs a quarter of float()); None once a metric's values take more than KNOWN_LIMIT texts. A gauge
+        # reads each value anew: its last value is shown as read (-0.0 is not 0).
         self.known: dict[Any, float] | None = None if metric.type == "gauge" else {}
         self.whole_numbers = metric.type != "gauge"
 
@@ -211,7 +211,7 @@ class _ValueShape(LogMetricShape):
                 pass
         numbers = self._all_usable(raw, text)
         if numbers is not None:
-            if known is not None:
+            if known is not None and numbers[0].__class__ is float:  # int() is fast enough not to remember
                 known.update(zip(raw, numbers, strict=True))
                 if len(known) > KNOWN_LIMIT:
                     self.known = None
