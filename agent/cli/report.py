@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
 import click
 
 from agent.cli import flags
@@ -59,6 +58,8 @@ def _history_count(choice: PeriodChoice, history: int | None) -> int:
 
 
 async def _collect(specs: list[ServiceSpec], url: str, period: PeriodChoice, at: float, history: int) -> Report:
+    import aiohttp  # here, not at the top: a report whose flags are refused never loads it
+
     async with aiohttp.ClientSession() as session:
         return await collect(specs, PrometheusClient(url, session), period, at, history)
 

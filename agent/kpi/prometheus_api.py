@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from yarl import URL
+if TYPE_CHECKING:  # aiohttp (and yarl) load with the first client: a command refusing its flags never does
+    import aiohttp
 
 QUERY_TIMEOUT = 60.0  # seconds per request: a 30d range over many series can take a while
 CONCURRENCY = 4  # requests in flight at once; enough to overlap latency without crowding Prometheus
@@ -34,6 +34,9 @@ class PrometheusUnreachable(PrometheusError):
 
 class PrometheusClient:
     def __init__(self, url: str, session: aiohttp.ClientSession, timeout: float = QUERY_TIMEOUT):
+        import aiohttp
+        from yarl import URL
+
         self._base = url.rstrip("/")  # may hold user:password, which aiohttp sends as basic auth
         self.url = str(URL(self._base).with_user(None))  # what people see: never the password
         self._session = session
@@ -41,6 +44,9 @@ class PrometheusClient:
         self._slots = asyncio.Semaphore(CONCURRENCY)
 
     async def _call(self, path: str, form: dict[str, str] | None = None) -> Any:
+        import aiohttp
+        from yarl import URL
+
         url = f"{self.url}{path}"
         try:
             async with self._slots:
