@@ -41,7 +41,6 @@ from agent.series.selfmetrics import (
     SOURCES,
 )
 from agent.series.store import Member, Store, series_count
-from agent.series.table import TableRow
 from agent.server.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress, descriptor_budget
 from agent.server.routes import Server, agent_routes
 from agent.sources.base import Source, SourceContext, SourceStats
@@ -252,9 +251,6 @@ class Agent:
             self.store.swap(remove=detach, add=groups)
         except SchemaError as exc:  # config checks refuse every clash first: reaching this is a bug
             raise StartError(f"the new sources would break /metrics: {exc}") from None
-        for member in groups:
-            if isinstance(member, TableRow):
-                member.labels = None  # placed: its table holds them (ten thousand dicts otherwise)
         for key in stale:
             running = self.sources.pop(key)
             self._halt(running)

@@ -37,4 +37,3 @@ def building_long_lived() -> Iterator[None]:
             gc.enable()
         gc.collect()
         gc.freeze()
-

@@ -167,6 +167,7 @@ class Store:
                 self._attached(holder)
         for row, table, slot in placed:
             row.table, row.slot = table, slot
+            row.labels = None  # its table holds them now (ten thousand dicts otherwise)
             self.rows[row.owner] = row
 
     def _attached(self, holder: Group | Table) -> None:

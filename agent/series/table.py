@@ -433,6 +433,7 @@ class TableRow:
     def __init__(self, owner: str, schema: RowSchema, labels: dict[str, str] | None = None):
         self.owner = owner
         self.schema = schema
-        self.labels = labels  # what Store.swap makes the row of (None: the table's owner adds it itself)
+        # what Store.swap makes the row of, dropped once placed (None: the table's owner adds it itself)
+        self.labels = labels
         self.table: Table | None = None  # set while attached
         self.slot = -1
