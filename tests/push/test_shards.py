@@ -112,8 +112,13 @@ def test_three_shards_push_into_victoriametrics_and_vmalert_pages_with_the_gener
 
         (alert,) = wait_until(paged, timeout=90, interval=1, what="KPIBelowTarget in Alertmanager, from vmalert")
         assert alert["labels"]["severity"] == "critical"
-        ratio = store.latest('{__name__="kpi:ratio:rate1m", kpi="fleet_up"}')
-        assert ratio and abs(next(iter(ratio.values())) - 0.8) < 0.05
+        # the recorded ratio is 24 of 30 once its minute holds only whole rounds of every shard; read right after
+        # the page it may still weigh the first seconds (0.85 once in a clean CI run), so it is waited for
+        def settled():
+            ratio = store.latest('{__name__="kpi:ratio:rate1m", kpi="fleet_up"}')
+            return ratio if ratio and abs(next(iter(ratio.values())) - 0.8) < 0.05 else None
+
+        wait_until(settled, timeout=120, interval=1, what="kpi:ratio:rate1m of fleet_up at 24 of 30")
     finally:
         for agent in agents:
             agent.stop()
