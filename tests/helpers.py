@@ -294,14 +294,13 @@ def render_store(store, openmetrics: bool = False) -> Exposition:  # noqa: ANN00
 
 def build_source(store, context, config, kind_name: str):  # noqa: ANN001, ANN201 - agent types
     """A source built the way the runtime builds one (its groups attached to ``store``), not yet running."""
-    from agent.sources.base import SourceStats
     from agent.sources.kinds import KINDS
 
     kind = KINDS[kind_name]
     owner = f"{kind.name}/{config.name}"
-    data, own = kind.data_group(config, owner), kind.stats_member(config, f"{owner}/self")
-    source = kind.build(config, data, SourceStats(own, kind.name), context)
-    store.swap(add=[data, own])
+    data, stats = kind.data_group(config, owner), kind.source_stats(config, f"{owner}/self")
+    source = kind.build(config, data, stats, context)
+    store.swap(add=[data, stats.member])
     return source
 
 

@@ -43,7 +43,7 @@ from agent.series.selfmetrics import (
 from agent.series.store import Member, Store, series_count
 from agent.server.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress, descriptor_budget
 from agent.server.routes import Server, agent_routes
-from agent.sources.base import Source, SourceContext, SourceStats
+from agent.sources.base import Source, SourceContext
 from agent.sources.kinds import KINDS
 
 if TYPE_CHECKING:  # only an agent run with --web.config.file loads it
@@ -239,13 +239,13 @@ class Agent:
         for key, source_config in changed.items():
             kind = KINDS[key.kind]
             data_owner, stats_owner = _owners(key)
-            data, own = kind.data_group(source_config, data_owner), kind.stats_member(source_config, stats_owner)
+            data, stats = kind.data_group(source_config, data_owner), kind.source_stats(source_config, stats_owner)
             try:
-                source = kind.build(source_config, data, SourceStats(own, kind.name), context)
+                source = kind.build(source_config, data, stats, context)
             except Exception as exc:  # e.g. a CA file broken since the check; nothing has changed yet
                 raise StartError(f"{key.kind} source {key.name!r} cannot start: {exc}") from None
             built[key] = _Running(self, source_config, source)
-            groups += [data, own]
+            groups += [data, stats.member]
         detach = [owner for key in stale for owner in _owners(key)]
         try:
             self.store.swap(remove=detach, add=groups)

@@ -108,58 +108,40 @@ def stats_schema(kind: str, counters: tuple[FamilySpec, ...] = ()) -> RowSchema:
                                          *(Declared(spec, ((),), ((),)) for spec in counters)), IDENTITY_LABEL)
 
 
-class SourceStats:
+class SourceStats(ABC):
     """The ``kpi_agent_source_*`` series of one source, and the facts the status page shows about it.
 
-    Lives in the source's self-metrics group (``source="<name>"``), which the runtime creates with it; or, for a
-    source whose self-metrics are known in advance (a one-target prober's), in a row of the store's table of
-    such rows (``stats_schema``): the same series, without a group of four families per source (about 2 KiB of
-    the 10 that one-URL sources cost at ten thousand). Writes to a row that is not attached are dropped.
+    Two homes, one class each, picked by the source's kind when the runtime builds the source
+    (``SourceKind.source_stats``): ``GroupStats``, the source's self-metrics group (``source="<name>"``), where
+    its kind may write families of its own; ``RowStats``, a row of the store's table of such rows
+    (``stats_schema``), for a source whose self-metrics are known in advance (a one-target prober's): the same
+    series without a group of four families per source (about 2 KiB of the 10 that one-URL sources cost at ten
+    thousand).
     """
 
-    __slots__ = ("_group", "row", "_labels", "_duration", "_collections", "_errors", "last_result", "last_success",
-                 "last_error", "last_error_text")
+    __slots__ = ("_labels", "last_result", "last_success", "last_error", "last_error_text")
 
-    def __init__(self, own: Group | TableRow, kind: str):
+    def __init__(self, kind: str):
         self._labels = _kind_labels(kind)
-        self._group: Group | None = None
-        self.row: TableRow | None = None
-        if isinstance(own, TableRow):
-            self.row = own
-        else:
-            self._group = own
-            duration, collections, errors = STATS_FAMILIES
-            self._duration = own.gauge(duration)
-            self._collections = own.counter(collections)
-            self._errors = own.counter(errors)
-            self._collections.ensure(self._labels)
-            self._errors.ensure(self._labels)
         self.last_result: str | None = None
         self.last_success: float | None = None  # Unix time
         self.last_error: float | None = None
         self.last_error_text: str | None = None
 
     @property
+    @abstractmethod
+    def member(self) -> Group | TableRow:
+        """What the runtime attaches to the store (and detaches when the source goes)."""
+
+    @property
     def group(self) -> Group:
-        """The self-metrics group, where a source's kind writes families of its own (a row has none)."""
-        assert self._group is not None, "a source whose self-metrics are a row writes no family of its own"
-        return self._group
+        """The self-metrics group, where a source's kind writes families of its own."""
+        raise TypeError(f"{type(self).__name__} has no group: its source writes no self-metric family of its own")
 
     def record(self, started: float, ok: bool, result: str | None = None, error: str | None = None) -> None:
         """One collection that began at ``started`` (``time.perf_counter()``). ``error`` is shown to operators:
         it must hold no secret."""
-        duration = time.perf_counter() - started
-        if self.row is None:
-            self._duration.set(self._labels, duration)
-            self._collections.inc(self._labels)
-            if not ok:
-                self._errors.inc(self._labels)
-        elif (table := self.row.table) is not None:
-            slot, families = self.row.slot, table.ordered
-            _cells(families[0]).set(slot, self._labels, duration)
-            _cells(families[1]).inc(slot, self._labels)
-            if not ok:
-                _cells(families[2]).inc(slot, self._labels)
+        self._write(time.perf_counter() - started, ok)
         self.last_result = result or ("success" if ok else "error")
         if ok:
             self.last_success = time.time()
@@ -167,22 +149,96 @@ class SourceStats:
             self.last_error = time.time()
             self.last_error_text = error
 
+    @abstractmethod
+    def _write(self, duration: float, ok: bool) -> None:
+        """The series of one collection: its duration, one more collection, one more error unless ``ok``."""
+
+    @abstractmethod
     def ensure(self, spec: FamilySpec) -> None:
-        """Make the unlabelled counter ``spec`` exist at 0 (a row's are born so)."""
-        if self.row is None:
-            self.group.counter(spec).ensure(())
+        """Make the unlabelled counter ``spec`` exist at 0."""
+
+    @abstractmethod
+    def count(self, spec: FamilySpec, amount: float = 1.0) -> None:
+        """Add to the unlabelled counter ``spec`` (declared with ``ensure``)."""
+
+    @property
+    @abstractmethod
+    def collections(self) -> float:
+        """Collections run so far."""
+
+
+class GroupStats(SourceStats):
+    """A source's self-metrics in its own group (``source="<name>"``), created by the runtime with it."""
+
+    __slots__ = ("_group", "_duration", "_collections", "_errors")
+
+    def __init__(self, group: Group, kind: str):
+        super().__init__(kind)
+        self._group = group
+        duration, collections, errors = STATS_FAMILIES
+        self._duration = group.gauge(duration)
+        self._collections = group.counter(collections)
+        self._errors = group.counter(errors)
+        self._collections.ensure(self._labels)
+        self._errors.ensure(self._labels)
+
+    @property
+    def member(self) -> Group:
+        return self._group
+
+    @property
+    def group(self) -> Group:
+        return self._group
+
+    def _write(self, duration: float, ok: bool) -> None:
+        self._duration.set(self._labels, duration)
+        self._collections.inc(self._labels)
+        if not ok:
+            self._errors.inc(self._labels)
+
+    def ensure(self, spec: FamilySpec) -> None:
+        self._group.counter(spec).ensure(())
 
     def count(self, spec: FamilySpec, amount: float = 1.0) -> None:
-        """Add to the unlabelled counter ``spec`` (declared with ``ensure``, or in the row's schema)."""
-        if self.row is None:
-            self.group.counter(spec).inc((), amount)
-        elif (table := self.row.table) is not None:
+        self._group.counter(spec).inc((), amount)
+
+    @property
+    def collections(self) -> float:
+        return self._collections.values.get(self._labels, 0.0)
+
+
+class RowStats(SourceStats):
+    """A source's self-metrics as a row of a ``stats_schema`` table: its counters are born at 0 with the row;
+    writes while the row is not attached are dropped."""
+
+    __slots__ = ("row",)
+
+    def __init__(self, row: TableRow, kind: str):
+        super().__init__(kind)
+        self.row = row
+
+    @property
+    def member(self) -> TableRow:
+        return self.row
+
+    def _write(self, duration: float, ok: bool) -> None:
+        if (table := self.row.table) is None:
+            return
+        slot, families = self.row.slot, table.ordered
+        _cells(families[0]).set(slot, self._labels, duration)
+        _cells(families[1]).inc(slot, self._labels)
+        if not ok:
+            _cells(families[2]).inc(slot, self._labels)
+
+    def ensure(self, spec: FamilySpec) -> None:
+        """Nothing to do: the row's counters are born at 0."""
+
+    def count(self, spec: FamilySpec, amount: float = 1.0) -> None:
+        if (table := self.row.table) is not None:
             _cells(table.families[spec.name]).inc(self.row.slot, (), amount)
 
     @property
     def collections(self) -> float:
-        if self.row is None:
-            return self._collections.values.get(self._labels, 0.0)
         table = self.row.table
         found = _cells(table.ordered[1]).value(self.row.slot, self._labels) if table is not None else None
         return found or 0.0
@@ -288,7 +344,7 @@ class SourceKind(ABC, Generic[ConfigT]):
         families in)."""
         return Group(owner, {IDENTITY_LABEL: config.name}, IDENTITY_LABEL)
 
-    def stats_member(self, config: Any, owner: str) -> Group | TableRow:
-        """The detached self-metrics of one source as the runtime attaches them: its group, or a row of
-        ``stats_schema`` for a kind whose sources of this config write no self family of their own."""
-        return self.stats_group(config, owner)
+    def source_stats(self, config: Any, owner: str) -> SourceStats:
+        """The detached self-metrics of one source, as the runtime attaches them (``member``): in its group;
+        a kind whose sources' self-metrics are known in advance may keep them in a row instead."""
+        return GroupStats(self.stats_group(config, owner), self.name)

@@ -230,7 +230,7 @@ FOLLOWER = textwrap.dedent("""
     from agent.config.agent import parse_config
     from agent.config.yaml import load_text
     from agent.series.store import Store
-    from agent.sources.base import SourceContext, SourceStats
+    from agent.sources.base import GroupStats, SourceContext
     from agent.sources.kinds import KINDS
 
     async def main():
@@ -239,7 +239,7 @@ FOLLOWER = textwrap.dedent("""
         kind = KINDS["logs"]
         store = Store()
         data, own = kind.data_group(source_config, "b"), kind.stats_group(source_config, "b/self")
-        source = kind.build(source_config, data, SourceStats(own, "logs"), SourceContext())
+        source = kind.build(source_config, data, GroupStats(own, "logs"), SourceContext())
         store.swap(add=[data, own])
         task = asyncio.create_task(source.run())
         print("ready", flush=True)

@@ -17,10 +17,11 @@ from agent.config.model import SourceDefaults
 from agent.config.problems import Problem
 from agent.runtime.shard import UNSHARDED, Shard
 from agent.series.family import FamilySpec
-from agent.series.store import Group, Member
+from agent.series.store import Member
 from agent.series.table import Table, TableRow
 from agent.sources.base import IDENTITY_LABEL as SOURCE_LABEL
 from agent.sources.base import (
+    RowStats,
     Source,
     SourceContext,
     SourceKind,
@@ -65,12 +66,13 @@ class ProberKind(ProberPlugin[ModuleT, SharedT], SourceKind[ProbeConfig[ModuleT]
             return Table(owner, schema, {SOURCE_LABEL: config.name}, SOURCE_LABEL)
         return TableRow(owner, schema, self.data_labels(config))
 
-    def stats_member(self, config: ProbeConfig[ModuleT], owner: str) -> Group | TableRow:
+    def source_stats(self, config: ProbeConfig[ModuleT], owner: str) -> SourceStats:
         """A one-target source whose prober writes no self family of its own (http without json_metrics) keeps
         its self-metrics in a row of the store's table of this kind's such sources; other sources, a group."""
         if config.discovery is None and not self.module_self_families(config.module):
-            return TableRow(owner, stats_schema(self.name, (PROBES_SKIPPED,)), {SOURCE_LABEL: config.name})
-        return self.stats_group(config, owner)
+            row = TableRow(owner, stats_schema(self.name, (PROBES_SKIPPED,)), {SOURCE_LABEL: config.name})
+            return RowStats(row, self.name)
+        return super().source_stats(config, owner)
 
     def shard_key(self, config: ProbeConfig[ModuleT]) -> str | None:
         """A source of one target runs on one replica; a discovering source runs on all and shards its
