@@ -211,6 +211,7 @@ async def test_a_server_that_accepts_and_never_answers(context, tls):
         started = time.perf_counter()
         assert await ours.probe() == "timeout"
         assert 0.4 < time.perf_counter() - started < 1.5
+        assert ours.reason == "no answer to the health check within 0.5s"
         assert ours.page().value("probe_grpc_status_code") == 4  # DEADLINE_EXCEEDED
     finally:
         for sock in (listener, *held):

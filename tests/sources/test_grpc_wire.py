@@ -151,6 +151,15 @@ async def test_a_not_serving_answer_and_a_trailers_only_error(raw_server, contex
     assert unavailable.page().value("probe_grpc_status_code") == 14
 
 
+async def test_a_server_that_says_the_deadline_passed_is_a_timeout(raw_server, context):
+    deadline_exceeded = SERVER_SETTINGS + frame(HEADERS, END_HEADERS | END_STREAM, 1, block(
+        [*OK_HEADERS, ("grpc-status", "4"), ("grpc-message", "too slow")]))
+    ours = Probed(context, "grpc", raw_server(deadline_exceeded).target, {})
+    assert await ours.probe() == "timeout"
+    assert ours.reason == "no answer to the health check within 2s"  # what our own deadline says, word for word
+    assert ours.page().value("probe_grpc_status_code") == 4
+
+
 @pytest.mark.parametrize(("reply", "reason"), [
     (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", "not an HTTP/2 server"),
     (SERVER_SETTINGS + frame(GOAWAY, 0, 0, struct.pack(">II", 0, 0) + b"shutting down"),

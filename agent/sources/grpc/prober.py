@@ -121,16 +121,15 @@ class GrpcProber:
                     server_hostname=(module.tls_config.server_name or host) if self.ssl_context else None)
                 connection.write(request.bytes(remaining))
                 await _call(connection, response)
-        except CallFailed as exc:
-            result.set(STATUS_CODE, exc.code)
-            if exc.code == DEADLINE_EXCEEDED:
+        except (CallFailed, TimeoutError) as exc:
+            # TimeoutError: the call's own deadline (before ours) passed; Go's client says DEADLINE_EXCEEDED
+            failed = exc if isinstance(exc, CallFailed) else CallFailed(DEADLINE_EXCEEDED)
+            result.set(STATUS_CODE, failed.code)
+            if failed.code == DEADLINE_EXCEEDED:  # the server's word for it, or ours
                 raise ProbeFailed("timeout", f"no answer to the health check within {result.timeout:g}s") from None
-            message = f": {exc.message}" if exc.message else ""
-            raise ProbeFailed("grpc_status", f"the health check failed with status {exc.name}{message}"[:300]
+            message = f": {failed.message}" if failed.message else ""
+            raise ProbeFailed("grpc_status", f"the health check failed with status {failed.name}{message}"[:300]
                               ) from None
-        except TimeoutError:  # the call's deadline (before ours): Go's client says DEADLINE_EXCEEDED
-            result.set(STATUS_CODE, DEADLINE_EXCEEDED)
-            raise ProbeFailed("timeout", f"no answer to the health check within {result.timeout:g}s") from None
         except OSError:  # refused, reset, TLS refused: what Go's client reports as UNAVAILABLE
             result.set(STATUS_CODE, UNAVAILABLE)
             raise
