@@ -155,3 +155,15 @@ def test_text_with_a_lone_surrogate_is_searched_not_fatal():
     assert regex.compile(r"(?:a|x)").match(text) is not None
     assert [m.start() for m in regex.compile("0").finditer(text)] == [3, 4]
     assert regex.compile("5").sub(regex.template("$0$0", regex.compile("5")), text) == "x\ud8005500y"
+
+
+def test_a_regex_used_only_to_match_never_builds_its_search_or_whole_match_form():
+    """A log ``pattern`` only matches: the proofs and compiled forms for search() and fullmatch() (most of what
+    compiling a long pattern costs) are made on their first use, once."""
+    compiled = regex.compile(NGINX)
+    assert compiled.match('10.0.0.1 - - [24/Nov/2026:10:00:00 +0000] "GET /a HTTP/1.1" 200 512 "-" "b/1" 0.042')
+    assert compiled._searcher is regex._NOT_YET and compiled._whole is regex._NOT_YET
+    assert compiled.fullmatch("nope") is None and compiled.search("nope") is None
+    searcher, whole = compiled._searcher, compiled._whole
+    assert compiled.fullmatch("nope") is None and compiled.search("nope") is None
+    assert (compiled._searcher, compiled._whole) == (searcher, whole)  # decided once

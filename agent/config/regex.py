@@ -53,6 +53,9 @@ def _re2(pattern: str, dot_matches_newline: bool) -> Any:
         raise ValueError(_why_refused(pattern, exc)) from None
 
 
+_NOT_YET = object()  # a form not yet decided
+
+
 class Regex:
     """A user's regular expression, RE2 syntax and semantics, linear time whatever the text."""
 
@@ -70,13 +73,26 @@ class Regex:
         numbered: Any = self._python if self._python is not None else self._compiled
         self.groups: int = numbered.groups
         self.groupindex: dict[str, int] = dict(numbered.groupindex)
-        # The same form searches (search, finditer, sub) when the tries from successive positions provably
-        # read separate stretches of the text: linear in all, and RE2 is not loaded for a rewrite either.
-        self._searcher = self._python if self._python is not None and searches_linearly(pattern) else None
-        # RE2's fullmatch is its match of the pattern followed by the end of the text ("$" without (?m)): the
-        # same proof gives the Python form of that (a log metric's ``match`` filters).
-        whole = translate(f"(?:{pattern})$", lines=False) if self._python is not None else None
-        self._whole = re.compile(whole, re.ASCII) if whole is not None else None
+        # The search and whole-match forms are proven and compiled on first use: a regex used only for
+        # ``match`` (a log ``pattern``) never pays for them.
+        self._searcher: Any = _NOT_YET  # re.Pattern[str] | None once decided
+        self._whole: Any = _NOT_YET
+
+    def _search_form(self) -> re.Pattern[str] | None:
+        """The Python form searches (search, finditer, sub) too when the tries from successive positions
+        provably read separate stretches of the text: linear in all, and RE2 is not loaded for a rewrite
+        either."""
+        if self._searcher is _NOT_YET:
+            self._searcher = self._python if self._python is not None and searches_linearly(self.pattern) else None
+        return self._searcher
+
+    def _whole_form(self) -> re.Pattern[str] | None:
+        """RE2's fullmatch is its match of the pattern followed by the end of the text ("$" without (?m)): the
+        same proof as ``match``'s gives the Python form of that (a log metric's ``match`` filters)."""
+        if self._whole is _NOT_YET:
+            whole = translate(f"(?:{self.pattern})$", lines=False) if self._python is not None else None
+            self._whole = re.compile(whole, re.ASCII) if whole is not None else None
+        return self._whole
 
     @property
     def _re2(self) -> Any:
@@ -102,12 +118,12 @@ class Regex:
     @property
     def fullmatches_in_python(self) -> bool:
         """Whether ``fullmatch`` runs through Python's re (proven linear and equal)."""
-        return self._whole is not None
+        return self._whole_form() is not None
 
     @property
     def searches_in_python(self) -> bool:
         """Whether ``search``, ``finditer`` and ``sub`` run through Python's re (proven linear and equal)."""
-        return self._searcher is not None
+        return self._search_form() is not None
 
     # RE2 reads UTF-8, which cannot encode a lone surrogate (JSON's "\ud800" in a log line or a label): such a
     # text is searched with U+FFFD in its place, one code point for one, so positions still index ``text``.
@@ -115,8 +131,10 @@ class Regex:
 
     def search(self, text: str) -> Match | None:
         """The leftmost match anywhere in ``text``."""
-        if self._searcher is not None:
-            return self._searcher.search(encodable(text))
+        if (searcher := self._searcher) is _NOT_YET:  # per line: no call once decided
+            searcher = self._search_form()
+        if searcher is not None:
+            return searcher.search(encodable(text))
         try:
             return self._re2.search(text)
         except UnicodeEncodeError:
@@ -133,16 +151,18 @@ class Regex:
 
     def fullmatch(self, text: str) -> Match | None:
         """A match of the whole of ``text`` (how Prometheus's relabelling anchors its regexes)."""
-        if self._whole is not None:
-            return self._whole.match(encodable(text))
+        if (whole := self._whole) is _NOT_YET:
+            whole = self._whole_form()
+        if whole is not None:
+            return whole.match(encodable(text))
         try:
             return self._re2.fullmatch(text)
         except UnicodeEncodeError:
             return self._re2.fullmatch(encodable(text))
 
     def finditer(self, text: str) -> Iterator[Match]:
-        if self._searcher is not None:
-            return self._searcher.finditer(encodable(text))
+        if (searcher := self._search_form()) is not None:
+            return searcher.finditer(encodable(text))
         return self._re2.finditer(encodable(text))
 
     def sub(self, replacement: Template, text: str) -> str:
