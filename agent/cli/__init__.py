@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import click
 
@@ -22,15 +23,24 @@ class _LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "run":  # before the imports, the config and the sources, which take seconds
-            from agent.runtime import hangup, lazyssl
+            from agent.runtime import hangup, heap, lazyssl
 
             hangup.hold()
+            heap.pause_for_start()
             lazyssl.import_asyncio()  # OpenSSL (4 MiB) only once something speaks TLS
         if cmd_name in self.LAZY:
             module = importlib.import_module(self.LAZY[cmd_name])
             command: click.Command = getattr(module, cmd_name.replace("-", "_"))
             return command
         return super().get_command(ctx, cmd_name)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            from agent.runtime import heap
+
+            heap.resume_after_start()  # `run` paused the collector but stopped before building anything
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
