@@ -43,7 +43,7 @@ from agent.series.selfmetrics import (
 from agent.series.store import Member, Store, series_count
 from agent.server.listener import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenAddress, descriptor_budget
 from agent.server.routes import Server, agent_routes
-from agent.sources.base import Source, SourceContext
+from agent.sources.base import Source, SourceContext, SourceKind
 from agent.sources.kinds import KINDS
 
 if TYPE_CHECKING:  # only an agent run with --web.config.file loads it
@@ -215,6 +215,8 @@ class Agent:
         held = []  # what the new sources need loaded (CA bundles), loaded off the event loop
         loop = asyncio.get_running_loop()
         for kind_name in {key.kind for key in changed}:
+            if type(KINDS[kind_name]).prepare is SourceKind.prepare:
+                continue  # nothing blocking to prepare (logs): no worker thread started for it
             configs = [c for key, c in changed.items() if key.kind == kind_name]
             try:
                 held += await loop.run_in_executor(None, KINDS[kind_name].prepare, configs, context)
