@@ -2,8 +2,69 @@
 starts an agent pays for each module (README "Performance" of the log source: start-up)."""
 
 import gc
+import signal
+import subprocess
+import sys
 
 from agent.runtime import heap
+from tests.helpers import Exposition, fetch, free_port, wait_until
+
+# Every agent module a log agent with a regex pattern has imported by its first scrape. A module that joins this
+# list costs every start: import it where it is used (a kind, a command, a branch), or add it here with a reason.
+# (-X importtime does not list what importlib.import_module loads: agent.cli.run, agent.sources.logs.)
+LOG_AGENT_MODULES = {
+    "agent", "agent.cli", "agent.cli.flags",
+    "agent.config", "agent.config.agent", "agent.config.fields", "agent.config.files", "agent.config.model",
+    "agent.config.problems", "agent.config.regex", "agent.config.regex_python", "agent.config.regex_search",
+    "agent.config.regex_syntax", "agent.config.validation", "agent.config.values", "agent.config.yaml",
+    "agent.formatting", "agent.text",
+    "agent.runtime", "agent.runtime.agent", "agent.runtime.hangup", "agent.runtime.heap", "agent.runtime.lazyssl",
+    "agent.runtime.logconfig", "agent.runtime.shard", "agent.runtime.systemd",
+    "agent.series", "agent.series.exposition", "agent.series.family", "agent.series.group", "agent.series.index",
+    "agent.series.pagesize", "agent.series.selfmetrics", "agent.series.store", "agent.series.table",
+    "agent.server", "agent.server.listener", "agent.server.protocol", "agent.server.routes",
+    "agent.sources", "agent.sources.base", "agent.sources.kinds",
+    "agent.sources.logs.config", "agent.sources.logs.fields", "agent.sources.logs.framing",
+    "agent.sources.logs.metrics", "agent.sources.logs.pipeline", "agent.sources.logs.positions",
+    "agent.sources.logs.source", "agent.sources.logs.tailer",
+}
+
+
+def test_a_log_only_agent_imports_only_its_modules_and_no_import_hook(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("GET 200\n" * 3)
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"logs:\n  - {{name: app, paths: ['{log}'], start_at: beginning,\n"
+                      "     pattern: '^(?P<method>[A-Z]+) (?P<status>\\d+)',\n"
+                      "     metrics: [{name: lines_total, type: counter, labels: [status]}]}\n")
+    port = free_port()
+    stderr = tmp_path / "stderr"
+    with stderr.open("w") as errors:
+        process = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "agent", "run", "--config.file",
+                                    str(config), "--web.listen-address", f"127.0.0.1:{port}"], stderr=errors)
+    try:
+        page = wait_until(lambda: (p := _page(port)) and p.value("lines_total", status="200") == 3 and p,
+                          timeout=30, what="the log counted")
+        assert page.value("lines_total", status="200") == 3
+        loaded = {line.rpartition("|")[2].strip() for line in stderr.read_text().splitlines()
+                  if line.startswith("import time:")}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+    agent_modules = {name for name in loaded if name == "agent" or name.startswith("agent.")}
+    assert agent_modules == LOG_AGENT_MODULES, (f"new: {sorted(agent_modules - LOG_AGENT_MODULES)}, "
+                                                f"gone: {sorted(LOG_AGENT_MODULES - agent_modules)}")
+    # a development checkout starts like an installed agent: `pip install -e .` adds a path, not an import hook
+    # whose finder (setuptools' for flat layouts) took ~10 ms of each start
+    assert not [name for name in loaded if name.startswith("__editable__")], \
+        "an import hook of an older editable install: run bash scripts/setup.sh (pip install -e .) again"
+    # log sources prepare nothing in a worker thread: no thread pool is started for them
+    assert "concurrent.futures.thread" not in loaded
+
+
+def _page(port: int) -> Exposition | None:
+    status, body = fetch(f"http://127.0.0.1:{port}/metrics")
+    return Exposition(body.encode()) if status == 200 else None
 
 
 def test_the_collector_paused_for_start_resumes_at_the_first_freeze():
