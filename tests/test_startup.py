@@ -15,8 +15,9 @@ from tests.helpers import Exposition, fetch, free_port, wait_until
 LOG_AGENT_MODULES = {
     "agent", "agent.cli", "agent.cli.flags",
     "agent.config", "agent.config.agent", "agent.config.fields", "agent.config.files", "agent.config.model",
-    "agent.config.problems", "agent.config.regex", "agent.config.regex_python", "agent.config.regex_search",
-    "agent.config.regex_syntax", "agent.config.validation", "agent.config.values", "agent.config.yaml",
+    "agent.config.printable", "agent.config.problems", "agent.config.regex", "agent.config.regex_python",
+    "agent.config.regex_search", "agent.config.regex_syntax", "agent.config.validation", "agent.config.values",
+    "agent.config.yaml",
     "agent.formatting", "agent.text",
     "agent.runtime", "agent.runtime.agent", "agent.runtime.hangup", "agent.runtime.heap", "agent.runtime.lazyssl",
     "agent.runtime.logconfig", "agent.runtime.shard", "agent.runtime.systemd",
