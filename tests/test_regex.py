@@ -137,6 +137,10 @@ def test_python_form_matches_exactly_what_re2_matches(pattern, lines):
         groups = tuple((matched.group(name) or "") for name in names) if matched else ("",) * len(names)
         expected.append((*groups, "\n" if matched else ""))
     assert [tuple(item) if isinstance(item, tuple) else (item,) for item in found] == expected, pattern
+    if names:  # unmarked: the same groups without the marker
+        unmarked = compiled.line_scanner(names, marked=False).findall("".join(line + "\n" for line in lines))
+        assert [tuple(item) if isinstance(item, tuple) else (item,) for item in unmarked] == \
+            [groups[:-1] for groups in expected], pattern
 
 
 def test_named_groups_in_a_pattern_with_a_scan_point():

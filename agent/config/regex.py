@@ -181,18 +181,20 @@ class Regex:
         pieces.append(text[position:])
         return "".join(pieces)
 
-    def line_scanner(self, capture: Iterable[str]) -> re.Pattern[str] | None:
+    def line_scanner(self, capture: Iterable[str], *, marked: bool = True) -> re.Pattern[str] | None:
         """A Python pattern whose ``findall()`` over a text of complete lines (each ending in a newline) gives,
-        for each line, a tuple of the named groups in ``capture`` (in pattern order) and then a marker: "\\n"
-        when this regex matches the start of the line (as ``match`` does), "" when not. Every other group
-        captures nothing, so findall() makes no string for it. None when the regex has no proven-linear Python
-        form (``match`` then runs in RE2, line by line).
+        for each line, a tuple of the named groups in ``capture`` (in pattern order) and then, when ``marked``, a
+        marker: "\\n" when this regex matches the start of the line (as ``match`` does), "" when not (unmarked,
+        a caller tells the lines apart by a group that always captures something). Every other group captures
+        nothing, so findall() makes no string for it. None when the regex has no proven-linear Python form
+        (``match`` then runs in RE2, line by line).
 
         A "" in a captured field may be a group that did not take part (``match().group()`` gives None)."""
         body = translate(self.pattern, lines=True, capture=set(capture))
         if body is None:
             return None
-        return re.compile(f"^(?:(?:{body})[^\\n]*+(\\n)|[^\\n]*+\\n)", re.ASCII | re.MULTILINE)
+        end = "(\\n)" if marked else "\\n"
+        return re.compile(f"^(?:(?:{body})[^\\n]*+{end}|[^\\n]*+\\n)", re.ASCII | re.MULTILINE)
 
 
 def compile(pattern: str, *, dot_matches_newline: bool = False) -> Regex:  # noqa: A001 - as re.compile

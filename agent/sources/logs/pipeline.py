@@ -144,14 +144,18 @@ class Pipeline:
         self._pattern = pattern
         groups = pattern.groupindex if pattern is not None else {}
         reads_groups_only = all(name in groups for name in fields)
-        self._buffer = pattern.line_scanner(fields) if pattern is not None and reads_groups_only else None
-        self._buffer_columns = tuple(self._buffer.groupindex[name] - 1 for name in fields) if self._buffer else ()
+        scanner = pattern.line_scanner(fields, marked=False) if pattern is not None and reads_groups_only else None
+        self._scanner_columns = tuple(scanner.groupindex[name] - 1 for name in fields) if scanner else ()
         # findall() gives "" for a group that did not take part (match() gives None) and for every group of an
         # unmatched line. Only the columns of groups that may not take part are searched for "", and one column
-        # whose group always captures something tells whether every line matched (else markers are counted).
-        taken = _taken_groups(self._buffer) if self._buffer else {}
-        self._maybe_absent = tuple(i for i, group in enumerate(self._buffer_columns) if group + 1 not in taken)
-        self._witness = next((i for i, group in enumerate(self._buffer_columns) if taken.get(group + 1)), None)
+        # whose group always captures something (the witness) tells the unmatched lines apart; without one, the
+        # scanner marks each line (a last group, "\n" for a line that matched).
+        taken = _taken_groups(scanner) if scanner else {}
+        self._maybe_absent = tuple(i for i, group in enumerate(self._scanner_columns) if group + 1 not in taken)
+        self._witness = next((i for i, group in enumerate(self._scanner_columns) if taken.get(group + 1)), None)
+        if scanner is not None and self._witness is None:
+            scanner = pattern.line_scanner(fields, marked=True) if pattern is not None else None
+        self._scanner = scanner
         self._from_match: list[tuple[int, Callable[[Any], Any]]] = [
             (index, operator.methodcaller("group", name)) for index, name in enumerate(fields) if name in groups]
         self._from_record: list[tuple[int, Callable[[Any], Any]]] = [
@@ -175,25 +179,27 @@ class Pipeline:
     @property
     def scans_chunks(self) -> bool:
         """Whether ``process_text`` matches a whole chunk at once (it then counts the chunk's lines)."""
-        return self._buffer is not None
+        return self._scanner is not None
 
     def process_text(self, text: str, file_labels: tuple[str, ...] = (), *,
                      newlines: int | None = None) -> BatchResult:
         """Complete lines, each ending in a newline; ``newlines``: how many, when the caller has counted them."""
-        if self._buffer is not None and "\r" not in text:
-            found = self._buffer.findall(text)
+        if self._scanner is not None and "\r" not in text:
+            found = self._scanner.findall(text)
             total = len(found)
             if total == (text.count("\n") if newlines is None else newlines) and total:  # no match ran past a newline
                 columns = self._transposed(found)
                 matched = total
-                absent = self._maybe_absent
-                if self._witness is None or not all(columns[self._witness]) or \
-                        not all(map(all, map(columns.__getitem__, absent))):
-                    markers = list(map(operator.itemgetter(-1), found)) if columns else found
-                    matched -= markers.count("")  # an unmatched line has "" in every field
+                absent, witness = self._maybe_absent, self._witness
+                if witness is None or not all(columns[witness]) or not all(map(all, map(columns.__getitem__, absent))):
+                    # "" in the witness's column, or in the marker (the last group; findall() gives the marker
+                    # itself when it is the only group), is an unmatched line
+                    markers = columns[witness] if witness is not None else \
+                        list(map(operator.itemgetter(-1), found)) if columns else found
+                    matched -= markers.count("")
                     if matched < total:
                         found = list(compress(found, markers))
-                        columns = self._transposed(found) if found else [() for _ in self._buffer_columns]
+                        columns = self._transposed(found) if found else [() for _ in self._scanner_columns]
                 if all(map(all, map(columns.__getitem__, absent))):  # else not proven: matched line by line
                     self._aggregate(columns, matched, file_labels)
                     return BatchResult(lines=total, unmatched=total - matched)
@@ -203,10 +209,13 @@ class Pipeline:
             lines = [line.rstrip("\r") for line in lines]
         return self.process(lines, file_labels)
 
-    def _transposed(self, found: list) -> list[tuple[str, ...]]:
-        """The field columns of findall()'s tuples (one zip() call; every tuple ends with the marker)."""
-        transposed = list(zip(*found, strict=True)) if self._buffer_columns else []
-        return [transposed[index] for index in self._buffer_columns]
+    def _transposed(self, found: list) -> list[Sequence[str]]:
+        """The field columns of findall()'s tuples, in one zip() call (findall() gives strings, not tuples, for a
+        scanner of one group)."""
+        if self._scanner is None or self._scanner.groups == 1:
+            return [found] if self._scanner_columns else []
+        transposed = list(zip(*found, strict=False))  # findall gives tuples of one length: not checked again
+        return [transposed[index] for index in self._scanner_columns]
 
     def process_json_chunk(self, data: bytes, file_labels: tuple[str, ...] = ()) -> BatchResult | None:
         """Complete JSON lines as read (bytes, each ending in a newline), parsed at once; None when they must
