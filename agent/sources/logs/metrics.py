@@ -18,7 +18,6 @@ code runs once per distinct value, not once per record:
 from __future__ import annotations
 
 import math
-import operator
 import sys
 from bisect import bisect_right
 from collections import Counter, defaultdict
@@ -36,9 +35,13 @@ CACHE_LIMIT = 100_000  # cached label translations and filter verdicts per metri
 KNOWN_LIMIT = 4096  # distinct value texts whose numbers a metric remembers (about 130 bytes each)
 WHOLE_LIMIT = 2**53  # whole numbers read by int() add up to at most this: floats hold every sum on the way
 
+# the translation tables of _partition: _ONE_OF[position] maps the byte ``position`` to 1, every other to 0
+_ONE_OF = [bytes(int(code == position) for code in range(256)) for position in range(MANY_LABEL_SETS)]
+
 # A batch's record positions by label set, shared by the metrics of the batch whose labels read the same
-# columns of every record: {label columns: {key: [record has key, ...]}}
-Partitions = dict[tuple[int, ...], dict[Any, list[bool]]]
+# columns of every record: {label columns: {key: mask}}, a mask holding one byte per record, 1 where the record
+# has the key (itertools.compress() reads it)
+Partitions = dict[tuple[int, ...], dict[Any, bytes]]
 
 
 class LogMetricShape:
@@ -255,7 +258,7 @@ class _ValueShape(LogMetricShape):
         return value
 
     def grouped(self, keys: Sequence | None, numbers: list[float], every_record: bool,
-                partitions: Partitions) -> dict[Any, list[float]]:
+                partitions: Partitions) -> dict[Any, Iterable[float]]:
         return _groups(keys, numbers, partitions.setdefault(self.label_columns, {}) if every_record else None)
 
 
@@ -322,7 +325,8 @@ class HistogramMetric(_ValueShape):
             state = states.get(labels)
             if state is None:
                 state = states[labels] = [0.0] * (len(bounds) + 2)
-            state[-1] += sum(values)
+            values = list(values)
+            state[-1] += sum(values)  # in record order, as one record at a time adds them
             values.sort()
             below = 0
             for index, bound in enumerate(bounds):
@@ -347,24 +351,28 @@ def shape_of(metric: LogMetric, group: Group, file_labels: tuple[str, ...], max_
     return SumMetric(metric, family, columns) if metric.value else CountMetric(metric, family, columns)
 
 
-def _partition(keys: Sequence, shared: dict[Any, list[bool]] | None,
-               distinct: dict[Any, None] | None = None) -> dict[Any, list[bool]] | None:
+def _partition(keys: Sequence, shared: dict[Any, bytes] | None,
+               distinct: dict[Any, None] | None = None) -> dict[Any, bytes] | None:
     """Which records hold each key, when the keys take at most MANY_LABEL_SETS values (None when more):
-    {key: [record has key, ...]}. ``shared``, when given, holds (or receives) it for the other metrics of the
-    batch whose keys are the same column; ``distinct``: the keys, when the caller has them."""
+    {key: mask} (``Partitions``). ``shared``, when given, holds (or receives) it for the other metrics of the
+    batch whose keys are the same column; ``distinct``: the keys, when the caller has them. Each record's key
+    is looked up once, as the byte of its position among the distinct keys, and each key's mask is then
+    translated from those bytes in C: one comparison per record, not one per record and key."""
     if shared:
         return shared
     if distinct is None:
         distinct = dict.fromkeys(keys)
     if len(distinct) > MANY_LABEL_SETS or not all(key == key for key in distinct):  # a NaN equals nothing
         return None
-    found = {key: list(map(operator.eq, keys, repeat(key))) for key in distinct}
+    index = {key: position for position, key in enumerate(distinct)}
+    codes = bytes(map(index.__getitem__, keys))
+    found = {key: codes.translate(_ONE_OF[position]) for key, position in index.items()}
     if shared is not None:
         shared.update(found)
     return found
 
 
-def _counts(texts: Sequence[Sequence], count: int, shared: dict[Any, list[bool]] | None) -> dict[Any, int]:
+def _counts(texts: Sequence[Sequence], count: int, shared: dict[Any, bytes] | None) -> dict[Any, int]:
     """How many records hold each key (a label column, or a tuple of several). With two columns and few values
     in the first, records are split by it and the second counted per part: counting strings costs half of
     counting pairs of them."""
@@ -383,9 +391,9 @@ def _counts(texts: Sequence[Sequence], count: int, shared: dict[Any, list[bool]]
 
 
 def _groups(keys: Sequence | None, numbers: list[float],
-            partition: dict[Any, list[bool]] | None) -> dict[Any, list[float]]:
-    """The numbers of each key, in record order. ``partition``, when given, holds (or receives) which records
-    have each key, for other metrics of the batch with the same keys."""
+            partition: dict[Any, bytes] | None) -> dict[Any, Iterable[float]]:
+    """The numbers of each key, in record order (each read once). ``partition``, when given, holds (or
+    receives) which records have each key, for other metrics of the batch with the same keys."""
     if keys is None:
         return {(): numbers}
     distinct = None
@@ -395,8 +403,8 @@ def _groups(keys: Sequence | None, numbers: list[float],
             return {keys[0]: numbers}
     found = _partition(keys, partition, distinct)
     if found is not None:
-        return {key: list(compress(numbers, records)) for key, records in found.items()}
+        return {key: compress(numbers, records) for key, records in found.items()}
     by_key: defaultdict[Any, list[float]] = defaultdict(list)
     for key, number in zip(keys, numbers, strict=True):
         by_key[key].append(number)
-    return by_key
+    return dict(by_key)
