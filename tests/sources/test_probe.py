@@ -9,6 +9,7 @@ import logging
 import ssl
 import threading
 import weakref
+from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
@@ -20,7 +21,7 @@ from agent.series.store import Store
 from agent.sources.base import SourceContext
 from agent.sources.probe.stream import READ_PAUSE_BYTES, Stream
 from tests.helpers import build_source, render_store, serve, until
-from tests.sources.dns_servers import ZONE, dnsmasq  # noqa: F401 - dnsmasq is a fixture
+from tests.sources.dns_servers import ZONE, dnsmasq, make_certificate, unbound_tls  # noqa: F401 - fixtures
 from tests.sources.probers import Probed
 from tests.sources.test_grpc import grpc_server  # noqa: F401 - a fixture
 from tests.sources.test_tcp import pki, server_context  # noqa: F401 - pki is a fixture
@@ -371,10 +372,14 @@ class _Fine(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def threaded_server():
-    """An HTTP server in a thread: it has no asyncio transports, so every one left in this process is a probe's."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Fine)
+def _threaded(handler: type[http.server.BaseHTTPRequestHandler],
+              context: ssl.SSLContext | None = None) -> Iterator[str]:
+    """An HTTP server in a thread (over TLS with ``context``): it has no asyncio transports, so every one left in
+    this process is a probe's."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.handle_error = lambda request, address: None  # type: ignore[method-assign]  # a probe that only shakes hands
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"127.0.0.1:{server.server_port}"
@@ -382,25 +387,65 @@ def threaded_server():
     server.server_close()
 
 
+@pytest.fixture
+def threaded_server():
+    yield from _threaded(_Fine)
+
+
+@pytest.fixture
+def threaded_tls_server(tmp_path):
+    """``threaded_server`` over TLS: (host:port, the certificate to trust)."""
+    cert, key = make_certificate(tmp_path, "probe.example.test")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    for address in _threaded(_Fine, context):
+        yield address, str(cert)
+
+
+def _open_transports() -> list[asyncio.BaseTransport]:
+    return [found for found in gc.get_objects() if isinstance(found, asyncio.BaseTransport) and not found.is_closing()]
+
+
+@pytest.mark.parametrize("tls", ["plain", "tls", "untrusted"])
 @pytest.mark.parametrize("kind", ["http", "tcp", "dns", "grpc"])
-async def test_no_probe_leaves_its_connection_to_the_collector(kind, context, threaded_server, request):
+async def test_no_probe_leaves_its_connection_to_the_collector(kind, tls, context, tmp_path, request):
     """Each kind's connections (dns: over TCP) are freed by reference counting once a probe ends: one in flight when
-    the agent froze its heap (agent.runtime.heap) would otherwise stay for good. Its servers run in other processes
-    or threads, so every asyncio transport the collector finds is a probe's."""
+    the agent froze its heap (agent.runtime.heap) would otherwise stay for good. Under TLS too, and when the handshake
+    fails (a certificate nobody trusts): the socket's transport lies under the TLS one, where only a prober that made
+    it can reach it. Its servers run in other processes or threads, so every asyncio transport the collector finds is
+    a probe's."""
+    trusted = tls == "tls"
     if kind == "dns":
-        target, module = f"127.0.0.1:{request.getfixturevalue('dnsmasq')}", {
-            "query_name": ZONE, "query_type": "SOA", "transport_protocol": "tcp"}
+        module = {"query_name": ZONE, "query_type": "SOA", "transport_protocol": "tcp"}
+        if tls != "plain":
+            unbound = request.getfixturevalue("unbound_tls")
+            target = f"127.0.0.1:{unbound.port}"
+            module |= {"dns_over_tls": True, "tls_config": {"server_name": unbound.name} |
+                       ({"ca_file": str(unbound.cert)} if trusted else {})}
+        else:
+            target = f"127.0.0.1:{request.getfixturevalue('dnsmasq')}"
     elif kind == "grpc":
-        target, module = request.getfixturevalue("grpc_server")().target, {}
+        cert, key = make_certificate(tmp_path, "grpc.example.test") if tls != "plain" else (None, None)
+        target = request.getfixturevalue("grpc_server")(cert, key).target
+        module = {"tls": True, "tls_config": {"server_name": "grpc.example.test"} |
+                  ({"ca_file": str(cert)} if trusted else {})} if tls != "plain" else {}
+    elif tls != "plain":
+        address, cert_file = request.getfixturevalue("threaded_tls_server")
+        target = f"https://{address}/" if kind == "http" else address
+        module = {"tls_config": {"ca_file": cert_file} if trusted else {}} | ({"tls": True} if kind == "tcp" else {})
     else:
-        target, module = (f"http://{threaded_server}/" if kind == "http" else threaded_server), {}
+        address = request.getfixturevalue("threaded_server")
+        target, module = (f"http://{address}/" if kind == "http" else address), {}
+    expected = "tls_error" if tls == "untrusted" else "success"
     probed = Probed(context, kind, target, module)
-    assert await probed.probe() == "success", probed.reason  # the first loads what every probe then shares
+    assert await probed.probe() == expected, probed.reason  # the first loads what every probe then shares
     gc.collect()
     gc.disable()
     try:
         for _ in range(3):
-            assert await probed.probe() == "success", probed.reason
+            assert await probed.probe() == expected, probed.reason
+        # a TLS connection closed with close_notify closes its socket once the server answers
+        await until(lambda: _async(not _open_transports()), timeout=10, what="every probe's connection to close")
         await asyncio.sleep(0.05)  # the transports' connection_lost, called soon after they close
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()

@@ -201,13 +201,14 @@ class DnsProber:
         started = time.perf_counter()
         tls = self.ssl_context
         source = self.module.ip.source_ip
-        reader, writer = await asyncio.open_connection(
-            ip, port, family=family, local_addr=(source, 0) if source else None, ssl=tls,
-            server_hostname=(self.module.tls.server_name or host) if tls else None,
-            ssl_handshake_timeout=None if tls is None else max(result.deadline - asyncio.get_running_loop().time(),
-                                                                0.001))
+        reader, writer = await asyncio.open_connection(ip, port, family=family,
+                                                       local_addr=(source, 0) if source else None)
+        plain = writer.transport  # TLS goes over it (start_tls, never open_connection(ssl=)): release reaches it
         try:
             if tls is not None:
+                await writer.start_tls(tls, server_hostname=self.module.tls.server_name or host,
+                                       ssl_handshake_timeout=max(result.deadline - asyncio.get_running_loop().time(),
+                                                                 0.001))
                 record_tls(result, writer.get_extra_info("ssl_object"))
             sent = time.perf_counter()
             result.add(DURATION, sent - started, _PHASE_KEYS["connect"])
@@ -219,7 +220,7 @@ class DnsProber:
                 result.add(DURATION, time.perf_counter() - sent, _PHASE_KEYS["request"])
         finally:
             writer.transport.abort()  # no close_notify wait on a server that stopped reading
-            release(writer.transport)
+            release(plain)
 
     def _judge(self, answer: bytes, query_id: int, result: ProbeResult) -> None:
         verdict = self.verdict(answer)

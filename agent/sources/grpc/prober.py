@@ -116,9 +116,10 @@ class GrpcProber:
         response = Response(self.header_blocks)
         try:
             async with asyncio.timeout(remaining):
-                await loop.create_connection(
-                    lambda: connection, address, port, ssl=self.ssl_context,
-                    server_hostname=(module.tls_config.server_name or host) if self.ssl_context else None)
+                await loop.create_connection(lambda: connection, address, port)
+                if self.ssl_context is not None and \
+                        await connection.start_tls(self.ssl_context, module.tls_config.server_name or host) is None:
+                    raise Broken("the server closed the connection during the TLS handshake")
                 connection.write(request.bytes(remaining))
                 await _call(connection, response)
         except (CallFailed, TimeoutError) as exc:
@@ -144,7 +145,11 @@ class GrpcProber:
                 if tls_object is not None:
                     result.set(SSL, 1)
                     record_tls(result, tls_object)
-                transport.close()
+                    # close() would wait for the server's close_notify, which gRPC servers do not send: the
+                    # socket would outlive the probe by up to 30 s (asyncio's ssl_shutdown_timeout)
+                    transport.abort()
+                else:
+                    transport.close()
         status = SERVING_STATUSES[response.status] if 0 <= response.status < len(SERVING_STATUSES) else "UNKNOWN"
         result.set(HEALTH, 1, _STATUS_KEYS[status])
         if status != "SERVING":

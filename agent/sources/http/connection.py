@@ -87,10 +87,8 @@ async def start_tls(connection: Connection, context: ssl.SSLContext, server_host
                     address: str) -> Any:
     """The TLS handshake on ``connection``; returns the handshaken ssl.SSLObject (its certificates and
     version are the TLS series)."""
-    assert connection.transport is not None
-    loop = asyncio.get_running_loop()
     try:
-        transport = await loop.start_tls(connection.transport, connection, context, server_hostname=server_hostname)
+        transport = await connection.start_tls(context, server_hostname)
     except ssl.SSLCertVerificationError as exc:
         raise ProbeFailed("tls_error", f"certificate of {address} not accepted: {exc.verify_message or exc.reason}"
                           ) from None
@@ -102,7 +100,6 @@ async def start_tls(connection: Connection, context: ssl.SSLContext, server_host
     if transport is None:  # the connection was lost as the handshake ended
         raise ProbeFailed("connection_error", f"TLS handshake with {address} failed: the target closed the "
                                               "connection")
-    connection.transport = transport
     return transport.get_extra_info("ssl_object")
 
 

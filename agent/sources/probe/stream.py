@@ -10,6 +10,10 @@ fill the agent's memory; ``more`` reads on again.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # a plain-HTTP prober never loads ssl
+    import ssl
 
 READ_PAUSE_BYTES = 1024 * 1024  # unread bytes beyond which the socket is not read until the prober catches up
 
@@ -81,6 +85,23 @@ class Stream(asyncio.Protocol):
     def closed_early(self) -> Exception:
         """The target closed its side while more was needed (a client that knows what that means says so)."""
         return ConnectionResetError(0, "the target closed the connection")
+
+    async def start_tls(self, context: ssl.SSLContext, server_hostname: str | None) -> asyncio.Transport | None:
+        """The TLS handshake over this stream's socket transport; ``transport`` becomes the TLS one, returned (None:
+        the connection was lost as the handshake ended). A prober connects first and shakes hands here, never with
+        ``create_connection(ssl=)``: that hides the socket's transport under its TLS one, out of ``release``'s
+        reach."""
+        plain = self.transport
+        assert plain is not None, "connection_made gave it"
+        try:
+            tls = await asyncio.get_running_loop().start_tls(plain, self, context, server_hostname=server_hostname)
+        except BaseException:
+            if plain.is_closing():  # start_tls closed it, and a failed handshake never reaches connection_lost
+                release(plain)
+            raise
+        if tls is not None:
+            self.transport = tls
+        return tls
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None

@@ -198,8 +198,10 @@ class ProbeTarget:
             async with asyncio.timeout_at(result.deadline):
                 await source.prober.probe(self.target, result)
         except ProbeFailed as exc:
+            _forget_frames(exc)
             return exc.result, exc.reason
         except source.faults as exc:
+            _forget_frames(exc)
             return source.reason(exc, self.target)
         return "success", None
 
@@ -248,6 +250,22 @@ class ProbeTarget:
             latency.observe(slot, (), duration)
         if layout.retries is not None:
             _scalar(families[layout.retries]).set(slot, (), attempts - 1)
+
+
+def _forget_frames(exc: BaseException) -> None:
+    """Drop the tracebacks of a failed attempt's exception and of those it was raised from. Their frames hold the
+    probe's connection, and what holds the exception (the asyncio future it went through, a StreamReader) closes a
+    reference cycle over them: the collector would free it, but not once the agent froze it in flight
+    (agent.runtime.heap). Nothing reads them: a failure is its result and reason."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        found = pending.pop()
+        if found is None or id(found) in seen:
+            continue
+        seen.add(id(found))
+        found.__traceback__ = None
+        pending += (found.__context__, found.__cause__)
 
 
 def _scalar(family: AnyTableFamily) -> TableFamily:

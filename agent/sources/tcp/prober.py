@@ -39,17 +39,18 @@ class TcpProber:
         address = await resolve(host, module.ip, result)
         server_name = module.tls_config.server_name or host
         reader, writer = await asyncio.open_connection(
-            address, port, limit=MAX_LINE, ssl=self.ssl_context if module.tls else None,
-            server_hostname=server_name if module.tls else None,
-            local_addr=(module.ip.source_ip, 0) if module.ip.source_ip else None)
+            address, port, limit=MAX_LINE, local_addr=(module.ip.source_ip, 0) if module.ip.source_ip else None)
+        plain = writer.transport  # TLS goes over it (start_tls, never open_connection(ssl=)): release reaches it
         try:
             if module.tls:
+                assert self.ssl_context is not None, "a module with tls has an SSL context"
+                await writer.start_tls(self.ssl_context, server_hostname=server_name)
                 record_tls(result, writer.get_extra_info("ssl_object"))
             for step, pattern in self.steps:
                 await self._step(step, pattern, reader, writer, result, server_name)
         finally:
             writer.transport.abort()  # nothing more to say: no lingering close on a dead or silent target
-            release(writer.transport)
+            release(plain)
 
     async def _step(self, step: QueryStep, pattern: Regex | None, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter, result: ProbeResult, server_name: str) -> None:
