@@ -5,6 +5,7 @@ import gc
 import signal
 import subprocess
 import sys
+import weakref
 
 from agent.runtime import heap
 from tests.helpers import Exposition, fetch, free_port, wait_until
@@ -68,18 +69,33 @@ def _page(port: int) -> Exposition | None:
     return Exposition(body.encode()) if status == 200 else None
 
 
-def test_the_collector_paused_for_start_resumes_at_the_first_freeze():
+class _Node:
+    """An object in a reference cycle of its own: only the collector frees it."""
+
+    def __init__(self) -> None:
+        self.itself = self
+
+
+def test_the_collector_paused_for_start_resumes_at_the_first_freeze_which_does_not_scan_the_imports():
     assert gc.isenabled()
     try:
         heap.pause_for_start()
         assert not gc.isenabled()
+        imported = _Node()  # as importing leaves garbage: kept, not scanned for
+        left_by_import = weakref.ref(imported)
+        del imported
+        frozen = gc.get_freeze_count()
         with heap.building_long_lived():
             assert not gc.isenabled()
+            assert gc.get_freeze_count() > frozen  # the imports are frozen as the first build begins
+            left_by_build = weakref.ref(_Node())
         assert gc.isenabled()
+        assert left_by_import() is not None and left_by_build() is None
         heap.resume_after_start()  # nothing left to resume
         assert gc.isenabled()
     finally:
         gc.enable()
+        gc.unfreeze()  # the rest of this test process's heap back in the collector's view
 
 
 def test_the_collector_paused_for_a_command_that_built_nothing_resumes_with_the_command():

@@ -30,8 +30,11 @@ _paused_for_start = False
 def pause_for_start() -> None:
     """``kpi-agent run`` calls this before importing its modules: they and the first config are long-lived too,
     and the collections their allocations set off (about 50 while a log agent imports, 4-8 ms of its start)
-    find next to nothing. The collector resumes when the first ``building_long_lived`` freezes what was built
-    (after one full collection, as every freeze), or at ``resume_after_start``."""
+    find next to nothing. The first ``building_long_lived`` freezes what was built until then as it begins,
+    without the full collection every other freeze does: over the 23,000 objects of a log agent's imports that
+    took 6-12 ms, for 560 objects of garbage (pure-Python classes that their C versions replaced, enums
+    converted on import: 120 KB, +32 KB of resident memory), which stay. It resumes the collector, as does
+    ``resume_after_start``."""
     global _paused_for_start
     if gc.isenabled():
         gc.disable()
@@ -51,8 +54,10 @@ def resume_after_start() -> None:
 def building_long_lived() -> Iterator[None]:
     """Pause the collector while long-lived objects are built; collect what is garbage, then freeze the rest."""
     global _paused_for_start
-    enabled = gc.isenabled() or _paused_for_start
-    _paused_for_start = False
+    starting, _paused_for_start = _paused_for_start, False
+    enabled = gc.isenabled() or starting
+    if starting:
+        gc.freeze()  # what importing built, without a full collection over it (pause_for_start says why)
     gc.disable()
     try:
         yield
