@@ -5,9 +5,12 @@ hundred bytes of series, not kilobytes."""
 
 from __future__ import annotations
 
+import bisect
 import subprocess
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from agent.push.sampler import Sampler
 from agent.series.exposition import render
@@ -15,7 +18,7 @@ from agent.series.family import SchemaError, counter, gauge, histogram
 from agent.series.group import Group
 from agent.series.store import Store, series_count
 from agent.series.table import Declared, RowSchema, Table, TableRow
-from tests.helpers import Exposition, render_store
+from tests.helpers import Exposition, examples, render_store
 from tests.push.prompb import decode
 
 SUCCESS = gauge("probe_success", "ok")
@@ -253,3 +256,36 @@ async def test_a_series_that_moves_gets_no_stale_marker_beside_its_value():
     page = Exposition(render(store.snapshot(), process=False))
     assert {(s.name, tuple(sorted({**s.labels, "__name__": s.name}.items()))) for s in page.series} == \
         {key for key, s in zip(sent, second, strict=True) if not s.stale}
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)) | st.sampled_from('{}{0}"\\\n'), max_size=8)
+
+
+@settings(max_examples=examples(1 / 2), deadline=None)
+@given(_TEXT, _TEXT, st.lists(st.tuples(_TEXT, st.none() | _TEXT), min_size=1, max_size=4,
+                              unique_by=lambda row: row[0]),
+       st.lists(st.sampled_from([0.0, 0.05, 0.1, 0.5, 1.0, 3.0]) | st.floats(0, 1e6), max_size=8))
+@example("{0}", "}{", [("t{1}", None), ("u", "z}")], [0.05, 0.5, 0.5])
+def test_every_rows_labels_and_histogram_counts_read_back(site, team, rows, observations):
+    """Row texts are templates filled per row (braces in any value are text), rows of one table may have
+    different label names, and a histogram's buckets are the plain cumulative counts of what was observed."""
+    store = Store({"site": site, "zone": "global"})
+    table = Table("http/fleet", SCHEMA, {"source": "fleet", "team": team}, "source")
+    store.swap(add=[table])
+    for target, zone in rows:
+        slot = table.add({"target": target} if zone is None else {"target": target, "zone": zone})
+        table.families["probe_success"].set(slot, (), 1.0)  # type: ignore[union-attr]
+        for value in observations:
+            table.families["probe_latency_seconds"].observe(slot, (), value)  # type: ignore[union-attr]
+    for openmetrics in (False, True):
+        page = Exposition(render(store.snapshot(), openmetrics=openmetrics, process=False), openmetrics)
+        for target, zone in rows:
+            labels = {"site": site, "source": "fleet", "team": team, "target": target,
+                      "zone": "global" if zone is None else zone}
+            assert [s.labels for s in page.find("probe_success", target=target)] == [labels]
+            buckets = page.by("probe_latency_seconds_bucket", "le", target=target)
+            assert buckets == {"0.1": float(bisect.bisect_right(sorted(observations), 0.1)),
+                               "1.0": float(bisect.bisect_right(sorted(observations), 1.0)),
+                               "+Inf": float(len(observations))}
+            assert page.value("probe_latency_seconds_count", target=target) == len(observations)
+            assert page.value("probe_latency_seconds_sum", target=target) == sum(observations)

@@ -37,15 +37,27 @@ def wants_openmetrics(accept: str) -> bool:
     return any(part.split(";", 1)[0].strip() == "application/openmetrics-text" for part in accept.split(","))
 
 
+# Whole numbers from -1 to 255 are looked up rather than formatted: most samples of a page are flags, small
+# counts, -1 for "none" and empty buckets, and a lookup costs a fifth of repr(). About 25 KB.
+_WHOLE_TEXTS = {float(n): f"{n}.0" for n in range(-1, 256)}
+_copysign = math.copysign
+
+
 def go_float(value: float) -> str:
     """A sample value or bucket bound the way Go (and the Prometheus client libraries) write it."""
+    text = _WHOLE_TEXTS.get(value)
+    if text is not None:
+        # 0.0 and -0.0 are one key: the sign tells them apart
+        return text if value or _copysign(1.0, value) > 0 else "-0.0"
+    text = repr(value) if type(value) is float else repr(float(value))
+    if "." in text[:7]:  # the usual case: a point within the first 7 characters, no exponent Go would add
+        return text
     if value == math.inf:
         return "+Inf"
     if value == -math.inf:
         return "-Inf"
     if value != value:
         return "NaN"
-    text = repr(float(value))
     dot = text.find(".")
     if value > 0 and dot > 6:  # Go switches to an exponent sooner than Python: 1e+06, not 1000000.0
         mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1:]}".rstrip("0.")
@@ -55,7 +67,9 @@ def go_float(value: float) -> str:
 
 def escape_label_value(value: str) -> str:
     """A label value as the text formats (and PromQL's double-quoted strings) write it."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    if "\\" in value or '"' in value or "\n" in value:  # rare: three scans cost less than three replaces
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
 
 
 def _help(text: str, openmetrics: bool) -> str:
@@ -159,11 +173,13 @@ _ROWS_PER_STEP = 400  # a table's family is written in steps of this many rows (
 class _RowTexts:
     """The constant labels of each row of a table as text (the global labels it does not override, the
     table's and the row's own, sorted), worked out once per scrape for the families of every row; per set
-    of global labels a family's own label names override (usually none)."""
+    of global labels a family's own label names override (usually none). The rows of a table share their label
+    names, so the sorting is done once per set of names: a row's text is a template filled with its values."""
 
     def __init__(self, global_labels: dict[str, str]):
         self.global_labels = global_labels
-        self.cache: dict[tuple[int, frozenset[str]], tuple[dict[str, str], list[tuple[Row, str] | None]]] = {}
+        self.cache: dict[tuple[int, frozenset[str]],
+                         tuple[dict[str, str], dict[tuple[str, ...], str], list[tuple[Row, str] | None]]] = {}
 
     def of(self, table: Table, labelnames: tuple[str, ...], rows: list[Row | None], start: int, stop: int
            ) -> list[str | None]:
@@ -174,8 +190,8 @@ class _RowTexts:
         if found is None:
             base = {k: v for k, v in self.global_labels.items() if k not in overridden}
             base.update(table.const_labels)
-            found = self.cache[key] = (base, [])
-        base, cache = found
+            found = self.cache[key] = (base, {}, [])
+        base, templates, cache = found
         if len(cache) < stop:
             cache.extend([None] * (stop - len(cache)))
         texts: list[str | None] = []
@@ -186,12 +202,27 @@ class _RowTexts:
                 continue
             cached = cache[slot]
             if cached is None or cached[0] is not row:  # a slot reused by another row since
-                labels = dict(base)
-                labels.update(zip(*row, strict=True))
-                cached = cache[slot] = (row, ",".join(f'{k}="{escape_label_value(v)}"'
-                                                      for k, v in sorted(labels.items())))
+                names, values = row
+                template = templates.get(names)
+                if template is None:
+                    template = templates[names] = _row_template(base, names)
+                cached = cache[slot] = (row, template.format(*[escape_label_value(value) for value in values]))
             texts.append(cached[1])
         return texts
+
+
+def _row_template(base: dict[str, str], names: tuple[str, ...]) -> str:
+    """The label pairs of a row with these label names, sorted, as a ``str.format`` template: ``{i}`` for the
+    row's i-th value (which wins over a constant label of its name), constant labels written in."""
+    position = {name: index for index, name in enumerate(names)}
+    pairs = []
+    for name in sorted({*base, *names}):
+        if name in position:
+            pairs.append(f'{name}="{{{position[name]}}}"')
+        else:
+            text = escape_label_value(base[name]).replace("{", "{{").replace("}", "}}")
+            pairs.append(f'{name}="{text}"')
+    return ",".join(pairs)
 
 
 def _table_family(write: Write, spec: FamilySpec, table: Table, family: AnyTableFamily,
@@ -210,27 +241,34 @@ def _table_family(write: Write, spec: FamilySpec, table: Table, family: AnyTable
     sparse = cells.sparse
     for start in range(0, len(rows), _ROWS_PER_STEP):
         stop = min(start + _ROWS_PER_STEP, len(rows))
-        texts = row_texts.of(table, names, rows, start, stop)
-        if histogram:
+        # a family most rows leave empty (TLS facts of plain HTTP targets) costs a search, not a visit per row
+        dense = present.find(1, start * width, stop * width) >= 0
+        spread = sparse is not None and any(sparse[start:stop])
+        texts = row_texts.of(table, names, rows, start, stop) if dense or spread else []
+        if dense and histogram:
             stride = family.stride
             for slot, text in enumerate(texts, start):
                 if text is not None:
                     cell = slot * width
                     _series(write, spec, [(labels, values[(cell + column) * stride:(cell + column + 1) * stride])
                                           for column, labels in enumerate(columns) if present[cell + column]], text)
-        elif width == 1:
+        elif dense and width == 1:
             head = heads[0]
             for text, here, value in zip(texts, present[start:stop], values[start:stop], strict=True):
                 if here and text is not None:
                     write(f"{head}{text}}} {go_float(value)}\n")
-        else:
+        elif dense:  # the present cells only: a row of a wide family often has one (probe_last_result)
             for slot, text in enumerate(texts, start):
-                if text is not None:
-                    cell = slot * width
-                    for column in range(width):
-                        if present[cell + column]:
-                            write(f"{heads[column]}{text}}} {go_float(values[cell + column])}\n")
-        if sparse is not None:
+                if text is None:
+                    continue
+                cell = slot * width
+                end = cell + width
+                index = present.find(1, cell, end)
+                while index >= 0:
+                    write(f"{heads[index - cell]}{text}}} {go_float(values[index])}\n")
+                    index = present.find(1, index + 1, end)
+        if spread:
+            assert sparse is not None
             for slot, text in enumerate(texts, start):
                 series = sparse[slot]
                 if series and text is not None:
@@ -239,41 +277,76 @@ def _table_family(write: Write, spec: FamilySpec, table: Table, family: AnyTable
 
 
 def _header(write: Write, spec: FamilySpec, openmetrics: bool) -> None:
+    write(_header_text(spec, openmetrics))
+
+
+@functools.lru_cache(maxsize=4096)
+def _header_text(spec: FamilySpec, openmetrics: bool) -> str:
+    """A family's HELP and TYPE lines: the same on every scrape (the specs of a config are few, and shared)."""
     name = spec.name if openmetrics or spec.kind != "counter" else f"{spec.name}_total"
-    write(f"# HELP {name} {_help(spec.documentation, openmetrics)}\n# TYPE {name} {spec.kind}\n")
+    return f"# HELP {name} {_help(spec.documentation, openmetrics)}\n# TYPE {name} {spec.kind}\n"
 
 
 @functools.lru_cache(maxsize=256)
-def _bound_texts(bounds: tuple[float, ...]) -> tuple[str, ...]:
-    """The ``le`` values of a histogram's buckets, +Inf included (the same few bucket sets on every scrape)."""
-    return tuple(go_float(b) for b in (*bounds, math.inf))
+def _bucket_tails(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    """What ends each bucket's line before its count, ``le="0.5"} ``, +Inf included (the same few bucket sets on
+    every scrape)."""
+    return tuple(f'le="{go_float(bound)}"}} ' for bound in (*bounds, math.inf))
+
+
+def _label_pairs(names: tuple[str, ...], labels: tuple[str, ...]) -> str:
+    return ",".join([f'{name}="{escape_label_value(value)}"' for name, value in zip(names, labels, strict=True)])
 
 
 def _series(write: Write, spec: FamilySpec, items: Iterable[tuple[tuple[str, ...], Any]], constant: str) -> None:
+    """The lines of a family's series; ``constant``: the text of the labels every one of them has besides its own.
+    The common shapes (no label, one, two) are written each with one f-string, the cheapest way to build a line."""
     names = spec.labelnames
     if spec.kind == "histogram":
-        bounds = _bound_texts(spec.bounds)
-        for labels, state in items:
-            base = ",".join([*(f'{n}="{escape_label_value(v)}"' for n, v in zip(names, labels, strict=True)),
-                             *([constant] if constant else [])])
-            prefix = f"{base}," if base else ""
-            cumulative = 0.0
-            for bound, count in zip(bounds, state[:-1], strict=True):
-                cumulative += count
-                write(f'{spec.name}_bucket{{{prefix}le="{bound}"}} {go_float(cumulative)}\n')
-            braces = f"{{{base}}}" if base else ""
-            write(f"{spec.name}_count{braces} {go_float(cumulative)}\n{spec.name}_sum{braces} {go_float(state[-1])}\n")
+        _histogram_series(write, spec, items, constant)
         return
     name = spec.sample_names[0]
     if not names:
-        braces = f"{{{constant}}}" if constant else ""
+        head = f"{name}{{{constant}}} " if constant else f"{name} "
         for _, value in items:
-            write(f"{name}{braces} {go_float(value)}\n")
+            write(f"{head}{go_float(value)}\n")
         return
-    tail = f",{constant}}} " if constant else "} "
-    for labels, value in items:
-        pairs = ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(names, labels, strict=True))
-        write(f"{name}{{{pairs}{tail}{go_float(value)}\n")
+    escape = escape_label_value
+    first = f'{name}{{{names[0]}="'
+    tail = f'",{constant}}} ' if constant else '"} '
+    if len(names) == 1:
+        for (label,), value in items:
+            write(f"{first}{escape(label)}{tail}{go_float(value)}\n")
+    elif len(names) == 2:
+        second = f'",{names[1]}="'
+        for (label, other), value in items:
+            write(f"{first}{escape(label)}{second}{escape(other)}{tail}{go_float(value)}\n")
+    else:
+        for labels, value in items:
+            write(f"{name}{{{_label_pairs(names, labels)}{tail[1:]}{go_float(value)}\n")
+
+
+def _histogram_series(write: Write, spec: FamilySpec, items: Iterable[tuple[tuple[str, ...], Any]],
+                      constant: str) -> None:
+    """Each series' cumulative buckets, count and sum. A bucket that adds nothing repeats the text of the one
+    before (no formatting): most buckets of most pages."""
+    names = spec.labelnames
+    tails = _bucket_tails(spec.bounds)
+    bucket, count_name, sum_name = spec.sample_names
+    for labels, state in items:
+        base = _label_pairs(names, labels) if names else ""
+        if constant:
+            base = f"{base},{constant}" if base else constant
+        head = f"{bucket}{{{base}," if base else f"{bucket}{{"
+        cumulative = 0.0
+        text = "0.0"
+        for tail, count in zip(tails, state, strict=False):  # the state ends with the sum, after the buckets
+            if count:  # adding 0 (or -0.0) leaves the cumulative count, never -0.0 itself, as it was
+                cumulative += count
+                text = go_float(cumulative)
+            write(f"{head}{tail}{text}\n")
+        braces = f"{{{base}}}" if base else ""
+        write(f"{count_name}{braces} {text}\n{sum_name}{braces} {go_float(state[-1])}\n")
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -291,11 +364,19 @@ def _boot_time() -> float:
 _BOOT = _boot_time()
 
 
+def _read_proc(path: str) -> bytes:
+    """A small /proc file in one read, without a buffered file object (two thirds of the cost of reading it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
 def process_samples() -> Iterator[tuple[FamilySpec, float]]:
     """The process_* families, from /proc/self (Linux)."""
     try:
-        with open("/proc/self/stat", "rb") as stat:
-            fields = stat.read().rpartition(b")")[2].split()
+        fields = _read_proc("/proc/self/stat").rpartition(b")")[2].split()
         descriptors = len(os.listdir("/proc/self/fd"))
     except OSError:
         return
@@ -310,4 +391,3 @@ def process_samples() -> Iterator[tuple[FamilySpec, float]]:
     }
     for spec in PROCESS_FAMILIES:
         yield spec, values[spec.name]
-
