@@ -262,27 +262,34 @@ _TEXT = st.text(st.characters(blacklist_categories=("Cs",)) | st.sampled_from('{
 
 
 @settings(max_examples=examples(1 / 2), deadline=None)
-@given(_TEXT, _TEXT, st.lists(st.tuples(_TEXT, st.none() | _TEXT), min_size=1, max_size=4,
-                              unique_by=lambda row: row[0]),
+@given(_TEXT, _TEXT, st.lists(st.tuples(_TEXT, st.none() | _TEXT, st.sampled_from([(), ("connect",),
+                                                                                  ("connect", "transfer")])),
+                              min_size=1, max_size=6, unique_by=lambda row: row[0]),
        st.lists(st.sampled_from([0.0, 0.05, 0.1, 0.5, 1.0, 3.0]) | st.floats(0, 1e6), max_size=8))
-@example("{0}", "}{", [("t{1}", None), ("u", "z}")], [0.05, 0.5, 0.5])
+@example("{0}", "}{", [("t{1}", None, ()), ("u", "z}", ("connect",))], [0.05, 0.5, 0.5])
+@example("s", "t", [(str(i), None, ("connect", "transfer") if i == 3 else ()) for i in range(6)], [])
 def test_every_rows_labels_and_histogram_counts_read_back(site, team, rows, observations):
     """Row texts are templates filled per row (braces in any value are text), rows of one table may have
-    different label names, and a histogram's buckets are the plain cumulative counts of what was observed."""
+    different label names, a family's cells are written whether most rows have them or few do, and a
+    histogram's buckets are the plain cumulative counts of what was observed."""
     store = Store({"site": site, "zone": "global"})
     table = Table("http/fleet", SCHEMA, {"source": "fleet", "team": team}, "source")
     store.swap(add=[table])
-    for target, zone in rows:
+    for target, zone, phases in rows:
         slot = table.add({"target": target} if zone is None else {"target": target, "zone": zone})
         table.families["probe_success"].set(slot, (), 1.0)  # type: ignore[union-attr]
+        for number, phase in enumerate(phases, 1):
+            table.families["probe_phase_seconds"].set(slot, (phase,), number / 100)  # type: ignore[union-attr]
         for value in observations:
             table.families["probe_latency_seconds"].observe(slot, (), value)  # type: ignore[union-attr]
     for openmetrics in (False, True):
         page = Exposition(render(store.snapshot(), openmetrics=openmetrics, process=False), openmetrics)
-        for target, zone in rows:
+        for target, zone, phases in rows:
             labels = {"site": site, "source": "fleet", "team": team, "target": target,
                       "zone": "global" if zone is None else zone}
             assert [s.labels for s in page.find("probe_success", target=target)] == [labels]
+            assert page.by("probe_phase_seconds", "phase", target=target) == {
+                phase: number / 100 for number, phase in enumerate(phases, 1)}
             buckets = page.by("probe_latency_seconds_bucket", "le", target=target)
             assert buckets == {"0.1": float(bisect.bisect_right(sorted(observations), 0.1)),
                                "1.0": float(bisect.bisect_right(sorted(observations), 1.0)),

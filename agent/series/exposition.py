@@ -257,7 +257,15 @@ def _table_family(write: Write, spec: FamilySpec, table: Table, family: AnyTable
             for text, here, value in zip(texts, present[start:stop], values[start:stop], strict=True):
                 if here and text is not None:
                     write(f"{head}{text}}} {go_float(value)}\n")
-        elif dense:  # the present cells only: a row of a wide family often has one (probe_last_result)
+        elif dense and present.count(1, start * width, stop * width) * 4 >= (stop - start) * width:
+            for slot, text in enumerate(texts, start):
+                if text is not None:
+                    cell = slot * width
+                    for head, here, value in zip(heads, present[cell:cell + width], values[cell:cell + width],
+                                                 strict=True):
+                        if here:
+                            write(f"{head}{text}}} {go_float(value)}\n")
+        elif dense:  # few cells present (probe_last_result: 1 of 16 a row): found, not visited one by one
             for slot, text in enumerate(texts, start):
                 if text is None:
                     continue
