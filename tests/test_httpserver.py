@@ -122,3 +122,25 @@ def test_any_bytes_get_an_answer_or_a_close_and_the_server_keeps_serving(pieces)
             server.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("paths", [10, 2000])
+async def test_a_gzipped_page_is_the_page_on_the_loop_or_in_a_thread(paths):
+    """/metrics compresses a small page on the event loop and a big one in a worker thread: either way the client
+    decompresses the page written (its process_* lines aside, read again at each write)."""
+    import gzip
+
+    from agent.series.exposition import render
+    from agent.series.family import counter
+    from agent.series.store import Store
+    from agent.server.routes import _GZIP_INLINE_BYTES, metrics_page
+
+    store = Store({"site": "eu-1"})
+    hits = store.group("g", {"source": "g"}, "source").counter(counter("hits_total", "Hits", ["path"]))
+    for path in range(paths):
+        hits.inc((f"/p/{path}",))
+    body, headers = await metrics_page(store.snapshot(), "", "gzip, deflate")
+    page = gzip.decompress(body)
+    assert headers["Content-Encoding"] == "gzip" and (len(page) > _GZIP_INLINE_BYTES) == (paths > 10)
+    assert [line for line in page.splitlines() if b"process_" not in line] == \
+        render(store.snapshot(), process=False).splitlines()

@@ -3,7 +3,7 @@
 Run: .venv/bin/python -m pytest tests/benchmarks/bench_scrape.py -s
 (KPI_BENCH_BEFORE=<a checkout of the agent as it was> measures that one too, alternating with this one, in the
 same run, and prints the ratio; KPI_BENCH_RUNS=3 runs of each, KPI_BENCH_SCRAPES=1000 scrapes a run,
-KPI_BENCH_PAGES=logs,paths,targets the pages.)
+KPI_BENCH_PAGES=logs,paths,targets the pages, KPI_BENCH_GZIP=1 to ask for gzip as Prometheus does.)
 
 Each agent is a real `kpi-agent run` process, scraped by a client here over a new connection each time, as
 bench_logs polls it (Prometheus keeps its connection: slightly less per scrape). The pages:
@@ -18,6 +18,7 @@ bench_logs polls it (Prometheus keeps its connection: slightly less per scrape).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -36,6 +37,7 @@ RUNS = int(os.environ.get("KPI_BENCH_RUNS", "3"))
 SCRAPES = int(os.environ.get("KPI_BENCH_SCRAPES", "1000"))
 BEFORE = os.environ.get("KPI_BENCH_BEFORE")  # `python -m agent` run in that directory imports its agent/
 PAGES = os.environ.get("KPI_BENCH_PAGES", "logs,paths,targets").split(",")
+HEADERS = {"Accept-Encoding": "gzip"} if os.environ.get("KPI_BENCH_GZIP") == "1" else {}
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -49,8 +51,9 @@ def cpu(pid: int) -> float:
 
 
 def page(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return response.read().decode()
+    with urllib.request.urlopen(urllib.request.Request(url, headers=HEADERS), timeout=30) as response:
+        body = response.read()
+    return (gzip.decompress(body) if response.headers.get("Content-Encoding") == "gzip" else body).decode()
 
 
 def pages(directory: Path) -> dict[str, tuple[Path, re.Pattern[str], int]]:
@@ -111,7 +114,7 @@ def per_scrape(config: Path, complete: re.Pattern[str], count: int, checkout: st
 
 def test_cpu_per_scrape(tmp_path):
     checkouts = {"this": None, **({"before": BEFORE} if BEFORE else {})}
-    print(f"\n{SCRAPES} scrapes per run, {RUNS} runs alternating; load {load()}")
+    print(f"\n{SCRAPES} scrapes per run{', gzip' if HEADERS else ''}, {RUNS} runs alternating; load {load()}")
     for name, (config, complete, count) in pages(tmp_path).items():
         if name not in PAGES:
             continue
