@@ -1,5 +1,7 @@
-"""Shared by the log and journal source tests: the context a source runs in, and whole agents to SIGKILL."""
+"""Shared by the source tests: the context a source runs in, whole agents to SIGKILL, and the race of a TLS
+connection lost as its handshake ends."""
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +41,20 @@ def start_agent():
         if process.poll() is None:
             process.terminate()
             process.wait(timeout=10)
+
+
+@pytest.fixture
+def tls_lost_as_it_ends(monkeypatch):
+    """Every client's TLS handshake made with the loop's start_tls loses its connection just as it ends: asyncio
+    then gives no TLS transport (its SSL protocol dropped it in connection_lost before the caller resumed). The
+    race is too narrow to hit on purpose; this makes each handshake land in it."""
+    real = asyncio.base_events.BaseEventLoop.start_tls
+
+    async def lost(self, transport, protocol, *args, **kwargs):
+        tls = await real(self, transport, protocol, *args, **kwargs)
+        if kwargs.get("server_side"):  # a test's own server shakes hands as usual
+            return tls
+        tls.abort()
+        return None
+
+    monkeypatch.setattr(asyncio.base_events.BaseEventLoop, "start_tls", lost)

@@ -113,6 +113,15 @@ async def test_dns_over_tls_against_unbound(unbound_tls, blackbox, context):  # 
     assert "other.example.test" in ours.reason
 
 
+async def test_dns_over_tls_lost_as_its_handshake_ends(unbound_tls, context, tls_lost_as_it_ends):  # noqa: F811
+    """asyncio gives no TLS transport then: the target closing the connection, not an error out of the prober."""
+    module = {"query_name": "example.test", "query_type": "SOA", "transport_protocol": "tcp", "dns_over_tls": True,
+              "tls_config": {"ca_file": str(unbound_tls.cert), "server_name": unbound_tls.name}}
+    ours = Probed(context, "dns", f"127.0.0.1:{unbound_tls.port}", module)
+    assert await ours.probe() == "connection_error"
+    assert ours.reason == "the target closed the connection"
+
+
 @pytest.mark.parametrize(("mode", "transport", "result", "reason"), [
     ("garbage", "udp", "invalid_response", "the answer is not a DNS message"),
     ("garbage", "tcp", "invalid_response", "the answer is not a DNS message"),

@@ -197,6 +197,41 @@ async def test_tls_from_the_first_byte_and_captures_into_labels(pki, context, bl
         await server.wait_closed()
 
 
+
+@pytest.mark.parametrize("how", ["tls", "starttls"])
+async def test_a_connection_lost_as_its_tls_handshake_ends_is_the_target_closing_it(pki, context, how,
+                                                                                     tls_lost_as_it_ends):
+    """asyncio gives no TLS transport then, and StreamWriter.start_tls fails on it: a probe result with a reason,
+    not an AttributeError out of the prober."""
+    directory, _ = pki
+    tls = server_context(directory, "server")
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if how == "starttls":
+            writer.write(b"220 ready\r\n")
+            await reader.readline()
+            writer.write(b"220 go ahead\r\n")
+            await writer.drain()
+            await writer.start_tls(tls)
+        await asyncio.sleep(5)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=tls if how == "tls" else None)
+    port = server.sockets[0].getsockname()[1]
+    steps = "      - expect: '^220'\n" if how == "tls" else \
+        "      - expect: '^220 ready'\n      - send: STARTTLS\n      - expect: '^220'\n      - starttls: true\n"
+    try:
+        store = Store()
+        source = source_for(context, store, f"  - name: lost\n    target: 127.0.0.1:{port}\n    timeout: 5s\n"
+                                            f"    tls: {str(how == 'tls').lower()}\n"
+                                            f"    tls_config: {{ca_file: {directory / 'ca.pem'}}}\n"
+                                            f"    query_response:\n{steps}")
+        assert await source.probe() == "connection_error"
+        assert source.prober.last_error == "the target closed the connection"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 def _only(page, target: str):
     """Our page with only one target's series (compare() reads every probe_* series of a page)."""
     from tests.helpers import Exposition

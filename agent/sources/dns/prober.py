@@ -51,7 +51,7 @@ from agent.sources.dns.config import (
 )
 from agent.sources.probe.net import resolve, split_host_port
 from agent.sources.probe.result import ProbeFailed
-from agent.sources.probe.stream import release
+from agent.sources.probe.stream import release, start_tls_over
 from agent.sources.probe.tls import record_tls
 
 if TYPE_CHECKING:
@@ -206,9 +206,9 @@ class DnsProber:
         plain = writer.transport  # TLS goes over it (start_tls, never open_connection(ssl=)): release reaches it
         try:
             if tls is not None:
-                await writer.start_tls(tls, server_hostname=self.module.tls.server_name or host,
-                                       ssl_handshake_timeout=max(result.deadline - asyncio.get_running_loop().time(),
-                                                                 0.001))
+                await start_tls_over(writer, tls, self.module.tls.server_name or host,
+                                     ssl_handshake_timeout=max(result.deadline - asyncio.get_running_loop().time(),
+                                                               0.001))
                 record_tls(result, writer.get_extra_info("ssl_object"))
             sent = time.perf_counter()
             result.add(DURATION, sent - started, _PHASE_KEYS["connect"])

@@ -116,6 +116,23 @@ class Stream(asyncio.Protocol):
             self.transport.abort()
 
 
+async def start_tls_over(writer: asyncio.StreamWriter, context: ssl.SSLContext, server_hostname: str | None,
+                         **options: float) -> None:
+    """``writer.start_tls``, for the probers that read through asyncio's streams (TCP, DNS over TCP). A connection
+    lost just as its handshake ends leaves asyncio with no TLS transport: StreamWriter.start_tls then sets
+    ``transport`` to None and fails on it (AttributeError). That is the target closing the connection (EOFError),
+    not a bug of the prober; the writer keeps its closed socket transport, for the caller's abort and release."""
+    plain = writer.transport
+    try:
+        await writer.start_tls(context, server_hostname=server_hostname, **options)
+    except AttributeError:
+        if writer.transport is not None:
+            raise
+    if writer.transport is None:
+        writer._transport = plain  # StreamWriter.__del__ reads it too
+        raise EOFError("the connection ended as the TLS handshake did")
+
+
 def release(transport: asyncio.BaseTransport) -> None:
     """Break the reference cycle Python 3.11 leaves in a closed socket transport (its ``_read_ready_cb``: CPython
     gh-100348, fixed in 3.12), so a probe's connection is freed by reference counting once closed. The collector

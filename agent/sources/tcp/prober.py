@@ -16,7 +16,7 @@ from agent.sources.probe.failures import TARGET_FAULTS
 from agent.sources.probe.families import FAILED_DUE_TO_BYTES, FAILED_DUE_TO_REGEX
 from agent.sources.probe.net import resolve, split_host_port
 from agent.sources.probe.result import ProbeFailed, ProbeResult
-from agent.sources.probe.stream import release
+from agent.sources.probe.stream import release, start_tls_over
 from agent.sources.probe.tls import record_tls
 from agent.sources.tcp.config import QueryStep, TcpModule, expect_info
 
@@ -44,7 +44,7 @@ class TcpProber:
         try:
             if module.tls:
                 assert self.ssl_context is not None, "a module with tls has an SSL context"
-                await writer.start_tls(self.ssl_context, server_hostname=server_name)
+                await start_tls_over(writer, self.ssl_context, server_name)
                 record_tls(result, writer.get_extra_info("ssl_object"))
             for step, pattern in self.steps:
                 await self._step(step, pattern, reader, writer, result, server_name)
@@ -80,7 +80,7 @@ class TcpProber:
             await writer.drain()
         if step.starttls:
             assert self.ssl_context is not None, "a module with starttls has an SSL context"
-            await writer.start_tls(self.ssl_context, server_hostname=server_name)
+            await start_tls_over(writer, self.ssl_context, server_name)
             record_tls(result, writer.get_extra_info("ssl_object"))
 
     def explain(self, exc: BaseException, target: str, timeout: float) -> tuple[str, str] | None:
