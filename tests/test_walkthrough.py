@@ -81,6 +81,8 @@ def test_the_walkthrough_runs_with_the_installed_packages(tmp_path):
     (work / "deploy" / "alertmanager" / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager))
 
     background: list[subprocess.Popen] = []
+    agent: subprocess.Popen | None = None
+    agent_log = tmp_path / "agent.log"
     receiver: Output | None = None
     ran: list[str] = []
     try:
@@ -102,9 +104,9 @@ def test_the_walkthrough_runs_with_the_installed_packages(tmp_path):
                 background.append(process)
                 receiver = Output(process)
             elif program == ".venv/bin/kpi-agent" and command[1] == "run":
-                background.append(subprocess.Popen([KPI_AGENT, *command[1:], "--web.listen-address",
-                                                    f"127.0.0.1:{ports['9910']}"], cwd=work,
-                                                   stderr=subprocess.DEVNULL))
+                agent = subprocess.Popen([KPI_AGENT, *command[1:], "--web.listen-address",
+                                          f"127.0.0.1:{ports['9910']}"], cwd=work, stderr=agent_log.open("w"))
+                background.append(agent)
             elif program == ".venv/bin/kpi-agent":
                 args = [local(arg) for arg in command[1:]]
                 result = subprocess.run([KPI_AGENT, *args], cwd=work, capture_output=True, text=True, timeout=600)
@@ -127,7 +129,11 @@ def test_the_walkthrough_runs_with_the_installed_packages(tmp_path):
             ran.append(program if program != ".venv/bin/kpi-agent" else f"kpi-agent {command[1]}")
         assert {"prometheus", "prometheus-alertmanager", "amtool", "python3", "kpi-agent run"} <= set(ran), ran
 
-        wait_until(lambda: fetch(local("http://127.0.0.1:9910/-/ready"))[0] == 200, 60, what="the agent")
+        try:
+            wait_until(lambda: fetch(local("http://127.0.0.1:9910/-/ready"))[0] == 200, 60, what="the agent")
+        except AssertionError as exc:  # say why, in the agent's own words (a port taken since free_port, a crash)
+            state = f"exited {agent.returncode}" if agent is not None and agent.poll() is not None else "runs"
+            raise AssertionError(f"{exc}; the agent {state}; its log ends: {agent_log.read_text()[-2000:]}") from None
         for url in urls(block):
             status, page = fetch(local(url), timeout=30)
             assert status == 200, (url, status)
