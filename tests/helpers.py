@@ -10,6 +10,7 @@ import asyncio
 import os
 import socket
 import subprocess
+import sys
 import textwrap
 import time
 import urllib.error
@@ -180,6 +181,40 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+
+@dataclass
+class ImportTimedAgent:
+    """A `kpi-agent run` under ``python -X importtime`` (its stderr, the import log, in a file)."""
+
+    process: subprocess.Popen
+    port: int
+    config: Path
+    stderr: Path
+
+    def imported(self) -> set[str]:
+        """The modules it has imported so far, but for those imported by name (importlib.import_module: a kind's
+        package, a command), which importtime does not list."""
+        return {line.rpartition("|")[2].strip() for line in self.stderr.read_text().splitlines()
+                if line.startswith("import time:")}
+
+
+def start_log_agent_import_timed(directory: Path, lines: int) -> ImportTimedAgent:
+    """A log-only agent (one regex source counting the ``lines`` lines "GET 200" of app.log from the start into
+    lines_total{status}) started under -X importtime; the caller stops it."""
+    log = directory / "app.log"
+    log.write_text("GET 200\n" * lines)
+    config = directory / "agent.yaml"
+    config.write_text(f"logs:\n  - {{name: app, paths: ['{log}'], start_at: beginning,\n"
+                      "     pattern: '^(?P<method>[A-Z]+) (?P<status>\\d+)',\n"
+                      "     metrics: [{name: lines_total, type: counter, labels: [status]}]}\n")
+    port = free_port()
+    stderr = directory / "stderr"
+    with stderr.open("w") as errors:
+        process = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "agent", "run", "--config.file",
+                                    str(config), "--web.listen-address", f"127.0.0.1:{port}"], stderr=errors)
+    return ImportTimedAgent(process, port, config, stderr)
 
 
 def wait_until(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.1, what: str = "condition") -> T:

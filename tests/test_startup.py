@@ -3,12 +3,10 @@ starts an agent pays for each module (README "Performance" of the log source: st
 
 import gc
 import signal
-import subprocess
-import sys
 import weakref
 
 from agent.runtime import heap
-from tests.helpers import Exposition, fetch, free_port, wait_until
+from tests.helpers import Exposition, fetch, start_log_agent_import_timed, wait_until
 
 # Every agent module a log agent with a regex pattern has imported by its first scrape. A module that joins this
 # list costs every start: import it where it is used (a kind, a command, a branch), or add it here with a reason.
@@ -33,26 +31,15 @@ LOG_AGENT_MODULES = {
 
 
 def test_a_log_only_agent_imports_only_its_modules_and_no_import_hook(tmp_path):
-    log = tmp_path / "app.log"
-    log.write_text("GET 200\n" * 3)
-    config = tmp_path / "agent.yaml"
-    config.write_text(f"logs:\n  - {{name: app, paths: ['{log}'], start_at: beginning,\n"
-                      "     pattern: '^(?P<method>[A-Z]+) (?P<status>\\d+)',\n"
-                      "     metrics: [{name: lines_total, type: counter, labels: [status]}]}\n")
-    port = free_port()
-    stderr = tmp_path / "stderr"
-    with stderr.open("w") as errors:
-        process = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "agent", "run", "--config.file",
-                                    str(config), "--web.listen-address", f"127.0.0.1:{port}"], stderr=errors)
+    agent = start_log_agent_import_timed(tmp_path, 3)
     try:
-        page = wait_until(lambda: (p := _page(port)) and p.value("lines_total", status="200") == 3 and p,
+        page = wait_until(lambda: (p := _page(agent.port)) and p.value("lines_total", status="200") == 3 and p,
                           timeout=30, what="the log counted")
         assert page.value("lines_total", status="200") == 3
-        loaded = {line.rpartition("|")[2].strip() for line in stderr.read_text().splitlines()
-                  if line.startswith("import time:")}
+        loaded = agent.imported()
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=15)
+        agent.process.send_signal(signal.SIGTERM)
+        agent.process.wait(timeout=15)
     agent_modules = {name for name in loaded if name == "agent" or name.startswith("agent.")}
     assert agent_modules == LOG_AGENT_MODULES, (f"new: {sorted(agent_modules - LOG_AGENT_MODULES)}, "
                                                 f"gone: {sorted(LOG_AGENT_MODULES - agent_modules)}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Exposition, fetch, free_port, wait_until
+from tests.helpers import Exposition, fetch, free_port, start_log_agent_import_timed, wait_until
 from tests.push.receivers import PrometheusReceiver
 from tests.test_lazyssl import self_signed
 
@@ -144,13 +144,6 @@ def test_a_json_source_reads_without_typing_extensions_which_others_still_import
     assert shown.stdout.splitlines() == ["[['/a', None], [200, 404]] 2 False", "typing_extensions"], shown.stderr
 
 
-def _imported(stderr: Path) -> set[str]:
-    """The modules a process started with ``python -X importtime`` has imported so far (its stderr), but for
-    those imported by name (importlib.import_module: a kind's package), which importtime does not list."""
-    return {line.rpartition("|")[2].strip() for line in stderr.read_text().splitlines()
-            if line.startswith("import time:")}
-
-
 # A TLS server answering 200 to GET / (a directory listing): python -c TLS_TARGET CERT KEY prints its port
 TLS_TARGET = """
 import http.server, ssl, sys
@@ -165,25 +158,15 @@ server.serve_forever()
 
 @pytest.mark.slow
 def test_a_log_only_agent_loads_no_other_kind_nor_openssl_and_a_reload_that_adds_https_does(tmp_path):
-    log = tmp_path / "app.log"
-    log.write_text("GET 200\n" * 5)
-    config = tmp_path / "agent.yaml"
-    config.write_text(f"logs:\n  - {{name: app, paths: ['{log}'], start_at: beginning,\n"
-                      "     pattern: '^(?P<method>[A-Z]+) (?P<status>\\d+)',\n"
-                      "     metrics: [{name: lines_total, type: counter, labels: [status]}]}\n")
     cert, key = self_signed(tmp_path)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    stderr = tmp_path / "stderr"
-    with stderr.open("w") as errors:
-        process = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "agent", "run", "--config.file",
-                                    str(config), "--web.listen-address", f"127.0.0.1:{port}"], stderr=errors)
+    agent = start_log_agent_import_timed(tmp_path, 5)
+    process, config, base = agent.process, agent.config, f"http://127.0.0.1:{agent.port}"
     target = subprocess.Popen([sys.executable, "-c", TLS_TARGET, str(cert), str(key)], cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         wait_until(lambda: fetch(base + "/-/ready")[0] == 200 and _page(base).value("lines_total", status="200") == 5,
                    timeout=30, what="the log counted")
-        loaded = _imported(stderr)
+        loaded = agent.imported()
         assert "agent.sources.logs.source" in loaded
         assert {name for name in loaded if name.startswith(UNUSED_BY_A_LOG_AGENT)} == set()
         assert _mapped_libraries(process.pid, ("libssl", "libcrypto")) == set()
@@ -195,7 +178,7 @@ def test_a_log_only_agent_loads_no_other_kind_nor_openssl_and_a_reload_that_adds
         wait_until(lambda: _page(base).value("probe_success", target="tls") == 1, timeout=30,
                    what="the HTTPS source a reload added probing")
         assert _page(base).value("probe_http_ssl", target="tls") == 1
-        assert {"agent.sources.http.config", "agent.sources.probe.source"} <= _imported(stderr)
+        assert {"agent.sources.http.config", "agent.sources.probe.source"} <= agent.imported()
         assert _mapped_libraries(process.pid, ("libssl", "libcrypto")) == {"libssl", "libcrypto"}
         assert _page(base).value("kpi_agent_config_reloads_total", result="success") == 1
     finally:
