@@ -207,7 +207,7 @@ class _ValueShape(LogMetricShape):
         """The usable numbers of the value column, and which records had one (None: all did)."""
         text = raw[0].__class__ is str  # else numbers already (JSON): nothing to remember, no int() to try
         known = self.known if text else None
-        if known is not None:
+        if known:  # empty for a metric whose values are whole numbers: int() reads them, nothing is remembered
             try:
                 return list(map(known.__getitem__, raw)), None
             except KeyError:

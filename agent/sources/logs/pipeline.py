@@ -153,9 +153,10 @@ class Pipeline:
         taken = _taken_groups(scanner) if scanner else {}
         self._maybe_absent = tuple(i for i, group in enumerate(self._scanner_columns) if group + 1 not in taken)
         self._witness = next((i for i, group in enumerate(self._scanner_columns) if taken.get(group + 1)), None)
-        if scanner is not None and self._witness is None:
-            scanner = pattern.line_scanner(fields, marked=True) if pattern is not None else None
+        if pattern is not None and scanner is not None and self._witness is None:
+            scanner = pattern.line_scanner(fields, marked=True)
         self._scanner = scanner
+        self._one_group = scanner is not None and scanner.groups == 1  # findall() gives strings, not tuples
         self._from_match: list[tuple[int, Callable[[Any], Any]]] = [
             (index, operator.methodcaller("group", name)) for index, name in enumerate(fields) if name in groups]
         self._from_record: list[tuple[int, Callable[[Any], Any]]] = [
@@ -210,9 +211,9 @@ class Pipeline:
         return self.process(lines, file_labels)
 
     def _transposed(self, found: list) -> list[Sequence[str]]:
-        """The field columns of findall()'s tuples, in one zip() call (findall() gives strings, not tuples, for a
-        scanner of one group)."""
-        if self._scanner is None or self._scanner.groups == 1:
+        """The field columns of findall()'s tuples, in one zip() call (or its strings, for a scanner of one
+        group: the one field, or the marker alone)."""
+        if self._one_group:
             return [found] if self._scanner_columns else []
         transposed = list(zip(*found, strict=False))  # findall gives tuples of one length: not checked again
         return [transposed[index] for index in self._scanner_columns]
