@@ -227,6 +227,9 @@ async def test_a_connection_lost_as_its_tls_handshake_ends_is_the_target_closing
                                             f"    query_response:\n{steps}")
         assert await source.probe() == "connection_error"
         assert source.prober.last_error == "the target closed the connection"
+        page = render_store(store)
+        assert page.value("probe_success", target="lost") == 0
+        assert page.value("probes_total", target="lost", result="connection_error") == 1
     finally:
         server.close()
         await server.wait_closed()
